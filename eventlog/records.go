@@ -1,0 +1,132 @@
+package eventlog
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Record is one fact on the log. Its Type travels in the Strand-Type header;
+// the body is the record's JSON. Record types are the log's schema: add
+// fields compatibly and never change the meaning of an existing one, since
+// replay reads every record ever written.
+type Record interface {
+	RecordType() string
+}
+
+// Account records, all on the ACCOUNTS stream under UserSubject(user).
+
+// UserRegistered creates an account. It is the first record on the user's
+// subject (appended with expected sequence 0). Device, when set, is the
+// device and token the registration logged in with.
+type UserRegistered struct {
+	UserID       string         `json:"user_id"`
+	PasswordHash string         `json:"password_hash,omitempty"` // bcrypt; empty: no password login
+	Admin        bool           `json:"admin,omitempty"`
+	Displayname  string         `json:"displayname,omitempty"`
+	TS           int64          `json:"ts"`
+	Device       *DeviceCreated `json:"device,omitempty"`
+}
+
+// DeviceCreated adds a device with a fresh access token, or, when the
+// device already exists, replaces its token (and so revokes the old one).
+type DeviceCreated struct {
+	UserID      string `json:"user_id"`
+	DeviceID    string `json:"device_id"`
+	DisplayName string `json:"display_name,omitempty"`
+	TokenHash   string `json:"token_hash"` // hex SHA-256 of the access token
+	TS          int64  `json:"ts"`
+}
+
+// DeviceUpdated renames a device.
+type DeviceUpdated struct {
+	UserID      string `json:"user_id"`
+	DeviceID    string `json:"device_id"`
+	DisplayName string `json:"display_name"`
+}
+
+// DevicesDeleted removes devices and their tokens. With All set, every
+// device the user has when the record is applied goes, except Keep.
+type DevicesDeleted struct {
+	UserID    string   `json:"user_id"`
+	DeviceIDs []string `json:"device_ids,omitempty"`
+	All       bool     `json:"all,omitempty"`
+	Keep      string   `json:"keep,omitempty"`
+}
+
+// PasswordChanged sets a new password hash. With LogoutDevices set, every
+// device except KeepDevice is removed in the same step.
+type PasswordChanged struct {
+	UserID        string `json:"user_id"`
+	PasswordHash  string `json:"password_hash"`
+	LogoutDevices bool   `json:"logout_devices,omitempty"`
+	KeepDevice    string `json:"keep_device,omitempty"`
+}
+
+// UserDeactivated disables an account for good and removes its devices.
+type UserDeactivated struct {
+	UserID string `json:"user_id"`
+}
+
+// FilterCreated stores a sync filter under an ID chosen by the api.
+type FilterCreated struct {
+	UserID   string          `json:"user_id"`
+	FilterID string          `json:"filter_id"`
+	Filter   json.RawMessage `json:"filter"`
+}
+
+// AccountDataSet sets global (RoomID empty) or per-room account data.
+type AccountDataSet struct {
+	UserID  string          `json:"user_id"`
+	RoomID  string          `json:"room_id,omitempty"`
+	Type    string          `json:"type"`
+	Content json.RawMessage `json:"content"`
+}
+
+// ProfileSet changes profile fields; a nil field is left as it is.
+type ProfileSet struct {
+	UserID      string  `json:"user_id"`
+	Displayname *string `json:"displayname,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
+}
+
+func (UserRegistered) RecordType() string  { return "user.registered" }
+func (DeviceCreated) RecordType() string   { return "device.created" }
+func (DeviceUpdated) RecordType() string   { return "device.updated" }
+func (DevicesDeleted) RecordType() string  { return "devices.deleted" }
+func (PasswordChanged) RecordType() string { return "password.changed" }
+func (UserDeactivated) RecordType() string { return "user.deactivated" }
+func (FilterCreated) RecordType() string   { return "filter.created" }
+func (AccountDataSet) RecordType() string  { return "account_data.set" }
+func (ProfileSet) RecordType() string      { return "profile.set" }
+
+// Decode parses a record body given its type header. An unknown type is an
+// error: a projector must never skip a fact silently.
+func Decode(typ string, data []byte) (Record, error) {
+	var r Record
+	switch typ {
+	case "user.registered":
+		r = &UserRegistered{}
+	case "device.created":
+		r = &DeviceCreated{}
+	case "device.updated":
+		r = &DeviceUpdated{}
+	case "devices.deleted":
+		r = &DevicesDeleted{}
+	case "password.changed":
+		r = &PasswordChanged{}
+	case "user.deactivated":
+		r = &UserDeactivated{}
+	case "filter.created":
+		r = &FilterCreated{}
+	case "account_data.set":
+		r = &AccountDataSet{}
+	case "profile.set":
+		r = &ProfileSet{}
+	default:
+		return nil, fmt.Errorf("unknown record type %q", typ)
+	}
+	if err := json.Unmarshal(data, r); err != nil {
+		return nil, fmt.Errorf("decode %s record: %w", typ, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,107 @@
+// Package eventlog is Strand's log: the JetStream streams that hold every
+// durable fact, the records written to them, and the operations the other
+// packages use (Append with per-subject optimistic concurrency, Read for
+// projectors, sync workers and replay, and watermark waits).
+//
+// The log is the truth. Postgres holds projections that can be rebuilt from
+// it at any time (DESIGN.md, invariants 1 and 2).
+package eventlog
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names. Every stream Strand uses is declared in streamConfigs below,
+// and nowhere else.
+const (
+	StreamRooms    = "ROOMS"
+	StreamAccounts = "ACCOUNTS"
+)
+
+// RoomPartitions is the fixed number of room partitions. A room's subject
+// carries its partition so that several projectors can later share the rooms
+// while each room stays in order. Changing it re-homes rooms: never do.
+const RoomPartitions = 16
+
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id, and so how
+// long a blind client retry of the same write is absorbed by the log itself.
+const DuplicateWindow = 10 * time.Minute
+
+// StreamOptions tune the stream declarations for a deployment.
+type StreamOptions struct {
+	// Replicas is the stream replication factor (1, or 3 on a NATS cluster).
+	Replicas int
+}
+
+func streamConfigs(o StreamOptions) []jetstream.StreamConfig {
+	r := o.Replicas
+	if r < 1 {
+		r = 1
+	}
+	// Both streams keep everything forever (Limits retention with no limits)
+	// and refuse deletes and purges: projections are rebuilt from them.
+	return []jetstream.StreamConfig{
+		{
+			Name:        StreamRooms,
+			Description: "Strand room events; one subject per room",
+			Subjects:    []string{"room.>"},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			Duplicates:  DuplicateWindow,
+			DenyDelete:  true,
+			DenyPurge:   true,
+			Replicas:    r,
+		},
+		{
+			Name:        StreamAccounts,
+			Description: "Strand accounts: users, devices, token hashes, filters, account data, profiles",
+			Subjects:    []string{"acct.>"},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			Duplicates:  DuplicateWindow,
+			DenyDelete:  true,
+			DenyPurge:   true,
+			Replicas:    r,
+		},
+	}
+}
+
+// EnsureStreams creates the streams or updates them to the declared config.
+// A change JetStream cannot apply in place (e.g. storage type) is an error:
+// Strand never deletes and recreates a stream, and never falls back to
+// memory storage.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	for _, cfg := range streamConfigs(o) {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// key encodes an identifier as one subject-safe token. Matrix IDs contain
+// dots and colons, which NATS subjects cannot carry; raw URL-safe base64 is
+// lossless, so two IDs never share a subject.
+func key(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// RoomSubject is the subject of a room's events.
+func RoomSubject(roomID string) string {
+	h := fnv.New32a()
+	h.Write([]byte(roomID))
+	return fmt.Sprintf("room.%d.%s", h.Sum32()%RoomPartitions, key(roomID))
+}
+
+// UserSubject is the subject of every account fact about one user. The
+// first record on it is the registration, appended with expected sequence
+// 0, which is what makes user IDs unique.
+func UserSubject(userID string) string { return "acct.user." + key(userID) }

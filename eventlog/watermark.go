@@ -1,0 +1,149 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// appliedSubject carries "projection of stream X has applied up to seq N"
+// notifications, published by projectors after each commit.
+const appliedSubject = "strand.applied."
+
+// PublishApplied tells every process that the projection of stream has
+// committed everything up to seq. It is a core-NATS message: cheap and
+// at-most-once, which is why Watermark also refreshes from the source.
+func (l *Log) PublishApplied(stream string, seq uint64) error {
+	return l.nc.Publish(appliedSubject+stream, strconv.AppendUint(nil, seq, 10))
+}
+
+// RefreshFunc reads a stream's applied position from the projection itself.
+type RefreshFunc func(ctx context.Context, stream string) (uint64, error)
+
+// Watermark tracks how far each stream's projection has been applied, so
+// that a write can answer only once it is readable (invariant 6). Waiters
+// are woken by applied notifications; while somebody waits, the position is
+// also re-read from the projection every RefreshEvery, in case a
+// notification was lost. Nobody waiting means no polling at all.
+type Watermark struct {
+	refresh      RefreshFunc
+	RefreshEvery time.Duration
+
+	mu      sync.Mutex
+	applied map[string]uint64
+	changed map[string]chan struct{} // closed and replaced on each advance
+	sub     *nats.Subscription
+}
+
+// NewWatermark subscribes to applied notifications on nc.
+func NewWatermark(nc *nats.Conn, refresh RefreshFunc) (*Watermark, error) {
+	w := &Watermark{
+		refresh:      refresh,
+		RefreshEvery: 200 * time.Millisecond,
+		applied:      map[string]uint64{},
+		changed:      map[string]chan struct{}{},
+	}
+	sub, err := nc.Subscribe(appliedSubject+"*", func(m *nats.Msg) {
+		seq, err := strconv.ParseUint(string(m.Data), 10, 64)
+		if err != nil {
+			return
+		}
+		w.Advance(strings.TrimPrefix(m.Subject, appliedSubject), seq)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe applied notifications: %w", err)
+	}
+	w.sub = sub
+	return w, nil
+}
+
+// Close stops listening.
+func (w *Watermark) Close() error { return w.sub.Unsubscribe() }
+
+// Advance records that stream is applied up to seq and wakes waiters.
+func (w *Watermark) Advance(stream string, seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if seq <= w.applied[stream] {
+		return
+	}
+	w.applied[stream] = seq
+	if ch, ok := w.changed[stream]; ok {
+		close(ch)
+		delete(w.changed, stream)
+	}
+}
+
+// Applied returns the last known applied position of stream.
+func (w *Watermark) Applied(stream string) uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.applied[stream]
+}
+
+func (w *Watermark) state(stream string) (uint64, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch, ok := w.changed[stream]
+	if !ok {
+		ch = make(chan struct{})
+		w.changed[stream] = ch
+	}
+	return w.applied[stream], ch
+}
+
+// Wait blocks until stream's projection has applied seq, or ctx ends.
+func (w *Watermark) Wait(ctx context.Context, stream string, seq uint64) error {
+	cur, ch := w.state(stream)
+	if cur >= seq {
+		return nil
+	}
+	// Notifications sent before this process subscribed were never seen:
+	// read the projection once for a stream not seen yet. After that only
+	// the slow refresh tick reads it, in case a notification was lost.
+	if cur == 0 {
+		if err := w.doRefresh(ctx, stream); err != nil {
+			return err
+		}
+	}
+	var tick *time.Ticker
+	for {
+		cur, ch = w.state(stream)
+		if cur >= seq {
+			if tick != nil {
+				tick.Stop()
+			}
+			return nil
+		}
+		if tick == nil {
+			tick = time.NewTicker(w.RefreshEvery)
+			defer tick.Stop()
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+			if err := w.doRefresh(ctx, stream); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (w *Watermark) doRefresh(ctx context.Context, stream string) error {
+	if w.refresh == nil {
+		return nil
+	}
+	seq, err := w.refresh(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("read applied position of %s: %w", stream, err)
+	}
+	w.Advance(stream, seq)
+	return nil
+}

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// User is an account as the api needs it.
+type User struct {
+	UserID       string
+	PasswordHash string
+	Admin        bool
+	Deactivated  bool
+	Displayname  string
+	AvatarURL    string
+}
+
+// User returns one account, or ErrNotFound.
+func (s *Store) User(ctx context.Context, userID string) (User, error) {
+	var u User
+	var dn, av *string
+	err := s.pool.QueryRow(ctx, `SELECT user_id, password_hash, admin, deactivated, displayname, avatar_url
+		FROM users WHERE user_id = $1`, userID).Scan(&u.UserID, &u.PasswordHash, &u.Admin, &u.Deactivated, &dn, &av)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return u, ErrNotFound
+	}
+	if err != nil {
+		return u, fmt.Errorf("user %s: %w", userID, err)
+	}
+	if dn != nil {
+		u.Displayname = *dn
+	}
+	if av != nil {
+		u.AvatarURL = *av
+	}
+	return u, nil
+}
+
+// Session is who an access token belongs to.
+type Session struct {
+	UserID   string
+	DeviceID string
+	Admin    bool
+}
+
+// SessionByToken resolves the SHA-256 of an access token, or ErrNotFound
+// for an unknown, revoked or deactivated one.
+func (s *Store) SessionByToken(ctx context.Context, hash []byte) (Session, error) {
+	var ss Session
+	err := s.pool.QueryRow(ctx, `SELECT d.user_id, d.device_id, u.admin
+		FROM devices d JOIN users u ON u.user_id = d.user_id
+		WHERE d.token_hash = $1 AND NOT u.deactivated`, hash).Scan(&ss.UserID, &ss.DeviceID, &ss.Admin)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ss, ErrNotFound
+	}
+	if err != nil {
+		return ss, fmt.Errorf("session by token: %w", err)
+	}
+	return ss, nil
+}
+
+// Device is one of a user's devices.
+type Device struct {
+	DeviceID    string
+	DisplayName string
+	CreatedTS   int64
+}
+
+// Devices lists a user's devices.
+func (s *Store) Devices(ctx context.Context, userID string) ([]Device, error) {
+	rows, err := s.pool.Query(ctx, `SELECT device_id, COALESCE(display_name, ''), created_ts
+		FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("devices of %s: %w", userID, err)
+	}
+	ds, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Device])
+	if err != nil {
+		return nil, fmt.Errorf("devices of %s: %w", userID, err)
+	}
+	return ds, nil
+}
+
+// Device returns one device, or ErrNotFound.
+func (s *Store) Device(ctx context.Context, userID, deviceID string) (Device, error) {
+	var d Device
+	err := s.pool.QueryRow(ctx, `SELECT device_id, COALESCE(display_name, ''), created_ts
+		FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&d.DeviceID, &d.DisplayName, &d.CreatedTS)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, ErrNotFound
+	}
+	if err != nil {
+		return d, fmt.Errorf("device %s of %s: %w", deviceID, userID, err)
+	}
+	return d, nil
+}
+
+// Filter returns a stored sync filter, or ErrNotFound.
+func (s *Store) Filter(ctx context.Context, userID, filterID string) (json.RawMessage, error) {
+	var f []byte
+	err := s.pool.QueryRow(ctx, "SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2", userID, filterID).Scan(&f)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("filter %s of %s: %w", filterID, userID, err)
+	}
+	return f, nil
+}
+
+// AccountData returns one global (roomID "") or room account data item.
+func (s *Store) AccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error) {
+	var c []byte
+	err := s.pool.QueryRow(ctx, "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
+		userID, roomID, typ).Scan(&c)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("account data %s of %s: %w", typ, userID, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,157 @@
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"strand/eventlog"
+)
+
+// Tx is one projection transaction. Writes are queued and sent to Postgres
+// in a single pipelined batch at commit, so applying a batch of records
+// costs one round trip, not one per record.
+type Tx struct {
+	tx    pgx.Tx
+	batch pgx.Batch
+}
+
+// Project applies msgs, all from stream and in order, in one transaction
+// that also advances the stream's position. Records at or below the stored
+// position were applied before (redelivery, or a second projector) and are
+// skipped, which makes applying exactly-once in effect (invariant 4). It
+// returns the position after the batch.
+func (s *Store) Project(ctx context.Context, stream string, msgs []eventlog.Msg, apply func(tx *Tx, m eventlog.Msg) error) (uint64, error) {
+	var pos uint64
+	err := pgx.BeginFunc(ctx, s.pool, func(ptx pgx.Tx) error {
+		if _, err := ptx.Exec(ctx, "INSERT INTO projector_positions (stream, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", stream); err != nil {
+			return err
+		}
+		var cur int64
+		// FOR UPDATE serialises projectors of the same stream: the second
+		// one waits here, then sees the first one's position and skips.
+		if err := ptx.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1 FOR UPDATE", stream).Scan(&cur); err != nil {
+			return err
+		}
+		pos = uint64(cur)
+		tx := &Tx{tx: ptx}
+		for _, m := range msgs {
+			if m.Seq <= pos {
+				continue
+			}
+			if err := apply(tx, m); err != nil {
+				return fmt.Errorf("apply %s seq %d (%s): %w", stream, m.Seq, m.Type, err)
+			}
+			pos = m.Seq
+		}
+		if pos == uint64(cur) {
+			return nil
+		}
+		tx.batch.Queue("UPDATE projector_positions SET seq = $2 WHERE stream = $1", stream, int64(pos))
+		return ptx.SendBatch(ctx, &tx.batch).Close()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("project %s: %w", stream, err)
+	}
+	return pos, nil
+}
+
+func (t *Tx) queue(sql string, args ...any) { t.batch.Queue(sql, args...) }
+
+func tokenHash(h string) ([]byte, error) {
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) == 0 {
+		return nil, errors.New("bad token hash")
+	}
+	return b, nil
+}
+
+// AddUser inserts a registered account.
+func (t *Tx) AddUser(r *eventlog.UserRegistered) error {
+	var dn *string
+	if r.Displayname != "" {
+		dn = &r.Displayname
+	}
+	t.queue(`INSERT INTO users (user_id, password_hash, admin, displayname, created_ts)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING`,
+		r.UserID, r.PasswordHash, r.Admin, dn, r.TS)
+	if r.Device != nil {
+		return t.PutDevice(r.Device)
+	}
+	return nil
+}
+
+// PutDevice adds a device or gives an existing one a new token.
+func (t *Tx) PutDevice(d *eventlog.DeviceCreated) error {
+	h, err := tokenHash(d.TokenHash)
+	if err != nil {
+		return err
+	}
+	var dn *string
+	if d.DisplayName != "" {
+		dn = &d.DisplayName
+	}
+	t.queue(`INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (user_id, device_id) DO UPDATE SET
+			token_hash = EXCLUDED.token_hash,
+			display_name = COALESCE(EXCLUDED.display_name, devices.display_name)`,
+		d.UserID, d.DeviceID, dn, h, d.TS)
+	return nil
+}
+
+// RenameDevice sets a device's display name.
+func (t *Tx) RenameDevice(r *eventlog.DeviceUpdated) {
+	t.queue("UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+		r.UserID, r.DeviceID, r.DisplayName)
+}
+
+// DeleteDevices removes devices (and so their tokens).
+func (t *Tx) DeleteDevices(r *eventlog.DevicesDeleted) {
+	if r.All {
+		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", r.UserID, r.Keep)
+		return
+	}
+	t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)", r.UserID, r.DeviceIDs)
+}
+
+// SetPassword changes a password hash, optionally logging out the other
+// devices.
+func (t *Tx) SetPassword(r *eventlog.PasswordChanged) {
+	t.queue("UPDATE users SET password_hash = $2 WHERE user_id = $1", r.UserID, r.PasswordHash)
+	if r.LogoutDevices {
+		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", r.UserID, r.KeepDevice)
+	}
+}
+
+// Deactivate disables an account and removes its devices.
+func (t *Tx) Deactivate(r *eventlog.UserDeactivated) {
+	t.queue("UPDATE users SET deactivated = true, password_hash = '' WHERE user_id = $1", r.UserID)
+	t.queue("DELETE FROM devices WHERE user_id = $1", r.UserID)
+}
+
+// AddFilter stores a sync filter.
+func (t *Tx) AddFilter(r *eventlog.FilterCreated) {
+	t.queue(`INSERT INTO filters (user_id, filter_id, filter) VALUES ($1, $2, $3)
+		ON CONFLICT DO NOTHING`, r.UserID, r.FilterID, []byte(r.Filter))
+}
+
+// SetAccountData upserts one account data item.
+func (t *Tx) SetAccountData(seq uint64, r *eventlog.AccountDataSet) {
+	t.queue(`INSERT INTO account_data (user_id, room_id, type, content, stream_seq) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = EXCLUDED.content, stream_seq = EXCLUDED.stream_seq`,
+		r.UserID, r.RoomID, r.Type, []byte(r.Content), int64(seq))
+}
+
+// SetProfile updates the profile fields that are set.
+func (t *Tx) SetProfile(r *eventlog.ProfileSet) {
+	if r.Displayname != nil {
+		t.queue("UPDATE users SET displayname = NULLIF($2, '') WHERE user_id = $1", r.UserID, *r.Displayname)
+	}
+	if r.AvatarURL != nil {
+		t.queue("UPDATE users SET avatar_url = NULLIF($2, '') WHERE user_id = $1", r.UserID, *r.AvatarURL)
+	}
+}
