@@ -1,0 +1,143 @@
+package api
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"net/http"
+	"time"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+)
+
+// Shared-secret registration, the provisioning API Synapse documents at
+// /_synapse/admin/v1/register and other homeservers serve too.
+//
+// Nonces are stateless so that any api process can check a nonce another
+// one issued: a nonce is a timestamp and random bytes, MACed with a key
+// derived from the shared secret, and valid for nonceLifetime. Replaying a
+// nonce can only re-attempt the same registration, which the log refuses
+// (user IDs are unique).
+
+const nonceLifetime = 5 * time.Minute
+
+func (s *Server) nonceMAC(body []byte) []byte {
+	m := hmac.New(sha256.New, []byte("strand-nonce:"+s.cfg.SharedSecret))
+	m.Write(body)
+	return m.Sum(nil)[:16]
+}
+
+func (s *Server) newNonce(now time.Time) string {
+	body := make([]byte, 8+16)
+	binary.BigEndian.PutUint64(body, uint64(now.Unix()))
+	_, _ = rand.Read(body[8:])
+	return base64.RawURLEncoding.EncodeToString(append(body, s.nonceMAC(body)...))
+}
+
+func (s *Server) nonceValid(nonce string, now time.Time) bool {
+	raw, err := base64.RawURLEncoding.DecodeString(nonce)
+	if err != nil || len(raw) != 8+16+16 {
+		return false
+	}
+	body, mac := raw[:24], raw[24:]
+	if !hmac.Equal(mac, s.nonceMAC(body)) {
+		return false
+	}
+	issued := time.Unix(int64(binary.BigEndian.Uint64(body)), 0)
+	return now.Sub(issued) <= nonceLifetime && issued.Sub(now) < time.Minute
+}
+
+func (s *Server) adminRegisterNonce(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.SharedSecret == "" {
+		return matrix.Errorf("M_FORBIDDEN", http.StatusBadRequest, "shared secret registration is not enabled")
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]string{"nonce": s.newNonce(time.Now())})
+	return nil
+}
+
+// SharedSecretMAC computes the mac field of a shared-secret registration:
+// HMAC-SHA1 keyed with the secret over nonce, user, password and the admin
+// flag, NUL-separated (and the user type, when given).
+func SharedSecretMAC(secret, nonce, user, password string, admin bool, userType string) string {
+	m := hmac.New(sha1.New, []byte(secret))
+	m.Write([]byte(nonce + "\x00" + user + "\x00" + password + "\x00"))
+	if admin {
+		m.Write([]byte("admin"))
+	} else {
+		m.Write([]byte("notadmin"))
+	}
+	if userType != "" {
+		m.Write([]byte("\x00" + userType))
+	}
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+type adminRegisterRequest struct {
+	Nonce       string  `json:"nonce"`
+	Username    string  `json:"username"`
+	Displayname string  `json:"displayname"`
+	Password    string  `json:"password"`
+	Admin       bool    `json:"admin"`
+	UserType    *string `json:"user_type"`
+	MAC         string  `json:"mac"`
+}
+
+func (s *Server) adminRegister(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.SharedSecret == "" {
+		return matrix.Errorf("M_FORBIDDEN", http.StatusBadRequest, "shared secret registration is not enabled")
+	}
+	var req adminRegisterRequest
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	switch {
+	case req.Nonce == "":
+		return matrix.MissingParam("nonce is required")
+	case req.Username == "":
+		return matrix.MissingParam("username is required")
+	case req.Password == "":
+		return matrix.MissingParam("password is required")
+	case req.MAC == "":
+		return matrix.MissingParam("mac is required")
+	}
+	if !s.nonceValid(req.Nonce, time.Now()) {
+		return matrix.Errorf("M_UNKNOWN", http.StatusBadRequest, "unrecognised or expired nonce")
+	}
+	userType := ""
+	if req.UserType != nil {
+		userType = *req.UserType
+	}
+	want := SharedSecretMAC(s.cfg.SharedSecret, req.Nonce, req.Username, req.Password, req.Admin, userType)
+	if !hmac.Equal([]byte(want), []byte(req.MAC)) {
+		return matrix.Forbidden("HMAC incorrect")
+	}
+	uid, err := s.validateNewUsername(req.Username)
+	if err != nil {
+		return err
+	}
+	if err := s.validatePassword(req.Password); err != nil {
+		return err
+	}
+	hash, err := s.hashPassword(req.Password)
+	if err != nil {
+		return err
+	}
+	token, tokenHash := newAccessToken()
+	now := time.Now().UnixMilli()
+	rec := &eventlog.UserRegistered{
+		PasswordHash: hash, Admin: req.Admin, Displayname: req.Displayname, TS: now,
+		Device: &eventlog.DeviceCreated{DeviceID: newDeviceID(), TokenHash: tokenHash, TS: now},
+	}
+	if _, err := s.createUser(r.Context(), uid, rec); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{
+		"user_id": uid, "access_token": token, "device_id": rec.Device.DeviceID, "home_server": string(s.cfg.ServerName),
+	})
+	return nil
+}

@@ -1,0 +1,226 @@
+// Package apitest runs real Strand processes-in-miniature for tests: a real
+// JetStream server, a real Postgres database, projectors and api servers,
+// each with its own connections, exactly as separate processes would have.
+package apitest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"strand/api"
+	"strand/eventlog"
+	"strand/eventlog/logtest"
+	"strand/projector"
+	"strand/projector/store"
+	"strand/projector/store/storetest"
+)
+
+// Env is one deployment: a log and a database.
+type Env struct {
+	T     testing.TB
+	NATS  *logtest.Server
+	DBURL string
+}
+
+// New starts a JetStream server and creates an empty database.
+func New(t testing.TB) *Env {
+	t.Helper()
+	e := &Env{T: t, NATS: logtest.Start(t), DBURL: storetest.NewURL(t)}
+	return e
+}
+
+// Logger is the logger test processes use: quiet unless STRAND_TEST_LOG.
+func Logger() *slog.Logger {
+	if os.Getenv("STRAND_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Conn opens this "process's" own log connection, with streams declared.
+func (e *Env) Conn() *eventlog.Log {
+	e.T.Helper()
+	l, err := eventlog.New(e.NATS.Connect(e.T))
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
+		e.T.Fatal(err)
+	}
+	return l
+}
+
+// Store opens this "process's" own pool on the database.
+func (e *Env) Store() *store.Store {
+	e.T.Helper()
+	return e.StoreAt(e.DBURL)
+}
+
+// StoreAt opens a migrated store on url, closed when the test ends.
+func (e *Env) StoreAt(url string) *store.Store {
+	e.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, url)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(s.Close)
+	return s
+}
+
+// Projector runs a projector "process" until the returned stop is called
+// (or the test ends). Its exit error, other than cancellation, fails the
+// test.
+func (e *Env) Projector() (stop func()) {
+	e.T.Helper()
+	p := &projector.Projector{Log: e.Conn(), Store: e.Store(), Logger: Logger()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := p.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			e.T.Errorf("projector: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	e.T.Cleanup(stop)
+	return stop
+}
+
+// DefaultConfig is the api configuration tests start from: fast password
+// hashing, registration open.
+func DefaultConfig() api.Config {
+	return api.Config{ServerName: "localhost", BcryptCost: 4, ApplyTimeout: 10 * time.Second}
+}
+
+// API starts an api "process" and returns its base URL.
+func (e *Env) API(cfg api.Config) *httptest.Server {
+	e.T.Helper()
+	l := e.Conn()
+	st := e.Store()
+	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	srv := httptest.NewServer(api.New(cfg, l, st, wm, Logger()))
+	e.T.Cleanup(srv.Close)
+	return srv
+}
+
+// Client is a minimal Matrix client for tests.
+type Client struct {
+	T      testing.TB
+	Base   string
+	Token  string
+	UserID string
+	Device string
+	HTTP   *http.Client
+}
+
+// NewClient returns a client of the server at base.
+func NewClient(t testing.TB, base string) *Client {
+	return &Client{T: t, Base: strings.TrimRight(base, "/"), HTTP: &http.Client{Timeout: 60 * time.Second}}
+}
+
+// Response is a decoded JSON response.
+type Response struct {
+	Status int
+	Body   map[string]any
+	Raw    []byte
+}
+
+// Errcode returns the body's errcode, if any.
+func (r Response) Errcode() string { s, _ := r.Body["errcode"].(string); return s }
+
+// Str returns a top-level string field.
+func (r Response) Str(k string) string { s, _ := r.Body[k].(string); return s }
+
+// Do sends a request; body may be nil, a string (sent verbatim) or a value
+// to encode as JSON. path is appended to Base.
+func (c *Client) Do(method, path string, body any) Response {
+	c.T.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		enc, err := json.Marshal(b)
+		if err != nil {
+			c.T.Fatal(err)
+		}
+		rd = bytes.NewReader(enc)
+	}
+	req, err := http.NewRequest(method, c.Base+path, rd)
+	if err != nil {
+		c.T.Fatal(err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := c.HTTP.Do(req)
+	if err != nil {
+		c.T.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		c.T.Fatal(err)
+	}
+	out := Response{Status: res.StatusCode, Raw: raw}
+	if len(raw) > 0 && raw[0] == '{' {
+		if err := json.Unmarshal(raw, &out.Body); err != nil {
+			c.T.Fatalf("%s %s: response is not JSON: %v: %s", method, path, err, raw)
+		}
+	}
+	return out
+}
+
+// MustDo is Do that fails the test unless the status is 200.
+func (c *Client) MustDo(method, path string, body any) Response {
+	c.T.Helper()
+	r := c.Do(method, path, body)
+	if r.Status != http.StatusOK {
+		c.T.Fatalf("%s %s: status %d: %s", method, path, r.Status, r.Raw)
+	}
+	return r
+}
+
+// Register creates an account with the dummy flow and logs the client in
+// as it.
+func (c *Client) Register(username, password string) {
+	c.T.Helper()
+	body := map[string]any{"password": password, "auth": map[string]any{"type": "m.login.dummy"}}
+	if username != "" {
+		body["username"] = username
+	}
+	r := c.MustDo("POST", "/_matrix/client/v3/register", body)
+	c.Token, c.UserID, c.Device = r.Str("access_token"), r.Str("user_id"), r.Str("device_id")
+}
+
+// As returns a copy of the client with another token.
+func (c *Client) As(token string) *Client {
+	cp := *c
+	cp.Token = token
+	return &cp
+}

@@ -1,0 +1,53 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"strand/eventlog/matrix"
+)
+
+func pathVar(r *http.Request, name string) string { return mux.Vars(r)[name] }
+
+// specVersions are the spec versions whose client-server API Strand
+// claims. Clients use this to decide which endpoints to call.
+var specVersions = []string{"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2"}
+
+func (s *Server) versions(w http.ResponseWriter, r *http.Request) error {
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{
+		"versions":          specVersions,
+		"unstable_features": map[string]bool{},
+	})
+	return nil
+}
+
+func (s *Server) wellKnownBody() map[string]any {
+	return map[string]any{"m.homeserver": map[string]string{"base_url": s.cfg.PublicBaseURL}}
+}
+
+func (s *Server) wellKnown(w http.ResponseWriter, r *http.Request) error {
+	matrix.WriteJSON(w, http.StatusOK, s.wellKnownBody())
+	return nil
+}
+
+func (s *Server) capabilities(w http.ResponseWriter, r *http.Request) error {
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"capabilities": map[string]any{
+		"m.change_password":    map[string]bool{"enabled": true},
+		"m.set_displayname":    map[string]bool{"enabled": true},
+		"m.set_avatar_url":     map[string]bool{"enabled": true},
+		"m.3pid_changes":       map[string]bool{"enabled": false},
+		"m.get_login_token":    map[string]bool{"enabled": false},
+		"m.room_versions":      roomVersionsCapability(),
+		"m.profile_fields":     map[string]any{"enabled": true},
+		"m.account_moderation": map[string]bool{"suspend": false, "lock": false},
+	}})
+	return nil
+}
+
+func roomVersionsCapability() map[string]any {
+	return map[string]any{
+		"default":   matrix.DefaultRoomVersion,
+		"available": matrix.SupportedRoomVersions(),
+	}
+}

@@ -1,0 +1,272 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// maxDeviceIDBytes bounds client-chosen device IDs.
+const maxDeviceIDBytes = 255
+
+func (s *Server) loginFlows(w http.ResponseWriter, r *http.Request) error {
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{
+		"flows": []map[string]any{{"type": "m.login.password"}},
+	})
+	return nil
+}
+
+type loginRequest struct {
+	Type                     string      `json:"type"`
+	Identifier               *identifier `json:"identifier"`
+	User                     string      `json:"user"`
+	Password                 *string     `json:"password"`
+	DeviceID                 *string     `json:"device_id"`
+	InitialDeviceDisplayName *string     `json:"initial_device_display_name"`
+	RefreshToken             bool        `json:"refresh_token"`
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
+	var req loginRequest
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	if req.Type == "" {
+		return matrix.MissingParam("type is required")
+	}
+	if req.Type != "m.login.password" {
+		return matrix.Errorf("M_UNKNOWN", http.StatusBadRequest, "unsupported login type %q", req.Type)
+	}
+	if req.Password == nil {
+		return matrix.MissingParam("password is required")
+	}
+	uid, err := s.userForIdentifier(req.Identifier, req.User)
+	if err != nil {
+		return err
+	}
+	u, err := s.lookupLogin(r.Context(), uid)
+	if err != nil {
+		return err
+	}
+	// One answer for an unknown user and a wrong password, so that logins
+	// do not reveal which accounts exist.
+	if !checkPassword(u.PasswordHash, *req.Password) {
+		return matrix.Forbidden("invalid username or password")
+	}
+	if u.Deactivated {
+		return matrix.Errorf("M_USER_DEACTIVATED", http.StatusForbidden, "this account has been deactivated")
+	}
+	dev := &eventlog.DeviceCreated{UserID: u.UserID, DeviceID: newDeviceID(), TS: time.Now().UnixMilli()}
+	if req.DeviceID != nil && *req.DeviceID != "" {
+		if len(*req.DeviceID) > maxDeviceIDBytes {
+			return matrix.InvalidParam("device_id is too long")
+		}
+		dev.DeviceID = *req.DeviceID
+	}
+	if req.InitialDeviceDisplayName != nil {
+		dev.DisplayName = *req.InitialDeviceDisplayName
+	}
+	token, hash := newAccessToken()
+	dev.TokenHash = hash
+	if err := s.appendAccount(r.Context(), u.UserID, dev, nil); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{
+		"user_id":      u.UserID,
+		"access_token": token,
+		"device_id":    dev.DeviceID,
+		"home_server":  string(s.cfg.ServerName),
+		"well_known":   s.wellKnownBody(),
+	})
+	return nil
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
+	ss := session(r)
+	rec := &eventlog.DevicesDeleted{UserID: ss.UserID, DeviceIDs: []string{ss.DeviceID}}
+	if err := s.appendAccount(r.Context(), ss.UserID, rec, nil); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request) error {
+	ss := session(r)
+	rec := &eventlog.DevicesDeleted{UserID: ss.UserID, All: true}
+	if err := s.appendAccount(r.Context(), ss.UserID, rec, nil); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
+	ss := session(r)
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"user_id": ss.UserID, "device_id": ss.DeviceID, "is_guest": false})
+	return nil
+}
+
+type passwordRequest struct {
+	Auth          *authData `json:"auth"`
+	NewPassword   *string   `json:"new_password"`
+	LogoutDevices *bool     `json:"logout_devices"`
+}
+
+func (s *Server) changePassword(w http.ResponseWriter, r *http.Request) error {
+	ss := session(r)
+	var req passwordRequest
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	if req.NewPassword == nil {
+		return matrix.MissingParam("new_password is required")
+	}
+	if err := s.validatePassword(*req.NewPassword); err != nil {
+		return err
+	}
+	if err := s.requirePassword(r.Context(), ss.UserID, req.Auth); err != nil {
+		return err
+	}
+	hash, err := s.hashPassword(*req.NewPassword)
+	if err != nil {
+		return err
+	}
+	logout := req.LogoutDevices == nil || *req.LogoutDevices
+	rec := &eventlog.PasswordChanged{UserID: ss.UserID, PasswordHash: hash, LogoutDevices: logout, KeepDevice: ss.DeviceID}
+	if err := s.appendAccount(r.Context(), ss.UserID, rec, nil); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+type deactivateRequest struct {
+	Auth  *authData `json:"auth"`
+	Erase bool      `json:"erase"`
+}
+
+func (s *Server) deactivate(w http.ResponseWriter, r *http.Request) error {
+	ss := session(r)
+	var req deactivateRequest
+	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	if err := s.requirePassword(r.Context(), ss.UserID, req.Auth); err != nil {
+		return err
+	}
+	if err := s.appendAccount(r.Context(), ss.UserID, &eventlog.UserDeactivated{UserID: ss.UserID}, nil); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"id_server_unbind_result": "no-support"})
+	return nil
+}
+
+// devices
+
+func deviceJSON(d store.Device) map[string]any {
+	m := map[string]any{"device_id": d.DeviceID}
+	if d.DisplayName != "" {
+		m["display_name"] = d.DisplayName
+	}
+	return m
+}
+
+func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) error {
+	ds, err := s.store.Devices(r.Context(), session(r).UserID)
+	if err != nil {
+		return err
+	}
+	out := make([]map[string]any, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, deviceJSON(d))
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"devices": out})
+	return nil
+}
+
+func (s *Server) findDevice(r *http.Request) (store.Device, error) {
+	d, err := s.store.Device(r.Context(), session(r).UserID, pathVar(r, "deviceId"))
+	if errors.Is(err, store.ErrNotFound) {
+		return d, matrix.NotFound("no such device")
+	}
+	return d, err
+}
+
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.findDevice(r)
+	if err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, deviceJSON(d))
+	return nil
+}
+
+func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	d, err := s.findDevice(r)
+	if err != nil {
+		return err
+	}
+	if req.DisplayName != nil {
+		uid := session(r).UserID
+		rec := &eventlog.DeviceUpdated{UserID: uid, DeviceID: d.DeviceID, DisplayName: *req.DisplayName}
+		if err := s.appendAccount(r.Context(), uid, rec, nil); err != nil {
+			return err
+		}
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Auth *authData `json:"auth"`
+	}
+	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	d, err := s.findDevice(r)
+	if err != nil {
+		return err
+	}
+	return s.removeDevices(w, r, []string{d.DeviceID}, req.Auth)
+}
+
+func (s *Server) deleteDevices(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Devices *[]string `json:"devices"`
+		Auth    *authData `json:"auth"`
+	}
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	if req.Devices == nil {
+		return matrix.MissingParam("devices is required")
+	}
+	return s.removeDevices(w, r, *req.Devices, req.Auth)
+}
+
+func (s *Server) removeDevices(w http.ResponseWriter, r *http.Request, ids []string, auth *authData) error {
+	uid := session(r).UserID
+	if err := s.requirePassword(r.Context(), uid, auth); err != nil {
+		return err
+	}
+	if len(ids) > 0 {
+		rec := &eventlog.DevicesDeleted{UserID: uid, DeviceIDs: ids}
+		if err := s.appendAccount(r.Context(), uid, rec, nil); err != nil {
+			return err
+		}
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}

@@ -1,0 +1,52 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"strand/eventlog/matrix"
+)
+
+// maxPasswordBytes bounds what we hash; longer is surely not a password.
+const maxPasswordBytes = 512
+
+// prehash maps a password of any length to 44 bytes before bcrypt, which
+// would otherwise reject passwords over 72 bytes and stop at a NUL byte.
+func prehash(pw string) []byte {
+	h := sha256.Sum256([]byte(pw))
+	return []byte(base64.StdEncoding.EncodeToString(h[:]))
+}
+
+func (s *Server) hashPassword(pw string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword(prehash(pw), s.cfg.BcryptCost)
+	if err != nil {
+		return "", err
+	}
+	return string(h), nil
+}
+
+// dummyHash is compared against when a login names no known user, so that
+// unknown users and wrong passwords take the same time.
+var dummyHash, _ = bcrypt.GenerateFromPassword(prehash("strand-dummy"), bcrypt.MinCost)
+
+func checkPassword(hash, pw string) bool {
+	if hash == "" {
+		_ = bcrypt.CompareHashAndPassword(dummyHash, prehash(pw))
+		return false
+	}
+	return bcrypt.CompareHashAndPassword([]byte(hash), prehash(pw)) == nil
+}
+
+// validatePassword applies the password policy to a new password.
+func (s *Server) validatePassword(pw string) error {
+	if len(pw) > maxPasswordBytes {
+		return matrix.InvalidParam("password is longer than %d bytes", maxPasswordBytes)
+	}
+	if pw == "" || utf8.RuneCountInString(pw) < s.cfg.PasswordMinLength {
+		return matrix.WeakPassword("password must have at least %d characters", max(1, s.cfg.PasswordMinLength))
+	}
+	return nil
+}

@@ -1,0 +1,215 @@
+// Package api serves the Matrix client-server API, except /sync (package
+// syncstream). Every write is appended to the log first and answered only
+// once the projection shows it; every read comes from the projection.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// Registration policies.
+const (
+	RegistrationOpen   = "open"
+	RegistrationClosed = "closed"
+	RegistrationToken  = "token"
+)
+
+// Config is what an api process needs to know about its deployment.
+type Config struct {
+	ServerName matrix.ServerName
+	// PublicBaseURL is the client-facing base URL announced in
+	// /.well-known/matrix/client and login responses.
+	PublicBaseURL string
+	// Registration is one of the Registration* policies; with
+	// RegistrationToken, RegistrationSharedToken must be presented.
+	Registration            string
+	RegistrationSharedToken string
+	// SharedSecret enables /_synapse/admin/v1/register when non-empty.
+	SharedSecret string
+	// BcryptCost is the password hashing cost.
+	BcryptCost        int
+	PasswordMinLength int
+	// MaxBodyBytes bounds request bodies (413 M_TOO_LARGE beyond).
+	MaxBodyBytes int64
+	// ApplyTimeout bounds how long a write waits for its projection
+	// before answering 503 (the write itself is on the log by then).
+	ApplyTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Registration == "" {
+		c.Registration = RegistrationOpen
+	}
+	if c.BcryptCost == 0 {
+		c.BcryptCost = 10
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.PublicBaseURL == "" {
+		c.PublicBaseURL = "http://" + string(c.ServerName)
+	}
+}
+
+// Server is the api role's HTTP handler.
+type Server struct {
+	cfg       Config
+	log       *eventlog.Log
+	store     *store.Store
+	watermark *eventlog.Watermark
+	logger    *slog.Logger
+	router    *mux.Router
+}
+
+// New builds the api handler. extra handlers (the sync worker, in the
+// all-in-one process) are mounted before the api's own routes.
+func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark, logger *slog.Logger) *Server {
+	cfg.setDefaults()
+	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger}
+	s.router = mux.NewRouter()
+	s.router.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		matrix.WriteError(w, matrix.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))
+	})
+	s.router.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		matrix.WriteError(w, matrix.MethodNotAllowed("method %s not allowed on %s", r.Method, r.URL.Path))
+	})
+	s.routes()
+	return s
+}
+
+// Mount routes every client-API path matching pathSuffix (e.g. "/sync",
+// under both r0 and v3) to h. Used to put the sync worker in front of the
+// api in the all-in-one process; must be called before serving.
+func (s *Server) Mount(pathSuffix string, h http.Handler) {
+	for _, p := range clientPrefixes {
+		s.router.Handle(p+pathSuffix, h)
+	}
+}
+
+// ServeHTTP applies the cross-cutting concerns (CORS, body limit, panic
+// recovery, access log) and dispatches.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		if p := recover(); p != nil {
+			s.logger.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			if !rec.wrote {
+				matrix.WriteError(rec, errors.New("panic"))
+			}
+		}
+		s.logger.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+	}()
+	setCORS(rec.Header())
+	if r.Method == http.MethodOptions {
+		// CORS preflight: answered for any path, without authentication.
+		rec.WriteHeader(http.StatusOK)
+		return
+	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.MaxBodyBytes)
+	}
+	s.router.ServeHTTP(rec, r)
+}
+
+// setCORS sets the headers the spec asks for on every response, so that
+// browser clients on any origin can use the API.
+func setCORS(h http.Header) {
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush lets long responses stream through the recorder.
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// handlerFunc is an endpoint that returns its error instead of writing it,
+// so every error reaches the client through matrix.WriteError.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) wrap(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			if _, ok := matrix.AsError(err); !ok && !errors.Is(err, context.Canceled) {
+				s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			matrix.WriteError(w, err)
+		}
+	})
+}
+
+// appendAccount appends an account record on the user's subject and waits
+// until the projection has applied it (read your writes).
+func (s *Server) appendAccount(ctx context.Context, userID string, rec eventlog.Record, expect *uint64) error {
+	seq, err := s.log.Append(ctx, eventlog.UserSubject(userID), rec, eventlog.AppendOptions{ExpectSeq: expect})
+	if err != nil {
+		if !errors.Is(err, eventlog.ErrConflict) {
+			s.logger.Error("append failed", "user_id", userID, "record", rec.RecordType(), "err", err)
+		}
+		return logUnavailable(err)
+	}
+	return s.awaitApplied(ctx, eventlog.StreamAccounts, seq)
+}
+
+// awaitApplied waits, bounded, until stream's projection reaches seq.
+func (s *Server) awaitApplied(ctx context.Context, stream string, seq uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	if err := s.watermark.Wait(ctx, stream, seq); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return matrix.Unavailable("the change was stored but is not visible yet; retry shortly")
+		}
+		return fmt.Errorf("await %s seq %d: %w", stream, seq, err)
+	}
+	return nil
+}
+
+// logUnavailable turns a failed append into a retryable error for the
+// client: the write did not happen, and saying so is never a false success.
+func logUnavailable(err error) error {
+	if errors.Is(err, eventlog.ErrConflict) {
+		return err
+	}
+	if _, ok := matrix.AsError(err); ok {
+		return err
+	}
+	return &matrix.Error{Code: "M_UNKNOWN", Status: http.StatusServiceUnavailable,
+		Msg: "the event log is unavailable; the request was not applied, retry"}
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every setting a role can use. Each flag falls back to an
+// environment variable, so the same binary is configured the same way on
+// a command line, in compose files and in CI.
+type config struct {
+	ServerName        string
+	Listen            string
+	PublicBaseURL     string
+	DatabaseURL       string
+	NATSURL           string
+	DataDir           string
+	NATSSync          string
+	Replicas          int
+	Registration      string
+	RegistrationToken string
+	SharedSecret      string
+	BcryptCost        int
+	PasswordMinLength int
+	ApplyTimeout      time.Duration
+	LogLevel          string
+	LogFormat         string
+}
+
+// envFlags registers flags whose defaults come from the environment.
+type envFlags struct {
+	fs *flag.FlagSet
+}
+
+func (e envFlags) str(p *string, name, env, def, help string) {
+	if v, ok := os.LookupEnv(env); ok {
+		def = v
+	}
+	e.fs.StringVar(p, name, def, fmt.Sprintf("%s (env %s)", help, env))
+}
+
+func (e envFlags) int(p *int, name, env string, def int, help string) {
+	if v, ok := os.LookupEnv(env); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			def = n
+		}
+	}
+	e.fs.IntVar(p, name, def, fmt.Sprintf("%s (env %s)", help, env))
+}
+
+func (e envFlags) dur(p *time.Duration, name, env string, def time.Duration, help string) {
+	if v, ok := os.LookupEnv(env); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			def = d
+		}
+	}
+	e.fs.DurationVar(p, name, def, fmt.Sprintf("%s (env %s)", help, env))
+}
+
+// registerCommon adds the flags every role shares.
+func (c *config) registerCommon(fs *flag.FlagSet) {
+	e := envFlags{fs}
+	e.str(&c.DatabaseURL, "database-url", "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/strand?sslmode=disable", "PostgreSQL URL; the database is created if missing")
+	e.str(&c.NATSURL, "nats-url", "NATS_URL", "", "NATS server URL; empty runs an embedded JetStream server (serve and replay only)")
+	e.str(&c.DataDir, "data-dir", "STRAND_DATA_DIR", "./data", "directory for the embedded JetStream store and the signing key")
+	e.str(&c.NATSSync, "nats-sync", "STRAND_NATS_SYNC", "always", "embedded JetStream disk sync: always (fsync before every ack) or an interval like 2m")
+	e.int(&c.Replicas, "replicas", "STRAND_REPLICAS", 1, "stream replicas (3 on a NATS cluster)")
+	e.str(&c.LogLevel, "log-level", "STRAND_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	e.str(&c.LogFormat, "log-format", "STRAND_LOG_FORMAT", "text", "log format: text or json")
+}
+
+// registerServer adds the flags of roles that answer HTTP.
+func (c *config) registerServer(fs *flag.FlagSet) {
+	e := envFlags{fs}
+	e.str(&c.ServerName, "server-name", "STRAND_SERVER_NAME", "localhost", "the homeserver's name, the part after ':' in user IDs")
+	e.str(&c.Listen, "listen", "STRAND_LISTEN", "127.0.0.1:8008", "HTTP listen address")
+	e.str(&c.PublicBaseURL, "public-base-url", "STRAND_PUBLIC_BASE_URL", "", "client-facing base URL for .well-known (default http://<listen>)")
+	e.str(&c.Registration, "registration", "STRAND_REGISTRATION", "open", "registration policy: open, closed or token")
+	e.str(&c.RegistrationToken, "registration-token", "STRAND_REGISTRATION_TOKEN", "", "the token required when --registration=token")
+	e.str(&c.SharedSecret, "registration-shared-secret", "STRAND_REGISTRATION_SHARED_SECRET", "", "enables shared-secret registration (/_synapse/admin/v1/register)")
+	e.int(&c.BcryptCost, "bcrypt-cost", "STRAND_BCRYPT_COST", 10, "bcrypt cost of password hashes")
+	e.int(&c.PasswordMinLength, "password-min-length", "STRAND_PASSWORD_MIN_LENGTH", 0, "minimum password length in characters (0: any non-empty)")
+	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
+}
+
+func (c *config) validate() error {
+	switch c.Registration {
+	case "open", "closed":
+	case "token":
+		if c.RegistrationToken == "" {
+			return fmt.Errorf("--registration=token needs --registration-token")
+		}
+	default:
+		return fmt.Errorf("--registration must be open, closed or token, not %q", c.Registration)
+	}
+	if c.BcryptCost < 4 || c.BcryptCost > 31 {
+		return fmt.Errorf("--bcrypt-cost must be between 4 and 31")
+	}
+	return nil
+}
+
+func (c *config) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(c.LogFormat) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json")
+}

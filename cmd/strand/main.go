@@ -1,0 +1,82 @@
+// Command strand is the Strand homeserver: one binary, several roles.
+//
+//	strand [serve]      api + projector + sync in one process (the default)
+//	strand api          the client API (needs --nats-url)
+//	strand projector    folds the log into Postgres (needs --nats-url)
+//	strand sync         a /sync worker (needs --nats-url)
+//	strand replay       rebuilds the projections from the log
+//	strand migrate      applies database migrations and exits
+//	strand user create  registers a user through the shared-secret API
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// command is one subcommand, litestream-style: parse its flags, run.
+type command interface {
+	Run(ctx context.Context, args []string) error
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "strand:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	name := "serve"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		name, args = args[0], args[1:]
+	}
+	var cmd command
+	switch name {
+	case "serve":
+		cmd = &roleCommand{roles: roleSet{api: true, projector: true, sync: true}, name: "serve"}
+	case "api":
+		cmd = &roleCommand{roles: roleSet{api: true}, name: "api"}
+	case "projector":
+		cmd = &roleCommand{roles: roleSet{projector: true}, name: "projector"}
+	case "sync":
+		cmd = &roleCommand{roles: roleSet{sync: true}, name: "sync"}
+	case "replay":
+		cmd = &replayCommand{}
+	case "migrate":
+		cmd = &migrateCommand{}
+	case "user":
+		cmd = &userCommand{}
+	case "help", "-h", "--help":
+		fmt.Fprint(os.Stderr, usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", name, usage)
+	}
+	return cmd.Run(ctx, args)
+}
+
+const usage = `usage: strand <command> [flags]
+
+commands:
+  serve       api + projector + sync in one process (default)
+  api         the client-server API role
+  projector   the projector role
+  sync        a sync worker role
+  replay      rebuild the projections from the log into a database
+  migrate     apply database migrations and exit
+  user        user administration (user create)
+
+Run "strand <command> -h" for the flags of a command. Every flag can also be
+set from the environment variable shown in its help.
+`

@@ -1,0 +1,111 @@
+package matrix
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// This file is the one place where errors become Matrix JSON on the wire,
+// shared by the api and the sync workers so both answer alike.
+
+// WriteJSON writes v as a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"internal error encoding the response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// WriteError writes err as a Matrix error. A *Error keeps its code and
+// status; anything else is an internal failure, reported as M_UNKNOWN/500
+// without details (they may hold infrastructure internals). It returns the
+// status written, for logging.
+func WriteError(w http.ResponseWriter, err error) int {
+	me, ok := AsError(err)
+	if !ok {
+		me = &Error{Code: "M_UNKNOWN", Status: http.StatusInternalServerError, Msg: "internal server error"}
+	}
+	body := make(map[string]any, 2+len(me.Extra))
+	for k, v := range me.Extra {
+		body[k] = v
+	}
+	// A user-interactive auth challenge has no errcode: only its flows.
+	if me.Code != "" {
+		body["errcode"] = me.Code
+		body["error"] = me.Msg
+	}
+	WriteJSON(w, me.Status, body)
+	return me.Status
+}
+
+// ErrMissingToken is returned by AccessToken when the request has none.
+var ErrMissingToken = MissingToken("missing access token")
+
+// AccessToken returns the request's access token from the Authorization
+// header ("Bearer <token>") or, as older clients and the classic guide
+// send it, the access_token query parameter.
+func AccessToken(r *http.Request) (string, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+			return "", UnknownToken("malformed Authorization header")
+		}
+		return strings.TrimSpace(tok), nil
+	}
+	if tok := r.URL.Query().Get("access_token"); tok != "" {
+		return tok, nil
+	}
+	return "", ErrMissingToken
+}
+
+// DecodeJSON reads a JSON object request body into v, which must be a
+// pointer to a struct or map. An empty body decodes as {} when allowEmpty
+// is set. Oversized bodies are M_TOO_LARGE, unparsable ones M_NOT_JSON,
+// and values of the wrong type M_BAD_JSON.
+func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
+	var raw []byte
+	if r.Body != nil {
+		var err error
+		if raw, err = io.ReadAll(r.Body); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return TooLarge("request body too large")
+			}
+			return BadJSON("could not read request body")
+		}
+	}
+	body := bytes.TrimSpace(raw)
+	if len(body) == 0 {
+		if allowEmpty {
+			return nil
+		}
+		return NotJSON("request body is empty; a JSON object is required")
+	}
+	if body[0] != '{' {
+		if json.Valid(body) {
+			return BadJSON("request body must be a JSON object")
+		}
+		return NotJSON("request body is not valid JSON")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			if te.Field != "" {
+				return BadJSON("field %q has the wrong type: expected %s", te.Field, te.Type)
+			}
+			return BadJSON("wrong JSON type: expected %s", te.Type)
+		}
+		if json.Valid(body) {
+			return BadJSON("invalid request: %v", err)
+		}
+		return NotJSON("request body is not valid JSON")
+	}
+	return nil
+}
