@@ -88,7 +88,8 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
 }
 
-func (c *config) validate() error {
+// validateServer checks the settings registerServer added.
+func (c *config) validateServer() error {
 	switch c.Registration {
 	case "open", "closed":
 	case "token":

@@ -101,8 +101,10 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := c.cfg.validate(); err != nil {
-		return err
+	if c.roles.api || c.roles.sync {
+		if err := c.cfg.validateServer(); err != nil {
+			return err
+		}
 	}
 	logger, err := c.cfg.logger()
 	if err != nil {

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"strand/api/apitest"
+	"strand/projector/store"
+	"strand/projector/store/storetest"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startServe runs "strand serve" in this process until the returned stop.
+func startServe(t *testing.T, args ...string) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- run(ctx, append([]string{"serve", "--bcrypt-cost", "4", "--log-level", "error"}, args...)) }()
+	var addr string
+	for i, a := range args {
+		if a == "--listen" {
+			addr = args[i+1]
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get("http://" + addr + "/_matrix/client/versions")
+		if err == nil {
+			res.Body.Close()
+			break
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("strand serve exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("strand serve did not start listening")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("strand serve did not stop")
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// One command, embedded JetStream, the guide's account steps; then a
+// restart on the same data directory keeps the account, and "strand
+// replay" rebuilds an identical projection from the embedded store.
+func TestServeGuideRestartReplay(t *testing.T) {
+	dataDir := t.TempDir()
+	dbURL := storetest.NewURL(t)
+	addr := freeAddr(t)
+	stop := startServe(t, "--listen", addr, "--data-dir", dataDir, "--database-url", dbURL)
+
+	c := apitest.NewClient(t, "http://"+addr)
+	r := c.MustDo("POST", "/_matrix/client/r0/register", `{"username":"example", "password":"wordpass", "auth": {"type":"m.login.dummy"}}`)
+	if r.Str("user_id") != "@example:localhost" {
+		t.Fatalf("register: %s", r.Raw)
+	}
+	tok := c.MustDo("POST", "/_matrix/client/r0/login", `{"type":"m.login.password", "user":"example", "password":"wordpass"}`).Str("access_token")
+	c.MustDo("GET", "/_matrix/client/r0/account/whoami?access_token="+tok, nil)
+	if err := stop(); err != nil {
+		t.Fatalf("serve exit: %v", err)
+	}
+
+	stop = startServe(t, "--listen", addr, "--data-dir", dataDir, "--database-url", dbURL)
+	c.MustDo("GET", "/_matrix/client/v3/account/whoami?access_token="+tok, nil)
+	c.MustDo("POST", "/_matrix/client/v3/login", `{"type":"m.login.password", "user":"example", "password":"wordpass"}`)
+	if err := stop(); err != nil {
+		t.Fatalf("serve exit: %v", err)
+	}
+
+	replayURL := storetest.NewURL(t)
+	if err := run(context.Background(), []string{"replay", "--data-dir", dataDir, "--database-url", replayURL}); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	ctx := context.Background()
+	live, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	replayed, err := store.Open(ctx, replayURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replayed.Close()
+	a, _ := live.Dump(ctx)
+	b, _ := replayed.Dump(ctx)
+	if a != b || !strings.Contains(a, "@example:localhost") {
+		t.Fatalf("replayed projection differs:\n%s\n---\n%s", a, b)
+	}
+}
+
+// A database that cannot be reached is one clear error, not a hang or a
+// stack trace.
+func TestServeUnreachableDatabase(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"serve", "--listen", freeAddr(t), "--data-dir", t.TempDir(),
+		"--database-url", "postgres://postgres@127.0.0.1:1/strand?sslmode=disable&connect_timeout=2"})
+	if err == nil {
+		t.Fatal("serve started without a database")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "127.0.0.1") || strings.Contains(msg, "\n") {
+		t.Fatalf("unclear error: %q", msg)
+	}
+}
+
+func TestRolesNeedNATSURL(t *testing.T) {
+	for _, role := range []string{"api", "projector", "sync"} {
+		err := run(context.Background(), []string{role, "--data-dir", t.TempDir()})
+		if err == nil || !strings.Contains(err.Error(), "--nats-url") {
+			t.Fatalf("%s without --nats-url: %v", role, err)
+		}
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	if err := run(context.Background(), []string{"frobnicate"}); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}
