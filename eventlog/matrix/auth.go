@@ -285,7 +285,7 @@ func authorizeMember(ev *Event, state State, create *Event) error {
 			return Forbidden("%s is not joined and cannot invite", sender)
 		}
 		if targetMembership == MembershipJoin || targetMembership == MembershipBan {
-			return Forbidden("%s is %s and cannot be invited", target, targetMembership)
+			return Forbidden("%s cannot be invited: membership is %s", target, targetMembership)
 		}
 		if level := state.UserPowerLevel(sender); level < pl.Invite {
 			return Forbidden("%s has power %d, below the invite level %d", sender, level, pl.Invite)
@@ -331,7 +331,7 @@ func authorizeMember(ev *Event, state State, create *Event) error {
 		}
 		switch senderMembership {
 		case MembershipBan, MembershipInvite, MembershipJoin:
-			return Forbidden("%s is %s and cannot knock", sender, senderMembership)
+			return Forbidden("%s cannot knock: membership is %s", sender, senderMembership)
 		}
 		return nil
 	}

@@ -62,8 +62,8 @@ type Event struct {
 	// Fields of content that authorisation reads, parsed once.
 	membership string       // m.room.member
 	joinRule   string       // m.room.join_rules
-	power      *PowerLevels // m.room.power_levels, nil if malformed
-	powerErr   error        // why power is nil
+	power      *PowerLevels // m.room.power_levels: what could be read
+	powerErr   error        // non-nil if the content breaks the integer-only rules
 	create     *createInfo  // m.room.create
 }
 

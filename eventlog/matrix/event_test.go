@@ -10,7 +10,7 @@ import (
 func TestBuildEventRoundTrip(t *testing.T) {
 	for _, v := range allVersions {
 		t.Run(string(v), func(t *testing.T) {
-			r := newTestRoom(t, v)
+			r := newTestRoom(t, v, nil)
 			ev := r.mustSend(&ProtoEvent{Type: "m.room.message", Sender: bob,
 				Content: json.RawMessage(` {"body": "<b>héllo</b>", "msgtype": "m.text", "n": 1e3} `)})
 
@@ -116,7 +116,7 @@ func TestBuildCreateV12DerivesRoomID(t *testing.T) {
 func TestBuildRedactionPlacesRedacts(t *testing.T) {
 	for _, v := range allVersions {
 		t.Run(string(v), func(t *testing.T) {
-			r := newTestRoom(t, v)
+			r := newTestRoom(t, v, nil)
 			m := r.mustSend(r.msg(bob))
 			red := r.mustSend(&ProtoEvent{Type: TypeRedaction, Sender: bob, Redacts: m.ID(), Content: json.RawMessage(`{"reason":"oops"}`)})
 			if red.Redacts() != m.ID() {
@@ -192,7 +192,7 @@ func TestBuildEventRejects(t *testing.T) {
 }
 
 func TestParseEventRejects(t *testing.T) {
-	r := newTestRoom(t, RoomVersion11)
+	r := newTestRoom(t, RoomVersion11, nil)
 	good := r.mustSend(r.msg(bob)).JSON()
 	var base map[string]any
 	if err := json.Unmarshal(good, &base); err != nil {
@@ -332,7 +332,7 @@ func TestRoomVersions(t *testing.T) {
 }
 
 func TestStatePersistence(t *testing.T) {
-	r := newTestRoom(t, RoomVersion12)
+	r := newTestRoom(t, RoomVersion12, nil)
 	ev := r.last
 	var s State
 	if s.Get(StateKey{Type: TypeCreate}) != nil || s.Len() != 0 {
@@ -420,4 +420,28 @@ func TestStateCollisions(t *testing.T) {
 	if count != len(entries) {
 		t.Fatalf("each visited %d", count)
 	}
+}
+
+func FuzzParseEvent(f *testing.F) {
+	r := newTestRoom(f, RoomVersion12, nil)
+	f.Add([]byte(r.build(r.msg(bob)).JSON()))
+	f.Add([]byte(r.create.JSON()))
+	f.Add([]byte(r.state.Get(StateKey{Type: TypePowerLevels}).JSON()))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		for _, v := range allVersions {
+			ev, err := ParseEvent(v, raw)
+			if err != nil {
+				continue
+			}
+			// Whatever parses must survive everything else without panicking.
+			_ = ev.CheckContentHash()
+			if red, err := ev.Redact(); err == nil && red.ID() != ev.ID() {
+				t.Fatalf("redaction changed the ID")
+			}
+			_ = Authorize(ev, r.state)
+			_ = Authorize(ev, State{})
+			_, _ = AuthEventsFor(r.state, &ProtoEvent{Type: ev.Type(), StateKey: ev.StateKey(), Sender: ev.Sender(), Content: ev.Content()})
+			_ = Apply(r.state, ev)
+		}
+	})
 }

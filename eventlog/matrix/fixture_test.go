@@ -92,10 +92,12 @@ func newEmptyRoom(t testing.TB, v RoomVersion, createContent map[string]any) *te
 
 // newTestRoom builds the room most tests start from: alice creates it and
 // joins, sets power levels (alice 100 before v12, where she is creator
-// anyway; mod 50), makes it public, and mod and bob join.
-func newTestRoom(t testing.TB, v RoomVersion) *testRoom {
+// anyway; mod 50), makes it public, and mod and bob join. createContent is
+// merged into the create event's content; rooms that must differ need
+// different content, since a v12 room ID is a hash of the create event.
+func newTestRoom(t testing.TB, v RoomVersion, createContent map[string]any) *testRoom {
 	t.Helper()
-	r := newEmptyRoom(t, v, nil)
+	r := newEmptyRoom(t, v, createContent)
 	r.mustSend(r.member(alice, alice, "join", nil))
 	users := map[string]any{string(mod): 50}
 	if v != RoomVersion12 {

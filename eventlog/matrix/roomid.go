@@ -14,6 +14,7 @@ import (
 // ID is the create event's ID with '!' in place of '$'.
 type RoomID string
 
+// String returns the ID as is.
 func (r RoomID) String() string { return string(r) }
 
 // Server returns the server part of a "!opaque:server" ID. Version 12 IDs
@@ -96,6 +97,7 @@ func NewRoomID(server ServerName) (RoomID, error) {
 // "$" followed by the event's reference hash in URL-safe unpadded base64.
 type EventID string
 
+// String returns the ID as is.
 func (e EventID) String() string { return string(e) }
 
 // ParseEventID validates an event ID. It accepts the hash form of room

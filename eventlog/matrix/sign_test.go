@@ -159,6 +159,18 @@ func TestSignJSONMergesAndKeepsUnsigned(t *testing.T) {
 	if err := VerifyJSON(got, "nobody", specKeyID, key.Public()); err == nil {
 		t.Error("missing signer verified")
 	}
+	// Keys that need escaping sort by their decoded form around the
+	// inserted signatures member.
+	esc, err := SignJSON([]byte(`{"z":2,"\u0022q":1,"\u00e9":3}`), specServer, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(esc), `{"\"q":1,"signatures":{"domain":{"ed25519:1":"`) || !strings.HasSuffix(string(esc), `"}},"z":2,"é":3}`) {
+		t.Fatalf("escaped keys: %s", esc)
+	}
+	if err := VerifyJSON(esc, specServer, specKeyID, key.Public()); err != nil {
+		t.Fatal(err)
+	}
 	// unsigned is not covered.
 	moved := strings.Replace(string(got), `"age":5`, `"age":6`, 1)
 	if err := VerifyJSON([]byte(moved), specServer, specKeyID, key.Public()); err != nil {
