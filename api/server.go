@@ -46,6 +46,8 @@ type Config struct {
 	// ApplyTimeout bounds how long a write waits for its projection
 	// before answering 503 (the write itself is on the log by then).
 	ApplyTimeout time.Duration
+	// SigningKey signs every event this server creates.
+	SigningKey *matrix.KeyPair
 }
 
 func (c *Config) setDefaults() {
@@ -74,6 +76,7 @@ type Server struct {
 	watermark *eventlog.Watermark
 	logger    *slog.Logger
 	router    *mux.Router
+	events    eventCache
 }
 
 // New builds the api handler. extra handlers (the sync worker, in the

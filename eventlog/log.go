@@ -68,8 +68,31 @@ func (l *Log) Append(ctx context.Context, subject string, r Record, o AppendOpti
 	return l.AppendRaw(ctx, subject, r.RecordType(), data, o)
 }
 
+// AppendDedup is Append that also reports whether JetStream recognised
+// o.MsgID as a duplicate, in which case the returned sequence is that of
+// the first append and this record was not stored.
+func (l *Log) AppendDedup(ctx context.Context, subject string, r Record, o AppendOptions) (seq uint64, dup bool, err error) {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return 0, false, fmt.Errorf("encode %s: %w", r.RecordType(), err)
+	}
+	ack, err := l.publish(ctx, subject, r.RecordType(), data, o)
+	if err != nil {
+		return 0, false, err
+	}
+	return ack.Sequence, ack.Duplicate, nil
+}
+
 // AppendRaw writes an already encoded record body.
 func (l *Log) AppendRaw(ctx context.Context, subject, typ string, data []byte, o AppendOptions) (uint64, error) {
+	ack, err := l.publish(ctx, subject, typ, data, o)
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+func (l *Log) publish(ctx context.Context, subject, typ string, data []byte, o AppendOptions) (*jetstream.PubAck, error) {
 	m := nats.NewMsg(subject)
 	m.Data = data
 	m.Header.Set(HeaderType, typ)
@@ -86,11 +109,11 @@ func (l *Log) AppendRaw(ctx context.Context, subject, typ string, data []byte, o
 	ack, err := l.js.PublishMsg(ctx, m, opts...)
 	if err != nil {
 		if isConflict(err) {
-			return 0, ErrConflict
+			return nil, ErrConflict
 		}
-		return 0, fmt.Errorf("append %s to %s: %w", typ, subject, err)
+		return nil, fmt.Errorf("append %s to %s: %w", typ, subject, err)
 	}
-	return ack.Sequence, nil
+	return ack, nil
 }
 
 // isConflict matches JetStream's "wrong last sequence" by error code, never
@@ -118,6 +141,24 @@ func (l *Log) LastSeq(ctx context.Context, stream, subject string) (uint64, erro
 		return 0, fmt.Errorf("last message on %s: %w", subject, err)
 	}
 	return m.Sequence, nil
+}
+
+// Last returns the newest record on subject; ok is false when the subject
+// has none.
+func (l *Log) Last(ctx context.Context, stream, subject string) (m Msg, ok bool, err error) {
+	s, err := l.js.Stream(ctx, stream)
+	if err != nil {
+		return m, false, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	raw, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return m, false, nil
+	}
+	if err != nil {
+		return m, false, fmt.Errorf("last message on %s: %w", subject, err)
+	}
+	return Msg{Stream: stream, Seq: raw.Sequence, Subject: raw.Subject, Type: raw.Header.Get(HeaderType),
+		Room: raw.Header.Get(HeaderRoom), Data: raw.Data, Time: raw.Time}, true, nil
 }
 
 // Head returns the sequence of the newest record in a stream.

@@ -89,6 +89,57 @@ type ProfileSet struct {
 	AvatarURL   *string `json:"avatar_url,omitempty"`
 }
 
+// Room records, on the ROOMS stream.
+
+// RoomEvents appends events of one room, all or none: room creation puts
+// its whole initial event sequence in one record, so no client ever sees a
+// half-created room. Events are complete signed PDUs of RoomVersion, in
+// order. TxnID and DeviceID identify the client transaction that sent the
+// (single) event, for idempotent retries.
+type RoomEvents struct {
+	RoomID      string            `json:"room_id"`
+	RoomVersion string            `json:"room_version"`
+	Events      []json.RawMessage `json:"events"`
+	Sender      string            `json:"txn_sender,omitempty"`
+	DeviceID    string            `json:"txn_device,omitempty"`
+	TxnID       string            `json:"txn_id,omitempty"`
+	// Published sets the room's visibility in the public room directory
+	// together with the events (createRoom's "visibility").
+	Published *bool `json:"published,omitempty"`
+}
+
+// RoomPublished changes a room's visibility in the public room directory.
+type RoomPublished struct {
+	RoomID    string `json:"room_id"`
+	Published bool   `json:"published"`
+}
+
+// AliasSet maps an alias to a room. Appended on AliasSubject with the
+// subject's last sequence, so an alias has one room at a time.
+type AliasSet struct {
+	Alias   string `json:"alias"`
+	RoomID  string `json:"room_id"`
+	Creator string `json:"creator"`
+}
+
+// AliasDeleted frees an alias.
+type AliasDeleted struct {
+	Alias  string `json:"alias"`
+	RoomID string `json:"room_id"`
+}
+
+// RoomForgotten hides a left room from a user (ACCOUNTS stream).
+type RoomForgotten struct {
+	UserID string `json:"user_id"`
+	RoomID string `json:"room_id"`
+}
+
+func (RoomEvents) RecordType() string    { return "room.events" }
+func (RoomPublished) RecordType() string { return "room.published" }
+func (AliasSet) RecordType() string      { return "alias.set" }
+func (AliasDeleted) RecordType() string  { return "alias.deleted" }
+func (RoomForgotten) RecordType() string { return "room.forgotten" }
+
 func (UserRegistered) RecordType() string  { return "user.registered" }
 func (DeviceCreated) RecordType() string   { return "device.created" }
 func (DeviceUpdated) RecordType() string   { return "device.updated" }
@@ -122,6 +173,16 @@ func Decode(typ string, data []byte) (Record, error) {
 		r = &AccountDataSet{}
 	case "profile.set":
 		r = &ProfileSet{}
+	case "room.events":
+		r = &RoomEvents{}
+	case "room.published":
+		r = &RoomPublished{}
+	case "alias.set":
+		r = &AliasSet{}
+	case "alias.deleted":
+		r = &AliasDeleted{}
+	case "room.forgotten":
+		r = &RoomForgotten{}
 	default:
 		return nil, fmt.Errorf("unknown record type %q", typ)
 	}

@@ -49,8 +49,8 @@ func streamConfigs(o StreamOptions) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		{
 			Name:        StreamRooms,
-			Description: "Strand room events; one subject per room",
-			Subjects:    []string{"room.>"},
+			Description: "Strand room events, one subject per room, and room aliases, one subject per alias",
+			Subjects:    []string{"room.>", "alias.>"},
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
 			Discard:     jetstream.DiscardOld,
@@ -101,7 +101,24 @@ func RoomSubject(roomID string) string {
 	return fmt.Sprintf("room.%d.%s", h.Sum32()%RoomPartitions, key(roomID))
 }
 
+// AliasSubject is the subject of a room alias. Creating an alias appends
+// with the subject's last sequence as read (0 for a never-used alias), so
+// two rooms can never both take one alias.
+func AliasSubject(alias string) string { return "alias." + key(alias) }
+
 // UserSubject is the subject of every account fact about one user. The
 // first record on it is the registration, appended with expected sequence
 // 0, which is what makes user IDs unique.
 func UserSubject(userID string) string { return "acct.user." + key(userID) }
+
+// MaxEventsPerRecord bounds the events one RoomEvents record carries, so
+// that an event's position fits EventPos.
+const MaxEventsPerRecord = 1024
+
+// EventPos is an event's place in the total order of room events: the
+// stream sequence of its record and its index within it. Tokens are built
+// from it, so it is derived from stream sequences alone.
+func EventPos(seq uint64, idx int) int64 { return int64(seq)*MaxEventsPerRecord + int64(idx) }
+
+// PosSeq returns the stream sequence of an event position.
+func PosSeq(pos int64) uint64 { return uint64(pos / MaxEventsPerRecord) }

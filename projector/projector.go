@@ -19,7 +19,7 @@ import (
 )
 
 // Streams are the streams a projector folds, in no particular order.
-var Streams = []string{eventlog.StreamAccounts}
+var Streams = []string{eventlog.StreamAccounts, eventlog.StreamRooms}
 
 // Projector applies the log to a Store.
 type Projector struct {
@@ -71,7 +71,7 @@ func (p *Projector) runStream(ctx context.Context, stream string, stopAt uint64,
 }
 
 // apply translates one record into projection writes.
-func apply(tx *store.Tx, m eventlog.Msg) error {
+func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 	rec, err := m.Decode()
 	if err != nil {
 		return err
@@ -95,6 +95,17 @@ func apply(tx *store.Tx, m eventlog.Msg) error {
 		tx.SetAccountData(m.Seq, r)
 	case *eventlog.ProfileSet:
 		tx.SetProfile(r)
+	case *eventlog.RoomForgotten:
+		tx.ForgetRoom(r.UserID, r.RoomID)
+	case *eventlog.RoomEvents:
+		return applyRoomEvents(ctx, tx, m.Seq, r)
+	case *eventlog.RoomPublished:
+		tx.SetPublished(r.RoomID, r.Published)
+		tx.AdvanceRoom(r.RoomID, m.Seq, "", 0, 0)
+	case *eventlog.AliasSet:
+		tx.SetAlias(r.Alias, r.RoomID, r.Creator)
+	case *eventlog.AliasDeleted:
+		tx.DeleteAlias(r.Alias)
 	default:
 		return fmt.Errorf("no projection for record type %s", m.Type)
 	}

@@ -21,6 +21,7 @@ import (
 	"strand/api"
 	"strand/eventlog"
 	"strand/eventlog/logtest"
+	"strand/eventlog/matrix"
 	"strand/projector"
 	"strand/projector/store"
 	"strand/projector/store/storetest"
@@ -105,8 +106,16 @@ func (e *Env) Projector() (stop func()) {
 // DefaultConfig is the api configuration tests start from: fast password
 // hashing, registration open.
 func DefaultConfig() api.Config {
-	return api.Config{ServerName: "localhost", BcryptCost: 4, ApplyTimeout: 10 * time.Second}
+	return api.Config{ServerName: "localhost", BcryptCost: 4, ApplyTimeout: 10 * time.Second, SigningKey: testKey()}
 }
+
+// testKey is one signing key for every api of a test binary, as the api
+// processes of one deployment share theirs. (If crypto/rand failed, the
+// key is nil and every event build reports it.)
+var testKey = sync.OnceValue(func() *matrix.KeyPair {
+	k, _ := matrix.GenerateKeyPair("test")
+	return k
+})
 
 // API starts an api "process" and returns its base URL.
 func (e *Env) API(cfg api.Config) *httptest.Server {

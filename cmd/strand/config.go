@@ -21,6 +21,7 @@ type config struct {
 	NATSURL           string
 	DataDir           string
 	NATSSync          string
+	SigningKeyFile    string
 	Replicas          int
 	Registration      string
 	RegistrationToken string
@@ -83,6 +84,7 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.str(&c.Registration, "registration", "STRAND_REGISTRATION", "open", "registration policy: open, closed or token")
 	e.str(&c.RegistrationToken, "registration-token", "STRAND_REGISTRATION_TOKEN", "", "the token required when --registration=token")
 	e.str(&c.SharedSecret, "registration-shared-secret", "STRAND_REGISTRATION_SHARED_SECRET", "", "enables shared-secret registration (/_synapse/admin/v1/register)")
+	e.str(&c.SigningKeyFile, "signing-key", "STRAND_SIGNING_KEY_FILE", "", "the server's ed25519 signing key file (default <data-dir>/signing.key; created if missing)")
 	e.int(&c.BcryptCost, "bcrypt-cost", "STRAND_BCRYPT_COST", 10, "bcrypt cost of password hashes")
 	e.int(&c.PasswordMinLength, "password-min-length", "STRAND_PASSWORD_MIN_LENGTH", 0, "minimum password length in characters (0: any non-empty)")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")

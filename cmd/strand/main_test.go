@@ -29,7 +29,9 @@ func startServe(t *testing.T, args ...string) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, append([]string{"serve", "--bcrypt-cost", "4", "--log-level", "error"}, args...)) }()
+	go func() {
+		errc <- run(ctx, append([]string{"serve", "--bcrypt-cost", "4", "--log-level", "error"}, args...))
+	}()
 	var addr string
 	for i, a := range args {
 		if a == "--listen" {

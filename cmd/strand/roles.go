@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -165,6 +166,14 @@ func (c *roleCommand) httpHandler(d *deps, logger *slog.Logger) (http.Handler, e
 	if err != nil {
 		return nil, err
 	}
+	keyFile := c.cfg.SigningKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(c.cfg.DataDir, "signing.key")
+	}
+	key, err := loadSigningKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
 	base := c.cfg.PublicBaseURL
 	if base == "" {
 		base = "http://" + c.cfg.Listen
@@ -178,6 +187,7 @@ func (c *roleCommand) httpHandler(d *deps, logger *slog.Logger) (http.Handler, e
 		BcryptCost:              c.cfg.BcryptCost,
 		PasswordMinLength:       c.cfg.PasswordMinLength,
 		ApplyTimeout:            c.cfg.ApplyTimeout,
+		SigningKey:              key,
 	}, d.log, d.store, wm, logger)
 	return srv, nil
 }

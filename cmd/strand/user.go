@@ -95,4 +95,3 @@ func doJSON(ctx context.Context, client *http.Client, method, url string, in, ou
 	}
 	return json.Unmarshal(b, out)
 }
-

@@ -24,7 +24,7 @@ type Tx struct {
 // position were applied before (redelivery, or a second projector) and are
 // skipped, which makes applying exactly-once in effect (invariant 4). It
 // returns the position after the batch.
-func (s *Store) Project(ctx context.Context, stream string, msgs []eventlog.Msg, apply func(tx *Tx, m eventlog.Msg) error) (uint64, error) {
+func (s *Store) Project(ctx context.Context, stream string, msgs []eventlog.Msg, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) (uint64, error) {
 	var pos uint64
 	err := pgx.BeginFunc(ctx, s.pool, func(ptx pgx.Tx) error {
 		if _, err := ptx.Exec(ctx, "INSERT INTO projector_positions (stream, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", stream); err != nil {
@@ -42,7 +42,7 @@ func (s *Store) Project(ctx context.Context, stream string, msgs []eventlog.Msg,
 			if m.Seq <= pos {
 				continue
 			}
-			if err := apply(tx, m); err != nil {
+			if err := apply(ctx, tx, m); err != nil {
 				return fmt.Errorf("apply %s seq %d (%s): %w", stream, m.Seq, m.Type, err)
 			}
 			pos = m.Seq
@@ -60,6 +60,10 @@ func (s *Store) Project(ctx context.Context, stream string, msgs []eventlog.Msg,
 }
 
 func (t *Tx) queue(sql string, args ...any) { t.batch.Queue(sql, args...) }
+
+func pgxBatch() pgx.Batch { return pgx.Batch{} }
+
+func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 
 func tokenHash(h string) ([]byte, error) {
 	b, err := hex.DecodeString(h)

@@ -1,0 +1,177 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// claimAlias points a free alias at a room. The log decides: the alias
+// record is appended expecting the alias subject's last sequence as read,
+// and that last record must be a deletion (or absent).
+func (s *Server) claimAlias(ctx context.Context, alias, roomID, creator string) error {
+	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
+		last, ok, err := s.log.Last(ctx, eventlog.StreamRooms, eventlog.AliasSubject(alias))
+		if err != nil {
+			return logUnavailable(err)
+		}
+		var expect uint64
+		if ok {
+			if last.Type == (eventlog.AliasSet{}).RecordType() {
+				return matrix.Errorf("M_ROOM_IN_USE", http.StatusBadRequest, "room alias %s is already in use", alias)
+			}
+			expect = last.Seq
+		}
+		seq, err := s.log.Append(ctx, eventlog.AliasSubject(alias), &eventlog.AliasSet{Alias: alias, RoomID: roomID, Creator: creator},
+			eventlog.AppendOptions{ExpectSeq: eventlog.Expect(expect)})
+		if errors.Is(err, eventlog.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return logUnavailable(err)
+		}
+		return s.awaitApplied(ctx, eventlog.StreamRooms, seq)
+	}
+	return matrix.Errorf("M_ROOM_IN_USE", http.StatusBadRequest, "room alias %s is contended", alias)
+}
+
+// releaseAlias frees an alias if it still points at roomID.
+func (s *Server) releaseAlias(ctx context.Context, alias, roomID string) error {
+	last, ok, err := s.log.Last(ctx, eventlog.StreamRooms, eventlog.AliasSubject(alias))
+	if err != nil {
+		return logUnavailable(err)
+	}
+	if !ok || last.Type != (eventlog.AliasSet{}).RecordType() {
+		return matrix.NotFound("room alias %s not found", alias)
+	}
+	rec, err := last.Decode()
+	if err != nil {
+		return err
+	}
+	if set := rec.(*eventlog.AliasSet); set.RoomID != roomID && roomID != "" {
+		return matrix.NotFound("room alias %s does not point at %s", alias, roomID)
+	}
+	seq, err := s.log.Append(ctx, eventlog.AliasSubject(alias), &eventlog.AliasDeleted{Alias: alias, RoomID: roomID},
+		eventlog.AppendOptions{ExpectSeq: eventlog.Expect(last.Seq)})
+	if errors.Is(err, eventlog.ErrConflict) {
+		return matrix.Errorf("M_UNKNOWN", http.StatusConflict, "room alias %s changed concurrently; retry", alias)
+	}
+	if err != nil {
+		return logUnavailable(err)
+	}
+	return s.awaitApplied(ctx, eventlog.StreamRooms, seq)
+}
+
+func parseAliasVar(r *http.Request) (matrix.RoomAlias, error) {
+	a, err := matrix.ParseRoomAlias(pathVar(r, "roomAlias"))
+	if err != nil {
+		return "", matrix.InvalidParam("invalid room alias: %v", err)
+	}
+	return a, nil
+}
+
+func (s *Server) putAlias(w http.ResponseWriter, r *http.Request) error {
+	alias, err := parseAliasVar(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		RoomID *string `json:"room_id"`
+	}
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	if req.RoomID == nil {
+		return matrix.MissingParam("room_id is required")
+	}
+	if _, err := matrix.ParseRoomID(*req.RoomID); err != nil {
+		return matrix.InvalidParam("invalid room ID: %v", err)
+	}
+	if alias.Server() != s.cfg.ServerName {
+		return matrix.InvalidParam("alias must be on this server (%s)", s.cfg.ServerName)
+	}
+	if _, err := s.store.RoomHeadOf(r.Context(), *req.RoomID); errors.Is(err, store.ErrNotFound) {
+		return matrix.NotFound("room %s not found", *req.RoomID)
+	} else if err != nil {
+		return err
+	}
+	if err := s.claimAlias(r.Context(), string(alias), *req.RoomID, session(r).UserID); err != nil {
+		if me, ok := matrix.AsError(err); ok && me.Code == "M_ROOM_IN_USE" {
+			return matrix.Errorf("M_UNKNOWN", http.StatusConflict, "room alias %s already exists", alias)
+		}
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+func (s *Server) getAlias(w http.ResponseWriter, r *http.Request) error {
+	alias, err := parseAliasVar(r)
+	if err != nil {
+		return err
+	}
+	roomID, _, err := s.store.AliasRoom(r.Context(), string(alias))
+	if errors.Is(err, store.ErrNotFound) {
+		return matrix.NotFound("room alias %s not found", alias)
+	}
+	if err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": []string{string(s.cfg.ServerName)}})
+	return nil
+}
+
+func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request) error {
+	alias, err := parseAliasVar(r)
+	if err != nil {
+		return err
+	}
+	roomID, creator, err := s.store.AliasRoom(r.Context(), string(alias))
+	if errors.Is(err, store.ErrNotFound) {
+		return matrix.NotFound("room alias %s not found", alias)
+	}
+	if err != nil {
+		return err
+	}
+	ss := session(r)
+	if creator != ss.UserID && !ss.Admin {
+		// Room moderators may remove aliases too: those who could change
+		// the canonical alias.
+		rs, err := s.loadRoom(r.Context(), roomID, []string{ss.UserID})
+		if err != nil {
+			return err
+		}
+		pl := rs.state.PowerLevels()
+		if rs.state.UserPowerLevel(matrix.UserID(ss.UserID)) < pl.EventLevel("m.room.canonical_alias", true) {
+			return matrix.Forbidden("you may not remove this alias")
+		}
+	}
+	if err := s.releaseAlias(r.Context(), string(alias), roomID); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	if err := s.requireVisibleRoom(r.Context(), roomID, session(r).UserID); err != nil {
+		return err
+	}
+	as, err := s.store.RoomAliases(r.Context(), roomID)
+	if err != nil {
+		return err
+	}
+	if as == nil {
+		as = []string{}
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"aliases": as})
+	return nil
+}

@@ -1,0 +1,446 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// renderEvent adds unsigned (age; transaction_id for the sending device;
+// redacted_because) to an event's stored client form.
+func renderEvent(e *store.StoredEvent, viewer store.Session, now time.Time) json.RawMessage {
+	var u bytes.Buffer
+	u.WriteString(`{"age":`)
+	u.WriteString(strconv.FormatInt(max(0, now.UnixMilli()-e.OriginServerTS), 10))
+	if e.TxnID != "" && e.Sender == viewer.UserID && e.TxnDevice == viewer.DeviceID {
+		tid, _ := json.Marshal(e.TxnID)
+		u.WriteString(`,"transaction_id":`)
+		u.Write(tid)
+	}
+	if len(e.RedactedBecause) > 0 {
+		u.WriteString(`,"redacted_because":`)
+		u.Write(e.RedactedBecause)
+	}
+	u.WriteByte('}')
+	c := e.Client
+	out := make([]byte, 0, len(c)+u.Len()+14)
+	out = append(out, c[:len(c)-1]...)
+	out = append(out, `,"unsigned":`...)
+	out = append(out, u.Bytes()...)
+	out = append(out, '}')
+	return out
+}
+
+func renderEvents(evs []store.StoredEvent, viewer store.Session) []json.RawMessage {
+	now := time.Now()
+	out := make([]json.RawMessage, len(evs))
+	for i := range evs {
+		out[i] = renderEvent(&evs[i], viewer, now)
+	}
+	return out
+}
+
+func (s *Server) roomState(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	ss := session(r)
+	at, _, err := s.roomReadPoint(r.Context(), roomID, ss.UserID)
+	if err != nil {
+		return err
+	}
+	var evs []store.StoredEvent
+	if at == 0 {
+		evs, err = s.store.CurrentState(r.Context(), roomID)
+	} else {
+		evs, err = s.store.StateAt(r.Context(), roomID, at)
+	}
+	if err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, renderEvents(evs, ss))
+	return nil
+}
+
+func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	typ, err := eventTypeVar(r)
+	if err != nil {
+		return err
+	}
+	key := pathVar(r, "stateKey")
+	ss := session(r)
+	at, _, err := s.roomReadPoint(r.Context(), roomID, ss.UserID)
+	if err != nil {
+		return err
+	}
+	var ev *store.StoredEvent
+	if at == 0 {
+		e, err := s.store.StateEvent(r.Context(), roomID, typ, key)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err == nil {
+			ev = &e
+		}
+	} else {
+		all, err := s.store.StateAt(r.Context(), roomID, at)
+		if err != nil {
+			return err
+		}
+		for i := range all {
+			if all[i].Type == typ && all[i].StateKey != nil && *all[i].StateKey == key {
+				ev = &all[i]
+			}
+		}
+	}
+	if ev == nil {
+		return matrix.NotFound("no %s state with key %q in this room", typ, key)
+	}
+	rendered := renderEvent(ev, ss, time.Now())
+	if r.URL.Query().Get("format") == "event" {
+		matrix.WriteJSON(w, http.StatusOK, rendered)
+		return nil
+	}
+	var parsed struct {
+		Content json.RawMessage `json:"content"`
+	}
+	_ = json.Unmarshal(ev.Client, &parsed)
+	matrix.WriteJSON(w, http.StatusOK, parsed.Content)
+	return nil
+}
+
+func (s *Server) members(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	ss := session(r)
+	at, _, err := s.roomReadPoint(r.Context(), roomID, ss.UserID)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	if tok := q.Get("at"); tok != "" {
+		p, err := eventlog.ParseRoomPoint(tok)
+		if err != nil {
+			return matrix.InvalidParam("invalid at token")
+		}
+		// The state just before the point: after the event at p-1.
+		p--
+		if at == 0 || p < at {
+			at = max(p, 1)
+		}
+	}
+	valid := map[string]bool{"join": true, "invite": true, "leave": true, "ban": true, "knock": true}
+	var include, exclude []string
+	for _, m := range q["membership"] {
+		if !valid[m] {
+			return matrix.InvalidParam("invalid membership %q", m)
+		}
+		include = append(include, m)
+	}
+	for _, m := range q["not_membership"] {
+		if !valid[m] {
+			return matrix.InvalidParam("invalid not_membership %q", m)
+		}
+		exclude = append(exclude, m)
+	}
+	evs, err := s.store.Members(r.Context(), roomID, at, include, exclude)
+	if err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"chunk": renderEvents(evs, ss)})
+	return nil
+}
+
+func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	ss := session(r)
+	at, _, err := s.roomReadPoint(r.Context(), roomID, ss.UserID)
+	if err != nil {
+		return err
+	}
+	evs, err := s.store.Members(r.Context(), roomID, at, []string{"join"}, nil)
+	if err != nil {
+		return err
+	}
+	joined := make(map[string]any, len(evs))
+	for _, e := range evs {
+		var c struct {
+			Content struct {
+				Displayname *string `json:"displayname"`
+				AvatarURL   *string `json:"avatar_url"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal(e.Client, &c)
+		joined[*e.StateKey] = map[string]any{"display_name": c.Content.Displayname, "avatar_url": c.Content.AvatarURL}
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined})
+	return nil
+}
+
+func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request) error {
+	ids, err := s.store.JoinedRooms(r.Context(), session(r).UserID)
+	if err != nil {
+		return err
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"joined_rooms": ids})
+	return nil
+}
+
+// maxPageLimit bounds /messages and /context pages.
+const maxPageLimit = 1000
+
+func parseLimit(q string, def int) (int, error) {
+	if q == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(q)
+	if err != nil || n < 0 {
+		return 0, matrix.InvalidParam("invalid limit")
+	}
+	return min(n, maxPageLimit), nil
+}
+
+func parseFilterParam(q string) (*matrix.EventFilter, error) {
+	if q == "" {
+		return &matrix.EventFilter{}, nil
+	}
+	if q[0] != '{' {
+		return nil, matrix.InvalidParam("filter must be a JSON object")
+	}
+	f, err := matrix.ParseEventFilter([]byte(q))
+	if err != nil {
+		return nil, matrix.InvalidParam("invalid filter: %v", err)
+	}
+	return f, nil
+}
+
+// page reads up to limit events visible to v and admitted by f, starting
+// at point from in the given direction, scanning in chunks. It returns the
+// events and the point after the last event scanned, or ok=false when the
+// room's history in that direction is exhausted.
+func (s *Server) page(r *http.Request, roomID string, v *visibility, f *matrix.EventFilter, from int64, backwards bool, to int64, limit int) (out []store.StoredEvent, next int64, more bool, err error) {
+	next = from
+	for len(out) < limit {
+		want := min(max(2*(limit-len(out)), 20), maxPageLimit)
+		evs, err := s.store.RoomEvents(r.Context(), roomID, next, backwards, to, want)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		for i := range evs {
+			e := &evs[i]
+			if backwards {
+				next = e.Pos
+			} else {
+				next = e.Pos + 1
+			}
+			if v.canSee(e) && f.Allows(e.Type, e.Sender, e.RoomID, func() json.RawMessage { return contentOf(e.Client) }) {
+				out = append(out, *e)
+				if len(out) == limit {
+					return out, next, true, nil
+				}
+			}
+		}
+		if len(evs) < want {
+			return out, next, false, nil
+		}
+	}
+	return out, next, true, nil
+}
+
+func contentOf(client []byte) json.RawMessage {
+	var c struct {
+		Content json.RawMessage `json:"content"`
+	}
+	_ = json.Unmarshal(client, &c)
+	return c.Content
+}
+
+func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	backwards := true
+	switch q.Get("dir") {
+	case "b", "":
+	case "f":
+		backwards = false
+	default:
+		return matrix.InvalidParam("dir must be b or f")
+	}
+	limit, err := parseLimit(q.Get("limit"), 10)
+	if err != nil {
+		return err
+	}
+	f, err := parseFilterParam(q.Get("filter"))
+	if err != nil {
+		return err
+	}
+	if f.Limit != nil && *f.Limit < limit {
+		limit = *f.Limit
+	}
+	ss := session(r)
+	v, err := s.roomVisibility(r.Context(), roomID, ss.UserID)
+	if err != nil {
+		return err
+	}
+	if len(v.hist.Memberships) == 0 && !(len(v.hist.Visibility) > 0 && v.hist.Visibility[len(v.hist.Visibility)-1].Visibility == "world_readable") {
+		return matrix.Forbidden("you are not a member of room %s", roomID)
+	}
+	var from int64
+	if tok := q.Get("from"); tok != "" {
+		if from, err = eventlog.ParseRoomPoint(tok); err != nil {
+			return matrix.InvalidParam("invalid from token")
+		}
+	} else if backwards {
+		head, err := s.store.RoomHeadOf(r.Context(), roomID)
+		if err != nil {
+			return errNotInRoom(err, roomID)
+		}
+		from = head.LastPos + 1
+	}
+	var to int64
+	if tok := q.Get("to"); tok != "" {
+		if to, err = eventlog.ParseRoomPoint(tok); err != nil {
+			return matrix.InvalidParam("invalid to token")
+		}
+	}
+	evs, next, more, err := s.page(r, roomID, v, f, from, backwards, to, limit)
+	if err != nil {
+		return err
+	}
+	resp := map[string]any{"start": eventlog.FormatRoomPoint(from), "chunk": renderEvents(evs, ss)}
+	if more {
+		resp["end"] = eventlog.FormatRoomPoint(next)
+	}
+	if f.LazyLoadMembers && len(evs) > 0 {
+		state, err := s.senderMembers(r, roomID, evs)
+		if err != nil {
+			return err
+		}
+		resp["state"] = renderEvents(state, ss)
+	}
+	matrix.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// senderMembers returns the current member events of the senders of evs,
+// for lazy-loading clients.
+func (s *Server) senderMembers(r *http.Request, roomID string, evs []store.StoredEvent) ([]store.StoredEvent, error) {
+	senders := map[string]bool{}
+	for _, e := range evs {
+		senders[e.Sender] = true
+	}
+	all, err := s.store.Members(r.Context(), roomID, 0, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, m := range all {
+		if senders[*m.StateKey] {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// visibleEvent loads an event the caller may see, or 404.
+func (s *Server) visibleEvent(r *http.Request, roomID, eventID string) (*store.StoredEvent, *visibility, error) {
+	e, err := s.store.Event(r.Context(), eventID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && e.RoomID != roomID) {
+		return nil, nil, matrix.NotFound("event not found")
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := s.roomVisibility(r.Context(), roomID, session(r).UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !v.canSee(&e) {
+		return nil, nil, matrix.NotFound("event not found")
+	}
+	return &e, v, nil
+}
+
+func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	if _, err := matrix.ParseEventID(pathVar(r, "eventId")); err != nil {
+		return matrix.InvalidParam("invalid event ID: %v", err)
+	}
+	e, _, err := s.visibleEvent(r, roomID, pathVar(r, "eventId"))
+	if err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, renderEvent(e, session(r), time.Now()))
+	return nil
+}
+
+func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	if _, err := matrix.ParseEventID(pathVar(r, "eventId")); err != nil {
+		return matrix.InvalidParam("invalid event ID: %v", err)
+	}
+	q := r.URL.Query()
+	limit, err := parseLimit(q.Get("limit"), 10)
+	if err != nil {
+		return err
+	}
+	f, err := parseFilterParam(q.Get("filter"))
+	if err != nil {
+		return err
+	}
+	e, v, err := s.visibleEvent(r, roomID, pathVar(r, "eventId"))
+	if err != nil {
+		return err
+	}
+	ss := session(r)
+	before, bnext, _, err := s.page(r, roomID, v, f, e.Pos, true, 0, limit/2)
+	if err != nil {
+		return err
+	}
+	after, anext, _, err := s.page(r, roomID, v, f, e.Pos+1, false, 0, limit-limit/2)
+	if err != nil {
+		return err
+	}
+	state, err := s.store.StateAt(r.Context(), roomID, e.Pos)
+	if err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{
+		"event":         renderEvent(e, ss, time.Now()),
+		"events_before": renderEvents(before, ss),
+		"events_after":  renderEvents(after, ss),
+		"start":         eventlog.FormatRoomPoint(bnext),
+		"end":           eventlog.FormatRoomPoint(anext),
+		"state":         renderEvents(state, ss),
+	})
+	return nil
+}

@@ -1,0 +1,186 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// maxTypeBytes bounds event types and state keys (the spec's 255 bytes).
+const maxTypeBytes = 255
+
+func eventTypeVar(r *http.Request) (string, error) {
+	t := pathVar(r, "eventType")
+	if t == "" || len(t) > maxTypeBytes {
+		return "", matrix.InvalidParam("invalid event type")
+	}
+	return t, nil
+}
+
+// readContent reads an event content object from the body.
+func readContent(r *http.Request) (json.RawMessage, error) {
+	var c map[string]json.RawMessage
+	if err := matrix.DecodeJSON(r, &c, false); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, matrix.BadJSON("invalid content")
+	}
+	if len(b) > matrix.MaxEventSize {
+		return nil, matrix.TooLarge("event content exceeds %d bytes", matrix.MaxEventSize)
+	}
+	return b, nil
+}
+
+// send is PUT .../send/{eventType}/{txnId} (idempotent per device) and the
+// classic guide's POST .../send/{eventType}.
+func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	typ, err := eventTypeVar(r)
+	if err != nil {
+		return err
+	}
+	ss := session(r)
+	var txn *txnRef
+	if id := pathVar(r, "txnId"); id != "" {
+		txn = &txnRef{sender: ss.UserID, device: ss.DeviceID, id: id}
+		if eventID, err := s.store.EventByTxn(r.Context(), ss.UserID, ss.DeviceID, id); err == nil {
+			matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID})
+			return nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	c, err := readContent(r)
+	if err != nil {
+		return err
+	}
+	if typ == matrix.TypeRedaction {
+		return matrix.InvalidParam("send redactions with the /redact endpoint")
+	}
+	evs, err := s.writeRoom(r.Context(), roomID, []string{ss.UserID}, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+		return []*matrix.ProtoEvent{{Type: typ, Sender: matrix.UserID(ss.UserID), Content: c}}, nil
+	})
+	return s.answerWrite(w, r, roomID, txn, evs, err)
+}
+
+// answerWrite answers a single-event write with its event ID; a retry that
+// lost to its own earlier attempt gets that attempt's event ID.
+func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, roomID string, txn *txnRef, evs []*matrix.Event, err error) error {
+	if errors.Is(err, errDuplicateTxn) && txn != nil {
+		id, lerr := s.store.EventByTxn(r.Context(), txn.sender, txn.device, txn.id)
+		if lerr != nil {
+			return lerr
+		}
+		matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": id})
+		return nil
+	}
+	if err != nil {
+		return errNotInRoom(err, roomID)
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": string(evs[0].ID())})
+	return nil
+}
+
+func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	typ, err := eventTypeVar(r)
+	if err != nil {
+		return err
+	}
+	stateKey := pathVar(r, "stateKey")
+	if len(stateKey) > maxTypeBytes {
+		return matrix.InvalidParam("state key too long")
+	}
+	c, err := readContent(r)
+	if err != nil {
+		return err
+	}
+	ss := session(r)
+	users := []string{ss.UserID}
+	if typ == matrix.TypeMember {
+		if _, err := matrix.ParseUserID(stateKey); err != nil {
+			return matrix.InvalidParam("the state key of m.room.member must be a user ID")
+		}
+		users = append(users, stateKey)
+	}
+	var existing string
+	evs, err := s.writeRoom(r.Context(), roomID, users, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+		// Setting state to what it already is by the same sender is a
+		// no-op that returns the existing event, as clients retry these.
+		if cur := rs.state.Get(matrix.StateKey{Type: typ, StateKey: stateKey}); cur != nil &&
+			string(cur.Sender()) == ss.UserID && canonicalEqual(cur.Content(), c) {
+			existing = string(cur.ID())
+			return nil, nil
+		}
+		return []*matrix.ProtoEvent{{Type: typ, StateKey: stateKeyPtr(stateKey), Sender: matrix.UserID(ss.UserID), Content: c}}, nil
+	})
+	if err == nil && existing != "" {
+		matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": existing})
+		return nil
+	}
+	return s.answerWrite(w, r, roomID, nil, evs, err)
+}
+
+func canonicalEqual(a, b json.RawMessage) bool {
+	ca, err1 := matrix.CanonicalJSON(a)
+	cb, err2 := matrix.CanonicalJSON(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ca, cb)
+}
+
+func (s *Server) redactEvent(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	target, err := matrix.ParseEventID(pathVar(r, "eventId"))
+	if err != nil {
+		return matrix.InvalidParam("invalid event ID: %v", err)
+	}
+	ss := session(r)
+	var txn *txnRef
+	if id := pathVar(r, "txnId"); id != "" {
+		txn = &txnRef{sender: ss.UserID, device: ss.DeviceID, id: "redact:" + id}
+		if eventID, err := s.store.EventByTxn(r.Context(), ss.UserID, ss.DeviceID, txn.id); err == nil {
+			matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID})
+			return nil
+		}
+	}
+	var req struct {
+		Reason *string `json:"reason"`
+	}
+	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	te, err := s.store.Event(r.Context(), string(target))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && te.RoomID != roomID) {
+		return matrix.NotFound("event %s not found in room %s", target, roomID)
+	}
+	if err != nil {
+		return err
+	}
+	evs, err := s.writeRoom(r.Context(), roomID, []string{ss.UserID}, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+		// The auth rules let any member send a redaction; whether it may
+		// take effect on another user's event is decided here, against
+		// the same state the redaction is appended on.
+		if te.Sender != ss.UserID {
+			if lvl, need := rs.state.UserPowerLevel(matrix.UserID(ss.UserID)), rs.state.PowerLevels().Redact; lvl < need {
+				return nil, matrix.Forbidden("redacting others' events needs power level %d", need)
+			}
+		}
+		return []*matrix.ProtoEvent{{Type: matrix.TypeRedaction, Sender: matrix.UserID(ss.UserID), Redacts: target,
+			Content: withReason(map[string]any{}, req.Reason)}}, nil
+	})
+	return s.answerWrite(w, r, roomID, txn, evs, err)
+}

@@ -1,0 +1,352 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// RoomHead is what the next event of a room is built on.
+type RoomHead struct {
+	RoomID      string
+	Version     string
+	LastSeq     uint64
+	LastEventID string
+	LastPos     int64
+	Depth       int64
+	Published   bool
+}
+
+// AuthSnapshot is a room's head and the current state events needed to
+// authorise an event: every state entry except memberships, plus the
+// memberships of the given users. The PDUs come back in no order.
+type AuthSnapshot struct {
+	Head   RoomHead
+	Events []IDPDU
+}
+
+// IDPDU is an event ID with its signed PDU.
+type IDPDU struct {
+	EventID string
+	PDU     []byte
+}
+
+// RoomAuthSnapshot reads a room's head and authorisation state in one
+// round trip, from one snapshot. ErrNotFound means no such room.
+func (s *Store) RoomAuthSnapshot(ctx context.Context, roomID string, users []string) (AuthSnapshot, error) {
+	var snap AuthSnapshot
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`SELECT room_id, room_version, last_seq, last_event_id, last_pos, depth, published FROM rooms WHERE room_id = $1`, roomID)
+		b.Queue(`SELECT e.event_id, e.pdu FROM room_state s JOIN events e ON e.event_id = s.event_id
+			WHERE s.room_id = $1 AND s.to_pos IS NULL AND (s.type <> 'm.room.member' OR s.state_key = ANY($2))`, roomID, users)
+		br := tx.SendBatch(ctx, b)
+		defer br.Close()
+		h := &snap.Head
+		var lastSeq int64
+		if err := br.QueryRow().Scan(&h.RoomID, &h.Version, &lastSeq, &h.LastEventID, &h.LastPos, &h.Depth, &h.Published); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		h.LastSeq = uint64(lastSeq)
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		snap.Events, err = pgx.CollectRows(rows, pgx.RowToStructByPos[IDPDU])
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return snap, ErrNotFound
+	}
+	if err != nil {
+		return snap, fmt.Errorf("room %s snapshot: %w", roomID, err)
+	}
+	return snap, nil
+}
+
+// RoomHeadOf returns a room's head, or ErrNotFound.
+func (s *Store) RoomHeadOf(ctx context.Context, roomID string) (RoomHead, error) {
+	var h RoomHead
+	var lastSeq int64
+	err := s.pool.QueryRow(ctx, `SELECT room_id, room_version, last_seq, last_event_id, last_pos, depth, published FROM rooms WHERE room_id = $1`,
+		roomID).Scan(&h.RoomID, &h.Version, &lastSeq, &h.LastEventID, &h.LastPos, &h.Depth, &h.Published)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return h, ErrNotFound
+	}
+	if err != nil {
+		return h, fmt.Errorf("room %s: %w", roomID, err)
+	}
+	h.LastSeq = uint64(lastSeq)
+	return h, nil
+}
+
+// StoredEvent is an event as readers get it.
+type StoredEvent struct {
+	Pos             int64
+	EventID         string
+	RoomID          string
+	Type            string
+	StateKey        *string
+	Sender          string
+	OriginServerTS  int64
+	Client          []byte
+	RedactedBecause []byte
+	TxnDevice       string
+	TxnID           string
+}
+
+const storedEventCols = `e.pos, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.origin_server_ts, e.client, e.redacted_because, COALESCE(e.txn_device, ''), COALESCE(e.txn_id, '')`
+
+func scanEvent(row pgx.CollectableRow) (StoredEvent, error) {
+	var e StoredEvent
+	err := row.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.OriginServerTS, &e.Client, &e.RedactedBecause, &e.TxnDevice, &e.TxnID)
+	return e, err
+}
+
+// Event returns one event by ID, or ErrNotFound.
+func (s *Store) Event(ctx context.Context, eventID string) (StoredEvent, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+storedEventCols+" FROM events e WHERE e.event_id = $1", eventID)
+	if err != nil {
+		return StoredEvent{}, fmt.Errorf("event %s: %w", eventID, err)
+	}
+	e, err := pgx.CollectExactlyOneRow(rows, scanEvent)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return e, ErrNotFound
+	}
+	if err != nil {
+		return e, fmt.Errorf("event %s: %w", eventID, err)
+	}
+	return e, nil
+}
+
+// EventByTxn finds the event a client transaction sent, or ErrNotFound.
+func (s *Store) EventByTxn(ctx context.Context, sender, device, txnID string) (string, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, "SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3",
+		sender, device, txnID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("event by txn: %w", err)
+	}
+	return id, nil
+}
+
+// CurrentState returns a room's current state events.
+func (s *Store) CurrentState(ctx context.Context, roomID string) ([]StoredEvent, error) {
+	return s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND s.to_pos IS NULL ORDER BY e.pos`, roomID)
+}
+
+// StateAt returns the state of a room just after position pos.
+func (s *Store) StateAt(ctx context.Context, roomID string, pos int64) ([]StoredEvent, error) {
+	return s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND s.from_pos <= $2 AND (s.to_pos IS NULL OR s.to_pos > $2) ORDER BY e.pos`, roomID, pos)
+}
+
+// StateEvent returns one current state event, or ErrNotFound.
+func (s *Store) StateEvent(ctx context.Context, roomID, typ, stateKey string) (StoredEvent, error) {
+	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3 AND s.to_pos IS NULL`, roomID, typ, stateKey)
+	if err != nil {
+		return StoredEvent{}, err
+	}
+	if len(evs) == 0 {
+		return StoredEvent{}, ErrNotFound
+	}
+	return evs[0], nil
+}
+
+// Members returns a room's membership events at pos (0: current), those
+// with a membership in include (if any) and not in exclude.
+func (s *Store) Members(ctx context.Context, roomID string, pos int64, include, exclude []string) ([]StoredEvent, error) {
+	q := `SELECT ` + storedEventCols + ` FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND s.type = 'm.room.member'
+		AND (CASE WHEN $2::bigint = 0 THEN s.to_pos IS NULL ELSE s.from_pos <= $2 AND (s.to_pos IS NULL OR s.to_pos > $2) END)
+		AND (cardinality($3::text[]) = 0 OR s.membership = ANY($3))
+		AND NOT (s.membership = ANY($4))
+		ORDER BY s.state_key`
+	if include == nil {
+		include = []string{}
+	}
+	if exclude == nil {
+		exclude = []string{}
+	}
+	return s.stateQuery(ctx, q, roomID, pos, include, exclude)
+}
+
+func (s *Store) stateQuery(ctx context.Context, q string, args ...any) ([]StoredEvent, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("state query: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("state query: %w", err)
+	}
+	return evs, nil
+}
+
+// MembershipSpan is one period of a user's membership in a room.
+type MembershipSpan struct {
+	Membership string
+	FromPos    int64
+	ToPos      int64 // 0: still current
+}
+
+// VisibilitySpan is one period of a room's history visibility.
+type VisibilitySpan struct {
+	Visibility string
+	FromPos    int64
+	ToPos      int64 // 0: still current
+}
+
+// RoomHistory is what history-visibility checks need about one user and
+// one room: every membership period of the user and every history
+// visibility period of the room, in order.
+type RoomHistory struct {
+	Memberships []MembershipSpan
+	Visibility  []VisibilitySpan
+}
+
+// UserRoomHistory reads a user's membership periods and the room's
+// history-visibility periods in one round trip.
+func (s *Store) UserRoomHistory(ctx context.Context, roomID, userID string) (RoomHistory, error) {
+	var h RoomHistory
+	rows, err := s.pool.Query(ctx, `SELECT s.type, COALESCE(s.membership, ''),
+			COALESCE(convert_from(e.client, 'UTF8')::jsonb #>> '{content,history_visibility}', ''), s.from_pos, COALESCE(s.to_pos, 0)
+		FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND ((s.type = 'm.room.member' AND s.state_key = $2) OR (s.type = 'm.room.history_visibility' AND s.state_key = ''))
+		ORDER BY s.from_pos`, roomID, userID)
+	if err != nil {
+		return h, fmt.Errorf("room history: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var typ, membership, vis string
+		var from, to int64
+		if err := rows.Scan(&typ, &membership, &vis, &from, &to); err != nil {
+			return h, fmt.Errorf("room history: %w", err)
+		}
+		if typ == "m.room.member" {
+			h.Memberships = append(h.Memberships, MembershipSpan{membership, from, to})
+		} else {
+			h.Visibility = append(h.Visibility, VisibilitySpan{vis, from, to})
+		}
+	}
+	return h, rows.Err()
+}
+
+// RoomEvents pages through a room's events from the point from (a
+// position: events before it have pos < from). Backwards it returns events
+// with pos < from, newest first; forwards events with pos >= from, oldest
+// first. to, when non-zero, bounds the page: backwards pos >= to, forwards
+// pos < to.
+func (s *Store) RoomEvents(ctx context.Context, roomID string, from int64, backwards bool, to int64, limit int) ([]StoredEvent, error) {
+	var q string
+	if backwards {
+		q = `SELECT ` + storedEventCols + ` FROM events e WHERE e.room_id = $1 AND e.pos < $2 AND ($3::bigint = 0 OR e.pos >= $3)
+			ORDER BY e.pos DESC LIMIT $4`
+	} else {
+		q = `SELECT ` + storedEventCols + ` FROM events e WHERE e.room_id = $1 AND e.pos >= $2 AND ($3::bigint = 0 OR e.pos < $3)
+			ORDER BY e.pos ASC LIMIT $4`
+	}
+	return s.stateQuery(ctx, q, roomID, from, to, limit)
+}
+
+// JoinedRooms lists the rooms a user is joined to.
+func (s *Store) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT room_id FROM room_state
+		WHERE type = 'm.room.member' AND state_key = $1 AND to_pos IS NULL AND membership = 'join' ORDER BY room_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("joined rooms: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("joined rooms: %w", err)
+	}
+	return ids, nil
+}
+
+// AliasRoom resolves an alias, or ErrNotFound.
+func (s *Store) AliasRoom(ctx context.Context, alias string) (roomID, creator string, err error) {
+	err = s.pool.QueryRow(ctx, "SELECT room_id, creator FROM room_aliases WHERE alias = $1", alias).Scan(&roomID, &creator)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", ErrNotFound
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("alias %s: %w", alias, err)
+	}
+	return roomID, creator, nil
+}
+
+// RoomAliases lists a room's aliases.
+func (s *Store) RoomAliases(ctx context.Context, roomID string) ([]string, error) {
+	rows, err := s.pool.Query(ctx, "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias", roomID)
+	if err != nil {
+		return nil, fmt.Errorf("aliases of %s: %w", roomID, err)
+	}
+	as, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("aliases of %s: %w", roomID, err)
+	}
+	return as, nil
+}
+
+// PublicRoom is one entry of the public room directory.
+type PublicRoom struct {
+	RoomID            string
+	Name              *string
+	Topic             *string
+	AvatarURL         *string
+	CanonicalAlias    *string
+	JoinRule          *string
+	HistoryVisibility *string
+	GuestAccess       *string
+	RoomType          *string
+	JoinedMembers     int
+}
+
+// PublicRooms lists published rooms, most members first, skipping offset,
+// optionally filtered by a search term over name, topic and alias. It also
+// returns the total number of matching rooms.
+func (s *Store) PublicRooms(ctx context.Context, offset, limit int, search string) ([]PublicRoom, int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT room_id, name, topic, avatar_url, canonical_alias, join_rule, history_visibility,
+			guest_access, room_type, joined_members, count(*) OVER ()
+		FROM rooms WHERE published AND ($3 = '' OR
+			strpos(lower(coalesce(name, '')), lower($3)) > 0 OR strpos(lower(coalesce(topic, '')), lower($3)) > 0 OR
+			strpos(lower(coalesce(canonical_alias, '')), lower($3)) > 0)
+		ORDER BY joined_members DESC, room_id OFFSET $1 LIMIT $2`, offset, limit, search)
+	if err != nil {
+		return nil, 0, fmt.Errorf("public rooms: %w", err)
+	}
+	defer rows.Close()
+	var out []PublicRoom
+	total := 0
+	for rows.Next() {
+		var r PublicRoom
+		if err := rows.Scan(&r.RoomID, &r.Name, &r.Topic, &r.AvatarURL, &r.CanonicalAlias, &r.JoinRule, &r.HistoryVisibility,
+			&r.GuestAccess, &r.RoomType, &r.JoinedMembers, &total); err != nil {
+			return nil, 0, fmt.Errorf("public rooms: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, err
+	}
+	if len(out) == 0 && offset == 0 {
+		total = 0
+	} else if len(out) == 0 {
+		// Past the end: count separately so the estimate stays right.
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM rooms WHERE published`).Scan(&total); err != nil {
+			return nil, 0, err
+		}
+	}
+	return out, total, nil
+}

@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// RoomEventRow is one room event as the projector writes it.
+type RoomEventRow struct {
+	Pos            int64
+	EventID        string
+	RoomID         string
+	Type           string
+	StateKey       *string
+	Sender         string
+	OriginServerTS int64
+	Depth          int64
+	Membership     string // for m.room.member
+	Client         []byte // client-format JSON, without unsigned
+	PDU            []byte
+	TxnDevice      string
+	TxnID          string
+}
+
+// CreateRoom inserts the room row of a create event.
+func (t *Tx) CreateRoom(roomID, version, creator string, ts int64) {
+	t.queue(`INSERT INTO rooms (room_id, room_version, creator, created_ts, last_seq, last_event_id, last_pos, depth)
+		VALUES ($1, $2, $3, $4, 0, '', 0, 0) ON CONFLICT DO NOTHING`, roomID, version, creator, ts)
+}
+
+// AddRoomEvent stores an event and, for a state event, makes it the
+// current state entry for its key.
+func (t *Tx) AddRoomEvent(e *RoomEventRow) {
+	var txnDev, txnID *string
+	if e.TxnID != "" {
+		txnDev, txnID = &e.TxnDevice, &e.TxnID
+	}
+	t.queue(`INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, client, pdu, txn_device, txn_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		e.Pos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.OriginServerTS, e.Client, e.PDU, txnDev, txnID)
+	if e.StateKey == nil {
+		return
+	}
+	var membership *string
+	if e.Type == "m.room.member" {
+		membership = &e.Membership
+	}
+	t.queue(`UPDATE room_state SET to_pos = $4 WHERE room_id = $1 AND type = $2 AND state_key = $3 AND to_pos IS NULL`,
+		e.RoomID, e.Type, *e.StateKey, e.Pos)
+	t.queue(`INSERT INTO room_state (room_id, type, state_key, event_id, membership, from_pos) VALUES ($1, $2, $3, $4, $5, $6)`,
+		e.RoomID, e.Type, *e.StateKey, e.EventID, membership, e.Pos)
+	if e.Type == "m.room.member" {
+		t.queue(`UPDATE rooms SET
+			joined_members = (SELECT count(*) FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND to_pos IS NULL AND membership = 'join'),
+			invited_members = (SELECT count(*) FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND to_pos IS NULL AND membership = 'invite')
+			WHERE room_id = $1`, e.RoomID)
+		if e.Membership == "join" || e.Membership == "invite" {
+			t.queue("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2", *e.StateKey, e.RoomID)
+		}
+	}
+}
+
+// summaryColumns maps the state types whose content is denormalised onto
+// rooms to the column and content field.
+var summaryColumns = map[string][2]string{
+	"m.room.name":               {"name", "name"},
+	"m.room.topic":              {"topic", "topic"},
+	"m.room.avatar":             {"avatar_url", "url"},
+	"m.room.canonical_alias":    {"canonical_alias", "alias"},
+	"m.room.join_rules":         {"join_rule", "join_rule"},
+	"m.room.history_visibility": {"history_visibility", "history_visibility"},
+	"m.room.guest_access":       {"guest_access", "guest_access"},
+	"m.room.create":             {"room_type", "type"},
+}
+
+// UpdateSummary refreshes the denormalised column for a current-state
+// event with empty state key (content as it now reads, maybe redacted).
+func (t *Tx) UpdateSummary(roomID, typ string, content json.RawMessage) {
+	col, ok := summaryColumns[typ]
+	if !ok {
+		return
+	}
+	var c map[string]any
+	_ = json.Unmarshal(content, &c)
+	var val *string
+	if s, ok := c[col[1]].(string); ok && s != "" {
+		val = &s
+	}
+	t.queue(fmt.Sprintf("UPDATE rooms SET %s = $2 WHERE room_id = $1", col[0]), roomID, val)
+}
+
+// AdvanceRoom records the newest record and event of a room.
+func (t *Tx) AdvanceRoom(roomID string, seq uint64, lastEventID string, lastPos, depth int64) {
+	if lastEventID == "" {
+		t.queue("UPDATE rooms SET last_seq = $2 WHERE room_id = $1", roomID, int64(seq))
+		return
+	}
+	t.queue("UPDATE rooms SET last_seq = $2, last_event_id = $3, last_pos = $4, depth = $5 WHERE room_id = $1",
+		roomID, int64(seq), lastEventID, lastPos, depth)
+}
+
+// SetPublished sets a room's directory visibility.
+func (t *Tx) SetPublished(roomID string, published bool) {
+	t.queue("UPDATE rooms SET published = $2 WHERE room_id = $1", roomID, published)
+}
+
+// SetAlias maps an alias to a room.
+func (t *Tx) SetAlias(alias, roomID, creator string) {
+	t.queue(`INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)
+		ON CONFLICT (alias) DO UPDATE SET room_id = EXCLUDED.room_id, creator = EXCLUDED.creator`, alias, roomID, creator)
+}
+
+// DeleteAlias frees an alias.
+func (t *Tx) DeleteAlias(alias string) {
+	t.queue("DELETE FROM room_aliases WHERE alias = $1", alias)
+}
+
+// ForgetRoom hides a room from a user.
+func (t *Tx) ForgetRoom(userID, roomID string) {
+	t.queue("INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", userID, roomID)
+}
+
+// flush sends the queued writes so that a read in the same transaction
+// sees them.
+func (t *Tx) flush(ctx context.Context) error {
+	if t.batch.Len() == 0 {
+		return nil
+	}
+	err := t.tx.SendBatch(ctx, &t.batch).Close()
+	t.batch = pgxBatch()
+	return err
+}
+
+// EventForRedaction returns the PDU, type, state key and whether it is the
+// current state entry, of an event about to be redacted. ok is false for
+// an unknown event (a redaction may name any event ID).
+func (t *Tx) EventForRedaction(ctx context.Context, eventID string) (pdu []byte, typ string, stateKey *string, current bool, ok bool, err error) {
+	if err = t.flush(ctx); err != nil {
+		return
+	}
+	err = t.tx.QueryRow(ctx, `SELECT e.pdu, e.type, e.state_key,
+			EXISTS (SELECT 1 FROM room_state s WHERE s.event_id = e.event_id AND s.to_pos IS NULL)
+		FROM events e WHERE e.event_id = $1`, eventID).Scan(&pdu, &typ, &stateKey, &current)
+	if isNoRows(err) {
+		return nil, "", nil, false, false, nil
+	}
+	return pdu, typ, stateKey, current, err == nil, err
+}
+
+// RedactEvent replaces an event's client form with its redacted form.
+func (t *Tx) RedactEvent(eventID string, redactedClient, redactedBecause []byte) {
+	t.queue("UPDATE events SET client = $2, redacted_because = $3 WHERE event_id = $1", eventID, redactedClient, redactedBecause)
+}
