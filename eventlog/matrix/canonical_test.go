@@ -249,3 +249,34 @@ func BenchmarkCanonicalJSON(b *testing.B) {
 }
 
 func itoa(i int) string { return string(appendInt(nil, int64(i))) }
+
+// TestStringRoundTrip checks that appendString and decodeString invert
+// each other, and that decodeString also reads the escapes canonical JSON
+// never writes.
+func TestStringRoundTrip(t *testing.T) {
+	for _, s := range []string{"", "plain", "quote\" back\\slash", "\b\f\n\r\t\x00\x01\x1f\x7f", "é日本😀", "\u2028/"} {
+		enc, ok := appendString(nil, s)
+		if !ok {
+			t.Fatalf("appendString(%q) failed", s)
+		}
+		if canon, err := CanonicalJSON(enc); err != nil || string(canon) != string(enc) {
+			t.Fatalf("appendString(%q) = %s is not canonical (%v)", s, enc, err)
+		}
+		if got, ok := decodeString(enc); !ok || got != s {
+			t.Fatalf("decodeString(%s) = %q, %v", enc, got, ok)
+		}
+	}
+	if _, ok := appendString(nil, "bad\xff"); ok {
+		t.Fatal("appendString accepted invalid UTF-8")
+	}
+	for in, want := range map[string]string{`"\/\u00e9\ud83d\ude00"`: "/é😀", `"\u0041"`: "A"} {
+		if got, ok := decodeString([]byte(in)); !ok || got != want {
+			t.Errorf("decodeString(%s) = %q, %v", in, got, ok)
+		}
+	}
+	for _, bad := range []string{`"\`, `"\x"`, `"\u12"`, `"\ud83d"`, `x`, `"`} {
+		if got, ok := decodeString([]byte(bad)); ok {
+			t.Errorf("decodeString(%s) = %q, want failure", bad, got)
+		}
+	}
+}
