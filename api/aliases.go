@@ -141,7 +141,7 @@ func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request) error {
 	if creator != ss.UserID && !ss.Admin {
 		// Room moderators may remove aliases too: those who could change
 		// the canonical alias.
-		rs, err := s.loadRoom(r.Context(), roomID, []string{ss.UserID})
+		rs, err := s.loadRoom(r.Context(), roomID)
 		if err != nil {
 			return err
 		}

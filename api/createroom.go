@@ -107,6 +107,13 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	rs := &roomState{head: store.RoomHead{Version: string(version)}}
+	if !version.HashedRoomIDs() {
+		id, err := matrix.NewRoomID(s.cfg.ServerName)
+		if err != nil {
+			return err
+		}
+		rs.head.RoomID = string(id)
+	}
 	events, err := s.buildEvents(rs, protos)
 	if err != nil {
 		return err
@@ -156,7 +163,7 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset string, req *createRoomRequest,
 	invites []matrix.UserID, alias matrix.RoomAlias, joinContent json.RawMessage) ([]*matrix.ProtoEvent, error) {
 	now := time.Now().UnixMilli()
-	v12 := version == matrix.RoomVersion12
+	v12 := version.CreatorsHaveInfinitePower()
 	trusted := preset == "trusted_private_chat"
 
 	// 1. m.room.create

@@ -128,7 +128,7 @@ func (s *Server) putDirectoryVisibility(w http.ResponseWriter, r *http.Request) 
 		return matrix.InvalidParam("visibility must be public or private")
 	}
 	ss := session(r)
-	rs, err := s.loadRoom(r.Context(), roomID, []string{ss.UserID})
+	rs, err := s.loadRoom(r.Context(), roomID)
 	if err != nil {
 		return err
 	}

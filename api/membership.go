@@ -38,7 +38,7 @@ func withReason(c map[string]any, reason *string) json.RawMessage {
 // caller, built against the room's current state.
 func (s *Server) changeMembership(r *http.Request, roomID string, target matrix.UserID, build func(rs *roomState) (json.RawMessage, error)) error {
 	sender := session(r).UserID
-	_, err := s.writeRoom(r.Context(), roomID, []string{sender, string(target)}, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+	_, err := s.writeRoom(r.Context(), roomID, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
 		c, err := build(rs)
 		if err != nil || c == nil {
 			return nil, err

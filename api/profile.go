@@ -96,7 +96,7 @@ func (s *Server) putProfile(field string) handlerFunc {
 			return err
 		}
 		for _, roomID := range rooms {
-			_, err := s.writeRoom(r.Context(), roomID, []string{ss.UserID}, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+			_, err := s.writeRoom(r.Context(), roomID, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
 				if rs.state.Membership(matrix.UserID(ss.UserID)) != "join" {
 					return nil, nil
 				}

@@ -54,10 +54,9 @@ func (c *eventCache) parse(v matrix.RoomVersion, k string, pdu []byte) (*matrix.
 	return ev, nil
 }
 
-// loadRoom reads a room's head and the state needed to authorise events
-// by users.
-func (s *Server) loadRoom(ctx context.Context, roomID string, users []string) (*roomState, error) {
-	snap, err := s.store.RoomAuthSnapshot(ctx, roomID, users)
+// loadRoom reads a room's head and current state from the projection.
+func (s *Server) loadRoom(ctx context.Context, roomID string) (*roomState, error) {
+	snap, err := s.store.RoomAuthSnapshot(ctx, roomID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, matrix.NotFound("room %s not found", roomID)
 	}
@@ -76,6 +75,41 @@ func (s *Server) loadRoom(ctx context.Context, roomID string, users []string) (*
 	return &roomState{head: snap.Head, state: st}, nil
 }
 
+// roomEntry is this process's view of one room for writing: a lock that
+// serialises this process's writers of the room (so they do not race each
+// other on the log), and the room's state as of its last known record.
+// The cached state may be stale (another process wrote since): the append
+// then fails its expected-sequence check and the entry is reloaded, so a
+// stale cache costs a retry, never a wrong event.
+type roomEntry struct {
+	mu sync.Mutex
+	rs *roomState // nil: load from the projection
+}
+
+// roomCacheMax bounds the rooms whose state an api process keeps.
+const roomCacheMax = 4096
+
+type roomCache struct {
+	mu sync.Mutex
+	m  map[string]*roomEntry
+}
+
+func (c *roomCache) entry(roomID string) *roomEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= roomCacheMax {
+		// Dropping everything is crude but safe: an entry still in use
+		// only loses its exclusivity, and the log's check still decides.
+		c.m = make(map[string]*roomEntry)
+	}
+	e, ok := c.m[roomID]
+	if !ok {
+		e = &roomEntry{}
+		c.m[roomID] = e
+	}
+	return e
+}
+
 // txnRef identifies the client transaction behind a write.
 type txnRef struct {
 	sender, device, id string
@@ -86,56 +120,95 @@ type txnRef struct {
 type buildFunc func(rs *roomState) ([]*matrix.ProtoEvent, error)
 
 // writeRoom appends events to an existing room: it builds them against
-// the current state, authorises each against the state before it, and
-// appends them with the room's last sequence as the expected one. Losing
-// that race means someone else changed the room: re-read and re-check.
-// It returns the appended events once the projection shows them.
-func (s *Server) writeRoom(ctx context.Context, roomID string, users []string, txn *txnRef, build buildFunc) ([]*matrix.Event, error) {
+// the room's state, authorises each against the state before it, and
+// appends them expecting the room's last sequence. Losing that race means
+// someone else changed the room: reload and re-check. It returns the
+// appended events once the projection shows them.
+func (s *Server) writeRoom(ctx context.Context, roomID string, txn *txnRef, build buildFunc) ([]*matrix.Event, error) {
+	e := s.rooms.entry(roomID)
 	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
-		rs, err := s.loadRoom(ctx, roomID, users)
+		seq, events, retry, err := s.tryWriteRoom(ctx, e, roomID, txn, build)
 		if err != nil {
 			return nil, err
 		}
-		protos, err := build(rs)
-		if err != nil {
-			return nil, err
-		}
-		if len(protos) == 0 {
-			return nil, nil
-		}
-		events, err := s.buildEvents(rs, protos)
-		if err != nil {
-			return nil, err
-		}
-		rec := &eventlog.RoomEvents{RoomID: roomID, RoomVersion: rs.head.Version}
-		for _, ev := range events {
-			rec.Events = append(rec.Events, ev.JSON())
-		}
-		opts := eventlog.AppendOptions{ExpectSeq: eventlog.Expect(rs.head.LastSeq), Room: roomID}
-		if txn != nil {
-			rec.Sender, rec.DeviceID, rec.TxnID = txn.sender, txn.device, txn.id
-			opts.MsgID = "txn:" + txn.sender + "|" + txn.device + "|" + txn.id
-		}
-		seq, dup, err := s.log.AppendDedup(ctx, eventlog.RoomSubject(roomID), rec, opts)
-		if errors.Is(err, eventlog.ErrConflict) {
-			if err := s.catchUpRoom(ctx, roomID); err != nil {
-				return nil, err
-			}
+		if retry {
 			continue
 		}
-		if err != nil {
-			s.logger.Error("append room events failed", "room_id", roomID, "err", err)
-			return nil, logUnavailable(err)
+		if len(events) == 0 && seq == 0 {
+			return nil, nil
 		}
 		if err := s.awaitApplied(ctx, eventlog.StreamRooms, seq); err != nil {
 			return nil, err
 		}
-		if dup {
+		if events == nil {
 			return nil, errDuplicateTxn
 		}
 		return events, nil
 	}
 	return nil, matrix.Errorf("M_LIMIT_EXCEEDED", http.StatusTooManyRequests, "the room is too busy; retry")
+}
+
+// tryWriteRoom is one attempt of writeRoom under the room's local lock.
+// It returns the appended sequence and events; events is nil with a
+// non-zero seq when the log recognised the transaction as a duplicate.
+func (s *Server) tryWriteRoom(ctx context.Context, e *roomEntry, roomID string, txn *txnRef, build buildFunc) (seq uint64, events []*matrix.Event, retry bool, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fresh := false
+	if e.rs == nil {
+		rs, err := s.loadRoom(ctx, roomID)
+		if err != nil {
+			return 0, nil, false, err
+		}
+		e.rs, fresh = rs, true
+	}
+	rs := *e.rs // State is persistent: building on a copy leaves e.rs intact
+	protos, err := build(&rs)
+	if err == nil && len(protos) > 0 {
+		events, err = s.buildEvents(&rs, protos)
+	}
+	if err != nil || len(protos) == 0 {
+		// A refusal (or a no-op) must not come from a stale view: unless
+		// the state was just loaded, check it against the log, and if the
+		// room moved on, catch up and decide again.
+		if !fresh {
+			last, lerr := s.log.LastSeq(ctx, eventlog.StreamRooms, eventlog.RoomSubject(roomID))
+			if lerr != nil {
+				return 0, nil, false, logUnavailable(lerr)
+			}
+			if last != e.rs.head.LastSeq {
+				e.rs = nil
+				return 0, nil, true, s.awaitApplied(ctx, eventlog.StreamRooms, last)
+			}
+		}
+		return 0, nil, false, err
+	}
+	rec := &eventlog.RoomEvents{RoomID: roomID, RoomVersion: rs.head.Version}
+	for _, ev := range events {
+		rec.Events = append(rec.Events, ev.JSON())
+	}
+	opts := eventlog.AppendOptions{ExpectSeq: eventlog.Expect(e.rs.head.LastSeq), Room: roomID}
+	if txn != nil {
+		rec.Sender, rec.DeviceID, rec.TxnID = txn.sender, txn.device, txn.id
+		opts.MsgID = "txn:" + roomID + "|" + txn.sender + "|" + txn.device + "|" + txn.id
+	}
+	seq, dup, err := s.log.AppendDedup(ctx, eventlog.RoomSubject(roomID), rec, opts)
+	if errors.Is(err, eventlog.ErrConflict) {
+		e.rs = nil
+		return 0, nil, true, s.catchUpRoom(ctx, roomID)
+	}
+	if err != nil {
+		e.rs = nil
+		s.logger.Error("append room events failed", "room_id", roomID, "err", err)
+		return 0, nil, false, logUnavailable(err)
+	}
+	if dup {
+		e.rs = nil
+		return seq, nil, false, nil
+	}
+	rs.head.LastSeq = seq
+	e.rs = &rs
+	return seq, events, false, nil
 }
 
 // errDuplicateTxn means the log already held this client transaction
@@ -161,7 +234,8 @@ func (s *Server) buildEvents(rs *roomState, protos []*matrix.ProtoEvent) ([]*mat
 	now := time.Now().UnixMilli()
 	events := make([]*matrix.Event, 0, len(protos))
 	for _, p := range protos {
-		if p.RoomID == "" && p.Type != matrix.TypeCreate {
+		if p.RoomID == "" {
+			// Empty for a version 12 create event: its ID names the room.
 			p.RoomID = matrix.RoomID(rs.head.RoomID)
 		}
 		if prev != "" {

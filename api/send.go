@@ -52,7 +52,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 	var txn *txnRef
 	if id := pathVar(r, "txnId"); id != "" {
 		txn = &txnRef{sender: ss.UserID, device: ss.DeviceID, id: id}
-		if eventID, err := s.store.EventByTxn(r.Context(), ss.UserID, ss.DeviceID, id); err == nil {
+		if eventID, err := s.store.EventByTxn(r.Context(), roomID, ss.UserID, ss.DeviceID, id); err == nil {
 			matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID})
 			return nil
 		} else if !errors.Is(err, store.ErrNotFound) {
@@ -66,7 +66,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 	if typ == matrix.TypeRedaction {
 		return matrix.InvalidParam("send redactions with the /redact endpoint")
 	}
-	evs, err := s.writeRoom(r.Context(), roomID, []string{ss.UserID}, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+	evs, err := s.writeRoom(r.Context(), roomID, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
 		return []*matrix.ProtoEvent{{Type: typ, Sender: matrix.UserID(ss.UserID), Content: c}}, nil
 	})
 	return s.answerWrite(w, r, roomID, txn, evs, err)
@@ -76,7 +76,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 // lost to its own earlier attempt gets that attempt's event ID.
 func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, roomID string, txn *txnRef, evs []*matrix.Event, err error) error {
 	if errors.Is(err, errDuplicateTxn) && txn != nil {
-		id, lerr := s.store.EventByTxn(r.Context(), txn.sender, txn.device, txn.id)
+		id, lerr := s.store.EventByTxn(r.Context(), roomID, txn.sender, txn.device, txn.id)
 		if lerr != nil {
 			return lerr
 		}
@@ -116,7 +116,7 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 		users = append(users, stateKey)
 	}
 	var existing string
-	evs, err := s.writeRoom(r.Context(), roomID, users, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+	evs, err := s.writeRoom(r.Context(), roomID, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
 		// Setting state to what it already is by the same sender is a
 		// no-op that returns the existing event, as clients retry these.
 		if cur := rs.state.Get(matrix.StateKey{Type: typ, StateKey: stateKey}); cur != nil &&
@@ -152,7 +152,7 @@ func (s *Server) redactEvent(w http.ResponseWriter, r *http.Request) error {
 	var txn *txnRef
 	if id := pathVar(r, "txnId"); id != "" {
 		txn = &txnRef{sender: ss.UserID, device: ss.DeviceID, id: "redact:" + id}
-		if eventID, err := s.store.EventByTxn(r.Context(), ss.UserID, ss.DeviceID, txn.id); err == nil {
+		if eventID, err := s.store.EventByTxn(r.Context(), roomID, ss.UserID, ss.DeviceID, txn.id); err == nil {
 			matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID})
 			return nil
 		}
@@ -170,7 +170,7 @@ func (s *Server) redactEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	evs, err := s.writeRoom(r.Context(), roomID, []string{ss.UserID}, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+	evs, err := s.writeRoom(r.Context(), roomID, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
 		// The auth rules let any member send a redaction; whether it may
 		// take effect on another user's event is decided here, against
 		// the same state the redaction is appended on.

@@ -77,6 +77,7 @@ type Server struct {
 	logger    *slog.Logger
 	router    *mux.Router
 	events    eventCache
+	rooms     roomCache
 }
 
 // New builds the api handler. extra handlers (the sync worker, in the

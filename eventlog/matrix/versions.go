@@ -100,3 +100,14 @@ func (v RoomVersion) checkedRules() (versionRules, error) {
 	}
 	return r, nil
 }
+
+// HashedRoomIDs reports whether rooms of v are named by their create
+// event's ID (version 12), rather than by an ID the server picks.
+func (v RoomVersion) HashedRoomIDs() bool {
+	r, ok := v.rules()
+	return ok && r.hashRoomIDs
+}
+
+// CreatorsHaveInfinitePower reports whether v gives room creators
+// unlimited power instead of listing them in m.room.power_levels (v12).
+func (v RoomVersion) CreatorsHaveInfinitePower() bool { return v.HashedRoomIDs() }

@@ -19,9 +19,8 @@ type RoomHead struct {
 	Published   bool
 }
 
-// AuthSnapshot is a room's head and the current state events needed to
-// authorise an event: every state entry except memberships, plus the
-// memberships of the given users. The PDUs come back in no order.
+// AuthSnapshot is a room's head and its complete current state, as
+// authorising events needs it. The events come back in no order.
 type AuthSnapshot struct {
 	Head   RoomHead
 	Events []IDPDU
@@ -33,15 +32,15 @@ type IDPDU struct {
 	PDU     []byte
 }
 
-// RoomAuthSnapshot reads a room's head and authorisation state in one
-// round trip, from one snapshot. ErrNotFound means no such room.
-func (s *Store) RoomAuthSnapshot(ctx context.Context, roomID string, users []string) (AuthSnapshot, error) {
+// RoomAuthSnapshot reads a room's head and current state in one round
+// trip, from one snapshot. ErrNotFound means no such room.
+func (s *Store) RoomAuthSnapshot(ctx context.Context, roomID string) (AuthSnapshot, error) {
 	var snap AuthSnapshot
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		b.Queue(`SELECT room_id, room_version, last_seq, last_event_id, last_pos, depth, published FROM rooms WHERE room_id = $1`, roomID)
 		b.Queue(`SELECT e.event_id, e.pdu FROM room_state s JOIN events e ON e.event_id = s.event_id
-			WHERE s.room_id = $1 AND s.to_pos IS NULL AND (s.type <> 'm.room.member' OR s.state_key = ANY($2))`, roomID, users)
+			WHERE s.room_id = $1 AND s.to_pos IS NULL`, roomID)
 		br := tx.SendBatch(ctx, b)
 		defer br.Close()
 		h := &snap.Head
@@ -124,11 +123,12 @@ func (s *Store) Event(ctx context.Context, eventID string) (StoredEvent, error) 
 	return e, nil
 }
 
-// EventByTxn finds the event a client transaction sent, or ErrNotFound.
-func (s *Store) EventByTxn(ctx context.Context, sender, device, txnID string) (string, error) {
+// EventByTxn finds the event a client transaction sent into a room, or
+// ErrNotFound. Transactions are scoped to the room, as the request path is.
+func (s *Store) EventByTxn(ctx context.Context, roomID, sender, device, txnID string) (string, error) {
 	var id string
-	err := s.pool.QueryRow(ctx, "SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3",
-		sender, device, txnID).Scan(&id)
+	err := s.pool.QueryRow(ctx, "SELECT event_id FROM events WHERE room_id = $1 AND sender = $2 AND txn_device = $3 AND txn_id = $4",
+		roomID, sender, device, txnID).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNotFound
 	}

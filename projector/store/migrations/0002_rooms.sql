@@ -48,7 +48,7 @@ CREATE TABLE events (
     txn_id           text
 );
 CREATE INDEX events_room_pos ON events (room_id, pos);
-CREATE UNIQUE INDEX events_txn ON events (sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
+CREATE UNIQUE INDEX events_txn ON events (room_id, sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
 
 -- Every state entry a room ever had, with the positions between which it
 -- was current; to_pos IS NULL for the current state.

@@ -1,0 +1,581 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"strand/api/apitest"
+)
+
+func v3(p string) string { return "/_matrix/client/v3" + p }
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// members returns the user IDs of a /members chunk with each membership.
+func memberships(t *testing.T, r apitest.Response) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, e := range r.Body["chunk"].([]any) {
+		ev := e.(map[string]any)
+		out[ev["state_key"].(string)] = ev["content"].(map[string]any)["membership"].(string)
+	}
+	return out
+}
+
+func chunkBodies(r apitest.Response) []string {
+	var out []string
+	for _, e := range r.Body["chunk"].([]any) {
+		ev := e.(map[string]any)
+		if ev["type"] == "m.room.message" {
+			out = append(out, ev["content"].(map[string]any)["body"].(string))
+		}
+	}
+	return out
+}
+
+// The classic guide's room steps, verbatim apart from the base URL, under
+// r0 and v3: create a room with an alias, send, invite, join by ID and by
+// alias, list members, read history.
+func TestGuideRoomSteps(t *testing.T) {
+	_, c := newServer(t)
+	for _, prefix := range []string{"/_matrix/client/r0", "/_matrix/client/v3"} {
+		ver := prefix[len(prefix)-2:]
+		alice := apitest.NewClient(t, c.Base)
+		alice.Register("alice"+ver, "wordpass")
+		friend := apitest.NewClient(t, c.Base)
+		friend.Register("friend"+ver, "wordpass")
+		other := apitest.NewClient(t, c.Base)
+		other.Register("other"+ver, "wordpass")
+		tok := "?access_token=" + alice.Token
+		anon := alice.As("")
+
+		r := anon.MustDo("POST", prefix+"/createRoom"+tok, `{"room_alias_name":"tutorial`+ver+`"}`)
+		roomID, alias := r.Str("room_id"), r.Str("room_alias")
+		if !strings.HasPrefix(roomID, "!") || alias != "#tutorial"+ver+":localhost" {
+			t.Fatalf("createRoom: %s", r.Raw)
+		}
+		d := anon.MustDo("GET", prefix+"/directory/room/"+esc(alias), nil)
+		if d.Str("room_id") != roomID {
+			t.Fatalf("alias lookup: %s", d.Raw)
+		}
+		for _, msg := range []string{`{"msgtype":"m.text", "body":"hello"}`, `{"msgtype":"m.emote", "body":"waves"}`, `{"msgtype":"org.example.custom", "body":"anything", "x":[1]}`} {
+			r = anon.MustDo("POST", prefix+"/rooms/"+esc(roomID)+"/send/m.room.message"+tok, msg)
+			if !strings.HasPrefix(r.Str("event_id"), "$") {
+				t.Fatalf("send: %s", r.Raw)
+			}
+		}
+		// Private by default: an uninvited user cannot join.
+		if r := other.Do("POST", prefix+"/rooms/"+esc(roomID)+"/join", `{}`); r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
+			t.Fatalf("uninvited join: %d %s", r.Status, r.Raw)
+		}
+		anon.MustDo("POST", prefix+"/rooms/"+esc(roomID)+"/invite"+tok, `{"user_id":"`+friend.UserID+`"}`)
+		friend.As("").MustDo("POST", prefix+"/rooms/"+esc(roomID)+"/join?access_token="+friend.Token, `{}`)
+		// Join by alias after an invite.
+		anon.MustDo("POST", prefix+"/rooms/"+esc(roomID)+"/invite"+tok, `{"user_id":"`+other.UserID+`"}`)
+		j := other.As("").MustDo("POST", prefix+"/join/"+esc(alias)+"?access_token="+other.Token, `{}`)
+		if j.Str("room_id") != roomID {
+			t.Fatalf("join by alias: %s", j.Raw)
+		}
+		m := anon.MustDo("GET", prefix+"/rooms/"+esc(roomID)+"/members"+tok, nil)
+		if got := memberships(t, m); got[alice.UserID] != "join" || got[friend.UserID] != "join" || got[other.UserID] != "join" {
+			t.Fatalf("members: %v", got)
+		}
+		h := anon.MustDo("GET", prefix+"/rooms/"+esc(roomID)+"/messages"+tok+"&dir=b&limit=10", nil)
+		if got := chunkBodies(h); len(got) != 3 || got[0] != "anything" || got[2] != "hello" {
+			t.Fatalf("messages: %v %s", got, h.Raw)
+		}
+		if r := friend.Do("POST", prefix+"/join/"+esc("#nope:localhost"), `{}`); r.Status != 404 || r.Errcode() != "M_NOT_FOUND" {
+			t.Fatalf("unknown alias: %d %s", r.Status, r.Raw)
+		}
+	}
+}
+
+func createRoom(t *testing.T, c *apitest.Client, body any) string {
+	t.Helper()
+	return c.MustDo("POST", v3("/createRoom"), body).Str("room_id")
+}
+
+func TestCreateRoomOptions(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("owner", "pw")
+	bob := apitest.NewClient(t, c.Base)
+	bob.Register("bob", "pw")
+
+	roomID := createRoom(t, c, map[string]any{
+		"preset": "public_chat", "visibility": "public", "name": "The Room", "topic": "Talk",
+		"invite": []string{bob.UserID}, "is_direct": true,
+		"initial_state":                []map[string]any{{"type": "org.example.state", "state_key": "k", "content": map[string]any{"v": 1}}},
+		"power_level_content_override": map[string]any{"events_default": 10},
+		"creation_content":             map[string]any{"m.federate": false},
+	})
+	st := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/state"), nil)
+	var events []map[string]any
+	if err := json.Unmarshal(st.Raw, &events); err != nil {
+		t.Fatal(err)
+	}
+	byType := map[string]map[string]any{}
+	for _, e := range events {
+		byType[e["type"].(string)+"|"+e["state_key"].(string)] = e["content"].(map[string]any)
+	}
+	checks := map[string][2]any{
+		"m.room.join_rules|":          {"join_rule", "public"},
+		"m.room.name|":                {"name", "The Room"},
+		"m.room.topic|":               {"topic", "Talk"},
+		"m.room.history_visibility|":  {"history_visibility", "shared"},
+		"org.example.state|k":         {"v", float64(1)},
+		"m.room.power_levels|":        {"events_default", float64(10)},
+		"m.room.create|":              {"m.federate", false},
+		"m.room.member|" + bob.UserID: {"membership", "invite"},
+		"m.room.member|" + c.UserID:   {"membership", "join"},
+	}
+	for k, want := range checks {
+		if got := byType[k][want[0].(string)]; got != want[1] {
+			t.Errorf("%s %s = %v, want %v", k, want[0], got, want[1])
+		}
+	}
+	if byType["m.room.member|"+bob.UserID]["is_direct"] != true {
+		t.Error("is_direct invite lacks is_direct")
+	}
+	if v := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/state/m.room.name"), nil); v.Str("name") != "The Room" {
+		t.Fatalf("state event: %s", v.Raw)
+	}
+	if v := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/state/m.room.name/?format=event"), nil); v.Str("event_id") == "" {
+		t.Fatalf("state event format=event: %s", v.Raw)
+	}
+	if r := c.Do("GET", v3("/rooms/"+esc(roomID)+"/state/m.room.nothing/"), nil); r.Status != 404 || r.Errcode() != "M_NOT_FOUND" {
+		t.Fatalf("missing state: %d %s", r.Status, r.Raw)
+	}
+	// Listed in the directory, findable by search.
+	pr := c.MustDo("POST", v3("/publicRooms"), map[string]any{"filter": map[string]any{"generic_search_term": "the ro"}})
+	if !strings.Contains(string(pr.Raw), roomID) || pr.Body["total_room_count_estimate"] != float64(1) {
+		t.Fatalf("publicRooms search: %s", pr.Raw)
+	}
+	if pr := c.MustDo("POST", v3("/publicRooms"), map[string]any{"filter": map[string]any{"generic_search_term": "zzz"}}); len(pr.Body["chunk"].([]any)) != 0 {
+		t.Fatalf("publicRooms non-matching search: %s", pr.Raw)
+	}
+	if vis := c.MustDo("GET", v3("/directory/list/room/"+esc(roomID)), nil); vis.Str("visibility") != "public" {
+		t.Fatalf("directory visibility: %s", vis.Raw)
+	}
+	c.MustDo("PUT", v3("/directory/list/room/"+esc(roomID)), map[string]any{"visibility": "private"})
+	if pr := c.As("").MustDo("GET", v3("/publicRooms"), nil); strings.Contains(string(pr.Raw), roomID) {
+		t.Fatalf("unpublished room still listed: %s", pr.Raw)
+	}
+	if r := bob.Do("PUT", v3("/directory/list/room/"+esc(roomID)), map[string]any{"visibility": "public"}); r.Status != 403 {
+		t.Fatalf("non-moderator publishing: %d %s", r.Status, r.Raw)
+	}
+
+	for _, ver := range []string{"10", "11", "12"} {
+		id := createRoom(t, c, map[string]any{"room_version": ver})
+		cr := c.MustDo("GET", v3("/rooms/"+esc(id)+"/state/m.room.create"), nil)
+		if cr.Str("room_version") != ver {
+			t.Fatalf("room_version %s: %s", ver, cr.Raw)
+		}
+		c.MustDo("PUT", v3("/rooms/"+esc(id)+"/send/m.room.message/t1"), map[string]any{"msgtype": "m.text", "body": "v" + ver})
+	}
+	bad := []struct {
+		body       any
+		status     int
+		code       string
+		desciption string
+	}{
+		{map[string]any{"room_version": "1"}, 400, "M_UNSUPPORTED_ROOM_VERSION", "old version"},
+		{map[string]any{"room_version": "banana"}, 400, "M_UNSUPPORTED_ROOM_VERSION", "unknown version"},
+		{map[string]any{"preset": "party"}, 400, "M_INVALID_PARAM", "bad preset"},
+		{map[string]any{"invite": []string{"not-a-user"}}, 400, "M_INVALID_PARAM", "bad invitee"},
+		{map[string]any{"room_alias_name": "has space"}, 400, "M_INVALID_PARAM", "bad alias"},
+		{map[string]any{"name": 5}, 400, "M_BAD_JSON", "name wrong type"},
+		{`{"name":`, 400, "M_NOT_JSON", "truncated"},
+	}
+	for _, b := range bad {
+		if r := c.Do("POST", v3("/createRoom"), b.body); r.Status != b.status || r.Errcode() != b.code {
+			t.Errorf("%s: %d %s", b.desciption, r.Status, r.Raw)
+		}
+	}
+	// An alias can belong to one room only.
+	createRoom(t, c, map[string]any{"room_alias_name": "unique"})
+	if r := c.Do("POST", v3("/createRoom"), map[string]any{"room_alias_name": "unique"}); r.Status != 400 || r.Errcode() != "M_ROOM_IN_USE" {
+		t.Fatalf("taken alias at createRoom: %d %s", r.Status, r.Raw)
+	}
+}
+
+func TestSendIdempotentAndErrors(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("sender", "pw")
+	roomID := createRoom(t, c, map[string]any{})
+	path := v3("/rooms/" + esc(roomID) + "/send/m.room.message/txn1")
+	a := c.MustDo("PUT", path, map[string]any{"msgtype": "m.text", "body": "once"})
+	b := c.MustDo("PUT", path, map[string]any{"msgtype": "m.text", "body": "once"})
+	if a.Str("event_id") == "" || a.Str("event_id") != b.Str("event_id") {
+		t.Fatalf("txn retry gave %s then %s", a.Raw, b.Raw)
+	}
+	// Concurrent retries of one transaction also produce one event.
+	var wg sync.WaitGroup
+	ids := make([]string, 8)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids[i] = c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/txn2"), map[string]any{"msgtype": "m.text", "body": "race"}).Str("event_id")
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("concurrent retries gave different event IDs: %v", ids)
+		}
+	}
+	// Another device with the same txnId is another transaction.
+	other := c.As(c.As("").MustDo("POST", v3("/login"), map[string]any{"type": "m.login.password", "user": "sender", "password": "pw"}).Str("access_token"))
+	o := other.MustDo("PUT", path, map[string]any{"msgtype": "m.text", "body": "once"})
+	if o.Str("event_id") == a.Str("event_id") {
+		t.Fatal("a second device's transaction was deduplicated against the first")
+	}
+	h := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/messages?dir=b&limit=50"), nil)
+	if got := chunkBodies(h); len(got) != 3 {
+		t.Fatalf("want 3 messages (once, race, once from the other device), got %v", got)
+	}
+	// The sending device sees its transaction ID; others do not.
+	var sawTxn bool
+	for _, e := range h.Body["chunk"].([]any) {
+		ev := e.(map[string]any)
+		if ev["event_id"] == a.Str("event_id") {
+			sawTxn = ev["unsigned"].(map[string]any)["transaction_id"] == "txn1"
+		}
+	}
+	if !sawTxn {
+		t.Fatalf("transaction_id missing for the sending device: %s", h.Raw)
+	}
+
+	stranger := apitest.NewClient(t, c.Base)
+	stranger.Register("stranger", "pw")
+	big := strings.Repeat("x", 70000)
+	cases := []struct {
+		name   string
+		cl     *apitest.Client
+		method string
+		path   string
+		body   any
+		status int
+		code   string
+	}{
+		{"not a member", stranger, "PUT", "/rooms/" + esc(roomID) + "/send/m.room.message/t", map[string]any{"body": "hi"}, 403, "M_FORBIDDEN"},
+		{"unknown room", c, "PUT", "/rooms/" + esc("!nope:localhost") + "/send/m.room.message/t", map[string]any{"body": "hi"}, 403, "M_FORBIDDEN"},
+		{"invalid room ID", c, "PUT", "/rooms/nope/send/m.room.message/t", map[string]any{"body": "hi"}, 400, "M_INVALID_PARAM"},
+		{"too large", c, "PUT", "/rooms/" + esc(roomID) + "/send/m.room.message/big", map[string]any{"body": big}, 413, "M_TOO_LARGE"},
+		{"content not object", c, "PUT", "/rooms/" + esc(roomID) + "/send/m.room.message/t3", `[1]`, 400, "M_BAD_JSON"},
+		{"content not JSON", c, "PUT", "/rooms/" + esc(roomID) + "/send/m.room.message/t4", `{`, 400, "M_NOT_JSON"},
+		{"state for non-member", stranger, "PUT", "/rooms/" + esc(roomID) + "/state/m.room.topic/", map[string]any{"topic": "x"}, 403, "M_FORBIDDEN"},
+		{"member state key not a user", c, "PUT", "/rooms/" + esc(roomID) + "/state/m.room.member/bob", map[string]any{"membership": "join"}, 400, "M_INVALID_PARAM"},
+		{"read state as stranger", stranger, "GET", "/rooms/" + esc(roomID) + "/state", nil, 403, "M_FORBIDDEN"},
+		{"read members as stranger", stranger, "GET", "/rooms/" + esc(roomID) + "/members", nil, 403, "M_FORBIDDEN"},
+		{"read messages as stranger", stranger, "GET", "/rooms/" + esc(roomID) + "/messages?dir=b", nil, 403, "M_FORBIDDEN"},
+		{"read event as stranger", stranger, "GET", "/rooms/" + esc(roomID) + "/event/" + esc(a.Str("event_id")), nil, 404, "M_NOT_FOUND"},
+		{"bad dir", c, "GET", "/rooms/" + esc(roomID) + "/messages?dir=x", nil, 400, "M_INVALID_PARAM"},
+		{"bad from", c, "GET", "/rooms/" + esc(roomID) + "/messages?dir=b&from=zzz", nil, 400, "M_INVALID_PARAM"},
+		{"bad limit", c, "GET", "/rooms/" + esc(roomID) + "/messages?dir=b&limit=-1", nil, 400, "M_INVALID_PARAM"},
+		{"bad filter", c, "GET", "/rooms/" + esc(roomID) + "/messages?dir=b&filter=%7Bx", nil, 400, "M_INVALID_PARAM"},
+		{"bad event ID", c, "GET", "/rooms/" + esc(roomID) + "/event/nope", nil, 400, "M_INVALID_PARAM"},
+		{"unknown event", c, "GET", "/rooms/" + esc(roomID) + "/event/" + esc("$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaA"), nil, 404, "M_NOT_FOUND"},
+		{"invite bad user", c, "POST", "/rooms/" + esc(roomID) + "/invite", map[string]any{"user_id": "x"}, 400, "M_INVALID_PARAM"},
+		{"invite missing user", c, "POST", "/rooms/" + esc(roomID) + "/invite", map[string]any{}, 400, "M_MISSING_PARAM"},
+		{"invite unknown user", c, "POST", "/rooms/" + esc(roomID) + "/invite", map[string]any{"user_id": "@ghost:localhost"}, 404, "M_NOT_FOUND"},
+		{"join bad ID", c, "POST", "/join/" + esc("nope"), map[string]any{}, 400, "M_INVALID_PARAM"},
+		{"join unknown room", c, "POST", "/join/" + esc("!nope:localhost"), map[string]any{}, 404, "M_NOT_FOUND"},
+		{"alias invalid", c, "GET", "/directory/room/" + esc("nope"), nil, 400, "M_INVALID_PARAM"},
+		{"alias unknown", c, "GET", "/directory/room/" + esc("#nope:localhost"), nil, 404, "M_NOT_FOUND"},
+		{"profile unknown", c, "GET", "/profile/" + esc("@ghost:localhost"), nil, 404, "M_NOT_FOUND"},
+		{"profile of another", c, "PUT", "/profile/" + esc(stranger.UserID) + "/displayname", map[string]any{"displayname": "x"}, 403, "M_FORBIDDEN"},
+		{"kick non-member", c, "POST", "/rooms/" + esc(roomID) + "/kick", map[string]any{"user_id": stranger.UserID}, 403, "M_FORBIDDEN"},
+		{"redact unknown", c, "PUT", "/rooms/" + esc(roomID) + "/redact/" + esc("$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaA") + "/r1", map[string]any{}, 404, "M_NOT_FOUND"},
+		{"forget joined room", c, "POST", "/rooms/" + esc(roomID) + "/forget", map[string]any{}, 400, "M_UNKNOWN"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.cl.Do(tc.method, v3(tc.path), tc.body)
+			if r.Status != tc.status || r.Errcode() != tc.code {
+				t.Fatalf("got %d %s, want %d %s: %.300s", r.Status, r.Errcode(), tc.status, tc.code, r.Raw)
+			}
+		})
+	}
+}
+
+func TestMembershipTransitions(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("mod", "pw")
+	u := apitest.NewClient(t, c.Base)
+	u.Register("user", "pw")
+	roomID := createRoom(t, c, map[string]any{"preset": "public_chat"})
+	rp := func(p string) string { return v3("/rooms/" + esc(roomID) + p) }
+	member := func(uid string) string {
+		return memberships(t, c.MustDo("GET", rp("/members"), nil))[uid]
+	}
+	u.MustDo("POST", rp("/join"), nil)
+	u.MustDo("POST", rp("/join"), nil) // again: harmless
+	if n := len(c.MustDo("GET", rp("/joined_members"), nil).Body["joined"].(map[string]any)); n != 2 {
+		t.Fatalf("joined_members: %d", n)
+	}
+	if jr := u.MustDo("GET", v3("/joined_rooms"), nil); !strings.Contains(string(jr.Raw), roomID) {
+		t.Fatalf("joined_rooms: %s", jr.Raw)
+	}
+	// A plain member cannot kick.
+	if r := u.Do("POST", rp("/kick"), map[string]any{"user_id": c.UserID}); r.Status != 403 {
+		t.Fatalf("member kicked the moderator: %d", r.Status)
+	}
+	c.MustDo("POST", rp("/kick"), map[string]any{"user_id": u.UserID, "reason": "test"})
+	if m := member(u.UserID); m != "leave" {
+		t.Fatalf("after kick: %s", m)
+	}
+	u.MustDo("POST", rp("/join"), nil) // public room: may rejoin
+	c.MustDo("POST", rp("/ban"), map[string]any{"user_id": u.UserID})
+	if r := u.Do("POST", rp("/join"), nil); r.Status != 403 {
+		t.Fatalf("banned user joined: %d", r.Status)
+	}
+	// A banned user still reads the room as it was when they left.
+	if r := u.MustDo("GET", rp("/members"), nil); memberships(t, r)[u.UserID] != "ban" {
+		t.Fatalf("banned user's view: %s", r.Raw)
+	}
+	c.MustDo("POST", rp("/unban"), map[string]any{"user_id": u.UserID})
+	if m := member(u.UserID); m != "leave" {
+		t.Fatalf("after unban: %s", m)
+	}
+	u.MustDo("POST", rp("/join"), nil)
+	u.MustDo("POST", rp("/leave"), nil)
+	u.MustDo("POST", rp("/forget"), nil)
+	if jr := u.MustDo("GET", v3("/joined_rooms"), nil); strings.Contains(string(jr.Raw), roomID) {
+		t.Fatalf("left room still joined: %s", jr.Raw)
+	}
+	// membership filters and at=.
+	left := c.MustDo("GET", rp("/members?membership=leave"), nil)
+	if got := memberships(t, left); len(got) != 1 || got[u.UserID] != "leave" {
+		t.Fatalf("membership=leave: %v", got)
+	}
+	notLeft := c.MustDo("GET", rp("/members?not_membership=leave"), nil)
+	if got := memberships(t, notLeft); got[u.UserID] != "" || got[c.UserID] != "join" {
+		t.Fatalf("not_membership=leave: %v", got)
+	}
+	// Power levels: giving the user 50 lets them kick.
+	u.MustDo("POST", rp("/join"), nil)
+	pl := c.MustDo("GET", rp("/state/m.room.power_levels/"), nil).Body
+	pl["users"].(map[string]any)[u.UserID] = 50
+	c.MustDo("PUT", rp("/state/m.room.power_levels/"), pl)
+	third := apitest.NewClient(t, c.Base)
+	third.Register("third", "pw")
+	third.MustDo("POST", rp("/join"), nil)
+	u.MustDo("POST", rp("/kick"), map[string]any{"user_id": third.UserID})
+	// But not raise themselves above their own level.
+	pl["users"].(map[string]any)[u.UserID] = 100
+	if r := u.Do("PUT", rp("/state/m.room.power_levels/"), pl); r.Status != 403 {
+		t.Fatalf("self-promotion allowed: %d %s", r.Status, r.Raw)
+	}
+}
+
+func TestRedactionAndProfile(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("rita", "pw")
+	u := apitest.NewClient(t, c.Base)
+	u.Register("ulf", "pw")
+	roomID := createRoom(t, c, map[string]any{"preset": "public_chat"})
+	rp := func(p string) string { return v3("/rooms/" + esc(roomID) + p) }
+	u.MustDo("POST", rp("/join"), nil)
+	mine := c.MustDo("PUT", rp("/send/m.room.message/1"), map[string]any{"msgtype": "m.text", "body": "secret"}).Str("event_id")
+	theirs := u.MustDo("PUT", rp("/send/m.room.message/1"), map[string]any{"msgtype": "m.text", "body": "ulf's"}).Str("event_id")
+	// Ulf (power 0) may not redact Rita's event, but may redact his own.
+	if r := u.Do("PUT", rp("/redact/"+esc(mine)+"/r1"), map[string]any{}); r.Status != 403 {
+		t.Fatalf("member redacted another's event: %d %s", r.Status, r.Raw)
+	}
+	red := u.MustDo("PUT", rp("/redact/"+esc(theirs)+"/r2"), map[string]any{"reason": "oops"}).Str("event_id")
+	again := u.MustDo("PUT", rp("/redact/"+esc(theirs)+"/r2"), map[string]any{"reason": "oops"}).Str("event_id")
+	if red == "" || red != again {
+		t.Fatalf("redaction txn: %s %s", red, again)
+	}
+	// The moderator may redact anyone's.
+	c.MustDo("PUT", rp("/redact/"+esc(mine)+"/r3"), map[string]any{})
+	for _, id := range []string{mine, theirs} {
+		ev := c.MustDo("GET", rp("/event/"+esc(id)), nil)
+		if len(ev.Body["content"].(map[string]any)) != 0 || ev.Body["unsigned"].(map[string]any)["redacted_because"] == nil {
+			t.Fatalf("redacted event: %s", ev.Raw)
+		}
+	}
+
+	c.MustDo("PUT", v3("/profile/"+esc(c.UserID)+"/displayname"), map[string]any{"displayname": "Rita R."})
+	c.MustDo("PUT", v3("/profile/"+esc(c.UserID)+"/avatar_url"), map[string]any{"avatar_url": "mxc://localhost/abc"})
+	p := u.MustDo("GET", v3("/profile/"+esc(c.UserID)), nil)
+	if p.Str("displayname") != "Rita R." || p.Str("avatar_url") != "mxc://localhost/abc" {
+		t.Fatalf("profile: %s", p.Raw)
+	}
+	if d := u.MustDo("GET", v3("/profile/"+esc(c.UserID)+"/displayname"), nil); d.Str("displayname") != "Rita R." {
+		t.Fatalf("displayname: %s", d.Raw)
+	}
+	m := u.MustDo("GET", rp("/state/m.room.member/"+esc(c.UserID)), nil)
+	if m.Str("displayname") != "Rita R." || m.Str("avatar_url") != "mxc://localhost/abc" || m.Str("membership") != "join" {
+		t.Fatalf("member event after profile change: %s", m.Raw)
+	}
+	jm := u.MustDo("GET", rp("/joined_members"), nil).Body["joined"].(map[string]any)[c.UserID].(map[string]any)
+	if jm["display_name"] != "Rita R." {
+		t.Fatalf("joined_members profile: %v", jm)
+	}
+	// A new room's join carries the profile.
+	r2 := createRoom(t, c, map[string]any{})
+	if m := c.MustDo("GET", v3("/rooms/"+esc(r2)+"/state/m.room.member/"+esc(c.UserID)), nil); m.Str("displayname") != "Rita R." {
+		t.Fatalf("join in new room lacks profile: %s", m.Raw)
+	}
+}
+
+func TestAliases(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("ali", "pw")
+	other := apitest.NewClient(t, c.Base)
+	other.Register("bea", "pw")
+	roomID := createRoom(t, c, map[string]any{"preset": "public_chat"})
+	for _, a := range []string{"#one:localhost", "#two:localhost"} {
+		c.MustDo("PUT", v3("/directory/room/"+esc(a)), map[string]any{"room_id": roomID})
+	}
+	if r := other.Do("PUT", v3("/directory/room/"+esc("#one:localhost")), map[string]any{"room_id": roomID}); r.Status != 409 {
+		t.Fatalf("duplicate alias: %d %s", r.Status, r.Raw)
+	}
+	if r := c.Do("PUT", v3("/directory/room/"+esc("#x:elsewhere.org")), map[string]any{"room_id": roomID}); r.Status != 400 {
+		t.Fatalf("foreign alias: %d %s", r.Status, r.Raw)
+	}
+	if r := c.Do("PUT", v3("/directory/room/"+esc("#three:localhost")), map[string]any{"room_id": "!nope:localhost"}); r.Status != 404 {
+		t.Fatalf("alias to unknown room: %d %s", r.Status, r.Raw)
+	}
+	if r := c.Do("PUT", v3("/directory/room/"+esc("#three:localhost")), map[string]any{}); r.Status != 400 || r.Errcode() != "M_MISSING_PARAM" {
+		t.Fatalf("alias without room_id: %d %s", r.Status, r.Raw)
+	}
+	as := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/aliases"), nil)
+	if got := fmt.Sprint(as.Body["aliases"]); got != "[#one:localhost #two:localhost]" {
+		t.Fatalf("aliases: %s", got)
+	}
+	// bea (not creator, not moderator) cannot delete it; ali can, and then
+	// the alias is free for bea's own room.
+	other.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	if r := other.Do("DELETE", v3("/directory/room/"+esc("#one:localhost")), nil); r.Status != 403 {
+		t.Fatalf("non-creator deleted alias: %d", r.Status)
+	}
+	c.MustDo("DELETE", v3("/directory/room/"+esc("#one:localhost")), nil)
+	if r := c.Do("GET", v3("/directory/room/"+esc("#one:localhost")), nil); r.Status != 404 {
+		t.Fatalf("deleted alias resolves: %d", r.Status)
+	}
+	if r := c.Do("DELETE", v3("/directory/room/"+esc("#one:localhost")), nil); r.Status != 404 {
+		t.Fatalf("deleting a deleted alias: %d", r.Status)
+	}
+	beas := createRoom(t, other, map[string]any{"room_alias_name": "one"})
+	if r := c.MustDo("GET", v3("/directory/room/"+esc("#one:localhost")), nil); r.Str("room_id") != beas {
+		t.Fatalf("reused alias: %s", r.Raw)
+	}
+}
+
+func TestHistoryVisibility(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("host", "pw")
+	late := apitest.NewClient(t, c.Base)
+	late.Register("late", "pw")
+	for _, tc := range []struct {
+		vis     string
+		seeOld  bool
+		preJoin bool
+	}{{"shared", true, false}, {"joined", false, false}, {"invited", false, true}, {"world_readable", true, true}} {
+		t.Run(tc.vis, func(t *testing.T) {
+			roomID := createRoom(t, c, map[string]any{"preset": "public_chat",
+				"initial_state": []map[string]any{{"type": "m.room.history_visibility", "content": map[string]any{"history_visibility": tc.vis}}}})
+			rp := func(p string) string { return v3("/rooms/" + esc(roomID) + p) }
+			c.MustDo("PUT", rp("/send/m.room.message/old"), map[string]any{"msgtype": "m.text", "body": "before"})
+			c.MustDo("POST", rp("/invite"), map[string]any{"user_id": late.UserID})
+			c.MustDo("PUT", rp("/send/m.room.message/inv"), map[string]any{"msgtype": "m.text", "body": "while invited"})
+			late.MustDo("POST", rp("/join"), nil)
+			c.MustDo("PUT", rp("/send/m.room.message/new"), map[string]any{"msgtype": "m.text", "body": "after"})
+			resp := late.MustDo("GET", rp("/messages?dir=f&limit=100"), nil)
+			got := strings.Join(chunkBodies(resp), ",")
+			want := "after"
+			if tc.preJoin {
+				want = "while invited," + want
+			}
+			if tc.seeOld {
+				want = "before,while invited,after"
+			}
+			if got != want {
+				t.Fatalf("%s: late joiner sees %q, want %q", tc.vis, got, want)
+			}
+		})
+	}
+}
+
+// Paging 1,000 events both ways returns every event exactly once, in
+// order, and the end of one page continues exactly where the next starts.
+func TestMessagesPaging1000(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("pager", "pw")
+	roomID := createRoom(t, c, map[string]any{})
+	const n = 1000
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c.MustDo("PUT", v3(fmt.Sprintf("/rooms/%s/send/m.room.message/p%d", esc(roomID), i)), map[string]any{"msgtype": "m.text", "body": fmt.Sprint(i)})
+		}()
+	}
+	wg.Wait()
+	collect := func(dir string) []string {
+		var ids []string
+		from := ""
+		for pages := 0; pages < 200; pages++ {
+			q := "?dir=" + dir + "&limit=37"
+			if from != "" {
+				q += "&from=" + url.QueryEscape(from)
+			}
+			r := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/messages"+q), nil)
+			for _, e := range r.Body["chunk"].([]any) {
+				ev := e.(map[string]any)
+				if ev["type"] == "m.room.message" {
+					ids = append(ids, ev["event_id"].(string))
+				}
+			}
+			end := r.Str("end")
+			if end == "" {
+				return ids
+			}
+			from = end
+		}
+		t.Fatal("paging did not end")
+		return nil
+	}
+	back := collect("b")
+	fwd := collect("f")
+	if len(back) != n || len(fwd) != n {
+		t.Fatalf("paged %d backwards and %d forwards, want %d", len(back), len(fwd), n)
+	}
+	seen := map[string]bool{}
+	for i := range fwd {
+		if seen[fwd[i]] {
+			t.Fatalf("event %s twice", fwd[i])
+		}
+		seen[fwd[i]] = true
+		if back[n-1-i] != fwd[i] {
+			t.Fatalf("orders differ at %d", i)
+		}
+	}
+	// Context around an event.
+	ctx := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/context/"+esc(fwd[500])+"?limit=4"), nil)
+	before, after := ctx.Body["events_before"].([]any), ctx.Body["events_after"].([]any)
+	if len(before) != 2 || len(after) != 2 || before[0].(map[string]any)["event_id"] != fwd[499] || after[0].(map[string]any)["event_id"] != fwd[501] {
+		t.Fatalf("context: %d before, %d after", len(before), len(after))
+	}
+	if ctx.Body["event"].(map[string]any)["event_id"] != fwd[500] || len(ctx.Body["state"].([]any)) == 0 {
+		t.Fatal("context event or state missing")
+	}
+	// A filter narrows /messages.
+	f := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/messages?dir=b&limit=5&filter="+url.QueryEscape(`{"types":["m.room.member"]}`)), nil)
+	for _, e := range f.Body["chunk"].([]any) {
+		if e.(map[string]any)["type"] != "m.room.member" {
+			t.Fatalf("filter let through %v", e.(map[string]any)["type"])
+		}
+	}
+}
