@@ -1,0 +1,185 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"strand/api/apitest"
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector"
+)
+
+// Two api processes and two projectors on one log and one database; 50
+// senders plus joins, leaves, kicks and power-level changes in one room.
+// Afterwards the room's log must be a valid chain by the auth rules alone,
+// every acknowledged event must be on it exactly once, no transaction may
+// appear twice, and the projection must equal a fresh replay.
+func TestRoomConcurrencyTwoAPIs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long concurrency test")
+	}
+	env := apitest.New(t)
+	env.Projector()
+	env.Projector()
+	bases := []string{env.API(apitest.DefaultConfig()).URL, env.API(apitest.DefaultConfig()).URL}
+
+	owner := apitest.NewClient(t, bases[0])
+	owner.Register("owner", "pw")
+	roomID := createRoom(t, owner, map[string]any{"preset": "public_chat"})
+	rp := func(p string) string { return v3("/rooms/" + esc(roomID) + p) }
+
+	const senders, perSender = 50, 8
+	clients := make([]*apitest.Client, senders)
+	for i := range clients {
+		c := apitest.NewClient(t, bases[i%2])
+		c.Register(fmt.Sprintf("s%02d", i), "pw")
+		c.MustDo("POST", rp("/join"), nil)
+		clients[i] = c
+	}
+
+	var mu sync.Mutex
+	acked := map[string]int{} // event ID -> times acknowledged
+	ack := func(id string) {
+		mu.Lock()
+		acked[id]++
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range perSender {
+				path := rp(fmt.Sprintf("/send/m.room.message/m%d", j))
+				r := c.Do("PUT", path, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("%d-%d", i, j)})
+				if r.Status == 200 {
+					ack(r.Str("event_id"))
+					// A retry of the same transaction, through the other
+					// process, must name the same event and add nothing.
+					if j%3 == 0 {
+						other := apitest.NewClient(t, bases[(i+1)%2]).As(c.Token)
+						if r2 := other.Do("PUT", path, map[string]any{"msgtype": "m.text", "body": "retry"}); r2.Status == 200 && r2.Str("event_id") != r.Str("event_id") {
+							t.Errorf("retry of %s gave %s, first %s", path, r2.Str("event_id"), r.Str("event_id"))
+						}
+					}
+				} else if r.Status != 403 {
+					t.Errorf("send: %d %s", r.Status, r.Raw)
+				}
+			}
+		}()
+	}
+	// Membership and power churn alongside.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(1, 2))
+		mod := apitest.NewClient(t, bases[1]).As(owner.Token)
+		for k := 0; k < 40; k++ {
+			victim := clients[rng.IntN(senders)]
+			switch k % 4 {
+			case 0:
+				if r := mod.Do("POST", rp("/kick"), map[string]any{"user_id": victim.UserID}); r.Status == 200 {
+					ack("") // counted separately below
+				}
+			case 1:
+				victim.Do("POST", rp("/join"), nil)
+			case 2:
+				pl := mod.MustDo("GET", rp("/state/m.room.power_levels/"), nil).Body
+				pl["users"].(map[string]any)[victim.UserID] = float64(rng.IntN(60))
+				mod.Do("PUT", rp("/state/m.room.power_levels/"), pl)
+			case 3:
+				victim.Do("POST", rp("/leave"), nil)
+				victim.Do("POST", rp("/join"), nil)
+			}
+		}
+	}()
+	wg.Wait()
+	delete(acked, "")
+
+	// Read the room's log alone and check it.
+	ctx := context.Background()
+	l := env.Conn()
+	head, err := l.Head(ctx, eventlog.StreamRooms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := eventlog.RoomSubject(roomID)
+	state := matrix.State{}
+	onLog := map[string]int{}
+	txns := map[string]bool{}
+	var prev matrix.EventID
+	var depth int64
+	readCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err = l.Read(readCtx, eventlog.StreamRooms, eventlog.ReadOptions{From: 1, StopAt: head, Subjects: []string{subject}}, func(_ context.Context, batch []eventlog.Msg) error {
+		for _, m := range batch {
+			rec, err := m.Decode()
+			if err != nil {
+				return err
+			}
+			re, ok := rec.(*eventlog.RoomEvents)
+			if !ok {
+				continue
+			}
+			if re.TxnID != "" {
+				k := re.Sender + "|" + re.DeviceID + "|" + re.TxnID
+				if txns[k] {
+					t.Errorf("transaction %s appended twice", k)
+				}
+				txns[k] = true
+			}
+			for _, raw := range re.Events {
+				ev, err := matrix.ParseEvent(matrix.RoomVersion(re.RoomVersion), raw)
+				if err != nil {
+					return err
+				}
+				if err := matrix.Authorize(ev, state); err != nil {
+					t.Errorf("event %s (%s by %s) fails the auth rules against the state before it: %v", ev.ID(), ev.Type(), ev.Sender(), err)
+				}
+				if prev != "" && (len(ev.PrevEvents()) != 1 || ev.PrevEvents()[0] != prev || ev.Depth() != depth+1) {
+					t.Errorf("event %s does not follow %s (prev %v, depth %d after %d)", ev.ID(), prev, ev.PrevEvents(), ev.Depth(), depth)
+				}
+				prev, depth = ev.ID(), ev.Depth()
+				state = matrix.Apply(state, ev)
+				onLog[string(ev.ID())]++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range acked {
+		if onLog[id] != 1 {
+			t.Errorf("acknowledged event %s is on the log %d times", id, onLog[id])
+		}
+	}
+	if len(acked) < senders*perSender/2 {
+		t.Fatalf("only %d sends acknowledged", len(acked))
+	}
+	t.Logf("%d events on the log, %d acknowledged sends", len(onLog), len(acked))
+
+	// The projection equals a fresh replay.
+	live := env.Store()
+	waitCaughtUp(t, env, live)
+	liveDump, err := live.Dump(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed := env.StoreAt(newDBURL(t))
+	if err := (&projector.Projector{Log: l, Store: replayed}).Replay(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	replayDump, err := replayed.Dump(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if liveDump != replayDump {
+		t.Fatal("live projection differs from replay")
+	}
+}
