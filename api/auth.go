@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -54,10 +53,7 @@ func newAccessToken() (token, hash string) {
 	return token, hex.EncodeToString(hashToken(token))
 }
 
-func hashToken(token string) []byte {
-	h := sha256.Sum256([]byte(token))
-	return h[:]
-}
+func hashToken(token string) []byte { return store.TokenHash(token) }
 
 const idAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

@@ -181,7 +181,7 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	switch v.current() {
+	switch v.Current() {
 	case "":
 		return matrix.NotFound("you were never in room %s", roomID)
 	case "join", "invite", "knock":

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -13,29 +12,9 @@ import (
 	"strand/projector/store"
 )
 
-// renderEvent adds unsigned (age; transaction_id for the sending device;
-// redacted_because) to an event's stored client form.
+// renderEvent adds unsigned to an event's stored client form.
 func renderEvent(e *store.StoredEvent, viewer store.Session, now time.Time) json.RawMessage {
-	var u bytes.Buffer
-	u.WriteString(`{"age":`)
-	u.WriteString(strconv.FormatInt(max(0, now.UnixMilli()-e.OriginServerTS), 10))
-	if e.TxnID != "" && e.Sender == viewer.UserID && e.TxnDevice == viewer.DeviceID {
-		tid, _ := json.Marshal(e.TxnID)
-		u.WriteString(`,"transaction_id":`)
-		u.Write(tid)
-	}
-	if len(e.RedactedBecause) > 0 {
-		u.WriteString(`,"redacted_because":`)
-		u.Write(e.RedactedBecause)
-	}
-	u.WriteByte('}')
-	c := e.Client
-	out := make([]byte, 0, len(c)+u.Len()+14)
-	out = append(out, c[:len(c)-1]...)
-	out = append(out, `,"unsigned":`...)
-	out = append(out, u.Bytes()...)
-	out = append(out, '}')
-	return out
+	return e.Render(viewer.UserID, viewer.DeviceID, now)
 }
 
 func renderEvents(evs []store.StoredEvent, viewer store.Session) []json.RawMessage {
@@ -253,7 +232,7 @@ func (s *Server) page(r *http.Request, roomID string, v *visibility, f *matrix.E
 			} else {
 				next = e.Pos + 1
 			}
-			if v.canSee(e) && f.Allows(e.Type, e.Sender, e.RoomID, func() json.RawMessage { return contentOf(e.Client) }) {
+			if v.CanSee(e) && f.Allows(e.Type, e.Sender, e.RoomID, func() json.RawMessage { return contentOf(e.Client) }) {
 				out = append(out, *e)
 				if len(out) == limit {
 					return out, next, true, nil
@@ -305,7 +284,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if len(v.hist.Memberships) == 0 && !(len(v.hist.Visibility) > 0 && v.hist.Visibility[len(v.hist.Visibility)-1].Visibility == "world_readable") {
+	if len(v.Hist.Memberships) == 0 && !(len(v.Hist.Visibility) > 0 && v.Hist.Visibility[len(v.Hist.Visibility)-1].Visibility == "world_readable") {
 		return matrix.Forbidden("you are not a member of room %s", roomID)
 	}
 	var from int64
@@ -378,7 +357,7 @@ func (s *Server) visibleEvent(r *http.Request, roomID, eventID string) (*store.S
 	if err != nil {
 		return nil, nil, err
 	}
-	if !v.canSee(&e) {
+	if !v.CanSee(&e) {
 		return nil, nil, matrix.NotFound("event not found")
 	}
 	return &e, v, nil

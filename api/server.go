@@ -119,7 +119,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.logger.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
 	}()
-	setCORS(rec.Header())
+	matrix.SetCORS(rec.Header())
 	if r.Method == http.MethodOptions {
 		// CORS preflight: answered for any path, without authentication.
 		rec.WriteHeader(http.StatusOK)
@@ -129,14 +129,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.MaxBodyBytes)
 	}
 	s.router.ServeHTTP(rec, r)
-}
-
-// setCORS sets the headers the spec asks for on every response, so that
-// browser clients on any origin can use the API.
-func setCORS(h http.Header) {
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-	h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
 }
 
 type statusRecorder struct {

@@ -25,6 +25,7 @@ import (
 	"strand/projector"
 	"strand/projector/store"
 	"strand/projector/store/storetest"
+	"strand/syncstream"
 )
 
 // Env is one deployment: a log and a database.
@@ -129,6 +130,54 @@ func (e *Env) API(cfg api.Config) *httptest.Server {
 	srv := httptest.NewServer(api.New(cfg, l, st, wm, Logger()))
 	e.T.Cleanup(srv.Close)
 	return srv
+}
+
+// syncWorker builds a sync worker on its own connections and starts its
+// log consumer until stop.
+func (e *Env) syncWorker() (h *syncstream.Handler, wm *eventlog.Watermark, l *eventlog.Log, st *store.Store, stop func()) {
+	e.T.Helper()
+	l = e.Conn()
+	st = e.Store()
+	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	n := syncstream.NewNotifier(syncstream.DefaultRecent)
+	h = &syncstream.Handler{Store: st, Log: l, Watermark: wm, Notifier: n, Logger: Logger()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := syncstream.Consume(ctx, l, n); err != nil && !errors.Is(err, context.Canceled) {
+			e.T.Errorf("sync consumer: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	e.T.Cleanup(stop)
+	return h, wm, l, st, stop
+}
+
+// Serve starts what "strand serve" runs over HTTP: an api with a sync
+// worker mounted on /sync. It needs a projector (Env.Projector).
+func (e *Env) Serve(cfg api.Config) *httptest.Server {
+	e.T.Helper()
+	h, wm, l, st, _ := e.syncWorker()
+	a := api.New(cfg, l, st, wm, Logger())
+	a.Mount("/sync", h)
+	srv := httptest.NewServer(a)
+	e.T.Cleanup(srv.Close)
+	return srv
+}
+
+// SyncWorker starts a standalone sync worker "process"; stop ends it (its
+// HTTP server closes too), as killing the process would.
+func (e *Env) SyncWorker() (srv *httptest.Server, stop func()) {
+	e.T.Helper()
+	h, _, _, _, stopConsumer := e.syncWorker()
+	srv = httptest.NewServer(h.Routes())
+	e.T.Cleanup(srv.Close)
+	return srv, func() { srv.CloseClientConnections(); srv.Close(); stopConsumer() }
 }
 
 // Client is a minimal Matrix client for tests.

@@ -19,6 +19,7 @@ import (
 	"strand/eventlog/matrix"
 	"strand/projector"
 	"strand/projector/store"
+	"strand/syncstream"
 )
 
 type roleSet struct{ api, projector, sync bool }
@@ -124,7 +125,7 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		g.Go(func() error { return p.Run(ctx) })
 	}
 	if c.roles.api || c.roles.sync {
-		handler, err := c.httpHandler(d, logger)
+		handler, err := c.httpHandler(ctx, g, d, logger)
 		if err != nil {
 			return err
 		}
@@ -157,14 +158,26 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	return err
 }
 
-func (c *roleCommand) httpHandler(d *deps, logger *slog.Logger) (http.Handler, error) {
-	sn, err := matrix.ParseServerName(c.cfg.ServerName)
-	if err != nil {
-		return nil, fmt.Errorf("--server-name: %w", err)
-	}
+// httpHandler builds what this process serves: the api, a sync worker, or
+// both with /sync routed to the worker. Background work the handlers need
+// (the sync worker's log consumer) joins g.
+func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *deps, logger *slog.Logger) (http.Handler, error) {
 	wm, err := eventlog.NewWatermark(d.nc, d.store.Position)
 	if err != nil {
 		return nil, err
+	}
+	var syncHandler *syncstream.Handler
+	if c.roles.sync {
+		n := syncstream.NewNotifier(syncstream.DefaultRecent)
+		syncHandler = &syncstream.Handler{Store: d.store, Log: d.log, Watermark: wm, Notifier: n, Logger: logger}
+		g.Go(func() error { return syncstream.Consume(ctx, d.log, n) })
+		if !c.roles.api {
+			return syncHandler.Routes(), nil
+		}
+	}
+	sn, err := matrix.ParseServerName(c.cfg.ServerName)
+	if err != nil {
+		return nil, fmt.Errorf("--server-name: %w", err)
 	}
 	keyFile := c.cfg.SigningKeyFile
 	if keyFile == "" {
@@ -189,5 +202,8 @@ func (c *roleCommand) httpHandler(d *deps, logger *slog.Logger) (http.Handler, e
 		ApplyTimeout:            c.cfg.ApplyTimeout,
 		SigningKey:              key,
 	}, d.log, d.store, wm, logger)
+	if syncHandler != nil {
+		srv.Mount("/sync", syncHandler)
+	}
 	return srv, nil
 }

@@ -45,6 +45,14 @@ func WriteError(w http.ResponseWriter, err error) int {
 	return me.Status
 }
 
+// SetCORS sets the headers the spec asks for on every response, so that
+// browser clients on any origin can use the API.
+func SetCORS(h http.Header) {
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+}
+
 // ErrMissingToken is returned by AccessToken when the request has none.
 var ErrMissingToken = MissingToken("missing access token")
 

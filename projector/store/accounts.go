@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +46,13 @@ type Session struct {
 	UserID   string
 	DeviceID string
 	Admin    bool
+}
+
+// TokenHash is how an access token is stored: its SHA-256. A fast hash
+// suffices because tokens carry 256 random bits.
+func TokenHash(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
 }
 
 // SessionByToken resolves the SHA-256 of an access token, or ErrNotFound

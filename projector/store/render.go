@@ -1,0 +1,34 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Render returns the event as the viewer's device sees it: its stored
+// client form plus unsigned (age; transaction_id for the sending device;
+// redacted_because).
+func (e *StoredEvent) Render(viewerUser, viewerDevice string, now time.Time) json.RawMessage {
+	var u bytes.Buffer
+	u.WriteString(`{"age":`)
+	u.WriteString(strconv.FormatInt(max(0, now.UnixMilli()-e.OriginServerTS), 10))
+	if e.TxnID != "" && e.Sender == viewerUser && e.TxnDevice == viewerDevice {
+		tid, _ := json.Marshal(e.TxnID)
+		u.WriteString(`,"transaction_id":`)
+		u.Write(tid)
+	}
+	if len(e.RedactedBecause) > 0 {
+		u.WriteString(`,"redacted_because":`)
+		u.Write(e.RedactedBecause)
+	}
+	u.WriteByte('}')
+	c := e.Client
+	out := make([]byte, 0, len(c)+u.Len()+14)
+	out = append(out, c[:len(c)-1]...)
+	out = append(out, `,"unsigned":`...)
+	out = append(out, u.Bytes()...)
+	out = append(out, '}')
+	return out
+}

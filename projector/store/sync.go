@@ -1,0 +1,275 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Sync reads happen in one REPEATABLE READ snapshot that also reads the
+// projector positions, so a response holds exactly the records up to the
+// positions it reports: the next_batch built from them can never skip or
+// repeat an event.
+
+// Positions are the applied stream positions a sync snapshot reflects.
+type Positions struct {
+	Rooms    uint64
+	Accounts uint64
+}
+
+// UserMembership is one of a user's membership periods in a room.
+type UserMembership struct {
+	RoomID     string
+	Membership string
+	EventID    string
+	FromPos    int64
+	ToPos      int64 // 0: current
+}
+
+// AccountDataItem is one account data entry.
+type AccountDataItem struct {
+	RoomID  string
+	Type    string
+	Content json.RawMessage
+}
+
+// SyncTx is a read-only snapshot for assembling one sync response.
+type SyncTx struct {
+	tx  pgx.Tx
+	Pos Positions
+}
+
+// SyncSnapshot runs fn in a read-only snapshot whose Pos holds the applied
+// positions of the rooms and accounts projections.
+func (s *Store) SyncSnapshot(ctx context.Context, fn func(*SyncTx) error) error {
+	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		st := &SyncTx{tx: tx}
+		rows, err := tx.Query(ctx, "SELECT stream, seq FROM projector_positions")
+		if err != nil {
+			return fmt.Errorf("sync positions: %w", err)
+		}
+		for rows.Next() {
+			var name string
+			var seq int64
+			if err := rows.Scan(&name, &seq); err != nil {
+				rows.Close()
+				return err
+			}
+			switch name {
+			case "ROOMS":
+				st.Pos.Rooms = uint64(seq)
+			case "ACCOUNTS":
+				st.Pos.Accounts = uint64(seq)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return fn(st)
+	})
+}
+
+// Memberships returns the user's membership periods that are current, or
+// (with since > 0) that ended at or after position since, for rooms the
+// user has not forgotten.
+func (t *SyncTx) Memberships(ctx context.Context, userID string, since int64, includeEnded bool) ([]UserMembership, error) {
+	rows, err := t.tx.Query(ctx, `SELECT s.room_id, s.membership, s.event_id, s.from_pos, COALESCE(s.to_pos, 0)
+		FROM room_state s
+		WHERE s.type = 'm.room.member' AND s.state_key = $1
+		  AND (s.to_pos IS NULL OR ($3 AND s.to_pos >= $2))
+		  AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = $1 AND f.room_id = s.room_id)
+		ORDER BY s.room_id, s.from_pos`, userID, since, includeEnded)
+	if err != nil {
+		return nil, fmt.Errorf("sync memberships: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[UserMembership])
+}
+
+// RoomRange is a room and the range of positions [From, To) to read.
+type RoomRange struct {
+	RoomID string
+	From   int64
+	To     int64
+}
+
+// Timelines returns, per room, the newest events in its range, newest
+// first, at most limit of them.
+func (t *SyncTx) Timelines(ctx context.Context, ranges []RoomRange, limit int) (map[string][]StoredEvent, error) {
+	out := map[string][]StoredEvent{}
+	if len(ranges) == 0 {
+		return out, nil
+	}
+	ids, froms, tos := splitRanges(ranges)
+	rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+`
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r(room_id, lo, hi)
+		CROSS JOIN LATERAL (SELECT * FROM events x WHERE x.room_id = r.room_id AND x.pos >= r.lo AND x.pos < r.hi
+			ORDER BY x.pos DESC LIMIT $4) e`, ids, froms, tos, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sync timelines: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("sync timelines: %w", err)
+	}
+	for _, e := range evs {
+		out[e.RoomID] = append(out[e.RoomID], e)
+	}
+	return out, nil
+}
+
+func splitRanges(ranges []RoomRange) ([]string, []int64, []int64) {
+	ids := make([]string, len(ranges))
+	froms := make([]int64, len(ranges))
+	tos := make([]int64, len(ranges))
+	for i, r := range ranges {
+		ids[i], froms[i], tos[i] = r.RoomID, r.From, r.To
+	}
+	return ids, froms, tos
+}
+
+// StateAtPoints returns, per room, the state in force just before
+// position To (the start of its timeline). With From > 0 only the entries
+// that were set at or after From are returned (the change since a token).
+func (t *SyncTx) StateAtPoints(ctx context.Context, ranges []RoomRange) (map[string][]StoredEvent, error) {
+	out := map[string][]StoredEvent{}
+	if len(ranges) == 0 {
+		return out, nil
+	}
+	ids, froms, tos := splitRanges(ranges)
+	rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+`
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r(room_id, lo, hi)
+		JOIN room_state s ON s.room_id = r.room_id AND s.from_pos < r.hi AND (s.to_pos IS NULL OR s.to_pos >= r.hi) AND s.from_pos >= r.lo
+		JOIN events e ON e.event_id = s.event_id
+		ORDER BY e.pos`, ids, froms, tos)
+	if err != nil {
+		return nil, fmt.Errorf("sync state: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("sync state: %w", err)
+	}
+	for _, e := range evs {
+		out[e.RoomID] = append(out[e.RoomID], e)
+	}
+	return out, nil
+}
+
+// Histories returns the user's membership periods and the rooms'
+// history-visibility periods, for history visibility checks.
+func (t *SyncTx) Histories(ctx context.Context, userID string, roomIDs []string) (map[string]*Visibility, error) {
+	out := make(map[string]*Visibility, len(roomIDs))
+	for _, id := range roomIDs {
+		out[id] = &Visibility{UserID: userID}
+	}
+	if len(roomIDs) == 0 {
+		return out, nil
+	}
+	rows, err := t.tx.Query(ctx, `SELECT s.room_id, s.type, COALESCE(s.membership, ''),
+			COALESCE(convert_from(e.client, 'UTF8')::jsonb #>> '{content,history_visibility}', ''), s.from_pos, COALESCE(s.to_pos, 0)
+		FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = ANY($1) AND ((s.type = 'm.room.member' AND s.state_key = $2) OR (s.type = 'm.room.history_visibility' AND s.state_key = ''))
+		ORDER BY s.from_pos`, roomIDs, userID)
+	if err != nil {
+		return nil, fmt.Errorf("sync histories: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room, typ, membership, vis string
+		var from, to int64
+		if err := rows.Scan(&room, &typ, &membership, &vis, &from, &to); err != nil {
+			return nil, err
+		}
+		v := out[room]
+		if typ == "m.room.member" {
+			v.Hist.Memberships = append(v.Hist.Memberships, MembershipSpan{membership, from, to})
+		} else {
+			v.Hist.Visibility = append(v.Hist.Visibility, VisibilitySpan{vis, from, to})
+		}
+	}
+	return out, rows.Err()
+}
+
+// StrippedState returns, per room, the current state events an invitee
+// may see before joining: the room's identity and the user's own member
+// event.
+func (t *SyncTx) StrippedState(ctx context.Context, userID string, roomIDs []string) (map[string][]StoredEvent, error) {
+	out := map[string][]StoredEvent{}
+	if len(roomIDs) == 0 {
+		return out, nil
+	}
+	rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+` FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = ANY($1) AND s.to_pos IS NULL AND (
+			(s.state_key = '' AND s.type IN ('m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar',
+				'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic'))
+			OR (s.type = 'm.room.member' AND s.state_key = $2)
+			OR (s.type = 'm.room.member' AND s.state_key = (SELECT x.sender FROM events x WHERE x.event_id = (
+				SELECT y.event_id FROM room_state y WHERE y.room_id = s.room_id AND y.type = 'm.room.member' AND y.state_key = $2 AND y.to_pos IS NULL))))
+		ORDER BY e.pos`, roomIDs, userID)
+	if err != nil {
+		return nil, fmt.Errorf("sync invite state: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("sync invite state: %w", err)
+	}
+	for _, e := range evs {
+		out[e.RoomID] = append(out[e.RoomID], e)
+	}
+	return out, nil
+}
+
+// RoomSummary is the summary of a joined room.
+type RoomSummary struct {
+	RoomID         string
+	JoinedMembers  int
+	InvitedMembers int
+	Heroes         []string
+}
+
+// Summaries returns member counts and up to five heroes (other members,
+// by user ID) for each room.
+func (t *SyncTx) Summaries(ctx context.Context, userID string, roomIDs []string) (map[string]RoomSummary, error) {
+	out := map[string]RoomSummary{}
+	if len(roomIDs) == 0 {
+		return out, nil
+	}
+	rows, err := t.tx.Query(ctx, `SELECT r.room_id, r.joined_members, r.invited_members,
+			ARRAY(SELECT s.state_key FROM room_state s WHERE s.room_id = r.room_id AND s.type = 'm.room.member'
+				AND s.to_pos IS NULL AND s.membership IN ('join', 'invite') AND s.state_key <> $2 ORDER BY s.state_key LIMIT 5)
+		FROM rooms r WHERE r.room_id = ANY($1)`, roomIDs, userID)
+	if err != nil {
+		return nil, fmt.Errorf("sync summaries: %w", err)
+	}
+	sums, err := pgx.CollectRows(rows, pgx.RowToStructByPos[RoomSummary])
+	if err != nil {
+		return nil, fmt.Errorf("sync summaries: %w", err)
+	}
+	for _, s := range sums {
+		out[s.RoomID] = s
+	}
+	return out, nil
+}
+
+// AccountDataSince returns the account data set after accounts position
+// since (all of it for since 0).
+func (t *SyncTx) AccountDataSince(ctx context.Context, userID string, since uint64) ([]AccountDataItem, error) {
+	rows, err := t.tx.Query(ctx, `SELECT room_id, type, content FROM account_data
+		WHERE user_id = $1 AND stream_seq > $2 AND stream_seq <= $3 ORDER BY stream_seq`, userID, int64(since), int64(t.Pos.Accounts))
+	if err != nil {
+		return nil, fmt.Errorf("sync account data: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[AccountDataItem])
+}
+
+// Filter returns a stored filter (see Store.Filter) inside the snapshot.
+func (t *SyncTx) Filter(ctx context.Context, userID, filterID string) (json.RawMessage, error) {
+	var f []byte
+	err := t.tx.QueryRow(ctx, "SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2", userID, filterID).Scan(&f)
+	if isNoRows(err) {
+		return nil, ErrNotFound
+	}
+	return f, err
+}

@@ -1,0 +1,376 @@
+package syncstream
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"time"
+
+	"strand/eventlog"
+	"strand/projector/store"
+)
+
+type eventList struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+type timeline struct {
+	Events    []json.RawMessage `json:"events"`
+	Limited   bool              `json:"limited"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+type summary struct {
+	Heroes  []string `json:"m.heroes,omitempty"`
+	Joined  int      `json:"m.joined_member_count"`
+	Invited int      `json:"m.invited_member_count"`
+}
+
+type unreadCounts struct {
+	Highlight    int `json:"highlight_count"`
+	Notification int `json:"notification_count"`
+}
+
+type joinedRoom struct {
+	State       eventList    `json:"state"`
+	Timeline    timeline     `json:"timeline"`
+	Ephemeral   eventList    `json:"ephemeral"`
+	AccountData eventList    `json:"account_data"`
+	Summary     summary      `json:"summary"`
+	Unread      unreadCounts `json:"unread_notifications"`
+}
+
+type invitedRoom struct {
+	InviteState eventList `json:"invite_state"`
+}
+
+type leftRoom struct {
+	State       eventList `json:"state"`
+	Timeline    timeline  `json:"timeline"`
+	AccountData eventList `json:"account_data"`
+}
+
+type rooms struct {
+	Join   map[string]*joinedRoom  `json:"join"`
+	Invite map[string]*invitedRoom `json:"invite"`
+	Leave  map[string]*leftRoom    `json:"leave"`
+	Knock  map[string]any          `json:"knock"`
+}
+
+type deviceLists struct {
+	Changed []string `json:"changed"`
+	Left    []string `json:"left"`
+}
+
+// response is a /sync response; every section is present, even if empty.
+type response struct {
+	NextBatch   string         `json:"next_batch"`
+	AccountData eventList      `json:"account_data"`
+	Presence    eventList      `json:"presence"`
+	Rooms       rooms          `json:"rooms"`
+	ToDevice    eventList      `json:"to_device"`
+	DeviceLists deviceLists    `json:"device_lists"`
+	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
+}
+
+func newResponse() *response {
+	empty := []json.RawMessage{}
+	return &response{
+		AccountData: eventList{empty}, Presence: eventList{empty}, ToDevice: eventList{empty},
+		Rooms:       rooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]any{}},
+		DeviceLists: deviceLists{Changed: []string{}, Left: []string{}},
+		OTKCounts:   map[string]int{},
+	}
+}
+
+// empty reports whether the response carries nothing for the client, in
+// which case a long-poll keeps waiting.
+func (r *response) empty() bool {
+	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.Rooms.Join) == 0 &&
+		len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0
+}
+
+// request is one parsed /sync call.
+type request struct {
+	user, device string
+	since        *Token
+	fullState    bool
+	filter       *filter
+}
+
+// built is an assembled response and what waiting for the next one needs.
+type built struct {
+	resp  *response
+	pos   store.Positions
+	rooms []string // rooms whose changes concern this user
+}
+
+// roomPlan is what a response needs from one room.
+type roomPlan struct {
+	id         string
+	membership string
+	lo, hi     int64 // timeline range [lo, hi)
+	fullState  bool
+}
+
+// build assembles a response from one projection snapshot, with a fixed
+// number of queries however many rooms the user is in.
+func build(ctx context.Context, st *store.Store, req *request) (*built, error) {
+	out := &built{resp: newResponse()}
+	err := st.SyncSnapshot(ctx, func(tx *store.SyncTx) error {
+		out.pos = tx.Pos
+		initial := req.since == nil
+		var lo int64
+		var sinceAccounts uint64
+		if !initial {
+			lo = eventlog.EventPos(req.since.Rooms+1, 0)
+			sinceAccounts = req.since.Accounts
+		}
+		hi := eventlog.EventPos(tx.Pos.Rooms+1, 0)
+		f := req.filter
+
+		mems, err := tx.Memberships(ctx, req.user, lo, !initial)
+		if err != nil {
+			return err
+		}
+		// Per room: the current membership, and whether the user was
+		// joined just before it began.
+		current := map[string]store.UserMembership{}
+		prevJoined := map[string]bool{}
+		for _, m := range mems {
+			if m.ToPos == 0 {
+				current[m.RoomID] = m
+			}
+		}
+		for _, m := range mems {
+			if c, ok := current[m.RoomID]; ok && m.ToPos != 0 && m.ToPos == c.FromPos && m.Membership == "join" {
+				prevJoined[m.RoomID] = true
+			}
+		}
+		var plans []roomPlan
+		var invites []string
+		for roomID, m := range current {
+			out.rooms = append(out.rooms, roomID)
+			if !f.allowsRoom(roomID) {
+				continue
+			}
+			changedInRange := !initial && m.FromPos >= lo
+			switch m.Membership {
+			case "join":
+				newlyJoined := changedInRange && !prevJoined[roomID]
+				plans = append(plans, roomPlan{id: roomID, membership: "join", lo: lo, hi: hi,
+					fullState: initial || req.fullState || newlyJoined})
+				if newlyJoined {
+					plans[len(plans)-1].lo = 0
+				}
+			case "invite":
+				if initial || changedInRange {
+					invites = append(invites, roomID)
+				}
+			case "leave", "ban":
+				if (changedInRange && (prevJoined[roomID] || wasMember(mems, roomID, m.FromPos))) || (initial && f.Room.IncludeLeave) || (req.fullState && f.Room.IncludeLeave) {
+					from := lo
+					if initial || req.fullState {
+						from = 0
+					}
+					plans = append(plans, roomPlan{id: roomID, membership: "leave", lo: from, hi: m.FromPos + 1, fullState: true})
+				}
+			}
+		}
+		slices.SortFunc(plans, func(a, b roomPlan) int { return compare(a.id, b.id) })
+		slices.Sort(out.rooms)
+
+		limit := f.timelineLimit()
+		ranges := make([]store.RoomRange, len(plans))
+		ids := make([]string, len(plans))
+		for i, p := range plans {
+			ranges[i] = store.RoomRange{RoomID: p.id, From: p.lo, To: p.hi}
+			ids[i] = p.id
+		}
+		timelines, err := tx.Timelines(ctx, ranges, limit+1)
+		if err != nil {
+			return err
+		}
+		histories, err := tx.Histories(ctx, req.user, ids)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		render := func(e *store.StoredEvent) json.RawMessage { return e.Render(req.user, req.device, now) }
+
+		type roomOut struct {
+			tl       timeline
+			start    int64 // the timeline's first position (its state point)
+			senders  map[string]bool
+			needFull bool
+			limited  bool
+		}
+		outs := make([]roomOut, len(plans))
+		var stateRanges []store.RoomRange
+		for i, p := range plans {
+			raw := timelines[p.id] // newest first
+			ro := roomOut{tl: timeline{Events: []json.RawMessage{}}, start: p.hi, senders: map[string]bool{}, needFull: p.fullState}
+			if len(raw) > limit {
+				ro.limited = true
+				raw = raw[:limit]
+			}
+			if len(raw) > 0 {
+				ro.start = raw[len(raw)-1].Pos
+			}
+			v := histories[p.id]
+			for j := len(raw) - 1; j >= 0; j-- {
+				e := &raw[j]
+				if !v.CanSee(e) || !f.Room.Timeline.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
+					continue
+				}
+				ro.tl.Events = append(ro.tl.Events, render(e))
+				ro.senders[e.Sender] = true
+			}
+			ro.tl.Limited = ro.limited
+			ro.tl.PrevBatch = eventlog.FormatRoomPoint(ro.start)
+			outs[i] = ro
+			switch {
+			case ro.needFull:
+				stateRanges = append(stateRanges, store.RoomRange{RoomID: p.id, From: 0, To: ro.start})
+			case ro.limited:
+				stateRanges = append(stateRanges, store.RoomRange{RoomID: p.id, From: p.lo, To: ro.start})
+			}
+		}
+		states, err := tx.StateAtPoints(ctx, stateRanges)
+		if err != nil {
+			return err
+		}
+		lazy := f.Room.State != nil && f.Room.State.LazyLoadMembers
+		stateOf := func(i int, p roomPlan) []json.RawMessage {
+			evs := []json.RawMessage{}
+			for j := range states[p.id] {
+				e := &states[p.id][j]
+				if !f.Room.State.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
+					continue
+				}
+				if lazy && e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey != req.user && !outs[i].senders[*e.StateKey] {
+					continue
+				}
+				evs = append(evs, render(e))
+			}
+			return evs
+		}
+
+		var joinedIDs []string
+		for _, p := range plans {
+			if p.membership == "join" {
+				joinedIDs = append(joinedIDs, p.id)
+			}
+		}
+		sums, err := tx.Summaries(ctx, req.user, joinedIDs)
+		if err != nil {
+			return err
+		}
+		for i, p := range plans {
+			ro := outs[i]
+			st := stateOf(i, p)
+			if p.membership == "join" {
+				// An unchanged room is left out of an incremental response.
+				if !p.fullState && len(ro.tl.Events) == 0 && len(st) == 0 {
+					continue
+				}
+				s := sums[p.id]
+				out.resp.Rooms.Join[p.id] = &joinedRoom{
+					State: eventList{st}, Timeline: ro.tl, Ephemeral: eventList{[]json.RawMessage{}},
+					AccountData: eventList{[]json.RawMessage{}},
+					Summary:     summary{Heroes: s.Heroes, Joined: s.JoinedMembers, Invited: s.InvitedMembers},
+				}
+			} else {
+				out.resp.Rooms.Leave[p.id] = &leftRoom{State: eventList{st}, Timeline: ro.tl, AccountData: eventList{[]json.RawMessage{}}}
+			}
+		}
+
+		slices.Sort(invites)
+		stripped, err := tx.StrippedState(ctx, req.user, invites)
+		if err != nil {
+			return err
+		}
+		for _, roomID := range invites {
+			evs := []json.RawMessage{}
+			for _, e := range stripped[roomID] {
+				evs = append(evs, strip(&e))
+			}
+			out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: eventList{evs}}
+		}
+
+		ad, err := tx.AccountDataSince(ctx, req.user, sinceAccounts)
+		if err != nil {
+			return err
+		}
+		for _, item := range ad {
+			ev, _ := json.Marshal(map[string]any{"type": item.Type, "content": item.Content})
+			if item.RoomID == "" {
+				if f.AccountData.Allows(item.Type, "", "", nil) {
+					out.resp.AccountData.Events = append(out.resp.AccountData.Events, ev)
+				}
+				continue
+			}
+			if !f.Room.AccountData.Allows(item.Type, "", item.RoomID, nil) {
+				continue
+			}
+			if jr, ok := out.resp.Rooms.Join[item.RoomID]; ok {
+				jr.AccountData.Events = append(jr.AccountData.Events, ev)
+			} else if c, ok := current[item.RoomID]; ok && c.Membership == "join" && f.allowsRoom(item.RoomID) {
+				jr := &joinedRoom{State: eventList{[]json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}, PrevBatch: eventlog.FormatRoomPoint(hi)},
+					Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{ev}}}
+				s := sums[item.RoomID]
+				jr.Summary = summary{Heroes: s.Heroes, Joined: s.JoinedMembers, Invited: s.InvitedMembers}
+				out.resp.Rooms.Join[item.RoomID] = jr
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// wasMember reports whether the user was joined or invited in the room
+// just before position at, so that a leave is news to them.
+func wasMember(mems []store.UserMembership, roomID string, at int64) bool {
+	for _, m := range mems {
+		if m.RoomID == roomID && m.ToPos == at && (m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock") {
+			return true
+		}
+	}
+	return false
+}
+
+func compare(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func contentFunc(e *store.StoredEvent) func() json.RawMessage {
+	return func() json.RawMessage {
+		var c struct {
+			Content json.RawMessage `json:"content"`
+		}
+		_ = json.Unmarshal(e.Client, &c)
+		return c.Content
+	}
+}
+
+// strip renders the stripped state event an invitee sees.
+func strip(e *store.StoredEvent) json.RawMessage {
+	var full struct {
+		Content  json.RawMessage `json:"content"`
+		Sender   string          `json:"sender"`
+		StateKey *string         `json:"state_key"`
+		Type     string          `json:"type"`
+	}
+	_ = json.Unmarshal(e.Client, &full)
+	b, _ := json.Marshal(full)
+	return b
+}

@@ -1,0 +1,92 @@
+package syncstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// roomFilter is the "room" part of a sync filter.
+type roomFilter struct {
+	Rooms        []string            `json:"rooms"`
+	NotRooms     []string            `json:"not_rooms"`
+	IncludeLeave bool                `json:"include_leave"`
+	Timeline     *matrix.EventFilter `json:"timeline"`
+	State        *matrix.EventFilter `json:"state"`
+	Ephemeral    *matrix.EventFilter `json:"ephemeral"`
+	AccountData  *matrix.EventFilter `json:"account_data"`
+}
+
+// filter is the spec's sync Filter.
+type filter struct {
+	EventFields []string            `json:"event_fields"`
+	EventFormat string              `json:"event_format"`
+	Presence    *matrix.EventFilter `json:"presence"`
+	AccountData *matrix.EventFilter `json:"account_data"`
+	Room        roomFilter          `json:"room"`
+}
+
+// defaultTimelineLimit is the timeline length when the filter sets none.
+const defaultTimelineLimit = 10
+
+// maxTimelineLimit bounds what a filter may ask for per room.
+const maxTimelineLimit = 1000
+
+func (f *filter) timelineLimit() int {
+	if f.Room.Timeline != nil && f.Room.Timeline.Limit != nil {
+		return min(*f.Room.Timeline.Limit, maxTimelineLimit)
+	}
+	return defaultTimelineLimit
+}
+
+func (f *filter) allowsRoom(roomID string) bool {
+	for _, r := range f.Room.NotRooms {
+		if r == roomID {
+			return false
+		}
+	}
+	if f.Room.Rooms == nil {
+		return true
+	}
+	for _, r := range f.Room.Rooms {
+		if r == roomID {
+			return true
+		}
+	}
+	return false
+}
+
+// loadFilter resolves the filter query parameter: inline JSON (the
+// classic guide's form) or the ID of a stored filter.
+func loadFilter(ctx context.Context, st *store.Store, userID, param string) (*filter, error) {
+	f := &filter{}
+	if param == "" {
+		return f, nil
+	}
+	raw := []byte(param)
+	if param[0] != '{' {
+		stored, err := st.Filter(ctx, userID, param)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, matrix.InvalidParam("no filter with ID %q", param)
+		}
+		if err != nil {
+			return nil, err
+		}
+		raw = stored
+	}
+	if err := json.Unmarshal(raw, f); err != nil {
+		return nil, matrix.InvalidParam("invalid filter: %v", err)
+	}
+	for _, ef := range []*matrix.EventFilter{f.Presence, f.AccountData, f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData} {
+		if ef != nil && ef.Limit != nil && *ef.Limit < 0 {
+			return nil, matrix.InvalidParam("invalid filter: negative limit")
+		}
+	}
+	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
+		return nil, matrix.InvalidParam("invalid filter: event_format must be client or federation")
+	}
+	return f, nil
+}

@@ -1,0 +1,203 @@
+package syncstream
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// MaxTimeout caps a client's long-poll timeout.
+const MaxTimeout = 5 * time.Minute
+
+// Handler serves GET /sync.
+type Handler struct {
+	Store     *store.Store
+	Log       *eventlog.Log
+	Watermark *eventlog.Watermark
+	Notifier  *Notifier
+	Logger    *slog.Logger
+}
+
+// Routes returns a handler for a standalone sync worker: /sync under both
+// API versions, CORS, and Matrix errors for everything else.
+func (h *Handler) Routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /_matrix/client/r0/sync", h)
+	mux.Handle("GET /_matrix/client/v3/sync", h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		matrix.SetCORS(w.Header())
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		if hd, pattern := mux.Handler(r); pattern != "" {
+			hd.ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path == "/_matrix/client/r0/sync" || r.URL.Path == "/_matrix/client/v3/sync" {
+			matrix.WriteError(w, matrix.MethodNotAllowed("method %s not allowed on %s", r.Method, r.URL.Path))
+			return
+		}
+		matrix.WriteError(w, matrix.Unrecognized("this is a sync worker: %s %s is served elsewhere", r.Method, r.URL.Path))
+	})
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := h.serve(w, r); err != nil {
+		if _, ok := matrix.AsError(err); !ok && !errors.Is(err, context.Canceled) {
+			h.Logger.Error("sync failed", "err", err)
+		}
+		matrix.WriteError(w, err)
+	}
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	tok, err := matrix.AccessToken(r)
+	if err != nil {
+		return err
+	}
+	ss, err := h.Store.SessionByToken(ctx, store.TokenHash(tok))
+	if errors.Is(err, store.ErrNotFound) {
+		e := matrix.UnknownToken("unknown or revoked access token")
+		e.Extra = map[string]any{"soft_logout": false}
+		return e
+	}
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	req := &request{user: ss.UserID, device: ss.DeviceID}
+	if s := q.Get("since"); s != "" {
+		t, err := ParseToken(s)
+		if err != nil {
+			return err
+		}
+		req.since = &t
+	}
+	switch q.Get("full_state") {
+	case "", "false":
+	case "true":
+		req.fullState = true
+	default:
+		return matrix.InvalidParam("full_state must be true or false")
+	}
+	switch q.Get("set_presence") {
+	case "", "online", "offline", "unavailable":
+	default:
+		return matrix.InvalidParam("set_presence must be online, offline or unavailable")
+	}
+	var timeout time.Duration
+	if s := q.Get("timeout"); s != "" {
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || ms < 0 {
+			return matrix.InvalidParam("timeout must be a non-negative number of milliseconds")
+		}
+		timeout = min(time.Duration(ms)*time.Millisecond, MaxTimeout)
+	}
+	if req.filter, err = loadFilter(ctx, h.Store, ss.UserID, q.Get("filter")); err != nil {
+		return err
+	}
+	if req.since != nil {
+		if err := h.checkSince(ctx, req.since); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(timeout)
+
+	for {
+		b, err := build(ctx, h.Store, req)
+		if err != nil {
+			return err
+		}
+		b.resp.NextBatch = Token{Rooms: b.pos.Rooms, Accounts: b.pos.Accounts}.String()
+		if req.since == nil || !b.resp.empty() || !time.Now().Before(deadline) || req.fullState {
+			matrix.WriteJSON(w, http.StatusOK, b.resp)
+			return nil
+		}
+		// Nothing yet: wait for a change that concerns this user, then
+		// build again from the positions this response reflected.
+		seen := map[string]uint64{eventlog.StreamRooms: b.pos.Rooms, eventlog.StreamAccounts: b.pos.Accounts}
+		woke, err := h.wait(ctx, ss.UserID, b.rooms, seen, deadline)
+		if err != nil {
+			return err
+		}
+		if !woke {
+			matrix.WriteJSON(w, http.StatusOK, b.resp)
+			return nil
+		}
+		req.since = &Token{Rooms: b.pos.Rooms, Accounts: b.pos.Accounts}
+	}
+}
+
+// checkSince refuses tokens from the future: positions beyond anything the
+// log holds cannot have been issued by any worker. A token a little ahead
+// of this worker's projection (issued by a faster one) is waited for.
+func (h *Handler) checkSince(ctx context.Context, t *Token) error {
+	for _, s := range []struct {
+		stream string
+		seq    uint64
+	}{{eventlog.StreamRooms, t.Rooms}, {eventlog.StreamAccounts, t.Accounts}} {
+		if s.seq <= h.Watermark.Applied(s.stream) {
+			continue
+		}
+		head, err := h.Log.Head(ctx, s.stream)
+		if err != nil {
+			return matrix.Unavailable("the event log is unavailable; retry")
+		}
+		if s.seq > head {
+			return matrix.InvalidParam("sync token is from the future")
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = h.Watermark.Wait(wctx, s.stream, s.seq)
+		cancel()
+		if err != nil {
+			return matrix.Unavailable("the server is catching up; retry")
+		}
+	}
+	return nil
+}
+
+// wait blocks until a change concerning the user arrives and is applied
+// to the projection (woke true), or the deadline passes (woke false).
+func (h *Handler) wait(ctx context.Context, user string, rooms []string, seen map[string]uint64, deadline time.Time) (bool, error) {
+	w, stale := h.Notifier.Register(user, rooms, seen)
+	defer h.Notifier.Unregister(w)
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	if stale {
+		// The response predates what the notifier remembers: let the
+		// projection reach the notifier's floor and build again.
+		wctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		for stream := range seen {
+			if err := h.Watermark.Wait(wctx, stream, h.Notifier.Floor(stream)); err != nil {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
+	select {
+	case <-w.ch:
+	case <-timer.C:
+		return false, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	// The log has the change; wait until the projection shows it.
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	for stream := range seen {
+		if err := h.Watermark.Wait(wctx, stream, h.Notifier.Consumed(stream)); err != nil {
+			return false, nil
+		}
+	}
+	return true, nil
+}

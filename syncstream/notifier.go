@@ -1,0 +1,181 @@
+package syncstream
+
+import (
+	"sync"
+)
+
+// change is what one log record touched.
+type change struct {
+	stream string
+	seq    uint64
+	rooms  []string
+	users  []string
+}
+
+// Notifier wakes long-polling requests when a log record touches their
+// user or one of their rooms. It keeps the most recent changes, so that a
+// request registering after a change it has not seen yet (it read an
+// older snapshot) is woken at once instead of missing it.
+//
+// Lock order: Notifier.mu only; waiters' channels are never waited on
+// under it.
+type Notifier struct {
+	mu      sync.Mutex
+	byUser  map[string]map[*waiter]struct{}
+	byRoom  map[string]map[*waiter]struct{}
+	recent  []change // ring of the newest changes, oldest first
+	max     int
+	floor   map[string]uint64 // per stream: changes after this are all in recent
+	waiting int
+}
+
+type waiter struct {
+	ch    chan struct{}
+	user  string
+	rooms []string
+}
+
+// NewNotifier keeps up to keep recent changes.
+func NewNotifier(keep int) *Notifier {
+	return &Notifier{byUser: map[string]map[*waiter]struct{}{}, byRoom: map[string]map[*waiter]struct{}{},
+		max: keep, floor: map[string]uint64{}}
+}
+
+// SetFloor records that the notifier has seen every change of stream
+// after seq (the position its consumer started from).
+func (n *Notifier) SetFloor(stream string, seq uint64) {
+	n.mu.Lock()
+	n.floor[stream] = seq
+	n.mu.Unlock()
+}
+
+// Floor returns the position after which the notifier knows all changes.
+func (n *Notifier) Floor(stream string) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.floor[stream]
+}
+
+// Waiting returns the number of registered long-polls.
+func (n *Notifier) Waiting() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.waiting
+}
+
+// Notify records a change and wakes the requests it concerns.
+func (n *Notifier) Notify(c change) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.recent = append(n.recent, c)
+	if len(n.recent) > n.max {
+		drop := n.recent[0]
+		n.recent = n.recent[1:]
+		if drop.seq > n.floor[drop.stream] {
+			n.floor[drop.stream] = drop.seq
+		}
+	}
+	for _, u := range c.users {
+		for w := range n.byUser[u] {
+			wake(w)
+		}
+	}
+	for _, r := range c.rooms {
+		for w := range n.byRoom[r] {
+			wake(w)
+		}
+	}
+}
+
+func wake(w *waiter) {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+}
+
+func (w *waiter) concerns(c change) bool {
+	for _, u := range c.users {
+		if u == w.user {
+			return true
+		}
+	}
+	for _, r := range c.rooms {
+		for _, wr := range w.rooms {
+			if r == wr {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Register adds a waiter for user and rooms whose response reflected the
+// positions in seen. If a change after seen already concerns them, the
+// waiter is woken at once; if seen is older than what the notifier
+// remembers, stale is true and the caller must catch up first.
+func (n *Notifier) Register(user string, rooms []string, seen map[string]uint64) (w *waiter, stale bool) {
+	w = &waiter{ch: make(chan struct{}, 1), user: user, rooms: rooms}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for stream, seq := range seen {
+		if seq < n.floor[stream] {
+			stale = true
+		}
+	}
+	for _, c := range n.recent {
+		if c.seq > seen[c.stream] && w.concerns(c) {
+			wake(w)
+			break
+		}
+	}
+	add := func(m map[string]map[*waiter]struct{}, k string) {
+		set, ok := m[k]
+		if !ok {
+			set = map[*waiter]struct{}{}
+			m[k] = set
+		}
+		set[w] = struct{}{}
+	}
+	add(n.byUser, user)
+	for _, r := range rooms {
+		add(n.byRoom, r)
+	}
+	n.waiting++
+	return w, stale
+}
+
+// Unregister removes a waiter.
+func (n *Notifier) Unregister(w *waiter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	del := func(m map[string]map[*waiter]struct{}, k string) {
+		if set, ok := m[k]; ok {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(m, k)
+			}
+		}
+	}
+	del(n.byUser, w.user)
+	for _, r := range w.rooms {
+		del(n.byRoom, r)
+	}
+	n.waiting--
+}
+
+// Consumed returns the newest sequence of stream the notifier has seen.
+func (n *Notifier) Consumed(stream string) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	seq := n.floor[stream]
+	for i := len(n.recent) - 1; i >= 0; i-- {
+		if n.recent[i].stream == stream {
+			return max(seq, n.recent[i].seq)
+		}
+	}
+	return seq
+}
+
+// DefaultRecent is how many recent changes a notifier remembers.
+const DefaultRecent = 4096
