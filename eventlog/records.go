@@ -3,6 +3,7 @@ package eventlog
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // Record is one fact on the log. Its Type travels in the Strand-Type header;
@@ -134,6 +135,65 @@ type RoomForgotten struct {
 	RoomID string `json:"room_id"`
 }
 
+// ReceiptSet records that a user has read up to an event (RECEIPTS).
+type ReceiptSet struct {
+	RoomID   string `json:"room_id"`
+	UserID   string `json:"user_id"`
+	Type     string `json:"type"` // m.read or m.read.private
+	EventID  string `json:"event_id"`
+	ThreadID string `json:"thread_id,omitempty"`
+	TS       int64  `json:"ts"`
+}
+
+// TypingSet starts (until ExpiresTS) or stops a user typing in a room
+// (EPHEMERAL).
+type TypingSet struct {
+	RoomID    string `json:"room_id"`
+	UserID    string `json:"user_id"`
+	Typing    bool   `json:"typing"`
+	ExpiresTS int64  `json:"expires_ts,omitempty"`
+}
+
+// PresenceSet is a user's presence as of LastActiveTS (EPHEMERAL).
+type PresenceSet struct {
+	UserID       string  `json:"user_id"`
+	Presence     string  `json:"presence"` // online, unavailable, offline
+	StatusMsg    *string `json:"status_msg,omitempty"`
+	LastActiveTS int64   `json:"last_active_ts"`
+}
+
+// Presence decay: no activity for PresenceIdleAfter reads as
+// unavailable, for PresenceOfflineAfter as offline.
+const (
+	PresenceIdleAfter    = 5 * time.Minute
+	PresenceOfflineAfter = 30 * time.Minute
+)
+
+// Effective is the presence p reads as at now, after inactivity decay, with
+// last_active_ago and currently_active. A nil p (no presence known) is
+// offline.
+func (p *PresenceSet) Effective(now time.Time) (presence string, lastActiveAgo int64, currentlyActive bool) {
+	if p == nil {
+		return "offline", 0, false
+	}
+	ago := max(0, now.UnixMilli()-p.LastActiveTS)
+	idle := time.Duration(ago) * time.Millisecond
+	presence = p.Presence
+	if presence == "online" {
+		switch {
+		case idle > PresenceOfflineAfter:
+			presence = "offline"
+		case idle > PresenceIdleAfter:
+			presence = "unavailable"
+		}
+	}
+	return presence, ago, presence == "online" && idle < time.Minute
+}
+
+func (ReceiptSet) RecordType() string  { return "receipt.set" }
+func (TypingSet) RecordType() string   { return "typing.set" }
+func (PresenceSet) RecordType() string { return "presence.set" }
+
 func (RoomEvents) RecordType() string    { return "room.events" }
 func (RoomPublished) RecordType() string { return "room.published" }
 func (AliasSet) RecordType() string      { return "alias.set" }
@@ -183,6 +243,12 @@ func Decode(typ string, data []byte) (Record, error) {
 		r = &AliasDeleted{}
 	case "room.forgotten":
 		r = &RoomForgotten{}
+	case "receipt.set":
+		r = &ReceiptSet{}
+	case "typing.set":
+		r = &TypingSet{}
+	case "presence.set":
+		r = &PresenceSet{}
 	default:
 		return nil, fmt.Errorf("unknown record type %q", typ)
 	}

@@ -20,9 +20,16 @@ import (
 // Stream names. Every stream Strand uses is declared in streamConfigs below,
 // and nowhere else.
 const (
-	StreamRooms    = "ROOMS"
-	StreamAccounts = "ACCOUNTS"
+	StreamRooms     = "ROOMS"
+	StreamAccounts  = "ACCOUNTS"
+	StreamReceipts  = "RECEIPTS"
+	StreamEphemeral = "EPHEMERAL"
 )
+
+// EphemeralMaxAge is how long typing notices and presence stay on the log.
+// They are worth nothing older: a presence older than this reads as
+// offline anyway.
+const EphemeralMaxAge = time.Hour
 
 // RoomPartitions is the fixed number of room partitions. A room's subject
 // carries its partition so that several projectors can later share the rooms
@@ -71,6 +78,32 @@ func streamConfigs(o StreamOptions) []jetstream.StreamConfig {
 			DenyPurge:   true,
 			Replicas:    r,
 		},
+		{
+			Name:        StreamReceipts,
+			Description: "Strand read receipts, one subject per room",
+			Subjects:    []string{"rcpt.>"},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			Duplicates:  DuplicateWindow,
+			DenyDelete:  true,
+			DenyPurge:   true,
+			Replicas:    r,
+		},
+		{
+			// Typing and presence: memory storage with a max age. Sync
+			// workers rebuild their view of them by reading this stream
+			// from its start, so it holds all the state there is.
+			Name:        StreamEphemeral,
+			Description: "Strand typing notices and presence",
+			Subjects:    []string{"eph.>"},
+			Storage:     jetstream.MemoryStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      EphemeralMaxAge,
+			Duplicates:  time.Minute,
+			Replicas:    r,
+		},
 	}
 }
 
@@ -105,6 +138,15 @@ func RoomSubject(roomID string) string {
 // with the subject's last sequence as read (0 for a never-used alias), so
 // two rooms can never both take one alias.
 func AliasSubject(alias string) string { return "alias." + key(alias) }
+
+// ReceiptSubject is the subject of a room's read receipts.
+func ReceiptSubject(roomID string) string { return "rcpt." + key(roomID) }
+
+// TypingSubject is the subject of a room's typing notices.
+func TypingSubject(roomID string) string { return "eph.typing." + key(roomID) }
+
+// PresenceSubject is the subject of a user's presence.
+func PresenceSubject(userID string) string { return "eph.presence." + key(userID) }
 
 // UserSubject is the subject of every account fact about one user. The
 // first record on it is the registration, appended with expected sequence

@@ -19,7 +19,7 @@ import (
 )
 
 // Streams are the streams a projector folds, in no particular order.
-var Streams = []string{eventlog.StreamAccounts, eventlog.StreamRooms}
+var Streams = []string{eventlog.StreamAccounts, eventlog.StreamRooms, eventlog.StreamReceipts}
 
 // Projector applies the log to a Store.
 type Projector struct {
@@ -106,6 +106,8 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 		tx.SetAlias(r.Alias, r.RoomID, r.Creator)
 	case *eventlog.AliasDeleted:
 		tx.DeleteAlias(r.Alias)
+	case *eventlog.ReceiptSet:
+		tx.SetReceipt(m.Seq, r)
 	default:
 		return fmt.Errorf("no projection for record type %s", m.Type)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"strand/eventlog"
@@ -100,9 +101,15 @@ type request struct {
 
 // built is an assembled response and what waiting for the next one needs.
 type built struct {
-	resp  *response
-	pos   store.Positions
-	rooms []string // rooms whose changes concern this user
+	resp   *response
+	pos    store.Positions
+	ephPos uint64   // EPHEMERAL position the typing and presence reflect
+	rooms  []string // rooms whose changes concern this user
+}
+
+// next is the token of the position a built response reflects.
+func (b *built) next() Token {
+	return Token{Rooms: b.pos.Rooms, Accounts: b.pos.Accounts, Receipts: b.pos.Receipts, Ephemeral: b.ephPos}
 }
 
 // roomPlan is what a response needs from one room.
@@ -115,16 +122,16 @@ type roomPlan struct {
 
 // build assembles a response from one projection snapshot, with a fixed
 // number of queries however many rooms the user is in.
-func build(ctx context.Context, st *store.Store, req *request) (*built, error) {
-	out := &built{resp: newResponse()}
+func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (*built, error) {
+	out := &built{resp: newResponse(), ephPos: eph.Consumed()}
 	err := st.SyncSnapshot(ctx, func(tx *store.SyncTx) error {
 		out.pos = tx.Pos
 		initial := req.since == nil
 		var lo int64
-		var sinceAccounts uint64
+		var sinceAccounts, sinceReceipts, sinceEph uint64
 		if !initial {
 			lo = eventlog.EventPos(req.since.Rooms+1, 0)
-			sinceAccounts = req.since.Accounts
+			sinceAccounts, sinceReceipts, sinceEph = req.since.Accounts, req.since.Receipts, req.since.Ephemeral
 		}
 		hi := eventlog.EventPos(tx.Pos.Rooms+1, 0)
 		f := req.filter
@@ -256,13 +263,14 @@ func build(ctx context.Context, st *store.Store, req *request) (*built, error) {
 			return evs
 		}
 
-		var joinedIDs []string
-		for _, p := range plans {
-			if p.membership == "join" {
-				joinedIDs = append(joinedIDs, p.id)
+		var joinedNow []string
+		for roomID, m := range current {
+			if m.Membership == "join" && f.allowsRoom(roomID) {
+				joinedNow = append(joinedNow, roomID)
 			}
 		}
-		sums, err := tx.Summaries(ctx, req.user, joinedIDs)
+		slices.Sort(joinedNow)
+		sums, err := tx.Summaries(ctx, req.user, joinedNow)
 		if err != nil {
 			return err
 		}
@@ -298,6 +306,67 @@ func build(ctx context.Context, st *store.Store, req *request) (*built, error) {
 			out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: eventList{evs}}
 		}
 
+		// Ephemeral events (receipts, typing) of the joined rooms.
+		joinEntry := func(roomID string) *joinedRoom {
+			if jr, ok := out.resp.Rooms.Join[roomID]; ok {
+				return jr
+			}
+			s := sums[roomID]
+			jr := &joinedRoom{State: eventList{[]json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}, PrevBatch: eventlog.FormatRoomPoint(hi)},
+				Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{}},
+				Summary: summary{Heroes: s.Heroes, Joined: s.JoinedMembers, Invited: s.InvitedMembers}}
+			out.resp.Rooms.Join[roomID] = jr
+			return jr
+		}
+		if f.Room.Ephemeral.Allows("m.receipt", "", "", nil) {
+			receipts, err := tx.ReceiptsSince(ctx, req.user, joinedNow, sinceReceipts)
+			if err != nil {
+				return err
+			}
+			for roomID, content := range receiptContents(receipts) {
+				if !f.Room.Ephemeral.AllowsRoom(roomID) {
+					continue
+				}
+				ev, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+				jr := joinEntry(roomID)
+				jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+			}
+		}
+		if f.Room.Ephemeral.Allows("m.typing", "", "", nil) {
+			for roomID, users := range eph.typingSince(joinedNow, sinceEph, now) {
+				if !f.Room.Ephemeral.AllowsRoom(roomID) {
+					continue
+				}
+				ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+				jr := joinEntry(roomID)
+				jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+			}
+		}
+		// Presence of the users who share a room with this one.
+		if changed := eph.presenceSince(sinceEph); len(changed) > 0 {
+			ids := make([]string, len(changed))
+			for i, p := range changed {
+				ids[i] = p.UserID
+			}
+			audience, err := tx.SharingRooms(ctx, req.user, ids)
+			if err != nil {
+				return err
+			}
+			slices.SortFunc(changed, func(a, b eventlog.PresenceSet) int { return compare(a.UserID, b.UserID) })
+			for _, p := range changed {
+				if (p.UserID != req.user && !audience[p.UserID]) || !f.Presence.Allows("m.presence", p.UserID, "", nil) {
+					continue
+				}
+				presence, ago, active := p.Effective(now)
+				c := map[string]any{"presence": presence, "last_active_ago": ago, "currently_active": active}
+				if p.StatusMsg != nil {
+					c["status_msg"] = *p.StatusMsg
+				}
+				ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": c})
+				out.resp.Presence.Events = append(out.resp.Presence.Events, ev)
+			}
+		}
+
 		ad, err := tx.AccountDataSince(ctx, req.user, sinceAccounts)
 		if err != nil {
 			return err
@@ -316,12 +385,24 @@ func build(ctx context.Context, st *store.Store, req *request) (*built, error) {
 			if jr, ok := out.resp.Rooms.Join[item.RoomID]; ok {
 				jr.AccountData.Events = append(jr.AccountData.Events, ev)
 			} else if c, ok := current[item.RoomID]; ok && c.Membership == "join" && f.allowsRoom(item.RoomID) {
-				jr := &joinedRoom{State: eventList{[]json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}, PrevBatch: eventlog.FormatRoomPoint(hi)},
-					Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{ev}}}
-				s := sums[item.RoomID]
-				jr.Summary = summary{Heroes: s.Heroes, Joined: s.JoinedMembers, Invited: s.InvitedMembers}
-				out.resp.Rooms.Join[item.RoomID] = jr
+				jr := joinEntry(item.RoomID)
+				jr.AccountData.Events = append(jr.AccountData.Events, ev)
 			}
+		}
+
+		// Unread counts for every joined room in the response.
+		var inResp []string
+		for roomID := range out.resp.Rooms.Join {
+			inResp = append(inResp, roomID)
+		}
+		slices.Sort(inResp)
+		unread, err := tx.UnreadCounts(ctx, req.user, localpart(req.user), inResp)
+		if err != nil {
+			return err
+		}
+		for roomID, jr := range out.resp.Rooms.Join {
+			u := unread[roomID]
+			jr.Unread = unreadCounts{Highlight: u.Highlights, Notification: u.Notifications}
 		}
 		return nil
 	})
@@ -329,6 +410,42 @@ func build(ctx context.Context, st *store.Store, req *request) (*built, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// receiptContents groups receipts into m.receipt contents per room:
+// event ID -> receipt type -> user -> {ts, thread_id}.
+func receiptContents(rs []store.Receipt) map[string]map[string]map[string]map[string]any {
+	out := map[string]map[string]map[string]map[string]any{}
+	for _, r := range rs {
+		room := out[r.RoomID]
+		if room == nil {
+			room = map[string]map[string]map[string]any{}
+			out[r.RoomID] = room
+		}
+		byType := room[r.EventID]
+		if byType == nil {
+			byType = map[string]map[string]any{}
+			room[r.EventID] = byType
+		}
+		users := byType[r.Type]
+		if users == nil {
+			users = map[string]any{}
+			byType[r.Type] = users
+		}
+		v := map[string]any{"ts": r.TS}
+		if r.ThreadID != "" {
+			v["thread_id"] = r.ThreadID
+		}
+		users[r.UserID] = v
+	}
+	return out
+}
+
+func localpart(userID string) string {
+	if i := strings.IndexByte(userID, ':'); i > 1 {
+		return userID[1:i]
+	}
+	return userID
 }
 
 // wasMember reports whether the user was joined or invited in the room

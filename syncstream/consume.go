@@ -4,44 +4,54 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"strand/eventlog"
+	"strand/projector/store"
 )
 
-// Consume reads the streams from their current heads and feeds every
-// record's touched rooms and users to the notifier, until ctx ends. The
-// responses themselves come from the projection; the log tells a worker
-// who to wake, as soon as a record is stored.
-func Consume(ctx context.Context, log *eventlog.Log, n *Notifier) error {
+// Consume reads the streams and feeds every record's touched rooms and
+// users to the notifier, until ctx ends. The responses themselves come from
+// the projection (and, for typing and presence, from eph); the log tells a
+// worker whom to wake, as soon as a record is stored.
+func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifier, eph *Ephemeral) error {
 	g, ctx := errgroup.WithContext(ctx)
-	for _, stream := range []string{eventlog.StreamRooms, eventlog.StreamAccounts} {
+	for _, stream := range []string{eventlog.StreamRooms, eventlog.StreamAccounts, eventlog.StreamReceipts, eventlog.StreamEphemeral} {
 		head, err := log.Head(ctx, stream)
 		if err != nil {
 			return err
 		}
 		n.SetFloor(stream, head)
+		from := head + 1
+		if stream == eventlog.StreamEphemeral {
+			from = 1 // rebuild typing and presence from what the stream holds
+		}
 		g.Go(func() error {
-			return log.Read(ctx, stream, eventlog.ReadOptions{From: head + 1}, func(_ context.Context, batch []eventlog.Msg) error {
+			return log.Read(ctx, stream, eventlog.ReadOptions{From: from}, func(ctx context.Context, batch []eventlog.Msg) error {
 				for _, m := range batch {
-					c, err := touched(m)
+					c, err := touched(ctx, st, eph, m)
 					if err != nil {
 						return fmt.Errorf("sync consumer: %s seq %d: %w", stream, m.Seq, err)
 					}
-					n.Notify(c)
+					if m.Seq > head {
+						n.Notify(c)
+					}
 				}
 				return nil
 			})
 		})
 	}
+	g.Go(func() error { return expireTyping(ctx, n, eph) })
 	return g.Wait()
 }
 
 // touched extracts the rooms and users a record concerns: the room of a
 // room record, the targets of its membership events (an invitee must wake
-// before the room is one of theirs), and the user of an account record.
-func touched(m eventlog.Msg) (change, error) {
+// before the room is one of theirs), the user of an account record, and
+// the rooms of a user whose presence changed.
+func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Msg) (change, error) {
 	c := change{stream: m.Stream, seq: m.Seq}
 	switch m.Type {
 	case (eventlog.RoomEvents{}).RecordType():
@@ -64,6 +74,28 @@ func touched(m eventlog.Msg) (change, error) {
 		}
 	case (eventlog.RoomPublished{}).RecordType(), (eventlog.AliasSet{}).RecordType(), (eventlog.AliasDeleted{}).RecordType():
 		// Nothing a sync response shows.
+	case (eventlog.ReceiptSet{}).RecordType(), (eventlog.TypingSet{}).RecordType(), (eventlog.PresenceSet{}).RecordType():
+		rec, err := m.Decode()
+		if err != nil {
+			return c, err
+		}
+		switch r := rec.(type) {
+		case *eventlog.ReceiptSet:
+			c.rooms = []string{r.RoomID}
+		case *eventlog.TypingSet:
+			eph.apply(m.Seq, m.Time, r)
+			c.rooms = []string{r.RoomID}
+		case *eventlog.PresenceSet:
+			eph.apply(m.Seq, m.Time, r)
+			c.users = []string{r.UserID}
+			if time.Since(m.Time) < eventlog.EphemeralMaxAge {
+				rooms, err := st.JoinedRooms(ctx, r.UserID)
+				if err != nil {
+					return c, err
+				}
+				c.rooms = rooms
+			}
+		}
 	default:
 		var r struct {
 			UserID string `json:"user_id"`
@@ -76,4 +108,45 @@ func touched(m eventlog.Msg) (change, error) {
 		}
 	}
 	return c, nil
+}
+
+// expireTyping wakes the rooms whose typing notices run out, at the moment
+// they do, so long-polls see the stop without anyone polling.
+func expireTyping(ctx context.Context, n *Notifier, eph *Ephemeral) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	last := time.Now().UnixMilli()
+	for {
+		now := time.Now().UnixMilli()
+		next := int64(0)
+		var due []string
+		eph.mu.Lock()
+		for room, users := range eph.typing {
+			for _, t := range users {
+				switch {
+				case t.expires > last && t.expires <= now:
+					due = append(due, room)
+				case t.expires > now && (next == 0 || t.expires < next):
+					next = t.expires
+				}
+			}
+		}
+		ch := eph.advanced
+		eph.mu.Unlock()
+		last = now
+		if len(due) > 0 {
+			n.Notify(change{rooms: due}) // no sequence: a wake, not a record
+		}
+		wait := time.Hour
+		if next != 0 {
+			wait = time.Duration(next-now+1) * time.Millisecond
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+		case <-ch:
+		}
+	}
 }

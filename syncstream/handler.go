@@ -22,6 +22,7 @@ type Handler struct {
 	Log       *eventlog.Log
 	Watermark *eventlog.Watermark
 	Notifier  *Notifier
+	Ephemeral *Ephemeral
 	Logger    *slog.Logger
 }
 
@@ -89,8 +90,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return matrix.InvalidParam("full_state must be true or false")
 	}
-	switch q.Get("set_presence") {
-	case "", "online", "offline", "unavailable":
+	setPresence := q.Get("set_presence")
+	switch setPresence {
+	case "":
+		setPresence = "online"
+	case "online", "offline", "unavailable":
 	default:
 		return matrix.InvalidParam("set_presence must be online, offline or unavailable")
 	}
@@ -110,21 +114,24 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	h.markPresence(ctx, ss.UserID, setPresence)
 	deadline := time.Now().Add(timeout)
 
 	for {
-		b, err := build(ctx, h.Store, req)
+		b, err := build(ctx, h.Store, h.Ephemeral, req)
 		if err != nil {
 			return err
 		}
-		b.resp.NextBatch = Token{Rooms: b.pos.Rooms, Accounts: b.pos.Accounts}.String()
+		next := b.next()
+		b.resp.NextBatch = next.String()
 		if req.since == nil || !b.resp.empty() || !time.Now().Before(deadline) || req.fullState {
 			matrix.WriteJSON(w, http.StatusOK, b.resp)
 			return nil
 		}
 		// Nothing yet: wait for a change that concerns this user, then
 		// build again from the positions this response reflected.
-		seen := map[string]uint64{eventlog.StreamRooms: b.pos.Rooms, eventlog.StreamAccounts: b.pos.Accounts}
+		seen := map[string]uint64{eventlog.StreamRooms: next.Rooms, eventlog.StreamAccounts: next.Accounts,
+			eventlog.StreamReceipts: next.Receipts, eventlog.StreamEphemeral: next.Ephemeral}
 		woke, err := h.wait(ctx, ss.UserID, b.rooms, seen, deadline)
 		if err != nil {
 			return err
@@ -133,7 +140,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			matrix.WriteJSON(w, http.StatusOK, b.resp)
 			return nil
 		}
-		req.since = &Token{Rooms: b.pos.Rooms, Accounts: b.pos.Accounts}
+		req.since = &next
 	}
 }
 
@@ -144,7 +151,7 @@ func (h *Handler) checkSince(ctx context.Context, t *Token) error {
 	for _, s := range []struct {
 		stream string
 		seq    uint64
-	}{{eventlog.StreamRooms, t.Rooms}, {eventlog.StreamAccounts, t.Accounts}} {
+	}{{eventlog.StreamRooms, t.Rooms}, {eventlog.StreamAccounts, t.Accounts}, {eventlog.StreamReceipts, t.Receipts}} {
 		if s.seq <= h.Watermark.Applied(s.stream) {
 			continue
 		}
@@ -162,7 +169,45 @@ func (h *Handler) checkSince(ctx context.Context, t *Token) error {
 			return matrix.Unavailable("the server is catching up; retry")
 		}
 	}
+	if t.Ephemeral > h.Ephemeral.Consumed() {
+		head, err := h.Log.Head(ctx, eventlog.StreamEphemeral)
+		if err != nil {
+			return matrix.Unavailable("the event log is unavailable; retry")
+		}
+		if t.Ephemeral > head {
+			return matrix.InvalidParam("sync token is from the future")
+		}
+		// Typing and presence are best effort: wait briefly for this
+		// worker to catch up, then answer from what it has.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		h.Ephemeral.WaitFor(wctx, t.Ephemeral)
+		cancel()
+	}
 	return nil
+}
+
+// projected are the streams a sync response reads from the projection.
+var projected = []string{eventlog.StreamRooms, eventlog.StreamAccounts, eventlog.StreamReceipts}
+
+// markPresence makes a syncing user online (or what set_presence says),
+// writing only when that changes something or a minute has passed, so
+// that syncing is not a write per request.
+func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
+	if setPresence == "offline" {
+		return
+	}
+	now := time.Now()
+	cur, ok := h.Ephemeral.presenceOf(user)
+	if ok && cur.Presence == setPresence && now.UnixMilli()-cur.LastActiveTS < time.Minute.Milliseconds() {
+		return
+	}
+	rec := &eventlog.PresenceSet{UserID: user, Presence: setPresence, LastActiveTS: now.UnixMilli()}
+	if ok {
+		rec.StatusMsg = cur.StatusMsg
+	}
+	if _, err := h.Log.Append(ctx, eventlog.PresenceSubject(user), rec, eventlog.AppendOptions{}); err != nil {
+		h.Logger.Warn("could not record presence", "user_id", user, "err", err)
+	}
 }
 
 // wait blocks until a change concerning the user arrives and is applied
@@ -170,31 +215,30 @@ func (h *Handler) checkSince(ctx context.Context, t *Token) error {
 func (h *Handler) wait(ctx context.Context, user string, rooms []string, seen map[string]uint64, deadline time.Time) (bool, error) {
 	w, stale := h.Notifier.Register(user, rooms, seen)
 	defer h.Notifier.Unregister(w)
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	if stale {
 		// The response predates what the notifier remembers: let the
-		// projection reach the notifier's floor and build again.
-		wctx, cancel := context.WithDeadline(ctx, deadline)
-		defer cancel()
-		for stream := range seen {
+		// projection and the ephemeral view reach the notifier's floor
+		// and build again.
+		for _, stream := range projected {
 			if err := h.Watermark.Wait(wctx, stream, h.Notifier.Floor(stream)); err != nil {
 				return false, nil
 			}
 		}
-		return true, nil
+		h.Ephemeral.WaitFor(wctx, h.Notifier.Floor(eventlog.StreamEphemeral))
+		return wctx.Err() == nil, nil
 	}
 	select {
 	case <-w.ch:
-	case <-timer.C:
+	case <-wctx.Done():
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
 		return false, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
 	}
 	// The log has the change; wait until the projection shows it.
-	wctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	for stream := range seen {
+	for _, stream := range projected {
 		if err := h.Watermark.Wait(wctx, stream, h.Notifier.Consumed(stream)); err != nil {
 			return false, nil
 		}

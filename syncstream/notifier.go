@@ -67,13 +67,8 @@ func (n *Notifier) Waiting() int {
 func (n *Notifier) Notify(c change) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.recent = append(n.recent, c)
-	if len(n.recent) > n.max {
-		drop := n.recent[0]
-		n.recent = n.recent[1:]
-		if drop.seq > n.floor[drop.stream] {
-			n.floor[drop.stream] = drop.seq
-		}
+	if c.seq != 0 {
+		n.record(c)
 	}
 	for _, u := range c.users {
 		for w := range n.byUser[u] {
@@ -83,6 +78,18 @@ func (n *Notifier) Notify(c change) {
 	for _, r := range c.rooms {
 		for w := range n.byRoom[r] {
 			wake(w)
+		}
+	}
+}
+
+// record keeps c in the ring of recent changes.
+func (n *Notifier) record(c change) {
+	n.recent = append(n.recent, c)
+	if len(n.recent) > n.max {
+		drop := n.recent[0]
+		n.recent = n.recent[1:]
+		if drop.seq > n.floor[drop.stream] {
+			n.floor[drop.stream] = drop.seq
 		}
 	}
 }

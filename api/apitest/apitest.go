@@ -143,12 +143,13 @@ func (e *Env) syncWorker() (h *syncstream.Handler, wm *eventlog.Watermark, l *ev
 		e.T.Fatal(err)
 	}
 	n := syncstream.NewNotifier(syncstream.DefaultRecent)
-	h = &syncstream.Handler{Store: st, Log: l, Watermark: wm, Notifier: n, Logger: Logger()}
+	eph := syncstream.NewEphemeral()
+	h = &syncstream.Handler{Store: st, Log: l, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: Logger()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := syncstream.Consume(ctx, l, n); err != nil && !errors.Is(err, context.Canceled) {
+		if err := syncstream.Consume(ctx, l, st, n, eph); err != nil && !errors.Is(err, context.Canceled) {
 			e.T.Errorf("sync consumer: %v", err)
 		}
 	}()

@@ -169,8 +169,9 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 	var syncHandler *syncstream.Handler
 	if c.roles.sync {
 		n := syncstream.NewNotifier(syncstream.DefaultRecent)
-		syncHandler = &syncstream.Handler{Store: d.store, Log: d.log, Watermark: wm, Notifier: n, Logger: logger}
-		g.Go(func() error { return syncstream.Consume(ctx, d.log, n) })
+		eph := syncstream.NewEphemeral()
+		syncHandler = &syncstream.Handler{Store: d.store, Log: d.log, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: logger}
+		g.Go(func() error { return syncstream.Consume(ctx, d.log, d.store, n, eph) })
 		if !c.roles.api {
 			return syncHandler.Routes(), nil
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+
+	"strand/eventlog"
 )
 
 // RoomEventRow is one room event as the projector writes it.
@@ -151,4 +153,15 @@ func (t *Tx) EventForRedaction(ctx context.Context, eventID string) (pdu []byte,
 // RedactEvent replaces an event's client form with its redacted form.
 func (t *Tx) RedactEvent(eventID string, redactedClient, redactedBecause []byte) {
 	t.queue("UPDATE events SET client = $2, redacted_because = $3 WHERE event_id = $1", eventID, redactedClient, redactedBecause)
+}
+
+// SetReceipt records a read receipt, unless the user already has a receipt
+// of that type for a later event: receipts only move forward.
+func (t *Tx) SetReceipt(seq uint64, r *eventlog.ReceiptSet) {
+	t.queue(`INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, event_pos, ts, stream_seq)
+		VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT pos FROM events WHERE event_id = $5), 0), $6, $7)
+		ON CONFLICT (room_id, user_id, type, thread_id) DO UPDATE SET
+			event_id = EXCLUDED.event_id, event_pos = EXCLUDED.event_pos, ts = EXCLUDED.ts, stream_seq = EXCLUDED.stream_seq
+		WHERE receipts.event_pos < EXCLUDED.event_pos`,
+		r.RoomID, r.UserID, r.Type, r.ThreadID, r.EventID, r.TS, int64(seq))
 }

@@ -17,6 +17,7 @@ import (
 type Positions struct {
 	Rooms    uint64
 	Accounts uint64
+	Receipts uint64
 }
 
 // UserMembership is one of a user's membership periods in a room.
@@ -62,6 +63,8 @@ func (s *Store) SyncSnapshot(ctx context.Context, fn func(*SyncTx) error) error 
 				st.Pos.Rooms = uint64(seq)
 			case "ACCOUNTS":
 				st.Pos.Accounts = uint64(seq)
+			case "RECEIPTS":
+				st.Pos.Receipts = uint64(seq)
 			}
 		}
 		rows.Close()
@@ -272,4 +275,94 @@ func (t *SyncTx) Filter(ctx context.Context, userID, filterID string) (json.RawM
 		return nil, ErrNotFound
 	}
 	return f, err
+}
+
+// Receipt is one read receipt.
+type Receipt struct {
+	RoomID   string
+	UserID   string
+	Type     string
+	ThreadID string
+	EventID  string
+	TS       int64
+}
+
+// ReceiptsSince returns the receipts in rooms set after receipts position
+// since (all current ones for since 0), leaving out other users' private
+// receipts.
+func (t *SyncTx) ReceiptsSince(ctx context.Context, userID string, roomIDs []string, since uint64) ([]Receipt, error) {
+	if len(roomIDs) == 0 {
+		return nil, nil
+	}
+	rows, err := t.tx.Query(ctx, `SELECT room_id, user_id, type, thread_id, event_id, ts FROM receipts
+		WHERE room_id = ANY($1) AND stream_seq > $2 AND stream_seq <= $3 AND (type <> 'm.read.private' OR user_id = $4)
+		ORDER BY room_id, stream_seq`, roomIDs, int64(since), int64(t.Pos.Receipts), userID)
+	if err != nil {
+		return nil, fmt.Errorf("sync receipts: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[Receipt])
+}
+
+// Unread counts, per room, the messages from others after the user's
+// newest read receipt (public or private), and those of them that mention
+// the user.
+type Unread struct {
+	RoomID        string
+	Notifications int
+	Highlights    int
+}
+
+// UnreadCounts computes Unread for each room, as of the snapshot.
+func (t *SyncTx) UnreadCounts(ctx context.Context, userID, localpart string, roomIDs []string) (map[string]Unread, error) {
+	out := map[string]Unread{}
+	if len(roomIDs) == 0 {
+		return out, nil
+	}
+	hi := int64(t.Pos.Rooms+1) * 1024
+	rows, err := t.tx.Query(ctx, `SELECT r.room_id, count(e.pos),
+			count(e.pos) FILTER (WHERE convert_from(e.client, 'UTF8')::jsonb #> '{content,m.mentions,user_ids}' ? $2
+				OR strpos(lower(convert_from(e.client, 'UTF8')::jsonb #>> '{content,body}'), lower($3)) > 0)
+		FROM unnest($1::text[]) AS r(room_id)
+		LEFT JOIN LATERAL (SELECT max(x.event_pos) AS read_pos FROM receipts x
+			WHERE x.room_id = r.room_id AND x.user_id = $2 AND x.type IN ('m.read', 'm.read.private')) rr ON true
+		LEFT JOIN LATERAL (SELECT s.from_pos AS pos FROM room_state s WHERE s.room_id = r.room_id AND s.type = 'm.room.member'
+			AND s.state_key = $2 AND s.to_pos IS NULL) jm ON true
+		LEFT JOIN events e ON e.room_id = r.room_id AND e.pos > GREATEST(COALESCE(rr.read_pos, 0), COALESCE(jm.pos, 0))
+			AND e.pos < $4 AND e.sender <> $2 AND e.type IN ('m.room.message', 'm.room.encrypted')
+		GROUP BY r.room_id`, roomIDs, userID, localpart, hi)
+	if err != nil {
+		return nil, fmt.Errorf("sync unread counts: %w", err)
+	}
+	us, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Unread])
+	if err != nil {
+		return nil, fmt.Errorf("sync unread counts: %w", err)
+	}
+	for _, u := range us {
+		out[u.RoomID] = u
+	}
+	return out, nil
+}
+
+// SharingRooms returns which of users share a joined room with userID
+// (userID itself included, if listed).
+func (t *SyncTx) SharingRooms(ctx context.Context, userID string, users []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(users) == 0 {
+		return out, nil
+	}
+	rows, err := t.tx.Query(ctx, `SELECT DISTINCT o.state_key FROM room_state o
+		JOIN room_state me ON me.room_id = o.room_id AND me.type = 'm.room.member' AND me.state_key = $1
+			AND me.to_pos IS NULL AND me.membership = 'join'
+		WHERE o.type = 'm.room.member' AND o.state_key = ANY($2) AND o.to_pos IS NULL AND o.membership = 'join'`, userID, users)
+	if err != nil {
+		return nil, fmt.Errorf("sync presence audience: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
 }

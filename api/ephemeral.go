@@ -1,0 +1,247 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// maxTypingTimeout bounds how long one typing notice lasts.
+const maxTypingTimeout = 2 * time.Minute
+
+// requireJoined checks that the caller is joined to the room now.
+func (s *Server) requireJoined(r *http.Request, roomID string) error {
+	v, err := s.roomVisibility(r.Context(), roomID, session(r).UserID)
+	if err != nil {
+		return err
+	}
+	if v.Current() != "join" {
+		return matrix.Forbidden("you are not joined to room %s", roomID)
+	}
+	return nil
+}
+
+func (s *Server) typing(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	ss := session(r)
+	if pathVar(r, "userId") != ss.UserID {
+		return matrix.Forbidden("you may only set your own typing state")
+	}
+	var req struct {
+		Typing  *bool  `json:"typing"`
+		Timeout *int64 `json:"timeout"`
+	}
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	if req.Typing == nil {
+		return matrix.MissingParam("typing is required")
+	}
+	if err := s.requireJoined(r, roomID); err != nil {
+		return err
+	}
+	rec := &eventlog.TypingSet{RoomID: roomID, UserID: ss.UserID, Typing: *req.Typing}
+	if rec.Typing {
+		d := 30 * time.Second
+		if req.Timeout != nil && *req.Timeout > 0 {
+			d = min(time.Duration(*req.Timeout)*time.Millisecond, maxTypingTimeout)
+		}
+		rec.ExpiresTS = time.Now().Add(d).UnixMilli()
+	}
+	if _, err := s.log.Append(r.Context(), eventlog.TypingSubject(roomID), rec, eventlog.AppendOptions{Room: roomID}); err != nil {
+		return logUnavailable(err)
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// receiptTarget checks that the event exists in the room and the caller
+// may see it.
+func (s *Server) receiptTarget(r *http.Request, roomID, eventID string) error {
+	if _, err := matrix.ParseEventID(eventID); err != nil {
+		return matrix.InvalidParam("invalid event ID: %v", err)
+	}
+	if err := s.requireJoined(r, roomID); err != nil {
+		return err
+	}
+	if _, _, err := s.visibleEvent(r, roomID, eventID); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) appendReceipt(r *http.Request, roomID, typ, eventID, threadID string) error {
+	uid := session(r).UserID
+	rec := &eventlog.ReceiptSet{RoomID: roomID, UserID: uid, Type: typ, EventID: eventID, ThreadID: threadID, TS: time.Now().UnixMilli()}
+	seq, err := s.log.Append(r.Context(), eventlog.ReceiptSubject(roomID), rec, eventlog.AppendOptions{Room: roomID})
+	if err != nil {
+		return logUnavailable(err)
+	}
+	return s.awaitApplied(r.Context(), eventlog.StreamReceipts, seq)
+}
+
+func (s *Server) setFullyRead(r *http.Request, roomID, eventID string) error {
+	uid := session(r).UserID
+	c, _ := json.Marshal(map[string]string{"event_id": eventID})
+	return s.appendAccount(r.Context(), uid, &eventlog.AccountDataSet{UserID: uid, RoomID: roomID, Type: "m.fully_read", Content: c}, nil)
+}
+
+func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	typ := pathVar(r, "receiptType")
+	eventID := pathVar(r, "eventId")
+	var req struct {
+		ThreadID *string `json:"thread_id"`
+	}
+	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	thread := ""
+	if req.ThreadID != nil {
+		if *req.ThreadID == "" {
+			return matrix.InvalidParam("thread_id must not be empty")
+		}
+		thread = *req.ThreadID
+	}
+	switch typ {
+	case "m.read", "m.read.private":
+	case "m.fully_read":
+		if thread != "" {
+			return matrix.InvalidParam("m.fully_read cannot be threaded")
+		}
+	default:
+		return matrix.InvalidParam("unknown receipt type %q", typ)
+	}
+	if err := s.receiptTarget(r, roomID, eventID); err != nil {
+		return err
+	}
+	if typ == "m.fully_read" {
+		err = s.setFullyRead(r, roomID, eventID)
+	} else {
+		err = s.appendReceipt(r, roomID, typ, eventID, thread)
+	}
+	if err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+func (s *Server) readMarkers(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		FullyRead   *string `json:"m.fully_read"`
+		Read        *string `json:"m.read"`
+		ReadPrivate *string `json:"m.read.private"`
+	}
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	for _, id := range []*string{req.FullyRead, req.Read, req.ReadPrivate} {
+		if id != nil {
+			if err := s.receiptTarget(r, roomID, *id); err != nil {
+				return err
+			}
+		}
+	}
+	if req.Read != nil {
+		if err := s.appendReceipt(r, roomID, "m.read", *req.Read, ""); err != nil {
+			return err
+		}
+	}
+	if req.ReadPrivate != nil {
+		if err := s.appendReceipt(r, roomID, "m.read.private", *req.ReadPrivate, ""); err != nil {
+			return err
+		}
+	}
+	if req.FullyRead != nil {
+		if err := s.setFullyRead(r, roomID, *req.FullyRead); err != nil {
+			return err
+		}
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// Presence. The newest PresenceSet on a user's subject is their presence;
+// "online" decays with inactivity when read.
+
+func (s *Server) getPresence(w http.ResponseWriter, r *http.Request) error {
+	uid, err := matrix.ParseUserID(pathVar(r, "userId"))
+	if err != nil {
+		return matrix.InvalidParam("invalid user ID: %v", err)
+	}
+	if _, err := s.store.User(r.Context(), string(uid)); errors.Is(err, store.ErrNotFound) {
+		return matrix.NotFound("unknown user %s", uid)
+	} else if err != nil {
+		return err
+	}
+	m, ok, err := s.log.Last(r.Context(), eventlog.StreamEphemeral, eventlog.PresenceSubject(string(uid)))
+	if err != nil {
+		return logUnavailable(err)
+	}
+	var p *eventlog.PresenceSet
+	if ok {
+		rec, err := m.Decode()
+		if err != nil {
+			return err
+		}
+		p = rec.(*eventlog.PresenceSet)
+	}
+	presence, ago, active := p.Effective(time.Now())
+	body := map[string]any{"presence": presence}
+	if p != nil {
+		body["last_active_ago"] = ago
+		body["currently_active"] = active
+		if p.StatusMsg != nil {
+			body["status_msg"] = *p.StatusMsg
+		}
+	}
+	matrix.WriteJSON(w, http.StatusOK, body)
+	return nil
+}
+
+func (s *Server) putPresence(w http.ResponseWriter, r *http.Request) error {
+	ss := session(r)
+	if pathVar(r, "userId") != ss.UserID {
+		if _, err := matrix.ParseUserID(pathVar(r, "userId")); err != nil {
+			return matrix.InvalidParam("invalid user ID: %v", err)
+		}
+		return matrix.Forbidden("you may only set your own presence")
+	}
+	var req struct {
+		Presence  *string `json:"presence"`
+		StatusMsg *string `json:"status_msg"`
+	}
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	if req.Presence == nil {
+		return matrix.MissingParam("presence is required")
+	}
+	switch *req.Presence {
+	case "online", "offline", "unavailable":
+	default:
+		return matrix.InvalidParam("presence must be online, offline or unavailable")
+	}
+	rec := &eventlog.PresenceSet{UserID: ss.UserID, Presence: *req.Presence, StatusMsg: req.StatusMsg, LastActiveTS: time.Now().UnixMilli()}
+	if _, err := s.log.Append(r.Context(), eventlog.PresenceSubject(ss.UserID), rec, eventlog.AppendOptions{}); err != nil {
+		return logUnavailable(err)
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}

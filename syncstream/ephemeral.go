@@ -1,0 +1,172 @@
+package syncstream
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"strand/eventlog"
+)
+
+// Ephemeral is a worker's view of typing and presence. It is built by
+// reading the EPHEMERAL stream from its start (the stream keeps only the
+// last hour, which is all the state there is), so every worker has the
+// same view and a restarted one recovers it.
+//
+// Lock order: Ephemeral.mu, then (never under it) Notifier.mu.
+type Ephemeral struct {
+	mu       sync.Mutex
+	consumed uint64
+	advanced chan struct{} // closed and replaced when consumed moves
+	typing   map[string]map[string]typingEntry
+	roomSeq  map[string]uint64 // newest typing record per room
+	presence map[string]presenceEntry
+	seqTime  map[uint64]int64 // record time of recent sequences, for "since when"
+}
+
+type typingEntry struct {
+	expires int64 // unix ms
+}
+
+type presenceEntry struct {
+	rec eventlog.PresenceSet
+	seq uint64
+}
+
+// NewEphemeral returns an empty view.
+func NewEphemeral() *Ephemeral {
+	return &Ephemeral{advanced: make(chan struct{}), typing: map[string]map[string]typingEntry{},
+		roomSeq: map[string]uint64{}, presence: map[string]presenceEntry{}, seqTime: map[uint64]int64{}}
+}
+
+// typingGrace keeps expired typing entries long enough for every client to
+// see the stop.
+const typingGrace = 2 * time.Minute
+
+// apply folds one EPHEMERAL record into the view.
+func (e *Ephemeral) apply(seq uint64, at time.Time, rec eventlog.Record) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch r := rec.(type) {
+	case *eventlog.TypingSet:
+		users := e.typing[r.RoomID]
+		if users == nil {
+			users = map[string]typingEntry{}
+			e.typing[r.RoomID] = users
+		}
+		if r.Typing {
+			users[r.UserID] = typingEntry{expires: r.ExpiresTS}
+		} else {
+			users[r.UserID] = typingEntry{expires: at.UnixMilli()}
+		}
+		e.roomSeq[r.RoomID] = seq
+	case *eventlog.PresenceSet:
+		e.presence[r.UserID] = presenceEntry{rec: *r, seq: seq}
+	}
+	e.seqTime[seq] = at.UnixMilli()
+	e.consumed = seq
+	close(e.advanced)
+	e.advanced = make(chan struct{})
+	e.prune(at.UnixMilli())
+}
+
+func (e *Ephemeral) prune(now int64) {
+	if len(e.seqTime) < 8192 {
+		return
+	}
+	for seq, ts := range e.seqTime {
+		if now-ts > eventlog.EphemeralMaxAge.Milliseconds() {
+			delete(e.seqTime, seq)
+		}
+	}
+	for room, users := range e.typing {
+		for u, t := range users {
+			if now-t.expires > typingGrace.Milliseconds() {
+				delete(users, u)
+			}
+		}
+		if len(users) == 0 {
+			delete(e.typing, room)
+		}
+	}
+}
+
+// Consumed returns the newest EPHEMERAL sequence folded in.
+func (e *Ephemeral) Consumed() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.consumed
+}
+
+// WaitFor waits, bounded by ctx, until the view has folded in seq: a token
+// issued by a worker that is ahead of this one.
+func (e *Ephemeral) WaitFor(ctx context.Context, seq uint64) {
+	for {
+		e.mu.Lock()
+		done, ch := e.consumed >= seq, e.advanced
+		e.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// typingSince returns, for each of rooms whose typing changed after
+// ephemeral position since (every room with someone typing, for since 0),
+// who is typing now.
+func (e *Ephemeral) typingSince(rooms []string, since uint64, now time.Time) map[string][]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	nowMS := now.UnixMilli()
+	sinceMS, known := e.seqTime[since]
+	out := map[string][]string{}
+	for _, room := range rooms {
+		users := e.typing[room]
+		if len(users) == 0 {
+			continue
+		}
+		var typing []string
+		expiredSince := false
+		for u, t := range users {
+			if t.expires > nowMS {
+				typing = append(typing, u)
+			} else if !known || t.expires > sinceMS {
+				expiredSince = true
+			}
+		}
+		changed := since == 0 && len(typing) > 0 || since != 0 && (e.roomSeq[room] > since || expiredSince)
+		if changed {
+			if typing == nil {
+				typing = []string{}
+			}
+			out[room] = typing
+		}
+	}
+	return out
+}
+
+// presenceSince returns the presence records newer than since.
+func (e *Ephemeral) presenceSince(since uint64) []eventlog.PresenceSet {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []eventlog.PresenceSet
+	for _, p := range e.presence {
+		if p.seq > since {
+			out = append(out, p.rec)
+		}
+	}
+	return out
+}
+
+// presenceOf returns a user's last presence record, if any.
+func (e *Ephemeral) presenceOf(user string) (eventlog.PresenceSet, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.presence[user]
+	return p.rec, ok
+}

@@ -1,0 +1,198 @@
+package syncstream_test
+
+import (
+	"encoding/json"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"strand/api/apitest"
+)
+
+// ephemeralOf returns the ephemeral events of a joined room in a raw sync.
+func ephemeralOf(t *testing.T, raw []byte, roomID string) []map[string]any {
+	t.Helper()
+	var s struct {
+		Rooms struct {
+			Join map[string]struct {
+				Ephemeral struct {
+					Events []map[string]any `json:"events"`
+				} `json:"ephemeral"`
+				Unread map[string]float64 `json:"unread_notifications"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Rooms.Join[roomID].Ephemeral.Events
+}
+
+func nextBatch(t *testing.T, raw []byte) string {
+	var s struct {
+		NextBatch string `json:"next_batch"`
+	}
+	_ = json.Unmarshal(raw, &s)
+	return s.NextBatch
+}
+
+// longPoll starts a sync long-poll in the background; the returned
+// function waits for it.
+func longPoll(c *apitest.Client, since string) func() (apitest.Response, time.Duration) {
+	type result struct {
+		r apitest.Response
+		d time.Duration
+	}
+	ch := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		r := c.Do("GET", v3("/sync?timeout=20000&set_presence=offline&since="+url.QueryEscape(since)), nil)
+		ch <- result{r, time.Since(start)}
+	}()
+	return func() (apitest.Response, time.Duration) { res := <-ch; return res.r, res.d }
+}
+
+func TestTypingReceiptsAndUnread(t *testing.T) {
+	_, base := newServe(t)
+	alice, bob := user(t, base, "alice"), user(t, base, "bob")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	since := nextBatch(t, bob.MustDo("GET", v3("/sync?set_presence=offline"), nil).Raw)
+
+	// A long-poll wakes on a typing notice.
+	wait := longPoll(bob, since)
+	time.Sleep(200 * time.Millisecond)
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/typing/"+esc(alice.UserID)), map[string]any{"typing": true, "timeout": 30000})
+	r, took := wait()
+	if took > 10*time.Second {
+		t.Fatalf("typing wake took %s", took)
+	}
+	evs := ephemeralOf(t, r.Raw, roomID)
+	if len(evs) != 1 || evs[0]["type"] != "m.typing" || !strings.Contains(mustJSON(evs[0]), alice.UserID) {
+		t.Fatalf("typing: %s", r.Raw)
+	}
+	since = nextBatch(t, r.Raw)
+	// Typing stops.
+	wait = longPoll(bob, since)
+	time.Sleep(100 * time.Millisecond)
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/typing/"+esc(alice.UserID)), map[string]any{"typing": false})
+	r, _ = wait()
+	evs = ephemeralOf(t, r.Raw, roomID)
+	if len(evs) != 1 || strings.Contains(mustJSON(evs[0]), alice.UserID) {
+		t.Fatalf("typing stop: %s", r.Raw)
+	}
+	since = nextBatch(t, r.Raw)
+
+	// Messages from alice are unread for bob until he reads them.
+	var last string
+	for _, body := range []string{"one", "two", "three"} {
+		last = send(t, alice, roomID, body)
+	}
+	s := bob.MustDo("GET", v3("/sync?set_presence=offline&since="+url.QueryEscape(since)), nil)
+	if !strings.Contains(string(s.Raw), `"unread_notifications":{"highlight_count":0,"notification_count":3}`) {
+		t.Fatalf("unread before reading: %s", s.Raw)
+	}
+	since = nextBatch(t, s.Raw)
+	// A long-poll wakes on a receipt, and the count drops.
+	wait = longPoll(bob, since)
+	time.Sleep(100 * time.Millisecond)
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/receipt/m.read/"+esc(last)), map[string]any{})
+	r, took = wait()
+	if took > 10*time.Second {
+		t.Fatalf("receipt wake took %s", took)
+	}
+	evs = ephemeralOf(t, r.Raw, roomID)
+	if len(evs) != 1 || evs[0]["type"] != "m.receipt" || !strings.Contains(mustJSON(evs[0]), last) {
+		t.Fatalf("receipt: %s", r.Raw)
+	}
+	if !strings.Contains(string(r.Raw), `"notification_count":0`) {
+		t.Fatalf("unread after reading: %s", r.Raw)
+	}
+	// Alice sees bob's public receipt.
+	if a := alice.MustDo("GET", v3("/sync?set_presence=offline"), nil); !strings.Contains(string(a.Raw), `"m.read":{"`+bob.UserID) {
+		t.Fatalf("alice does not see bob's receipt: %s", a.Raw)
+	}
+	// A private receipt reaches only its owner.
+	mine := send(t, alice, roomID, "four")
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/receipt/m.read.private/"+esc(mine)), map[string]any{})
+	if b := bob.MustDo("GET", v3("/sync?set_presence=offline"), nil); !strings.Contains(string(b.Raw), `"m.read.private"`) {
+		t.Fatalf("bob does not see his private receipt: %s", b.Raw)
+	}
+	if a := alice.MustDo("GET", v3("/sync?set_presence=offline"), nil); strings.Contains(string(a.Raw), "m.read.private") {
+		t.Fatalf("alice sees bob's private receipt: %s", a.Raw)
+	}
+	// read_markers sets m.fully_read and a receipt; threaded receipts are accepted.
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/read_markers"), map[string]any{"m.fully_read": mine, "m.read": mine})
+	if fr := bob.MustDo("GET", v3("/user/"+esc(bob.UserID)+"/rooms/"+esc(roomID)+"/account_data/m.fully_read"), nil); fr.Str("event_id") != mine {
+		t.Fatalf("m.fully_read: %s", fr.Raw)
+	}
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/receipt/m.read/"+esc(mine)), map[string]any{"thread_id": "main"})
+	for _, bad := range []struct {
+		path string
+		body any
+		code string
+	}{
+		{"/rooms/" + esc(roomID) + "/receipt/m.bogus/" + esc(mine), map[string]any{}, "M_INVALID_PARAM"},
+		{"/rooms/" + esc(roomID) + "/receipt/m.read/nope", map[string]any{}, "M_INVALID_PARAM"},
+		{"/rooms/" + esc(roomID) + "/typing/" + esc(alice.UserID), map[string]any{"typing": true}, "M_FORBIDDEN"},
+		{"/rooms/" + esc(roomID) + "/typing/" + esc(bob.UserID), map[string]any{}, "M_MISSING_PARAM"},
+	} {
+		method := "POST"
+		if strings.Contains(bad.path, "/typing/") {
+			method = "PUT"
+		}
+		if r := bob.Do(method, v3(bad.path), bad.body); r.Errcode() != bad.code {
+			t.Errorf("%s: %d %s", bad.path, r.Status, r.Raw)
+		}
+	}
+}
+
+func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+// Presence reaches exactly the users who share a room.
+func TestPresence(t *testing.T) {
+	_, base := newServe(t)
+	alice, bob, carol := user(t, base, "alice"), user(t, base, "bob"), user(t, base, "carol")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	bobSince := nextBatch(t, bob.MustDo("GET", v3("/sync?set_presence=offline"), nil).Raw)
+	carolSince := nextBatch(t, carol.MustDo("GET", v3("/sync?set_presence=offline"), nil).Raw)
+
+	wait := longPoll(bob, bobSince)
+	time.Sleep(100 * time.Millisecond)
+	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online", "status_msg": "hi"})
+	r, took := wait()
+	if took > 10*time.Second || !strings.Contains(string(r.Raw), `"sender":"`+alice.UserID+`","type":"m.presence"`) && !strings.Contains(string(r.Raw), `"m.presence"`) {
+		t.Fatalf("presence not delivered to bob: %s", r.Raw)
+	}
+	if !strings.Contains(string(r.Raw), `"status_msg":"hi"`) || !strings.Contains(string(r.Raw), `"currently_active":true`) {
+		t.Fatalf("presence content: %s", r.Raw)
+	}
+	c := carol.MustDo("GET", v3("/sync?set_presence=offline&since="+url.QueryEscape(carolSince)), nil)
+	if strings.Contains(string(c.Raw), alice.UserID) {
+		t.Fatalf("carol, who shares no room with alice, got her presence: %s", c.Raw)
+	}
+	p := bob.MustDo("GET", v3("/presence/"+esc(alice.UserID)+"/status"), nil)
+	if p.Str("presence") != "online" || p.Str("status_msg") != "hi" || p.Body["last_active_ago"] == nil {
+		t.Fatalf("GET presence: %s", p.Raw)
+	}
+	// Syncing marks a user online.
+	carol.MustDo("GET", v3("/sync"), nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if p := alice.MustDo("GET", v3("/presence/"+esc(carol.UserID)+"/status"), nil); p.Str("presence") == "online" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("syncing did not mark carol online")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := bob.Do("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online"}); r.Status != 403 {
+		t.Fatalf("setting another's presence: %d", r.Status)
+	}
+	if r := bob.Do("PUT", v3("/presence/"+esc(bob.UserID)+"/status"), map[string]any{"presence": "dancing"}); r.Status != 400 {
+		t.Fatalf("bad presence: %d", r.Status)
+	}
+}
