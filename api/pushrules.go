@@ -1,0 +1,258 @@
+package api
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// Push rules. A user's ruleset lives in their m.push_rules account data
+// (so it is on the log and reaches clients through sync like any account
+// data); until they change anything it is the spec's default ruleset.
+
+//go:embed static/pushrules.json
+var defaultPushRulesJSON string
+
+// DefaultPushRules returns the spec's predefined ruleset for a user.
+func DefaultPushRules(userID string) json.RawMessage {
+	lp := strings.TrimPrefix(userID, "@")
+	if i := strings.IndexByte(lp, ':'); i >= 0 {
+		lp = lp[:i]
+	}
+	s := strings.ReplaceAll(defaultPushRulesJSON, "@USER_ID@", userID)
+	s = strings.ReplaceAll(s, "@LOCALPART@", lp)
+	var v any
+	_ = json.Unmarshal([]byte(s), &v)
+	b, _ := json.Marshal(v)
+	return b
+}
+
+var pushKinds = []string{"override", "content", "room", "sender", "underride"}
+
+type pushRule map[string]any
+
+type ruleset map[string][]pushRule
+
+func (s *Server) loadRuleset(r *http.Request) (ruleset, error) {
+	uid := session(r).UserID
+	raw, err := s.store.AccountData(r.Context(), uid, "", "m.push_rules")
+	if errors.Is(err, store.ErrNotFound) {
+		raw = DefaultPushRules(uid)
+	} else if err != nil {
+		return nil, err
+	}
+	var wrapper struct {
+		Global ruleset `json:"global"`
+	}
+	if err := json.Unmarshal(raw, &wrapper); err != nil || wrapper.Global == nil {
+		// Stored without the wrapper, or the defaults (which are bare).
+		var rs ruleset
+		if err := json.Unmarshal(raw, &rs); err != nil {
+			return nil, err
+		}
+		wrapper.Global = rs
+	}
+	for _, k := range pushKinds {
+		if wrapper.Global[k] == nil {
+			wrapper.Global[k] = []pushRule{}
+		}
+	}
+	return wrapper.Global, nil
+}
+
+func (s *Server) saveRuleset(r *http.Request, rs ruleset) error {
+	uid := session(r).UserID
+	b, err := json.Marshal(map[string]any{"global": rs})
+	if err != nil {
+		return err
+	}
+	return s.appendAccount(r.Context(), uid, &eventlog.AccountDataSet{UserID: uid, Type: "m.push_rules", Content: b}, nil)
+}
+
+func (s *Server) getPushRules(w http.ResponseWriter, r *http.Request) error {
+	rs, err := s.loadRuleset(r)
+	if err != nil {
+		return err
+	}
+	if strings.HasSuffix(r.URL.Path, "/global/") {
+		matrix.WriteJSON(w, http.StatusOK, rs)
+		return nil
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"global": rs})
+	return nil
+}
+
+// ruleRef locates {scope}/{kind}/{ruleId} of the path.
+func ruleRef(r *http.Request) (kind, id string, err error) {
+	if pathVar(r, "scope") != "global" {
+		return "", "", matrix.InvalidParam("unknown push rule scope %q", pathVar(r, "scope"))
+	}
+	kind, id = pathVar(r, "kind"), pathVar(r, "ruleId")
+	if !slices.Contains(pushKinds, kind) {
+		return "", "", matrix.InvalidParam("unknown push rule kind %q", kind)
+	}
+	if id == "" {
+		return "", "", matrix.InvalidParam("missing rule ID")
+	}
+	return kind, id, nil
+}
+
+func findRule(rs ruleset, kind, id string) int {
+	for i, rule := range rs[kind] {
+		if rule["rule_id"] == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *Server) getPushRule(w http.ResponseWriter, r *http.Request) error {
+	kind, id, err := ruleRef(r)
+	if err != nil {
+		return err
+	}
+	rs, err := s.loadRuleset(r)
+	if err != nil {
+		return err
+	}
+	i := findRule(rs, kind, id)
+	if i < 0 {
+		return matrix.NotFound("no push rule %s/%s", kind, id)
+	}
+	rule := rs[kind][i]
+	switch attr := pathVar(r, "attr"); attr {
+	case "":
+		matrix.WriteJSON(w, http.StatusOK, rule)
+	case "enabled":
+		matrix.WriteJSON(w, http.StatusOK, map[string]any{"enabled": rule["enabled"]})
+	case "actions":
+		matrix.WriteJSON(w, http.StatusOK, map[string]any{"actions": rule["actions"]})
+	default:
+		return matrix.Unrecognized("unknown push rule attribute %q", attr)
+	}
+	return nil
+}
+
+func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
+	kind, id, err := ruleRef(r)
+	if err != nil {
+		return err
+	}
+	var body map[string]json.RawMessage
+	if err := matrix.DecodeJSON(r, &body, false); err != nil {
+		return err
+	}
+	rs, err := s.loadRuleset(r)
+	if err != nil {
+		return err
+	}
+	i := findRule(rs, kind, id)
+	switch attr := pathVar(r, "attr"); attr {
+	case "enabled", "actions":
+		if i < 0 {
+			return matrix.NotFound("no push rule %s/%s", kind, id)
+		}
+		raw, ok := body[attr]
+		if !ok {
+			return matrix.MissingParam("%s is required", attr)
+		}
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return matrix.BadJSON("invalid %s", attr)
+		}
+		if _, isBool := v.(bool); attr == "enabled" && !isBool {
+			return matrix.BadJSON("enabled must be a boolean")
+		}
+		if _, isList := v.([]any); attr == "actions" && !isList {
+			return matrix.BadJSON("actions must be a list")
+		}
+		rs[kind][i][attr] = v
+	case "":
+		if strings.HasPrefix(id, ".") {
+			return matrix.InvalidParam("rule IDs starting with '.' are reserved for server rules")
+		}
+		var actions []any
+		if raw, ok := body["actions"]; !ok || json.Unmarshal(raw, &actions) != nil {
+			return matrix.BadJSON("actions must be a list")
+		}
+		rule := pushRule{"rule_id": id, "default": false, "enabled": true, "actions": actions}
+		switch kind {
+		case "override", "underride":
+			var conds []any
+			if raw, ok := body["conditions"]; ok && json.Unmarshal(raw, &conds) != nil {
+				return matrix.BadJSON("conditions must be a list")
+			}
+			if conds == nil {
+				conds = []any{}
+			}
+			rule["conditions"] = conds
+		case "content":
+			var pattern string
+			if raw, ok := body["pattern"]; !ok || json.Unmarshal(raw, &pattern) != nil {
+				return matrix.MissingParam("content rules need a pattern")
+			}
+			rule["pattern"] = pattern
+		}
+		if i >= 0 {
+			rs[kind] = slices.Delete(rs[kind], i, i+1)
+		}
+		pos := len(rs[kind])
+		// New user rules go before the server-default rules of their kind.
+		for j, existing := range rs[kind] {
+			if d, _ := existing["default"].(bool); d {
+				pos = j
+				break
+			}
+		}
+		q := r.URL.Query()
+		if b := q.Get("before"); b != "" {
+			if pos = findRule(rs, kind, b); pos < 0 {
+				return matrix.NotFound("no push rule %s to put this one before", b)
+			}
+		} else if a := q.Get("after"); a != "" {
+			if pos = findRule(rs, kind, a); pos < 0 {
+				return matrix.NotFound("no push rule %s to put this one after", a)
+			}
+			pos++
+		}
+		rs[kind] = slices.Insert(rs[kind], pos, rule)
+	default:
+		return matrix.Unrecognized("unknown push rule attribute %q", attr)
+	}
+	if err := s.saveRuleset(r, rs); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+func (s *Server) deletePushRule(w http.ResponseWriter, r *http.Request) error {
+	kind, id, err := ruleRef(r)
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(id, ".") {
+		return matrix.Forbidden("server-default rules cannot be deleted")
+	}
+	rs, err := s.loadRuleset(r)
+	if err != nil {
+		return err
+	}
+	i := findRule(rs, kind, id)
+	if i < 0 {
+		return matrix.NotFound("no push rule %s/%s", kind, id)
+	}
+	rs[kind] = slices.Delete(rs[kind], i, i+1)
+	if err := s.saveRuleset(r, rs); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
