@@ -182,7 +182,7 @@ if (!baseUrl) {
 }
 
 const sdk = await import("matrix-js-sdk");
-const { ClientEvent, RoomEvent, RoomMemberEvent, UserEvent, SyncState } = sdk;
+const { ClientEvent, RoomEvent, RoomMemberEvent, SyncState } = sdk;
 
 const suffix = Date.now().toString(36) + Math.random().toString(36).slice(2, 6);
 const password = "jssdk-wordpass-" + suffix;
@@ -395,7 +395,15 @@ async function main() {
     const status = `jssdk status ${suffix}`;
     const user = () => bob.getUser(aliceId);
     const seen = () => user()?.presence === "online" && user()?.presenceStatusMsg === status;
-    const seenByBob = waitFor(bob, UserEvent.Presence, () => seen(), `bob to see alice's presence online with status_msg ${JSON.stringify(status)}`);
+    // The SDK emits User.presence only when the presence value changes, and
+    // alice's sync has already made her online; every m.presence event from
+    // /sync is also emitted as ClientEvent.Event after the User is updated.
+    const seenByBob = waitFor(
+      bob,
+      ClientEvent.Event,
+      (ev) => ev.getType() === "m.presence" && ev.getSender() === aliceId && seen(),
+      `bob to see alice's presence online with status_msg ${JSON.stringify(status)} (m.presence in /sync)`,
+    );
     await alice.setPresence({ presence: "online", status_msg: status });
     await seenByBob;
     const p = await bob.getPresence(aliceId);
