@@ -1,7 +1,6 @@
 package api
 
 import (
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -17,23 +16,6 @@ import (
 // (so it is on the log and reaches clients through sync like any account
 // data); until they change anything it is the spec's default ruleset.
 
-//go:embed static/pushrules.json
-var defaultPushRulesJSON string
-
-// DefaultPushRules returns the spec's predefined ruleset for a user.
-func DefaultPushRules(userID string) json.RawMessage {
-	lp := strings.TrimPrefix(userID, "@")
-	if i := strings.IndexByte(lp, ':'); i >= 0 {
-		lp = lp[:i]
-	}
-	s := strings.ReplaceAll(defaultPushRulesJSON, "@USER_ID@", userID)
-	s = strings.ReplaceAll(s, "@LOCALPART@", lp)
-	var v any
-	_ = json.Unmarshal([]byte(s), &v)
-	b, _ := json.Marshal(v)
-	return b
-}
-
 var pushKinds = []string{"override", "content", "room", "sender", "underride"}
 
 type pushRule map[string]any
@@ -44,7 +26,7 @@ func (s *Server) loadRuleset(r *http.Request) (ruleset, error) {
 	uid := session(r).UserID
 	raw, err := s.store.AccountData(r.Context(), uid, "", "m.push_rules")
 	if errors.Is(err, store.ErrNotFound) {
-		raw = DefaultPushRules(uid)
+		raw = matrix.DefaultPushRules(uid)
 	} else if err != nil {
 		return nil, err
 	}

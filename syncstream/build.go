@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"strand/eventlog"
+	"strand/eventlog/matrix"
 	"strand/projector/store"
 )
 
@@ -370,6 +371,12 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		ad, err := tx.AccountDataSince(ctx, req.user, sinceAccounts)
 		if err != nil {
 			return err
+		}
+		if initial && !slices.ContainsFunc(ad, func(a store.AccountDataItem) bool { return a.RoomID == "" && a.Type == "m.push_rules" }) {
+			// Clients read their push rules from the initial sync; until a
+			// user changes them they are the defaults.
+			c, _ := json.Marshal(map[string]json.RawMessage{"global": matrix.DefaultPushRules(req.user)})
+			ad = append(ad, store.AccountDataItem{Type: "m.push_rules", Content: c})
 		}
 		for _, item := range ad {
 			ev, _ := json.Marshal(map[string]any{"type": item.Type, "content": item.Content})

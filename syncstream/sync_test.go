@@ -454,7 +454,8 @@ func TestSyncFilters(t *testing.T) {
 		t.Errorf("account_data filter: %s", s.AccountData.Events)
 	}
 	s = f(`{}`)
-	if len(s.AccountData.Events) != 2 || len(s.Rooms.Join[r1].AccountData.Events) != 1 {
+	// Two set by the user, and the default push rules.
+	if len(s.AccountData.Events) != 3 || !strings.Contains(string(s.AccountData.Events[2]), ".m.rule.master") || len(s.Rooms.Join[r1].AccountData.Events) != 1 {
 		t.Errorf("account data: global %d, room %d", len(s.AccountData.Events), len(s.Rooms.Join[r1].AccountData.Events))
 	}
 	// A stored filter by ID.

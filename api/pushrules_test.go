@@ -1,0 +1,53 @@
+package api_test
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestPushRules(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("pusher", "pw")
+	all := c.MustDo("GET", v3("/pushrules/"), nil)
+	global := all.Body["global"].(map[string]any)
+	for _, kind := range []string{"override", "content", "room", "sender", "underride"} {
+		if _, ok := global[kind].([]any); !ok {
+			t.Fatalf("kind %s missing: %s", kind, all.Raw)
+		}
+	}
+	if !strings.Contains(string(all.Raw), `"pattern":"pusher"`) || !strings.Contains(string(all.Raw), `"@pusher:localhost"`) {
+		t.Fatalf("defaults not personalised: %s", all.Raw)
+	}
+	c.MustDo("PUT", v3("/pushrules/global/override/.m.rule.master/enabled"), map[string]any{"enabled": true})
+	if r := c.MustDo("GET", v3("/pushrules/global/override/.m.rule.master/enabled"), nil); r.Body["enabled"] != true {
+		t.Fatalf("enabled: %s", r.Raw)
+	}
+	c.MustDo("PUT", v3("/pushrules/global/room/!r:localhost"), map[string]any{"actions": []any{}})
+	c.MustDo("PUT", v3("/pushrules/global/content/mine"), map[string]any{"pattern": "cake", "actions": []any{"notify"}})
+	c.MustDo("PUT", v3("/pushrules/global/content/first?before=mine"), map[string]any{"pattern": "pie", "actions": []any{"notify"}})
+	content := c.MustDo("GET", v3("/pushrules/global/"), nil).Body["content"].([]any)
+	if content[0].(map[string]any)["rule_id"] != "first" || content[1].(map[string]any)["rule_id"] != "mine" {
+		t.Fatalf("rule order: %v", content)
+	}
+	if r := c.MustDo("GET", v3("/pushrules/global/content/mine/actions"), nil); len(r.Body["actions"].([]any)) != 1 {
+		t.Fatalf("actions: %s", r.Raw)
+	}
+	c.MustDo("DELETE", v3("/pushrules/global/content/mine"), nil)
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		status       int
+	}{
+		{"GET", "/pushrules/global/content/mine", nil, 404},
+		{"DELETE", "/pushrules/global/override/.m.rule.master", nil, 403},
+		{"PUT", "/pushrules/global/bogus/x", map[string]any{"actions": []any{}}, 400},
+		{"PUT", "/pushrules/global/content/x", map[string]any{"actions": []any{}}, 400},
+		{"PUT", "/pushrules/global/override/.m.custom", map[string]any{"actions": []any{}}, 400},
+		{"PUT", "/pushrules/global/override/.m.rule.master/enabled", map[string]any{"enabled": "yes"}, 400},
+		{"PUT", "/pushrules/global/override/x?before=nope", map[string]any{"actions": []any{}}, 404},
+	} {
+		if r := c.Do(tc.method, v3(tc.path), tc.body); r.Status != tc.status || r.Errcode() == "" {
+			t.Errorf("%s %s: %d %s", tc.method, tc.path, r.Status, r.Raw)
+		}
+	}
+}
