@@ -66,6 +66,11 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 	if typ == matrix.TypeRedaction {
 		return matrix.InvalidParam("send redactions with the /redact endpoint")
 	}
+	if typ == "m.room.message" {
+		if err := checkMessage(c); err != nil {
+			return err
+		}
+	}
 	evs, err := s.writeRoom(r.Context(), roomID, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
 		return []*matrix.ProtoEvent{{Type: typ, Sender: matrix.UserID(ss.UserID), Content: c}}, nil
 	})
@@ -183,4 +188,46 @@ func (s *Server) redactEvent(w http.ResponseWriter, r *http.Request) error {
 			Content: withReason(map[string]any{}, req.Reason)}}, nil
 	})
 	return s.answerWrite(w, r, roomID, txn, evs, err)
+}
+
+// requiredMessageFields are the string fields each standard msgtype must
+// carry (client-server API, "m.room.message msgtypes"). Other msgtypes are
+// accepted as they are: the spec leaves room for custom ones.
+var requiredMessageFields = map[string][]string{
+	"m.text":     {"body"},
+	"m.emote":    {"body"},
+	"m.notice":   {"body"},
+	"m.image":    {"body"},
+	"m.file":     {"body"},
+	"m.audio":    {"body"},
+	"m.video":    {"body"},
+	"m.location": {"body", "geo_uri"},
+}
+
+// checkMessage refuses standard messages that lack their required fields
+// or give them the wrong type; media must name a url or an encrypted file.
+func checkMessage(content json.RawMessage) error {
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal(content, &c); err != nil {
+		return matrix.BadJSON("invalid content")
+	}
+	var msgtype string
+	if raw, ok := c["msgtype"]; ok && json.Unmarshal(raw, &msgtype) != nil {
+		return matrix.BadJSON("msgtype must be a string")
+	}
+	for _, field := range requiredMessageFields[msgtype] {
+		var v string
+		if raw, ok := c[field]; !ok || json.Unmarshal(raw, &v) != nil {
+			return matrix.BadJSON("%s messages need a string %s", msgtype, field)
+		}
+	}
+	switch msgtype {
+	case "m.image", "m.file", "m.audio", "m.video":
+		_, hasURL := c["url"]
+		_, hasFile := c["file"]
+		if !hasURL && !hasFile {
+			return matrix.BadJSON("%s messages need a url or a file", msgtype)
+		}
+	}
+	return nil
 }

@@ -195,7 +195,11 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			ranges[i] = store.RoomRange{RoomID: p.id, From: p.lo, To: p.hi}
 			ids[i] = p.id
 		}
-		timelines, err := tx.Timelines(ctx, ranges, limit+1)
+		var match store.EventMatch
+		if tf := f.Room.Timeline; tf != nil {
+			match = store.EventMatch{Types: tf.Types, NotTypes: tf.NotTypes, Senders: tf.Senders, NotSenders: tf.NotSenders}
+		}
+		timelines, err := tx.Timelines(ctx, ranges, match, limit+1)
 		if err != nil {
 			return err
 		}
@@ -204,7 +208,9 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			return err
 		}
 		now := time.Now()
-		render := func(e *store.StoredEvent) json.RawMessage { return e.Render(req.user, req.device, now) }
+		render := func(e *store.StoredEvent) json.RawMessage {
+			return selectFields(e.Render(req.user, req.device, now), f.EventFields)
+		}
 
 		type roomOut struct {
 			tl       timeline

@@ -72,8 +72,15 @@ type event struct {
 	Content  map[string]any `json:"content"`
 }
 
+// doSync syncs without touching presence (set_presence=offline), so that
+// a test's own presence updates do not wake its long-polls.
 func doSync(t *testing.T, c *apitest.Client, query string) syncResp {
 	t.Helper()
+	if query == "" {
+		query = "?set_presence=offline"
+	} else {
+		query += "&set_presence=offline"
+	}
 	r := c.MustDo("GET", v3("/sync")+query, nil)
 	var s syncResp
 	if err := json.Unmarshal(r.Raw, &s); err != nil {
@@ -457,6 +464,11 @@ func TestSyncFilters(t *testing.T) {
 	// Two set by the user, and the default push rules.
 	if len(s.AccountData.Events) != 3 || !strings.Contains(string(s.AccountData.Events[2]), ".m.rule.master") || len(s.Rooms.Join[r1].AccountData.Events) != 1 {
 		t.Errorf("account data: global %d, room %d", len(s.AccountData.Events), len(s.Rooms.Join[r1].AccountData.Events))
+	}
+	// event_fields keeps only the listed fields.
+	raw := alice.MustDo("GET", v3("/sync?filter="+url.QueryEscape(`{"event_fields":["type","content.body"],"room":{"timeline":{"limit":1,"types":["m.room.message"]}}}`)), nil)
+	if !strings.Contains(string(raw.Raw), `"events":[{"content":{"body":"from bob"},"type":"m.room.message"}]`) {
+		t.Errorf("event_fields: %s", raw.Raw)
 	}
 	// A stored filter by ID.
 	id := alice.MustDo("POST", v3("/user/"+esc(alice.UserID)+"/filter"), map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": 1}}}).Str("filter_id")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -98,18 +99,44 @@ type RoomRange struct {
 	To     int64
 }
 
-// Timelines returns, per room, the newest events in its range, newest
-// first, at most limit of them.
-func (t *SyncTx) Timelines(ctx context.Context, ranges []RoomRange, limit int) (map[string][]StoredEvent, error) {
+// EventMatch narrows the events a timeline query returns, so that a
+// timeline limit counts matching events. Type patterns are globs ("*"
+// matches any run); nil lists do not constrain.
+type EventMatch struct {
+	Types, NotTypes     []string
+	Senders, NotSenders []string
+}
+
+// likePatterns turns globs into LIKE patterns.
+func likePatterns(globs []string) []string {
+	if globs == nil {
+		return nil
+	}
+	out := make([]string, len(globs))
+	r := strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`, "*", "%")
+	for i, g := range globs {
+		out[i] = r.Replace(g)
+	}
+	return out
+}
+
+// Timelines returns, per room, the newest events in its range that match,
+// newest first, at most limit of them.
+func (t *SyncTx) Timelines(ctx context.Context, ranges []RoomRange, match EventMatch, limit int) (map[string][]StoredEvent, error) {
 	out := map[string][]StoredEvent{}
 	if len(ranges) == 0 {
 		return out, nil
 	}
 	ids, froms, tos := splitRanges(ranges)
+	types, notTypes := likePatterns(match.Types), likePatterns(match.NotTypes)
 	rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+`
 		FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r(room_id, lo, hi)
 		CROSS JOIN LATERAL (SELECT * FROM events x WHERE x.room_id = r.room_id AND x.pos >= r.lo AND x.pos < r.hi
-			ORDER BY x.pos DESC LIMIT $4) e`, ids, froms, tos, limit)
+			AND ($5::text[] IS NULL OR x.type LIKE ANY($5))
+			AND ($6::text[] IS NULL OR NOT x.type LIKE ANY($6))
+			AND ($7::text[] IS NULL OR x.sender = ANY($7))
+			AND ($8::text[] IS NULL OR NOT x.sender = ANY($8))
+			ORDER BY x.pos DESC LIMIT $4) e`, ids, froms, tos, limit, types, notTypes, match.Senders, match.NotSenders)
 	if err != nil {
 		return nil, fmt.Errorf("sync timelines: %w", err)
 	}
