@@ -132,6 +132,9 @@ func (s *Server) writeRoom(ctx context.Context, roomID string, txn *txnRef, buil
 			return nil, err
 		}
 		if retry {
+			if s.retries != nil {
+				s.retries.Inc()
+			}
 			continue
 		}
 		if len(events) == 0 && seq == 0 {

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
@@ -78,7 +80,34 @@ type Server struct {
 	router    *mux.Router
 	events    eventCache
 	rooms     roomCache
+
+	latency *prometheus.HistogramVec
+	retries prometheus.Counter
 }
+
+// RegisterMetrics exposes request latency by route and room-append
+// retries.
+func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "strand_http_request_duration_seconds",
+		Help:    "Client API request latency by route template, method and status.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"route", "method", "code"})
+	s.retries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "strand_room_append_retries_total", Help: "Room writes re-read and re-checked after losing the per-room append race.",
+	})
+	for _, c := range []prometheus.Collector{s.latency, s.retries} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// routeKey carries the matched route template out of the router.
+type routeKey struct{}
+
+type routeHolder struct{ template string }
 
 // New builds the api handler. extra handlers (the sync worker, in the
 // all-in-one process) are mounted before the api's own routes.
@@ -93,6 +122,16 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 		matrix.WriteError(w, matrix.MethodNotAllowed("method %s not allowed on %s", r.Method, r.URL.Path))
 	})
 	s.routes()
+	s.router.Use(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h, ok := r.Context().Value(routeKey{}).(*routeHolder); ok {
+				if t, err := mux.CurrentRoute(r).GetPathTemplate(); err == nil {
+					h.template = t
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
 	return s
 }
 
@@ -110,7 +149,12 @@ func (s *Server) Mount(pathSuffix string, h http.Handler) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	route := &routeHolder{template: "unmatched"}
+	r = r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
 	defer func() {
+		if s.latency != nil {
+			s.latency.WithLabelValues(route.template, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
+		}
 		if p := recover(); p != nil {
 			s.logger.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
 			if !rec.wrote {

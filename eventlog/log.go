@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Header names of the record envelope.
@@ -25,6 +26,25 @@ var ErrConflict = errors.New("eventlog: subject changed since it was read")
 type Log struct {
 	nc *nats.Conn
 	js jetstream.JetStream
+
+	appends   *prometheus.CounterVec
+	conflicts *prometheus.CounterVec
+}
+
+// RegisterMetrics exposes append counts and per-subject conflicts.
+func (l *Log) RegisterMetrics(reg prometheus.Registerer) error {
+	l.appends = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strand_log_appends_total", Help: "Records appended to the log, by record type.",
+	}, []string{"type"})
+	l.conflicts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strand_log_append_conflicts_total", Help: "Appends refused because the subject moved on (expected-sequence conflicts), by record type.",
+	}, []string{"type"})
+	for _, c := range []prometheus.Collector{l.appends, l.conflicts} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // New wraps a NATS connection. It does not declare streams; call
@@ -109,9 +129,15 @@ func (l *Log) publish(ctx context.Context, subject, typ string, data []byte, o A
 	ack, err := l.js.PublishMsg(ctx, m, opts...)
 	if err != nil {
 		if isConflict(err) {
+			if l.conflicts != nil {
+				l.conflicts.WithLabelValues(typ).Inc()
+			}
 			return nil, ErrConflict
 		}
 		return nil, fmt.Errorf("append %s to %s: %w", typ, subject, err)
+	}
+	if l.appends != nil {
+		l.appends.WithLabelValues(typ).Inc()
 	}
 	return ack, nil
 }
@@ -183,6 +209,9 @@ type Msg struct {
 	Room    string
 	Data    []byte
 	Time    time.Time
+	// Pending is how many records of the stream (within the filter) came
+	// after this one when it was delivered: the reader's lag.
+	Pending uint64
 }
 
 // Decode parses the record in m.
@@ -260,6 +289,7 @@ func (l *Log) Read(ctx context.Context, stream string, o ReadOptions, handle fun
 				Room:    h.Get(HeaderRoom),
 				Data:    jm.Data(),
 				Time:    md.Timestamp,
+				Pending: md.NumPending,
 			}
 			select {
 			case ch <- m:

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"strand/eventlog"
@@ -28,6 +29,27 @@ type Projector struct {
 	Logger *slog.Logger
 	// MaxBatch bounds the records applied in one transaction.
 	MaxBatch int
+
+	applied, lagEvents, lagSeconds *prometheus.GaugeVec
+}
+
+// RegisterMetrics exposes each stream's applied position and lag.
+func (p *Projector) RegisterMetrics(reg prometheus.Registerer) error {
+	p.applied = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "strand_projector_applied_seq", Help: "Last stream sequence applied to Postgres.",
+	}, []string{"stream"})
+	p.lagEvents = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "strand_projector_lag_records", Help: "Records on the stream not yet applied, as of the last batch.",
+	}, []string{"stream"})
+	p.lagSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "strand_projector_lag_seconds", Help: "Age of the newest applied record when it was applied.",
+	}, []string{"stream"})
+	for _, c := range []prometheus.Collector{p.applied, p.lagEvents, p.lagSeconds} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Run projects every stream until ctx ends or an error occurs. Errors end
@@ -65,6 +87,12 @@ func (p *Projector) runStream(ctx context.Context, stream string, stopAt uint64,
 			}
 			if progress != nil {
 				progress(stream, applied, stopAt, time.Since(start))
+			}
+			if p.applied != nil {
+				last := batch[len(batch)-1]
+				p.applied.WithLabelValues(stream).Set(float64(applied))
+				p.lagEvents.WithLabelValues(stream).Set(float64(last.Pending))
+				p.lagSeconds.WithLabelValues(stream).Set(time.Since(last.Time).Seconds())
 			}
 			return nil
 		})

@@ -3,15 +3,39 @@ package syncstream
 import (
 	"context"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
 )
+
+// RegisterMetrics exposes the number of long-polls waiting.
+func (h *Handler) RegisterMetrics(reg prometheus.Registerer) error {
+	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strand_sync_longpolls_waiting", Help: "Sync long-polls waiting for something to arrive.",
+	}, func() float64 { return float64(h.Notifier.Waiting()) }))
+}
+
+// Stop answers every waiting long-poll at once (with what it has), for a
+// graceful shutdown; later requests do not wait either.
+func (h *Handler) Stop() {
+	h.stopOnce.Do(func() { close(h.stopping()) })
+}
+
+func (h *Handler) stopping() chan struct{} {
+	h.stopMu.Lock()
+	defer h.stopMu.Unlock()
+	if h.stop == nil {
+		h.stop = make(chan struct{})
+	}
+	return h.stop
+}
 
 // MaxTimeout caps a client's long-poll timeout.
 const MaxTimeout = 5 * time.Minute
@@ -24,6 +48,10 @@ type Handler struct {
 	Notifier  *Notifier
 	Ephemeral *Ephemeral
 	Logger    *slog.Logger
+
+	stopOnce sync.Once
+	stopMu   sync.Mutex
+	stop     chan struct{}
 }
 
 // Routes returns a handler for a standalone sync worker: /sync under both
@@ -231,6 +259,8 @@ func (h *Handler) wait(ctx context.Context, user string, rooms []string, seen ma
 	}
 	select {
 	case <-w.ch:
+	case <-h.stopping():
+		return false, nil
 	case <-wctx.Done():
 		if ctx.Err() != nil {
 			return false, ctx.Err()

@@ -29,6 +29,8 @@ type config struct {
 	BcryptCost        int
 	PasswordMinLength int
 	ApplyTimeout      time.Duration
+	OpsListen         string
+	PprofListen       string
 	LogLevel          string
 	LogFormat         string
 }
@@ -71,6 +73,8 @@ func (c *config) registerCommon(fs *flag.FlagSet) {
 	e.str(&c.DataDir, "data-dir", "STRAND_DATA_DIR", "./data", "directory for the embedded JetStream store and the signing key")
 	e.str(&c.NATSSync, "nats-sync", "STRAND_NATS_SYNC", "always", "embedded JetStream disk sync: always (fsync before every ack) or an interval like 2m")
 	e.int(&c.Replicas, "replicas", "STRAND_REPLICAS", 1, "stream replicas (3 on a NATS cluster)")
+	e.str(&c.OpsListen, "ops-listen", "STRAND_OPS_LISTEN", "", "separate listen address for /metrics, /health and /ready (default: on --listen; the projector role serves them only here)")
+	e.str(&c.PprofListen, "pprof-listen", "STRAND_PPROF_LISTEN", "", "loopback address for net/http/pprof (off when empty)")
 	e.str(&c.LogLevel, "log-level", "STRAND_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.str(&c.LogFormat, "log-format", "STRAND_LOG_FORMAT", "text", "log format: text or json")
 }

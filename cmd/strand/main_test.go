@@ -152,3 +152,74 @@ func TestUnknownCommand(t *testing.T) {
 		t.Fatal("unknown command accepted")
 	}
 }
+
+// /metrics, /health and /ready, and a graceful shutdown that answers a
+// waiting long-poll instead of cutting it off.
+func TestServeOpsAndGracefulShutdown(t *testing.T) {
+	addr := freeAddr(t)
+	stop := startServe(t, "--listen", addr, "--data-dir", t.TempDir(), "--database-url", storetest.NewURL(t))
+	c := apitest.NewClient(t, "http://"+addr)
+	c.Register("opsuser", "pw")
+	roomID := c.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{}).Str("room_id")
+	c.MustDo("POST", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message", map[string]any{"msgtype": "m.text", "body": "x"})
+
+	if r := c.Do("GET", "/health", nil); r.Status != 200 {
+		t.Fatalf("health: %d %s", r.Status, r.Raw)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := c.Do("GET", "/ready", nil)
+		if r.Status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready: %d %s", r.Status, r.Raw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	m := c.Do("GET", "/metrics", nil)
+	for _, name := range []string{"strand_http_request_duration_seconds_bucket", "strand_log_appends_total", "strand_projector_applied_seq",
+		"strand_projector_lag_records", "strand_sync_longpolls_waiting", "strand_log_append_conflicts_total", "process_resident_memory_bytes"} {
+		if !strings.Contains(string(m.Raw), name) && name != "strand_log_append_conflicts_total" {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	if !strings.Contains(string(m.Raw), `route="/_matrix/client/v3/createRoom"`) {
+		t.Errorf("latency not labelled by route template")
+	}
+
+	next := c.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline", nil).Str("next_batch")
+	done := make(chan apitest.Response, 1)
+	go func() {
+		done <- c.Do("GET", "/_matrix/client/v3/sync?set_presence=offline&timeout=60000&since="+next, nil)
+	}()
+	waitFor(t, func() bool {
+		return strings.Contains(string(c.Do("GET", "/metrics", nil).Raw), "strand_sync_longpolls_waiting 1")
+	})
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatalf("serve exit: %v", err)
+	}
+	select {
+	case r := <-done:
+		if r.Status != 200 || r.Str("next_batch") == "" {
+			t.Fatalf("long-poll at shutdown: %d %s", r.Status, r.Raw)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("long-poll not answered at shutdown")
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Fatalf("shutdown took %s", took)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"strand/api"
@@ -119,34 +120,45 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	}
 	defer d.close()
 
+	reg := newRegistry()
+	if err := d.log.RegisterMetrics(reg); err != nil {
+		return err
+	}
+	ops := opsHandler(reg, d)
+
 	g, ctx := errgroup.WithContext(ctx)
 	if c.roles.projector {
 		p := &projector.Projector{Log: d.log, Store: d.store, Logger: logger}
+		if err := p.RegisterMetrics(reg); err != nil {
+			return err
+		}
 		g.Go(func() error { return p.Run(ctx) })
 	}
+	if c.cfg.PprofListen != "" {
+		serveHTTP(ctx, g, c.cfg.PprofListen, pprofHandler(), nil)
+		logger.Info("pprof listening", "addr", c.cfg.PprofListen)
+	}
+	if c.cfg.OpsListen != "" {
+		serveHTTP(ctx, g, c.cfg.OpsListen, ops, nil)
+		logger.Info("metrics and health listening", "addr", c.cfg.OpsListen)
+	}
 	if c.roles.api || c.roles.sync {
-		handler, err := c.httpHandler(ctx, g, d, logger)
+		handler, syncHandler, err := c.httpHandler(ctx, g, d, reg, logger)
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", c.cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", c.cfg.Listen, err)
+		if c.cfg.OpsListen == "" {
+			handler = withOps(ops, handler)
 		}
-		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-		g.Go(func() error {
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
-		logger.Info("strand listening", "url", "http://"+ln.Addr().String(), "server_name", c.cfg.ServerName,
+		var beforeShutdown func()
+		if syncHandler != nil {
+			beforeShutdown = syncHandler.Stop // answer waiting long-polls first
+		}
+		addr, err := serveHTTP(ctx, g, c.cfg.Listen, handler, beforeShutdown)
+		if err != nil {
+			return err
+		}
+		logger.Info("strand listening", "url", "http://"+addr, "server_name", c.cfg.ServerName,
 			"nats", d.natsDesc, "database", redactURL(c.cfg.DatabaseURL))
 	} else {
 		logger.Info("strand running", "nats", d.natsDesc, "database", redactURL(c.cfg.DatabaseURL))
@@ -161,24 +173,27 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 // httpHandler builds what this process serves: the api, a sync worker, or
 // both with /sync routed to the worker. Background work the handlers need
 // (the sync worker's log consumer) joins g.
-func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *deps, logger *slog.Logger) (http.Handler, error) {
+func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *deps, reg prometheus.Registerer, logger *slog.Logger) (http.Handler, *syncstream.Handler, error) {
 	wm, err := eventlog.NewWatermark(d.nc, d.store.Position)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var syncHandler *syncstream.Handler
 	if c.roles.sync {
 		n := syncstream.NewNotifier(syncstream.DefaultRecent)
 		eph := syncstream.NewEphemeral()
 		syncHandler = &syncstream.Handler{Store: d.store, Log: d.log, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: logger}
+		if err := syncHandler.RegisterMetrics(reg); err != nil {
+			return nil, nil, err
+		}
 		g.Go(func() error { return syncstream.Consume(ctx, d.log, d.store, n, eph) })
 		if !c.roles.api {
-			return syncHandler.Routes(), nil
+			return syncHandler.Routes(), syncHandler, nil
 		}
 	}
 	sn, err := matrix.ParseServerName(c.cfg.ServerName)
 	if err != nil {
-		return nil, fmt.Errorf("--server-name: %w", err)
+		return nil, nil, fmt.Errorf("--server-name: %w", err)
 	}
 	keyFile := c.cfg.SigningKeyFile
 	if keyFile == "" {
@@ -186,7 +201,7 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 	}
 	key, err := loadSigningKey(keyFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	base := c.cfg.PublicBaseURL
 	if base == "" {
@@ -203,8 +218,38 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		ApplyTimeout:            c.cfg.ApplyTimeout,
 		SigningKey:              key,
 	}, d.log, d.store, wm, logger)
+	if err := srv.RegisterMetrics(reg); err != nil {
+		return nil, nil, err
+	}
 	if syncHandler != nil {
 		srv.Mount("/sync", syncHandler)
 	}
-	return srv, nil
+	return srv, syncHandler, nil
+}
+
+// serveHTTP listens on addr and serves h until ctx ends, then shuts the
+// server down gracefully (after beforeShutdown, if any). It returns the
+// address actually bound.
+func serveHTTP(ctx context.Context, g *errgroup.Group, addr string, h http.Handler, beforeShutdown func()) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		if beforeShutdown != nil {
+			beforeShutdown()
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return ln.Addr().String(), nil
 }
