@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"strand/api/apitest"
+	"strand/projector/store/storetest"
+)
+
+// The multi-process topology of deploy/run-local.sh (nats-server, api,
+// projector, two sync workers behind nginx) runs the client flows: a chain
+// of syncs through the proxy, which alternates between the workers, sees
+// every message exactly once, also after one worker is killed with
+// SIGKILL in the middle of it.
+func TestRunLocalTopology(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds binaries and starts a multi-process deployment")
+	}
+	work := t.TempDir()
+	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "../../deploy/run-local.sh", "--sync", "2", "--port", port,
+		"--database-url", storetest.NewURL(t), "--workdir", work)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if line := sc.Text(); strings.Contains(line, "Strand is ready at") {
+				ready <- line
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM) })
+	select {
+	case line := <-ready:
+		t.Log(line)
+	case err := <-exited:
+		t.Fatalf("run-local.sh exited before it was ready: %v (logs in %s/logs)", err, work)
+	case <-ctx.Done():
+		t.Fatal("run-local.sh did not become ready")
+	}
+	base := "http://127.0.0.1:" + port
+
+	alice := apitest.NewClient(t, base)
+	alice.Register("alice", "wordpass")
+	bob := apitest.NewClient(t, base)
+	bob.Register("bob", "wordpass")
+	roomID := alice.MustDo("POST", "/_matrix/client/r0/createRoom", `{"room_alias_name":"tutorial"}`).Str("room_id")
+	alice.MustDo("POST", "/_matrix/client/r0/rooms/"+url.PathEscape(roomID)+"/invite", map[string]any{"user_id": bob.UserID})
+	bob.MustDo("POST", "/_matrix/client/r0/join/"+url.PathEscape("#tutorial:localhost"), `{}`)
+
+	next := bob.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline", nil).Str("next_batch")
+	const n = 60
+	sent := map[string]bool{}
+	var mu sync.Mutex
+	go func() {
+		for i := range n {
+			id := alice.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/t%d", url.PathEscape(roomID), i),
+				map[string]any{"msgtype": "m.text", "body": strconv.Itoa(i)}).Str("event_id")
+			mu.Lock()
+			sent[id] = true
+			mu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	seen := map[string]int{}
+	killed := false
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r := bob.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline&timeout=1000&since="+url.QueryEscape(next), nil)
+		var s struct {
+			NextBatch string `json:"next_batch"`
+			Rooms     struct {
+				Join map[string]struct {
+					Timeline struct {
+						Events []struct {
+							EventID string `json:"event_id"`
+							Type    string `json:"type"`
+						} `json:"events"`
+						Limited bool `json:"limited"`
+					} `json:"timeline"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		if err := json.Unmarshal(r.Raw, &s); err != nil {
+			t.Fatal(err)
+		}
+		tl := s.Rooms.Join[roomID].Timeline
+		if tl.Limited {
+			t.Fatal("incremental sync was limited")
+		}
+		for _, e := range tl.Events {
+			if e.Type == "m.room.message" {
+				seen[e.EventID]++
+			}
+		}
+		next = s.NextBatch
+		if !killed && len(seen) >= n/3 {
+			// SIGKILL one sync worker; nginx sends the next syncs to the other.
+			pid, err := os.ReadFile(filepath.Join(work, "sync-1.pid"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+			if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill sync worker: %v", err)
+			}
+			killed = true
+		}
+		mu.Lock()
+		done := len(sent) == n && len(seen) >= n
+		mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("saw %d of %d messages", len(seen), n)
+		}
+	}
+	for id, c := range seen {
+		if c != 1 || !sent[id] {
+			t.Errorf("event %s seen %d times (sent: %v)", id, c, sent[id])
+		}
+	}
+	// The killed worker was restarted by its supervisor under a new PID.
+	pid, _ := os.ReadFile(filepath.Join(work, "sync-1.pid"))
+	if p, _ := strconv.Atoi(strings.TrimSpace(string(pid))); p == 0 || syscall.Kill(p, 0) != nil {
+		t.Errorf("sync worker 1 was not restarted (pid file %q)", pid)
+	}
+	// The deployment stops cleanly on SIGTERM, leaving no process behind.
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("run-local.sh exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run-local.sh did not stop on SIGTERM")
+	}
+	if out, _ := exec.Command("pgrep", "-f", work+"/bin/").Output(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("processes left running after SIGTERM: %s", out)
+	}
+}
