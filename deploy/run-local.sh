@@ -3,8 +3,8 @@
 # a real nats-server with JetStream, the given PostgreSQL, one api, one
 # projector, N sync workers, and nginx routing /sync to the sync workers
 # and everything else to the api, all on loopback. It prints the public URL
-# when everything answers, restarts a Strand role that dies (as compose's
-# restart policy would), and stops every process on SIGTERM/SIGINT/exit.
+# when everything answers, restarts nats-server or a Strand role that dies
+# (as compose's restart policy would), and stops every process on SIGTERM/SIGINT/exit.
 #
 #   deploy/run-local.sh --sync N --port P --database-url URL [--workdir DIR]
 #
@@ -83,8 +83,7 @@ wait_http() { # url, what
 
 NATS_PORT=$(free_port)
 NATS_MON=$(free_port)
-"$WORK/bin/nats-server" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -js -sd "$WORK/nats" >"$WORK/logs/nats.log" 2>&1 &
-PIDS+=($!)
+supervise nats "$WORK/bin/nats-server" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -js -sd "$WORK/nats"
 wait_http "http://127.0.0.1:$NATS_MON/healthz?js-enabled-only=true" nats-server
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 
@@ -116,8 +115,8 @@ wait_http "http://127.0.0.1:$API_PORT/ready" api
 wait_http "http://127.0.0.1:$PORT/_matrix/client/versions" nginx
 echo "Strand is ready at http://127.0.0.1:$PORT (api 1, projector 1, sync $SYNC; nats $NATS_URL; work dir $WORK)"
 
-# Run until told to stop, or until nats-server or nginx dies (the Strand
+# Run until told to stop, or until nginx dies (nats-server and the Strand
 # roles are restarted by their supervisors).
 wait -n "${PIDS[@]}" || true
-echo "run-local: nats-server or nginx exited; stopping all (logs in $WORK/logs)" >&2
+echo "run-local: nginx exited; stopping all (logs in $WORK/logs)" >&2
 exit 1

@@ -57,6 +57,8 @@ func run(ctx context.Context, args []string) error {
 		cmd = &migrateCommand{}
 	case "user":
 		cmd = &userCommand{}
+	case "bench":
+		cmd = &benchCommand{}
 	case "help", "-h", "--help":
 		fmt.Fprint(os.Stderr, usage)
 		return nil
@@ -76,6 +78,7 @@ commands:
   replay      rebuild the projections from the log into a database
   migrate     apply database migrations and exit
   user        user administration (user create)
+  bench       load generator over the client-server API (issue 6)
 
 Run "strand <command> -h" for the flags of a command. Every flag can also be
 set from the environment variable shown in its help.

@@ -25,16 +25,25 @@ import (
 // of syncs through the proxy, which alternates between the workers, sees
 // every message exactly once, also after one worker is killed with
 // SIGKILL in the middle of it.
-func TestRunLocalTopology(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds binaries and starts a multi-process deployment")
-	}
+// localDeployment is a running deploy/run-local.sh.
+type localDeployment struct {
+	base, work     string
+	dbURL, natsURL string
+	cmd            *exec.Cmd
+	exited         chan error
+}
+
+// startRunLocal starts deploy/run-local.sh with the given number of sync
+// workers and waits until it reports ready.
+func startRunLocal(t *testing.T, syncWorkers int) *localDeployment {
+	t.Helper()
 	work := t.TempDir()
 	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "../../deploy/run-local.sh", "--sync", "2", "--port", port,
-		"--database-url", storetest.NewURL(t), "--workdir", work)
+	t.Cleanup(cancel)
+	dbURL := storetest.NewURL(t)
+	cmd := exec.CommandContext(ctx, "bash", "../../deploy/run-local.sh", "--sync", strconv.Itoa(syncWorkers), "--port", port,
+		"--database-url", dbURL, "--workdir", work)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -43,7 +52,7 @@ func TestRunLocalTopology(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
+	d := &localDeployment{base: "http://127.0.0.1:" + port, work: work, dbURL: dbURL, cmd: cmd, exited: make(chan error, 1)}
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -52,19 +61,59 @@ func TestRunLocalTopology(t *testing.T) {
 				ready <- line
 			}
 		}
-		exited <- cmd.Wait()
+		d.exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM) })
 	select {
 	case line := <-ready:
 		t.Log(line)
-	case err := <-exited:
+		if _, rest, ok := strings.Cut(line, "nats "); ok {
+			d.natsURL, _, _ = strings.Cut(rest, ";")
+		}
+	case err := <-d.exited:
 		t.Fatalf("run-local.sh exited before it was ready: %v (logs in %s/logs)", err, work)
 	case <-ctx.Done():
 		t.Fatal("run-local.sh did not become ready")
 	}
-	base := "http://127.0.0.1:" + port
+	return d
+}
 
+// kill9 sends SIGKILL to the current process of a supervised role.
+func (d *localDeployment) kill9(t *testing.T, role string) {
+	t.Helper()
+	pid, err := os.ReadFile(filepath.Join(d.work, role+".pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
+	if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill %s: %v", role, err)
+	}
+}
+
+// stop sends SIGTERM and checks that nothing is left running.
+func (d *localDeployment) stop(t *testing.T) {
+	t.Helper()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			t.Errorf("run-local.sh exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run-local.sh did not stop on SIGTERM")
+	}
+	if out, _ := exec.Command("pgrep", "-f", d.work+"/bin/").Output(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("processes left running after SIGTERM: %s", out)
+	}
+}
+
+func TestRunLocalTopology(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds binaries and starts a multi-process deployment")
+	}
+	d := startRunLocal(t, 2)
+	base, work := d.base, d.work
 	alice := apitest.NewClient(t, base)
 	alice.Register("alice", "wordpass")
 	bob := apitest.NewClient(t, base)
@@ -121,14 +170,7 @@ func TestRunLocalTopology(t *testing.T) {
 		next = s.NextBatch
 		if !killed && len(seen) >= n/3 {
 			// SIGKILL one sync worker; nginx sends the next syncs to the other.
-			pid, err := os.ReadFile(filepath.Join(work, "sync-1.pid"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, _ := strconv.Atoi(strings.TrimSpace(string(pid)))
-			if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
-				t.Fatalf("kill sync worker: %v", err)
-			}
+			d.kill9(t, "sync-1")
 			killed = true
 		}
 		mu.Lock()
@@ -152,16 +194,5 @@ func TestRunLocalTopology(t *testing.T) {
 		t.Errorf("sync worker 1 was not restarted (pid file %q)", pid)
 	}
 	// The deployment stops cleanly on SIGTERM, leaving no process behind.
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("run-local.sh exit: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run-local.sh did not stop on SIGTERM")
-	}
-	if out, _ := exec.Command("pgrep", "-f", work+"/bin/").Output(); len(strings.TrimSpace(string(out))) > 0 {
-		t.Errorf("processes left running after SIGTERM: %s", out)
-	}
+	d.stop(t)
 }
