@@ -83,7 +83,13 @@ wait_http() { # url, what
 
 NATS_PORT=$(free_port)
 NATS_MON=$(free_port)
-supervise nats "$WORK/bin/nats-server" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -js -sd "$WORK/nats"
+# Every acknowledged append is fsynced first, as in deploy/nats.conf.
+cat >"$WORK/nats.conf" <<CONF
+listen: 127.0.0.1:$NATS_PORT
+http: 127.0.0.1:$NATS_MON
+jetstream { store_dir: "$WORK/nats", sync_interval: always }
+CONF
+supervise nats "$WORK/bin/nats-server" -c "$WORK/nats.conf"
 wait_http "http://127.0.0.1:$NATS_MON/healthz?js-enabled-only=true" nats-server
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 
