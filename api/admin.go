@@ -8,11 +8,13 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"time"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
+	"strand/projector/store"
 )
 
 // Shared-secret registration, the provisioning API Synapse documents at
@@ -139,5 +141,87 @@ func (s *Server) adminRegister(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{
 		"user_id": uid, "access_token": token, "device_id": rec.Device.DeviceID, "home_server": string(s.cfg.ServerName),
 	})
+	return nil
+}
+
+// requireAdmin admits only server admins.
+func requireAdmin(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if !session(r).Admin {
+			return matrix.Forbidden("you are not a server admin")
+		}
+		return h(w, r)
+	}
+}
+
+// adminTarget is the local, existing user of an admin request's path.
+func (s *Server) adminTarget(r *http.Request) (string, error) {
+	uid, err := matrix.ParseUserID(pathVar(r, "userId"))
+	if err != nil {
+		return "", matrix.InvalidParam("invalid user ID: %v", err)
+	}
+	if uid.Server() != s.cfg.ServerName {
+		return "", matrix.InvalidParam("%s is not a user of this server", uid)
+	}
+	u, err := s.store.User(r.Context(), string(uid))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", matrix.NotFound("no user %s", uid)
+	}
+	if err != nil {
+		return "", err
+	}
+	if u.Deactivated {
+		return "", matrix.Errorf("M_USER_DEACTIVATED", http.StatusBadRequest, "%s is deactivated", uid)
+	}
+	return string(uid), nil
+}
+
+// adminResetPassword is Synapse's POST /_synapse/admin/v1/reset_password/{userId}.
+func (s *Server) adminResetPassword(w http.ResponseWriter, r *http.Request) error {
+	uid, err := s.adminTarget(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		NewPassword   *string `json:"new_password"`
+		LogoutDevices *bool   `json:"logout_devices"`
+	}
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	if req.NewPassword == nil {
+		return matrix.MissingParam("new_password is required")
+	}
+	if err := s.validatePassword(*req.NewPassword); err != nil {
+		return err
+	}
+	hash, err := s.hashPassword(*req.NewPassword)
+	if err != nil {
+		return err
+	}
+	logout := req.LogoutDevices == nil || *req.LogoutDevices
+	if err := s.appendAccount(r.Context(), uid, &eventlog.PasswordChanged{UserID: uid, PasswordHash: hash, LogoutDevices: logout}, nil); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// adminDeactivate is Synapse's POST /_synapse/admin/v1/deactivate/{userId}.
+func (s *Server) adminDeactivate(w http.ResponseWriter, r *http.Request) error {
+	uid, err := s.adminTarget(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Erase bool `json:"erase"`
+	}
+	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	if err := s.appendAccount(r.Context(), uid, &eventlog.UserDeactivated{UserID: uid}, nil); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"id_server_unbind_result": "success"})
 	return nil
 }

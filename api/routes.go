@@ -15,6 +15,8 @@ func (s *Server) routes() {
 	r.Handle("/_matrix/static/client/login/", http.HandlerFunc(s.loginFallback)).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegisterNonce)).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegister)).Methods(http.MethodPost)
+	r.Handle("/_synapse/admin/v1/reset_password/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminResetPassword)))).Methods(http.MethodPost)
+	r.Handle("/_synapse/admin/v1/deactivate/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminDeactivate)))).Methods(http.MethodPost)
 
 	type route struct {
 		method, path string

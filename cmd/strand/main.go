@@ -77,7 +77,7 @@ commands:
   sync        a sync worker role
   replay      rebuild the projections from the log into a database
   migrate     apply database migrations and exit
-  user        user administration (user create)
+  user        user administration (create, reset-password, deactivate)
   bench       load generator over the client-server API (issue 6)
 
 Run "strand <command> -h" for the flags of a command. Every flag can also be

@@ -223,3 +223,45 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// strand user create / reset-password / deactivate against a running
+// server, through its shared-secret and admin APIs.
+func TestUserCommands(t *testing.T) {
+	addr := freeAddr(t)
+	startServe(t, "--listen", addr, "--data-dir", t.TempDir(), "--database-url", storetest.NewURL(t), "--registration-shared-secret", "s3cret")
+	hs := "http://" + addr
+	ctx := context.Background()
+	if err := run(ctx, []string{"user", "create", "--hs", hs, "--shared-secret", "s3cret", "--username", "boss", "--password", "pw", "--admin"}); err != nil {
+		t.Fatalf("user create: %v", err)
+	}
+	if err := run(ctx, []string{"user", "create", "--hs", hs, "--shared-secret", "wrong", "--username", "x", "--password", "pw"}); err == nil {
+		t.Fatal("user create with a wrong secret succeeded")
+	}
+	c := apitest.NewClient(t, hs)
+	admin := c.As(c.MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "boss", "password": "pw"}).Str("access_token"))
+	u := apitest.NewClient(t, hs)
+	u.Register("worker", "old")
+
+	if err := run(ctx, []string{"user", "reset-password", "--hs", hs, "--admin-token", u.Token, "--user", u.UserID, "--password", "x"}); err == nil {
+		t.Fatal("a non-admin reset a password")
+	}
+	if err := run(ctx, []string{"user", "reset-password", "--hs", hs, "--admin-token", admin.Token, "--user", u.UserID, "--password", "new"}); err != nil {
+		t.Fatalf("reset-password: %v", err)
+	}
+	if r := u.Do("GET", "/_matrix/client/v3/account/whoami", nil); r.Status != 401 {
+		t.Fatalf("reset-password left the user's devices logged in: %d", r.Status)
+	}
+	if r := c.Do("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "worker", "password": "old"}); r.Status != 403 {
+		t.Fatalf("old password works: %d", r.Status)
+	}
+	c.MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "worker", "password": "new"})
+	if err := run(ctx, []string{"user", "deactivate", "--hs", hs, "--admin-token", admin.Token, "--user", u.UserID}); err != nil {
+		t.Fatalf("deactivate: %v", err)
+	}
+	if r := c.Do("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "worker", "password": "new"}); r.Status != 403 {
+		t.Fatalf("deactivated user logged in: %d", r.Status)
+	}
+	if r := c.Do("GET", "/_matrix/client/v3/register/available?username=worker", nil); r.Errcode() != "M_USER_IN_USE" {
+		t.Fatalf("a deactivated user's ID became free: %s", r.Raw)
+	}
+}
