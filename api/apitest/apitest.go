@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"strand/api"
 	"strand/eventlog"
 	"strand/eventlog/logtest"
@@ -33,6 +35,10 @@ type Env struct {
 	T     testing.TB
 	NATS  *logtest.Server
 	DBURL string
+	// URL, when set, is the NATS URL list to connect to instead of NATS
+	// (a cluster), and Replicas the stream replication factor.
+	URL      string
+	Replicas int
 }
 
 // New starts a JetStream server and creates an empty database.
@@ -53,13 +59,24 @@ func Logger() *slog.Logger {
 // Conn opens this "process's" own log connection, with streams declared.
 func (e *Env) Conn() *eventlog.Log {
 	e.T.Helper()
-	l, err := eventlog.New(e.NATS.Connect(e.T))
+	var nc *nats.Conn
+	if e.URL != "" {
+		var err error
+		nc, err = nats.Connect(e.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		if err != nil {
+			e.T.Fatal(err)
+		}
+		e.T.Cleanup(nc.Close)
+	} else {
+		nc = e.NATS.Connect(e.T)
+	}
+	l, err := eventlog.New(nc)
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
+	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{Replicas: e.Replicas}); err != nil {
 		e.T.Fatal(err)
 	}
 	return l

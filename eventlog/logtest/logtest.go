@@ -4,6 +4,10 @@
 package logtest
 
 import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,4 +69,92 @@ func (s *Server) Connect(tb testing.TB) *nats.Conn {
 	}
 	tb.Cleanup(nc.Close)
 	return nc
+}
+
+// Cluster is a three-or-more-node JetStream cluster on loopback.
+type Cluster struct {
+	Nodes []*Server
+	opts  []*server.Options
+	tb    testing.TB
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// StartCluster starts n clustered JetStream servers and waits until the
+// cluster has a JetStream meta leader.
+func StartCluster(tb testing.TB, n int) *Cluster {
+	tb.Helper()
+	c := &Cluster{tb: tb}
+	clientPorts := make([]int, n)
+	routePorts := make([]int, n)
+	for i := range n {
+		clientPorts[i], routePorts[i] = freePort(tb), freePort(tb)
+	}
+	var routes []*url.URL
+	for i := range n {
+		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", routePorts[i])})
+	}
+	for i := range n {
+		c.opts = append(c.opts, &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       clientPorts[i],
+			JetStream:  true,
+			StoreDir:   tb.TempDir(),
+			SyncAlways: true,
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "strand-test", Host: "127.0.0.1", Port: routePorts[i]},
+			Routes:     routes,
+		})
+	}
+	for i := range n {
+		c.Nodes = append(c.Nodes, c.start(i))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, s := range c.Nodes {
+			if s.Running() && s.JetStreamIsLeader() {
+				return c
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("logtest: cluster elected no JetStream leader")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) start(i int) *Server {
+	ns, err := server.NewServer(c.opts[i])
+	if err != nil {
+		c.tb.Fatalf("logtest: node %d: %v", i, err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		c.tb.Fatalf("logtest: node %d did not start", i)
+	}
+	s := &Server{Server: ns, StoreDir: c.opts[i].StoreDir}
+	c.tb.Cleanup(s.Stop)
+	return s
+}
+
+// Restart starts node i again on its store after Stop.
+func (c *Cluster) Restart(i int) { c.Nodes[i] = c.start(i) }
+
+// URLs is a client URL list of every node, for nats.Connect.
+func (c *Cluster) URLs() string {
+	var urls []string
+	for _, o := range c.opts {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", o.Port))
+	}
+	return strings.Join(urls, ",")
 }
