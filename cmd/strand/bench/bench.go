@@ -171,6 +171,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			break
 		}
 	}
+	rep.AllOK = rep.OK()
 	return rep, nil
 }
 

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 )
 
@@ -21,6 +20,8 @@ type Report struct {
 	Date      time.Time `json:"date"`
 	PIDs      []int     `json:"pids,omitempty"`
 	Scenarios []*Result `json:"scenarios"`
+	// AllOK is OK() when the run ended: every scenario passed.
+	AllOK bool `json:"ok"`
 }
 
 // OK reports whether every scenario passed its correctness checks.
@@ -192,21 +193,28 @@ func (r *Report) writeScenario(w io.Writer, s *Result) {
 		verdict = fmt.Sprintf("FAILED (%d)", s.FailureCount)
 	}
 	fmt.Fprintf(w, "== %s  [%s]  %s  (%.1f s with set-up)\n", s.Scenario, s.Params, verdict, s.Seconds)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	var rows [][3]string
 	for _, m := range s.Metrics {
-		fmt.Fprintf(tw, "  %s\t%s\t %s\t\n", m.Name, formatValue(m.Value), m.Unit)
+		rows = append(rows, [3]string{m.Name, formatValue(m.Value), m.Unit})
 	}
 	for _, p := range s.Processes {
 		if p.Err != "" {
-			fmt.Fprintf(tw, "  pid %d\t%s\t\t\n", p.PID, p.Err)
+			rows = append(rows, [3]string{fmt.Sprintf("pid %d", p.PID), p.Err, ""})
 			continue
 		}
-		fmt.Fprintf(tw, "  pid %d cpu\t%s\t s\t\n", p.PID, formatValue(p.CPUSeconds))
-		fmt.Fprintf(tw, "  pid %d rss before/after/max\t%s / %s / %s\t MB\t\n", p.PID,
-			formatValue(p.RSSBeforeMB), formatValue(p.RSSAfterMB), formatValue(p.RSSMaxMB))
-		fmt.Fprintf(tw, "  pid %d VmHWM\t%s\t MB\t\n", p.PID, formatValue(p.HWMMB))
+		rows = append(rows,
+			[3]string{fmt.Sprintf("pid %d cpu", p.PID), formatValue(p.CPUSeconds), "s"},
+			[3]string{fmt.Sprintf("pid %d rss before/after/max", p.PID),
+				formatValue(p.RSSBeforeMB) + " / " + formatValue(p.RSSAfterMB) + " / " + formatValue(p.RSSMaxMB), "MB"},
+			[3]string{fmt.Sprintf("pid %d VmHWM", p.PID), formatValue(p.HWMMB), "MB"})
 	}
-	tw.Flush()
+	nameW, valW := 0, 0
+	for _, r := range rows {
+		nameW, valW = max(nameW, len(r[0])), max(valW, len(r[1]))
+	}
+	for _, r := range rows {
+		fmt.Fprintf(w, "  %-*s  %*s %s\n", nameW, r[0], valW, r[1], r[2])
+	}
 	for _, n := range s.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
 	}

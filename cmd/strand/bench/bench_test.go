@@ -1,0 +1,116 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"strand/api/apitest"
+)
+
+// Every scenario at tiny scale against what "strand serve" runs (api and
+// sync worker over HTTP, a projector, real JetStream and Postgres), in
+// this process: correctness only, no timing assertions.
+func TestBenchTinyAllScenarios(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	srv := env.Serve(apitest.DefaultConfig())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, Options{
+		HS: srv.URL, Scale: "tiny", Scenarios: []string{"all"},
+		// The server runs in this process: exercise the /proc readings.
+		PIDs: []int{os.Getpid()}, Progress: &progress,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + text.String())
+	if len(rep.Scenarios) != len(scenarios) {
+		t.Fatalf("ran %d scenarios, want %d", len(rep.Scenarios), len(scenarios))
+	}
+	for _, s := range rep.Scenarios {
+		if !s.OK() {
+			t.Errorf("scenario %s failed its correctness checks:\n  %s", s.Scenario, strings.Join(s.Failures, "\n  "))
+			continue
+		}
+		if len(s.Metrics) == 0 {
+			t.Errorf("scenario %s measured nothing", s.Scenario)
+		}
+		if len(s.Processes) != 1 || s.Processes[0].Err != "" || s.Processes[0].RSSAfterMB <= 0 {
+			t.Errorf("scenario %s: process stats %+v", s.Scenario, s.Processes)
+		}
+	}
+	if !rep.OK() {
+		t.Logf("progress:\n%s", progress.String())
+	}
+	if v, ok := metric(rep, "delivery", "missed events"); !ok || v != 0 {
+		t.Errorf("delivery missed events = %v (reported %v)", v, ok)
+	}
+	if v, ok := metric(rep, "heldpolls", "missed events"); !ok || v != 0 {
+		t.Errorf("heldpolls missed events = %v (reported %v)", v, ok)
+	}
+
+	// The JSON form carries the same report.
+	var buf bytes.Buffer
+	if err := rep.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(buf.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.HS != srv.URL || back.Scale != "tiny" || back.Date.IsZero() || len(back.Scenarios) != len(rep.Scenarios) || back.AllOK != rep.OK() {
+		t.Errorf("JSON report header: hs %q scale %q date %v ok %v, %d scenarios", back.HS, back.Scale, back.Date, back.AllOK, len(back.Scenarios))
+	}
+}
+
+func metric(rep *Report, scenario, name string) (float64, bool) {
+	for _, s := range rep.Scenarios {
+		if s.Scenario == scenario {
+			return s.Metric(name)
+		}
+	}
+	return 0, false
+}
+
+// A correctness failure (here: a homeserver that is not there) fails the
+// scenario and the report, and the bad options are refused.
+func TestBenchReportsFailures(t *testing.T) {
+	ctx := context.Background()
+	rep, err := Run(ctx, Options{HS: "http://127.0.0.1:1", Scale: "tiny", Scenarios: []string{"register"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() || len(rep.Scenarios) != 1 || len(rep.Scenarios[0].Failures) == 0 {
+		t.Fatalf("unreachable server: report OK=%v %+v", rep.OK(), rep.Scenarios)
+	}
+	if _, err := Run(ctx, Options{HS: "http://x", Scale: "huge"}); err == nil {
+		t.Error("unknown scale accepted")
+	}
+	if _, err := Run(ctx, Options{HS: "http://x", Scale: "tiny", Scenarios: []string{"replay"}}); err == nil {
+		t.Error("unknown scenario accepted")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- {
+		ds = append(ds, time.Duration(i))
+	}
+	for p, want := range map[float64]time.Duration{50: 50, 99: 99, 100: 100, 1: 1} {
+		if got := percentile(ds, p); got != want {
+			t.Errorf("p%v = %v, want %v", p, got, want)
+		}
+	}
+}
