@@ -371,6 +371,13 @@ func TestBadInput(t *testing.T) {
 		{"delete_devices without list", "POST", "/delete_devices", `{}`, true, 400, "M_MISSING_PARAM"},
 		{"unknown device", "GET", "/devices/NOPE", nil, true, 404, "M_NOT_FOUND"},
 		{"device display name wrong type", "PUT", "/devices/" + c.Device, `{"display_name":7}`, true, 400, "M_BAD_JSON"},
+		{"escaped NUL in account data", "PUT", "/user/@erin:localhost/account_data/x.test", `{"a":"\u0000"}`, true, 400, "M_BAD_JSON"},
+		{"raw NUL in body", "PUT", "/user/@erin:localhost/account_data/x.test", "{\"a\":\"\x00\"}", true, 400, "M_BAD_JSON"},
+		{"invalid UTF-8 in body", "PUT", "/devices/" + c.Device, "{\"display_name\":\"\xff\"}", true, 400, "M_BAD_JSON"},
+		{"escaped NUL in display name", "PUT", "/devices/" + c.Device, `{"display_name":"a\u0000b"}`, true, 400, "M_BAD_JSON"},
+		{"NUL in path", "GET", "/devices/a%00b", nil, true, 400, "M_INVALID_PARAM"},
+		{"invalid UTF-8 in path", "GET", "/devices/%FF", nil, true, 400, "M_INVALID_PARAM"},
+		{"invalid UTF-8 in query", "GET", "/register/available?username=%FF", nil, false, 400, "M_INVALID_PARAM"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -390,6 +397,8 @@ func TestBadInput(t *testing.T) {
 	if r := c.Do("GET", "/_matrix/client/v9/login", nil); r.Status != 404 || r.Errcode() != "M_UNRECOGNIZED" {
 		t.Fatalf("unknown API version: %d %s", r.Status, r.Raw)
 	}
+	// An escaped backslash before u0000 is text, not a NUL.
+	c.MustDo("PUT", "/_matrix/client/v3/user/@erin:localhost/account_data/x.ok", `{"a":"\\u0000"}`)
 	// The server is still healthy and nothing half-applied.
 	c.MustDo("GET", "/_matrix/client/v3/account/whoami", nil)
 	if r := c.MustDo("GET", "/_matrix/client/v3/devices", nil); len(r.Body["devices"].([]any)) != 1 {
@@ -596,6 +605,16 @@ func TestReplayEquivalenceAccounts(t *testing.T) {
 			u.MustDo("POST", "/_matrix/client/v3/account/password", map[string]any{"new_password": "pw2",
 				"auth": map[string]any{"type": "m.login.password", "user": u.UserID, "password": "pw"}})
 		}
+		if i == 2 {
+			// Forget then rejoin, so replay must keep their order.
+			room := u.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
+			other := u.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
+			u.MustDo("POST", "/_matrix/client/v3/rooms/"+room+"/leave", nil)
+			u.MustDo("POST", "/_matrix/client/v3/rooms/"+room+"/forget", nil)
+			u.MustDo("POST", "/_matrix/client/v3/rooms/"+room+"/join", nil)
+			u.MustDo("POST", "/_matrix/client/v3/rooms/"+other+"/leave", nil)
+			u.MustDo("POST", "/_matrix/client/v3/rooms/"+other+"/forget", nil)
+		}
 		if i == 3 {
 			u.MustDo("POST", "/_matrix/client/v3/logout", nil)
 		}
@@ -623,7 +642,8 @@ func TestReplayEquivalenceAccounts(t *testing.T) {
 	if liveDump != replayDump {
 		t.Fatalf("replay differs from the live projection\nlive:\n%s\nreplay:\n%s", liveDump, replayDump)
 	}
-	if !strings.Contains(liveDump, "@user4:localhost") || strings.Count(liveDump, `"device_id"`) < 5 {
+	forgotten, _, _ := strings.Cut(liveDump[strings.Index(liveDump, "== forgotten_rooms")+3:], "==")
+	if !strings.Contains(liveDump, "@user4:localhost") || strings.Count(liveDump, `"device_id"`) < 5 || strings.Count(forgotten, "@user2:localhost") != 1 {
 		t.Fatalf("dump does not hold the accounts:\n%s", liveDump)
 	}
 	// Replaying again changes nothing (exactly-once effect).

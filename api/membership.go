@@ -187,7 +187,14 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) error {
 	case "join", "invite", "knock":
 		return matrix.Errorf("M_UNKNOWN", http.StatusBadRequest, "leave the room before forgetting it")
 	}
-	if err := s.appendAccount(r.Context(), uid, &eventlog.RoomForgotten{UserID: uid, RoomID: roomID}, nil); err != nil {
+	// On the room's subject, so that it is ordered with the user's later
+	// joins (which un-forget the room) on replay as it was live.
+	seq, err := s.log.Append(r.Context(), eventlog.RoomSubject(roomID), &eventlog.RoomForgotten{UserID: uid, RoomID: roomID},
+		eventlog.AppendOptions{Room: roomID})
+	if err != nil {
+		return logUnavailable(err)
+	}
+	if err := s.awaitApplied(r.Context(), eventlog.StreamRooms, seq); err != nil {
 		return err
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})

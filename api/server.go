@@ -169,6 +169,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.WriteHeader(http.StatusOK)
 		return
 	}
+	if err := matrix.CheckRequestText(r); err != nil {
+		matrix.WriteError(rec, err)
+		return
+	}
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.MaxBodyBytes)
 	}
@@ -209,6 +213,9 @@ func (s *Server) wrap(h handlerFunc) http.Handler {
 		if err := h(w, r); err != nil {
 			if _, ok := matrix.AsError(err); !ok && !errors.Is(err, context.Canceled) {
 				s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+				if store.Unavailable(err) {
+					err = matrix.Unavailable("the database is unavailable; retry")
+				}
 			}
 			matrix.WriteError(w, err)
 		}

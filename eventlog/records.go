@@ -129,7 +129,9 @@ type AliasDeleted struct {
 	RoomID string `json:"room_id"`
 }
 
-// RoomForgotten hides a left room from a user (ACCOUNTS stream).
+// RoomForgotten hides a left room from a user. It is on the room's
+// subject, ordered with the user's membership events: a later join or
+// invite un-forgets the room.
 type RoomForgotten struct {
 	UserID string `json:"user_id"`
 	RoomID string `json:"room_id"`
@@ -146,7 +148,9 @@ type ReceiptSet struct {
 }
 
 // TypingSet starts (until ExpiresTS) or stops a user typing in a room
-// (EPHEMERAL).
+// (EPHEMERAL). A stop with ExpiresTS set is an expiry, written by the sync
+// workers when a notice runs out: it ends only the notice that expired at
+// that time, not a newer one.
 type TypingSet struct {
 	RoomID    string `json:"room_id"`
 	UserID    string `json:"user_id"`

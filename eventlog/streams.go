@@ -91,13 +91,16 @@ func streamConfigs(o StreamOptions) []jetstream.StreamConfig {
 			Replicas:    r,
 		},
 		{
-			// Typing and presence: memory storage with a max age. Sync
-			// workers rebuild their view of them by reading this stream
-			// from its start, so it holds all the state there is.
+			// Typing and presence, kept for a max age. Sync workers rebuild
+			// their view by reading this stream from its start, so it holds
+			// all the state there is. File storage, although the data is
+			// short-lived, because its sequence numbers are in every sync
+			// token: a memory stream would start again at 1 after a NATS
+			// restart and make every client's token point into the future.
 			Name:        StreamEphemeral,
 			Description: "Strand typing notices and presence",
 			Subjects:    []string{"eph.>"},
-			Storage:     jetstream.MemoryStorage,
+			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
 			Discard:     jetstream.DiscardOld,
 			MaxAge:      EphemeralMaxAge,

@@ -125,6 +125,7 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 		tx.SetProfile(r)
 	case *eventlog.RoomForgotten:
 		tx.ForgetRoom(r.UserID, r.RoomID)
+		tx.AdvanceRoom(r.RoomID, m.Seq, "", 0, 0)
 	case *eventlog.RoomEvents:
 		return applyRoomEvents(ctx, tx, m.Seq, r)
 	case *eventlog.RoomPublished:

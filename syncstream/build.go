@@ -124,7 +124,7 @@ type roomPlan struct {
 // build assembles a response from one projection snapshot, with a fixed
 // number of queries however many rooms the user is in.
 func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (*built, error) {
-	out := &built{resp: newResponse(), ephPos: eph.Consumed()}
+	out := &built{resp: newResponse()}
 	err := st.SyncSnapshot(ctx, func(tx *store.SyncTx) error {
 		out.pos = tx.Pos
 		initial := req.since == nil
@@ -313,6 +313,10 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: eventList{evs}}
 		}
 
+		// Typing and presence as of one position of the ephemeral view.
+		ev := eph.snapshot(joinedNow, sinceEph, now)
+		out.ephPos = ev.pos
+
 		// Ephemeral events (receipts, typing) of the joined rooms.
 		joinEntry := func(roomID string) *joinedRoom {
 			if jr, ok := out.resp.Rooms.Join[roomID]; ok {
@@ -340,7 +344,7 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			}
 		}
 		if f.Room.Ephemeral.Allows("m.typing", "", "", nil) {
-			for roomID, users := range eph.typingSince(joinedNow, sinceEph, now) {
+			for roomID, users := range ev.typing {
 				if !f.Room.Ephemeral.AllowsRoom(roomID) {
 					continue
 				}
@@ -350,7 +354,7 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			}
 		}
 		// Presence of the users who share a room with this one.
-		if changed := eph.presenceSince(sinceEph); len(changed) > 0 {
+		if changed := ev.presence; len(changed) > 0 {
 			ids := make([]string, len(changed))
 			for i, p := range changed {
 				ids[i] = p.UserID

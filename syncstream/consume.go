@@ -43,7 +43,7 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 			})
 		})
 	}
-	g.Go(func() error { return expireTyping(ctx, n, eph) })
+	g.Go(func() error { return expireTyping(ctx, log, eph) })
 	return g.Wait()
 }
 
@@ -110,22 +110,23 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 	return c, nil
 }
 
-// expireTyping wakes the rooms whose typing notices run out, at the moment
-// they do, so long-polls see the stop without anyone polling.
-func expireTyping(ctx context.Context, n *Notifier, eph *Ephemeral) error {
+// expireTyping writes a stop record when a typing notice runs out, at the
+// moment it does. Every worker does so; the message ID makes JetStream
+// keep one of them. Being a record, the expiry advances every token like
+// any typing change and wakes the room's long-polls through the consumer.
+func expireTyping(ctx context.Context, log *eventlog.Log, eph *Ephemeral) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	last := time.Now().UnixMilli()
 	for {
 		now := time.Now().UnixMilli()
 		next := int64(0)
-		var due []string
+		var due []eventlog.TypingSet
 		eph.mu.Lock()
 		for room, users := range eph.typing {
-			for _, t := range users {
+			for u, t := range users {
 				switch {
-				case t.expires > last && t.expires <= now:
-					due = append(due, room)
+				case t.expires <= now && !t.ended:
+					due = append(due, eventlog.TypingSet{RoomID: room, UserID: u, ExpiresTS: t.expires})
 				case t.expires > now && (next == 0 || t.expires < next):
 					next = t.expires
 				}
@@ -133,13 +134,19 @@ func expireTyping(ctx context.Context, n *Notifier, eph *Ephemeral) error {
 		}
 		ch := eph.advanced
 		eph.mu.Unlock()
-		last = now
-		if len(due) > 0 {
-			n.Notify(change{rooms: due}) // no sequence: a wake, not a record
+		for _, rec := range due {
+			id := fmt.Sprintf("typing-expired|%s|%s|%d", rec.RoomID, rec.UserID, rec.ExpiresTS)
+			if _, err := log.Append(ctx, eventlog.TypingSubject(rec.RoomID), &rec, eventlog.AppendOptions{MsgID: id, Room: rec.RoomID}); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				// The log is unavailable; try again shortly.
+				next = now + 1000
+			}
 		}
 		wait := time.Hour
 		if next != 0 {
-			wait = time.Duration(next-now+1) * time.Millisecond
+			wait = time.Duration(max(next-now, 1)) * time.Millisecond
 		}
 		timer.Reset(wait)
 		select {

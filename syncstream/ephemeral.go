@@ -26,6 +26,7 @@ type Ephemeral struct {
 
 type typingEntry struct {
 	expires int64 // unix ms
+	ended   bool  // a stop record ended it (explicitly or on expiry)
 }
 
 type presenceEntry struct {
@@ -54,12 +55,18 @@ func (e *Ephemeral) apply(seq uint64, at time.Time, rec eventlog.Record) {
 			users = map[string]typingEntry{}
 			e.typing[r.RoomID] = users
 		}
-		if r.Typing {
+		switch {
+		case r.Typing:
 			users[r.UserID] = typingEntry{expires: r.ExpiresTS}
-		} else {
-			users[r.UserID] = typingEntry{expires: at.UnixMilli()}
+			e.roomSeq[r.RoomID] = seq
+		case r.ExpiresTS == 0:
+			users[r.UserID] = typingEntry{expires: at.UnixMilli(), ended: true}
+			e.roomSeq[r.RoomID] = seq
+		case users[r.UserID].expires == r.ExpiresTS && !users[r.UserID].ended:
+			// The expiry of the notice still in force.
+			users[r.UserID] = typingEntry{expires: min(r.ExpiresTS, at.UnixMilli()), ended: true}
+			e.roomSeq[r.RoomID] = seq
 		}
-		e.roomSeq[r.RoomID] = seq
 	case *eventlog.PresenceSet:
 		e.presence[r.UserID] = presenceEntry{rec: *r, seq: seq}
 	}
@@ -116,14 +123,27 @@ func (e *Ephemeral) WaitFor(ctx context.Context, seq uint64) {
 	}
 }
 
-// typingSince returns, for each of rooms whose typing changed after
-// ephemeral position since (every room with someone typing, for since 0),
-// who is typing now.
-func (e *Ephemeral) typingSince(rooms []string, since uint64, now time.Time) map[string][]string {
+// view is what a sync response shows of typing and presence, read under
+// one lock together with the position it reflects.
+type view struct {
+	pos      uint64
+	typing   map[string][]string
+	presence []eventlog.PresenceSet
+}
+
+// snapshot reads the typing changes of rooms and the presence changes
+// after since, and the position they reflect, atomically.
+func (e *Ephemeral) snapshot(rooms []string, since uint64, now time.Time) view {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return view{pos: max(e.consumed, since), typing: e.typingSince(rooms, since, now), presence: e.presenceSince(since)}
+}
+
+// typingSince returns, for each of rooms whose typing changed after
+// ephemeral position since (every room with someone typing, for since 0),
+// who is typing now. Callers hold e.mu.
+func (e *Ephemeral) typingSince(rooms []string, since uint64, now time.Time) map[string][]string {
 	nowMS := now.UnixMilli()
-	sinceMS, known := e.seqTime[since]
 	out := map[string][]string{}
 	for _, room := range rooms {
 		users := e.typing[room]
@@ -131,15 +151,15 @@ func (e *Ephemeral) typingSince(rooms []string, since uint64, now time.Time) map
 			continue
 		}
 		var typing []string
-		expiredSince := false
 		for u, t := range users {
 			if t.expires > nowMS {
 				typing = append(typing, u)
-			} else if !known || t.expires > sinceMS {
-				expiredSince = true
 			}
 		}
-		changed := since == 0 && len(typing) > 0 || since != 0 && (e.roomSeq[room] > since || expiredSince)
+		// Expiries are records too (written by expireTyping), so a change
+		// is always a newer sequence: a token never sees the same change
+		// twice.
+		changed := since == 0 && len(typing) > 0 || since != 0 && e.roomSeq[room] > since
 		if changed {
 			if typing == nil {
 				typing = []string{}
@@ -150,10 +170,9 @@ func (e *Ephemeral) typingSince(rooms []string, since uint64, now time.Time) map
 	return out
 }
 
-// presenceSince returns the presence records newer than since.
+// presenceSince returns the presence records newer than since. Callers
+// hold e.mu.
 func (e *Ephemeral) presenceSince(since uint64) []eventlog.PresenceSet {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	var out []eventlog.PresenceSet
 	for _, p := range e.presence {
 		if p.seq > since {

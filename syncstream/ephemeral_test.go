@@ -196,3 +196,36 @@ func TestPresence(t *testing.T) {
 		t.Fatalf("bad presence: %d", r.Status)
 	}
 }
+
+// A typing notice that runs out is reported once, then long-polls wait
+// again instead of returning the same stop over and over.
+func TestTypingExpiryReportedOnce(t *testing.T) {
+	_, base := newServe(t)
+	alice, bob := user(t, base, "alice"), user(t, base, "bob")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	since := nextBatch(t, bob.MustDo("GET", v3("/sync?set_presence=offline"), nil).Raw)
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/typing/"+esc(alice.UserID)), map[string]any{"typing": true, "timeout": 500})
+	sawStart, sawStop := false, false
+	for i := 0; i < 10 && !sawStop; i++ {
+		r, _ := longPoll(bob, since)()
+		for _, ev := range ephemeralOf(t, r.Raw, roomID) {
+			if ev["type"] == "m.typing" {
+				if strings.Contains(mustJSON(ev), alice.UserID) {
+					sawStart = true
+				} else if sawStart {
+					sawStop = true
+				}
+			}
+		}
+		since = nextBatch(t, r.Raw)
+	}
+	if !sawStart || !sawStop {
+		t.Fatalf("typing start %v, stop on expiry %v", sawStart, sawStop)
+	}
+	// Nothing more happens: the next long-poll brings no typing again.
+	r := bob.MustDo("GET", v3("/sync?set_presence=offline&timeout=1500&since="+url.QueryEscape(since)), nil)
+	if evs := ephemeralOf(t, r.Raw, roomID); len(evs) != 0 {
+		t.Fatalf("the expiry was reported again: %s", r.Raw)
+	}
+}

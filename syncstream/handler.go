@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -61,9 +62,19 @@ func (h *Handler) Routes() http.Handler {
 	mux.Handle("GET /_matrix/client/r0/sync", h)
 	mux.Handle("GET /_matrix/client/v3/sync", h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				h.Logger.Error("panic serving sync", "panic", p, "stack", string(debug.Stack()))
+				matrix.WriteError(w, errors.New("panic"))
+			}
+		}()
 		matrix.SetCORS(w.Header())
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusOK)
+			return
+		}
+		if err := matrix.CheckRequestText(r); err != nil {
+			matrix.WriteError(w, err)
 			return
 		}
 		if hd, pattern := mux.Handler(r); pattern != "" {
@@ -82,6 +93,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := h.serve(w, r); err != nil {
 		if _, ok := matrix.AsError(err); !ok && !errors.Is(err, context.Canceled) {
 			h.Logger.Error("sync failed", "err", err)
+			if store.Unavailable(err) {
+				err = matrix.Unavailable("the database is unavailable; retry")
+			}
 		}
 		matrix.WriteError(w, err)
 	}
@@ -198,15 +212,18 @@ func (h *Handler) checkSince(ctx context.Context, t *Token) error {
 		}
 	}
 	if t.Ephemeral > h.Ephemeral.Consumed() {
+		// Typing and presence are best effort, and never a reason to
+		// refuse a token: wait briefly for this worker to catch up, and
+		// if the position is beyond anything this worker will see (a
+		// stream that was lost and recreated), start its part over.
 		head, err := h.Log.Head(ctx, eventlog.StreamEphemeral)
 		if err != nil {
 			return matrix.Unavailable("the event log is unavailable; retry")
 		}
 		if t.Ephemeral > head {
-			return matrix.InvalidParam("sync token is from the future")
+			t.Ephemeral = 0
+			return nil
 		}
-		// Typing and presence are best effort: wait briefly for this
-		// worker to catch up, then answer from what it has.
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		h.Ephemeral.WaitFor(wctx, t.Ephemeral)
 		cancel()

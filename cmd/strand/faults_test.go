@@ -60,6 +60,10 @@ func sendBurst(t *testing.T, c *apitest.Client, roomID string, n, inflight int, 
 				case err == nil && status >= 500 && errcode == "":
 					t.Errorf("send %d: %d without an errcode", i, status)
 					return
+				case err == nil && status == 500:
+					// Outages must read as 503 (retry), not as a server bug.
+					t.Errorf("send %d: 500 %s during an outage; want 503", i, errcode)
+					return
 				case err == nil && status < 500:
 					t.Errorf("send %d: unexpected %d %s", i, status, errcode)
 					return

@@ -37,11 +37,16 @@ type localDeployment struct {
 // workers and waits until it reports ready.
 func startRunLocal(t *testing.T, syncWorkers int) *localDeployment {
 	t.Helper()
+	return startRunLocalWithDB(t, syncWorkers, storetest.NewURL(t))
+}
+
+// startRunLocalWithDB is startRunLocal on a given database.
+func startRunLocalWithDB(t *testing.T, syncWorkers int, dbURL string) *localDeployment {
+	t.Helper()
 	work := t.TempDir()
 	port := strings.TrimPrefix(freeAddr(t), "127.0.0.1:")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
-	dbURL := storetest.NewURL(t)
 	cmd := exec.CommandContext(ctx, "bash", "../../deploy/run-local.sh", "--sync", strconv.Itoa(syncWorkers), "--port", port,
 		"--database-url", dbURL, "--workdir", work)
 	cmd.Stderr = os.Stderr
@@ -64,6 +69,21 @@ func startRunLocal(t *testing.T, syncWorkers int) *localDeployment {
 		d.exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM) })
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// Show the roles' error lines: the work directory goes with the test.
+		logs, _ := filepath.Glob(filepath.Join(work, "logs", "*.log"))
+		for _, f := range logs {
+			b, _ := os.ReadFile(f)
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.Contains(line, `"level":"ERROR"`) {
+					t.Logf("%s: %s", filepath.Base(f), line)
+				}
+			}
+		}
+	})
 	select {
 	case line := <-ready:
 		t.Log(line)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 )
 
 // This file is the one place where errors become Matrix JSON on the wire,
@@ -96,6 +97,9 @@ func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
 		}
 		return NotJSON("request body is empty; a JSON object is required")
 	}
+	if err := checkText(body); err != nil {
+		return err
+	}
 	if body[0] != '{' {
 		if json.Valid(body) {
 			return BadJSON("request body must be a JSON object")
@@ -114,6 +118,48 @@ func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
 			return BadJSON("invalid request: %v", err)
 		}
 		return NotJSON("request body is not valid JSON")
+	}
+	return nil
+}
+
+// checkText refuses request bodies that hold a NUL character, raw or as
+// the JSON escape \u0000, or invalid UTF-8: no Matrix field may contain
+// them, and PostgreSQL cannot store them in text, so letting one through
+// would put a record on the log that no projection can apply.
+func checkText(body []byte) error {
+	if !utf8.Valid(body) {
+		return BadJSON("request body is not valid UTF-8")
+	}
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case 0:
+			return BadJSON("request body contains a NUL character")
+		case '\\':
+			if i+6 <= len(body) && body[i+1] == 'u' && string(body[i+2:i+6]) == "0000" {
+				return BadJSON("request body contains a NUL character (\\u0000)")
+			}
+			i++ // skip the escaped character, so "\\\\u0000" is not a NUL
+		}
+	}
+	return nil
+}
+
+// CheckRequestText refuses a request whose path or query holds a NUL
+// character or invalid UTF-8 (see checkText), before any handler runs.
+func CheckRequestText(r *http.Request) error {
+	bad := func(s string) bool { return !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 }
+	if bad(r.URL.Path) {
+		return InvalidParam("the request path is not valid UTF-8 or contains a NUL character")
+	}
+	for k, vs := range r.URL.Query() {
+		if bad(k) {
+			return InvalidParam("a query parameter name is not valid UTF-8 or contains a NUL character")
+		}
+		for _, v := range vs {
+			if bad(v) {
+				return InvalidParam("query parameter %s is not valid UTF-8 or contains a NUL character", k)
+			}
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"sort"
 	"strings"
 
@@ -174,4 +175,27 @@ func (s *Store) Position(ctx context.Context, stream string) (uint64, error) {
 		return 0, fmt.Errorf("position of %s: %w", stream, err)
 	}
 	return uint64(seq), nil
+}
+
+// Unavailable reports whether err means the database could not be reached
+// or is restarting, as opposed to a query that failed on its own: the
+// request may succeed if retried.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// Class 08: connection exception; 57P0x: shutdown or starting up.
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P")
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	return pgconn.SafeToRetry(err)
 }
