@@ -158,9 +158,11 @@ func TestRegisterErrors(t *testing.T) {
 	}
 	tokened.MustDo("POST", "/_matrix/client/v3/register", map[string]any{"username": "invited", "password": "x",
 		"auth": map[string]any{"type": "m.login.registration_token", "token": "let-me-in"}})
-	v := tokened.MustDo("GET", "/_matrix/client/v3/register/m.login.registration_token/validity?token=let-me-in", nil)
-	if v.Body["valid"] != true {
-		t.Fatalf("validity: %s", v.Raw)
+	for _, prefix := range []string{"/_matrix/client/v1", "/_matrix/client/v3"} {
+		v := tokened.MustDo("GET", prefix+"/register/m.login.registration_token/validity?token=let-me-in", nil)
+		if v.Body["valid"] != true {
+			t.Fatalf("validity: %s", v.Raw)
+		}
 	}
 }
 

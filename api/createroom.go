@@ -87,6 +87,11 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 		if st.Type == "" {
 			return matrix.BadJSON("initial_state events need a type")
 		}
+		if len(st.Content) > 0 {
+			if err := checkStateContent(st.Type, st.StateKey, st.Content); err != nil {
+				return err
+			}
+		}
 	}
 	var alias matrix.RoomAlias
 	if req.RoomAliasName != nil {
@@ -102,28 +107,70 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 
-	protos, err := creationEvents(version, creator, preset, &req, invites, alias, memberContent("join", profile.Displayname, profile.AvatarURL))
+	for attempt := 0; ; attempt++ {
+		roomID, err := s.createRoomOnce(r, version, creator, preset, &req, invites, alias, profile)
+		if errors.Is(err, errRoomIDTaken) && attempt < 5 {
+			// Another create event hashed to the same room ID (same
+			// creator, content and millisecond): build again later.
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		resp := map[string]any{"room_id": roomID}
+		if alias != "" {
+			resp["room_alias"] = string(alias)
+		}
+		matrix.WriteJSON(w, http.StatusOK, resp)
+		return nil
+	}
+}
+
+// errRoomIDTaken means the new room's subject already had records.
+var errRoomIDTaken = errors.New("room ID taken")
+
+// maxRecordBytes keeps a record within NATS's default 1 MiB message limit.
+const maxRecordBytes = 900 << 10
+
+// createRoomOnce builds and appends one attempt at the room.
+func (s *Server) createRoomOnce(r *http.Request, version matrix.RoomVersion, creator matrix.UserID, preset string, req *createRoomRequest,
+	invites []matrix.UserID, alias matrix.RoomAlias, profile store.User) (string, error) {
+	ss := session(r)
+	protos, err := creationEvents(version, creator, preset, req, invites, alias, memberContent("join", profile.Displayname, profile.AvatarURL))
 	if err != nil {
-		return err
+		return "", err
 	}
 	rs := &roomState{head: store.RoomHead{Version: string(version)}}
 	if !version.HashedRoomIDs() {
 		id, err := matrix.NewRoomID(s.cfg.ServerName)
 		if err != nil {
-			return err
+			return "", err
 		}
 		rs.head.RoomID = string(id)
 	}
 	events, err := s.buildEvents(rs, protos)
 	if err != nil {
-		return err
+		if me, ok := matrix.AsError(err); ok && me.Code == "M_FORBIDDEN" {
+			// The creator's own initial events can only fail the auth
+			// rules through bad content (e.g. power levels).
+			return "", matrix.BadJSON("the room's initial events are invalid: %s", me.Msg)
+		}
+		return "", err
 	}
 	roomID := string(events[0].RoomID())
+	size := 0
+	for _, ev := range events {
+		size += len(ev.JSON())
+	}
+	if size > maxRecordBytes {
+		return "", matrix.TooLarge("the room's initial events are too large together")
+	}
 
 	// The alias first: if it is taken, nothing else happens.
 	if alias != "" {
 		if err := s.claimAlias(r.Context(), string(alias), roomID, ss.UserID); err != nil {
-			return err
+			return "", err
 		}
 	}
 	rec := &eventlog.RoomEvents{RoomID: roomID, RoomVersion: string(version)}
@@ -141,22 +188,12 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 			s.releaseAlias(context.WithoutCancel(r.Context()), string(alias), roomID)
 		}
 		if errors.Is(err, eventlog.ErrConflict) {
-			// Only an identical create event (same sender, content and
-			// millisecond) derives the same room ID: the client can retry.
-			return matrix.Errorf("M_UNKNOWN", http.StatusConflict, "room ID collision; retry")
+			return "", errRoomIDTaken
 		}
 		s.logger.Error("append room creation failed", "room_id", roomID, "err", err)
-		return logUnavailable(err)
+		return "", logUnavailable(err)
 	}
-	if err := s.awaitApplied(r.Context(), eventlog.StreamRooms, seq); err != nil {
-		return err
-	}
-	resp := map[string]any{"room_id": roomID}
-	if alias != "" {
-		resp["room_alias"] = string(alias)
-	}
-	matrix.WriteJSON(w, http.StatusOK, resp)
-	return nil
+	return roomID, s.awaitApplied(r.Context(), eventlog.StreamRooms, seq)
 }
 
 // creationEvents is the spec's createRoom event sequence.

@@ -39,7 +39,6 @@ func (s *Server) capabilities(w http.ResponseWriter, r *http.Request) error {
 		"m.3pid_changes":       map[string]bool{"enabled": false},
 		"m.get_login_token":    map[string]bool{"enabled": false},
 		"m.room_versions":      roomVersionsCapability(),
-		"m.profile_fields":     map[string]any{"enabled": true},
 		"m.account_moderation": map[string]bool{"suspend": false, "lock": false},
 	}})
 	return nil

@@ -190,6 +190,16 @@ func (s *Server) getPresence(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil {
 		return err
 	}
+	// Presence is for users who share a room (and for oneself).
+	if caller := session(r).UserID; caller != string(uid) {
+		shares, err := s.store.SharesRoom(r.Context(), caller, string(uid))
+		if err != nil {
+			return err
+		}
+		if !shares {
+			return matrix.Forbidden("you do not share a room with %s", uid)
+		}
+	}
 	m, ok, err := s.log.Last(r.Context(), eventlog.StreamEphemeral, eventlog.PresenceSubject(string(uid)))
 	if err != nil {
 		return logUnavailable(err)

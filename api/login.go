@@ -54,7 +54,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	// One answer for an unknown user and a wrong password, so that logins
 	// do not reveal which accounts exist.
-	if !checkPassword(u.PasswordHash, *req.Password) {
+	if !s.checkPassword(u.PasswordHash, *req.Password) {
 		return matrix.Forbidden("invalid username or password")
 	}
 	if u.Deactivated {

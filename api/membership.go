@@ -177,6 +177,12 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	uid := session(r).UserID
+	if forgot, err := s.store.Forgotten(r.Context(), uid, roomID); err != nil {
+		return err
+	} else if forgot {
+		matrix.WriteJSON(w, http.StatusOK, struct{}{})
+		return nil
+	}
 	v, err := s.roomVisibility(r.Context(), roomID, uid)
 	if err != nil {
 		return err

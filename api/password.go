@@ -28,13 +28,16 @@ func (s *Server) hashPassword(pw string) (string, error) {
 	return string(h), nil
 }
 
-// dummyHash is compared against when a login names no known user, so that
-// unknown users and wrong passwords take the same time.
-var dummyHash, _ = bcrypt.GenerateFromPassword(prehash("strand-dummy"), bcrypt.MinCost)
-
-func checkPassword(hash, pw string) bool {
+// checkPassword compares pw with a stored hash. With no hash (an unknown
+// user, or one without a password) it compares against a dummy hash of the
+// configured cost, so that unknown users and wrong passwords take the same
+// time and logins do not reveal which accounts exist.
+func (s *Server) checkPassword(hash, pw string) bool {
 	if hash == "" {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, prehash(pw))
+		s.dummyOnce.Do(func() {
+			s.dummyHash, _ = bcrypt.GenerateFromPassword(prehash("strand-dummy"), s.cfg.BcryptCost)
+		})
+		_ = bcrypt.CompareHashAndPassword(s.dummyHash, prehash(pw))
 		return false
 	}
 	return bcrypt.CompareHashAndPassword([]byte(hash), prehash(pw)) == nil

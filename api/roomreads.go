@@ -167,7 +167,14 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request) error {
 			} `json:"content"`
 		}
 		_ = json.Unmarshal(e.Client, &c)
-		joined[*e.StateKey] = map[string]any{"display_name": c.Content.Displayname, "avatar_url": c.Content.AvatarURL}
+		m := map[string]any{}
+		if c.Content.Displayname != nil {
+			m["display_name"] = *c.Content.Displayname
+		}
+		if c.Content.AvatarURL != nil {
+			m["avatar_url"] = *c.Content.AvatarURL
+		}
+		joined[*e.StateKey] = m
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined})
 	return nil
@@ -187,6 +194,9 @@ func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request) error {
 
 // maxPageLimit bounds /messages and /context pages.
 const maxPageLimit = 1000
+
+// maxScanPerPage bounds the events one page request reads.
+const maxScanPerPage = 5000
 
 func parseLimit(q string, def int) (int, error) {
 	if q == "" {
@@ -219,12 +229,17 @@ func parseFilterParam(q string) (*matrix.EventFilter, error) {
 // room's history in that direction is exhausted.
 func (s *Server) page(r *http.Request, roomID string, v *visibility, f *matrix.EventFilter, from int64, backwards bool, to int64, limit int) (out []store.StoredEvent, next int64, more bool, err error) {
 	next = from
-	for len(out) < limit {
+	// A filter that matches little, or a history the user may not see,
+	// must not make one request scan the whole room: stop after a bounded
+	// scan and hand back a token where it stopped.
+	scanned := 0
+	for len(out) < limit && scanned < maxScanPerPage {
 		want := min(max(2*(limit-len(out)), 20), maxPageLimit)
 		evs, err := s.store.RoomEvents(r.Context(), roomID, next, backwards, to, want)
 		if err != nil {
 			return nil, 0, false, err
 		}
+		scanned += len(evs)
 		for i := range evs {
 			e := &evs[i]
 			if backwards {

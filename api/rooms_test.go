@@ -315,6 +315,14 @@ func TestSendIdempotentAndErrors(t *testing.T) {
 		{"kick non-member", c, "POST", "/rooms/" + esc(roomID) + "/kick", map[string]any{"user_id": stranger.UserID}, 403, "M_FORBIDDEN"},
 		{"redact unknown", c, "PUT", "/rooms/" + esc(roomID) + "/redact/" + esc("$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaA") + "/r1", map[string]any{}, 404, "M_NOT_FOUND"},
 		{"forget joined room", c, "POST", "/rooms/" + esc(roomID) + "/forget", map[string]any{}, 400, "M_UNKNOWN"},
+		{"join_rule not a string", c, "PUT", "/rooms/" + esc(roomID) + "/state/m.room.join_rules/", map[string]any{"join_rule": 5}, 400, "M_BAD_JSON"},
+		{"unknown join_rule", c, "PUT", "/rooms/" + esc(roomID) + "/state/m.room.join_rules/", map[string]any{"join_rule": "party"}, 400, "M_BAD_JSON"},
+		{"history_visibility wrong", c, "PUT", "/rooms/" + esc(roomID) + "/state/m.room.history_visibility/", map[string]any{"history_visibility": true}, 400, "M_BAD_JSON"},
+		{"name not a string", c, "PUT", "/rooms/" + esc(roomID) + "/state/m.room.name/", map[string]any{"name": []int{1}}, 400, "M_BAD_JSON"},
+		{"power levels invalid", c, "PUT", "/rooms/" + esc(roomID) + "/state/m.room.power_levels/", map[string]any{"ban": "lots"}, 400, "M_BAD_JSON"},
+		{"createRoom bad override", c, "POST", "/createRoom", map[string]any{"power_level_content_override": map[string]any{"users_default": "x"}}, 400, "M_BAD_JSON"},
+		{"createRoom bad initial_state", c, "POST", "/createRoom", map[string]any{"initial_state": []map[string]any{{"type": "m.room.join_rules", "content": map[string]any{"join_rule": 1}}}}, 400, "M_BAD_JSON"},
+		{"presence of a stranger", c, "GET", "/presence/" + esc(stranger.UserID) + "/status", nil, 403, "M_FORBIDDEN"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -367,9 +375,18 @@ func TestMembershipTransitions(t *testing.T) {
 	}
 	u.MustDo("POST", rp("/join"), nil)
 	u.MustDo("POST", rp("/leave"), nil)
+	if r := u.Do("GET", rp("/messages?dir=b"), nil); r.Status != 200 {
+		t.Fatalf("a left member reads history up to leaving: %d", r.Status)
+	}
 	u.MustDo("POST", rp("/forget"), nil)
+	u.MustDo("POST", rp("/forget"), nil) // again: harmless
 	if jr := u.MustDo("GET", v3("/joined_rooms"), nil); strings.Contains(string(jr.Raw), roomID) {
 		t.Fatalf("left room still joined: %s", jr.Raw)
+	}
+	for _, p := range []string{"/messages?dir=b", "/state", "/members"} {
+		if r := u.Do("GET", rp(p), nil); r.Status != 403 {
+			t.Fatalf("forgotten room %s: %d", p, r.Status)
+		}
 	}
 	// membership filters and at=.
 	left := c.MustDo("GET", rp("/members?membership=leave"), nil)
@@ -414,6 +431,12 @@ func TestRedactionAndProfile(t *testing.T) {
 	again := u.MustDo("PUT", rp("/redact/"+esc(theirs)+"/r2"), map[string]any{"reason": "oops"}).Str("event_id")
 	if red == "" || red != again {
 		t.Fatalf("redaction txn: %s %s", red, again)
+	}
+	// Transaction IDs are per endpoint: a send whose txnId looks like the
+	// redaction's is another transaction.
+	lookalike := u.MustDo("PUT", rp("/send/m.room.message/redact:r2"), map[string]any{"msgtype": "m.text", "body": "x"}).Str("event_id")
+	if lookalike == red {
+		t.Fatal("a send collided with a redaction's transaction")
 	}
 	// The moderator may redact anyone's.
 	c.MustDo("PUT", rp("/redact/"+esc(mine)+"/r3"), map[string]any{})

@@ -13,6 +13,9 @@ func (s *Server) routes() {
 	r.Handle("/_matrix/client/versions", s.wrap(s.versions)).Methods(http.MethodGet)
 	r.Handle("/.well-known/matrix/client", s.wrap(s.wellKnown)).Methods(http.MethodGet)
 	r.Handle("/_matrix/static/client/login/", http.HandlerFunc(s.loginFallback)).Methods(http.MethodGet)
+	// Registration token validity is a v1 endpoint in the spec (served
+	// under r0 and v3 too, where older clients look for it).
+	r.Handle("/_matrix/client/v1/register/m.login.registration_token/validity", s.wrap(s.registrationTokenValidity)).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegisterNonce)).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegister)).Methods(http.MethodPost)
 	r.Handle("/_synapse/admin/v1/reset_password/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminResetPassword)))).Methods(http.MethodPost)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 
 	"strand/eventlog/matrix"
 	"strand/projector/store"
@@ -51,8 +52,10 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	var txn *txnRef
 	if id := pathVar(r, "txnId"); id != "" {
-		txn = &txnRef{sender: ss.UserID, device: ss.DeviceID, id: id}
-		if eventID, err := s.store.EventByTxn(r.Context(), roomID, ss.UserID, ss.DeviceID, id); err == nil {
+		// Transaction IDs are scoped to the endpoint, as the request path
+		// is: "send:" here, "redact:" for redactions.
+		txn = &txnRef{sender: ss.UserID, device: ss.DeviceID, id: "send:" + id}
+		if eventID, err := s.store.EventByTxn(r.Context(), roomID, ss.UserID, ss.DeviceID, txn.id); err == nil {
 			matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID})
 			return nil
 		} else if !errors.Is(err, store.ErrNotFound) {
@@ -110,6 +113,9 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 	}
 	c, err := readContent(r)
 	if err != nil {
+		return err
+	}
+	if err := checkStateContent(typ, stateKey, c); err != nil {
 		return err
 	}
 	ss := session(r)
@@ -227,6 +233,52 @@ func checkMessage(content json.RawMessage) error {
 		_, hasFile := c["file"]
 		if !hasURL && !hasFile {
 			return matrix.BadJSON("%s messages need a url or a file", msgtype)
+		}
+	}
+	return nil
+}
+
+// checkStateContent refuses malformed content of the state events whose
+// content the server interprets, with 400 rather than letting a wrong
+// type change what the event means (a join_rule of 5 is not "invite").
+func checkStateContent(typ, stateKey string, content json.RawMessage) error {
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal(content, &c); err != nil {
+		return matrix.BadJSON("invalid content")
+	}
+	str := func(field string, required bool, allowed ...string) error {
+		raw, ok := c[field]
+		if !ok {
+			if required {
+				return matrix.BadJSON("%s needs %s", typ, field)
+			}
+			return nil
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return matrix.BadJSON("%s.%s must be a string", typ, field)
+		}
+		if len(allowed) > 0 && !slices.Contains(allowed, v) {
+			return matrix.BadJSON("%s.%s must be one of %v", typ, field, allowed)
+		}
+		return nil
+	}
+	switch typ {
+	case matrix.TypeJoinRules:
+		return str("join_rule", true, "public", "invite", "knock", "restricted", "knock_restricted", "private")
+	case matrix.TypeHistoryVis:
+		return str("history_visibility", true, "world_readable", "shared", "invited", "joined")
+	case "m.room.guest_access":
+		return str("guest_access", true, "can_join", "forbidden")
+	case "m.room.name":
+		return str("name", false)
+	case "m.room.topic":
+		return str("topic", false)
+	case matrix.TypeMember:
+		return str("membership", true, "join", "invite", "leave", "ban", "knock")
+	case matrix.TypePowerLevels:
+		if _, err := matrix.ParsePowerLevels(content); err != nil {
+			return matrix.BadJSON("invalid power levels: %v", err)
 		}
 	}
 	return nil

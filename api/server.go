@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -80,6 +81,9 @@ type Server struct {
 	router    *mux.Router
 	events    eventCache
 	rooms     roomCache
+
+	dummyOnce sync.Once
+	dummyHash []byte
 
 	latency *prometheus.HistogramVec
 	retries prometheus.Counter
@@ -240,7 +244,7 @@ func (s *Server) awaitApplied(ctx context.Context, stream string, seq uint64) er
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 	defer cancel()
 	if err := s.watermark.Wait(ctx, stream, seq); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(err, context.DeadlineExceeded) || store.Unavailable(err) {
 			return matrix.Unavailable("the change was stored but is not visible yet; retry shortly")
 		}
 		return fmt.Errorf("await %s seq %d: %w", stream, seq, err)

@@ -124,7 +124,7 @@ func (s *Server) requirePassword(ctx context.Context, caller string, auth *authD
 	if err != nil {
 		return err
 	}
-	if !checkPassword(u.PasswordHash, auth.Password) || u.UserID != caller {
+	if !s.checkPassword(u.PasswordHash, auth.Password) || u.UserID != caller {
 		return uiaChallenge(stages, auth.Session, matrix.Forbidden("invalid password"))
 	}
 	return nil

@@ -25,7 +25,19 @@ func (s *Server) roomVisibility(ctx context.Context, roomID, userID string) (*vi
 	if err != nil {
 		return nil, err
 	}
-	return &visibility{Hist: h, UserID: userID}, nil
+	v := &visibility{Hist: h, UserID: userID}
+	if v.Current() != "join" && v.Current() != "invite" && len(h.Memberships) > 0 {
+		// A forgotten room's history is closed to the user, as if they had
+		// never been in it.
+		forgot, err := s.store.Forgotten(ctx, userID, roomID)
+		if err != nil {
+			return nil, err
+		}
+		if forgot {
+			v.Hist.Memberships = nil
+		}
+	}
+	return v, nil
 }
 
 // roomReadPoint decides whether a user may read a room's state and

@@ -158,7 +158,11 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		var plans []roomPlan
 		var invites []string
 		for roomID, m := range current {
-			out.rooms = append(out.rooms, roomID)
+			if m.Membership == "join" || m.Membership == "invite" {
+				// Only these rooms' changes can concern the user; a left
+				// room must not wake their long-polls.
+				out.rooms = append(out.rooms, roomID)
+			}
 			if !f.allowsRoom(roomID) {
 				continue
 			}

@@ -31,7 +31,7 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 		g.Go(func() error {
 			return log.Read(ctx, stream, eventlog.ReadOptions{From: from}, func(ctx context.Context, batch []eventlog.Msg) error {
 				for _, m := range batch {
-					c, err := touched(ctx, st, eph, m)
+					c, err := touched(ctx, st, eph, m, m.Seq > head)
 					if err != nil {
 						return fmt.Errorf("sync consumer: %s seq %d: %w", stream, m.Seq, err)
 					}
@@ -51,7 +51,7 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 // room record, the targets of its membership events (an invitee must wake
 // before the room is one of theirs), the user of an account record, and
 // the rooms of a user whose presence changed.
-func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Msg) (change, error) {
+func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Msg, live bool) (change, error) {
 	c := change{stream: m.Stream, seq: m.Seq}
 	switch m.Type {
 	case (eventlog.RoomEvents{}).RecordType():
@@ -88,7 +88,7 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 		case *eventlog.PresenceSet:
 			eph.apply(m.Seq, m.Time, r)
 			c.users = []string{r.UserID}
-			if time.Since(m.Time) < eventlog.EphemeralMaxAge {
+			if live {
 				rooms, err := st.JoinedRooms(ctx, r.UserID)
 				if err != nil {
 					return c, err

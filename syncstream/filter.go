@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 
 	"strand/eventlog/matrix"
 	"strand/projector/store"
@@ -67,6 +68,11 @@ func loadFilter(ctx context.Context, st *store.Store, userID, param string) (*fi
 		return f, nil
 	}
 	raw := []byte(param)
+	if param[0] == '{' && !json.Valid(raw) && !strings.Contains(param, `"`) {
+		// The classic guide writes inline filters with single quotes
+		// ({'room':{'timeline':{'limit':1}}}); read those as JSON.
+		raw = []byte(strings.ReplaceAll(param, "'", `"`))
+	}
 	if param[0] != '{' {
 		stored, err := st.Filter(ctx, userID, param)
 		if errors.Is(err, store.ErrNotFound) {

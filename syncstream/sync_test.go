@@ -128,7 +128,8 @@ func TestGuideGettingEvents(t *testing.T) {
 	if !ok || strings.Join(bodies(room.Timeline.Events), ",") != "one,two" || len(room.State.Events)+len(room.Timeline.Events) < 8 {
 		t.Fatalf("full sync: %s", full.Raw)
 	}
-	filtered := anon.MustDo("GET", "/_matrix/client/r0/sync"+tok+"&filter="+url.QueryEscape(`{"room":{"timeline":{"limit":1}}}`), nil)
+	// The guide's filter, with its single quotes.
+	filtered := anon.MustDo("GET", "/_matrix/client/r0/sync"+tok+"&filter="+url.QueryEscape(`{'room':{'timeline':{'limit':1}}}`), nil)
 	_ = json.Unmarshal(filtered.Raw, &s)
 	room = s.Rooms.Join[roomID]
 	if len(room.Timeline.Events) != 1 || !room.Timeline.Limited || room.Timeline.PrevBatch == "" || bodies(room.Timeline.Events)[0] != "two" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -15,7 +16,9 @@ func (e *StoredEvent) Render(viewerUser, viewerDevice string, now time.Time) jso
 	u.WriteString(`{"age":`)
 	u.WriteString(strconv.FormatInt(max(0, now.UnixMilli()-e.OriginServerTS), 10))
 	if e.TxnID != "" && e.Sender == viewerUser && e.TxnDevice == viewerDevice {
-		tid, _ := json.Marshal(e.TxnID)
+		// Stored as "<endpoint>:<client's ID>"; the client gets its own.
+		_, clientID, _ := strings.Cut(e.TxnID, ":")
+		tid, _ := json.Marshal(clientID)
 		u.WriteString(`,"transaction_id":`)
 		u.Write(tid)
 	}

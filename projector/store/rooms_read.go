@@ -350,3 +350,25 @@ func (s *Store) PublicRooms(ctx context.Context, offset, limit int, search strin
 	}
 	return out, total, nil
 }
+
+// SharesRoom reports whether two users are both joined to some room.
+func (s *Store) SharesRoom(ctx context.Context, a, b string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM room_state x JOIN room_state y
+		ON y.room_id = x.room_id AND y.type = 'm.room.member' AND y.state_key = $2 AND y.to_pos IS NULL AND y.membership = 'join'
+		WHERE x.type = 'm.room.member' AND x.state_key = $1 AND x.to_pos IS NULL AND x.membership = 'join')`, a, b).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("shares room: %w", err)
+	}
+	return ok, nil
+}
+
+// Forgotten reports whether a user has forgotten a room.
+func (s *Store) Forgotten(ctx context.Context, userID, roomID string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2)", userID, roomID).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("forgotten: %w", err)
+	}
+	return ok, nil
+}

@@ -8,6 +8,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"sort"
@@ -197,5 +198,9 @@ func Unavailable(err error) bool {
 	if errors.As(err, &ne) {
 		return true
 	}
-	return pgconn.SafeToRetry(err)
+	// A connection the server dropped (a restart) surfaces as EOF.
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return true
+	}
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err)
 }
