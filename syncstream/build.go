@@ -285,9 +285,40 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		if err != nil {
 			return err
 		}
+		// Lazy-loading clients need the member events of the senders they
+		// see, also when the state section would otherwise be empty.
+		lazyMembers := map[string][]json.RawMessage{}
+		if lazy {
+			var pairRooms, pairUsers []string
+			for i, p := range plans {
+				if outs[i].needFull || outs[i].limited {
+					continue // their state section already carries them
+				}
+				for sender := range outs[i].senders {
+					pairRooms, pairUsers = append(pairRooms, p.id), append(pairUsers, sender)
+				}
+			}
+			members, err := tx.MemberEvents(ctx, pairRooms, pairUsers)
+			if err != nil {
+				return err
+			}
+			starts := map[string]int64{}
+			for i, p := range plans {
+				starts[p.id] = outs[i].start
+			}
+			for roomID, evs := range members {
+				for j := range evs {
+					if evs[j].Pos >= starts[roomID] {
+						continue // in the timeline already
+					}
+					lazyMembers[roomID] = append(lazyMembers[roomID], render(&evs[j]))
+				}
+			}
+		}
 		for i, p := range plans {
 			ro := outs[i]
 			st := stateOf(i, p)
+			st = append(st, lazyMembers[p.id]...)
 			if p.membership == "join" {
 				// An unchanged room is left out of an incremental response.
 				if !p.fullState && len(ro.tl.Events) == 0 && len(st) == 0 {
@@ -358,6 +389,37 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			}
 		}
 		// Presence of the users who share a room with this one.
+		// Users who newly share a room with this one (they joined one of
+		// its rooms, or it joined theirs) get their presence sent even if
+		// it did not change: the client has not seen it.
+		if !initial {
+			known := map[string]bool{}
+			for _, p := range ev.presence {
+				known[p.UserID] = true
+			}
+			for i, p := range plans {
+				if p.membership != "join" {
+					continue
+				}
+				var evs []store.StoredEvent
+				if outs[i].needFull {
+					evs = append(evs, states[p.id]...)
+				}
+				evs = append(evs, timelines[p.id]...)
+				for _, e := range evs {
+					if e.Type != "m.room.member" || e.StateKey == nil || *e.StateKey == req.user || known[*e.StateKey] {
+						continue
+					}
+					if !outs[i].needFull && !strings.Contains(string(e.Client), `"membership":"join"`) {
+						continue
+					}
+					if pr, ok := eph.presenceOf(*e.StateKey); ok {
+						known[*e.StateKey] = true
+						ev.presence = append(ev.presence, pr)
+					}
+				}
+			}
+		}
 		if changed := ev.presence; len(changed) > 0 {
 			ids := make([]string, len(changed))
 			for i, p := range changed {

@@ -229,3 +229,34 @@ func TestTypingExpiryReportedOnce(t *testing.T) {
 		t.Fatalf("the expiry was reported again: %s", r.Raw)
 	}
 }
+
+// A user who newly shares a room gets the other members' presence, and
+// lazy-loading clients get the member events of new senders.
+func TestPresenceOfNewlySharedAndLazyMembers(t *testing.T) {
+	_, base := newServe(t)
+	alice, bob := user(t, base, "alice"), user(t, base, "bob")
+	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online", "status_msg": "here"})
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	since := nextBatch(t, bob.MustDo("GET", v3("/sync?set_presence=offline"), nil).Raw)
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	r := bob.MustDo("GET", v3("/sync?set_presence=offline&since="+url.QueryEscape(since)), nil)
+	if !strings.Contains(string(r.Raw), `"status_msg":"here"`) {
+		t.Fatalf("bob did not get the presence of alice, whose room he joined: %s", r.Raw)
+	}
+	lazy := url.QueryEscape(`{"room":{"state":{"lazy_load_members":true}}}`)
+	since = nextBatch(t, bob.MustDo("GET", v3("/sync?set_presence=offline&filter="+lazy), nil).Raw)
+	carol := user(t, base, "carol")
+	carol.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	since2 := nextBatch(t, bob.MustDo("GET", v3("/sync?set_presence=offline&filter="+lazy+"&since="+url.QueryEscape(since)), nil).Raw)
+	send(t, carol, roomID, "hello from carol")
+	r = bob.MustDo("GET", v3("/sync?set_presence=offline&filter="+lazy+"&since="+url.QueryEscape(since2)), nil)
+	var s syncResp
+	_ = json.Unmarshal(r.Raw, &s)
+	found := false
+	for _, e := range s.Rooms.Join[roomID].State.Events {
+		found = found || (e.Type == "m.room.member" && *e.StateKey == carol.UserID)
+	}
+	if !found {
+		t.Fatalf("lazy-loading incremental sync lacks the new sender's member event: %s", r.Raw)
+	}
+}

@@ -393,3 +393,28 @@ func (t *SyncTx) SharingRooms(ctx context.Context, userID string, users []string
 	}
 	return out, nil
 }
+
+// MemberEvents returns the current member events of the given (room,
+// user) pairs, per room.
+func (t *SyncTx) MemberEvents(ctx context.Context, rooms, users []string) (map[string][]StoredEvent, error) {
+	out := map[string][]StoredEvent{}
+	if len(rooms) == 0 {
+		return out, nil
+	}
+	rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+`
+		FROM unnest($1::text[], $2::text[]) AS p(room_id, user_id)
+		JOIN room_state s ON s.room_id = p.room_id AND s.type = 'm.room.member' AND s.state_key = p.user_id AND s.to_pos IS NULL
+		JOIN events e ON e.event_id = s.event_id
+		ORDER BY e.pos`, rooms, users)
+	if err != nil {
+		return nil, fmt.Errorf("sync member events: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("sync member events: %w", err)
+	}
+	for _, e := range evs {
+		out[e.RoomID] = append(out[e.RoomID], e)
+	}
+	return out, nil
+}
