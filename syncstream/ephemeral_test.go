@@ -181,13 +181,16 @@ func TestPresence(t *testing.T) {
 	carol.MustDo("GET", v3("/sync"), nil)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if p := alice.MustDo("GET", v3("/presence/"+esc(carol.UserID)+"/status"), nil); p.Str("presence") == "online" {
+		if p := carol.MustDo("GET", v3("/presence/"+esc(carol.UserID)+"/status"), nil); p.Str("presence") == "online" {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("syncing did not mark carol online")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if r := alice.Do("GET", v3("/presence/"+esc(carol.UserID)+"/status"), nil); r.Status != 403 {
+		t.Fatalf("presence of a user who shares no room: %d", r.Status)
 	}
 	if r := bob.Do("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online"}); r.Status != 403 {
 		t.Fatalf("setting another's presence: %d", r.Status)
