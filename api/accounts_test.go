@@ -366,6 +366,8 @@ func TestBadInput(t *testing.T) {
 		{"filter for another user", "POST", "/user/@other:localhost/filter", `{}`, true, 403, "M_FORBIDDEN"},
 		{"filter invalid user", "POST", "/user/nobody/filter", `{}`, true, 400, "M_INVALID_PARAM"},
 		{"filter not an object", "POST", "/user/@erin:localhost/filter", `"x"`, true, 400, "M_BAD_JSON"},
+		{"filter with wrong types", "POST", "/user/@erin:localhost/filter", `{"room":{"timeline":{"limit":"ten"}}}`, true, 400, "M_BAD_JSON"},
+		{"filter with negative limit", "POST", "/user/@erin:localhost/filter", `{"room":{"timeline":{"limit":-1}}}`, true, 400, "M_BAD_JSON"},
 		{"unknown filter", "GET", "/user/@erin:localhost/filter/123", nil, true, 404, "M_NOT_FOUND"},
 		{"account data invalid room", "PUT", "/user/@erin:localhost/rooms/notaroom/account_data/x", `{}`, true, 400, "M_INVALID_PARAM"},
 		{"account data missing", "GET", "/user/@erin:localhost/account_data/nope", nil, true, 404, "M_NOT_FOUND"},

@@ -128,22 +128,33 @@ func (s *Server) putDirectoryVisibility(w http.ResponseWriter, r *http.Request) 
 		return matrix.InvalidParam("visibility must be public or private")
 	}
 	ss := session(r)
-	rs, err := s.loadRoom(r.Context(), roomID)
-	if err != nil {
-		return err
-	}
-	// Publishing a room is a moderator's decision: those who may change
-	// its canonical alias may list it.
-	if !ss.Admin && rs.state.UserPowerLevel(matrix.UserID(ss.UserID)) < rs.state.PowerLevels().EventLevel("m.room.canonical_alias", true) {
-		return matrix.Forbidden("you may not change this room's directory visibility")
-	}
-	seq, err := s.log.Append(r.Context(), eventlog.RoomSubject(roomID), &eventlog.RoomPublished{RoomID: roomID, Published: *req.Visibility == "public"},
-		eventlog.AppendOptions{Room: roomID})
-	if err != nil {
-		return logUnavailable(err)
-	}
-	if err := s.awaitApplied(r.Context(), eventlog.StreamRooms, seq); err != nil {
-		return err
+	// Checked and appended against the same room state, like an event:
+	// a moderator demoted meanwhile cannot publish.
+	for attempt := 0; ; attempt++ {
+		rs, err := s.loadRoom(r.Context(), roomID)
+		if err != nil {
+			return err
+		}
+		// Publishing a room is a moderator's decision: those who may
+		// change its canonical alias may list it.
+		if !ss.Admin && rs.state.UserPowerLevel(matrix.UserID(ss.UserID)) < rs.state.PowerLevels().EventLevel("m.room.canonical_alias", true) {
+			return matrix.Forbidden("you may not change this room's directory visibility")
+		}
+		seq, err := s.log.Append(r.Context(), eventlog.RoomSubject(roomID), &eventlog.RoomPublished{RoomID: roomID, Published: *req.Visibility == "public"},
+			eventlog.AppendOptions{Room: roomID, ExpectSeq: eventlog.Expect(rs.head.LastSeq)})
+		if errors.Is(err, eventlog.ErrConflict) && attempt < maxAppendAttempts {
+			if err := s.catchUpRoom(r.Context(), roomID); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return logUnavailable(err)
+		}
+		if err := s.awaitApplied(r.Context(), eventlog.StreamRooms, seq); err != nil {
+			return err
+		}
+		break
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 	return nil

@@ -44,6 +44,9 @@ func (s *Server) createFilter(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return matrix.BadJSON("invalid filter")
 	}
+	if _, err := matrix.ParseFilter(raw); err != nil {
+		return err
+	}
 	id := newFilterID()
 	rec := &eventlog.FilterCreated{UserID: uid, FilterID: id, Filter: raw}
 	if err := s.appendAccount(r.Context(), uid, rec, nil); err != nil {

@@ -10,25 +10,8 @@ import (
 	"strand/projector/store"
 )
 
-// roomFilter is the "room" part of a sync filter.
-type roomFilter struct {
-	Rooms        []string            `json:"rooms"`
-	NotRooms     []string            `json:"not_rooms"`
-	IncludeLeave bool                `json:"include_leave"`
-	Timeline     *matrix.EventFilter `json:"timeline"`
-	State        *matrix.EventFilter `json:"state"`
-	Ephemeral    *matrix.EventFilter `json:"ephemeral"`
-	AccountData  *matrix.EventFilter `json:"account_data"`
-}
-
-// filter is the spec's sync Filter.
-type filter struct {
-	EventFields []string            `json:"event_fields"`
-	EventFormat string              `json:"event_format"`
-	Presence    *matrix.EventFilter `json:"presence"`
-	AccountData *matrix.EventFilter `json:"account_data"`
-	Room        roomFilter          `json:"room"`
-}
+// filter is the spec's sync Filter, with the helpers sync needs.
+type filter struct{ matrix.Filter }
 
 // defaultTimelineLimit is the timeline length when the filter sets none.
 const defaultTimelineLimit = 10
@@ -83,16 +66,11 @@ func loadFilter(ctx context.Context, st *store.Store, userID, param string) (*fi
 		}
 		raw = stored
 	}
-	if err := json.Unmarshal(raw, f); err != nil {
-		return nil, matrix.InvalidParam("invalid filter: %v", err)
+	parsed, err := matrix.ParseFilter(raw)
+	if err != nil {
+		me, _ := matrix.AsError(err)
+		return nil, matrix.InvalidParam("%s", me.Msg)
 	}
-	for _, ef := range []*matrix.EventFilter{f.Presence, f.AccountData, f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData} {
-		if ef != nil && ef.Limit != nil && *ef.Limit < 0 {
-			return nil, matrix.InvalidParam("invalid filter: negative limit")
-		}
-	}
-	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
-		return nil, matrix.InvalidParam("invalid filter: event_format must be client or federation")
-	}
+	f.Filter = *parsed
 	return f, nil
 }

@@ -114,3 +114,42 @@ func (f *EventFilter) Allows(typ, sender, roomID string, content func() json.Raw
 	}
 	return true
 }
+
+// RoomFilter is the "room" part of a sync Filter.
+type RoomFilter struct {
+	Rooms        []string     `json:"rooms,omitempty"`
+	NotRooms     []string     `json:"not_rooms,omitempty"`
+	IncludeLeave bool         `json:"include_leave,omitempty"`
+	Timeline     *EventFilter `json:"timeline,omitempty"`
+	State        *EventFilter `json:"state,omitempty"`
+	Ephemeral    *EventFilter `json:"ephemeral,omitempty"`
+	AccountData  *EventFilter `json:"account_data,omitempty"`
+}
+
+// Filter is the spec's sync filter (POST /user/{userId}/filter, and the
+// filter parameter of /sync).
+type Filter struct {
+	EventFields []string     `json:"event_fields,omitempty"`
+	EventFormat string       `json:"event_format,omitempty"`
+	Presence    *EventFilter `json:"presence,omitempty"`
+	AccountData *EventFilter `json:"account_data,omitempty"`
+	Room        RoomFilter   `json:"room"`
+}
+
+// ParseFilter parses and checks a sync filter: a stored filter must be one
+// that /sync can use, or every sync with it would fail.
+func ParseFilter(raw []byte) (*Filter, error) {
+	f := &Filter{}
+	if err := json.Unmarshal(raw, f); err != nil {
+		return nil, BadJSON("invalid filter: %v", err)
+	}
+	for _, ef := range []*EventFilter{f.Presence, f.AccountData, f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData} {
+		if ef != nil && ef.Limit != nil && *ef.Limit < 0 {
+			return nil, BadJSON("invalid filter: negative limit")
+		}
+	}
+	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
+		return nil, BadJSON("invalid filter: event_format must be client or federation")
+	}
+	return f, nil
+}
