@@ -492,6 +492,13 @@ func TestAliases(t *testing.T) {
 	if r := c.Do("PUT", v3("/directory/room/"+esc("#three:localhost")), map[string]any{}); r.Status != 400 || r.Errcode() != "M_MISSING_PARAM" {
 		t.Fatalf("alias without room_id: %d %s", r.Status, r.Raw)
 	}
+	c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/state/m.room.canonical_alias/"), map[string]any{"alias": "#one:localhost", "alt_aliases": []string{"#two:localhost"}})
+	if r := c.Do("PUT", v3("/rooms/"+esc(roomID)+"/state/m.room.canonical_alias/"), map[string]any{"alias": "#nowhere:localhost"}); r.Status != 400 || r.Errcode() != "M_BAD_ALIAS" {
+		t.Fatalf("canonical alias not pointing at the room: %d %s", r.Status, r.Raw)
+	}
+	if r := c.Do("PUT", v3("/rooms/"+esc(roomID)+"/state/m.room.canonical_alias/"), map[string]any{"alias": "nope"}); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+		t.Fatalf("invalid canonical alias: %d %s", r.Status, r.Raw)
+	}
 	as := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/aliases"), nil)
 	if got := fmt.Sprint(as.Body["aliases"]); got != "[#one:localhost #two:localhost]" {
 		t.Fatalf("aliases: %s", got)

@@ -118,6 +118,11 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 	if err := checkStateContent(typ, stateKey, c); err != nil {
 		return err
 	}
+	if typ == "m.room.canonical_alias" {
+		if err := s.checkCanonicalAlias(r, roomID, c); err != nil {
+			return err
+		}
+	}
 	ss := session(r)
 	users := []string{ss.UserID}
 	if typ == matrix.TypeMember {
@@ -279,6 +284,39 @@ func checkStateContent(typ, stateKey string, content json.RawMessage) error {
 	case matrix.TypePowerLevels:
 		if _, err := matrix.ParsePowerLevels(content); err != nil {
 			return matrix.BadJSON("invalid power levels: %v", err)
+		}
+	}
+	return nil
+}
+
+// checkCanonicalAlias requires the aliases an m.room.canonical_alias event
+// names to be valid and, for this server's aliases, to point at the room.
+func (s *Server) checkCanonicalAlias(r *http.Request, roomID string, content json.RawMessage) error {
+	var c struct {
+		Alias      *string  `json:"alias"`
+		AltAliases []string `json:"alt_aliases"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return matrix.BadJSON("invalid m.room.canonical_alias content: %v", err)
+	}
+	aliases := c.AltAliases
+	if c.Alias != nil && *c.Alias != "" {
+		aliases = append(aliases, *c.Alias)
+	}
+	for _, a := range aliases {
+		alias, err := matrix.ParseRoomAlias(a)
+		if err != nil {
+			return matrix.InvalidParam("invalid alias %q: %v", a, err)
+		}
+		if alias.Server() != s.cfg.ServerName {
+			continue // another server's alias; nothing to check it against
+		}
+		target, _, err := s.store.AliasRoom(r.Context(), a)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && target != roomID) {
+			return matrix.Errorf("M_BAD_ALIAS", http.StatusBadRequest, "alias %s does not point at this room", a)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
