@@ -263,3 +263,41 @@ func TestPresenceOfNewlySharedAndLazyMembers(t *testing.T) {
 		t.Fatalf("lazy-loading incremental sync lacks the new sender's member event: %s", r.Raw)
 	}
 }
+
+// The presence, room.ephemeral, room.account_data and contains_url parts
+// of a filter.
+func TestSyncFilterEphemeralFields(t *testing.T) {
+	_, base := newServe(t)
+	alice, bob := user(t, base, "alice"), user(t, base, "bob")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	bob.MustDo("PUT", v3("/presence/"+esc(bob.UserID)+"/status"), map[string]any{"presence": "online"})
+	last := send(t, bob, roomID, "plain")
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/img"), map[string]any{"msgtype": "m.image", "body": "a.png", "url": "mxc://localhost/a"})
+	alice.MustDo("POST", v3("/rooms/"+esc(roomID)+"/receipt/m.read/"+esc(last)), map[string]any{})
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/typing/"+esc(alice.UserID)), map[string]any{"typing": true, "timeout": 30000})
+	alice.MustDo("PUT", v3("/user/"+esc(alice.UserID)+"/rooms/"+esc(roomID)+"/account_data/org.example.r"), map[string]any{"r": 1})
+	get := func(filter string) string {
+		return string(alice.MustDo("GET", v3("/sync?set_presence=offline&filter="+url.QueryEscape(filter)), nil).Raw)
+	}
+	all := get(`{}`)
+	for _, want := range []string{`"m.presence"`, `"m.typing"`, `"m.receipt"`, `"org.example.r"`, `"mxc://localhost/a"`} {
+		if !strings.Contains(all, want) {
+			t.Fatalf("unfiltered sync lacks %s: %s", want, all)
+		}
+	}
+	for _, tc := range []struct{ filter, absent, present string }{
+		{`{"presence":{"not_types":["*"]}}`, `"m.presence"`, `"m.typing"`},
+		{`{"presence":{"senders":["@nobody:localhost"]}}`, `"m.presence"`, `"m.receipt"`},
+		{`{"room":{"ephemeral":{"types":["m.receipt"]}}}`, `"m.typing"`, `"m.receipt"`},
+		{`{"room":{"ephemeral":{"not_rooms":["` + roomID + `"]}}}`, `"m.receipt"`, `"m.presence"`},
+		{`{"room":{"account_data":{"not_types":["org.example.r"]}}}`, `"org.example.r"`, `"m.typing"`},
+		{`{"room":{"timeline":{"contains_url":false}}}`, `"mxc://localhost/a"`, `"plain"`},
+		{`{"room":{"timeline":{"contains_url":true}}}`, `"plain"`, `"mxc://localhost/a"`},
+	} {
+		got := get(tc.filter)
+		if strings.Contains(got, tc.absent) || !strings.Contains(got, tc.present) {
+			t.Errorf("filter %s: want no %s and a %s: %s", tc.filter, tc.absent, tc.present, got)
+		}
+	}
+}
