@@ -3,13 +3,15 @@ package syncstream
 import (
 	"context"
 	"errors"
-	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
@@ -53,6 +55,9 @@ type Handler struct {
 	stopOnce sync.Once
 	stopMu   sync.Mutex
 	stop     chan struct{}
+
+	rooms  roomsCache
+	builds singleflight.Group
 }
 
 // Routes returns a handler for a standalone sync worker: /sync under both
@@ -159,15 +164,38 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	h.markPresence(ctx, ss.UserID, setPresence)
 	deadline := time.Now().Add(timeout)
 
+	filterKey := q.Get("filter")
 	for {
-		b, err := build(ctx, h.Store, h.Ephemeral, req)
+		// Fast path: nothing has happened for this user since the token
+		// this worker itself issued: answer (or wait) without a build.
+		if req.since != nil && !req.fullState {
+			if rooms, ok := h.rooms.get(ss.UserID, *req.since); ok && h.Notifier.Quiet(ss.UserID, rooms, seenOf(*req.since)) {
+				if !time.Now().Before(deadline) {
+					resp := newResponse()
+					resp.NextBatch = req.since.String()
+					matrix.WriteJSON(w, http.StatusOK, resp)
+					return nil
+				}
+				woke, err := h.wait(ctx, ss.UserID, rooms, seenOf(*req.since), deadline)
+				if err != nil {
+					return err
+				}
+				if !woke {
+					resp := newResponse()
+					resp.NextBatch = req.since.String()
+					matrix.WriteJSON(w, http.StatusOK, resp)
+					return nil
+				}
+			}
+		}
+		b, err := h.build(ctx, req, filterKey)
 		if err != nil {
 			return err
 		}
 		next := b.next()
-		b.resp.NextBatch = next.String()
+		h.rooms.put(ss.UserID, next, b.rooms)
 		if req.since == nil || !b.resp.empty() || !time.Now().Before(deadline) || req.fullState {
-			matrix.WriteJSON(w, http.StatusOK, b.resp)
+			writeResponse(w, b.resp, next)
 			return nil
 		}
 		// Nothing yet: wait for a change that concerns this user, then
@@ -179,11 +207,38 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if !woke {
-			matrix.WriteJSON(w, http.StatusOK, b.resp)
+			writeResponse(w, b.resp, next)
 			return nil
 		}
 		req.since = &next
 	}
+}
+
+// build assembles a response, sharing one build between identical
+// concurrent requests (the same device's long-polls with the same token
+// and filter, woken by the same event), which all get the same answer.
+func (h *Handler) build(ctx context.Context, req *request, filterKey string) (*built, error) {
+	key := req.user + "\x00" + req.device + "\x00" + filterKey + "\x00" + strconv.FormatBool(req.fullState)
+	if req.since != nil {
+		key += "\x00" + req.since.String()
+	}
+	v, err, _ := h.builds.Do(key, func() (any, error) {
+		// Detached from the first caller: its disconnect must not fail
+		// the others sharing the build.
+		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, req)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*built), nil
+}
+
+// writeResponse writes a built response with its next_batch. Shared
+// builds are read-only: the token goes into a shallow copy.
+func writeResponse(w http.ResponseWriter, r *response, next Token) {
+	out := *r
+	out.NextBatch = next.String()
+	matrix.WriteJSON(w, http.StatusOK, &out)
 }
 
 // checkSince refuses tokens from the future: positions beyond anything the
