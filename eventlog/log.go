@@ -309,7 +309,13 @@ func (l *Log) Read(ctx context.Context, stream string, o ReadOptions, handle fun
 			return err
 		case m, ok := <-ch:
 			if !ok {
-				return fmt.Errorf("read %s: message iterator closed", stream)
+				// The reader stopped: report its cause if it left one.
+				select {
+				case err := <-errc:
+					return err
+				default:
+					return fmt.Errorf("read %s: message iterator closed", stream)
+				}
 			}
 			batch = append(batch, m)
 		}
@@ -328,7 +334,10 @@ func (l *Log) Read(ctx context.Context, stream string, o ReadOptions, handle fun
 		if err := handle(ctx, batch); err != nil {
 			return err
 		}
-		if o.StopAt != 0 && batch[len(batch)-1].Seq >= o.StopAt {
+		last := batch[len(batch)-1]
+		// Stop at StopAt, or when a filtered read has nothing pending (its
+		// subjects' last record may lie before StopAt).
+		if o.StopAt != 0 && (last.Seq >= o.StopAt || (len(o.Subjects) > 0 && last.Pending == 0)) {
 			return nil
 		}
 	}
