@@ -632,3 +632,25 @@ func TestMessagesPaging1000(t *testing.T) {
 		}
 	}
 }
+
+// Redacting a state event changes what later events are authorised
+// against: in a version 10 room, redacting the power levels drops their
+// "invite" (which that version's redaction does not keep), so the
+// default of 0 applies again.
+func TestRedactedStateInAuth(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("op", "pw")
+	u := apitest.NewClient(t, c.Base)
+	u.Register("plain", "pw")
+	guest := apitest.NewClient(t, c.Base)
+	guest.Register("guest", "pw")
+	roomID := createRoom(t, c, map[string]any{"preset": "public_chat", "room_version": "10",
+		"power_level_content_override": map[string]any{"invite": 50}})
+	u.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	if r := u.Do("POST", v3("/rooms/"+esc(roomID)+"/invite"), map[string]any{"user_id": guest.UserID}); r.Status != 403 {
+		t.Fatalf("invite below the invite level: %d %s", r.Status, r.Raw)
+	}
+	pl := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/state/m.room.power_levels/?format=event"), nil).Str("event_id")
+	c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/redact/"+esc(pl)+"/r1"), map[string]any{})
+	u.MustDo("POST", v3("/rooms/"+esc(roomID)+"/invite"), map[string]any{"user_id": guest.UserID})
+}

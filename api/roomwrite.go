@@ -71,6 +71,12 @@ func (s *Server) loadRoom(ctx context.Context, roomID string) (*roomState, error
 			return nil, fmt.Errorf("room %s: stored state event: %w", roomID, err)
 		}
 		st = matrix.Apply(st, ev)
+		if e.Redacted {
+			// The auth rules read a redacted state event as redacted.
+			if st, err = matrix.ApplyRedacted(st, ev); err != nil {
+				return nil, fmt.Errorf("room %s: redacted state event: %w", roomID, err)
+			}
+		}
 	}
 	return &roomState{head: snap.Head, state: st}, nil
 }
@@ -264,6 +270,18 @@ func (s *Server) buildEvents(rs *roomState, protos []*matrix.ProtoEvent) ([]*mat
 			return nil, err
 		}
 		rs.state = matrix.Apply(rs.state, ev)
+		if ev.Type() == matrix.TypeRedaction && ev.Redacts() != "" {
+			// Redacting a current state event changes what later events
+			// are authorised against.
+			for _, cur := range rs.state.All() {
+				if cur.ID() == ev.Redacts() {
+					if rs.state, err = matrix.ApplyRedacted(rs.state, cur); err != nil {
+						return nil, err
+					}
+					break
+				}
+			}
+		}
 		if rs.head.RoomID == "" {
 			rs.head.RoomID = string(ev.RoomID())
 		}

@@ -26,10 +26,11 @@ type AuthSnapshot struct {
 	Events []IDPDU
 }
 
-// IDPDU is an event ID with its signed PDU.
+// IDPDU is an event ID with its signed PDU, and whether it was redacted.
 type IDPDU struct {
-	EventID string
-	PDU     []byte
+	EventID  string
+	PDU      []byte
+	Redacted bool
 }
 
 // RoomAuthSnapshot reads a room's head and current state in one round
@@ -39,7 +40,7 @@ func (s *Store) RoomAuthSnapshot(ctx context.Context, roomID string) (AuthSnapsh
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		b.Queue(`SELECT room_id, room_version, last_seq, last_event_id, last_pos, depth, published FROM rooms WHERE room_id = $1`, roomID)
-		b.Queue(`SELECT e.event_id, e.pdu FROM room_state s JOIN events e ON e.event_id = s.event_id
+		b.Queue(`SELECT e.event_id, e.pdu, e.redacted_because IS NOT NULL FROM room_state s JOIN events e ON e.event_id = s.event_id
 			WHERE s.room_id = $1 AND s.to_pos IS NULL`, roomID)
 		br := tx.SendBatch(ctx, b)
 		defer br.Close()
