@@ -192,15 +192,8 @@ func (s *Server) adminResetPassword(w http.ResponseWriter, r *http.Request) erro
 	if req.NewPassword == nil {
 		return matrix.MissingParam("new_password is required")
 	}
-	if err := s.validatePassword(*req.NewPassword); err != nil {
-		return err
-	}
-	hash, err := s.hashPassword(*req.NewPassword)
-	if err != nil {
-		return err
-	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	if err := s.appendAccount(r.Context(), uid, &eventlog.PasswordChanged{UserID: uid, PasswordHash: hash, LogoutDevices: logout}, nil); err != nil {
+	if err := s.setPassword(r.Context(), uid, *req.NewPassword, logout, ""); err != nil {
 		return err
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})

@@ -132,13 +132,8 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request) error {
 	if err := s.requirePassword(r.Context(), ss.UserID, req.Auth); err != nil {
 		return err
 	}
-	hash, err := s.hashPassword(*req.NewPassword)
-	if err != nil {
-		return err
-	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	rec := &eventlog.PasswordChanged{UserID: ss.UserID, PasswordHash: hash, LogoutDevices: logout, KeepDevice: ss.DeviceID}
-	if err := s.appendAccount(r.Context(), ss.UserID, rec, nil); err != nil {
+	if err := s.setPassword(r.Context(), ss.UserID, *req.NewPassword, logout, ss.DeviceID); err != nil {
 		return err
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})

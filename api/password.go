@@ -1,12 +1,14 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"strand/eventlog"
 	"strand/eventlog/matrix"
 )
 
@@ -52,4 +54,19 @@ func (s *Server) validatePassword(pw string) error {
 		return matrix.WeakPassword("password must have at least %d characters", max(1, s.cfg.PasswordMinLength))
 	}
 	return nil
+}
+
+// setPassword changes a user's password: validated, hashed and appended
+// as one record that, with logout set, also removes every device except
+// keep ("" keeps none).
+func (s *Server) setPassword(ctx context.Context, userID, pw string, logout bool, keep string) error {
+	if err := s.validatePassword(pw); err != nil {
+		return err
+	}
+	hash, err := s.hashPassword(pw)
+	if err != nil {
+		return err
+	}
+	rec := &eventlog.PasswordChanged{UserID: userID, PasswordHash: hash, LogoutDevices: logout, KeepDevice: keep}
+	return s.appendAccount(ctx, userID, rec, nil)
 }
