@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
@@ -110,4 +111,48 @@ func (s *Server) putProfile(field string) handlerFunc {
 		matrix.WriteJSON(w, http.StatusOK, struct{}{})
 		return nil
 	}
+}
+
+// searchUserDirectory is POST /user_directory/search: users the caller
+// shares a room with, or who are in a public room, by ID or display name.
+func (s *Server) searchUserDirectory(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		SearchTerm *string `json:"search_term"`
+		Limit      *int    `json:"limit"`
+	}
+	if err := matrix.DecodeJSON(r, &req, false); err != nil {
+		return err
+	}
+	if req.SearchTerm == nil {
+		return matrix.MissingParam("search_term is required")
+	}
+	limit := 10
+	if req.Limit != nil {
+		if *req.Limit < 0 {
+			return matrix.InvalidParam("limit must not be negative")
+		}
+		limit = min(*req.Limit, 100)
+	}
+	term := strings.TrimSpace(*req.SearchTerm)
+	results := []map[string]any{}
+	limited := false
+	if term != "" && limit > 0 {
+		us, more, err := s.store.SearchUsers(r.Context(), session(r).UserID, term, limit)
+		if err != nil {
+			return err
+		}
+		limited = more
+		for _, u := range us {
+			m := map[string]any{"user_id": u.UserID}
+			if u.Displayname != "" {
+				m["display_name"] = u.Displayname
+			}
+			if u.AvatarURL != "" {
+				m["avatar_url"] = u.AvatarURL
+			}
+			results = append(results, m)
+		}
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"results": results, "limited": limited})
+	return nil
 }

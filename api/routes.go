@@ -91,6 +91,7 @@ func (s *Server) routes() {
 		{http.MethodGet, "/user/{userId}/rooms/{roomId}/tags", s.getTags, true},
 		{http.MethodPut, "/user/{userId}/rooms/{roomId}/tags/{tag}", s.putTag, true},
 		{http.MethodDelete, "/user/{userId}/rooms/{roomId}/tags/{tag}", s.deleteTag, true},
+		{http.MethodPost, "/user_directory/search", s.searchUserDirectory, true},
 		{http.MethodGet, "/voip/turnServer", s.turnServer, true},
 		{http.MethodGet, "/thirdparty/protocols", s.thirdPartyProtocols, true},
 		{http.MethodGet, "/pushrules/", s.getPushRules, true},

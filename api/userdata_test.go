@@ -37,3 +37,40 @@ func TestRoomTags(t *testing.T) {
 	c.MustDo("GET", v3("/voip/turnServer"), nil)
 	c.MustDo("GET", v3("/thirdparty/protocols"), nil)
 }
+
+func TestUserDirectorySearch(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("searcher", "pw")
+	mate := apitest.NewClient(t, c.Base)
+	mate.Register("roommate", "pw")
+	mate.MustDo("PUT", v3("/profile/"+esc(mate.UserID)+"/displayname"), map[string]any{"displayname": "Rosa Mate"})
+	public := apitest.NewClient(t, c.Base)
+	public.Register("publicperson", "pw")
+	hidden := apitest.NewClient(t, c.Base)
+	hidden.Register("hiddenmate", "pw")
+	shared := createRoom(t, c, map[string]any{"preset": "private_chat", "invite": []string{mate.UserID}})
+	mate.MustDo("POST", v3("/rooms/"+esc(shared)+"/join"), nil)
+	createRoom(t, public, map[string]any{"visibility": "public", "preset": "public_chat"})
+	createRoom(t, hidden, map[string]any{"preset": "private_chat"})
+
+	search := func(term string) []string {
+		r := c.MustDo("POST", v3("/user_directory/search"), map[string]any{"search_term": term, "limit": 10})
+		var ids []string
+		for _, x := range r.Body["results"].([]any) {
+			ids = append(ids, x.(map[string]any)["user_id"].(string))
+		}
+		return ids
+	}
+	if got := search("rosa"); len(got) != 1 || got[0] != mate.UserID {
+		t.Fatalf("by display name: %v", got)
+	}
+	if got := search("publicperson"); len(got) != 1 {
+		t.Fatalf("a user in a public room: %v", got)
+	}
+	if got := search("hiddenmate"); len(got) != 0 {
+		t.Fatalf("a user sharing nothing was found: %v", got)
+	}
+	if r := c.Do("POST", v3("/user_directory/search"), map[string]any{}); r.Status != 400 || r.Errcode() != "M_MISSING_PARAM" {
+		t.Fatalf("no search term: %d %s", r.Status, r.Raw)
+	}
+}

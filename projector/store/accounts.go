@@ -132,3 +132,40 @@ func (s *Store) AccountData(ctx context.Context, userID, roomID, typ string) (js
 	}
 	return c, nil
 }
+
+// DirectoryUser is one result of a user directory search.
+type DirectoryUser struct {
+	UserID      string
+	Displayname string
+	AvatarURL   string
+}
+
+// SearchUsers finds up to limit active users whose ID or display name
+// contains term (case-insensitively) and whom searcher may discover: users
+// sharing a room with them, or joined to a room in the public directory.
+// It also reports whether more matched.
+func (s *Store) SearchUsers(ctx context.Context, searcher, term string, limit int) ([]DirectoryUser, bool, error) {
+	rows, err := s.pool.Query(ctx, `SELECT u.user_id, COALESCE(u.displayname, ''), COALESCE(u.avatar_url, '')
+		FROM users u
+		WHERE NOT u.deactivated
+		  AND (strpos(lower(u.user_id), lower($2)) > 0 OR strpos(lower(COALESCE(u.displayname, '')), lower($2)) > 0)
+		  AND (u.user_id = $1 OR EXISTS (
+			SELECT 1 FROM room_state o
+			WHERE o.type = 'm.room.member' AND o.state_key = u.user_id AND o.to_pos IS NULL AND o.membership = 'join'
+			  AND (EXISTS (SELECT 1 FROM room_state me WHERE me.room_id = o.room_id AND me.type = 'm.room.member'
+					AND me.state_key = $1 AND me.to_pos IS NULL AND me.membership = 'join')
+			    OR EXISTS (SELECT 1 FROM rooms r WHERE r.room_id = o.room_id AND r.published))))
+		ORDER BY (lower(COALESCE(u.displayname, '')) = lower($2) OR lower(u.user_id) = lower($2)) DESC, u.user_id
+		LIMIT $3`, searcher, term, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("search users: %w", err)
+	}
+	us, err := pgx.CollectRows(rows, pgx.RowToStructByPos[DirectoryUser])
+	if err != nil {
+		return nil, false, fmt.Errorf("search users: %w", err)
+	}
+	if len(us) > limit {
+		return us[:limit], true, nil
+	}
+	return us, false, nil
+}
