@@ -411,6 +411,14 @@ func TestMembershipTransitions(t *testing.T) {
 	if r := u.Do("PUT", rp("/state/m.room.power_levels/"), pl); r.Status != 403 {
 		t.Fatalf("self-promotion allowed: %d %s", r.Status, r.Raw)
 	}
+	// The denormalised member count (directory, sync summaries) agrees
+	// with the members after all these transitions.
+	c.MustDo("PUT", v3("/directory/list/room/"+esc(roomID)), map[string]any{"visibility": "public"})
+	joined := len(c.MustDo("GET", rp("/joined_members"), nil).Body["joined"].(map[string]any))
+	pr := c.MustDo("GET", v3("/publicRooms"), nil)
+	if n := pr.Body["chunk"].([]any)[0].(map[string]any)["num_joined_members"]; n != float64(joined) {
+		t.Fatalf("num_joined_members %v, joined members %d", n, joined)
+	}
 }
 
 func TestRedactionAndProfile(t *testing.T) {

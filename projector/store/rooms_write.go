@@ -48,15 +48,26 @@ func (t *Tx) AddRoomEvent(e *RoomEventRow) {
 	if e.Type == "m.room.member" {
 		membership = &e.Membership
 	}
-	t.queue(`UPDATE room_state SET to_pos = $4 WHERE room_id = $1 AND type = $2 AND state_key = $3 AND to_pos IS NULL`,
-		e.RoomID, e.Type, *e.StateKey, e.Pos)
+	if e.Type != "m.room.member" {
+		t.queue(`UPDATE room_state SET to_pos = $4 WHERE room_id = $1 AND type = $2 AND state_key = $3 AND to_pos IS NULL`,
+			e.RoomID, e.Type, *e.StateKey, e.Pos)
+	} else {
+		// Close the member's previous entry and adjust the member counts
+		// by what it was and what it becomes: constant work per change,
+		// however large the room.
+		t.queue(`WITH closed AS (
+				UPDATE room_state SET to_pos = $3 WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2 AND to_pos IS NULL
+				RETURNING membership)
+			UPDATE rooms SET
+				joined_members = joined_members + (CASE WHEN $4 = 'join' THEN 1 ELSE 0 END)
+					- (SELECT count(*) FROM closed WHERE membership = 'join'),
+				invited_members = invited_members + (CASE WHEN $4 = 'invite' THEN 1 ELSE 0 END)
+					- (SELECT count(*) FROM closed WHERE membership = 'invite')
+			WHERE room_id = $1`, e.RoomID, *e.StateKey, e.Pos, e.Membership)
+	}
 	t.queue(`INSERT INTO room_state (room_id, type, state_key, event_id, membership, from_pos) VALUES ($1, $2, $3, $4, $5, $6)`,
 		e.RoomID, e.Type, *e.StateKey, e.EventID, membership, e.Pos)
 	if e.Type == "m.room.member" {
-		t.queue(`UPDATE rooms SET
-			joined_members = (SELECT count(*) FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND to_pos IS NULL AND membership = 'join'),
-			invited_members = (SELECT count(*) FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND to_pos IS NULL AND membership = 'invite')
-			WHERE room_id = $1`, e.RoomID)
 		if e.Membership == "join" || e.Membership == "invite" {
 			t.queue("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2", *e.StateKey, e.RoomID)
 		}
