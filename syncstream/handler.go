@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
@@ -169,7 +170,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		// Fast path: nothing has happened for this user since the token
 		// this worker itself issued: answer (or wait) without a build.
 		if req.since != nil && !req.fullState {
-			if rooms, ok := h.rooms.get(ss.UserID, *req.since); ok && h.Notifier.Quiet(ss.UserID, rooms, seenOf(*req.since)) {
+			if rooms, ok := h.rooms.get(ss.UserID, *req.since); ok && h.notifierCurrent() && h.Notifier.Quiet(ss.UserID, rooms, seenOf(*req.since)) {
 				if !time.Now().Before(deadline) {
 					resp := newResponse()
 					resp.NextBatch = req.since.String()
@@ -212,6 +213,22 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		req.since = &next
 	}
+}
+
+// notifierCurrent reports whether this worker's log consumer has seen at
+// least everything the projection has applied: only then does the
+// notifier's silence mean that nothing happened (its connection may be
+// re-establishing while the projector's is not).
+func (h *Handler) notifierCurrent() bool {
+	if h.Log.Conn().Status() != nats.CONNECTED {
+		return false // nothing heard while disconnected means nothing
+	}
+	for _, stream := range projected {
+		if h.Notifier.Consumed(stream) < h.Watermark.Applied(stream) {
+			return false
+		}
+	}
+	return true
 }
 
 // build assembles a response, sharing one build between identical

@@ -17,6 +17,19 @@ import (
 type Tx struct {
 	tx    pgx.Tx
 	batch pgx.Batch
+
+	// Coalesced writes, sent by pending(): room events go in one
+	// multi-row insert, and each room's head is written once per batch.
+	events []*RoomEventRow
+	heads  map[string]roomHead
+	order  []string // rooms in the order their heads were first set
+}
+
+type roomHead struct {
+	seq     uint64
+	eventID string
+	pos     int64
+	depth   int64
 }
 
 // Project applies msgs, all from stream and in order, in one transaction
@@ -50,6 +63,7 @@ func (s *Store) Project(ctx context.Context, stream string, msgs []eventlog.Msg,
 		if pos == uint64(cur) {
 			return nil
 		}
+		tx.pending()
 		tx.batch.Queue("UPDATE projector_positions SET seq = $2 WHERE stream = $1", stream, int64(pos))
 		return ptx.SendBatch(ctx, &tx.batch).Close()
 	})

@@ -34,13 +34,7 @@ func (t *Tx) CreateRoom(roomID, version, creator string, ts int64) {
 // AddRoomEvent stores an event and, for a state event, makes it the
 // current state entry for its key.
 func (t *Tx) AddRoomEvent(e *RoomEventRow) {
-	var txnDev, txnID *string
-	if e.TxnID != "" {
-		txnDev, txnID = &e.TxnDevice, &e.TxnID
-	}
-	t.queue(`INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, client, pdu, txn_device, txn_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		e.Pos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.OriginServerTS, e.Client, e.PDU, txnDev, txnID)
+	t.events = append(t.events, e)
 	if e.StateKey == nil {
 		return
 	}
@@ -103,14 +97,55 @@ func (t *Tx) UpdateSummary(roomID, typ string, content json.RawMessage) {
 	t.queue(fmt.Sprintf("UPDATE rooms SET %s = $2 WHERE room_id = $1", col[0]), roomID, val)
 }
 
-// AdvanceRoom records the newest record and event of a room.
+// AdvanceRoom records the newest record and event of a room (an empty
+// lastEventID: a record without events, which moves only last_seq).
 func (t *Tx) AdvanceRoom(roomID string, seq uint64, lastEventID string, lastPos, depth int64) {
-	if lastEventID == "" {
-		t.queue("UPDATE rooms SET last_seq = $2 WHERE room_id = $1", roomID, int64(seq))
-		return
+	if t.heads == nil {
+		t.heads = map[string]roomHead{}
 	}
-	t.queue("UPDATE rooms SET last_seq = $2, last_event_id = $3, last_pos = $4, depth = $5 WHERE room_id = $1",
-		roomID, int64(seq), lastEventID, lastPos, depth)
+	h, ok := t.heads[roomID]
+	if !ok {
+		t.order = append(t.order, roomID)
+	}
+	h.seq = seq
+	if lastEventID != "" {
+		h.eventID, h.pos, h.depth = lastEventID, lastPos, depth
+	}
+	t.heads[roomID] = h
+}
+
+// pending queues the coalesced writes: the batch's room events in one
+// multi-row insert, then each room's head once.
+func (t *Tx) pending() {
+	if n := len(t.events); n > 0 {
+		pos := make([]int64, n)
+		ids, rooms, types, senders := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		keys, txnDevs, txnIDs := make([]*string, n), make([]*string, n), make([]*string, n)
+		ts := make([]int64, n)
+		clients, pdus := make([][]byte, n), make([][]byte, n)
+		for i, e := range t.events {
+			pos[i], ids[i], rooms[i], types[i], keys[i], senders[i], ts[i] = e.Pos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.OriginServerTS
+			clients[i], pdus[i] = e.Client, e.PDU
+			if e.TxnID != "" {
+				txnDevs[i], txnIDs[i] = &e.TxnDevice, &e.TxnID
+			}
+		}
+		t.queue(`INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, client, pdu, txn_device, txn_id)
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+				$8::bytea[], $9::bytea[], $10::text[], $11::text[])`,
+			pos, ids, rooms, types, keys, senders, ts, clients, pdus, txnDevs, txnIDs)
+		t.events = t.events[:0]
+	}
+	for _, roomID := range t.order {
+		h := t.heads[roomID]
+		if h.eventID == "" {
+			t.queue("UPDATE rooms SET last_seq = $2 WHERE room_id = $1", roomID, int64(h.seq))
+		} else {
+			t.queue("UPDATE rooms SET last_seq = $2, last_event_id = $3, last_pos = $4, depth = $5 WHERE room_id = $1",
+				roomID, int64(h.seq), h.eventID, h.pos, h.depth)
+		}
+	}
+	t.heads, t.order = nil, nil
 }
 
 // SetPublished sets a room's directory visibility.
@@ -137,6 +172,7 @@ func (t *Tx) ForgetRoom(userID, roomID string) {
 // flush sends the queued writes so that a read in the same transaction
 // sees them.
 func (t *Tx) flush(ctx context.Context) error {
+	t.pending()
 	if t.batch.Len() == 0 {
 		return nil
 	}
