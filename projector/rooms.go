@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
@@ -35,6 +36,7 @@ func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.
 			Sender: string(ev.Sender()), OriginServerTS: ev.OriginServerTS(), Depth: ev.Depth(),
 			Membership: ev.Membership(), Client: ClientEvent(ev), PDU: ev.JSON(),
 		}
+		row.Notify, row.BodyLower, row.Mentions = unreadFacts(ev)
 		if len(r.Events) == 1 && r.TxnID != "" && r.Sender == string(ev.Sender()) {
 			row.TxnDevice, row.TxnID = r.DeviceID, r.TxnID
 		}
@@ -102,4 +104,28 @@ func ClientEvent(ev *matrix.Event) []byte {
 		RoomID: string(ev.RoomID()), Sender: string(ev.Sender()), StateKey: ev.StateKey(), Type: ev.Type(),
 	})
 	return b
+}
+
+// unreadFacts extracts what unread counting needs from an event.
+func unreadFacts(ev *matrix.Event) (notify bool, bodyLower *string, mentions []string) {
+	if ev.Type() != "m.room.message" && ev.Type() != "m.room.encrypted" {
+		return false, nil, nil
+	}
+	var c struct {
+		Body     any `json:"body"`
+		Mentions struct {
+			UserIDs []any `json:"user_ids"`
+		} `json:"m.mentions"`
+	}
+	_ = json.Unmarshal(ev.Content(), &c)
+	if b, ok := c.Body.(string); ok {
+		l := strings.ToLower(b)
+		bodyLower = &l
+	}
+	for _, u := range c.Mentions.UserIDs {
+		if s, ok := u.(string); ok && !strings.ContainsRune(s, '\n') {
+			mentions = append(mentions, s)
+		}
+	}
+	return true, bodyLower, mentions
 }

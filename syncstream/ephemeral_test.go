@@ -109,6 +109,15 @@ func TestTypingReceiptsAndUnread(t *testing.T) {
 	if !strings.Contains(string(r.Raw), `"notification_count":0`) {
 		t.Fatalf("unread after reading: %s", r.Raw)
 	}
+	// Mentions, by m.mentions or by name in the body, highlight.
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/hl1"), map[string]any{"msgtype": "m.text", "body": "hey Bob!"})
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/hl2"), map[string]any{"msgtype": "m.text", "body": "ping",
+		"m.mentions": map[string]any{"user_ids": []string{bob.UserID}}})
+	send(t, alice, roomID, "not for him")
+	s = bob.MustDo("GET", v3("/sync?set_presence=offline"), nil)
+	if !strings.Contains(string(s.Raw), `"unread_notifications":{"highlight_count":2,"notification_count":3}`) {
+		t.Fatalf("highlights: %s", s.Raw)
+	}
 	// Alice sees bob's public receipt.
 	if a := alice.MustDo("GET", v3("/sync?set_presence=offline"), nil); !strings.Contains(string(a.Raw), `"m.read":{"`+bob.UserID) {
 		t.Fatalf("alice does not see bob's receipt: %s", a.Raw)

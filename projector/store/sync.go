@@ -347,15 +347,14 @@ func (t *SyncTx) UnreadCounts(ctx context.Context, userID, localpart string, roo
 	}
 	hi := int64(t.Pos.Rooms+1) * 1024
 	rows, err := t.tx.Query(ctx, `SELECT r.room_id, count(e.pos),
-			count(e.pos) FILTER (WHERE convert_from(e.client, 'UTF8')::jsonb #> '{content,m.mentions,user_ids}' ? $2
-				OR strpos(lower(convert_from(e.client, 'UTF8')::jsonb #>> '{content,body}'), lower($3)) > 0)
+			count(e.pos) FILTER (WHERE $2 = ANY(e.mentions) OR strpos(e.body_lower, lower($3)) > 0)
 		FROM unnest($1::text[]) AS r(room_id)
 		LEFT JOIN LATERAL (SELECT max(x.event_pos) AS read_pos FROM receipts x
 			WHERE x.room_id = r.room_id AND x.user_id = $2 AND x.type IN ('m.read', 'm.read.private')) rr ON true
 		LEFT JOIN LATERAL (SELECT s.from_pos AS pos FROM room_state s WHERE s.room_id = r.room_id AND s.type = 'm.room.member'
 			AND s.state_key = $2 AND s.to_pos IS NULL) jm ON true
-		LEFT JOIN events e ON e.room_id = r.room_id AND e.pos > GREATEST(COALESCE(rr.read_pos, 0), COALESCE(jm.pos, 0))
-			AND e.pos < $4 AND e.sender <> $2 AND e.type IN ('m.room.message', 'm.room.encrypted')
+		LEFT JOIN events e ON e.room_id = r.room_id AND e.notify AND e.pos > GREATEST(COALESCE(rr.read_pos, 0), COALESCE(jm.pos, 0))
+			AND e.pos < $4 AND e.sender <> $2
 		GROUP BY r.room_id`, roomIDs, userID, localpart, hi)
 	if err != nil {
 		return nil, fmt.Errorf("sync unread counts: %w", err)
