@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,7 @@ func TestServeGuideRestartReplay(t *testing.T) {
 	}
 	tok := c.MustDo("POST", "/_matrix/client/r0/login", `{"type":"m.login.password", "user":"example", "password":"wordpass"}`).Str("access_token")
 	c.MustDo("GET", "/_matrix/client/r0/account/whoami?access_token="+tok, nil)
+	guideRoomAndSyncSteps(t, c.As(""), tok)
 	if err := stop(); err != nil {
 		t.Fatalf("serve exit: %v", err)
 	}
@@ -263,5 +265,58 @@ func TestUserCommands(t *testing.T) {
 	}
 	if r := c.Do("GET", "/_matrix/client/v3/register/available?username=worker", nil); r.Errcode() != "M_USER_IN_USE" {
 		t.Fatalf("a deactivated user's ID became free: %s", r.Raw)
+	}
+}
+
+// guideRoomAndSyncSteps runs the classic guide's "Communicating", "Users
+// and rooms" and "Getting events" steps as the guide writes them (token in
+// the query string, r0 paths, URL-encoded IDs, the single-quoted filter).
+func guideRoomAndSyncSteps(t *testing.T, c *apitest.Client, tok string) {
+	t.Helper()
+	q := "?access_token=" + tok
+	room := c.MustDo("POST", "/_matrix/client/r0/createRoom"+q, `{"room_alias_name":"tutorial"}`)
+	roomID := room.Str("room_id")
+	if room.Str("room_alias") != "#tutorial:localhost" {
+		t.Fatalf("createRoom: %s", room.Raw)
+	}
+	if r := c.MustDo("GET", "/_matrix/client/r0/directory/room/%23tutorial%3Alocalhost", nil); r.Str("room_id") != roomID {
+		t.Fatalf("alias: %s", r.Raw)
+	}
+	enc := url.PathEscape(roomID)
+	c.MustDo("POST", "/_matrix/client/r0/rooms/"+enc+"/send/m.room.message"+q, `{"msgtype":"m.text", "body":"hello"}`)
+
+	friend := apitest.NewClient(t, c.Base)
+	friend.Register("myfriend", "wordpass")
+	c.MustDo("POST", "/_matrix/client/r0/rooms/"+enc+"/invite"+q, `{"user_id":"@myfriend:localhost"}`)
+	c.MustDo("POST", "/_matrix/client/r0/rooms/"+enc+"/join?access_token="+friend.Token, `{}`)
+	other := apitest.NewClient(t, c.Base)
+	other.Register("other", "wordpass")
+	c.MustDo("POST", "/_matrix/client/r0/rooms/"+enc+"/invite"+q, `{"user_id":"@other:localhost"}`)
+	c.MustDo("POST", "/_matrix/client/r0/join/%23tutorial%3Alocalhost?access_token="+other.Token, `{}`)
+	members := c.MustDo("GET", "/_matrix/client/r0/rooms/"+enc+"/members"+q, nil)
+	if n := len(members.Body["chunk"].([]any)); n != 3 {
+		t.Fatalf("members: %d: %s", n, members.Raw)
+	}
+
+	full := c.MustDo("GET", "/_matrix/client/r0/sync"+q, nil)
+	if !strings.Contains(string(full.Raw), `"body":"hello"`) {
+		t.Fatalf("full sync: %.500s", full.Raw)
+	}
+	limited := c.MustDo("GET", "/_matrix/client/r0/sync?filter={'room':{'timeline':{'limit':1}}}&access_token="+tok, nil)
+	if !strings.Contains(string(limited.Raw), `"limited":true`) {
+		t.Fatalf("filtered sync: %.500s", limited.Raw)
+	}
+	since := limited.Str("next_batch")
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		friend.MustDo("POST", "/_matrix/client/r0/rooms/"+enc+"/send/m.room.message", `{"msgtype":"m.text", "body":"hi from a friend"}`)
+	}()
+	inc := c.MustDo("GET", "/_matrix/client/r0/sync?since="+since+"&timeout=20000&access_token="+tok, nil)
+	if !strings.Contains(string(inc.Raw), "hi from a friend") {
+		t.Fatalf("long-poll since: %.500s", inc.Raw)
+	}
+	msgs := c.MustDo("GET", "/_matrix/client/r0/rooms/"+enc+"/messages?dir=b&limit=10&access_token="+tok, nil)
+	if !strings.Contains(string(msgs.Raw), `"body":"hello"`) {
+		t.Fatalf("messages: %.500s", msgs.Raw)
 	}
 }
