@@ -22,10 +22,20 @@ type timeline struct {
 	PrevBatch string            `json:"prev_batch,omitempty"`
 }
 
+// summary is the room summary; it is sent when the room's membership may
+// have changed for the client (a full state, or member events in the
+// response) and left empty otherwise, as the spec allows.
 type summary struct {
 	Heroes  []string `json:"m.heroes,omitempty"`
-	Joined  int      `json:"m.joined_member_count"`
-	Invited int      `json:"m.invited_member_count"`
+	Joined  *int     `json:"m.joined_member_count,omitempty"`
+	Invited *int     `json:"m.invited_member_count,omitempty"`
+}
+
+func summaryOf(s store.RoomSummary, ok bool) summary {
+	if !ok {
+		return summary{}
+	}
+	return summary{Heroes: s.Heroes, Joined: &s.JoinedMembers, Invited: &s.InvitedMembers}
 }
 
 type unreadCounts struct {
@@ -207,7 +217,16 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		if err != nil {
 			return err
 		}
-		histories, err := tx.Histories(ctx, req.user, ids)
+		// History visibility only needs checking where the user was not
+		// joined for the whole range: a user whose current join began
+		// before the range was joined at every event in it.
+		var checkIDs []string
+		for _, p := range plans {
+			if p.membership != "join" || p.fullState || current[p.id].FromPos >= p.lo {
+				checkIDs = append(checkIDs, p.id)
+			}
+		}
+		histories, err := tx.Histories(ctx, req.user, checkIDs)
 		if err != nil {
 			return err
 		}
@@ -235,10 +254,10 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			if len(raw) > 0 {
 				ro.start = raw[len(raw)-1].Pos
 			}
-			v := histories[p.id]
+			v, check := histories[p.id]
 			for j := len(raw) - 1; j >= 0; j-- {
 				e := &raw[j]
-				if !v.CanSee(e) || !f.Room.Timeline.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
+				if (check && !v.CanSee(e)) || !f.Room.Timeline.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
 					continue
 				}
 				ro.tl.Events = append(ro.tl.Events, render(e))
@@ -281,7 +300,16 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			}
 		}
 		slices.Sort(joinedNow)
-		sums, err := tx.Summaries(ctx, req.user, joinedNow)
+		var sumIDs []string
+		for i, p := range plans {
+			if p.membership != "join" {
+				continue
+			}
+			if outs[i].needFull || outs[i].limited || hasMemberEvent(timelines[p.id]) {
+				sumIDs = append(sumIDs, p.id)
+			}
+		}
+		sums, err := tx.Summaries(ctx, req.user, sumIDs)
 		if err != nil {
 			return err
 		}
@@ -324,11 +352,11 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 				if !p.fullState && len(ro.tl.Events) == 0 && len(st) == 0 {
 					continue
 				}
-				s := sums[p.id]
+				s, ok := sums[p.id]
 				out.resp.Rooms.Join[p.id] = &joinedRoom{
 					State: eventList{st}, Timeline: ro.tl, Ephemeral: eventList{[]json.RawMessage{}},
 					AccountData: eventList{[]json.RawMessage{}},
-					Summary:     summary{Heroes: s.Heroes, Joined: s.JoinedMembers, Invited: s.InvitedMembers},
+					Summary:     summaryOf(s, ok),
 				}
 			} else {
 				out.resp.Rooms.Leave[p.id] = &leftRoom{State: eventList{st}, Timeline: ro.tl, AccountData: eventList{[]json.RawMessage{}}}
@@ -357,10 +385,8 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			if jr, ok := out.resp.Rooms.Join[roomID]; ok {
 				return jr
 			}
-			s := sums[roomID]
 			jr := &joinedRoom{State: eventList{[]json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}, PrevBatch: eventlog.FormatRoomPoint(hi)},
-				Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{}},
-				Summary: summary{Heroes: s.Heroes, Joined: s.JoinedMembers, Invited: s.InvitedMembers}}
+				Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{}}}
 			out.resp.Rooms.Join[roomID] = jr
 			return jr
 		}
@@ -493,6 +519,15 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		return nil, err
 	}
 	return out, nil
+}
+
+func hasMemberEvent(evs []store.StoredEvent) bool {
+	for _, e := range evs {
+		if e.Type == "m.room.member" {
+			return true
+		}
+	}
+	return false
 }
 
 // receiptContents groups receipts into m.receipt contents per room:

@@ -128,6 +128,9 @@ func TestGuideGettingEvents(t *testing.T) {
 	if !ok || strings.Join(bodies(room.Timeline.Events), ",") != "one,two" || len(room.State.Events)+len(room.Timeline.Events) < 8 {
 		t.Fatalf("full sync: %s", full.Raw)
 	}
+	if room.Summary["m.joined_member_count"] != float64(1) || room.Summary["m.invited_member_count"] != float64(0) {
+		t.Fatalf("summary of a full sync: %v", room.Summary)
+	}
 	// The guide's filter, with its single quotes.
 	filtered := anon.MustDo("GET", "/_matrix/client/r0/sync"+tok+"&filter="+url.QueryEscape(`{'room':{'timeline':{'limit':1}}}`), nil)
 	_ = json.Unmarshal(filtered.Raw, &s)
