@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
@@ -22,7 +23,13 @@ func (s *Server) claimAlias(ctx context.Context, alias, roomID, creator string) 
 		var expect uint64
 		if ok {
 			if last.Type == (eventlog.AliasSet{}).RecordType() {
-				return matrix.Errorf("M_ROOM_IN_USE", http.StatusBadRequest, "room alias %s is already in use", alias)
+				orphan, err := s.orphanAlias(ctx, last)
+				if err != nil {
+					return err
+				}
+				if !orphan {
+					return matrix.Errorf("M_ROOM_IN_USE", http.StatusBadRequest, "room alias %s is already in use", alias)
+				}
 			}
 			expect = last.Seq
 		}
@@ -37,6 +44,27 @@ func (s *Server) claimAlias(ctx context.Context, alias, roomID, creator string) 
 		return s.awaitApplied(ctx, eventlog.StreamRooms, seq)
 	}
 	return matrix.Errorf("M_ROOM_IN_USE", http.StatusBadRequest, "room alias %s is contended", alias)
+}
+
+// orphanAlias reports whether an alias.set record points at a room that
+// never made it onto the log, long enough ago that it never will.
+func (s *Server) orphanAlias(ctx context.Context, last eventlog.Msg) (bool, error) {
+	if time.Since(last.Time) < s.cfg.OrphanAliasGrace {
+		return false, nil
+	}
+	rec, err := last.Decode()
+	if err != nil {
+		return false, err
+	}
+	set, ok := rec.(*eventlog.AliasSet)
+	if !ok {
+		return false, nil
+	}
+	seq, err := s.log.LastSeq(ctx, eventlog.StreamRooms, eventlog.RoomSubject(set.RoomID))
+	if err != nil {
+		return false, logUnavailable(err)
+	}
+	return seq == 0, nil
 }
 
 // releaseAlias frees an alias if it still points at roomID.

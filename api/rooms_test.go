@@ -1,14 +1,17 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"strand/api/apitest"
+	"strand/eventlog"
 )
 
 func v3(p string) string { return "/_matrix/client/v3" + p }
@@ -661,4 +664,30 @@ func TestRedactedStateInAuth(t *testing.T) {
 	pl := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/state/m.room.power_levels/?format=event"), nil).Str("event_id")
 	c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/redact/"+esc(pl)+"/r1"), map[string]any{})
 	u.MustDo("POST", v3("/rooms/"+esc(roomID)+"/invite"), map[string]any{"user_id": guest.UserID})
+}
+
+// An alias left pointing at a room that never reached the log (its
+// creator died between claiming the alias and appending the room) resolves
+// to nothing and can be claimed again after a grace period.
+func TestOrphanedAliasReclaimed(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	cfg := apitest.DefaultConfig()
+	cfg.OrphanAliasGrace = 50 * time.Millisecond
+	c := apitest.NewClient(t, env.API(cfg).URL)
+	c.Register("heir", "pw")
+	l := env.Conn()
+	if _, err := l.Append(context.Background(), eventlog.AliasSubject("#ghost:localhost"),
+		&eventlog.AliasSet{Alias: "#ghost:localhost", RoomID: "!never:localhost", Creator: c.UserID},
+		eventlog.AppendOptions{ExpectSeq: eventlog.Expect(0)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if r := c.Do("GET", v3("/directory/room/"+esc("#ghost:localhost")), nil); r.Status != 404 {
+		t.Fatalf("orphaned alias resolves: %d %s", r.Status, r.Raw)
+	}
+	roomID := c.MustDo("POST", v3("/createRoom"), map[string]any{"room_alias_name": "ghost"}).Str("room_id")
+	if r := c.MustDo("GET", v3("/directory/room/"+esc("#ghost:localhost")), nil); r.Str("room_id") != roomID {
+		t.Fatalf("reclaimed alias: %s", r.Raw)
+	}
 }

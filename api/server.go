@@ -51,6 +51,11 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// SigningKey signs every event this server creates.
 	SigningKey *matrix.KeyPair
+	// OrphanAliasGrace is how long an alias may point at a room that is
+	// not on the log before it counts as orphaned and can be claimed
+	// again: createRoom claims the alias, then appends the room, and a
+	// process that died in between leaves the alias pointing nowhere.
+	OrphanAliasGrace time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -65,6 +70,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ApplyTimeout == 0 {
 		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.OrphanAliasGrace == 0 {
+		c.OrphanAliasGrace = time.Minute
 	}
 	if c.PublicBaseURL == "" {
 		c.PublicBaseURL = "http://" + string(c.ServerName)

@@ -277,7 +277,10 @@ func (s *Store) JoinedRooms(ctx context.Context, userID string) ([]string, error
 
 // AliasRoom resolves an alias, or ErrNotFound.
 func (s *Store) AliasRoom(ctx context.Context, alias string) (roomID, creator string, err error) {
-	err = s.pool.QueryRow(ctx, "SELECT room_id, creator FROM room_aliases WHERE alias = $1", alias).Scan(&roomID, &creator)
+	// Only aliases of rooms that exist: an alias whose room creation never
+	// completed resolves to nothing.
+	err = s.pool.QueryRow(ctx, `SELECT a.room_id, a.creator FROM room_aliases a JOIN rooms r ON r.room_id = a.room_id
+		WHERE a.alias = $1`, alias).Scan(&roomID, &creator)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", "", ErrNotFound
 	}
