@@ -183,3 +183,38 @@ func TestRoomConcurrencyTwoAPIs(t *testing.T) {
 		t.Fatal("live projection differs from replay")
 	}
 }
+
+// Projector processes share the streams: two divide them, a third gets
+// its share, and when processes stop the rest take their lanes over,
+// while writes go on and stay readable.
+func TestProjectorsShareLanes(t *testing.T) {
+	env := apitest.New(t)
+	p1, stop1 := env.ProjectorProcess()
+	c := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	c.Register("laner", "pw")
+	roomID := createRoom(t, c, map[string]any{})
+	waitLanes := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("lanes never settled: %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitLanes("one projector holds all", func() bool { return len(p1.Lanes()) == len(projector.Streams) })
+	p2, stop2 := env.ProjectorProcess()
+	waitLanes("two share", func() bool {
+		a, b := len(p1.Lanes()), len(p2.Lanes())
+		return a >= 1 && b >= 1 && a+b == len(projector.Streams)
+	})
+	c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/a"), map[string]any{"msgtype": "m.text", "body": "shared"})
+	c.MustDo("PUT", v3("/user/"+esc(c.UserID)+"/account_data/org.example.x"), map[string]any{"x": 1})
+	stop1()
+	waitLanes("the survivor takes over", func() bool { return len(p2.Lanes()) == len(projector.Streams) })
+	c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/b"), map[string]any{"msgtype": "m.text", "body": "after"})
+	c.MustDo("PUT", v3("/user/"+esc(c.UserID)+"/account_data/org.example.y"), map[string]any{"y": 1})
+	stop2()
+	_ = p2
+}

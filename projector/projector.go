@@ -8,8 +8,10 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +33,9 @@ type Projector struct {
 	MaxBatch int
 
 	applied, lagEvents, lagSeconds *prometheus.GaugeVec
+
+	mu   sync.Mutex
+	held map[string]bool // lanes this process applies now
 }
 
 // RegisterMetrics exposes each stream's applied position and lag.
@@ -52,14 +57,201 @@ func (p *Projector) RegisterMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-// Run projects every stream until ctx ends or an error occurs. Errors end
-// the role: a crash-only projector restarts from its committed position.
+// Several projector processes share the streams: each stream is a lane,
+// applied by whichever process holds the lane's lease (a PostgreSQL
+// advisory lock on its own session). A process takes lanes up to its fair
+// share of the live projectors and gives up lanes beyond it, so adding a
+// projector spreads the lanes and a projector that stops or dies hands its
+// lanes over within LaneRetry. Two holders of one lane cannot corrupt it
+// anyway: the position row lock serialises their transactions and every
+// record is applied once.
+
+// memberSlots bounds how many projector processes count towards the fair
+// share.
+const memberSlots = 32
+
+// LaneRetry is how often a projector looks for lanes to take or give up.
+var LaneRetry = 500 * time.Millisecond
+
+// Run projects its share of the streams until ctx ends or an error occurs.
+// Errors end the role: a crash-only projector restarts from its committed
+// positions.
 func (p *Projector) Run(ctx context.Context) error {
+	member, err := p.joinMembers(ctx)
+	if err != nil {
+		return err
+	}
+	defer member.Release(ctx)
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range Streams {
-		g.Go(func() error { return p.runStream(ctx, s, 0, nil) })
+		g.Go(func() error { return p.runLane(ctx, s) })
 	}
 	return g.Wait()
+}
+
+// joinMembers takes a free member slot, making this process count in the
+// fair share.
+func (p *Projector) joinMembers(ctx context.Context) (*store.Lease, error) {
+	for {
+		for i := range memberSlots {
+			l, ok, err := p.Store.TryLease(ctx, fmt.Sprintf("projector-member-%d", i))
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				return l, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(LaneRetry):
+		}
+	}
+}
+
+// fairShare is how many lanes this process should hold.
+func (p *Projector) fairShare(ctx context.Context) (int, error) {
+	names := make([]string, memberSlots)
+	for i := range names {
+		names[i] = fmt.Sprintf("projector-member-%d", i)
+	}
+	n, err := p.Store.HeldLeases(ctx, names)
+	if err != nil {
+		return 0, err
+	}
+	n = max(n, 1)
+	return (len(Streams) + n - 1) / n, nil
+}
+
+// Lanes returns the streams this process currently applies.
+func (p *Projector) Lanes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, s := range Streams {
+		if p.held[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (p *Projector) setHeld(stream string, held bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held == nil {
+		p.held = map[string]bool{}
+	}
+	p.held[stream] = held
+	n := 0
+	for _, h := range p.held {
+		if h {
+			n++
+		}
+	}
+	return n
+}
+
+// highestHeld reports whether stream is the last (in Streams order) of the
+// lanes this process holds: the one it gives up first.
+func (p *Projector) highestHeld(stream string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(Streams) - 1; i >= 0; i-- {
+		if p.held[Streams[i]] {
+			return Streams[i] == stream
+		}
+	}
+	return false
+}
+
+// runLane takes and applies one lane whenever this process should, until
+// ctx ends or applying fails.
+func (p *Projector) runLane(ctx context.Context, stream string) error {
+	name := "projector-lane-" + stream
+	for {
+		if err := sleepCtx(ctx, 0); err != nil {
+			return err
+		}
+		fair, err := p.fairShare(ctx)
+		if err != nil {
+			return err
+		}
+		if len(p.Lanes()) >= fair {
+			if err := sleepCtx(ctx, LaneRetry); err != nil {
+				return err
+			}
+			continue
+		}
+		lease, ok, err := p.Store.TryLease(ctx, name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if err := sleepCtx(ctx, LaneRetry); err != nil {
+				return err
+			}
+			continue
+		}
+		p.setHeld(stream, true)
+		if p.Logger != nil {
+			p.Logger.Info("took lane", "stream", stream)
+		}
+		err = p.applyLane(ctx, stream)
+		p.setHeld(stream, false)
+		lease.Release(ctx)
+		if err != nil && !errors.Is(err, errGiveUp) {
+			return err
+		}
+		if p.Logger != nil && ctx.Err() == nil {
+			p.Logger.Info("gave up lane", "stream", stream)
+		}
+	}
+}
+
+// errGiveUp ends applying a lane so that another process can take it.
+var errGiveUp = errors.New("giving the lane to another projector")
+
+// applyLane applies stream while this process holds more than its fair
+// share of lanes only if this is not its last-taken lane.
+func (p *Projector) applyLane(ctx context.Context, stream string) error {
+	lctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		for {
+			if sleepCtx(lctx, LaneRetry) != nil {
+				return
+			}
+			fair, err := p.fairShare(lctx)
+			if err != nil {
+				continue
+			}
+			if len(p.Lanes()) > fair && p.highestHeld(stream) {
+				cancel(errGiveUp)
+				return
+			}
+		}
+	}()
+	err := p.runStream(lctx, stream, 0, nil)
+	if cause := context.Cause(lctx); errors.Is(cause, errGiveUp) {
+		return errGiveUp
+	}
+	return err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d == 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // runStream applies stream from the stored position on; with stopAt > 0

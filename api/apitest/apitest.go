@@ -106,7 +106,15 @@ func (e *Env) StoreAt(url string) *store.Store {
 // test.
 func (e *Env) Projector() (stop func()) {
 	e.T.Helper()
-	p := &projector.Projector{Log: e.Conn(), Store: e.Store(), Logger: Logger()}
+	_, stop = e.ProjectorProcess()
+	return stop
+}
+
+// ProjectorProcess is Projector that also returns the projector, to look
+// at which lanes it holds.
+func (e *Env) ProjectorProcess() (p *projector.Projector, stop func()) {
+	e.T.Helper()
+	p = &projector.Projector{Log: e.Conn(), Store: e.Store(), Logger: Logger()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -118,7 +126,7 @@ func (e *Env) Projector() (stop func()) {
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	e.T.Cleanup(stop)
-	return stop
+	return p, stop
 }
 
 // DefaultConfig is the api configuration tests start from: fast password

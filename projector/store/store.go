@@ -26,6 +26,9 @@ var migrationFS embed.FS
 // so that several processes starting at once apply each migration once.
 const migrationLockID = 0x5354524e // "STRN"
 
+// defaultMaxConns is the pool size unless the URL sets pool_max_conns.
+const defaultMaxConns = 16
+
 // ErrNotFound is returned by reads that find no row.
 var ErrNotFound = errors.New("store: not found")
 
@@ -40,6 +43,12 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgxpool's default (4 on this kind of machine) starves a server
+		// whose requests each hold a connection briefly while others wait
+		// on long-polls and projections; pool_max_conns in the URL wins.
+		cfg.MaxConns = defaultMaxConns
 	}
 	if err := createDatabase(ctx, cfg.ConnConfig); err != nil {
 		return nil, err

@@ -34,6 +34,13 @@ func withDatabase(tb testing.TB, name string) string {
 		tb.Fatalf("storetest: TEST_DATABASE_URL must be a postgres:// URL: %v", err)
 	}
 	u.Path = "/" + name
+	// Tests run many "processes" against one PostgreSQL at once; small
+	// pools keep them under its connection limit.
+	q := u.Query()
+	if q.Get("pool_max_conns") == "" {
+		q.Set("pool_max_conns", "6")
+	}
+	u.RawQuery = q.Encode()
 	return u.String()
 }
 
