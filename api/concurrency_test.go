@@ -218,3 +218,20 @@ func TestProjectorsShareLanes(t *testing.T) {
 	stop2()
 	_ = p2
 }
+
+// Lanes are per database: projectors of another Strand database on the
+// same PostgreSQL server do not count towards this one's fair share.
+func TestProjectorLanesPerDatabase(t *testing.T) {
+	other := apitest.New(t)
+	other.Projector()
+	other.Projector()
+	env := apitest.New(t)
+	p, _ := env.ProjectorProcess()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(p.Lanes()) != len(projector.Streams) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a lone projector holds %v", p.Lanes())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -56,7 +56,10 @@ func (s *Store) HeldLeases(ctx context.Context, names []string) (int, error) {
 		keys[i] = LeaseKey(n)
 	}
 	var n int
+	// Advisory locks belong to a database; pg_locks lists every
+	// database's, and other Strand databases on the server must not count.
 	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		AND ((classid::bigint << 32) | objid::bigint) = ANY($1)`, keys).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("held leases: %w", err)
