@@ -401,17 +401,7 @@ func authorizeThirdPartyInvite(ev *Event, state State, target UserID, targetMemb
 			return nil
 		})
 	}
-	var sigs []byte
-	payload, err := withMembers(nil, signed, func(k, v []byte) bool {
-		switch string(k) {
-		case "signatures":
-			sigs = v
-			return true
-		case "unsigned":
-			return true
-		}
-		return false
-	}, nil)
+	payload, sigs, err := signable(signed)
 	if err != nil || !isObject(sigs) {
 		return Forbidden("third_party_invite.signed has no signatures")
 	}

@@ -141,17 +141,7 @@ func SignJSON(obj []byte, entity string, key *KeyPair) ([]byte, error) {
 }
 
 func signCanonical(canon []byte, entity string, key *KeyPair) ([]byte, error) {
-	var sigs []byte
-	payload, err := withMembers(nil, canon, func(k, v []byte) bool {
-		switch string(k) {
-		case "signatures":
-			sigs = v
-			return true
-		case "unsigned":
-			return true
-		}
-		return false
-	}, nil)
+	payload, sigs, err := signable(canon)
 	if err != nil {
 		return nil, BadJSON("sign JSON: %v", err)
 	}
@@ -226,17 +216,7 @@ func verifyCanonical(canon []byte, entity string, keyID KeyID, pub ed25519.Publi
 	if len(pub) != ed25519.PublicKeySize {
 		return Forbidden("verify signature: bad public key for %s %s", entity, keyID)
 	}
-	var sigs []byte
-	payload, err := withMembers(nil, canon, func(k, v []byte) bool {
-		switch string(k) {
-		case "signatures":
-			sigs = v
-			return true
-		case "unsigned":
-			return true
-		}
-		return false
-	}, nil)
+	payload, sigs, err := signable(canon)
 	if err != nil {
 		return BadJSON("verify signature: %v", err)
 	}
@@ -326,4 +306,21 @@ func withMembers(dst, obj []byte, drop func(key, val []byte) bool, add []newMemb
 		return nil, err
 	}
 	return o.end(), nil
+}
+
+// signable splits canonical JSON into what a signature covers (the object
+// without "signatures" and "unsigned", still canonical) and its
+// "signatures" member, as the spec's signing algorithm defines.
+func signable(canon []byte) (payload, sigs []byte, err error) {
+	payload, err = withMembers(nil, canon, func(k, v []byte) bool {
+		switch string(k) {
+		case "signatures":
+			sigs = v
+			return true
+		case "unsigned":
+			return true
+		}
+		return false
+	}, nil)
+	return payload, sigs, err
 }
