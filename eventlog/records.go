@@ -183,13 +183,11 @@ func (p *PresenceSet) Effective(now time.Time) (presence string, lastActiveAgo i
 	ago := max(0, now.UnixMilli()-p.LastActiveTS)
 	idle := time.Duration(ago) * time.Millisecond
 	presence = p.Presence
-	if presence == "online" {
-		switch {
-		case idle > PresenceOfflineAfter:
-			presence = "offline"
-		case idle > PresenceIdleAfter:
-			presence = "unavailable"
-		}
+	switch {
+	case presence != "offline" && idle > PresenceOfflineAfter:
+		presence = "offline"
+	case presence == "online" && idle > PresenceIdleAfter:
+		presence = "unavailable"
 	}
 	return presence, ago, presence == "online" && idle < time.Minute
 }

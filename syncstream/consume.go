@@ -44,6 +44,7 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 		})
 	}
 	g.Go(func() error { return expireTyping(ctx, log, eph) })
+	g.Go(func() error { return decayPresence(ctx, log, eph) })
 	return g.Wait()
 }
 
@@ -142,6 +143,66 @@ func expireTyping(ctx context.Context, log *eventlog.Log, eph *Ephemeral) error 
 				}
 				// The log is unavailable; try again shortly.
 				next = now + 1000
+			}
+		}
+		wait := time.Hour
+		if next != 0 {
+			wait = time.Duration(max(next-now, 1)) * time.Millisecond
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+		case <-ch:
+		}
+	}
+}
+
+// decayPresence writes a user down as unavailable, then offline, when they
+// have been inactive for IdleAfter, then OfflineAfter, so that the users
+// who share a room with them are told, not just those who ask. Every
+// worker writes the same record with the same message ID; JetStream keeps
+// one. Any activity (a sync, a presence update) is a newer record with a
+// later last-active time, which moves both deadlines.
+func decayPresence(ctx context.Context, log *eventlog.Log, eph *Ephemeral) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now().UnixMilli()
+		next := int64(0)
+		var due []eventlog.PresenceSet
+		eph.mu.Lock()
+		idle, offline := eph.IdleAfter.Milliseconds(), eph.OfflineAfter.Milliseconds()
+		for _, p := range eph.presence {
+			r := p.rec
+			var at int64
+			var to string
+			switch r.Presence {
+			case "online":
+				at, to = r.LastActiveTS+idle, "unavailable"
+			case "unavailable":
+				at, to = r.LastActiveTS+offline, "offline"
+			default:
+				continue
+			}
+			if at <= now {
+				d := r
+				d.Presence = to
+				due = append(due, d)
+			} else if next == 0 || at < next {
+				next = at
+			}
+		}
+		ch := eph.advanced
+		eph.mu.Unlock()
+		for _, rec := range due {
+			id := fmt.Sprintf("presence-%s|%s|%d", rec.Presence, rec.UserID, rec.LastActiveTS)
+			if _, err := log.Append(ctx, eventlog.PresenceSubject(rec.UserID), &rec, eventlog.AppendOptions{MsgID: id}); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				next = now + 1000 // log unavailable: try again shortly
 			}
 		}
 		wait := time.Hour

@@ -15,6 +15,11 @@ import (
 //
 // Lock order: Ephemeral.mu, then (never under it) Notifier.mu.
 type Ephemeral struct {
+	// IdleAfter and OfflineAfter are when a user without activity is
+	// written down as unavailable and as offline (eventlog's presence
+	// decay, unless a test shortens them).
+	IdleAfter, OfflineAfter time.Duration
+
 	mu       sync.Mutex
 	consumed uint64
 	advanced chan struct{} // closed and replaced when consumed moves
@@ -36,7 +41,8 @@ type presenceEntry struct {
 
 // NewEphemeral returns an empty view.
 func NewEphemeral() *Ephemeral {
-	return &Ephemeral{advanced: make(chan struct{}), typing: map[string]map[string]typingEntry{},
+	return &Ephemeral{IdleAfter: eventlog.PresenceIdleAfter, OfflineAfter: eventlog.PresenceOfflineAfter,
+		advanced: make(chan struct{}), typing: map[string]map[string]typingEntry{},
 		roomSeq: map[string]uint64{}, presence: map[string]presenceEntry{}, seqTime: map[uint64]int64{}}
 }
 
