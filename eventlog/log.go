@@ -81,11 +81,8 @@ func Expect(seq uint64) *uint64 { return &seq }
 // Append writes a record and returns its stream sequence once JetStream
 // has stored it.
 func (l *Log) Append(ctx context.Context, subject string, r Record, o AppendOptions) (uint64, error) {
-	data, err := json.Marshal(r)
-	if err != nil {
-		return 0, fmt.Errorf("encode %s: %w", r.RecordType(), err)
-	}
-	return l.AppendRaw(ctx, subject, r.RecordType(), data, o)
+	seq, _, err := l.AppendDedup(ctx, subject, r, o)
+	return seq, err
 }
 
 // AppendDedup is Append that also reports whether JetStream recognised
@@ -101,15 +98,6 @@ func (l *Log) AppendDedup(ctx context.Context, subject string, r Record, o Appen
 		return 0, false, err
 	}
 	return ack.Sequence, ack.Duplicate, nil
-}
-
-// AppendRaw writes an already encoded record body.
-func (l *Log) AppendRaw(ctx context.Context, subject, typ string, data []byte, o AppendOptions) (uint64, error) {
-	ack, err := l.publish(ctx, subject, typ, data, o)
-	if err != nil {
-		return 0, err
-	}
-	return ack.Sequence, nil
 }
 
 func (l *Log) publish(ctx context.Context, subject, typ string, data []byte, o AppendOptions) (*jetstream.PubAck, error) {
@@ -189,15 +177,23 @@ func (l *Log) Last(ctx context.Context, stream, subject string) (m Msg, ok bool,
 
 // Head returns the sequence of the newest record in a stream.
 func (l *Log) Head(ctx context.Context, stream string) (uint64, error) {
+	head, _, err := l.HeadAndCount(ctx, stream)
+	return head, err
+}
+
+// HeadAndCount returns the sequence of the newest record in a stream and
+// how many records it holds now (fewer than the head once some have aged
+// out, none when all have).
+func (l *Log) HeadAndCount(ctx context.Context, stream string) (head, count uint64, err error) {
 	s, err := l.js.Stream(ctx, stream)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", stream, err)
+		return 0, 0, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s info: %w", stream, err)
+		return 0, 0, fmt.Errorf("stream %s info: %w", stream, err)
 	}
-	return info.State.LastSeq, nil
+	return info.State.LastSeq, info.State.Msgs, nil
 }
 
 // Msg is one record read from the log.

@@ -164,6 +164,3 @@ const MaxEventsPerRecord = 1024
 // stream sequence of its record and its index within it. Tokens are built
 // from it, so it is derived from stream sequences alone.
 func EventPos(seq uint64, idx int) int64 { return int64(seq)*MaxEventsPerRecord + int64(idx) }
-
-// PosSeq returns the stream sequence of an event position.
-func PosSeq(pos int64) uint64 { return uint64(pos / MaxEventsPerRecord) }

@@ -19,7 +19,7 @@ import (
 func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifier, eph *Ephemeral) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, stream := range []string{eventlog.StreamRooms, eventlog.StreamAccounts, eventlog.StreamReceipts, eventlog.StreamEphemeral} {
-		head, err := log.Head(ctx, stream)
+		head, count, err := log.HeadAndCount(ctx, stream)
 		if err != nil {
 			return err
 		}
@@ -27,6 +27,9 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 		from := head + 1
 		if stream == eventlog.StreamEphemeral {
 			from = 1 // rebuild typing and presence from what the stream holds
+			if count == 0 {
+				eph.markCaughtUp() // nothing to read back (all aged out, or none yet)
+			}
 		}
 		g.Go(func() error {
 			return log.Read(ctx, stream, eventlog.ReadOptions{From: from}, func(ctx context.Context, batch []eventlog.Msg) error {
@@ -38,13 +41,16 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 					if m.Seq > head {
 						n.Notify(c)
 					}
+					if stream == eventlog.StreamEphemeral && m.Seq >= head {
+						eph.markCaughtUp()
+					}
 				}
 				return nil
 			})
 		})
 	}
-	g.Go(func() error { return expireTyping(ctx, log, eph) })
-	g.Go(func() error { return decayPresence(ctx, log, eph) })
+	g.Go(func() error { return writeAtDeadlines(ctx, log, eph, typingExpiries(eph)) })
+	g.Go(func() error { return writeAtDeadlines(ctx, log, eph, presenceDecay(eph)) })
 	return g.Wait()
 }
 
@@ -111,38 +117,39 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 	return c, nil
 }
 
-// expireTyping writes a stop record when a typing notice runs out, at the
-// moment it does. Every worker does so; the message ID makes JetStream
-// keep one of them. Being a record, the expiry advances every token like
-// any typing change and wakes the room's long-polls through the consumer.
-func expireTyping(ctx context.Context, log *eventlog.Log, eph *Ephemeral) error {
+// deadlineRecord is a record a worker writes when a deadline passes.
+type deadlineRecord struct {
+	subject, msgID, room string
+	rec                  eventlog.Record
+}
+
+// writeAtDeadlines writes the records that scan says are due, at the
+// moment they fall due. Every worker does so; the message IDs make
+// JetStream keep one of each. Being records, they advance tokens and wake
+// long-polls like any other change. scan runs under eph.mu and returns the
+// due records and the next deadline (unix ms, 0 for none). It starts only
+// once the worker's view holds the whole stream, so that a worker still
+// reading old records does not write outdated ones.
+func writeAtDeadlines(ctx context.Context, log *eventlog.Log, eph *Ephemeral, scan func(now int64) ([]deadlineRecord, int64)) error {
+	select {
+	case <-eph.caughtUp:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		now := time.Now().UnixMilli()
-		next := int64(0)
-		var due []eventlog.TypingSet
 		eph.mu.Lock()
-		for room, users := range eph.typing {
-			for u, t := range users {
-				switch {
-				case t.expires <= now && !t.ended:
-					due = append(due, eventlog.TypingSet{RoomID: room, UserID: u, ExpiresTS: t.expires})
-				case t.expires > now && (next == 0 || t.expires < next):
-					next = t.expires
-				}
-			}
-		}
+		due, next := scan(now)
 		ch := eph.advanced
 		eph.mu.Unlock()
-		for _, rec := range due {
-			id := fmt.Sprintf("typing-expired|%s|%s|%d", rec.RoomID, rec.UserID, rec.ExpiresTS)
-			if _, err := log.Append(ctx, eventlog.TypingSubject(rec.RoomID), &rec, eventlog.AppendOptions{MsgID: id, Room: rec.RoomID}); err != nil {
+		for _, d := range due {
+			if _, err := log.Append(ctx, d.subject, d.rec, eventlog.AppendOptions{MsgID: d.msgID, Room: d.room}); err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				// The log is unavailable; try again shortly.
-				next = now + 1000
+				next = now + 1000 // the log is unavailable: try again shortly
 			}
 		}
 		wait := time.Hour
@@ -159,20 +166,34 @@ func expireTyping(ctx context.Context, log *eventlog.Log, eph *Ephemeral) error 
 	}
 }
 
-// decayPresence writes a user down as unavailable, then offline, when they
+// typingExpiries ends a typing notice when it runs out.
+func typingExpiries(eph *Ephemeral) func(now int64) ([]deadlineRecord, int64) {
+	return func(now int64) (due []deadlineRecord, next int64) {
+		for room, users := range eph.typing {
+			for u, t := range users {
+				switch {
+				case t.expires <= now && !t.ended:
+					due = append(due, deadlineRecord{
+						subject: eventlog.TypingSubject(room), room: room,
+						msgID: fmt.Sprintf("typing-expired|%s|%s|%d", room, u, t.expires),
+						rec:   &eventlog.TypingSet{RoomID: room, UserID: u, ExpiresTS: t.expires},
+					})
+				case t.expires > now && (next == 0 || t.expires < next):
+					next = t.expires
+				}
+			}
+		}
+		return due, next
+	}
+}
+
+// presenceDecay writes a user down as unavailable, then offline, when they
 // have been inactive for IdleAfter, then OfflineAfter, so that the users
-// who share a room with them are told, not just those who ask. Every
-// worker writes the same record with the same message ID; JetStream keeps
-// one. Any activity (a sync, a presence update) is a newer record with a
-// later last-active time, which moves both deadlines.
-func decayPresence(ctx context.Context, log *eventlog.Log, eph *Ephemeral) error {
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		now := time.Now().UnixMilli()
-		next := int64(0)
-		var due []eventlog.PresenceSet
-		eph.mu.Lock()
+// who share a room with them are told, not just those who ask. Any
+// activity is a newer record with a later last-active time, which moves
+// both deadlines.
+func presenceDecay(eph *Ephemeral) func(now int64) ([]deadlineRecord, int64) {
+	return func(now int64) (due []deadlineRecord, next int64) {
 		idle, offline := eph.IdleAfter.Milliseconds(), eph.OfflineAfter.Milliseconds()
 		for _, p := range eph.presence {
 			r := p.rec
@@ -186,35 +207,20 @@ func decayPresence(ctx context.Context, log *eventlog.Log, eph *Ephemeral) error
 			default:
 				continue
 			}
-			if at <= now {
-				d := r
-				d.Presence = to
-				due = append(due, d)
-			} else if next == 0 || at < next {
-				next = at
-			}
-		}
-		ch := eph.advanced
-		eph.mu.Unlock()
-		for _, rec := range due {
-			id := fmt.Sprintf("presence-%s|%s|%d", rec.Presence, rec.UserID, rec.LastActiveTS)
-			if _, err := log.Append(ctx, eventlog.PresenceSubject(rec.UserID), &rec, eventlog.AppendOptions{MsgID: id}); err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
+			if at > now {
+				if next == 0 || at < next {
+					next = at
 				}
-				next = now + 1000 // log unavailable: try again shortly
+				continue
 			}
+			d := r
+			d.Presence = to
+			due = append(due, deadlineRecord{
+				subject: eventlog.PresenceSubject(r.UserID),
+				msgID:   fmt.Sprintf("presence-%s|%s|%d", to, r.UserID, r.LastActiveTS),
+				rec:     &d,
+			})
 		}
-		wait := time.Hour
-		if next != 0 {
-			wait = time.Duration(max(next-now, 1)) * time.Millisecond
-		}
-		timer.Reset(wait)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-timer.C:
-		case <-ch:
-		}
+		return due, next
 	}
 }

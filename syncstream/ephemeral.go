@@ -26,7 +26,8 @@ type Ephemeral struct {
 	typing   map[string]map[string]typingEntry
 	roomSeq  map[string]uint64 // newest typing record per room
 	presence map[string]presenceEntry
-	seqTime  map[uint64]int64 // record time of recent sequences, for "since when"
+	applies  int           // records folded in, to prune now and then
+	caughtUp chan struct{} // closed once the stream's backlog is folded in
 }
 
 type typingEntry struct {
@@ -43,7 +44,7 @@ type presenceEntry struct {
 func NewEphemeral() *Ephemeral {
 	return &Ephemeral{IdleAfter: eventlog.PresenceIdleAfter, OfflineAfter: eventlog.PresenceOfflineAfter,
 		advanced: make(chan struct{}), typing: map[string]map[string]typingEntry{},
-		roomSeq: map[string]uint64{}, presence: map[string]presenceEntry{}, seqTime: map[uint64]int64{}}
+		roomSeq: map[string]uint64{}, presence: map[string]presenceEntry{}, caughtUp: make(chan struct{})}
 }
 
 // typingGrace keeps expired typing entries long enough for every client to
@@ -76,21 +77,16 @@ func (e *Ephemeral) apply(seq uint64, at time.Time, rec eventlog.Record) {
 	case *eventlog.PresenceSet:
 		e.presence[r.UserID] = presenceEntry{rec: *r, seq: seq}
 	}
-	e.seqTime[seq] = at.UnixMilli()
 	e.consumed = seq
+	e.applies++
 	close(e.advanced)
 	e.advanced = make(chan struct{})
 	e.prune(at.UnixMilli())
 }
 
 func (e *Ephemeral) prune(now int64) {
-	if len(e.seqTime) < 8192 {
+	if e.applies%4096 != 0 {
 		return
-	}
-	for seq, ts := range e.seqTime {
-		if now-ts > eventlog.EphemeralMaxAge.Milliseconds() {
-			delete(e.seqTime, seq)
-		}
 	}
 	for room, users := range e.typing {
 		for u, t := range users {
@@ -101,6 +97,18 @@ func (e *Ephemeral) prune(now int64) {
 		if len(users) == 0 {
 			delete(e.typing, room)
 		}
+	}
+}
+
+// markCaughtUp records that the view holds every record the stream had
+// when the worker started.
+func (e *Ephemeral) markCaughtUp() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	select {
+	case <-e.caughtUp:
+	default:
+		close(e.caughtUp)
 	}
 }
 
