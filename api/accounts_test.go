@@ -11,6 +11,7 @@ import (
 
 	"strand/api"
 	"strand/api/apitest"
+	"strand/eventlog"
 	"strand/projector"
 )
 
@@ -685,5 +686,47 @@ func waitCaughtUp(t *testing.T, env *apitest.Env, st interface {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// No secret reaches the log in plain form (invariant 8): records carry
+// bcrypt hashes of passwords and SHA-256 hashes of tokens, never either.
+func TestNoPlainSecretsOnTheLog(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	c := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	secrets := []string{"first-Secret-pw", "second-Secret-pw"}
+	c.Register("keeper", secrets[0])
+	tokens := []string{c.Token}
+	tokens = append(tokens, c.As("").MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "keeper", "password": secrets[0]}).Str("access_token"))
+	c.MustDo("POST", "/_matrix/client/v3/account/password", map[string]any{"new_password": secrets[1], "logout_devices": false,
+		"auth": map[string]any{"type": "m.login.password", "user": "keeper", "password": secrets[0]}})
+
+	l := env.Conn()
+	ctx := context.Background()
+	head, err := l.Head(ctx, eventlog.StreamAccounts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var records int
+	err = l.Read(ctx, eventlog.StreamAccounts, eventlog.ReadOptions{From: 1, StopAt: head}, func(_ context.Context, batch []eventlog.Msg) error {
+		for _, m := range batch {
+			records++
+			for _, s := range append(append([]string{}, secrets...), tokens...) {
+				if strings.Contains(string(m.Data), s) {
+					t.Errorf("record %d (%s) holds a secret in plain form", m.Seq, m.Type)
+				}
+			}
+			if m.Type == "user.registered" && !strings.Contains(string(m.Data), `"password_hash":"$2a$`) {
+				t.Errorf("registration without a bcrypt hash: %s", m.Data)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if records < 3 {
+		t.Fatalf("only %d account records", records)
 	}
 }

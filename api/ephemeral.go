@@ -14,16 +14,17 @@ import (
 // maxTypingTimeout bounds how long one typing notice lasts.
 const maxTypingTimeout = 2 * time.Minute
 
-// requireJoined checks that the caller is joined to the room now.
-func (s *Server) requireJoined(r *http.Request, roomID string) error {
+// joinedView returns the caller's view of a room they are joined to now,
+// or 403.
+func (s *Server) joinedView(r *http.Request, roomID string) (*visibility, error) {
 	v, err := s.roomVisibility(r.Context(), roomID, session(r).UserID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if v.Current() != "join" {
-		return matrix.Forbidden("you are not joined to room %s", roomID)
+		return nil, matrix.Forbidden("you are not joined to room %s", roomID)
 	}
-	return nil
+	return v, nil
 }
 
 func (s *Server) typing(w http.ResponseWriter, r *http.Request) error {
@@ -45,7 +46,7 @@ func (s *Server) typing(w http.ResponseWriter, r *http.Request) error {
 	if req.Typing == nil {
 		return matrix.MissingParam("typing is required")
 	}
-	if err := s.requireJoined(r, roomID); err != nil {
+	if _, err := s.joinedView(r, roomID); err != nil {
 		return err
 	}
 	rec := &eventlog.TypingSet{RoomID: roomID, UserID: ss.UserID, Typing: *req.Typing}
@@ -63,19 +64,14 @@ func (s *Server) typing(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// receiptTarget checks that the event exists in the room and the caller
-// may see it.
-func (s *Server) receiptTarget(r *http.Request, roomID, eventID string) error {
+// receiptTarget checks that the event exists in the room and the caller,
+// whose view of the room v is, may see it.
+func (s *Server) receiptTarget(r *http.Request, roomID, eventID string, v *visibility) error {
 	if _, err := matrix.ParseEventID(eventID); err != nil {
 		return matrix.InvalidParam("invalid event ID: %v", err)
 	}
-	if err := s.requireJoined(r, roomID); err != nil {
-		return err
-	}
-	if _, _, err := s.visibleEvent(r, roomID, eventID); err != nil {
-		return err
-	}
-	return nil
+	_, err := s.eventVisibleTo(r, roomID, eventID, v)
+	return err
 }
 
 func (s *Server) appendReceipt(r *http.Request, roomID, typ, eventID, threadID string) error {
@@ -123,7 +119,11 @@ func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return matrix.InvalidParam("unknown receipt type %q", typ)
 	}
-	if err := s.receiptTarget(r, roomID, eventID); err != nil {
+	v, err := s.joinedView(r, roomID)
+	if err != nil {
+		return err
+	}
+	if err := s.receiptTarget(r, roomID, eventID, v); err != nil {
 		return err
 	}
 	if typ == "m.fully_read" {
@@ -151,9 +151,13 @@ func (s *Server) readMarkers(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, false); err != nil {
 		return err
 	}
+	v, err := s.joinedView(r, roomID)
+	if err != nil {
+		return err
+	}
 	for _, id := range []*string{req.FullyRead, req.Read, req.ReadPrivate} {
 		if id != nil {
-			if err := s.receiptTarget(r, roomID, *id); err != nil {
+			if err := s.receiptTarget(r, roomID, *id, v); err != nil {
 				return err
 			}
 		}

@@ -36,12 +36,7 @@ func (s *Server) roomState(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var evs []store.StoredEvent
-	if at == 0 {
-		evs, err = s.store.CurrentState(r.Context(), roomID)
-	} else {
-		evs, err = s.store.StateAt(r.Context(), roomID, at)
-	}
+	evs, err := s.store.StateAt(r.Context(), roomID, at)
 	if err != nil {
 		return err
 	}
@@ -64,29 +59,14 @@ func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var ev *store.StoredEvent
-	if at == 0 {
-		e, err := s.store.StateEvent(r.Context(), roomID, typ, key)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		if err == nil {
-			ev = &e
-		}
-	} else {
-		all, err := s.store.StateAt(r.Context(), roomID, at)
-		if err != nil {
-			return err
-		}
-		for i := range all {
-			if all[i].Type == typ && all[i].StateKey != nil && *all[i].StateKey == key {
-				ev = &all[i]
-			}
-		}
-	}
-	if ev == nil {
+	e, err := s.store.StateEvent(r.Context(), roomID, at, typ, key)
+	if errors.Is(err, store.ErrNotFound) {
 		return matrix.NotFound("no %s state with key %q in this room", typ, key)
 	}
+	if err != nil {
+		return err
+	}
+	ev := &e
 	rendered := renderEvent(ev, ss, time.Now())
 	if r.URL.Query().Get("format") == "event" {
 		matrix.WriteJSON(w, http.StatusOK, rendered)
@@ -361,21 +341,24 @@ func (s *Server) senderMembers(r *http.Request, roomID string, evs []store.Store
 
 // visibleEvent loads an event the caller may see, or 404.
 func (s *Server) visibleEvent(r *http.Request, roomID, eventID string) (*store.StoredEvent, *visibility, error) {
-	e, err := s.store.Event(r.Context(), eventID)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && e.RoomID != roomID) {
-		return nil, nil, matrix.NotFound("event not found")
-	}
-	if err != nil {
-		return nil, nil, err
-	}
 	v, err := s.roomVisibility(r.Context(), roomID, session(r).UserID)
 	if err != nil {
 		return nil, nil, err
 	}
-	if !v.CanSee(&e) {
-		return nil, nil, matrix.NotFound("event not found")
+	e, err := s.eventVisibleTo(r, roomID, eventID, v)
+	return e, v, err
+}
+
+// eventVisibleTo loads an event of the room that v may see, or 404.
+func (s *Server) eventVisibleTo(r *http.Request, roomID, eventID string, v *visibility) (*store.StoredEvent, error) {
+	e, err := s.store.Event(r.Context(), eventID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (e.RoomID != roomID || !v.CanSee(&e))) {
+		return nil, matrix.NotFound("event not found")
 	}
-	return &e, v, nil
+	if err != nil {
+		return nil, err
+	}
+	return &e, nil
 }
 
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {

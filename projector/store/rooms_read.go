@@ -139,22 +139,21 @@ func (s *Store) EventByTxn(ctx context.Context, roomID, sender, device, txnID st
 	return id, nil
 }
 
-// CurrentState returns a room's current state events.
-func (s *Store) CurrentState(ctx context.Context, roomID string) ([]StoredEvent, error) {
-	return s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM room_state s JOIN events e ON e.event_id = s.event_id
-		WHERE s.room_id = $1 AND s.to_pos IS NULL ORDER BY e.pos`, roomID)
-}
+// atPos is the SQL condition for the state entries of room_state s in
+// force just after position $2, or the current ones when $2 is 0.
+const atPos = `(CASE WHEN $2::bigint = 0 THEN s.to_pos IS NULL ELSE s.from_pos <= $2 AND (s.to_pos IS NULL OR s.to_pos > $2) END)`
 
-// StateAt returns the state of a room just after position pos.
+// StateAt returns a room's state just after position pos (0: now).
 func (s *Store) StateAt(ctx context.Context, roomID string, pos int64) ([]StoredEvent, error) {
 	return s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM room_state s JOIN events e ON e.event_id = s.event_id
-		WHERE s.room_id = $1 AND s.from_pos <= $2 AND (s.to_pos IS NULL OR s.to_pos > $2) ORDER BY e.pos`, roomID, pos)
+		WHERE s.room_id = $1 AND `+atPos+` ORDER BY e.pos`, roomID, pos)
 }
 
-// StateEvent returns one current state event, or ErrNotFound.
-func (s *Store) StateEvent(ctx context.Context, roomID, typ, stateKey string) (StoredEvent, error) {
+// StateEvent returns one state event just after position pos (0: now),
+// or ErrNotFound.
+func (s *Store) StateEvent(ctx context.Context, roomID string, pos int64, typ, stateKey string) (StoredEvent, error) {
 	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM room_state s JOIN events e ON e.event_id = s.event_id
-		WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3 AND s.to_pos IS NULL`, roomID, typ, stateKey)
+		WHERE s.room_id = $1 AND s.type = $3 AND s.state_key = $4 AND `+atPos, roomID, pos, typ, stateKey)
 	if err != nil {
 		return StoredEvent{}, err
 	}
@@ -169,7 +168,7 @@ func (s *Store) StateEvent(ctx context.Context, roomID, typ, stateKey string) (S
 func (s *Store) Members(ctx context.Context, roomID string, pos int64, include, exclude []string) ([]StoredEvent, error) {
 	q := `SELECT ` + storedEventCols + ` FROM room_state s JOIN events e ON e.event_id = s.event_id
 		WHERE s.room_id = $1 AND s.type = 'm.room.member'
-		AND (CASE WHEN $2::bigint = 0 THEN s.to_pos IS NULL ELSE s.from_pos <= $2 AND (s.to_pos IS NULL OR s.to_pos > $2) END)
+		AND ` + atPos + `
 		AND (cardinality($3::text[]) = 0 OR s.membership = ANY($3))
 		AND NOT (s.membership = ANY($4))
 		ORDER BY s.state_key`
