@@ -2,9 +2,7 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strings"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
@@ -34,9 +32,9 @@ func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.
 		row := &store.RoomEventRow{
 			Pos: pos, EventID: string(ev.ID()), RoomID: string(ev.RoomID()), Type: ev.Type(), StateKey: ev.StateKey(),
 			Sender: string(ev.Sender()), OriginServerTS: ev.OriginServerTS(), Depth: ev.Depth(),
-			Membership: ev.Membership(), Client: ClientEvent(ev), PDU: ev.JSON(),
+			Membership: ev.Membership(), Client: matrix.ClientEvent(ev), PDU: ev.JSON(),
 		}
-		row.Notify, row.BodyLower, row.Mentions = unreadFacts(ev)
+		row.Notify, row.BodyLower, row.Mentions = matrix.UnreadFacts(ev)
 		if len(r.Events) == 1 && r.TxnID != "" && r.Sender == string(ev.Sender()) {
 			row.TxnDevice, row.TxnID = r.DeviceID, r.TxnID
 		}
@@ -73,59 +71,9 @@ func redact(ctx context.Context, tx *store.Tx, v matrix.RoomVersion, redaction *
 	if err != nil {
 		return fmt.Errorf("parse redacted %s: %w", redaction.Redacts(), err)
 	}
-	tx.RedactEvent(string(target.ID()), ClientEvent(target), ClientEvent(redaction))
+	tx.RedactEvent(string(target.ID()), matrix.ClientEvent(target), matrix.ClientEvent(redaction))
 	if current && stateKey != nil && *stateKey == "" {
 		tx.UpdateSummary(string(target.RoomID()), typ, target.Content())
 	}
 	return nil
-}
-
-// clientEvent is the client-server API's ClientEvent, minus unsigned
-// (which depends on who reads it and when).
-type clientEvent struct {
-	Content        json.RawMessage `json:"content"`
-	EventID        string          `json:"event_id"`
-	OriginServerTS int64           `json:"origin_server_ts"`
-	Redacts        string          `json:"redacts,omitempty"`
-	RoomID         string          `json:"room_id"`
-	Sender         string          `json:"sender"`
-	StateKey       *string         `json:"state_key,omitempty"`
-	Type           string          `json:"type"`
-}
-
-// ClientEvent renders ev in the client-server format.
-func ClientEvent(ev *matrix.Event) []byte {
-	content := ev.Content()
-	if len(content) == 0 {
-		content = json.RawMessage("{}")
-	}
-	b, _ := json.Marshal(clientEvent{
-		Content: content, EventID: string(ev.ID()), OriginServerTS: ev.OriginServerTS(), Redacts: string(ev.Redacts()),
-		RoomID: string(ev.RoomID()), Sender: string(ev.Sender()), StateKey: ev.StateKey(), Type: ev.Type(),
-	})
-	return b
-}
-
-// unreadFacts extracts what unread counting needs from an event.
-func unreadFacts(ev *matrix.Event) (notify bool, bodyLower *string, mentions []string) {
-	if ev.Type() != "m.room.message" && ev.Type() != "m.room.encrypted" {
-		return false, nil, nil
-	}
-	var c struct {
-		Body     any `json:"body"`
-		Mentions struct {
-			UserIDs []any `json:"user_ids"`
-		} `json:"m.mentions"`
-	}
-	_ = json.Unmarshal(ev.Content(), &c)
-	if b, ok := c.Body.(string); ok {
-		l := strings.ToLower(b)
-		bodyLower = &l
-	}
-	for _, u := range c.Mentions.UserIDs {
-		if s, ok := u.(string); ok && !strings.ContainsRune(s, '\n') {
-			mentions = append(mentions, s)
-		}
-	}
-	return true, bodyLower, mentions
 }

@@ -116,6 +116,7 @@ type built struct {
 	pos    store.Positions
 	ephPos uint64   // EPHEMERAL position the typing and presence reflect
 	rooms  []string // rooms whose changes concern this user
+	base   windowBase
 }
 
 // next is the token of the position a built response reflects.
@@ -294,9 +295,13 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		}
 
 		var joinedNow []string
+		out.base.joined = map[string]bool{}
 		for roomID, m := range current {
-			if m.Membership == "join" && f.allowsRoom(roomID) {
-				joinedNow = append(joinedNow, roomID)
+			if m.Membership == "join" {
+				out.base.joined[roomID] = true
+				if f.allowsRoom(roomID) {
+					joinedNow = append(joinedNow, roomID)
+				}
 			}
 		}
 		slices.Sort(joinedNow)
@@ -509,9 +514,11 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		if err != nil {
 			return err
 		}
+		out.base.unread = make(map[string]unreadCounts, len(out.resp.Rooms.Join))
 		for roomID, jr := range out.resp.Rooms.Join {
 			u := unread[roomID]
 			jr.Unread = unreadCounts{Highlight: u.Highlights, Notification: u.Notifications}
+			out.base.unread[roomID] = jr.Unread
 		}
 		return nil
 	})

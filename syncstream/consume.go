@@ -67,6 +67,19 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 			return c, err
 		}
 		c.rooms = []string{r.RoomID}
+		if live {
+			// An event this worker cannot parse is left to builds (the
+			// projector decides whether the record is valid).
+			if evs, err := windowEvents(m.Seq, &r); err == nil {
+				c.events = evs
+				for _, e := range evs {
+					if e.Type == "m.room.member" && e.StateKey != nil {
+						c.users = append(c.users, *e.StateKey)
+					}
+				}
+				break
+			}
+		}
 		for _, raw := range r.Events {
 			var ev struct {
 				Type     string  `json:"type"`

@@ -19,28 +19,30 @@ type roomsCache struct {
 type cachedRooms struct {
 	next  Token
 	rooms []string
+	base  windowBase
 }
 
 const roomsCacheMax = 100000
 
-func (c *roomsCache) put(user string, next Token, rooms []string) {
+func (c *roomsCache) put(user string, next Token, rooms []string, base windowBase) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= roomsCacheMax {
 		c.m = make(map[string]cachedRooms)
 	}
-	c.m[user] = cachedRooms{next: next, rooms: rooms}
+	c.m[user] = cachedRooms{next: next, rooms: rooms, base: base}
 }
 
-// get returns the user's rooms if the cached response ended at since.
-func (c *roomsCache) get(user string, since Token) ([]string, bool) {
+// get returns what the worker remembers of the user's last response if
+// that response ended at since.
+func (c *roomsCache) get(user string, since Token) (cachedRooms, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[user]
 	if !ok || e.next != since {
-		return nil, false
+		return cachedRooms{}, false
 	}
-	return e.rooms, true
+	return e, true
 }
 
 func seenOf(t Token) map[string]uint64 {

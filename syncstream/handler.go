@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,11 +20,32 @@ import (
 	"strand/projector/store"
 )
 
-// RegisterMetrics exposes the number of long-polls waiting.
+// RegisterMetrics exposes the number of long-polls waiting and how
+// responses were made.
 func (h *Handler) RegisterMetrics(reg prometheus.Registerer) error {
-	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "strand_sync_longpolls_waiting", Help: "Sync long-polls waiting for something to arrive.",
-	}, func() float64 { return float64(h.Notifier.Waiting()) }))
+	}, func() float64 { return float64(h.Notifier.Waiting()) })); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		name string
+		n    *atomic.Uint64
+	}{{"idle", &h.paths.idle}, {"window", &h.paths.window}, {"build", &h.paths.build}} {
+		if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "strand_sync_responses_total", Help: "Sync responses by how they were made: idle (nothing new, no query), window (recent events in memory), build (from the projection).",
+			ConstLabels: prometheus.Labels{"path": p.name},
+		}, func() float64 { return float64(p.n.Load()) })); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Paths returns how many responses this handler made without a query
+// (idle), from the window of recent events, and by a build.
+func (h *Handler) Paths() (idle, window, build uint64) {
+	return h.paths.idle.Load(), h.paths.window.Load(), h.paths.build.Load()
 }
 
 // Stop answers every waiting long-poll at once (with what it has), for a
@@ -59,6 +81,7 @@ type Handler struct {
 
 	rooms  roomsCache
 	builds singleflight.Group
+	paths  struct{ idle, window, build atomic.Uint64 }
 }
 
 // Routes returns a handler for a standalone sync worker: /sync under both
@@ -167,25 +190,45 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 
 	filterKey := q.Get("filter")
 	for {
-		// Fast path: nothing has happened for this user since the token
-		// this worker itself issued: answer (or wait) without a build.
+		// Fast paths, for a token this worker itself issued: nothing has
+		// happened for this user since (answer or wait without touching
+		// the projection), or only new messages in their rooms (answer
+		// from the window of recent events).
 		if req.since != nil && !req.fullState {
-			if rooms, ok := h.rooms.get(ss.UserID, *req.since); ok && h.notifierCurrent() && h.Notifier.Quiet(ss.UserID, rooms, seenOf(*req.since)) {
-				if !time.Now().Before(deadline) {
-					resp := newResponse()
-					resp.NextBatch = req.since.String()
-					matrix.WriteJSON(w, http.StatusOK, resp)
-					return nil
-				}
-				woke, err := h.wait(ctx, ss.UserID, rooms, seenOf(*req.since), deadline)
-				if err != nil {
-					return err
-				}
-				if !woke {
-					resp := newResponse()
-					resp.NextBatch = req.since.String()
-					matrix.WriteJSON(w, http.StatusOK, resp)
-					return nil
+			if cached, ok := h.rooms.get(ss.UserID, *req.since); ok && h.notifierCurrent() {
+				changes, roomsHead, known := h.Notifier.Since(ss.UserID, cached.rooms, seenOf(*req.since))
+				switch {
+				case known && len(changes) == 0:
+					if !time.Now().Before(deadline) {
+						h.paths.idle.Add(1)
+						resp := newResponse()
+						resp.NextBatch = req.since.String()
+						matrix.WriteJSON(w, http.StatusOK, resp)
+						return nil
+					}
+					woke, err := h.wait(ctx, ss.UserID, cached.rooms, seenOf(*req.since), deadline)
+					if err != nil {
+						return err
+					}
+					if !woke {
+						h.paths.idle.Add(1)
+						resp := newResponse()
+						resp.NextBatch = req.since.String()
+						matrix.WriteJSON(w, http.StatusOK, resp)
+						return nil
+					}
+					continue
+				case known:
+					if resp, next, base, ok := fromWindow(req, cached.base, changes, roomsHead, time.Now()); ok && h.projected(ctx, roomsHead) {
+						h.rooms.put(ss.UserID, next, cached.rooms, base)
+						if !resp.empty() || !time.Now().Before(deadline) {
+							h.paths.window.Add(1)
+							writeResponse(w, resp, next)
+							return nil
+						}
+						req.since = &next // everything was filtered out: wait on
+						continue
+					}
 				}
 			}
 		}
@@ -194,8 +237,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		next := b.next()
-		h.rooms.put(ss.UserID, next, b.rooms)
+		h.rooms.put(ss.UserID, next, b.rooms, b.base)
 		if req.since == nil || !b.resp.empty() || !time.Now().Before(deadline) || req.fullState {
+			h.paths.build.Add(1)
 			writeResponse(w, b.resp, next)
 			return nil
 		}
@@ -208,11 +252,22 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if !woke {
+			h.paths.build.Add(1)
 			writeResponse(w, b.resp, next)
 			return nil
 		}
 		req.since = &next
 	}
+}
+
+// projected waits (briefly) until the projection has applied the rooms
+// stream up to seq, so that what a window response shows is also what
+// every other endpoint shows: a client may send a receipt for, or ask the
+// context of, an event the moment it sees it.
+func (h *Handler) projected(ctx context.Context, seq uint64) bool {
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return h.Watermark.Wait(wctx, eventlog.StreamRooms, seq) == nil
 }
 
 // notifierCurrent reports whether this worker's log consumer has seen at

@@ -2,6 +2,8 @@ package syncstream
 
 import (
 	"sync"
+
+	"strand/eventlog"
 )
 
 // change is what one log record touched.
@@ -10,6 +12,9 @@ type change struct {
 	seq    uint64
 	rooms  []string
 	users  []string
+	// events are a live room record's events, for the window (nil for
+	// other records and for records read before the worker started).
+	events []windowEvent
 }
 
 // Notifier wakes long-polling requests when a log record touches their
@@ -150,6 +155,31 @@ func (n *Notifier) Register(user string, rooms []string, seen map[string]uint64)
 	}
 	n.waiting++
 	return w, stale
+}
+
+// Since returns the changes after the positions in seen that concern user
+// or rooms, oldest first, and the newest ROOMS sequence the notifier has
+// seen, read together. ok is false if the notifier has forgotten changes
+// that recent.
+func (n *Notifier) Since(user string, rooms []string, seen map[string]uint64) (changes []change, roomsHead uint64, ok bool) {
+	w := &waiter{user: user, rooms: rooms}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for stream, seq := range seen {
+		if seq < n.floor[stream] {
+			return nil, 0, false
+		}
+	}
+	roomsHead = n.floor[eventlog.StreamRooms]
+	for _, c := range n.recent {
+		if c.stream == eventlog.StreamRooms {
+			roomsHead = max(roomsHead, c.seq)
+		}
+		if c.seq > seen[c.stream] && w.concerns(c) {
+			changes = append(changes, c)
+		}
+	}
+	return changes, roomsHead, true
 }
 
 // Unregister removes a waiter.

@@ -200,10 +200,18 @@ func (e *Env) Serve(cfg api.Config) *httptest.Server {
 // HTTP server closes too), as killing the process would.
 func (e *Env) SyncWorker() (srv *httptest.Server, stop func()) {
 	e.T.Helper()
+	srv, _, stop = e.SyncWorkerHandler()
+	return srv, stop
+}
+
+// SyncWorkerHandler is SyncWorker that also returns the worker's handler,
+// for tests that look at how it answered.
+func (e *Env) SyncWorkerHandler() (srv *httptest.Server, h *syncstream.Handler, stop func()) {
+	e.T.Helper()
 	h, _, _, _, stopConsumer := e.syncWorker()
 	srv = httptest.NewServer(h.Routes())
 	e.T.Cleanup(srv.Close)
-	return srv, func() { srv.CloseClientConnections(); srv.Close(); stopConsumer() }
+	return srv, h, func() { srv.CloseClientConnections(); srv.Close(); stopConsumer() }
 }
 
 // Client is a minimal Matrix client for tests.

@@ -1,0 +1,78 @@
+package matrix
+
+import (
+	"encoding/json"
+	"strings"
+)
+
+// clientEvent is the client-server API's ClientEvent, minus unsigned
+// (which depends on who reads it and when).
+type clientEvent struct {
+	Content        json.RawMessage `json:"content"`
+	EventID        string          `json:"event_id"`
+	OriginServerTS int64           `json:"origin_server_ts"`
+	Redacts        string          `json:"redacts,omitempty"`
+	RoomID         string          `json:"room_id"`
+	Sender         string          `json:"sender"`
+	StateKey       *string         `json:"state_key,omitempty"`
+	Type           string          `json:"type"`
+}
+
+// ClientEvent renders ev in the client-server format, without unsigned.
+// The projector stores this form and sync workers render recent events
+// from the log with it, so both give clients the same bytes.
+func ClientEvent(ev *Event) []byte {
+	content := ev.Content()
+	if len(content) == 0 {
+		content = json.RawMessage("{}")
+	}
+	b, _ := json.Marshal(clientEvent{
+		Content: content, EventID: string(ev.ID()), OriginServerTS: ev.OriginServerTS(), Redacts: string(ev.Redacts()),
+		RoomID: string(ev.RoomID()), Sender: string(ev.Sender()), StateKey: ev.StateKey(), Type: ev.Type(),
+	})
+	return b
+}
+
+// UnreadFacts extracts what unread counting needs from an event: whether
+// its type notifies, its lower-cased body, and the users it mentions.
+func UnreadFacts(ev *Event) (notify bool, bodyLower *string, mentions []string) {
+	if ev.Type() != "m.room.message" && ev.Type() != "m.room.encrypted" {
+		return false, nil, nil
+	}
+	var c struct {
+		Body     any `json:"body"`
+		Mentions struct {
+			UserIDs []any `json:"user_ids"`
+		} `json:"m.mentions"`
+	}
+	_ = json.Unmarshal(ev.Content(), &c)
+	if b, ok := c.Body.(string); ok {
+		l := strings.ToLower(b)
+		bodyLower = &l
+	}
+	for _, u := range c.Mentions.UserIDs {
+		if s, ok := u.(string); ok && !strings.ContainsRune(s, '\n') {
+			mentions = append(mentions, s)
+		}
+	}
+	return true, bodyLower, mentions
+}
+
+// Highlights reports whether a notifying event highlights userID: it
+// mentions the user, or its body holds the user's localpart. Sync's
+// unread counts in SQL (projector/store UnreadCounts) apply the same rule.
+func Highlights(userID string, bodyLower *string, mentions []string) bool {
+	for _, m := range mentions {
+		if m == userID {
+			return true
+		}
+	}
+	if bodyLower == nil {
+		return false
+	}
+	local := userID
+	if i := strings.IndexByte(userID, ':'); i > 1 {
+		local = userID[1:i]
+	}
+	return strings.Contains(*bodyLower, strings.ToLower(local))
+}

@@ -1,0 +1,140 @@
+package syncstream
+
+import (
+	"encoding/json"
+	"slices"
+	"time"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// The window: a worker keeps the room events of the newest records it read
+// from the log (in the notifier's ring of recent changes), so that a
+// long-poll woken by ordinary messages is answered from memory instead of
+// by a build from the projection. Only the common case goes this way: new
+// non-state events in rooms the user has been joined to since its token,
+// with nothing else concerning the user (no receipts, typing, account
+// data, membership) and no timeline gap. Everything else is a build, which
+// stays the reference; the window gives the same response the build would.
+
+// windowEvent is a room event as this worker read it from the log.
+type windowEvent struct {
+	store.StoredEvent
+	notify    bool
+	bodyLower *string
+	mentions  []string
+}
+
+// windowEvents parses a room record read live from the log.
+func windowEvents(seq uint64, r *eventlog.RoomEvents) ([]windowEvent, error) {
+	v := matrix.RoomVersion(r.RoomVersion)
+	out := make([]windowEvent, 0, len(r.Events))
+	for i, raw := range r.Events {
+		ev, err := matrix.ParseEvent(v, raw)
+		if err != nil {
+			return nil, err
+		}
+		we := windowEvent{StoredEvent: store.StoredEvent{
+			Pos: eventlog.EventPos(seq, i), EventID: string(ev.ID()), RoomID: string(ev.RoomID()), Type: ev.Type(),
+			StateKey: ev.StateKey(), Sender: string(ev.Sender()), OriginServerTS: ev.OriginServerTS(),
+			Client: matrix.ClientEvent(ev),
+		}}
+		// The same rule as the projector's transaction IDs.
+		if len(r.Events) == 1 && r.TxnID != "" && r.Sender == we.Sender {
+			we.TxnDevice, we.TxnID = r.DeviceID, r.TxnID
+		}
+		we.notify, we.bodyLower, we.mentions = matrix.UnreadFacts(ev)
+		out = append(out, we)
+	}
+	return out, nil
+}
+
+// windowBase is what a worker remembers of the last response it gave a
+// user, which the window extends.
+type windowBase struct {
+	joined map[string]bool         // rooms the user is joined to, whatever the filter
+	unread map[string]unreadCounts // counts as of the token, for the rooms known
+}
+
+// fromWindow answers an incremental sync from the changes after since, all
+// of which concern the user, if they are within the window's case. It
+// returns the response, its token and the base for the next one.
+func fromWindow(req *request, base windowBase, changes []change, roomsHead uint64, now time.Time) (*response, Token, windowBase, bool) {
+	f := req.filter
+	if f.Room.State != nil && f.Room.State.LazyLoadMembers {
+		// Lazy-loading clients get their senders' member events, which
+		// the window does not hold.
+		return nil, Token{}, windowBase{}, false
+	}
+	byRoom := map[string][]*windowEvent{}
+	for i := range changes {
+		c := &changes[i]
+		if c.stream != eventlog.StreamRooms || c.events == nil {
+			return nil, Token{}, windowBase{}, false
+		}
+		for j := range c.events {
+			e := &c.events[j]
+			if !base.joined[e.RoomID] || e.StateKey != nil || e.Type == matrix.TypeRedaction {
+				return nil, Token{}, windowBase{}, false
+			}
+			byRoom[e.RoomID] = append(byRoom[e.RoomID], e)
+		}
+	}
+	next := Token{Rooms: roomsHead, Accounts: req.since.Accounts, Receipts: req.since.Receipts, Ephemeral: req.since.Ephemeral}
+	resp := newResponse()
+	nb := windowBase{joined: base.joined, unread: make(map[string]unreadCounts, len(base.unread))}
+	for k, v := range base.unread {
+		nb.unread[k] = v
+	}
+	limit := f.timelineLimit()
+	rooms := make([]string, 0, len(byRoom))
+	for r := range byRoom {
+		rooms = append(rooms, r)
+	}
+	slices.Sort(rooms)
+	for _, roomID := range rooms {
+		evs := byRoom[roomID]
+		u, known := nb.unread[roomID]
+		if !f.allowsRoom(roomID) {
+			// Never shown to this filter; its counts are no longer known.
+			delete(nb.unread, roomID)
+			continue
+		}
+		if !known {
+			return nil, Token{}, windowBase{}, false
+		}
+		tl := timeline{Events: []json.RawMessage{}}
+		start := int64(0)
+		for _, e := range evs {
+			if e.notify && e.Sender != req.user {
+				u.Notification++
+				if matrix.Highlights(req.user, e.bodyLower, e.mentions) {
+					u.Highlight++
+				}
+			}
+			if !f.Room.Timeline.Allows(e.Type, e.Sender, e.RoomID, contentFunc(&e.StoredEvent)) {
+				continue
+			}
+			if len(tl.Events) == limit {
+				// A gap: the build gives the state at its start.
+				return nil, Token{}, windowBase{}, false
+			}
+			if start == 0 {
+				start = e.Pos
+			}
+			tl.Events = append(tl.Events, selectFields(e.Render(req.user, req.device, now), f.EventFields))
+		}
+		nb.unread[roomID] = u
+		if len(tl.Events) == 0 {
+			continue
+		}
+		tl.PrevBatch = eventlog.FormatRoomPoint(start)
+		resp.Rooms.Join[roomID] = &joinedRoom{
+			State: eventList{[]json.RawMessage{}}, Timeline: tl, Ephemeral: eventList{[]json.RawMessage{}},
+			AccountData: eventList{[]json.RawMessage{}}, Unread: u,
+		}
+	}
+	return resp, next, nb, true
+}

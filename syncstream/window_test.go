@@ -1,0 +1,168 @@
+package syncstream_test
+
+import (
+	"encoding/json"
+	"net/url"
+	"reflect"
+	"testing"
+	"time"
+
+	"strand/api/apitest"
+	"strand/syncstream"
+)
+
+// normalised drops what legitimately differs between two correct answers
+// to the same request: the token (each worker names the position it
+// reflects) and each event's age.
+func normalised(t *testing.T, raw []byte) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("sync response: %v: %s", err, raw)
+	}
+	var walk func(any)
+	walk = func(x any) {
+		switch x := x.(type) {
+		case map[string]any:
+			if u, ok := x["unsigned"].(map[string]any); ok {
+				delete(u, "age")
+			}
+			for _, c := range x {
+				walk(c)
+			}
+		case []any:
+			for _, c := range x {
+				walk(c)
+			}
+		}
+	}
+	walk(v)
+	delete(v.(map[string]any), "next_batch")
+	return v
+}
+
+// TestWindowMatchesBuild checks that a response a worker makes from its
+// window of recent events is the response a build from the projection
+// gives: worker A has answered the user before (so it may use its window),
+// worker B never has (so it builds), and both answer the same token.
+func TestWindowMatchesBuild(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	apiSrv := env.API(apitest.DefaultConfig())
+	wA, hA, _ := env.SyncWorkerHandler()
+
+	alice := user(t, apiSrv.URL, "alice")
+	bob := user(t, apiSrv.URL, "bob")
+	r1 := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	r2 := bob.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/rooms/"+esc(r1)+"/join"), nil)
+	alice.MustDo("POST", v3("/rooms/"+esc(r2)+"/join"), nil)
+
+	onA := bob.As(bob.Token)
+	onA.Base = wA.URL
+
+	// compare asks both workers for the changes since token and fails on
+	// any difference; it returns A's response.
+	compare := func(step, token, filter string, wantWindow bool) syncResp {
+		t.Helper()
+		q := "?set_presence=offline&since=" + url.QueryEscape(token)
+		if filter != "" {
+			q += "&filter=" + url.QueryEscape(filter)
+		}
+		_, winBefore, _ := hA.Paths()
+		ra := onA.MustDo("GET", v3("/sync")+q, nil)
+		_, winAfter, _ := hA.Paths()
+		if used := winAfter > winBefore; used != wantWindow {
+			t.Errorf("%s: worker A used the window: %v, want %v", step, used, wantWindow)
+		}
+		// A fresh worker B has never answered bob, so it builds.
+		wB, hB, stopB := env.SyncWorkerHandler()
+		defer stopB()
+		onB := bob.As(bob.Token)
+		onB.Base = wB.URL
+		rb := onB.MustDo("GET", v3("/sync")+q, nil)
+		if _, w, b := hB.Paths(); w != 0 || b != 1 {
+			t.Fatalf("%s: worker B made %d window and %d built responses, want 0 and 1", step, w, b)
+		}
+		if a, b := normalised(t, ra.Raw), normalised(t, rb.Raw); !reflect.DeepEqual(a, b) {
+			t.Errorf("%s: window and build differ:\nwindow: %s\nbuild:  %s", step, ra.Raw, rb.Raw)
+		}
+		var s syncResp
+		if err := json.Unmarshal(ra.Raw, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	first := doSync(t, onA, "")
+	send(t, alice, r1, "hello bob")                                                                  // highlights bob: his localpart
+	send(t, alice, r2, "hello everyone")                                                             // notifies
+	alice.MustDo("PUT", v3("/rooms/"+esc(r2)+"/send/org.example.custom/c1"), map[string]any{"x": 1}) // does not notify
+	s := compare("messages in two rooms", first.NextBatch, "", true)
+	if n := len(s.Rooms.Join[r1].Timeline.Events) + len(s.Rooms.Join[r2].Timeline.Events); n != 3 {
+		t.Fatalf("got %d events, want 3", n)
+	}
+
+	// Bob's own message does not count; a mention by user ID highlights.
+	send(t, bob, r1, "my own")
+	alice.MustDo("PUT", v3("/rooms/"+esc(r1)+"/send/m.room.message/m1"), map[string]any{
+		"msgtype": "m.text", "body": "ping", "m.mentions": map[string]any{"user_ids": []string{bob.UserID}}})
+	s = compare("own message and a mention", s.NextBatch, "", true)
+
+	// A long-poll woken by a message is answered from the window.
+	_, winBefore, _ := hA.Paths()
+	done := make(chan apitest.Response, 1)
+	go func() {
+		done <- onA.Do("GET", v3("/sync")+"?set_presence=offline&timeout=10000&since="+url.QueryEscape(s.NextBatch), nil)
+	}()
+	waitWaiting(t, hA, 1)
+	send(t, alice, r1, "while you wait")
+	woken := <-done
+	if woken.Status != 200 {
+		t.Fatalf("long-poll: %d %s", woken.Status, woken.Raw)
+	}
+	var ws syncResp
+	if err := json.Unmarshal(woken.Raw, &ws); err != nil {
+		t.Fatal(err)
+	}
+	if got := bodies(ws.Rooms.Join[r1].Timeline.Events); len(got) != 1 || got[0] != "while you wait" {
+		t.Fatalf("long-poll got %v", got)
+	}
+	if _, w, _ := hA.Paths(); w != winBefore+1 {
+		t.Errorf("the woken long-poll was not answered from the window")
+	}
+	s = ws
+
+	// A timeline filter: the window filters as the build does.
+	send(t, alice, r1, "filtered in")
+	alice.MustDo("PUT", v3("/rooms/"+esc(r1)+"/send/org.example.custom/c2"), map[string]any{"x": 2})
+	s = compare("timeline filter", s.NextBatch, `{"room":{"timeline":{"types":["m.room.message"]}}}`, true)
+
+	// A state change is left to the build.
+	alice.MustDo("PUT", v3("/rooms/"+esc(r1)+"/state/m.room.name/"), map[string]any{"name": "renamed"})
+	s = compare("state change", s.NextBatch, "", false)
+
+	// More events than the timeline limit: a gap, left to the build.
+	for i := 0; i < 3; i++ {
+		send(t, alice, r2, "burst")
+	}
+	s = compare("gap", s.NextBatch, `{"room":{"timeline":{"limit":2}}}`, false)
+	if !s.Rooms.Join[r2].Timeline.Limited {
+		t.Errorf("a burst over the limit is not limited")
+	}
+	// And after a build the window is used again.
+	send(t, alice, r2, "calm again")
+	compare("after the gap", s.NextBatch, "", true)
+}
+
+// waitWaiting waits until n long-polls wait on h.
+func waitWaiting(t *testing.T, h *syncstream.Handler, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.Notifier.Waiting() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d long-polls waiting, want %d", h.Notifier.Waiting(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
