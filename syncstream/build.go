@@ -341,10 +341,31 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			}
 			for roomID, evs := range members {
 				for j := range evs {
+					out.base.learnMember(evs[j])
 					if evs[j].Pos >= starts[roomID] {
 						continue // in the timeline already
 					}
 					lazyMembers[roomID] = append(lazyMembers[roomID], render(&evs[j]))
+				}
+			}
+		}
+		if lazy {
+			// Remember the member events this response gave of its
+			// senders, for the window's lazy-loading responses.
+			for i, p := range plans {
+				if p.membership != "join" {
+					continue
+				}
+				for _, e := range states[p.id] {
+					if e.Type == "m.room.member" && e.StateKey != nil && outs[i].senders[*e.StateKey] {
+						out.base.learnMember(e)
+					}
+				}
+				raw := timelines[p.id]
+				for j := len(raw) - 1; j >= 0; j-- {
+					if e := raw[j]; e.Type == "m.room.member" && e.StateKey != nil {
+						out.base.learnMember(e)
+					}
 				}
 			}
 		}

@@ -1,6 +1,7 @@
 package syncstream
 
 import (
+	"cmp"
 	"encoding/json"
 	"slices"
 	"time"
@@ -56,6 +57,28 @@ func windowEvents(seq uint64, r *eventlog.RoomEvents) ([]windowEvent, error) {
 type windowBase struct {
 	joined map[string]bool         // rooms the user is joined to, whatever the filter
 	unread map[string]unreadCounts // counts as of the token, for the rooms known
+	// members holds current member events (room, then user) the user was
+	// sent, for lazy-loading responses: those carry the member events of
+	// the timeline's senders.
+	members map[string]map[string]store.StoredEvent
+}
+
+// learnMember remembers a member event, unless a newer one is known.
+func (b *windowBase) learnMember(e store.StoredEvent) {
+	if e.StateKey == nil {
+		return
+	}
+	if b.members == nil {
+		b.members = map[string]map[string]store.StoredEvent{}
+	}
+	room := b.members[e.RoomID]
+	if room == nil {
+		room = map[string]store.StoredEvent{}
+		b.members[e.RoomID] = room
+	}
+	if cur, ok := room[*e.StateKey]; !ok || cur.Pos < e.Pos {
+		room[*e.StateKey] = e
+	}
 }
 
 // fromWindow answers an incremental sync from the changes after since, all
@@ -63,11 +86,7 @@ type windowBase struct {
 // returns the response, its token and the base for the next one.
 func fromWindow(req *request, base windowBase, changes []change, roomsHead uint64, now time.Time) (*response, Token, windowBase, bool) {
 	f := req.filter
-	if f.Room.State != nil && f.Room.State.LazyLoadMembers {
-		// Lazy-loading clients get their senders' member events, which
-		// the window does not hold.
-		return nil, Token{}, windowBase{}, false
-	}
+	lazy := f.Room.State != nil && f.Room.State.LazyLoadMembers
 	byRoom := map[string][]*windowEvent{}
 	for i := range changes {
 		c := &changes[i]
@@ -84,7 +103,7 @@ func fromWindow(req *request, base windowBase, changes []change, roomsHead uint6
 	}
 	next := Token{Rooms: roomsHead, Accounts: req.since.Accounts, Receipts: req.since.Receipts, Ephemeral: req.since.Ephemeral}
 	resp := newResponse()
-	nb := windowBase{joined: base.joined, unread: make(map[string]unreadCounts, len(base.unread))}
+	nb := windowBase{joined: base.joined, unread: make(map[string]unreadCounts, len(base.unread)), members: base.members}
 	for k, v := range base.unread {
 		nb.unread[k] = v
 	}
@@ -107,6 +126,7 @@ func fromWindow(req *request, base windowBase, changes []change, roomsHead uint6
 		}
 		tl := timeline{Events: []json.RawMessage{}}
 		start := int64(0)
+		var senders []string
 		for _, e := range evs {
 			if e.notify && e.Sender != req.user {
 				u.Notification++
@@ -124,6 +144,9 @@ func fromWindow(req *request, base windowBase, changes []change, roomsHead uint6
 			if start == 0 {
 				start = e.Pos
 			}
+			if !slices.Contains(senders, e.Sender) {
+				senders = append(senders, e.Sender)
+			}
 			tl.Events = append(tl.Events, selectFields(e.Render(req.user, req.device, now), f.EventFields))
 		}
 		nb.unread[roomID] = u
@@ -131,8 +154,25 @@ func fromWindow(req *request, base windowBase, changes []change, roomsHead uint6
 			continue
 		}
 		tl.PrevBatch = eventlog.FormatRoomPoint(start)
+		state := []json.RawMessage{}
+		if lazy {
+			// The senders' member events, oldest first, as the build
+			// gives them.
+			var mems []store.StoredEvent
+			for _, sender := range senders {
+				m, ok := base.members[roomID][sender]
+				if !ok {
+					return nil, Token{}, windowBase{}, false
+				}
+				mems = append(mems, m)
+			}
+			slices.SortFunc(mems, func(a, b store.StoredEvent) int { return cmp.Compare(a.Pos, b.Pos) })
+			for i := range mems {
+				state = append(state, selectFields(mems[i].Render(req.user, req.device, now), f.EventFields))
+			}
+		}
 		resp.Rooms.Join[roomID] = &joinedRoom{
-			State: eventList{[]json.RawMessage{}}, Timeline: tl, Ephemeral: eventList{[]json.RawMessage{}},
+			State: eventList{state}, Timeline: tl, Ephemeral: eventList{[]json.RawMessage{}},
 			AccountData: eventList{[]json.RawMessage{}}, Unread: u,
 		}
 	}

@@ -152,7 +152,20 @@ func TestWindowMatchesBuild(t *testing.T) {
 	}
 	// And after a build the window is used again.
 	send(t, alice, r2, "calm again")
-	compare("after the gap", s.NextBatch, "", true)
+	s = compare("after the gap", s.NextBatch, "", true)
+
+	// Lazy-loading members: the senders' member events come with the
+	// timeline. The window needs to have sent them once (a build).
+	const lazy = `{"room":{"state":{"lazy_load_members":true}}}`
+	send(t, alice, r1, "lazy one")
+	send(t, bob, r1, "lazy one from bob")
+	s = compare("lazy, senders not known yet", s.NextBatch, lazy, false)
+	send(t, alice, r1, "lazy two")
+	send(t, bob, r1, "lazy three")
+	s = compare("lazy, from the window", s.NextBatch, lazy, true)
+	if st := s.Rooms.Join[r1].State.Events; len(st) != 2 {
+		t.Errorf("lazy window response carries %d member events, want alice's and bob's", len(st))
+	}
 }
 
 // waitWaiting waits until n long-polls wait on h.
