@@ -233,7 +233,7 @@ func (p *Projector) applyLane(ctx context.Context, stream string) error {
 			}
 		}
 	}()
-	err := p.runStream(lctx, stream, 0, nil)
+	err := p.runStream(lctx, stream, 0, true, nil)
 	if cause := context.Cause(lctx); errors.Is(cause, errGiveUp) {
 		return errGiveUp
 	}
@@ -255,8 +255,28 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // runStream applies stream from the stored position on; with stopAt > 0
-// it returns once stopAt is applied, calling progress after each batch.
-func (p *Projector) runStream(ctx context.Context, stream string, stopAt uint64, progress Progress) error {
+// it returns once stopAt is applied, applying nothing past it and calling
+// progress after each batch. A live lane (announce) tells every process
+// the position after each commit; a replay or rebuild does not, since its
+// database may not be the one the servers read.
+//
+// If the stored position turns out to be behind what this reader applied
+// (the projection was swapped for one that lacks those records), it starts
+// again from the stored position rather than leave a gap.
+func (p *Projector) runStream(ctx context.Context, stream string, stopAt uint64, announce bool, progress Progress) error {
+	start := time.Now()
+	for {
+		err := p.readStream(ctx, stream, stopAt, announce, progress, start)
+		if !errors.Is(err, store.ErrPositionBehind) {
+			return err
+		}
+		if p.Logger != nil {
+			p.Logger.Warn("stored position went back under the projector; reading again from it", "stream", stream, "err", err)
+		}
+	}
+}
+
+func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64, announce bool, progress Progress, start time.Time) error {
 	pos, err := p.Store.Position(ctx, stream)
 	if err != nil {
 		return err
@@ -267,15 +287,29 @@ func (p *Projector) runStream(ctx context.Context, stream string, stopAt uint64,
 	if p.Logger != nil {
 		p.Logger.Info("projecting", "stream", stream, "from_seq", pos+1)
 	}
-	start := time.Now()
+	expect := pos
 	return p.Log.Read(ctx, stream, eventlog.ReadOptions{From: pos + 1, MaxBatch: p.MaxBatch, StopAt: stopAt},
 		func(ctx context.Context, batch []eventlog.Msg) error {
-			applied, err := p.Store.Project(ctx, stream, batch, apply)
+			if stopAt != 0 {
+				// A batch is whatever had arrived; a rebuild must stop at
+				// exactly the live projection's position.
+				n := len(batch)
+				for n > 0 && batch[n-1].Seq > stopAt {
+					n--
+				}
+				if batch = batch[:n]; n == 0 {
+					return nil
+				}
+			}
+			applied, err := p.Store.Project(ctx, stream, expect, batch, apply)
 			if err != nil {
 				return err
 			}
-			if err := p.Log.PublishApplied(stream, applied); err != nil && p.Logger != nil {
-				p.Logger.Warn("announce applied position", "stream", stream, "stream_seq", applied, "err", err)
+			expect = applied
+			if announce {
+				if err := p.Log.PublishApplied(stream, applied); err != nil && p.Logger != nil {
+					p.Logger.Warn("announce applied position", "stream", stream, "stream_seq", applied, "err", err)
+				}
 			}
 			if progress != nil {
 				progress(stream, applied, stopAt, time.Since(start))
@@ -343,15 +377,25 @@ type Progress func(stream string, applied, head uint64, elapsed time.Duration)
 // an empty database) up to the stream's head as it was when Replay started,
 // then returns. Records appended meanwhile are left to a running projector.
 func (p *Projector) Replay(ctx context.Context, progress Progress) error {
+	to := map[string]uint64{}
 	for _, s := range Streams {
 		head, err := p.Log.Head(ctx, s)
 		if err != nil {
 			return err
 		}
-		if head == 0 {
+		to[s] = head
+	}
+	return p.ReplayTo(ctx, to, progress)
+}
+
+// ReplayTo applies every stream from the stored position up to exactly
+// to[stream] (streams absent from to are left alone), then returns.
+func (p *Projector) ReplayTo(ctx context.Context, to map[string]uint64, progress Progress) error {
+	for _, s := range Streams {
+		if to[s] == 0 {
 			continue
 		}
-		if err := p.runStream(ctx, s, head, progress); err != nil {
+		if err := p.runStream(ctx, s, to[s], false, progress); err != nil {
 			return fmt.Errorf("replay %s: %w", s, err)
 		}
 	}

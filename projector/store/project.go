@@ -32,12 +32,22 @@ type roomHead struct {
 	depth   int64
 }
 
+// ErrPositionBehind means the stored position of a stream is lower than
+// the position its reader had applied: the projection was replaced under
+// the reader (a schema swap by "strand replay --swap", a restore), and
+// applying the reader's next records would leave a gap. The reader must
+// start again from the stored position.
+var ErrPositionBehind = errors.New("stored position is behind the reader")
+
 // Project applies msgs, all from stream and in order, in one transaction
-// that also advances the stream's position. Records at or below the stored
-// position were applied before (redelivery, or a second projector) and are
-// skipped, which makes applying exactly-once in effect (invariant 4). It
-// returns the position after the batch.
-func (s *Store) Project(ctx context.Context, stream string, msgs []eventlog.Msg, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) (uint64, error) {
+// that also advances the stream's position. expect is the position the
+// reader believes is stored: where it started reading, or what its last
+// Project returned. Records at or below the stored position were applied
+// before (redelivery, or a second projector) and are skipped, which makes
+// applying exactly-once in effect (invariant 4). A stored position below
+// expect returns ErrPositionBehind and applies nothing. Project returns the
+// position after the batch.
+func (s *Store) Project(ctx context.Context, stream string, expect uint64, msgs []eventlog.Msg, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) (uint64, error) {
 	var pos uint64
 	err := pgx.BeginFunc(ctx, s.pool, func(ptx pgx.Tx) error {
 		if _, err := ptx.Exec(ctx, "INSERT INTO projector_positions (stream, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", stream); err != nil {
@@ -48,6 +58,9 @@ func (s *Store) Project(ctx context.Context, stream string, msgs []eventlog.Msg,
 		// one waits here, then sees the first one's position and skips.
 		if err := ptx.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1 FOR UPDATE", stream).Scan(&cur); err != nil {
 			return err
+		}
+		if uint64(cur) < expect {
+			return fmt.Errorf("%w: %s is stored at %d, the reader applied up to %d", ErrPositionBehind, stream, cur, expect)
 		}
 		pos = uint64(cur)
 		tx := &Tx{tx: ptx}
