@@ -1,10 +1,13 @@
 package projector_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,4 +169,88 @@ func TestLaneReadsAgainWhenStoredPositionGoesBack(t *testing.T) {
 	if pos, err := st.Project(ctx, eventlog.StreamAccounts, 4, old, nil); err != nil || pos != 21 {
 		t.Fatalf("Project of an applied record: %d, %v; want 21, nil", pos, err)
 	}
+}
+
+// A live projector whose transaction is paused by a swap (it waits on the
+// swap's lock of projector_positions) carries on, after the rename, on the
+// new tables at the position it expected: its statements resolve the
+// table names again once they get the lock. Nothing lands in the replaced
+// schema, and the lane never has to read again.
+func TestSwapContinuesPausedProjector(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, st, url := testLogAndStore(ctx, t)
+	var logs syncBuffer
+	p := &projector.Projector{Log: l, Store: st, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	appendAccountData(ctx, t, l, 1, 10)
+	stop := runProjector(ctx, t, p)
+	waitPosition(ctx, t, st, 10)
+
+	fresh, err := store.OpenFresh(ctx, url, "strand_rebuild")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	rebuild := &projector.Projector{Log: l, Store: fresh}
+	if err := rebuild.ReplayTo(ctx, map[string]uint64{eventlog.StreamAccounts: 5}, nil); err != nil {
+		t.Fatal(err)
+	}
+	pos, err := fresh.SwapInto(ctx, "public", "strand_old_test", 10*time.Second, func(ctx context.Context, to map[string]uint64) error {
+		// The live projectors are paused: a new record makes the live
+		// lane start a transaction that waits on the lock.
+		appendAccountData(ctx, t, l, 11, 11)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var waiting int
+			if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_locks
+				WHERE NOT granted AND relation = 'public.projector_positions'::regclass`).Scan(&waiting); err != nil {
+				return err
+			}
+			if waiting > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return errors.New("the live projector never waited on the swap's lock")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return rebuild.ReplayTo(ctx, to, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos[eventlog.StreamAccounts] != 10 {
+		t.Fatalf("swapped at %v, want ACCOUNTS 10", pos)
+	}
+	waitPosition(ctx, t, st, 11)
+	stop()
+	if strings.Contains(logs.String(), "went back") {
+		t.Errorf("the lane had to read again:\n%s", logs.String())
+	}
+	var oldPos int64
+	if err := st.Pool().QueryRow(ctx, "SELECT seq FROM strand_old_test.projector_positions").Scan(&oldPos); err != nil {
+		t.Fatal(err)
+	}
+	if oldPos != 10 {
+		t.Errorf("the replaced schema moved on to %d", oldPos)
+	}
+	checkEqualsReplay(ctx, t, l, st)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

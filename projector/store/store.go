@@ -40,6 +40,21 @@ type Store struct {
 // Open connects to the database at url, creating the database if it does
 // not exist, and applies pending migrations.
 func Open(ctx context.Context, url string) (*Store, error) {
+	return open(ctx, url, "")
+}
+
+// OpenFresh opens a Store on an empty schema of its own in the database at
+// url, for a rebuild that is later swapped in (SwapInto): the schema is
+// dropped if a previous rebuild left it behind, created, and migrated.
+// Every connection of the Store resolves table names in that schema only.
+func OpenFresh(ctx context.Context, url, schema string) (*Store, error) {
+	if !validSchemaName(schema) {
+		return nil, fmt.Errorf("schema name %q: want lower-case letters, digits and underscores", schema)
+	}
+	return open(ctx, url, schema)
+}
+
+func open(ctx context.Context, url, freshSchema string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", err)
@@ -52,6 +67,15 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	}
 	if err := createDatabase(ctx, cfg.ConnConfig); err != nil {
 		return nil, err
+	}
+	if freshSchema != "" {
+		if err := recreateSchema(ctx, cfg.ConnConfig, freshSchema); err != nil {
+			return nil, err
+		}
+		// The migrations and every query name tables unqualified, so a
+		// search path of just this schema makes the whole store (writes,
+		// reads, Dump) work on it; pg_catalog is always searched first.
+		cfg.ConnConfig.RuntimeParams["search_path"] = freshSchema
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -104,6 +128,24 @@ func createDatabase(ctx context.Context, cfg *pgx.ConnConfig) error {
 	}
 	if err != nil {
 		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// recreateSchema drops schema with everything in it, if it exists, and
+// creates it empty.
+func recreateSchema(ctx context.Context, cfg *pgx.ConnConfig, schema string) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect to database %s: %w", cfg.Database, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	id := pgx.Identifier{schema}.Sanitize()
+	if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+id+" CASCADE"); err != nil {
+		return fmt.Errorf("drop schema %s: %w", schema, err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+id); err != nil {
+		return fmt.Errorf("create schema %s: %w", schema, err)
 	}
 	return nil
 }
@@ -185,6 +227,54 @@ func (s *Store) Position(ctx context.Context, stream string) (uint64, error) {
 		return 0, fmt.Errorf("position of %s: %w", stream, err)
 	}
 	return uint64(seq), nil
+}
+
+// Positions returns the applied position of every stream in this
+// database (streams never applied are absent).
+func (s *Store) Positions(ctx context.Context) (map[string]uint64, error) {
+	return positions(ctx, s.pool, "projector_positions")
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// positions reads a projector_positions table (table is a sanitised,
+// possibly schema-qualified name).
+func positions(ctx context.Context, q querier, table string) (map[string]uint64, error) {
+	rows, err := q.Query(ctx, "SELECT stream, seq FROM "+table)
+	if err != nil {
+		return nil, fmt.Errorf("positions: %w", err)
+	}
+	out := map[string]uint64{}
+	for rows.Next() {
+		var stream string
+		var seq int64
+		if err := rows.Scan(&stream, &seq); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("positions: %w", err)
+		}
+		if seq > 0 {
+			out[stream] = uint64(seq)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("positions: %w", err)
+	}
+	return out, nil
+}
+
+// Schema returns the schema this store's tables live in: public for a
+// server on PostgreSQL's default search path.
+func (s *Store) Schema(ctx context.Context) (string, error) {
+	var name *string
+	if err := s.pool.QueryRow(ctx, "SELECT current_schema()").Scan(&name); err != nil {
+		return "", fmt.Errorf("current schema: %w", err)
+	}
+	if name == nil {
+		return "", errors.New("current schema: no schema on the search path exists")
+	}
+	return *name, nil
 }
 
 // Unavailable reports whether err means the database could not be reached
