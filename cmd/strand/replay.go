@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -12,16 +14,59 @@ import (
 	"golang.org/x/term"
 
 	"strand/projector"
+	"strand/projector/store"
 )
 
 // replayCommand rebuilds the projections from the log into a database.
-type replayCommand struct{ cfg config }
+type replayCommand struct {
+	cfg      config
+	swap     bool
+	keepOld  bool
+	maxPause time.Duration
+}
+
+// rebuildSchema is the schema "replay --swap" builds in before the swap.
+const rebuildSchema = "strand_rebuild"
+
+const replayUsage = `usage: strand replay [flags]
+
+Rebuilds the projections from the log (--nats-url, or the embedded store in
+--data-dir while no server uses it), showing progress.
+
+Without --swap it replays into --database-url, meant to be an empty
+database; a database that already holds positions is continued from them.
+
+With --swap it rebuilds the projection of a database that servers are
+using, without stopping them: it replays into a fresh schema
+` + rebuildSchema + ` of --database-url (dropped first if an earlier run left it),
+follows the live projection until it is close, then pauses the live
+projectors (at most --max-pause), applies the last records so that both
+are at the same positions, and swaps the schemas in one transaction. The
+servers go on with the rebuilt tables at once. The replaced schema is
+renamed strand_old_<UTC time> and dropped, unless --keep-old. Run it as the
+database role the servers use, and with the same Strand version.
+
+flags:
+`
 
 func (c *replayCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	c.cfg.registerCommon(fs)
+	fs.BoolVar(&c.swap, "swap", false, "rebuild into a fresh schema and swap it for the live one while servers keep serving")
+	fs.BoolVar(&c.keepOld, "keep-old", false, "with --swap: keep the replaced schema as strand_old_<UTC time> instead of dropping it")
+	fs.DurationVar(&c.maxPause, "max-pause", 2*time.Second, "with --swap: the longest the swap may hold back the live projectors (writes wait meanwhile)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), replayUsage)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if c.keepOld && !c.swap {
+		return errors.New("--keep-old needs --swap")
+	}
+	if c.maxPause <= 0 {
+		return errors.New("--max-pause must be positive")
 	}
 	logger, err := c.cfg.logger()
 	if err != nil {
@@ -32,6 +77,9 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer d.close()
+	if c.swap {
+		return c.rebuildAndSwap(ctx, d, logger)
+	}
 	for _, s := range projector.Streams {
 		if pos, err := d.store.Position(ctx, s); err != nil {
 			return err
@@ -47,6 +95,49 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 	}
 	rep.finish()
 	fmt.Fprintf(os.Stderr, "replay done in %s from %s into %s\n", time.Since(start).Round(time.Millisecond), d.natsDesc, redactURL(c.cfg.DatabaseURL))
+	return nil
+}
+
+// rebuildAndSwap is "replay --swap".
+func (c *replayCommand) rebuildAndSwap(ctx context.Context, d *deps, logger *slog.Logger) error {
+	// Two rebuilds at once would drop each other's schema.
+	lease, ok, err := d.store.TryLease(ctx, "replay-swap")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("another replay --swap is running on this database")
+	}
+	defer lease.Release(ctx)
+	start := time.Now()
+	fresh, err := store.OpenFresh(ctx, c.cfg.DatabaseURL, rebuildSchema)
+	if err != nil {
+		return err
+	}
+	old := "strand_old_" + time.Now().UTC().Format("20060102_150405")
+	rep := newProgressReporter(os.Stderr)
+	r := &projector.Rebuild{Log: d.log, Live: d.store, Fresh: fresh, Progress: rep.report, Logger: logger,
+		MaxPause: c.maxPause, OldSchema: old}
+	pos, err := r.Run(ctx)
+	rep.finish()
+	fresh.Close()
+	if err != nil {
+		// Nothing was swapped (or, if the commit's answer was lost, the
+		// rebuild schema is live under its new name and this is a no-op).
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if derr := d.store.DropSchema(dctx, rebuildSchema); derr != nil {
+			logger.Warn("drop the unfinished rebuild", "schema", rebuildSchema, "err", derr)
+		}
+		return err
+	}
+	if c.keepOld {
+		fmt.Fprintf(os.Stderr, "the replaced projection is kept in schema %s\n", old)
+	} else if err := d.store.DropSchema(ctx, old); err != nil {
+		return fmt.Errorf("the rebuilt projection is live; dropping the replaced one failed: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "rebuilt and swapped in %s at %v from %s into %s\n", time.Since(start).Round(time.Millisecond),
+		pos, d.natsDesc, redactURL(c.cfg.DatabaseURL))
 	return nil
 }
 
