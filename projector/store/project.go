@@ -11,11 +11,17 @@ import (
 	"strand/eventlog"
 )
 
+// queryer is what a projection transaction reads and writes through.
+type queryer interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
 // Tx is one projection transaction. Writes are queued and sent to Postgres
 // in a single pipelined batch at commit, so applying a batch of records
 // costs one round trip, not one per record.
 type Tx struct {
-	tx    pgx.Tx
+	tx    queryer
 	batch pgx.Batch
 
 	// Coalesced writes, sent by pending(): room events go in one
@@ -48,40 +54,80 @@ var ErrPositionBehind = errors.New("stored position is behind the reader")
 // expect returns ErrPositionBehind and applies nothing. Project returns the
 // position after the batch.
 func (s *Store) Project(ctx context.Context, stream string, expect uint64, msgs []eventlog.Msg, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) (uint64, error) {
-	var pos uint64
-	err := pgx.BeginFunc(ctx, s.pool, func(ptx pgx.Tx) error {
-		if _, err := ptx.Exec(ctx, "INSERT INTO projector_positions (stream, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", stream); err != nil {
-			return err
-		}
-		var cur int64
-		// FOR UPDATE serialises projectors of the same stream: the second
-		// one waits here, then sees the first one's position and skips.
-		if err := ptx.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1 FOR UPDATE", stream).Scan(&cur); err != nil {
-			return err
-		}
-		if uint64(cur) < expect {
-			return fmt.Errorf("%w: %s is stored at %d, the reader applied up to %d", ErrPositionBehind, stream, cur, expect)
-		}
-		pos = uint64(cur)
-		tx := &Tx{tx: ptx}
-		for _, m := range msgs {
-			if m.Seq <= pos {
-				continue
-			}
-			if err := apply(ctx, tx, m); err != nil {
-				return fmt.Errorf("apply %s seq %d (%s): %w", stream, m.Seq, m.Type, err)
-			}
-			pos = m.Seq
-		}
-		if pos == uint64(cur) {
-			return nil
-		}
-		tx.pending()
-		tx.batch.Queue("UPDATE projector_positions SET seq = $2 WHERE stream = $1", stream, int64(pos))
-		return ptx.SendBatch(ctx, &tx.batch).Close()
-	})
+	pos, err := s.project(ctx, stream, expect, msgs, apply)
 	if err != nil {
 		return 0, fmt.Errorf("project %s: %w", stream, err)
+	}
+	return pos, nil
+}
+
+// project runs the transaction in two round trips, whatever the batch
+// holds (reads made by apply, such as a redaction's target, add theirs):
+// the first opens it and locks the position row, the second carries every
+// write, the new position and the commit. This is on every write's path.
+func (s *Store) project(ctx context.Context, stream string, expect uint64, msgs []eventlog.Msg, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) (pos uint64, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// A connection released inside a transaction (an error below) is
+	// closed by the pool rather than reused, so no half transaction
+	// survives.
+	defer conn.Release()
+	c := conn.Conn()
+
+	open := &pgx.Batch{}
+	open.Queue("BEGIN")
+	// The projection is derived from the log and its position commits
+	// with its rows, so a commit lost in a Postgres crash is applied
+	// again from the log: waiting for the WAL flush buys nothing but
+	// latency on every write's path (the log's append was the durable
+	// step). Other sessions see the commit at once either way.
+	open.Queue("SET LOCAL synchronous_commit TO OFF")
+	open.Queue("INSERT INTO projector_positions (stream, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", stream)
+	// FOR UPDATE serialises projectors of the same stream: the second one
+	// waits here, then sees the first one's position and skips.
+	var cur int64
+	open.Queue("SELECT seq FROM projector_positions WHERE stream = $1 FOR UPDATE", stream).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&cur)
+	})
+	if err := c.SendBatch(ctx, open).Close(); err != nil {
+		return 0, err
+	}
+	rollback := func(err error) (uint64, error) {
+		_, _ = c.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		return 0, err
+	}
+	if uint64(cur) < expect {
+		return rollback(fmt.Errorf("%w: %s is stored at %d, the reader applied up to %d", ErrPositionBehind, stream, cur, expect))
+	}
+	pos = uint64(cur)
+	tx := &Tx{tx: c}
+	for _, m := range msgs {
+		if m.Seq <= pos {
+			continue
+		}
+		if err := apply(ctx, tx, m); err != nil {
+			return rollback(fmt.Errorf("apply %s seq %d (%s): %w", stream, m.Seq, m.Type, err))
+		}
+		pos = m.Seq
+	}
+	if pos == uint64(cur) {
+		if _, err := c.Exec(ctx, "ROLLBACK"); err != nil {
+			return 0, err
+		}
+		return pos, nil
+	}
+	tx.pending()
+	tx.batch.Queue("UPDATE projector_positions SET seq = $2 WHERE stream = $1", stream, int64(pos))
+	tx.batch.Queue("COMMIT")
+	if err := c.SendBatch(ctx, &tx.batch).Close(); err != nil {
+		return rollback(err)
+	}
+	// A COMMIT of a transaction that failed is answered as a rollback,
+	// not an error: make sure this one committed.
+	if c.PgConn().TxStatus() != 'I' {
+		return rollback(errors.New("transaction did not commit"))
 	}
 	return pos, nil
 }
