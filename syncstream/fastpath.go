@@ -6,14 +6,17 @@ import (
 	"strand/eventlog"
 )
 
-// roomsCache remembers, per user, the rooms of the last response this
-// worker built and the token it ended at. When a user comes back with
-// exactly that token and the notifier has seen nothing concerning them or
-// those rooms since, the answer is known without reading the projection:
-// nothing. That keeps idle syncs and idle long-polls off the database.
+// roomsCache remembers, per user, the rooms and window base of the last
+// few responses this worker made and the tokens they ended at. When a user
+// comes back with one of those tokens and the notifier has seen nothing
+// concerning them or those rooms since, the answer is known without
+// reading the projection: nothing. That keeps idle syncs and idle
+// long-polls off the database. A few tokens, not one, because a user's
+// devices (or a client's overlapping requests) often poll with the same
+// token: the first answer must not make the others miss.
 type roomsCache struct {
 	mu sync.Mutex
-	m  map[string]cachedRooms
+	m  map[string]*userEntries
 }
 
 type cachedRooms struct {
@@ -22,27 +25,57 @@ type cachedRooms struct {
 	base  windowBase
 }
 
-const roomsCacheMax = 100000
+// userEntries are a user's newest responses, newest first.
+type userEntries struct {
+	e [tokensPerUser]cachedRooms
+	n int
+}
+
+const (
+	roomsCacheMax = 100000
+	tokensPerUser = 4
+)
 
 func (c *roomsCache) put(user string, next Token, rooms []string, base windowBase) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= roomsCacheMax {
-		c.m = make(map[string]cachedRooms)
+		c.m = make(map[string]*userEntries)
 	}
-	c.m[user] = cachedRooms{next: next, rooms: rooms, base: base}
+	u := c.m[user]
+	if u == nil {
+		u = &userEntries{}
+		c.m[user] = u
+	}
+	entry := cachedRooms{next: next, rooms: rooms, base: base}
+	for i := 0; i < u.n; i++ {
+		if u.e[i].next == next {
+			// Move it to the front with what is now known of it.
+			copy(u.e[1:i+1], u.e[:i])
+			u.e[0] = entry
+			return
+		}
+	}
+	copy(u.e[1:], u.e[:tokensPerUser-1])
+	u.e[0] = entry
+	u.n = min(u.n+1, tokensPerUser)
 }
 
-// get returns what the worker remembers of the user's last response if
-// that response ended at since.
+// get returns what the worker remembers of the user's response that
+// ended at since.
 func (c *roomsCache) get(user string, since Token) (cachedRooms, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.m[user]
-	if !ok || e.next != since {
+	u := c.m[user]
+	if u == nil {
 		return cachedRooms{}, false
 	}
-	return e, true
+	for i := 0; i < u.n; i++ {
+		if u.e[i].next == since {
+			return u.e[i], true
+		}
+	}
+	return cachedRooms{}, false
 }
 
 func seenOf(t Token) map[string]uint64 {

@@ -135,8 +135,8 @@ func (n *Notifier) Register(user string, rooms []string, seen map[string]uint64)
 			stale = true
 		}
 	}
-	for _, c := range n.recent {
-		if c.seq > seen[c.stream] && w.concerns(c) {
+	for _, c := range n.after(seen) {
+		if w.concerns(c) {
 			wake(w)
 			break
 		}
@@ -171,11 +171,14 @@ func (n *Notifier) Since(user string, rooms []string, seen map[string]uint64) (c
 		}
 	}
 	roomsHead = n.floor[eventlog.StreamRooms]
-	for _, c := range n.recent {
-		if c.stream == eventlog.StreamRooms {
-			roomsHead = max(roomsHead, c.seq)
+	for i := len(n.recent) - 1; i >= 0; i-- {
+		if n.recent[i].stream == eventlog.StreamRooms {
+			roomsHead = max(roomsHead, n.recent[i].seq)
+			break
 		}
-		if c.seq > seen[c.stream] && w.concerns(c) {
+	}
+	for _, c := range n.after(seen) {
+		if w.concerns(c) {
 			changes = append(changes, c)
 		}
 	}
@@ -229,10 +232,40 @@ func (n *Notifier) Quiet(user string, rooms []string, seen map[string]uint64) bo
 			return false
 		}
 	}
-	for _, c := range n.recent {
-		if c.seq > seen[c.stream] && w.concerns(c) {
+	for _, c := range n.after(seen) {
+		if w.concerns(c) {
 			return false
 		}
 	}
 	return true
+}
+
+// after returns the recent changes beyond the positions in seen, oldest
+// first. Each stream's changes are in order in the ring, so the scan
+// walks back from the newest and stops once every stream is behind seen:
+// a request with a fresh token looks at a few entries, not the ring.
+// Lock held.
+func (n *Notifier) after(seen map[string]uint64) []change {
+	passed := 0
+	done := map[string]bool{}
+	i := len(n.recent)
+	for i > 0 && passed < len(seen) {
+		c := n.recent[i-1]
+		if c.seq <= seen[c.stream] {
+			if !done[c.stream] {
+				done[c.stream] = true
+				passed++
+			}
+			i--
+			continue
+		}
+		i--
+	}
+	var out []change
+	for _, c := range n.recent[i:] {
+		if c.seq > seen[c.stream] {
+			out = append(out, c)
+		}
+	}
+	return out
 }
