@@ -730,3 +730,34 @@ func TestNoPlainSecretsOnTheLog(t *testing.T) {
 		t.Fatalf("only %d account records", records)
 	}
 }
+
+// A token the projection does not know yet (its projector is still
+// catching up, here: not started) is waited for, not refused: "unknown
+// token" would make the client discard its session. Once the projection
+// has caught up, a token nobody was given is refused.
+func TestTokenWaitsForAccountsProjection(t *testing.T) {
+	env := apitest.New(t)
+	stop := env.Projector()
+	c := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	c.Register("uma", "pw")
+	stop()
+
+	fresh := &apitest.Env{T: t, NATS: env.NATS, DBURL: newDBURL(t)}
+	srv := fresh.API(apitest.DefaultConfig())
+	done := make(chan apitest.Response, 1)
+	go func() { done <- apitest.NewClient(t, srv.URL).As(c.Token).Do("GET", "/_matrix/client/v3/account/whoami", nil) }()
+	select {
+	case r := <-done:
+		t.Fatalf("answered before the accounts were projected: %d %s", r.Status, r.Raw)
+	case <-time.After(300 * time.Millisecond):
+	}
+	fresh.Projector()
+	r := <-done
+	if r.Status != 200 || r.Str("user_id") != c.UserID {
+		t.Fatalf("whoami once projected: %d %s", r.Status, r.Raw)
+	}
+	bad := apitest.NewClient(t, srv.URL).As("not-a-token")
+	if r := bad.Do("GET", "/_matrix/client/v3/account/whoami", nil); r.Status != 401 || r.Errcode() != "M_UNKNOWN_TOKEN" {
+		t.Fatalf("unknown token: %d %s", r.Status, r.Raw)
+	}
+}

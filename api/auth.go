@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 
+	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
 )
@@ -31,6 +32,9 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 			return err
 		}
 		ss, err := s.store.SessionByToken(r.Context(), hashToken(tok))
+		if errors.Is(err, store.ErrNotFound) {
+			ss, err = s.sessionAfterCatchUp(r.Context(), hashToken(tok))
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			e := matrix.UnknownToken("unknown or revoked access token")
 			e.Extra = map[string]any{"soft_logout": false}
@@ -68,3 +72,19 @@ func randomString(n int, alphabet string) string {
 }
 
 func newDeviceID() string { return randomString(10, idAlphabet) }
+
+// sessionAfterCatchUp looks a token up again once the accounts projection
+// has caught up with the log, if it was behind: a client must not be told
+// its token is unknown because its login is not projected yet.
+func (s *Server) sessionAfterCatchUp(ctx context.Context, hash []byte) (store.Session, error) {
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	waited, err := s.watermark.CatchUp(wctx, s.log, eventlog.StreamAccounts)
+	if err != nil {
+		return store.Session{}, matrix.Unavailable("the server is catching up with its log; retry")
+	}
+	if !waited {
+		return store.Session{}, store.ErrNotFound
+	}
+	return s.store.SessionByToken(ctx, hash)
+}

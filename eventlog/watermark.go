@@ -147,3 +147,23 @@ func (w *Watermark) doRefresh(ctx context.Context, stream string) error {
 	w.Advance(stream, seq)
 	return nil
 }
+
+// CatchUp waits until stream's projection has applied everything the log
+// held when it was called (bounded by ctx), and reports whether it had to
+// wait. A lookup that found nothing asks this before it answers "no such
+// thing": the projection may just be behind the log (a projector catching
+// up after a restart or a rebuild), and for an access token the wrong
+// answer logs a client out for good.
+func (w *Watermark) CatchUp(ctx context.Context, l *Log, stream string) (waited bool, err error) {
+	head, err := l.Head(ctx, stream)
+	if err != nil {
+		return false, err
+	}
+	if w.Applied(stream) >= head {
+		return false, nil
+	}
+	if err := w.Wait(ctx, stream, head); err != nil {
+		return false, err
+	}
+	return true, nil
+}

@@ -138,6 +138,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	ss, err := h.Store.SessionByToken(ctx, store.TokenHash(tok))
 	if errors.Is(err, store.ErrNotFound) {
+		// The accounts projection may be behind the log (a projector
+		// catching up): "unknown token" would log the client out.
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		waited, werr := h.Watermark.CatchUp(wctx, h.Log, eventlog.StreamAccounts)
+		cancel()
+		switch {
+		case werr != nil:
+			return matrix.Unavailable("the server is catching up with its log; retry")
+		case waited:
+			ss, err = h.Store.SessionByToken(ctx, store.TokenHash(tok))
+		}
+	}
+	if errors.Is(err, store.ErrNotFound) {
 		e := matrix.UnknownToken("unknown or revoked access token")
 		e.Extra = map[string]any{"soft_logout": false}
 		return e
