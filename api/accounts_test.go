@@ -745,7 +745,9 @@ func TestTokenWaitsForAccountsProjection(t *testing.T) {
 	fresh := &apitest.Env{T: t, NATS: env.NATS, DBURL: newDBURL(t)}
 	srv := fresh.API(apitest.DefaultConfig())
 	done := make(chan apitest.Response, 1)
-	go func() { done <- apitest.NewClient(t, srv.URL).As(c.Token).Do("GET", "/_matrix/client/v3/account/whoami", nil) }()
+	go func() {
+		done <- apitest.NewClient(t, srv.URL).As(c.Token).Do("GET", "/_matrix/client/v3/account/whoami", nil)
+	}()
 	select {
 	case r := <-done:
 		t.Fatalf("answered before the accounts were projected: %d %s", r.Status, r.Raw)
