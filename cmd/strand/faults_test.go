@@ -27,6 +27,12 @@ type acked struct {
 	retries int // failed attempts that were retried
 }
 
+func (a *acked) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.ids)
+}
+
 func (a *acked) add(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -229,12 +235,15 @@ func TestMultiProcessFaults(t *testing.T) {
 	c.Register("faulty", "pw")
 	roomID := c.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{}).Str("room_id")
 
+	// The kills follow the burst's progress rather than a clock, so that
+	// they land mid-burst however fast the sends are.
+	const total = 600
 	var a acked
 	done := make(chan struct{})
-	go func() { defer close(done); sendBurst(t, c, roomID, 400, 8, &a) }()
-	time.Sleep(300 * time.Millisecond)
+	go func() { defer close(done); sendBurst(t, c, roomID, total, 8, &a) }()
+	waitFor(t, func() bool { return a.count() >= 100 })
 	d.kill9(t, "projector")
-	time.Sleep(700 * time.Millisecond)
+	waitFor(t, func() bool { return a.count() >= 250 })
 	d.kill9(t, "nats")
 	<-done
 	t.Logf("%d sends acknowledged, %d attempts failed retryably during the outages", len(a.ids), a.retries)
@@ -242,8 +251,8 @@ func TestMultiProcessFaults(t *testing.T) {
 		t.Error("the outages were not noticed by any send: the test did not exercise them")
 	}
 	checkAllOnce(t, &a, roomMessageIDs(t, c, roomID))
-	if len(a.ids) != 400 {
-		t.Fatalf("%d of 400 sends acknowledged", len(a.ids))
+	if len(a.ids) != total {
+		t.Fatalf("%d of %d sends acknowledged", len(a.ids), total)
 	}
 
 	// The live projection equals a replay of the log into a new database.
