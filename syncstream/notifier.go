@@ -31,6 +31,8 @@ type Notifier struct {
 	recent  []change // ring of the newest changes, oldest first
 	max     int
 	floor   map[string]uint64 // per stream: changes after this are all in recent
+	inRing  map[string]int    // per stream: how many of its changes recent holds
+	last    map[string]uint64 // per stream: the newest change recorded
 	waiting int
 }
 
@@ -43,7 +45,7 @@ type waiter struct {
 // NewNotifier keeps up to keep recent changes.
 func NewNotifier(keep int) *Notifier {
 	return &Notifier{byUser: map[string]map[*waiter]struct{}{}, byRoom: map[string]map[*waiter]struct{}{},
-		max: keep, floor: map[string]uint64{}}
+		max: keep, floor: map[string]uint64{}, inRing: map[string]int{}, last: map[string]uint64{}}
 }
 
 // SetFloor records that the notifier has seen every change of stream
@@ -90,9 +92,12 @@ func (n *Notifier) Notify(c change) {
 // record keeps c in the ring of recent changes.
 func (n *Notifier) record(c change) {
 	n.recent = append(n.recent, c)
+	n.inRing[c.stream]++
+	n.last[c.stream] = max(n.last[c.stream], c.seq)
 	if len(n.recent) > n.max {
 		drop := n.recent[0]
 		n.recent = n.recent[1:]
+		n.inRing[drop.stream]--
 		if drop.seq > n.floor[drop.stream] {
 			n.floor[drop.stream] = drop.seq
 		}
@@ -170,13 +175,7 @@ func (n *Notifier) Since(user string, rooms []string, seen map[string]uint64) (c
 			return nil, 0, false
 		}
 	}
-	roomsHead = n.floor[eventlog.StreamRooms]
-	for i := len(n.recent) - 1; i >= 0; i-- {
-		if n.recent[i].stream == eventlog.StreamRooms {
-			roomsHead = max(roomsHead, n.recent[i].seq)
-			break
-		}
-	}
+	roomsHead = max(n.floor[eventlog.StreamRooms], n.last[eventlog.StreamRooms])
 	for _, c := range n.after(seen) {
 		if w.concerns(c) {
 			changes = append(changes, c)
@@ -208,13 +207,7 @@ func (n *Notifier) Unregister(w *waiter) {
 func (n *Notifier) Consumed(stream string) uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	seq := n.floor[stream]
-	for i := len(n.recent) - 1; i >= 0; i-- {
-		if n.recent[i].stream == stream {
-			return max(seq, n.recent[i].seq)
-		}
-	}
-	return seq
+	return max(n.floor[stream], n.last[stream])
 }
 
 // DefaultRecent is how many recent changes a notifier remembers.
@@ -246,20 +239,30 @@ func (n *Notifier) Quiet(user string, rooms []string, seen map[string]uint64) bo
 // a request with a fresh token looks at a few entries, not the ring.
 // Lock held.
 func (n *Notifier) after(seen map[string]uint64) []change {
+	need := 0 // streams that have changes in the ring
+	for _, k := range n.inRing {
+		if k > 0 {
+			need++
+		}
+	}
+	var done [8]string // streams whose changes before here are all seen
 	passed := 0
-	done := map[string]bool{}
 	i := len(n.recent)
-	for i > 0 && passed < len(seen) {
+	for ; i > 0 && passed < need; i-- {
 		c := n.recent[i-1]
-		if c.seq <= seen[c.stream] {
-			if !done[c.stream] {
-				done[c.stream] = true
-				passed++
-			}
-			i--
+		if c.seq > seen[c.stream] {
 			continue
 		}
-		i--
+		known := false
+		for _, d := range done[:min(passed, len(done))] {
+			known = known || d == c.stream
+		}
+		if !known {
+			if passed < len(done) {
+				done[passed] = c.stream
+			}
+			passed++
+		}
 	}
 	var out []change
 	for _, c := range n.recent[i:] {
