@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -143,6 +145,8 @@ func TestRunLocalTopology(t *testing.T) {
 	bob.MustDo("POST", "/_matrix/client/r0/join/"+url.PathEscape("#tutorial:localhost"), `{}`)
 
 	next := bob.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline", nil).Str("next_batch")
+	// The proxy keeps a client on one worker; find bob's, to kill it.
+	bobsWorker := syncWorkerOf(t, d, func() { bob.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline&since="+url.QueryEscape(next), nil) })
 	const n = 60
 	sent := map[string]bool{}
 	var mu sync.Mutex
@@ -189,8 +193,8 @@ func TestRunLocalTopology(t *testing.T) {
 		}
 		next = s.NextBatch
 		if !killed && len(seen) >= n/3 {
-			// SIGKILL one sync worker; nginx sends the next syncs to the other.
-			d.kill9(t, "sync-1")
+			// SIGKILL bob's sync worker; nginx sends the next syncs to the other.
+			d.kill9(t, bobsWorker)
 			killed = true
 		}
 		mu.Lock()
@@ -209,10 +213,61 @@ func TestRunLocalTopology(t *testing.T) {
 		}
 	}
 	// The killed worker was restarted by its supervisor under a new PID.
-	pid, _ := os.ReadFile(filepath.Join(work, "sync-1.pid"))
+	pid, _ := os.ReadFile(filepath.Join(work, bobsWorker+".pid"))
 	if p, _ := strconv.Atoi(strings.TrimSpace(string(pid))); p == 0 || syscall.Kill(p, 0) != nil {
-		t.Errorf("sync worker 1 was not restarted (pid file %q)", pid)
+		t.Errorf("%s was not restarted (pid file %q)", bobsWorker, pid)
 	}
 	// The deployment stops cleanly on SIGTERM, leaving no process behind.
 	d.stop(t)
+}
+
+// syncWorkerOf returns the name ("sync-1", ...) of the sync worker that
+// serves the sync request do makes: the one whose response count grows.
+// The workers' addresses are the proxy's upstream list, in order.
+func syncWorkerOf(t *testing.T, d *localDeployment, do func()) string {
+	t.Helper()
+	conf, err := os.ReadFile(filepath.Join(d.work, "nginx", "nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, upstream, _ := strings.Cut(string(conf), "upstream strand_sync {")
+	upstream, _, _ = strings.Cut(upstream, "}")
+	var addrs []string
+	for _, line := range strings.Split(upstream, "\n") {
+		if f := strings.Fields(strings.TrimSuffix(strings.TrimSpace(line), ";")); len(f) == 2 && f[0] == "server" {
+			addrs = append(addrs, f[1])
+		}
+	}
+	if len(addrs) == 0 {
+		t.Fatalf("no sync workers in the proxy configuration:\n%s", conf)
+	}
+	responses := func(addr string) float64 {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		total := 0.0
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "strand_sync_responses_total{") {
+				f := strings.Fields(line)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				total += v
+			}
+		}
+		return total
+	}
+	before := make([]float64, len(addrs))
+	for i, a := range addrs {
+		before[i] = responses(a)
+	}
+	do()
+	for i, a := range addrs {
+		if responses(a) > before[i] {
+			return fmt.Sprintf("sync-%d", i+1)
+		}
+	}
+	t.Fatal("no sync worker answered the request")
+	return ""
 }
