@@ -146,7 +146,9 @@ func TestRunLocalTopology(t *testing.T) {
 
 	next := bob.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline", nil).Str("next_batch")
 	// The proxy keeps a client on one worker; find bob's, to kill it.
-	bobsWorker := syncWorkerOf(t, d, func() { bob.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline&since="+url.QueryEscape(next), nil) })
+	bobsWorker := syncWorkerOf(t, d, func() {
+		bob.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline&since="+url.QueryEscape(next), nil)
+	})
 	const n = 60
 	sent := map[string]bool{}
 	var mu sync.Mutex
