@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"strand/cmd/strand/bench"
 )
@@ -23,10 +24,16 @@ func (c *benchCommand) Run(ctx context.Context, args []string) error {
 	var hs, scenario, scale, pids string
 	var jsonOut bool
 	e.str(&hs, "hs", "STRAND_URL", "http://127.0.0.1:8008", "homeserver base URL")
-	fs.StringVar(&scenario, "scenario", "all", "scenario to run: "+strings.Join(bench.Names(), ", ")+", or all (comma-separated for several)")
+	fs.StringVar(&scenario, "scenario", "all", "scenario to run: "+strings.Join(bench.Names(), ", ")+", or all (comma-separated for several); replay runs only when named")
 	fs.StringVar(&scale, "scale", "small", "tiny, small or medium (issue 6's numbers)")
 	fs.StringVar(&pids, "pids", "", "comma-separated PIDs of the server processes: report their CPU seconds and RSS")
 	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of tables")
+	var rb replayBench
+	e.str(&rb.natsURL, "nats-url", "NATS_URL", "", "replay scenario: the log's NATS URL (empty: the embedded store in --data-dir, while no server uses it)")
+	e.str(&rb.dataDir, "data-dir", "STRAND_DATA_DIR", "./data", "replay scenario: the data directory holding the embedded JetStream store")
+	e.int(&rb.replicas, "replicas", "STRAND_REPLICAS", 1, "replay scenario: the streams' replicas (3 on a NATS cluster)")
+	fs.StringVar(&rb.into, "replay-database-url", "", "replay scenario: an empty database to rebuild the projection into")
+	fs.StringVar(&rb.compare, "compare-database-url", "", "replay scenario: the live database to compare the rebuild with (its servers stopped or idle)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -34,8 +41,13 @@ func (c *benchCommand) Run(ctx context.Context, args []string) error {
 		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
 	}
 	opts := bench.Options{HS: hs, Scale: scale, Progress: os.Stderr}
+	withReplay := false
 	for _, s := range strings.Split(scenario, ",") {
-		if s = strings.TrimSpace(s); s != "" {
+		switch s = strings.TrimSpace(s); s {
+		case "":
+		case "replay":
+			withReplay = true
+		default:
 			opts.Scenarios = append(opts.Scenarios, s)
 		}
 	}
@@ -52,10 +64,18 @@ func (c *benchCommand) Run(ctx context.Context, args []string) error {
 		}
 		opts.PIDs = append(opts.PIDs, pid)
 	}
-	rep, err := bench.Run(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("bench: %w", err)
+	rep := &bench.Report{HS: hs, Scale: scale, Date: time.Now().UTC(), PIDs: opts.PIDs}
+	if len(opts.Scenarios) > 0 || !withReplay {
+		var err error
+		if rep, err = bench.Run(ctx, opts); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
 	}
+	if withReplay {
+		rep.Scenarios = append(rep.Scenarios, rb.run(ctx))
+		rep.AllOK = rep.OK()
+	}
+	var err error
 	if jsonOut {
 		err = rep.WriteJSON(os.Stdout)
 	} else {

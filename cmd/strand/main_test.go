@@ -122,6 +122,18 @@ func TestServeGuideRestartReplay(t *testing.T) {
 	if a != b || !strings.Contains(a, "@example:localhost") {
 		t.Fatalf("replayed projection differs:\n%s\n---\n%s", a, b)
 	}
+
+	// The benchmark's replay scenario: same rebuild, checked against the
+	// live projection; refused into a database that is not empty.
+	benchURL := storetest.NewURL(t)
+	if err := run(ctx, []string{"bench", "--scenario", "replay", "--data-dir", dataDir,
+		"--replay-database-url", benchURL, "--compare-database-url", dbURL}); err != nil {
+		t.Fatalf("bench --scenario replay: %v", err)
+	}
+	if err := run(ctx, []string{"bench", "--scenario", "replay", "--data-dir", dataDir,
+		"--replay-database-url", benchURL}); err == nil {
+		t.Fatal("bench replayed into a database that already held a projection")
+	}
 }
 
 // A database that cannot be reached is one clear error, not a hang or a
