@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -71,6 +73,15 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 	logger, err := c.cfg.logger()
 	if err != nil {
 		return err
+	}
+	if c.cfg.PprofListen != "" {
+		// Replay is the batch job most worth profiling.
+		ln, err := net.Listen("tcp", c.cfg.PprofListen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", c.cfg.PprofListen, err)
+		}
+		defer ln.Close()
+		go func() { _ = http.Serve(ln, pprofHandler()) }()
 	}
 	d, err := openDeps(ctx, &c.cfg, logger, true)
 	if err != nil {
