@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -351,7 +352,7 @@ func (s *Server) visibleEvent(r *http.Request, roomID, eventID string) (*store.S
 
 // eventVisibleTo loads an event of the room that v may see, or 404.
 func (s *Server) eventVisibleTo(r *http.Request, roomID, eventID string, v *visibility) (*store.StoredEvent, error) {
-	e, err := s.store.Event(r.Context(), eventID)
+	e, err := s.eventByID(r.Context(), eventID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && (e.RoomID != roomID || !v.CanSee(&e))) {
 		return nil, matrix.NotFound("event not found")
 	}
@@ -420,4 +421,26 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 		"state":         renderEvents(state, ss),
 	})
 	return nil
+}
+
+// eventByID loads an event by ID. An ID the projection does not know may
+// be an event a sync worker has already shown the client from the log
+// (the window answers before the projector has applied it): before saying
+// "not found", wait (bounded) for the rooms projection to reach the log's
+// head and look again.
+func (s *Server) eventByID(ctx context.Context, eventID string) (store.StoredEvent, error) {
+	e, err := s.store.Event(ctx, eventID)
+	if !errors.Is(err, store.ErrNotFound) {
+		return e, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	waited, werr := s.watermark.CatchUp(wctx, s.log, eventlog.StreamRooms)
+	if werr != nil {
+		return store.StoredEvent{}, matrix.Unavailable("the server is catching up with its log; retry")
+	}
+	if !waited {
+		return e, err
+	}
+	return s.store.Event(ctx, eventID)
 }

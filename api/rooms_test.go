@@ -691,3 +691,65 @@ func TestOrphanedAliasReclaimed(t *testing.T) {
 		t.Fatalf("reclaimed alias: %s", r.Raw)
 	}
 }
+
+// A sync worker shows a client new messages from the log, possibly before
+// the projector has applied them (its window); an event the client then
+// asks for, or sends a receipt for, is waited for rather than reported
+// missing. Here the projector is stopped while the message is sent.
+func TestEventLookupWaitsForRoomsProjection(t *testing.T) {
+	env := apitest.New(t)
+	stop := env.Projector()
+	cfg := apitest.DefaultConfig()
+	cfg.ApplyTimeout = 2 * time.Second
+	base := env.Serve(cfg).URL
+	alice, bob := apitest.NewClient(t, base), apitest.NewClient(t, base)
+	alice.Register("alice", "pw")
+	bob.Register("bob", "pw")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	since := bob.MustDo("GET", v3("/sync?set_presence=offline"), nil).Str("next_batch")
+	stop()
+
+	polled := make(chan apitest.Response, 1)
+	go func() {
+		polled <- bob.Do("GET", v3("/sync?set_presence=offline&timeout=10000&since="+url.QueryEscape(since)), nil)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	// On the log, but not readable: the send answers 503 (retry).
+	if r := alice.Do("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/t1"), map[string]any{"msgtype": "m.text", "body": "early"}); r.Status != 503 {
+		t.Fatalf("send without a projector: %d %s", r.Status, r.Raw)
+	}
+	var s struct {
+		Rooms struct {
+			Join map[string]struct {
+				Timeline struct {
+					Events []struct {
+						EventID string `json:"event_id"`
+					} `json:"events"`
+				} `json:"timeline"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	r := <-polled
+	if err := json.Unmarshal(r.Raw, &s); err != nil || len(s.Rooms.Join[roomID].Timeline.Events) != 1 {
+		t.Fatalf("the long-poll did not get the message from the window: %d %s", r.Status, r.Raw)
+	}
+	eventID := s.Rooms.Join[roomID].Timeline.Events[0].EventID
+
+	done := make(chan apitest.Response, 1)
+	go func() { done <- bob.Do("GET", v3("/rooms/"+esc(roomID)+"/event/"+esc(eventID)), nil) }()
+	select {
+	case r := <-done:
+		t.Fatalf("answered before the event was projected: %d %s", r.Status, r.Raw)
+	case <-time.After(300 * time.Millisecond):
+	}
+	env.Projector()
+	if r := <-done; r.Status != 200 || r.Str("event_id") != eventID {
+		t.Fatalf("event once projected: %d %s", r.Status, r.Raw)
+	}
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/receipt/m.read/"+esc(eventID)), map[string]any{})
+	// An event that does not exist is still 404, without a long wait.
+	if r := bob.Do("GET", v3("/rooms/"+esc(roomID)+"/event/"+esc("$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")), nil); r.Status != 404 {
+		t.Fatalf("unknown event: %d %s", r.Status, r.Raw)
+	}
+}

@@ -179,7 +179,7 @@ func (s *Server) redactEvent(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
-	te, err := s.store.Event(r.Context(), string(target))
+	te, err := s.eventByID(r.Context(), string(target))
 	if errors.Is(err, store.ErrNotFound) || (err == nil && te.RoomID != roomID) {
 		return matrix.NotFound("event %s not found in room %s", target, roomID)
 	}

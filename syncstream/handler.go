@@ -202,6 +202,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	deadline := time.Now().Add(timeout)
 
 	filterKey := q.Get("filter")
+	woken := false // by a change the projection may not show yet
 	for {
 		// Fast paths, for a token this worker itself issued: nothing has
 		// happened for this user since (answer or wait without touching
@@ -230,9 +231,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 						matrix.WriteJSON(w, http.StatusOK, resp)
 						return nil
 					}
+					woken = true
 					continue
 				case known:
-					if resp, next, base, ok := fromWindow(req, cached.base, changes, roomsHead, time.Now()); ok && h.projected(ctx, roomsHead) {
+					if resp, next, base, ok := fromWindow(req, cached.base, changes, roomsHead, time.Now()); ok {
 						h.rooms.put(ss.UserID, next, cached.rooms, base)
 						if !resp.empty() || !time.Now().Before(deadline) {
 							h.paths.window.Add(1)
@@ -244,6 +246,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 					}
 				}
 			}
+		}
+		if woken && !h.projectionShows(ctx, deadline) {
+			// The projector did not catch up in time: nothing to show.
+			h.paths.idle.Add(1)
+			resp := newResponse()
+			resp.NextBatch = req.since.String()
+			matrix.WriteJSON(w, http.StatusOK, resp)
+			return nil
 		}
 		b, err := h.build(ctx, req, filterKey)
 		if err != nil {
@@ -269,18 +279,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			writeResponse(w, b.resp, next)
 			return nil
 		}
+		woken = true
 		req.since = &next
 	}
-}
-
-// projected waits (briefly) until the projection has applied the rooms
-// stream up to seq, so that what a window response shows is also what
-// every other endpoint shows: a client may send a receipt for, or ask the
-// context of, an event the moment it sees it.
-func (h *Handler) projected(ctx context.Context, seq uint64) bool {
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return h.Watermark.Wait(wctx, eventlog.StreamRooms, seq) == nil
 }
 
 // notifierCurrent reports whether this worker's log consumer has seen at
@@ -395,8 +396,9 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 	}
 }
 
-// wait blocks until a change concerning the user arrives and is applied
-// to the projection (woke true), or the deadline passes (woke false).
+// wait blocks until a change concerning the user arrives (woke true), or
+// the deadline passes (woke false). The change may not be in the
+// projection yet: see projectionShows.
 func (h *Handler) wait(ctx context.Context, user string, rooms []string, seen map[string]uint64, deadline time.Time) (bool, error) {
 	w, stale := h.Notifier.Register(user, rooms, seen)
 	defer h.Notifier.Unregister(w)
@@ -424,11 +426,19 @@ func (h *Handler) wait(ctx context.Context, user string, rooms []string, seen ma
 		}
 		return false, nil
 	}
-	// The log has the change; wait until the projection shows it.
+	return true, nil
+}
+
+// projectionShows waits until the projection has applied what this
+// worker's consumer has read (the change a long-poll was woken by), or
+// the deadline passes. A build needs it; the window does not.
+func (h *Handler) projectionShows(ctx context.Context, deadline time.Time) bool {
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	for _, stream := range projected {
 		if err := h.Watermark.Wait(wctx, stream, h.Notifier.Consumed(stream)); err != nil {
-			return false, nil
+			return false
 		}
 	}
-	return true, nil
+	return true
 }
