@@ -10,6 +10,7 @@ package eventlog
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"time"
@@ -113,10 +114,26 @@ func streamConfigs(o StreamOptions) []jetstream.StreamConfig {
 // EnsureStreams creates the streams or updates them to the declared config.
 // A change JetStream cannot apply in place (e.g. storage type) is an error:
 // Strand never deletes and recreates a stream, and never falls back to
-// memory storage.
+// memory storage. So is a replica count other than the stream's: one
+// process started without --replicas 3 must not quietly scale a cluster's
+// streams down to one copy (change it deliberately, with the nats CLI).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
 	for _, cfg := range streamConfigs(o) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		s, err := js.Stream(ctx, cfg.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			if _, err := js.CreateStream(ctx, cfg); err != nil {
+				return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
+		}
+		if have := s.CachedInfo().Config.Replicas; have != cfg.Replicas {
+			return fmt.Errorf("stream %s has %d replicas, but this process was started with --replicas %d: start it with --replicas %d (or change the stream with the nats CLI first)",
+				cfg.Name, have, cfg.Replicas, have)
+		}
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
 		}
 	}
