@@ -2,8 +2,10 @@ package syncstream_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,4 +180,84 @@ func waitWaiting(t *testing.T, h *syncstream.Handler, n int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// A sync chain that stays on one worker for a few requests, then moves to
+// the other: window responses (ahead of the projection, on the worker that
+// issued the token) and builds (on the other worker, which waits for the
+// projection to reach the token) alternate while three writers send. Every
+// event arrives exactly once (invariant 5).
+func TestSyncChainExactlyOnceWindowAndBuild(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	apiURL := env.API(apitest.DefaultConfig()).URL
+	w1, h1, _ := env.SyncWorkerHandler()
+	w2, h2, _ := env.SyncWorkerHandler()
+	reader := user(t, apiURL, "reader")
+	writers := []*apitest.Client{user(t, apiURL, "w1"), user(t, apiURL, "w2"), user(t, apiURL, "w3")}
+	var roomIDs []string
+	for range 3 {
+		id := reader.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+		for _, w := range writers {
+			w.MustDo("POST", v3("/rooms/"+esc(id)+"/join"), nil)
+		}
+		roomIDs = append(roomIDs, id)
+	}
+	const perWriter = 80
+	var wg sync.WaitGroup
+	sent := make(chan string, 3*perWriter)
+	for wi, w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range perWriter {
+				sent <- send(t, w, roomIDs[(wi+j)%len(roomIDs)], fmt.Sprintf("%d-%d", wi, j))
+				time.Sleep(3 * time.Millisecond)
+			}
+		}()
+	}
+	writersDone := make(chan struct{})
+	go func() { wg.Wait(); close(sent); close(writersDone) }()
+
+	workers := []string{w1.URL, w2.URL}
+	seen := map[string]int{}
+	since := doSync(t, apitest.NewClient(t, workers[0]).As(reader.Token), "").NextBatch
+	for i := 0; ; i++ {
+		c := apitest.NewClient(t, workers[(i/4)%2]).As(reader.Token)
+		s := doSync(t, c, "?timeout=500&since="+url.QueryEscape(since))
+		for _, id := range roomIDs {
+			for _, e := range s.Rooms.Join[id].Timeline.Events {
+				seen[e.EventID]++
+			}
+		}
+		since = s.NextBatch
+		done := false
+		select {
+		case <-writersDone:
+			done = len(seen) >= 3*perWriter
+		default:
+		}
+		if done {
+			break
+		}
+		if i > 2000 {
+			t.Fatal("sync chain did not catch up")
+		}
+	}
+	for id := range sent {
+		if seen[id] != 1 {
+			t.Errorf("event %s seen %d times", id, seen[id])
+		}
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("event %s seen %d times", id, n)
+		}
+	}
+	_, win1, _ := h1.Paths()
+	_, win2, _ := h2.Paths()
+	if win1+win2 == 0 {
+		t.Error("no response came from a window: the test did not exercise it")
+	}
+	t.Logf("window responses: %d and %d", win1, win2)
 }
