@@ -288,6 +288,9 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 		if from, err = eventlog.ParseRoomPoint(tok); err != nil {
 			return matrix.InvalidParam("invalid from token")
 		}
+		if err := s.awaitRoomPoint(r.Context(), from); err != nil {
+			return err
+		}
 	} else if backwards {
 		head, err := s.store.RoomHeadOf(r.Context(), roomID)
 		if err != nil {
@@ -443,4 +446,26 @@ func (s *Server) eventByID(ctx context.Context, eventID string) (store.StoredEve
 		return e, err
 	}
 	return s.store.Event(ctx, eventID)
+}
+
+// awaitRoomPoint waits (bounded) until the rooms projection holds every
+// event before point: a token from a sync response can be ahead of it,
+// since sync workers answer new messages straight from the log. A point
+// beyond the log's head was never issued.
+func (s *Server) awaitRoomPoint(ctx context.Context, point int64) error {
+	if point <= 0 {
+		return nil
+	}
+	need := uint64((point - 1) / eventlog.MaxEventsPerRecord) // the record of the last event before point
+	if need <= s.watermark.Applied(eventlog.StreamRooms) {
+		return nil
+	}
+	head, err := s.log.Head(ctx, eventlog.StreamRooms)
+	if err != nil {
+		return matrix.Unavailable("the event log is unavailable; retry")
+	}
+	if need > head {
+		return matrix.InvalidParam("token is ahead of the event log")
+	}
+	return s.awaitApplied(ctx, eventlog.StreamRooms, need)
 }

@@ -735,6 +735,17 @@ func TestEventLookupWaitsForRoomsProjection(t *testing.T) {
 		t.Fatalf("the long-poll did not get the message from the window: %d %s", r.Status, r.Raw)
 	}
 	eventID := s.Rooms.Join[roomID].Timeline.Events[0].EventID
+	var next struct {
+		NextBatch string `json:"next_batch"`
+	}
+	_ = json.Unmarshal(r.Raw, &next)
+
+	// History from the sync token the window issued: it waits for the
+	// projector too, and then holds the message.
+	paged := make(chan apitest.Response, 1)
+	go func() {
+		paged <- bob.Do("GET", v3("/rooms/"+esc(roomID)+"/messages?dir=b&limit=1&from="+url.QueryEscape(next.NextBatch)), nil)
+	}()
 
 	done := make(chan apitest.Response, 1)
 	go func() { done <- bob.Do("GET", v3("/rooms/"+esc(roomID)+"/event/"+esc(eventID)), nil) }()
@@ -743,9 +754,21 @@ func TestEventLookupWaitsForRoomsProjection(t *testing.T) {
 		t.Fatalf("answered before the event was projected: %d %s", r.Status, r.Raw)
 	case <-time.After(300 * time.Millisecond):
 	}
+	select {
+	case r := <-paged:
+		t.Fatalf("history answered before the event was projected: %d %s", r.Status, r.Raw)
+	default:
+	}
 	env.Projector()
 	if r := <-done; r.Status != 200 || r.Str("event_id") != eventID {
 		t.Fatalf("event once projected: %d %s", r.Status, r.Raw)
+	}
+	if r := <-paged; r.Status != 200 || !strings.Contains(string(r.Raw), eventID) {
+		t.Fatalf("history from the window's token: %d %s", r.Status, r.Raw)
+	}
+	// A token beyond the log's head was never issued.
+	if r := bob.Do("GET", v3("/rooms/"+esc(roomID)+"/messages?dir=b&from=s999999_0_0_0"), nil); r.Status != 400 {
+		t.Fatalf("history from a future token: %d %s", r.Status, r.Raw)
 	}
 	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/receipt/m.read/"+esc(eventID)), map[string]any{})
 	// An event that does not exist is still 404, without a long wait.
