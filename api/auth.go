@@ -31,10 +31,10 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 		if err != nil {
 			return err
 		}
-		ss, err := s.store.SessionByToken(r.Context(), hashToken(tok))
-		if errors.Is(err, store.ErrNotFound) {
-			ss, err = s.sessionAfterCatchUp(r.Context(), hashToken(tok))
-		}
+		hash := hashToken(tok)
+		ss, err := lookupCaughtUp(r.Context(), s, eventlog.StreamAccounts, func(ctx context.Context) (store.Session, error) {
+			return s.store.SessionByToken(ctx, hash)
+		})
 		if errors.Is(err, store.ErrNotFound) {
 			e := matrix.UnknownToken("unknown or revoked access token")
 			e.Extra = map[string]any{"soft_logout": false}
@@ -73,18 +73,26 @@ func randomString(n int, alphabet string) string {
 
 func newDeviceID() string { return randomString(10, idAlphabet) }
 
-// sessionAfterCatchUp looks a token up again once the accounts projection
-// has caught up with the log, if it was behind: a client must not be told
-// its token is unknown because its login is not projected yet.
-func (s *Server) sessionAfterCatchUp(ctx context.Context, hash []byte) (store.Session, error) {
+// lookupCaughtUp runs lookup, and if it finds nothing while stream's
+// projection is behind the log, waits (bounded) for the projection to
+// reach the log's head and runs it again. "Not found" from a projection
+// that is still catching up is a wrong answer with consequences: an
+// "unknown token" logs a client out, a missing event fails a receipt for
+// a message a sync worker has already shown (it answers from the log).
+func lookupCaughtUp[T any](ctx context.Context, s *Server, stream string, lookup func(context.Context) (T, error)) (T, error) {
+	v, err := lookup(ctx)
+	if !errors.Is(err, store.ErrNotFound) {
+		return v, err
+	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 	defer cancel()
-	waited, err := s.watermark.CatchUp(wctx, s.log, eventlog.StreamAccounts)
-	if err != nil {
-		return store.Session{}, matrix.Unavailable("the server is catching up with its log; retry")
+	waited, werr := s.watermark.CatchUp(wctx, s.log, stream)
+	if werr != nil {
+		var zero T
+		return zero, matrix.Unavailable("the server is catching up with its log; retry")
 	}
 	if !waited {
-		return store.Session{}, store.ErrNotFound
+		return v, err
 	}
-	return s.store.SessionByToken(ctx, hash)
+	return lookup(ctx)
 }

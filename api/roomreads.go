@@ -426,26 +426,12 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// eventByID loads an event by ID. An ID the projection does not know may
-// be an event a sync worker has already shown the client from the log
-// (the window answers before the projector has applied it): before saying
-// "not found", wait (bounded) for the rooms projection to reach the log's
-// head and look again.
+// eventByID loads an event by ID, waiting for a lagging rooms projection
+// before it answers "not found" (lookupCaughtUp).
 func (s *Server) eventByID(ctx context.Context, eventID string) (store.StoredEvent, error) {
-	e, err := s.store.Event(ctx, eventID)
-	if !errors.Is(err, store.ErrNotFound) {
-		return e, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
-	defer cancel()
-	waited, werr := s.watermark.CatchUp(wctx, s.log, eventlog.StreamRooms)
-	if werr != nil {
-		return store.StoredEvent{}, matrix.Unavailable("the server is catching up with its log; retry")
-	}
-	if !waited {
-		return e, err
-	}
-	return s.store.Event(ctx, eventID)
+	return lookupCaughtUp(ctx, s, eventlog.StreamRooms, func(ctx context.Context) (store.StoredEvent, error) {
+		return s.store.Event(ctx, eventID)
+	})
 }
 
 // awaitRoomPoint waits (bounded) until the rooms projection holds every
