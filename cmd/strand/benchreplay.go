@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"strand/cmd/strand/bench"
@@ -63,7 +61,7 @@ func (b *replayBench) run(ctx context.Context) *bench.Result {
 		}
 		records += head
 	}
-	cpu0 := selfCPU()
+	cpu0, _ := bench.CPUSeconds(os.Getpid())
 	start := time.Now()
 	rep := newProgressReporter(os.Stderr)
 	p := &projector.Projector{Log: d.log, Store: d.store, MaxBatch: 2048}
@@ -72,7 +70,8 @@ func (b *replayBench) run(ctx context.Context) *bench.Result {
 	}
 	rep.finish()
 	elapsed := time.Since(start)
-	cpu := selfCPU() - cpu0
+	cpu1, _ := bench.CPUSeconds(os.Getpid())
+	cpu := cpu1 - cpu0
 	res.Metrics = append(res.Metrics,
 		bench.Metric{Name: "records", Value: float64(records), Unit: ""},
 		bench.Metric{Name: "replay time", Value: elapsed.Seconds(), Unit: "s"},
@@ -108,22 +107,4 @@ func compareProjections(ctx context.Context, rebuilt *store.Store, liveURL strin
 		return errors.New("the rebuilt projection differs from the live one (was a server still writing?)")
 	}
 	return nil
-}
-
-// selfCPU is this process's user+system CPU seconds.
-func selfCPU() float64 {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which is in parentheses and may hold
-	// spaces): utime and stime are the 12th and 13th of them.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // clock ticks; 100 per second on Linux
 }

@@ -392,3 +392,13 @@ func cpuSumTicks(pids []int) (uint64, error) {
 	}
 	return sum, nil
 }
+
+// CPUSeconds is the user+system CPU time process pid has used, for
+// measurements the scenarios here do not make (strand bench's replay).
+func CPUSeconds(pid int) (float64, error) {
+	s, err := readProc(pid)
+	if err != nil {
+		return 0, err
+	}
+	return float64(s.cpuTicks) / clockTicks, nil
+}
