@@ -268,9 +268,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		// Nothing yet: wait for a change that concerns this user, then
 		// build again from the positions this response reflected.
-		seen := map[string]uint64{eventlog.StreamRooms: next.Rooms, eventlog.StreamAccounts: next.Accounts,
-			eventlog.StreamReceipts: next.Receipts, eventlog.StreamEphemeral: next.Ephemeral}
-		woke, err := h.wait(ctx, ss.UserID, b.rooms, seen, deadline)
+		woke, err := h.wait(ctx, ss.UserID, b.rooms, seenOf(next), deadline)
 		if err != nil {
 			return err
 		}

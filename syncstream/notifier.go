@@ -213,26 +213,6 @@ func (n *Notifier) Consumed(stream string) uint64 {
 // DefaultRecent is how many recent changes a notifier remembers.
 const DefaultRecent = 4096
 
-// Quiet reports whether nothing concerning user or rooms has happened
-// after the positions in seen, as far as the notifier can tell: false if
-// it has forgotten changes that recent.
-func (n *Notifier) Quiet(user string, rooms []string, seen map[string]uint64) bool {
-	w := &waiter{user: user, rooms: rooms}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for stream, seq := range seen {
-		if seq < n.floor[stream] {
-			return false
-		}
-	}
-	for _, c := range n.after(seen) {
-		if w.concerns(c) {
-			return false
-		}
-	}
-	return true
-}
-
 // after returns the recent changes beyond the positions in seen, oldest
 // first. Each stream's changes are in order in the ring, so the scan
 // walks back from the newest and stops once every stream is behind seen:
