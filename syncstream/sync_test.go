@@ -199,34 +199,13 @@ func TestSyncChainExactlyOnce(t *testing.T) {
 	apiURL := env.API(apitest.DefaultConfig()).URL
 	w1, _ := env.SyncWorker()
 	w2, stop2 := env.SyncWorker()
-	reader := user(t, apiURL, "reader")
-	writers := []*apitest.Client{user(t, apiURL, "w1"), user(t, apiURL, "w2"), user(t, apiURL, "w3")}
-	var roomIDs []string
-	for i := range 5 {
-		id := reader.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
-		for _, w := range writers {
-			w.MustDo("POST", v3("/rooms/"+esc(id)+"/join"), nil)
+	reader, roomIDs, sent, writersDone := startWriters(t, apiURL, 5, 60, func(j int) time.Duration {
+		if j%10 == 0 {
+			return 20 * time.Millisecond
 		}
-		roomIDs = append(roomIDs, id)
-		_ = i
-	}
+		return 0
+	})
 	const perWriter = 60
-	var wg sync.WaitGroup
-	sent := make(chan string, 3*perWriter)
-	for wi, w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range perWriter {
-				sent <- send(t, w, roomIDs[(wi+j)%5], fmt.Sprintf("%d-%d", wi, j))
-				if j%10 == 0 {
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-		}()
-	}
-	writersDone := make(chan struct{})
-	go func() { wg.Wait(); close(sent); close(writersDone) }()
 
 	workers := []string{w1.URL, w2.URL}
 	seen := map[string]int{}
@@ -489,4 +468,37 @@ func TestSyncFilters(t *testing.T) {
 	if len(s.AccountData.Events) != 1 || !strings.Contains(string(s.AccountData.Events[0]), "org.example.c") {
 		t.Errorf("incremental account data: %s", s.AccountData.Events)
 	}
+}
+
+// startWriters registers a reader and three writers, has the reader create
+// rooms that the writers join, and starts the writers sending perWriter
+// messages each, round robin over the rooms, pausing pause(j) after their
+// j-th. sent receives every acknowledged event ID and is closed, like
+// done, once all writers are done.
+func startWriters(t *testing.T, apiURL string, rooms, perWriter int, pause func(j int) time.Duration) (reader *apitest.Client, roomIDs []string, sent chan string, done chan struct{}) {
+	t.Helper()
+	reader = user(t, apiURL, "reader")
+	writers := []*apitest.Client{user(t, apiURL, "w1"), user(t, apiURL, "w2"), user(t, apiURL, "w3")}
+	for range rooms {
+		id := reader.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+		for _, w := range writers {
+			w.MustDo("POST", v3("/rooms/"+esc(id)+"/join"), nil)
+		}
+		roomIDs = append(roomIDs, id)
+	}
+	var wg sync.WaitGroup
+	sent = make(chan string, len(writers)*perWriter)
+	for wi, w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range perWriter {
+				sent <- send(t, w, roomIDs[(wi+j)%len(roomIDs)], fmt.Sprintf("%d-%d", wi, j))
+				time.Sleep(pause(j))
+			}
+		}()
+	}
+	done = make(chan struct{})
+	go func() { wg.Wait(); close(sent); close(done) }()
+	return reader, roomIDs, sent, done
 }

@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -194,31 +193,8 @@ func TestSyncChainExactlyOnceWindowAndBuild(t *testing.T) {
 	apiURL := env.API(apitest.DefaultConfig()).URL
 	w1, h1, _ := env.SyncWorkerHandler()
 	w2, h2, _ := env.SyncWorkerHandler()
-	reader := user(t, apiURL, "reader")
-	writers := []*apitest.Client{user(t, apiURL, "w1"), user(t, apiURL, "w2"), user(t, apiURL, "w3")}
-	var roomIDs []string
-	for range 3 {
-		id := reader.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
-		for _, w := range writers {
-			w.MustDo("POST", v3("/rooms/"+esc(id)+"/join"), nil)
-		}
-		roomIDs = append(roomIDs, id)
-	}
 	const perWriter = 80
-	var wg sync.WaitGroup
-	sent := make(chan string, 3*perWriter)
-	for wi, w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range perWriter {
-				sent <- send(t, w, roomIDs[(wi+j)%len(roomIDs)], fmt.Sprintf("%d-%d", wi, j))
-				time.Sleep(3 * time.Millisecond)
-			}
-		}()
-	}
-	writersDone := make(chan struct{})
-	go func() { wg.Wait(); close(sent); close(writersDone) }()
+	reader, roomIDs, sent, writersDone := startWriters(t, apiURL, 3, perWriter, func(int) time.Duration { return 3 * time.Millisecond })
 
 	// A timeline limit no burst reaches: a limited timeline would leave
 	// events to back-pagination, which is not what this test follows.
