@@ -33,6 +33,9 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 		}
 		hash := hashToken(tok)
 		ss, err := lookupCaughtUp(r.Context(), s, eventlog.StreamAccounts, func(ctx context.Context) (store.Session, error) {
+			if s.sessions != nil {
+				return s.sessions.Lookup(ctx, hash)
+			}
 			return s.store.SessionByToken(ctx, hash)
 		})
 		if errors.Is(err, store.ErrNotFound) {

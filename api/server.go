@@ -85,6 +85,7 @@ type Server struct {
 	log       *eventlog.Log
 	store     *store.Store
 	watermark *eventlog.Watermark
+	sessions  *store.Sessions // nil: every token lookup reads the database
 	logger    *slog.Logger
 	router    *mux.Router
 	events    eventCache
@@ -146,6 +147,10 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 	})
 	return s
 }
+
+// UseSessions makes token lookups go through c, a cache the caller keeps
+// following the log (store.Sessions.Follow).
+func (s *Server) UseSessions(c *store.Sessions) { s.sessions = c }
 
 // Mount routes every client-API path matching pathSuffix (e.g. "/sync",
 // under both r0 and v3) to h. Used to put the sync worker in front of the

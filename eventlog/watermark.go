@@ -34,7 +34,7 @@ type Watermark struct {
 	refresh      RefreshFunc
 	RefreshEvery time.Duration
 
-	mu      sync.Mutex
+	mu      sync.RWMutex // read by every sync request; written per commit
 	applied map[string]uint64
 	changed map[string]chan struct{} // closed and replaced on each advance
 	sub     *nats.Subscription
@@ -81,8 +81,8 @@ func (w *Watermark) Advance(stream string, seq uint64) {
 
 // Applied returns the last known applied position of stream.
 func (w *Watermark) Applied(stream string) uint64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.mu.RLock()
+	defer w.mu.RUnlock()
 	return w.applied[stream]
 }
 

@@ -1,6 +1,7 @@
 package syncstream
 
 import (
+	"hash/maphash"
 	"sync"
 
 	"strand/eventlog"
@@ -14,9 +15,25 @@ import (
 // long-polls off the database. A few tokens, not one, because a user's
 // devices (or a client's overlapping requests) often poll with the same
 // token: the first answer must not make the others miss.
+//
+// It is sharded by user: every answered long-poll reads and writes it, and
+// a message to a big room answers thousands at once.
 type roomsCache struct {
+	seed   maphash.Seed
+	once   sync.Once
+	shards [roomsCacheShards]roomsShard
+}
+
+type roomsShard struct {
 	mu sync.Mutex
 	m  map[string]*userEntries
+}
+
+const roomsCacheShards = 64
+
+func (c *roomsCache) shard(user string) *roomsShard {
+	c.once.Do(func() { c.seed = maphash.MakeSeed() })
+	return &c.shards[maphash.String(c.seed, user)%roomsCacheShards]
 }
 
 type cachedRooms struct {
@@ -32,20 +49,21 @@ type userEntries struct {
 }
 
 const (
-	roomsCacheMax = 100000
+	roomsCacheMax = 100000 // users, over all shards
 	tokensPerUser = 4
 )
 
 func (c *roomsCache) put(user string, next Token, rooms []string, base windowBase) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= roomsCacheMax {
-		c.m = make(map[string]*userEntries)
+	sh := c.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.m == nil || len(sh.m) >= roomsCacheMax/roomsCacheShards {
+		sh.m = make(map[string]*userEntries)
 	}
-	u := c.m[user]
+	u := sh.m[user]
 	if u == nil {
 		u = &userEntries{}
-		c.m[user] = u
+		sh.m[user] = u
 	}
 	entry := cachedRooms{next: next, rooms: rooms, base: base}
 	for i := 0; i < u.n; i++ {
@@ -64,9 +82,10 @@ func (c *roomsCache) put(user string, next Token, rooms []string, base windowBas
 // get returns what the worker remembers of the user's response that
 // ended at since.
 func (c *roomsCache) get(user string, since Token) (cachedRooms, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	u := c.m[user]
+	sh := c.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	u := sh.m[user]
 	if u == nil {
 		return cachedRooms{}, false
 	}

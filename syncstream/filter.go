@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 
 	"strand/eventlog/matrix"
 	"strand/projector/store"
@@ -41,6 +42,39 @@ func (f *filter) allowsRoom(roomID string) bool {
 		}
 	}
 	return false
+}
+
+// filterCache keeps parsed filters for loadFilter. Entries never go
+// stale: a stored filter never changes (its ID is random and the first
+// write wins), and an inline one is its own key. Most clients sync with a
+// filter ID, so without it every /sync would pay a query and a parse.
+// Cached filters are shared between requests and must not be modified.
+type filterCache struct {
+	mu sync.RWMutex
+	m  map[string]*filter
+}
+
+const filterCacheMax = 20000
+
+func (c *filterCache) load(ctx context.Context, st *store.Store, userID, param string) (*filter, error) {
+	key := userID + "\x00" + param
+	c.mu.RLock()
+	f, ok := c.m[key]
+	c.mu.RUnlock()
+	if ok {
+		return f, nil
+	}
+	f, err := loadFilter(ctx, st, userID, param)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= filterCacheMax {
+		c.m = map[string]*filter{}
+	}
+	c.m[key] = f
+	c.mu.Unlock()
+	return f, nil
 }
 
 // loadFilter resolves the filter query parameter: inline JSON (the

@@ -74,14 +74,18 @@ type Handler struct {
 	Notifier  *Notifier
 	Ephemeral *Ephemeral
 	Logger    *slog.Logger
+	// Sessions, when set, resolves access tokens from memory (kept
+	// exact by the log); nil: from the database on every request.
+	Sessions *store.Sessions
 
 	stopOnce sync.Once
 	stopMu   sync.Mutex
 	stop     chan struct{}
 
-	rooms  roomsCache
-	builds singleflight.Group
-	paths  struct{ idle, window, build atomic.Uint64 }
+	rooms   roomsCache
+	filters filterCache
+	builds  singleflight.Group
+	paths   struct{ idle, window, build atomic.Uint64 }
 }
 
 // Routes returns a handler for a standalone sync worker: /sync under both
@@ -130,13 +134,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// session resolves an access token, through the cache when there is one.
+func (h *Handler) session(ctx context.Context, tok string) (store.Session, error) {
+	if h.Sessions != nil {
+		return h.Sessions.Lookup(ctx, store.TokenHash(tok))
+	}
+	return h.Store.SessionByToken(ctx, store.TokenHash(tok))
+}
+
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	tok, err := matrix.AccessToken(r)
 	if err != nil {
 		return err
 	}
-	ss, err := h.Store.SessionByToken(ctx, store.TokenHash(tok))
+	ss, err := h.session(ctx, tok)
 	if errors.Is(err, store.ErrNotFound) {
 		// The accounts projection may be behind the log (a projector
 		// catching up): "unknown token" would log the client out.
@@ -147,7 +159,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		case werr != nil:
 			return matrix.Unavailable("the server is catching up with its log; retry")
 		case waited:
-			ss, err = h.Store.SessionByToken(ctx, store.TokenHash(tok))
+			ss, err = h.session(ctx, tok)
 		}
 	}
 	if errors.Is(err, store.ErrNotFound) {
@@ -190,7 +202,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		timeout = min(time.Duration(ms)*time.Millisecond, MaxTimeout)
 	}
-	if req.filter, err = loadFilter(ctx, h.Store, ss.UserID, q.Get("filter")); err != nil {
+	if req.filter, err = h.filters.load(ctx, h.Store, ss.UserID, q.Get("filter")); err != nil {
 		return err
 	}
 	if req.since != nil {

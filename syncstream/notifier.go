@@ -2,6 +2,7 @@ package syncstream
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"strand/eventlog"
 )
@@ -24,8 +25,14 @@ type change struct {
 //
 // Lock order: Notifier.mu only; waiters' channels are never waited on
 // under it.
+//
+// A message to a busy room wakes thousands of long-polls at once, and each
+// of them comes back to the notifier: the wake path is built so that they
+// do not queue on its lock. A waiter is one-shot, so Notify takes it out
+// of the sets as it wakes it and its Unregister is then lock-free; reads
+// share the lock (RWMutex) and the consumed positions are atomics.
 type Notifier struct {
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	byUser  map[string]map[*waiter]struct{}
 	byRoom  map[string]map[*waiter]struct{}
 	recent  []change // ring of the newest changes, oldest first
@@ -34,18 +41,29 @@ type Notifier struct {
 	inRing  map[string]int    // per stream: how many of its changes recent holds
 	last    map[string]uint64 // per stream: the newest change recorded
 	waiting int
+	// consumed mirrors max(floor, last) of the log's streams for readers
+	// that must not take the lock; its keys are fixed at construction.
+	consumed map[string]*atomic.Uint64
 }
 
 type waiter struct {
 	ch    chan struct{}
 	user  string
 	rooms []string
+	// removed is set (under Notifier.mu) once the waiter is out of the
+	// sets: Notify took it out when it woke it.
+	removed atomic.Bool
 }
 
 // NewNotifier keeps up to keep recent changes.
 func NewNotifier(keep int) *Notifier {
-	return &Notifier{byUser: map[string]map[*waiter]struct{}{}, byRoom: map[string]map[*waiter]struct{}{},
-		max: keep, floor: map[string]uint64{}, inRing: map[string]int{}, last: map[string]uint64{}}
+	n := &Notifier{byUser: map[string]map[*waiter]struct{}{}, byRoom: map[string]map[*waiter]struct{}{},
+		max: keep, floor: map[string]uint64{}, inRing: map[string]int{}, last: map[string]uint64{},
+		consumed: map[string]*atomic.Uint64{}}
+	for _, s := range []string{eventlog.StreamRooms, eventlog.StreamAccounts, eventlog.StreamReceipts, eventlog.StreamEphemeral} {
+		n.consumed[s] = new(atomic.Uint64)
+	}
+	return n
 }
 
 // SetFloor records that the notifier has seen every change of stream
@@ -53,20 +71,29 @@ func NewNotifier(keep int) *Notifier {
 func (n *Notifier) SetFloor(stream string, seq uint64) {
 	n.mu.Lock()
 	n.floor[stream] = seq
+	n.publishConsumed(stream)
 	n.mu.Unlock()
+}
+
+// publishConsumed updates the lock-free copy of stream's position. Lock
+// held.
+func (n *Notifier) publishConsumed(stream string) {
+	if a, ok := n.consumed[stream]; ok {
+		a.Store(max(n.floor[stream], n.last[stream]))
+	}
 }
 
 // Floor returns the position after which the notifier knows all changes.
 func (n *Notifier) Floor(stream string) uint64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return n.floor[stream]
 }
 
 // Waiting returns the number of registered long-polls.
 func (n *Notifier) Waiting() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return n.waiting
 }
 
@@ -79,14 +106,21 @@ func (n *Notifier) Notify(c change) {
 	}
 	for _, u := range c.users {
 		for w := range n.byUser[u] {
-			wake(w)
+			n.fire(w)
 		}
 	}
 	for _, r := range c.rooms {
 		for w := range n.byRoom[r] {
-			wake(w)
+			n.fire(w)
 		}
 	}
+}
+
+// fire wakes a registered waiter and takes it out of the sets (deleting
+// from a map being ranged over is allowed). Lock held.
+func (n *Notifier) fire(w *waiter) {
+	wake(w)
+	n.remove(w)
 }
 
 // record keeps c in the ring of recent changes.
@@ -102,6 +136,7 @@ func (n *Notifier) record(c change) {
 			n.floor[drop.stream] = drop.seq
 		}
 	}
+	n.publishConsumed(c.stream)
 }
 
 func wake(w *waiter) {
@@ -168,8 +203,8 @@ func (n *Notifier) Register(user string, rooms []string, seen map[string]uint64)
 // that recent.
 func (n *Notifier) Since(user string, rooms []string, seen map[string]uint64) (changes []change, roomsHead uint64, ok bool) {
 	w := &waiter{user: user, rooms: rooms}
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	for stream, seq := range seen {
 		if seq < n.floor[stream] {
 			return nil, 0, false
@@ -184,10 +219,23 @@ func (n *Notifier) Since(user string, rooms []string, seen map[string]uint64) (c
 	return changes, roomsHead, true
 }
 
-// Unregister removes a waiter.
+// Unregister removes a waiter. A waiter Notify woke is already out, and
+// then Unregister does not touch the lock.
 func (n *Notifier) Unregister(w *waiter) {
+	if w.removed.Load() {
+		return
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.remove(w)
+}
+
+// remove takes w out of the sets, once. Lock held.
+func (n *Notifier) remove(w *waiter) {
+	if w.removed.Load() {
+		return
+	}
+	w.removed.Store(true)
 	del := func(m map[string]map[*waiter]struct{}, k string) {
 		if set, ok := m[k]; ok {
 			delete(set, w)
@@ -205,8 +253,11 @@ func (n *Notifier) Unregister(w *waiter) {
 
 // Consumed returns the newest sequence of stream the notifier has seen.
 func (n *Notifier) Consumed(stream string) uint64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	if a, ok := n.consumed[stream]; ok {
+		return a.Load()
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return max(n.floor[stream], n.last[stream])
 }
 

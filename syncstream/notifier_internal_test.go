@@ -40,3 +40,48 @@ func TestNotifierAfterMatchesFullScan(t *testing.T) {
 		}
 	}
 }
+
+// A woken waiter is out of every set at once (Notify took it out), so its
+// Unregister has nothing left to do and the count of waiters stays exact.
+func TestNotifierWakeRemovesWaiter(t *testing.T) {
+	n := NewNotifier(16)
+	seen := map[string]uint64{eventlog.StreamRooms: 0}
+	a, _ := n.Register("@a:x", []string{"!r1", "!r2"}, seen)
+	b, _ := n.Register("@b:x", []string{"!r2"}, seen)
+	if got := n.Waiting(); got != 2 {
+		t.Fatalf("waiting %d, want 2", got)
+	}
+	n.Notify(change{stream: eventlog.StreamRooms, seq: 1, rooms: []string{"!r1"}})
+	select {
+	case <-a.ch:
+	default:
+		t.Fatal("waiter in !r1 not woken")
+	}
+	select {
+	case <-b.ch:
+		t.Fatal("waiter only in !r2 woken by a change in !r1")
+	default:
+	}
+	if got := n.Waiting(); got != 1 {
+		t.Fatalf("waiting after wake %d, want 1", got)
+	}
+	if _, ok := n.byRoom["!r2"][a]; ok {
+		t.Fatal("woken waiter still in the set of its other room")
+	}
+	if _, ok := n.byRoom["!r1"]; ok {
+		t.Fatal("empty set of !r1 kept")
+	}
+	n.Unregister(a) // after the wake: a no-op
+	n.Unregister(b)
+	n.Unregister(b) // twice: still a no-op
+	if got := n.Waiting(); got != 0 || len(n.byRoom) != 0 || len(n.byUser) != 0 {
+		t.Fatalf("after unregistering: waiting %d, rooms %d, users %d", got, len(n.byRoom), len(n.byUser))
+	}
+	if got := n.Consumed(eventlog.StreamRooms); got != 1 {
+		t.Fatalf("consumed %d, want 1", got)
+	}
+	n.SetFloor(eventlog.StreamReceipts, 7)
+	if got := n.Consumed(eventlog.StreamReceipts); got != 7 {
+		t.Fatalf("consumed after SetFloor %d, want 7", got)
+	}
+}

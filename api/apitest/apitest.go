@@ -152,9 +152,25 @@ func (e *Env) API(cfg api.Config) *httptest.Server {
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(cfg, l, st, wm, Logger()))
+	a := api.New(cfg, l, st, wm, Logger())
+	a.UseSessions(e.sessions(l, st, wm))
+	srv := httptest.NewServer(a)
 	e.T.Cleanup(srv.Close)
 	return srv
+}
+
+// sessions starts a "process's" session cache, following the log until
+// the test ends, as strand's roles do.
+func (e *Env) sessions(l *eventlog.Log, st *store.Store, wm *eventlog.Watermark) *store.Sessions {
+	c := store.NewSessions(st, wm, Logger())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Follow(ctx, l)
+	}()
+	e.T.Cleanup(func() { cancel(); <-done })
+	return c
 }
 
 // syncWorker builds a sync worker on its own connections and starts its
@@ -169,7 +185,8 @@ func (e *Env) syncWorker() (h *syncstream.Handler, wm *eventlog.Watermark, l *ev
 	}
 	n := syncstream.NewNotifier(syncstream.DefaultRecent)
 	eph := syncstream.NewEphemeral()
-	h = &syncstream.Handler{Store: st, Log: l, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: Logger()}
+	h = &syncstream.Handler{Store: st, Log: l, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: Logger(),
+		Sessions: e.sessions(l, st, wm)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -190,6 +207,7 @@ func (e *Env) Serve(cfg api.Config) *httptest.Server {
 	e.T.Helper()
 	h, wm, l, st, _ := e.syncWorker()
 	a := api.New(cfg, l, st, wm, Logger())
+	a.UseSessions(h.Sessions) // one cache per process
 	a.Mount("/sync", h)
 	srv := httptest.NewServer(a)
 	e.T.Cleanup(srv.Close)

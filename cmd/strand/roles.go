@@ -95,6 +95,11 @@ func openDeps(ctx context.Context, cfg *config, logger *slog.Logger, allowEmbedd
 	return d, nil
 }
 
+// projectorConns is the pool of a projector running beside request
+// handlers: one connection per lane (ACCOUNTS, ROOMS, RECEIPTS) and one
+// spare. Its leases hold connections of their own.
+const projectorConns = 4
+
 func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	c.cfg.registerCommon(fs)
@@ -128,7 +133,16 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.roles.projector {
-		p := &projector.Projector{Log: d.log, Store: d.store, Logger: logger}
+		ps := d.store
+		if c.roles.api || c.roles.sync {
+			// Its own connections: requests queueing for the shared
+			// pool must not delay the projection that writes wait for.
+			if ps, err = store.OpenSized(ctx, c.cfg.DatabaseURL, projectorConns); err != nil {
+				return err
+			}
+			defer ps.Close()
+		}
+		p := &projector.Projector{Log: d.log, Store: ps, Logger: logger}
 		if err := p.RegisterMetrics(reg); err != nil {
 			return err
 		}
@@ -178,11 +192,15 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 	if err != nil {
 		return nil, nil, err
 	}
+	// One session cache for the process's api and sync handlers.
+	sessions := store.NewSessions(d.store, wm, logger)
+	g.Go(func() error { sessions.Follow(ctx, d.log); return nil })
 	var syncHandler *syncstream.Handler
 	if c.roles.sync {
 		n := syncstream.NewNotifier(syncstream.DefaultRecent)
 		eph := syncstream.NewEphemeral()
-		syncHandler = &syncstream.Handler{Store: d.store, Log: d.log, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: logger}
+		syncHandler = &syncstream.Handler{Store: d.store, Log: d.log, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: logger,
+			Sessions: sessions}
 		if err := syncHandler.RegisterMetrics(reg); err != nil {
 			return nil, nil, err
 		}
@@ -218,6 +236,7 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		ApplyTimeout:            c.cfg.ApplyTimeout,
 		SigningKey:              key,
 	}, d.log, d.store, wm, logger)
+	srv.UseSessions(sessions)
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return nil, nil, err
 	}

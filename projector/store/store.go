@@ -40,7 +40,16 @@ type Store struct {
 // Open connects to the database at url, creating the database if it does
 // not exist, and applies pending migrations.
 func Open(ctx context.Context, url string) (*Store, error) {
-	return open(ctx, url, "")
+	return open(ctx, url, "", defaultMaxConns)
+}
+
+// OpenSized is Open with a pool of maxConns connections (pool_max_conns
+// in the URL still wins). A projector that shares its process with
+// request handlers gets a pool of its own this way, so that a flood of
+// requests queueing for connections cannot hold up the projection every
+// write waits for.
+func OpenSized(ctx context.Context, url string, maxConns int32) (*Store, error) {
+	return open(ctx, url, "", maxConns)
 }
 
 // OpenFresh opens a Store on an empty schema of its own in the database at
@@ -51,10 +60,10 @@ func OpenFresh(ctx context.Context, url, schema string) (*Store, error) {
 	if !validSchemaName(schema) {
 		return nil, fmt.Errorf("schema name %q: want lower-case letters, digits and underscores", schema)
 	}
-	return open(ctx, url, schema)
+	return open(ctx, url, schema, defaultMaxConns)
 }
 
-func open(ctx context.Context, url, freshSchema string) (*Store, error) {
+func open(ctx context.Context, url, freshSchema string, maxConns int32) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", err)
@@ -63,7 +72,7 @@ func open(ctx context.Context, url, freshSchema string) (*Store, error) {
 		// pgxpool's default (4 on this kind of machine) starves a server
 		// whose requests each hold a connection briefly while others wait
 		// on long-polls and projections; pool_max_conns in the URL wins.
-		cfg.MaxConns = defaultMaxConns
+		cfg.MaxConns = maxConns
 	}
 	if err := createDatabase(ctx, cfg.ConnConfig); err != nil {
 		return nil, err

@@ -1,0 +1,187 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"strand/eventlog"
+)
+
+// Sessions resolves access tokens like SessionByToken, answering repeat
+// lookups from memory: every authenticated request (every /sync poll
+// included) needs its session, and a database round trip for it is the
+// largest part of an idle sync and a fifth of a send.
+//
+// The cache is kept exact by the log, not by a timeout. Follow reads the
+// ACCOUNTS stream from its head and drops every cached session of a user
+// whose record could revoke one (a device deleted or given a new token,
+// a password change that logs devices out, a deactivation). A cached
+// session is used only while this reader has read at least as far as the
+// accounts projection is known to have applied (the Watermark), so once a
+// logout has been applied and this process knows it, the token is gone
+// from this process's cache too. In one process (strand serve) that makes
+// revocation exact. Between processes it holds once the other process has
+// heard that the projection applied the logout; the revocation record
+// reaches its reader as soon as it is stored, before the projector
+// commits it, so in practice before the logout is even answered.
+type Sessions struct {
+	store     *Store
+	watermark *eventlog.Watermark
+	logger    *slog.Logger
+
+	mu        sync.RWMutex
+	byHash    map[string]Session
+	byUser    map[string][]string // user -> token hashes cached for them
+	consumed  uint64              // ACCOUNTS records read (and evicted) through here
+	following bool                // Follow is reading and current
+	evictions uint64              // bumped by every eviction, to spot racing fills
+	conn      *nats.Conn
+}
+
+// sessionsMax bounds the cache; when full it starts over.
+const sessionsMax = 200000
+
+// NewSessions returns a cache over st. Until Follow runs, every lookup
+// goes to the database.
+func NewSessions(st *Store, wm *eventlog.Watermark, logger *slog.Logger) *Sessions {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Sessions{store: st, watermark: wm, logger: logger,
+		byHash: map[string]Session{}, byUser: map[string][]string{}}
+}
+
+// Lookup resolves the SHA-256 of an access token, or ErrNotFound.
+func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
+	key := string(hash)
+	applied := c.watermark.Applied(eventlog.StreamAccounts)
+	c.mu.RLock()
+	usable := c.following && c.consumed >= applied && c.conn.Status() == nats.CONNECTED
+	ss, hit := c.byHash[key]
+	evictions := c.evictions
+	c.mu.RUnlock()
+	if usable && hit {
+		return ss, nil
+	}
+	ss, err := c.store.SessionByToken(ctx, hash)
+	if err != nil || !usable {
+		return ss, err
+	}
+	// The row read reflects every revocation through `applied`, and the
+	// reader had evicted everything through its position <= applied; a
+	// revocation read since then bumped evictions, and the fill is
+	// dropped rather than caching what that revocation may have ended.
+	c.mu.Lock()
+	if c.following && c.evictions == evictions {
+		if len(c.byHash) >= sessionsMax {
+			c.clearLocked()
+		}
+		if _, ok := c.byHash[key]; !ok {
+			c.byHash[key] = ss
+			c.byUser[ss.UserID] = append(c.byUser[ss.UserID], key)
+		}
+	}
+	c.mu.Unlock()
+	return ss, nil
+}
+
+// Len is the number of cached sessions.
+func (c *Sessions) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.byHash)
+}
+
+// clearLocked forgets everything. Lock held.
+func (c *Sessions) clearLocked() {
+	c.byHash = map[string]Session{}
+	c.byUser = map[string][]string{}
+	c.evictions++
+}
+
+// evict drops the cached sessions of users (nil: everybody) and records
+// that the ACCOUNTS stream has been read through seq.
+func (c *Sessions) evict(users []string, all bool, seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if all {
+		c.clearLocked()
+	}
+	for _, u := range users {
+		for _, k := range c.byUser[u] {
+			delete(c.byHash, k)
+		}
+		delete(c.byUser, u)
+		c.evictions++
+	}
+	c.consumed = max(c.consumed, seq)
+}
+
+// Follow reads the ACCOUNTS stream and keeps the cache exact until ctx
+// ends. When the reader fails, the cache is off (lookups go to the
+// database) until it has started again from the stream's head.
+func (c *Sessions) Follow(ctx context.Context, log *eventlog.Log) {
+	for ctx.Err() == nil {
+		err := c.follow(ctx, log)
+		c.mu.Lock()
+		c.following = false
+		c.clearLocked()
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		c.logger.Warn("session cache: reading the accounts stream failed; using the database until it restarts", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
+	head, err := log.Head(ctx, eventlog.StreamAccounts)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.clearLocked()
+	c.consumed, c.following, c.conn = head, true, log.Conn()
+	c.mu.Unlock()
+	return log.Read(ctx, eventlog.StreamAccounts, eventlog.ReadOptions{From: head + 1}, func(_ context.Context, batch []eventlog.Msg) error {
+		var users []string
+		all := false
+		for _, m := range batch {
+			if !revokes(m.Type) {
+				continue
+			}
+			var r struct {
+				UserID string `json:"user_id"`
+			}
+			if err := json.Unmarshal(m.Data, &r); err != nil || r.UserID == "" {
+				all = true // unreadable: forget everyone rather than guess
+				continue
+			}
+			users = append(users, r.UserID)
+		}
+		c.evict(users, all, batch[len(batch)-1].Seq)
+		return nil
+	})
+}
+
+// revokes reports whether an ACCOUNTS record of this type can end a
+// session. Unknown types count as revoking: a record type added later
+// fails safe.
+func revokes(recordType string) bool {
+	switch recordType {
+	case (eventlog.UserRegistered{}).RecordType(), (eventlog.DeviceUpdated{}).RecordType(),
+		(eventlog.FilterCreated{}).RecordType(), (eventlog.AccountDataSet{}).RecordType(),
+		(eventlog.ProfileSet{}).RecordType():
+		return false
+	}
+	return true
+}
