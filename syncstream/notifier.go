@@ -270,29 +270,38 @@ const DefaultRecent = 4096
 // a request with a fresh token looks at a few entries, not the ring.
 // Lock held.
 func (n *Notifier) after(seen map[string]uint64) []change {
-	need := 0 // streams that have changes in the ring
-	for _, k := range n.inRing {
-		if k > 0 {
+	// Only streams whose newest change is beyond seen contribute; the
+	// scan stops once it has met, for each of them, a change at or below
+	// seen. A token that is current on every stream costs no scan at all.
+	var pending [8]string
+	need := 0
+	full := false // more streams than pending holds: scan everything
+	for s, k := range n.inRing {
+		if k > 0 && n.last[s] > seen[s] {
+			if need == len(pending) {
+				full = true
+				break
+			}
+			pending[need] = s
 			need++
 		}
 	}
-	var done [8]string // streams whose changes before here are all seen
+	if need == 0 {
+		return nil
+	}
+	var done [8]bool
 	passed := 0
 	i := len(n.recent)
-	for ; i > 0 && passed < need; i-- {
+	for ; i > 0 && (full || passed < need); i-- {
 		c := n.recent[i-1]
 		if c.seq > seen[c.stream] {
 			continue
 		}
-		known := false
-		for _, d := range done[:min(passed, len(done))] {
-			known = known || d == c.stream
-		}
-		if !known {
-			if passed < len(done) {
-				done[passed] = c.stream
+		for j := 0; j < need; j++ {
+			if !done[j] && pending[j] == c.stream {
+				done[j] = true
+				passed++
 			}
-			passed++
 		}
 	}
 	var out []change

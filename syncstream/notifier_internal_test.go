@@ -13,7 +13,7 @@ import (
 func TestNotifierAfterMatchesFullScan(t *testing.T) {
 	streams := []string{eventlog.StreamRooms, eventlog.StreamAccounts, eventlog.StreamReceipts, eventlog.StreamEphemeral}
 	r := rand.New(rand.NewPCG(1, 2))
-	for round := 0; round < 200; round++ {
+	for round := 0; round < 2000; round++ {
 		n := NewNotifier(64)
 		seqs := map[string]uint64{}
 		active := streams[:1+r.IntN(len(streams))] // some streams never change
