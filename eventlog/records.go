@@ -68,6 +68,75 @@ type UserDeactivated struct {
 	UserID string `json:"user_id"`
 }
 
+// End-to-end encryption records. The server keeps and relays keys and
+// to-device messages; it never sees plaintext. All are on the ACCOUNTS
+// stream under UserSubject of the user whose keys or messages they are
+// (ToDeviceSent: of the sender).
+
+// KeysUploaded stores what a device uploaded to /keys/upload, in one
+// step: its identity keys (the signed DeviceKeys object), one-time keys by
+// "algorithm:key_id" (a key ID already held keeps its key), and fallback
+// keys by "algorithm:key_id" (one per algorithm, replacing the previous).
+type KeysUploaded struct {
+	UserID       string                     `json:"user_id"`
+	DeviceID     string                     `json:"device_id"`
+	DeviceKeys   json.RawMessage            `json:"device_keys,omitempty"`
+	OneTimeKeys  map[string]json.RawMessage `json:"one_time_keys,omitempty"`
+	FallbackKeys map[string]json.RawMessage `json:"fallback_keys,omitempty"`
+}
+
+// KeysClaimed consumes one-time keys of UserID's devices (a fallback key
+// is marked used instead). It is appended expecting the user's subject
+// sequence the claim was chosen at, so no key is handed out twice.
+type KeysClaimed struct {
+	UserID string       `json:"user_id"`
+	Claims []ClaimedKey `json:"claims"`
+}
+
+// ClaimedKey is one key a claim took.
+type ClaimedKey struct {
+	DeviceID string `json:"device_id"`
+	KeyID    string `json:"key_id"` // "algorithm:key_id"
+	Fallback bool   `json:"fallback,omitempty"`
+}
+
+// ToDeviceSent carries to-device messages: Messages[user][device] is the
+// content for that device ("*": every device the user has when the
+// record is applied).
+type ToDeviceSent struct {
+	Sender       string                                `json:"sender"`
+	SenderDevice string                                `json:"sender_device"`
+	TxnID        string                                `json:"txn_id"`
+	Type         string                                `json:"type"`
+	Messages     map[string]map[string]json.RawMessage `json:"messages"`
+}
+
+// ToDeviceAcked records that a device has received its to-device
+// messages up to ACCOUNTS sequence Through (it synced with a token at or
+// beyond it), so they are not delivered again.
+type ToDeviceAcked struct {
+	UserID   string `json:"user_id"`
+	DeviceID string `json:"device_id"`
+	Through  uint64 `json:"through"`
+}
+
+// CrossSigningKeysSet stores a user's cross-signing public keys; a nil
+// key leaves the stored one as it is.
+type CrossSigningKeysSet struct {
+	UserID      string          `json:"user_id"`
+	Master      json.RawMessage `json:"master,omitempty"`
+	SelfSigning json.RawMessage `json:"self_signing,omitempty"`
+	UserSigning json.RawMessage `json:"user_signing,omitempty"`
+}
+
+// SignaturesAdded stores signatures the user made (with a device or a
+// cross-signing key) of keys: Signatures[user][key ID] holds the
+// signatures object to merge into that key's.
+type SignaturesAdded struct {
+	UserID     string                                `json:"user_id"`
+	Signatures map[string]map[string]json.RawMessage `json:"signatures"`
+}
+
 // FilterCreated stores a sync filter under an ID chosen by the api.
 type FilterCreated struct {
 	UserID   string          `json:"user_id"`
@@ -212,6 +281,13 @@ func (FilterCreated) RecordType() string   { return "filter.created" }
 func (AccountDataSet) RecordType() string  { return "account_data.set" }
 func (ProfileSet) RecordType() string      { return "profile.set" }
 
+func (KeysUploaded) RecordType() string        { return "keys.uploaded" }
+func (KeysClaimed) RecordType() string         { return "keys.claimed" }
+func (ToDeviceSent) RecordType() string        { return "to_device.sent" }
+func (ToDeviceAcked) RecordType() string       { return "to_device.acked" }
+func (CrossSigningKeysSet) RecordType() string { return "cross_signing.set" }
+func (SignaturesAdded) RecordType() string     { return "signatures.added" }
+
 // Decode parses a record body given its type header. An unknown type is an
 // error: a projector must never skip a fact silently.
 func Decode(typ string, data []byte) (Record, error) {
@@ -235,6 +311,18 @@ func Decode(typ string, data []byte) (Record, error) {
 		r = &AccountDataSet{}
 	case "profile.set":
 		r = &ProfileSet{}
+	case "keys.uploaded":
+		r = &KeysUploaded{}
+	case "keys.claimed":
+		r = &KeysClaimed{}
+	case "to_device.sent":
+		r = &ToDeviceSent{}
+	case "to_device.acked":
+		r = &ToDeviceAcked{}
+	case "cross_signing.set":
+		r = &CrossSigningKeysSet{}
+	case "signatures.added":
+		r = &SignaturesAdded{}
 	case "room.events":
 		r = &RoomEvents{}
 	case "room.published":

@@ -338,17 +338,29 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 	case *eventlog.DeviceUpdated:
 		tx.RenameDevice(r)
 	case *eventlog.DevicesDeleted:
-		tx.DeleteDevices(r)
+		tx.DeleteDevices(m.Seq, r)
 	case *eventlog.PasswordChanged:
-		tx.SetPassword(r)
+		tx.SetPassword(m.Seq, r)
 	case *eventlog.UserDeactivated:
-		tx.Deactivate(r)
+		tx.Deactivate(m.Seq, r)
 	case *eventlog.FilterCreated:
 		tx.AddFilter(r)
 	case *eventlog.AccountDataSet:
 		tx.SetAccountData(m.Seq, r)
 	case *eventlog.ProfileSet:
 		tx.SetProfile(r)
+	case *eventlog.KeysUploaded:
+		tx.UploadKeys(m.Seq, r)
+	case *eventlog.KeysClaimed:
+		tx.ClaimKeys(r)
+	case *eventlog.ToDeviceSent:
+		tx.SendToDevice(m.Seq, r)
+	case *eventlog.ToDeviceAcked:
+		tx.AckToDevice(r)
+	case *eventlog.CrossSigningKeysSet:
+		tx.SetCrossSigningKeys(m.Seq, r)
+	case *eventlog.SignaturesAdded:
+		return tx.AddSignatures(m.Seq, r)
 	case *eventlog.RoomForgotten:
 		tx.ForgetRoom(r.UserID, r.RoomID)
 		tx.AdvanceRoom(r.RoomID, m.Seq, "", 0, 0)

@@ -82,7 +82,10 @@ type response struct {
 	Rooms       rooms          `json:"rooms"`
 	ToDevice    eventList      `json:"to_device"`
 	DeviceLists deviceLists    `json:"device_lists"`
-	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
+	// The device's key counts are omitted when a response does not know
+	// them (see Handler.keyCounts); a build always sets them.
+	OTKCounts       map[string]int `json:"device_one_time_keys_count,omitempty"`
+	UnusedFallbacks []string       `json:"device_unused_fallback_key_types,omitempty"`
 }
 
 func newResponse() *response {
@@ -91,7 +94,6 @@ func newResponse() *response {
 		AccountData: eventList{empty}, Presence: eventList{empty}, ToDevice: eventList{empty},
 		Rooms:       rooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]any{}},
 		DeviceLists: deviceLists{Changed: []string{}, Left: []string{}},
-		OTKCounts:   map[string]int{},
 	}
 }
 
@@ -99,7 +101,8 @@ func newResponse() *response {
 // which case a long-poll keeps waiting.
 func (r *response) empty() bool {
 	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.Rooms.Join) == 0 &&
-		len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0
+		len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.ToDevice.Events) == 0 &&
+		len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
 // request is one parsed /sync call.
@@ -117,6 +120,12 @@ type built struct {
 	ephPos uint64   // EPHEMERAL position the typing and presence reflect
 	rooms  []string // rooms whose changes concern this user
 	base   windowBase
+	// ackToDevice, when non-zero, is the ACCOUNTS position through which
+	// the device has received its to-device messages (its since token)
+	// while some are still stored: the worker records the ack.
+	ackToDevice uint64
+	// toDeviceThrough is the newest to-device message in the response.
+	toDeviceThrough uint64
 }
 
 // next is the token of the position a built response reflects.
@@ -525,6 +534,10 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			}
 		}
 
+		if err := buildE2EE(ctx, tx, req, out, lo, hi); err != nil {
+			return err
+		}
+
 		// Unread counts for every joined room in the response.
 		var inResp []string
 		for roomID := range out.resp.Rooms.Join {
@@ -636,4 +649,77 @@ func strip(e *store.StoredEvent) json.RawMessage {
 	_ = json.Unmarshal(e.Client, &full)
 	b, _ := json.Marshal(full)
 	return b
+}
+
+// buildE2EE fills in what end-to-end encryption needs: the device's
+// pending to-device messages and key counts, and (incrementally) whose
+// device lists changed: users whose keys changed and who share a room
+// with the user, users who joined one of the user's rooms, and users who
+// no longer share any room with them. lo and hi are the rooms range.
+func buildE2EE(ctx context.Context, tx *store.SyncTx, req *request, out *built, lo, hi int64) error {
+	msgs, err := tx.PendingToDevice(ctx, req.user, req.device, out.pos.Accounts)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if req.since != nil && m.Pos <= req.since.Accounts {
+			// Sent in a response the client has acknowledged by
+			// syncing from its token: delivered, to be dropped.
+			out.ackToDevice = req.since.Accounts
+			continue
+		}
+		ev, _ := json.Marshal(map[string]any{"type": m.Type, "sender": m.Sender, "content": m.Content})
+		out.resp.ToDevice.Events = append(out.resp.ToDevice.Events, ev)
+		out.toDeviceThrough = m.Pos
+	}
+	counts, err := tx.OneTimeKeyCounts(ctx, req.user, req.device)
+	if err != nil {
+		return err
+	}
+	if _, ok := counts["signed_curve25519"]; !ok {
+		// Present even when zero: clients read "absent" as "unknown"
+		// and would not top their keys up.
+		counts["signed_curve25519"] = 0
+	}
+	out.resp.OTKCounts = counts
+	if out.resp.UnusedFallbacks, err = tx.UnusedFallbackKeyTypes(ctx, req.user, req.device); err != nil {
+		return err
+	}
+	if out.resp.UnusedFallbacks == nil {
+		out.resp.UnusedFallbacks = []string{}
+	}
+	if req.since == nil {
+		return nil
+	}
+	changed, err := tx.DeviceListChanges(ctx, req.user, req.since.Accounts, out.pos.Accounts)
+	if err != nil {
+		return err
+	}
+	joined, departed, err := tx.MembershipMoves(ctx, req.user, lo, hi)
+	if err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	for _, u := range append(changed, joined...) {
+		set[u] = true
+	}
+	var left []string
+	if len(departed) > 0 {
+		sharing, err := tx.SharingRooms(ctx, req.user, departed)
+		if err != nil {
+			return err
+		}
+		for _, u := range departed {
+			if !sharing[u] && !set[u] {
+				left = append(left, u)
+			}
+		}
+	}
+	for u := range set {
+		out.resp.DeviceLists.Changed = append(out.resp.DeviceLists.Changed, u)
+	}
+	slices.Sort(out.resp.DeviceLists.Changed)
+	slices.Sort(left)
+	out.resp.DeviceLists.Left = append(out.resp.DeviceLists.Left, slices.Compact(left)...)
+	return nil
 }

@@ -116,6 +116,47 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 				c.rooms = rooms
 			}
 		}
+	case (eventlog.ToDeviceSent{}).RecordType():
+		var r eventlog.ToDeviceSent
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return c, err
+		}
+		for u := range r.Messages {
+			c.users = append(c.users, u)
+		}
+	case (eventlog.KeysUploaded{}).RecordType(), (eventlog.CrossSigningKeysSet{}).RecordType(),
+		(eventlog.SignaturesAdded{}).RecordType(), (eventlog.DevicesDeleted{}).RecordType(),
+		(eventlog.UserDeactivated{}).RecordType(), (eventlog.PasswordChanged{}).RecordType():
+		// The user's device list may have changed: everyone sharing a
+		// room with them is told (device_lists.changed).
+		var r struct {
+			UserID     string                     `json:"user_id"`
+			Signatures map[string]json.RawMessage `json:"signatures"`
+			DeviceKeys json.RawMessage            `json:"device_keys"`
+		}
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return c, err
+		}
+		c.users = []string{r.UserID}
+		if m.Type == (eventlog.KeysUploaded{}).RecordType() && len(r.DeviceKeys) == 0 {
+			break // one-time or fallback keys only: the owner's counts
+		}
+		owners := []string{r.UserID}
+		for u := range r.Signatures {
+			if u != r.UserID {
+				c.users = append(c.users, u)
+				owners = append(owners, u)
+			}
+		}
+		if live {
+			for _, u := range owners {
+				rooms, err := st.JoinedRooms(ctx, u)
+				if err != nil {
+					return c, err
+				}
+				c.rooms = append(c.rooms, rooms...)
+			}
+		}
 	default:
 		var r struct {
 			UserID string `json:"user_id"`

@@ -3,6 +3,7 @@ package syncstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -84,6 +85,7 @@ type Handler struct {
 
 	rooms   roomsCache
 	filters filterCache
+	e2ee    deviceState
 	builds  singleflight.Group
 	paths   struct{ idle, window, build atomic.Uint64 }
 }
@@ -211,6 +213,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	h.markPresence(ctx, ss.UserID, setPresence)
+	if req.since != nil {
+		if through, ok := h.e2ee.delivered(ss.UserID, ss.DeviceID, req.since.Accounts); ok {
+			h.ackToDevice(ctx, ss.UserID, ss.DeviceID, through)
+		}
+	}
 	deadline := time.Now().Add(timeout)
 
 	filterKey := q.Get("filter")
@@ -229,6 +236,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 						h.paths.idle.Add(1)
 						resp := newResponse()
 						resp.NextBatch = req.since.String()
+						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
 						matrix.WriteJSON(w, http.StatusOK, resp)
 						return nil
 					}
@@ -240,6 +248,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 						h.paths.idle.Add(1)
 						resp := newResponse()
 						resp.NextBatch = req.since.String()
+						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
 						matrix.WriteJSON(w, http.StatusOK, resp)
 						return nil
 					}
@@ -248,6 +257,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 				case known:
 					if resp, next, base, ok := fromWindow(req, cached.base, changes, roomsHead, time.Now()); ok {
 						h.rooms.put(ss.UserID, next, cached.rooms, base)
+						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
 						if !resp.empty() || !time.Now().Before(deadline) {
 							h.paths.window.Add(1)
 							writeResponse(w, resp, next)
@@ -264,12 +274,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			h.paths.idle.Add(1)
 			resp := newResponse()
 			resp.NextBatch = req.since.String()
+			h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
 			matrix.WriteJSON(w, http.StatusOK, resp)
 			return nil
 		}
 		b, err := h.build(ctx, req, filterKey)
 		if err != nil {
 			return err
+		}
+		h.e2ee.built(b, ss.UserID, ss.DeviceID)
+		if b.ackToDevice > 0 {
+			h.ackToDevice(ctx, ss.UserID, ss.DeviceID, b.ackToDevice)
 		}
 		next := b.next()
 		h.rooms.put(ss.UserID, next, b.rooms, b.base)
@@ -451,4 +466,22 @@ func (h *Handler) projectionShows(ctx context.Context, deadline time.Time) bool 
 		}
 	}
 	return true
+}
+
+// ackToDevice records that a device has received its to-device messages
+// through an ACCOUNTS position, so they are dropped and not delivered
+// again. Failing to record it only means they are delivered again.
+func (h *Handler) ackToDevice(ctx context.Context, user, device string, through uint64) {
+	rec := &eventlog.ToDeviceAcked{UserID: user, DeviceID: device, Through: through}
+	opts := eventlog.AppendOptions{MsgID: fmt.Sprintf("todevice-ack:%s|%s|%d", user, device, through)}
+	seq, err := h.Log.Append(ctx, eventlog.UserSubject(user), rec, opts)
+	if err != nil {
+		h.Logger.Warn("could not record to-device delivery", "user_id", user, "device_id", device, "err", err)
+		return
+	}
+	// Wait (briefly) for the projection, so that a sync right after this
+	// one, on any worker, does not deliver them again.
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_ = h.Watermark.Wait(wctx, eventlog.StreamAccounts, seq)
 }

@@ -186,28 +186,32 @@ func (t *Tx) RenameDevice(r *eventlog.DeviceUpdated) {
 		r.UserID, r.DeviceID, r.DisplayName)
 }
 
-// DeleteDevices removes devices (and so their tokens).
-func (t *Tx) DeleteDevices(r *eventlog.DevicesDeleted) {
+// DeleteDevices removes devices (and so their tokens and keys).
+func (t *Tx) DeleteDevices(seq uint64, r *eventlog.DevicesDeleted) {
 	if r.All {
 		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", r.UserID, r.Keep)
-		return
+	} else {
+		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)", r.UserID, r.DeviceIDs)
 	}
-	t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)", r.UserID, r.DeviceIDs)
+	t.dropDeviceData(seq, r.UserID)
 }
 
 // SetPassword changes a password hash, optionally logging out the other
 // devices.
-func (t *Tx) SetPassword(r *eventlog.PasswordChanged) {
+func (t *Tx) SetPassword(seq uint64, r *eventlog.PasswordChanged) {
 	t.queue("UPDATE users SET password_hash = $2 WHERE user_id = $1", r.UserID, r.PasswordHash)
 	if r.LogoutDevices {
 		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", r.UserID, r.KeepDevice)
+		t.dropDeviceData(seq, r.UserID)
 	}
 }
 
 // Deactivate disables an account and removes its devices.
-func (t *Tx) Deactivate(r *eventlog.UserDeactivated) {
+func (t *Tx) Deactivate(seq uint64, r *eventlog.UserDeactivated) {
 	t.queue("UPDATE users SET deactivated = true, password_hash = '' WHERE user_id = $1", r.UserID)
 	t.queue("DELETE FROM devices WHERE user_id = $1", r.UserID)
+	t.queue("DELETE FROM cross_signing_keys WHERE user_id = $1", r.UserID)
+	t.dropDeviceData(seq, r.UserID)
 }
 
 // AddFilter stores a sync filter.

@@ -180,7 +180,10 @@ func revokes(recordType string) bool {
 	switch recordType {
 	case (eventlog.UserRegistered{}).RecordType(), (eventlog.DeviceUpdated{}).RecordType(),
 		(eventlog.FilterCreated{}).RecordType(), (eventlog.AccountDataSet{}).RecordType(),
-		(eventlog.ProfileSet{}).RecordType():
+		(eventlog.ProfileSet{}).RecordType(), (eventlog.KeysUploaded{}).RecordType(),
+		(eventlog.KeysClaimed{}).RecordType(), (eventlog.ToDeviceSent{}).RecordType(),
+		(eventlog.ToDeviceAcked{}).RecordType(), (eventlog.CrossSigningKeysSet{}).RecordType(),
+		(eventlog.SignaturesAdded{}).RecordType():
 		return false
 	}
 	return true

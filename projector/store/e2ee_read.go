@@ -1,0 +1,408 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Reads of the end-to-end encryption projection. The functions take a
+// querier so that the api (on the pool) and /sync (in its snapshot) share
+// one query for each question.
+
+// KeysQuery is the answer to /keys/query, as the spec shapes it.
+type KeysQuery struct {
+	DeviceKeys      map[string]map[string]json.RawMessage
+	MasterKeys      map[string]json.RawMessage
+	SelfSigningKeys map[string]json.RawMessage
+	UserSigningKeys map[string]json.RawMessage
+}
+
+// QueryKeys returns the device keys of the requested devices (an empty
+// list: all of the user's devices) and the users' cross-signing keys.
+// Signatures stored separately are merged in; of the signatures on
+// another user's master key, only the requester's own are shown, and
+// user-signing keys only to their owner.
+func (s *Store) QueryKeys(ctx context.Context, requester string, want map[string][]string) (*KeysQuery, error) {
+	out := &KeysQuery{DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
+		SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}}
+	users := make([]string, 0, len(want))
+	for u := range want {
+		users = append(users, u)
+		out.DeviceKeys[u] = map[string]json.RawMessage{}
+	}
+	sigs, err := s.signaturesOf(ctx, users)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT k.user_id, k.device_id, k.keys, COALESCE(d.display_name, '')
+		FROM device_keys k JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
+		WHERE k.user_id = ANY($1) ORDER BY k.user_id, k.device_id`, users)
+	if err != nil {
+		return nil, fmt.Errorf("query device keys: %w", err)
+	}
+	type row struct {
+		User, Device string
+		Keys         []byte
+		DisplayName  string
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		return nil, fmt.Errorf("query device keys: %w", err)
+	}
+	for _, k := range keys {
+		if devs := want[k.User]; len(devs) > 0 && !slices.Contains(devs, k.Device) {
+			continue
+		}
+		var obj map[string]any
+		if err := json.Unmarshal(k.Keys, &obj); err != nil {
+			return nil, fmt.Errorf("stored device keys of %s %s: %w", k.User, k.Device, err)
+		}
+		mergeSignatures(obj, sigs[k.User][k.Device], func(string) bool { return true })
+		unsigned, _ := obj["unsigned"].(map[string]any)
+		if unsigned == nil {
+			unsigned = map[string]any{}
+		}
+		if k.DisplayName != "" {
+			unsigned["device_display_name"] = k.DisplayName
+		}
+		obj["unsigned"] = unsigned
+		b, _ := json.Marshal(obj)
+		out.DeviceKeys[k.User][k.Device] = b
+	}
+
+	rows, err = s.pool.Query(ctx, `SELECT user_id, key_type, key FROM cross_signing_keys WHERE user_id = ANY($1)`, users)
+	if err != nil {
+		return nil, fmt.Errorf("query cross-signing keys: %w", err)
+	}
+	type csRow struct {
+		User, Type string
+		Key        []byte
+	}
+	cs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[csRow])
+	if err != nil {
+		return nil, fmt.Errorf("query cross-signing keys: %w", err)
+	}
+	for _, k := range cs {
+		if k.Type == "user_signing" && k.User != requester {
+			continue
+		}
+		var obj map[string]any
+		if err := json.Unmarshal(k.Key, &obj); err != nil {
+			return nil, fmt.Errorf("stored %s key of %s: %w", k.Type, k.User, err)
+		}
+		if ks, ok := obj["keys"].(map[string]any); ok {
+			for id := range ks {
+				pub := id
+				if _, after, ok := strings.Cut(id, ":"); ok {
+					pub = after
+				}
+				mergeSignatures(obj, sigs[k.User][pub], func(signer string) bool {
+					return k.Type != "master" || signer == k.User || signer == requester
+				})
+			}
+		}
+		b, _ := json.Marshal(obj)
+		switch k.Type {
+		case "master":
+			out.MasterKeys[k.User] = b
+		case "self_signing":
+			out.SelfSigningKeys[k.User] = b
+		case "user_signing":
+			out.UserSigningKeys[k.User] = b
+		}
+	}
+	return out, nil
+}
+
+// signature is one stored signature of a key.
+type signature struct{ signer, signingKey, sig string }
+
+// signaturesOf returns the stored signatures of users' keys, by user and
+// target key.
+func (s *Store) signaturesOf(ctx context.Context, users []string) (map[string]map[string][]signature, error) {
+	rows, err := s.pool.Query(ctx, `SELECT target_user, target_key, signer, signing_key, signature FROM key_signatures
+		WHERE target_user = ANY($1) ORDER BY target_user, target_key, signer, signing_key`, users)
+	if err != nil {
+		return nil, fmt.Errorf("query key signatures: %w", err)
+	}
+	out := map[string]map[string][]signature{}
+	var user, key string
+	var sg signature
+	_, err = pgx.ForEachRow(rows, []any{&user, &key, &sg.signer, &sg.signingKey, &sg.sig}, func() error {
+		if out[user] == nil {
+			out[user] = map[string][]signature{}
+		}
+		out[user][key] = append(out[user][key], sg)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("query key signatures: %w", err)
+	}
+	return out, nil
+}
+
+// mergeSignatures adds sigs (those whose signer show allows) to a signed
+// JSON object's "signatures".
+func mergeSignatures(obj map[string]any, sigs []signature, show func(signer string) bool) {
+	if len(sigs) == 0 {
+		return
+	}
+	all, _ := obj["signatures"].(map[string]any)
+	if all == nil {
+		all = map[string]any{}
+	}
+	for _, sg := range sigs {
+		if !show(sg.signer) {
+			continue
+		}
+		by, _ := all[sg.signer].(map[string]any)
+		if by == nil {
+			by = map[string]any{}
+		}
+		by[sg.signingKey] = sg.sig
+		all[sg.signer] = by
+	}
+	obj["signatures"] = all
+}
+
+// CrossSigningKey returns a user's stored cross-signing key of keyType
+// (master, self_signing, user_signing), or ErrNotFound.
+func (s *Store) CrossSigningKey(ctx context.Context, user, keyType string) (json.RawMessage, error) {
+	var b []byte
+	err := s.pool.QueryRow(ctx, "SELECT key FROM cross_signing_keys WHERE user_id = $1 AND key_type = $2", user, keyType).Scan(&b)
+	if isNoRows(err) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cross-signing key: %w", err)
+	}
+	return b, nil
+}
+
+// DeviceKeysOf returns one device's stored identity keys, or ErrNotFound.
+func (s *Store) DeviceKeysOf(ctx context.Context, user, device string) (json.RawMessage, error) {
+	var b []byte
+	err := s.pool.QueryRow(ctx, "SELECT keys FROM device_keys WHERE user_id = $1 AND device_id = $2", user, device).Scan(&b)
+	if isNoRows(err) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("device keys: %w", err)
+	}
+	return b, nil
+}
+
+// OneTimeKeyIDs returns which of ids a device already holds, with their
+// keys.
+func (s *Store) OneTimeKeyIDs(ctx context.Context, user, device string, ids []string) (map[string]json.RawMessage, error) {
+	rows, err := s.pool.Query(ctx, "SELECT key_id, key FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND key_id = ANY($3)",
+		user, device, ids)
+	if err != nil {
+		return nil, fmt.Errorf("one-time keys: %w", err)
+	}
+	out := map[string]json.RawMessage{}
+	var id string
+	var key []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &key}, func() error {
+		out[id] = append(json.RawMessage(nil), key...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("one-time keys: %w", err)
+	}
+	return out, nil
+}
+
+// OneTimeKeyCounts counts a device's one-time keys by algorithm.
+func (s *Store) OneTimeKeyCounts(ctx context.Context, user, device string) (map[string]int, error) {
+	return oneTimeKeyCounts(ctx, s.pool, user, device)
+}
+
+func oneTimeKeyCounts(ctx context.Context, q querier, user, device string) (map[string]int, error) {
+	rows, err := q.Query(ctx, "SELECT algorithm, count(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm",
+		user, device)
+	if err != nil {
+		return nil, fmt.Errorf("one-time key counts: %w", err)
+	}
+	out := map[string]int{}
+	var alg string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&alg, &n}, func() error {
+		out[alg] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("one-time key counts: %w", err)
+	}
+	return out, nil
+}
+
+// ClaimedKey is a key /keys/claim hands out.
+type ClaimedKey struct {
+	KeyID    string
+	Key      json.RawMessage
+	Fallback bool
+}
+
+// ChooseClaims picks, for each of user's devices in want (device ID to
+// algorithm), the one-time key with the lowest ID, or the device's
+// fallback key of that algorithm when none is left. Devices with neither
+// are absent.
+func (s *Store) ChooseClaims(ctx context.Context, user string, want map[string]string) (map[string]ClaimedKey, error) {
+	devices := make([]string, 0, len(want))
+	algs := make([]string, 0, len(want))
+	for d, a := range want {
+		devices = append(devices, d)
+		algs = append(algs, a)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT w.device_id, k.key_id, k.key, k.fallback
+		FROM unnest($2::text[], $3::text[]) AS w(device_id, algorithm)
+		CROSS JOIN LATERAL (
+			(SELECT key_id, key, false AS fallback, 0 AS pref FROM one_time_keys o
+			  WHERE o.user_id = $1 AND o.device_id = w.device_id AND o.algorithm = w.algorithm
+			  ORDER BY o.key_id LIMIT 1)
+			UNION ALL
+			(SELECT key_id, key, true, 1 FROM fallback_keys f
+			  WHERE f.user_id = $1 AND f.device_id = w.device_id AND f.algorithm = w.algorithm)
+			ORDER BY pref LIMIT 1) k`, user, devices, algs)
+	if err != nil {
+		return nil, fmt.Errorf("choose claims: %w", err)
+	}
+	out := map[string]ClaimedKey{}
+	var device string
+	var c ClaimedKey
+	var key []byte
+	_, err = pgx.ForEachRow(rows, []any{&device, &c.KeyID, &key, &c.Fallback}, func() error {
+		c.Key = append(json.RawMessage(nil), key...)
+		out[device] = c
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("choose claims: %w", err)
+	}
+	return out, nil
+}
+
+// ToDeviceTxn reports whether a sendToDevice transaction was applied.
+func (s *Store) ToDeviceTxn(ctx context.Context, sender, device, txn string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM to_device_txns WHERE sender = $1 AND device_id = $2 AND txn_id = $3)",
+		sender, device, txn).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("to-device transaction: %w", err)
+	}
+	return ok, nil
+}
+
+// DeviceListChanges returns the users among user and those sharing a
+// room with user whose device lists changed at ACCOUNTS positions in
+// (from, to].
+func (s *Store) DeviceListChanges(ctx context.Context, user string, from, to uint64) ([]string, error) {
+	return deviceListChanges(ctx, s.pool, user, from, to)
+}
+
+func deviceListChanges(ctx context.Context, q querier, user string, from, to uint64) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT DISTINCT c.user_id FROM device_list_changes c
+		WHERE c.pos > $2 AND c.pos <= $3 AND (c.user_id = $1 OR EXISTS (
+			SELECT 1 FROM room_state me JOIN room_state o ON o.room_id = me.room_id
+			WHERE me.type = 'm.room.member' AND me.state_key = $1 AND me.to_pos IS NULL AND me.membership = 'join'
+			  AND o.type = 'm.room.member' AND o.state_key = c.user_id AND o.to_pos IS NULL AND o.membership = 'join'))
+		ORDER BY c.user_id`, user, int64(from), int64(to))
+	if err != nil {
+		return nil, fmt.Errorf("device list changes: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("device list changes: %w", err)
+	}
+	return out, nil
+}
+
+// ToDeviceMessage is a pending to-device message.
+type ToDeviceMessage struct {
+	Pos     uint64
+	Sender  string
+	Type    string
+	Content json.RawMessage
+}
+
+// PendingToDevice returns a device's undelivered to-device messages up
+// to ACCOUNTS position through, oldest first.
+func (t *SyncTx) PendingToDevice(ctx context.Context, user, device string, through uint64) ([]ToDeviceMessage, error) {
+	rows, err := t.tx.Query(ctx, `SELECT pos, sender, type, content FROM to_device
+		WHERE user_id = $1 AND device_id = $2 AND pos <= $3 ORDER BY pos, idx`, user, device, int64(through))
+	if err != nil {
+		return nil, fmt.Errorf("pending to-device: %w", err)
+	}
+	var out []ToDeviceMessage
+	var m ToDeviceMessage
+	var pos int64
+	var content []byte
+	_, err = pgx.ForEachRow(rows, []any{&pos, &m.Sender, &m.Type, &content}, func() error {
+		m.Pos = uint64(pos)
+		m.Content = append(json.RawMessage(nil), content...)
+		out = append(out, m)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pending to-device: %w", err)
+	}
+	return out, nil
+}
+
+// OneTimeKeyCounts is Store.OneTimeKeyCounts in the snapshot.
+func (t *SyncTx) OneTimeKeyCounts(ctx context.Context, user, device string) (map[string]int, error) {
+	return oneTimeKeyCounts(ctx, t.tx, user, device)
+}
+
+// UnusedFallbackKeyTypes lists the algorithms of a device's unused
+// fallback keys.
+func (t *SyncTx) UnusedFallbackKeyTypes(ctx context.Context, user, device string) ([]string, error) {
+	rows, err := t.tx.Query(ctx, "SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used ORDER BY algorithm",
+		user, device)
+	if err != nil {
+		return nil, fmt.Errorf("unused fallback keys: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("unused fallback keys: %w", err)
+	}
+	return out, nil
+}
+
+// DeviceListChanges is Store.DeviceListChanges in the snapshot.
+func (t *SyncTx) DeviceListChanges(ctx context.Context, user string, from, to uint64) ([]string, error) {
+	return deviceListChanges(ctx, t.tx, user, from, to)
+}
+
+// MembershipMoves returns, for the rooms user is or was joined to, the
+// other users whose membership began in the rooms position range [lo,
+// hi): those who joined, and those who stopped being joined.
+func (t *SyncTx) MembershipMoves(ctx context.Context, user string, lo, hi int64) (joined, departed []string, err error) {
+	rows, err := t.tx.Query(ctx, `SELECT DISTINCT o.state_key, o.membership = 'join' FROM room_state o
+		JOIN room_state me ON me.room_id = o.room_id AND me.type = 'm.room.member' AND me.state_key = $1
+			AND (me.to_pos IS NULL OR me.to_pos >= $2) AND me.membership = 'join'
+		WHERE o.type = 'm.room.member' AND o.state_key <> $1 AND o.from_pos >= $2 AND o.from_pos < $3`, user, lo, hi)
+	if err != nil {
+		return nil, nil, fmt.Errorf("membership moves: %w", err)
+	}
+	var who string
+	var isJoin bool
+	_, err = pgx.ForEachRow(rows, []any{&who, &isJoin}, func() error {
+		if isJoin {
+			joined = append(joined, who)
+		} else {
+			departed = append(departed, who)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("membership moves: %w", err)
+	}
+	return joined, departed, nil
+}
