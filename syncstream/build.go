@@ -76,12 +76,12 @@ type deviceLists struct {
 
 // response is a /sync response; every section is present, even if empty.
 type response struct {
-	NextBatch   string         `json:"next_batch"`
-	AccountData eventList      `json:"account_data"`
-	Presence    eventList      `json:"presence"`
-	Rooms       rooms          `json:"rooms"`
-	ToDevice    eventList      `json:"to_device"`
-	DeviceLists deviceLists    `json:"device_lists"`
+	NextBatch   string      `json:"next_batch"`
+	AccountData eventList   `json:"account_data"`
+	Presence    eventList   `json:"presence"`
+	Rooms       rooms       `json:"rooms"`
+	ToDevice    eventList   `json:"to_device"`
+	DeviceLists deviceLists `json:"device_lists"`
 	// The device's key counts are omitted when a response does not know
 	// them (see Handler.keyCounts); a build always sets them.
 	OTKCounts       map[string]int `json:"device_one_time_keys_count,omitempty"`
