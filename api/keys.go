@@ -301,14 +301,36 @@ func (s *Server) keyChanges(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	changed, err := s.store.DeviceListChanges(r.Context(), session(r).UserID, from.Accounts, to.Accounts)
+	user := session(r).UserID
+	changed, left := []string{}, []string{}
+	err = s.store.SyncSnapshot(r.Context(), func(tx *store.SyncTx) error {
+		keys, err := tx.DeviceListChanges(r.Context(), user, from.Accounts, to.Accounts)
+		if err != nil {
+			return err
+		}
+		joined, departed, err := tx.MembershipMoves(r.Context(), user,
+			eventlog.EventPos(from.Rooms+1, 0), eventlog.EventPos(to.Rooms+1, 0))
+		if err != nil {
+			return err
+		}
+		sharing, err := tx.SharingRooms(r.Context(), user, departed)
+		if err != nil {
+			return err
+		}
+		for _, u := range departed {
+			if !sharing[u] {
+				left = append(left, u)
+			}
+		}
+		changed = append(append(changed, keys...), joined...)
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	if changed == nil {
-		changed = []string{}
-	}
-	matrix.WriteJSON(w, http.StatusOK, map[string]any{"changed": changed, "left": []string{}})
+	slices.Sort(changed)
+	slices.Sort(left)
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"changed": slices.Compact(changed), "left": slices.Compact(left)})
 	return nil
 }
 

@@ -75,6 +75,7 @@ func TestEndToEndEncryptionKeysAndToDevice(t *testing.T) {
 	room := a.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
 	b.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), nil)
 	bobSince := e2eeSyncOf(t, b, "").NextBatch
+	firstBob := bobSince
 	aliceSince := e2eeSyncOf(t, a, "").NextBatch
 
 	// Upload: identity keys, five one-time keys, a fallback key.
@@ -181,17 +182,22 @@ func TestEndToEndEncryptionKeysAndToDevice(t *testing.T) {
 	}
 
 	// /keys/changes between two tokens.
-	ch := b.MustDo("GET", "/_matrix/client/v3/keys/changes?from="+url.QueryEscape(bobSince)+"&to="+url.QueryEscape(e2eeSyncOf(t, b, bobSince).NextBatch), nil)
-	if _, ok := ch.Body["changed"].([]any); !ok {
-		t.Fatalf("keys/changes: %s", ch.Raw)
+	ch := b.MustDo("GET", "/_matrix/client/v3/keys/changes?from="+url.QueryEscape(firstBob)+"&to="+url.QueryEscape(bobSince), nil)
+	if changed, _ := ch.Body["changed"].([]any); !slices.Contains(changed, any(a.UserID)) {
+		t.Fatalf("keys/changes does not name alice: %s", ch.Raw)
 	}
 
 	// Alice leaves the only room she shares with bob: he is told to stop
 	// tracking her devices.
 	before := e2eeSyncOf(t, b, "").NextBatch
 	a.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", nil)
-	if s := e2eeSyncOf(t, b, before); !slices.Contains(s.DeviceLists.Left, a.UserID) {
-		t.Fatalf("bob not told alice left: %+v", s.DeviceLists)
+	after := e2eeSyncOf(t, b, before)
+	if !slices.Contains(after.DeviceLists.Left, a.UserID) {
+		t.Fatalf("bob not told alice left: %+v", after.DeviceLists)
+	}
+	kc := b.MustDo("GET", "/_matrix/client/v3/keys/changes?from="+url.QueryEscape(before)+"&to="+url.QueryEscape(after.NextBatch), nil)
+	if left, _ := kc.Body["left"].([]any); len(left) != 1 || left[0] != a.UserID {
+		t.Fatalf("keys/changes after alice left: %s", kc.Raw)
 	}
 }
 

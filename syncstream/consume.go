@@ -92,8 +92,10 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 				c.users = append(c.users, *ev.StateKey)
 			}
 		}
-	case (eventlog.RoomPublished{}).RecordType(), (eventlog.AliasSet{}).RecordType(), (eventlog.AliasDeleted{}).RecordType():
-		// Nothing a sync response shows.
+	case (eventlog.RoomPublished{}).RecordType(), (eventlog.AliasSet{}).RecordType(), (eventlog.AliasDeleted{}).RecordType(),
+		(eventlog.ToDeviceAcked{}).RecordType():
+		// Nothing a sync response shows (an acknowledgement only drops
+		// messages the device already has).
 	case (eventlog.ReceiptSet{}).RecordType(), (eventlog.TypingSet{}).RecordType(), (eventlog.PresenceSet{}).RecordType():
 		rec, err := m.Decode()
 		if err != nil {
