@@ -78,3 +78,7 @@ CREATE TABLE key_signatures (
     signature   text NOT NULL,
     PRIMARY KEY (target_user, target_key, signer, signing_key)
 );
+
+-- Membership changes of a room in a position range (who joined or left
+-- the rooms a syncing user shares, for device_lists).
+CREATE INDEX room_state_member_moves ON room_state (room_id, from_pos) WHERE type = 'm.room.member';
