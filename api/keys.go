@@ -162,11 +162,12 @@ func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// localUserIDs validates the user IDs a request names and returns those
-// of this server (others cannot be answered without federation).
-func (s *Server) localUserIDs(ids []string) ([]string, error) {
+// localUsers validates the user IDs keying a request's map and returns
+// those of this server, sorted (others cannot be answered without
+// federation).
+func localUsers[V any](s *Server, m map[string]V) ([]string, error) {
 	var out []string
-	for _, id := range ids {
+	for id := range m {
 		uid, err := matrix.ParseUserID(id)
 		if err != nil {
 			return nil, matrix.InvalidParam("invalid user ID %q: %v", id, err)
@@ -175,6 +176,7 @@ func (s *Server) localUserIDs(ids []string) ([]string, error) {
 			out = append(out, id)
 		}
 	}
+	slices.Sort(out)
 	return out, nil
 }
 
@@ -187,11 +189,7 @@ func (s *Server) queryKeys(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
-	users := make([]string, 0, len(req.DeviceKeys))
-	for u := range req.DeviceKeys {
-		users = append(users, u)
-	}
-	local, err := s.localUserIDs(users)
+	local, err := localUsers(s, req.DeviceKeys)
 	if err != nil {
 		return err
 	}
@@ -218,15 +216,10 @@ func (s *Server) claimKeys(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
-	users := make([]string, 0, len(req.OneTimeKeys))
-	for u := range req.OneTimeKeys {
-		users = append(users, u)
-	}
-	local, err := s.localUserIDs(users)
+	local, err := localUsers(s, req.OneTimeKeys)
 	if err != nil {
 		return err
 	}
-	slices.Sort(local)
 	out := map[string]map[string]map[string]json.RawMessage{}
 	for _, u := range local {
 		got, err := s.claimFrom(r.Context(), u, req.OneTimeKeys[u])
@@ -356,11 +349,7 @@ func (s *Server) sendToDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, false); err != nil {
 		return err
 	}
-	users := make([]string, 0, len(req.Messages))
-	for u := range req.Messages {
-		users = append(users, u)
-	}
-	local, err := s.localUserIDs(users)
+	local, err := localUsers(s, req.Messages)
 	if err != nil {
 		return err
 	}
@@ -472,11 +461,7 @@ func (s *Server) uploadSignatures(w http.ResponseWriter, r *http.Request) error 
 	if err := matrix.DecodeJSON(r, &req, false); err != nil {
 		return err
 	}
-	users := make([]string, 0, len(req))
-	for u := range req {
-		users = append(users, u)
-	}
-	local, err := s.localUserIDs(users)
+	local, err := localUsers(s, req)
 	if err != nil {
 		return err
 	}
