@@ -21,6 +21,21 @@ func (s *Server) routes() {
 	r.Handle("/_synapse/admin/v1/reset_password/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminResetPassword)))).Methods(http.MethodPost)
 	r.Handle("/_synapse/admin/v1/deactivate/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminDeactivate)))).Methods(http.MethodPost)
 
+	// The media repository, under the legacy media paths (download and
+	// thumbnails without authentication, as there) and the authenticated
+	// client v1 ones.
+	for _, prefix := range []string{"/_matrix/media/r0", "/_matrix/media/v3"} {
+		r.Handle(prefix+"/upload", s.wrap(s.authenticated(s.uploadMedia))).Methods(http.MethodPost)
+		r.Handle(prefix+"/config", s.wrap(s.authenticated(s.mediaConfig))).Methods(http.MethodGet)
+		r.Handle(prefix+"/download/{serverName}/{mediaId}", s.wrap(s.downloadMedia)).Methods(http.MethodGet, http.MethodHead)
+		r.Handle(prefix+"/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.downloadMedia)).Methods(http.MethodGet, http.MethodHead)
+		r.Handle(prefix+"/thumbnail/{serverName}/{mediaId}", s.wrap(s.thumbnailMedia)).Methods(http.MethodGet)
+	}
+	r.Handle("/_matrix/client/v1/media/config", s.wrap(s.authenticated(s.mediaConfig))).Methods(http.MethodGet)
+	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}", s.wrap(s.authenticated(s.thumbnailMedia))).Methods(http.MethodGet)
+
 	type route struct {
 		method, path string
 		h            handlerFunc

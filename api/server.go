@@ -46,6 +46,8 @@ type Config struct {
 	PasswordMinLength int
 	// MaxBodyBytes bounds request bodies (413 M_TOO_LARGE beyond).
 	MaxBodyBytes int64
+	// MaxUploadBytes bounds media uploads instead.
+	MaxUploadBytes int64
 	// ApplyTimeout bounds how long a write waits for its projection
 	// before answering 503 (the write itself is on the log by then).
 	ApplyTimeout time.Duration
@@ -64,6 +66,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.BcryptCost == 0 {
 		c.BcryptCost = 10
+	}
+	if c.MaxUploadBytes == 0 {
+		c.MaxUploadBytes = 50 << 20
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
@@ -191,7 +196,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Body != nil {
-		r.Body = http.MaxBytesReader(rec, r.Body, s.cfg.MaxBodyBytes)
+		limit := s.cfg.MaxBodyBytes
+		if isMediaUpload(r) {
+			limit = s.cfg.MaxUploadBytes
+		}
+		r.Body = http.MaxBytesReader(rec, r.Body, limit)
 	}
 	s.router.ServeHTTP(rec, r)
 }

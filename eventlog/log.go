@@ -29,6 +29,8 @@ type Log struct {
 
 	appends   *prometheus.CounterVec
 	conflicts *prometheus.CounterVec
+
+	mediaStore mediaStore
 }
 
 // RegisterMetrics exposes append counts and per-subject conflicts.

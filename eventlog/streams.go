@@ -111,7 +111,8 @@ func streamConfigs(o StreamOptions) []jetstream.StreamConfig {
 	}
 }
 
-// EnsureStreams creates the streams or updates them to the declared config.
+// EnsureStreams creates the streams (and the media bucket) or updates them
+// to the declared config.
 // A change JetStream cannot apply in place (e.g. storage type) is an error:
 // Strand never deletes and recreates a stream, and never falls back to
 // memory storage. So is a replica count other than the stream's: one
@@ -137,7 +138,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 			return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
 		}
 	}
-	return nil
+	return ensureMedia(ctx, js, o)
 }
 
 // key encodes an identifier as one subject-safe token. Matrix IDs contain

@@ -27,6 +27,7 @@ type config struct {
 	RegistrationToken string
 	SharedSecret      string
 	BcryptCost        int
+	MaxUploadMB       int
 	PasswordMinLength int
 	ApplyTimeout      time.Duration
 	OpsListen         string
@@ -91,6 +92,7 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.str(&c.SigningKeyFile, "signing-key", "STRAND_SIGNING_KEY_FILE", "", "the server's ed25519 signing key file (default <data-dir>/signing.key; created if missing)")
 	e.int(&c.BcryptCost, "bcrypt-cost", "STRAND_BCRYPT_COST", 10, "bcrypt cost of password hashes")
 	e.int(&c.PasswordMinLength, "password-min-length", "STRAND_PASSWORD_MIN_LENGTH", 0, "minimum password length in characters (0: any non-empty)")
+	e.int(&c.MaxUploadMB, "max-upload-mb", "STRAND_MAX_UPLOAD_MB", 50, "largest media upload, in MiB (keep a proxy's body limit at least this)")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
 }
 
@@ -107,6 +109,9 @@ func (c *config) validateServer() error {
 	}
 	if c.BcryptCost < 4 || c.BcryptCost > 31 {
 		return fmt.Errorf("--bcrypt-cost must be between 4 and 31")
+	}
+	if c.MaxUploadMB < 1 || c.MaxUploadMB > 4096 {
+		return fmt.Errorf("--max-upload-mb must be between 1 and 4096")
 	}
 	return nil
 }

@@ -234,6 +234,7 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		BcryptCost:              c.cfg.BcryptCost,
 		PasswordMinLength:       c.cfg.PasswordMinLength,
 		ApplyTimeout:            c.cfg.ApplyTimeout,
+		MaxUploadBytes:          int64(c.cfg.MaxUploadMB) << 20,
 		SigningKey:              key,
 	}, d.log, d.store, wm, logger)
 	srv.UseSessions(sessions)
