@@ -209,6 +209,14 @@ func parseFilterParam(q string) (*matrix.EventFilter, error) {
 // events and the point after the last event scanned, or ok=false when the
 // room's history in that direction is exhausted.
 func (s *Server) page(r *http.Request, roomID string, v *visibility, f *matrix.EventFilter, from int64, backwards bool, to int64, limit int) (out []store.StoredEvent, next int64, more bool, err error) {
+	return pageOf(v, f, from, backwards, limit, func(next int64, want int) ([]store.StoredEvent, error) {
+		return s.store.RoomEvents(r.Context(), roomID, next, backwards, to, want)
+	})
+}
+
+// pageOf is page over any ordered source of a room's events: fetch reads
+// up to want events from point next on.
+func pageOf(v *visibility, f *matrix.EventFilter, from int64, backwards bool, limit int, fetch func(next int64, want int) ([]store.StoredEvent, error)) (out []store.StoredEvent, next int64, more bool, err error) {
 	next = from
 	// A filter that matches little, or a history the user may not see,
 	// must not make one request scan the whole room: stop after a bounded
@@ -216,7 +224,7 @@ func (s *Server) page(r *http.Request, roomID string, v *visibility, f *matrix.E
 	scanned := 0
 	for len(out) < limit && scanned < maxScanPerPage {
 		want := min(max(2*(limit-len(out)), 20), maxPageLimit)
-		evs, err := s.store.RoomEvents(r.Context(), roomID, next, backwards, to, want)
+		evs, err := fetch(next, want)
 		if err != nil {
 			return nil, 0, false, err
 		}

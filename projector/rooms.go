@@ -39,6 +39,9 @@ func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.
 			row.TxnDevice, row.TxnID = r.DeviceID, r.TxnID
 		}
 		tx.AddRoomEvent(row)
+		if parent, relType, ok := matrix.Relation(ev); ok {
+			tx.AddRelation(row.EventID, row.RoomID, string(parent), relType, pos)
+		}
 		if ev.IsState() && *ev.StateKey() == "" {
 			tx.UpdateSummary(row.RoomID, ev.Type(), ev.Content())
 		}
@@ -72,6 +75,7 @@ func redact(ctx context.Context, tx *store.Tx, v matrix.RoomVersion, redaction *
 		return fmt.Errorf("parse redacted %s: %w", redaction.Redacts(), err)
 	}
 	tx.RedactEvent(string(target.ID()), matrix.ClientEvent(target), matrix.ClientEvent(redaction))
+	tx.DeleteRelation(string(target.ID()))
 	if current && stateKey != nil && *stateKey == "" {
 		tx.UpdateSummary(string(target.RoomID()), typ, target.Content())
 	}

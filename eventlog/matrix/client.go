@@ -76,3 +76,27 @@ func Highlights(userID string, bodyLower *string, mentions []string) bool {
 	}
 	return strings.Contains(*bodyLower, strings.ToLower(local))
 }
+
+// Relation returns the event this event relates to and how
+// (content."m.relates_to" with an event_id and a rel_type), if it does.
+// A bare m.in_reply_to is a reply, not a relation.
+func Relation(e *Event) (parent EventID, relType string, ok bool) {
+	var c struct {
+		RelatesTo *struct {
+			EventID any `json:"event_id"`
+			RelType any `json:"rel_type"`
+		} `json:"m.relates_to"`
+	}
+	if json.Unmarshal(e.Content(), &c) != nil || c.RelatesTo == nil {
+		return "", "", false
+	}
+	id, ok1 := c.RelatesTo.EventID.(string)
+	rt, ok2 := c.RelatesTo.RelType.(string)
+	if !ok1 || !ok2 || rt == "" || len(rt) > 255 {
+		return "", "", false
+	}
+	if _, err := ParseEventID(id); err != nil {
+		return "", "", false
+	}
+	return EventID(id), rt, true
+}

@@ -216,6 +216,17 @@ func (t *Tx) RedactEvent(eventID string, redactedClient, redactedBecause []byte)
 	t.queue("UPDATE events SET client = $2, redacted_because = $3 WHERE event_id = $1", eventID, redactedClient, redactedBecause)
 }
 
+// AddRelation records that eventID relates to parent with relType.
+func (t *Tx) AddRelation(eventID, roomID, parent, relType string, pos int64) {
+	t.queue(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, pos) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT DO NOTHING`, eventID, roomID, parent, relType, pos)
+}
+
+// DeleteRelation forgets a redacted event's relation.
+func (t *Tx) DeleteRelation(eventID string) {
+	t.queue("DELETE FROM event_relations WHERE event_id = $1", eventID)
+}
+
 // SetReceipt records a read receipt, unless the user already has a receipt
 // of that type for a later event: receipts only move forward.
 func (t *Tx) SetReceipt(seq uint64, r *eventlog.ReceiptSet) {
