@@ -491,10 +491,3 @@ func (s *Server) uploadSignatures(w http.ResponseWriter, r *http.Request) error 
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"failures": map[string]any{}})
 	return nil
 }
-
-// roomKeysVersion answers that no key backup exists: Strand does not
-// keep server-side key backups yet, and clients treat M_NOT_FOUND here as
-// "none set up".
-func (s *Server) roomKeysVersion(w http.ResponseWriter, r *http.Request) error {
-	return matrix.NotFound("no current backup version")
-}

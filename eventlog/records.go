@@ -137,6 +137,45 @@ type SignaturesAdded struct {
 	Signatures map[string]map[string]json.RawMessage `json:"signatures"`
 }
 
+// Server-side key backup (/room_keys): encrypted room keys a client backs
+// up, under backup versions. On the user's subject.
+
+// KeyBackupVersionSet creates backup Version (with Create; the api picks
+// the next number, appending expecting the user's subject sequence it
+// read) or replaces an existing version's auth data.
+type KeyBackupVersionSet struct {
+	UserID    string          `json:"user_id"`
+	Version   int64           `json:"version"`
+	Create    bool            `json:"create,omitempty"`
+	Algorithm string          `json:"algorithm"`
+	AuthData  json.RawMessage `json:"auth_data"`
+}
+
+// KeyBackupVersionDeleted deletes a backup version and its keys.
+type KeyBackupVersionDeleted struct {
+	UserID  string `json:"user_id"`
+	Version int64  `json:"version"`
+}
+
+// RoomKeysPut stores backed-up room keys: Keys[room][session] is a
+// KeyBackupData object. A stored key is replaced only by a better one
+// (verified over not, then lower first_message_index, then lower
+// forwarded_count), decided when the record is applied.
+type RoomKeysPut struct {
+	UserID  string                                `json:"user_id"`
+	Version int64                                 `json:"version"`
+	Keys    map[string]map[string]json.RawMessage `json:"keys"`
+}
+
+// RoomKeysDeleted deletes backed-up keys of a version: all of them, a
+// room's (RoomID), or one session's (RoomID and SessionID).
+type RoomKeysDeleted struct {
+	UserID    string `json:"user_id"`
+	Version   int64  `json:"version"`
+	RoomID    string `json:"room_id,omitempty"`
+	SessionID string `json:"session_id,omitempty"`
+}
+
 // FilterCreated stores a sync filter under an ID chosen by the api.
 type FilterCreated struct {
 	UserID   string          `json:"user_id"`
@@ -288,6 +327,11 @@ func (ToDeviceAcked) RecordType() string       { return "to_device.acked" }
 func (CrossSigningKeysSet) RecordType() string { return "cross_signing.set" }
 func (SignaturesAdded) RecordType() string     { return "signatures.added" }
 
+func (KeyBackupVersionSet) RecordType() string     { return "key_backup.version_set" }
+func (KeyBackupVersionDeleted) RecordType() string { return "key_backup.version_deleted" }
+func (RoomKeysPut) RecordType() string             { return "room_keys.put" }
+func (RoomKeysDeleted) RecordType() string         { return "room_keys.deleted" }
+
 // Decode parses a record body given its type header. An unknown type is an
 // error: a projector must never skip a fact silently.
 func Decode(typ string, data []byte) (Record, error) {
@@ -323,6 +367,14 @@ func Decode(typ string, data []byte) (Record, error) {
 		r = &CrossSigningKeysSet{}
 	case "signatures.added":
 		r = &SignaturesAdded{}
+	case "key_backup.version_set":
+		r = &KeyBackupVersionSet{}
+	case "key_backup.version_deleted":
+		r = &KeyBackupVersionDeleted{}
+	case "room_keys.put":
+		r = &RoomKeysPut{}
+	case "room_keys.deleted":
+		r = &RoomKeysDeleted{}
 	case "room.events":
 		r = &RoomEvents{}
 	case "room.published":

@@ -361,6 +361,14 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 		tx.SetCrossSigningKeys(m.Seq, r)
 	case *eventlog.SignaturesAdded:
 		return tx.AddSignatures(m.Seq, r)
+	case *eventlog.KeyBackupVersionSet:
+		tx.SetKeyBackupVersion(m.Seq, r)
+	case *eventlog.KeyBackupVersionDeleted:
+		tx.DeleteKeyBackupVersion(r)
+	case *eventlog.RoomKeysPut:
+		return tx.PutRoomKeys(m.Seq, r)
+	case *eventlog.RoomKeysDeleted:
+		tx.DeleteRoomKeys(m.Seq, r)
 	case *eventlog.RoomForgotten:
 		tx.ForgetRoom(r.UserID, r.RoomID)
 		tx.AdvanceRoom(r.RoomID, m.Seq, "", 0, 0)

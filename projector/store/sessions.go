@@ -183,7 +183,9 @@ func revokes(recordType string) bool {
 		(eventlog.ProfileSet{}).RecordType(), (eventlog.KeysUploaded{}).RecordType(),
 		(eventlog.KeysClaimed{}).RecordType(), (eventlog.ToDeviceSent{}).RecordType(),
 		(eventlog.ToDeviceAcked{}).RecordType(), (eventlog.CrossSigningKeysSet{}).RecordType(),
-		(eventlog.SignaturesAdded{}).RecordType():
+		(eventlog.SignaturesAdded{}).RecordType(), (eventlog.KeyBackupVersionSet{}).RecordType(),
+		(eventlog.KeyBackupVersionDeleted{}).RecordType(), (eventlog.RoomKeysPut{}).RecordType(),
+		(eventlog.RoomKeysDeleted{}).RecordType():
 		return false
 	}
 	return true
