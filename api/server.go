@@ -258,7 +258,17 @@ func (s *Server) appendAccount(ctx context.Context, userID string, rec eventlog.
 		}
 		return logUnavailable(err)
 	}
-	return s.awaitApplied(ctx, eventlog.StreamAccounts, seq)
+	if err := s.awaitApplied(ctx, eventlog.StreamAccounts, seq); err != nil {
+		return err
+	}
+	if s.sessions != nil && store.Revokes(rec.RecordType()) {
+		// Logout holds at once on every process: wait until every
+		// session cache has read the revocation.
+		if err := s.sessions.AwaitEvicted(ctx, seq); err != nil {
+			s.logger.Warn("revocation not yet read by every process", "user_id", userID, "err", err)
+		}
+	}
+	return nil
 }
 
 // awaitApplied waits, bounded, until stream's projection reaches seq.

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"sync"
@@ -41,6 +43,11 @@ type Sessions struct {
 	following bool                // Follow is reading and current
 	evictions uint64              // bumped by every eviction, to spot racing fills
 	conn      *nats.Conn
+
+	id    string // this cache among its peers
+	peers peers
+	// beforeEvict, when set (tests), runs before a batch's evictions.
+	beforeEvict func(seq uint64)
 }
 
 // sessionsMax bounds the cache; when full it starts over.
@@ -52,7 +59,9 @@ func NewSessions(st *Store, wm *eventlog.Watermark, logger *slog.Logger) *Sessio
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Sessions{store: st, watermark: wm, logger: logger,
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	return &Sessions{store: st, watermark: wm, logger: logger, id: hex.EncodeToString(id[:]),
 		byHash: map[string]Session{}, byUser: map[string][]string{}}
 }
 
@@ -152,11 +161,22 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 	c.clearLocked()
 	c.consumed, c.following, c.conn = head, true, log.Conn()
 	c.mu.Unlock()
+	stopPeers, err := c.listenPeers(ctx, log.Conn())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		c.mu.Lock()
+		c.following = false
+		c.clearLocked()
+		c.mu.Unlock()
+		stopPeers() // reports "holds nothing" once the cache is empty
+	}()
 	return log.Read(ctx, eventlog.StreamAccounts, eventlog.ReadOptions{From: head + 1}, func(_ context.Context, batch []eventlog.Msg) error {
 		var users []string
 		all := false
 		for _, m := range batch {
-			if !revokes(m.Type) {
+			if !Revokes(m.Type) {
 				continue
 			}
 			var r struct {
@@ -168,15 +188,20 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 			}
 			users = append(users, r.UserID)
 		}
-		c.evict(users, all, batch[len(batch)-1].Seq)
+		last := batch[len(batch)-1].Seq
+		if c.beforeEvict != nil {
+			c.beforeEvict(last)
+		}
+		c.evict(users, all, last)
+		c.announce(log.Conn(), last)
 		return nil
 	})
 }
 
-// revokes reports whether an ACCOUNTS record of this type can end a
+// Revokes reports whether an ACCOUNTS record of this type can end a
 // session. Unknown types count as revoking: a record type added later
 // fails safe.
-func revokes(recordType string) bool {
+func Revokes(recordType string) bool {
 	switch recordType {
 	case (eventlog.UserRegistered{}).RecordType(), (eventlog.DeviceUpdated{}).RecordType(),
 		(eventlog.FilterCreated{}).RecordType(), (eventlog.AccountDataSet{}).RecordType(),
