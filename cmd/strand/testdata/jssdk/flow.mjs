@@ -5,7 +5,8 @@
 // Two clients (alice and bob) register through user-interactive auth, log in
 // with a password, create and join rooms (by room ID and by alias), run the
 // SDK's live /sync, exchange messages, back-paginate, and exercise presence,
-// typing and read receipts, then log out. Exit status 0 means every step
+// typing and read receipts, exchange an end-to-end encrypted message with
+// the SDK's Rust crypto, then log out. Exit status 0 means every step
 // passed; otherwise the first failing step is printed with the HTTP
 // exchanges that led to it. STRAND_JSSDK_VERBOSE=1 also prints the SDK's log.
 //
@@ -438,6 +439,63 @@ async function main() {
     await seen;
     const r = alice.getRoom(privId).getReadReceiptForUserId(bobId, true);
     assert(r?.eventId === eventId, `alice's room has bob's receipt at ${r?.eventId}, want ${eventId}`);
+  });
+
+  // End-to-end encryption with the SDK's own (Rust) crypto: each user logs
+  // in a new device that uploads its keys; alice sends into an encrypted
+  // room, which makes her client fetch bob's device keys, claim a one-time
+  // key, and send him the room key as a to-device message; bob's client
+  // must decrypt the message with it.
+  const cryptoClients = [];
+  await step("a new device of each user sets up end-to-end encryption", async () => {
+    for (const [name, id, who] of [
+      [aliceName, aliceId, "alice"],
+      [bobName, bobId, "bob"],
+    ]) {
+      const res = await newClient(who).loginRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: name },
+        password,
+        initial_device_display_name: "jssdk crypto",
+      });
+      const c = sdk.createClient({
+        baseUrl,
+        userId: id,
+        deviceId: res.device_id,
+        accessToken: res.access_token,
+        store: new sdk.MemoryStore(),
+        fetchFn: tracingFetch(who),
+      });
+      await c.initRustCrypto({ useIndexedDB: false });
+      const synced = waitFor(c, ClientEvent.Sync, (state) => state === SyncState.Prepared, `${who}'s crypto client's first sync`);
+      await c.startClient({ initialSyncLimit: 5 });
+      await synced;
+      cryptoClients.push(c);
+    }
+    // The clients upload their keys in the background after starting.
+    const [ac, bc] = cryptoClients;
+    for (let t0 = Date.now(); ; await new Promise((r) => setTimeout(r, 200))) {
+      const devices = await ac.getCrypto().getUserDeviceInfo([bobId], true);
+      if (devices.get(bobId)?.has(bc.getDeviceId())) break;
+      assert(Date.now() - t0 < STEP_TIMEOUT_MS, `alice cannot see bob's new device ${bc.getDeviceId()} after ${STEP_TIMEOUT_MS} ms`);
+    }
+  });
+
+  await step("bob decrypts alice's message in an encrypted room", async () => {
+    const [ac, bc] = cryptoClients;
+    const { room_id: roomId } = await ac.createRoom({
+      invite: [bobId],
+      initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+    });
+    if (!bc.getRoom(roomId)) await waitFor(bc, ClientEvent.Room, (room) => room.roomId === roomId, "bob's crypto client to see the invite");
+    await bc.joinRoom(roomId);
+    await waitFor(ac, RoomMemberEvent.Membership, (_, m) => m.roomId === roomId && m.userId === bobId && m.membership === "join", "alice to see bob join");
+    const decrypted = waitFor(bc, sdk.MatrixEventEvent.Decrypted, (ev, err) => !err && ev.getRoomId() === roomId && ev.getContent()?.body === "secret " + suffix, "bob to decrypt alice's message", 20000);
+    const sent = await ac.sendTextMessage(roomId, "secret " + suffix);
+    const raw = await (await tracingFetch("bob")(`${baseUrl}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/event/${encodeURIComponent(sent.event_id)}`, { headers: { Authorization: `Bearer ${bc.getAccessToken()}` } })).json();
+    assert(raw.type === "m.room.encrypted" && !JSON.stringify(raw).includes("secret " + suffix), `the server holds the message in the clear: ${JSON.stringify(raw)}`);
+    await decrypted;
+    for (const c of cryptoClients) c.stopClient();
   });
 
   await step("both log out; the old access tokens are refused", async () => {
