@@ -22,7 +22,8 @@ const jssdkDir = "testdata/jssdk"
 // TestMatrixJSSDK runs testdata/jssdk/flow.mjs, matrix-js-sdk's own client
 // code, against "strand serve": registration through UIA, password login,
 // rooms joined by ID and by alias, live /sync, messages, back-pagination,
-// presence, typing, read receipts, an end-to-end encrypted message sent and
+// presence, typing, read receipts, a media upload and authenticated
+// download, an end-to-end encrypted message sent and
 // decrypted by the SDK's Rust crypto (keys upload, query and claim,
 // to-device room keys, device lists), and logout. It needs node and npm; the
 // first run installs the locked packages with "npm ci". A machine without

@@ -441,6 +441,17 @@ async function main() {
     assert(r?.eventId === eventId, `alice's room has bob's receipt at ${r?.eventId}, want ${eventId}`);
   });
 
+  await step("alice uploads a file; bob downloads it through its mxc:// URI", async () => {
+    const bytes = new TextEncoder().encode("file body " + suffix);
+    const { content_uri: uri } = await alice.uploadContent(new Blob([bytes], { type: "text/plain" }), { name: "note.txt", type: "text/plain" });
+    assert(typeof uri === "string" && uri.startsWith(`mxc://${server}/`), `content_uri ${uri}`);
+    const url = bob.mxcUrlToHttp(uri, undefined, undefined, undefined, false, true, true);
+    const res = await tracingFetch("bob")(url, { headers: { Authorization: `Bearer ${bob.getAccessToken()}` } });
+    const body = await res.text();
+    assert(res.status === 200 && body === "file body " + suffix, `download of ${uri}: ${res.status} ${body}`);
+    assert(res.headers.get("content-type") === "text/plain", `content type ${res.headers.get("content-type")}`);
+  });
+
   // End-to-end encryption with the SDK's own (Rust) crypto: each user logs
   // in a new device that uploads its keys; alice sends into an encrypted
   // room, which makes her client fetch bob's device keys, claim a one-time
