@@ -55,6 +55,7 @@ func (s *Server) routes() {
 		{http.MethodPost, "/login", s.login, false},
 		{http.MethodPost, "/logout", s.logout, true},
 		{http.MethodGet, "/account/3pid", s.threePIDs, true},
+		{http.MethodPost, "/search", s.search, true},
 		{http.MethodPost, "/keys/upload", s.uploadKeys, true},
 		{http.MethodPost, "/keys/query", s.queryKeys, true},
 		{http.MethodPost, "/keys/claim", s.claimKeys, true},

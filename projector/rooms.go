@@ -39,6 +39,9 @@ func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.
 			row.TxnDevice, row.TxnID = r.DeviceID, r.TxnID
 		}
 		tx.AddRoomEvent(row)
+		if key, text, ok := matrix.SearchText(ev); ok {
+			tx.AddSearchText(row.EventID, row.RoomID, row.Sender, key, text, pos)
+		}
 		if parent, relType, ok := matrix.Relation(ev); ok {
 			tx.AddRelation(row.EventID, row.RoomID, string(parent), relType, pos)
 		}
@@ -76,6 +79,7 @@ func redact(ctx context.Context, tx *store.Tx, v matrix.RoomVersion, redaction *
 	}
 	tx.RedactEvent(string(target.ID()), matrix.ClientEvent(target), matrix.ClientEvent(redaction))
 	tx.DeleteRelation(string(target.ID()))
+	tx.DeleteSearchText(string(target.ID()))
 	if current && stateKey != nil && *stateKey == "" {
 		tx.UpdateSummary(string(target.RoomID()), typ, target.Content())
 	}

@@ -100,3 +100,28 @@ func Relation(e *Event) (parent EventID, relType string, ok bool) {
 	}
 	return EventID(id), rt, true
 }
+
+// SearchText returns the text /search finds an event by, and under which
+// key: a message's body, a room name, a room topic.
+func SearchText(e *Event) (key, text string, ok bool) {
+	var field string
+	switch e.Type() {
+	case "m.room.message":
+		key, field = "content.body", "body"
+	case "m.room.name":
+		key, field = "content.name", "name"
+	case "m.room.topic":
+		key, field = "content.topic", "topic"
+	default:
+		return "", "", false
+	}
+	var c map[string]any
+	if json.Unmarshal(e.Content(), &c) != nil {
+		return "", "", false
+	}
+	text, ok = c[field].(string)
+	if !ok || strings.TrimSpace(text) == "" {
+		return "", "", false
+	}
+	return key, text, true
+}
