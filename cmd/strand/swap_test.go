@@ -265,12 +265,13 @@ func (tr *swapTraffic) write(ctx context.Context) {
 			continue
 		}
 		path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/live%d", url.PathEscape(tr.roomID), i)
+		start := time.Now()
 		r := tr.do("PUT", path, map[string]any{"msgtype": "m.text", "body": fmt.Sprint(i)})
 		if r == nil {
 			continue
 		}
 		id, _ := r["event_id"].(string)
-		tr.acked.add(id)
+		tr.acked.add(id, time.Since(start))
 		tr.mu.Lock()
 		tr.live = append(tr.live, id)
 		if tr.swapped {
