@@ -20,6 +20,7 @@ import (
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
+	"strand/syncstream"
 )
 
 // Registration policies.
@@ -91,6 +92,7 @@ type Server struct {
 	store     *store.Store
 	watermark *eventlog.Watermark
 	sessions  *store.Sessions // nil: every token lookup reads the database
+	readers   *eventlog.Readers
 	logger    *slog.Logger
 	router    *mux.Router
 	events    eventCache
@@ -156,6 +158,13 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 // UseSessions makes token lookups go through c, a cache the caller keeps
 // following the log (store.Sessions.Follow).
 func (s *Server) UseSessions(c *store.Sessions) { s.sessions = c }
+
+// UseReaders makes writes also wait until every sync worker reporting to
+// r has read them (see eventlog.Readers).
+func (s *Server) UseReaders(r *eventlog.Readers) { s.readers = r }
+
+// syncReadersWait bounds how long a write waits for the sync workers.
+const syncReadersWait = 2 * time.Second
 
 // Mount routes every client-API path matching pathSuffix (e.g. "/sync",
 // under both r0 and v3) to h. Used to put the sync worker in front of the
@@ -280,6 +289,14 @@ func (s *Server) awaitApplied(ctx context.Context, stream string, seq uint64) er
 			return matrix.Unavailable("the change was stored but is not visible yet; retry shortly")
 		}
 		return fmt.Errorf("await %s seq %d: %w", stream, seq, err)
+	}
+	if s.readers != nil {
+		// Sync workers answer some requests from what they have read
+		// (not from the projection): they must have read it too. They
+		// usually have, as they get each record when it is stored.
+		if err := s.readers.Await(ctx, syncstream.ReadersTopic(stream), seq, syncReadersWait); err != nil && ctx.Err() == nil {
+			s.logger.Warn("a sync worker has not read a write yet", "stream", stream, "seq", seq, "err", err)
+		}
 	}
 	return nil
 }

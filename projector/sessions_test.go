@@ -25,7 +25,12 @@ func TestSessionCacheFollowsRevocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wm.Close()
-	sess := store.NewSessions(st, wm, nil)
+	readers, err := eventlog.NewReaders(l.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readers.Close()
+	sess := store.NewSessions(st, wm, readers, nil)
 	fctx, stopFollow := context.WithCancel(ctx)
 	followed := make(chan struct{})
 	go func() { defer close(followed); sess.Follow(fctx, l) }()

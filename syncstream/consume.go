@@ -16,7 +16,11 @@ import (
 // users to the notifier, until ctx ends. The responses themselves come from
 // the projection (and, for typing and presence, from eph); the log tells a
 // worker whom to wake, as soon as a record is stored.
-func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifier, eph *Ephemeral) error {
+//
+// It reports its position on each stream through readers (topic
+// ReadersTopic(stream)), so that a write answers only once every sync
+// worker has read it: the fast paths answer from what the worker has read.
+func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifier, eph *Ephemeral, readers *eventlog.Readers) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, stream := range []string{eventlog.StreamRooms, eventlog.StreamAccounts, eventlog.StreamReceipts, eventlog.StreamEphemeral} {
 		head, count, err := log.HeadAndCount(ctx, stream)
@@ -32,6 +36,10 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 			}
 		}
 		g.Go(func() error {
+			readers.Beat(ctx, ReadersTopic(stream), func() uint64 { return n.Consumed(stream) })
+			return nil
+		})
+		g.Go(func() error {
 			return log.Read(ctx, stream, eventlog.ReadOptions{From: from}, func(ctx context.Context, batch []eventlog.Msg) error {
 				for _, m := range batch {
 					c, err := touched(ctx, st, eph, m, m.Seq > head)
@@ -45,6 +53,7 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 						eph.markCaughtUp()
 					}
 				}
+				readers.Report(ReadersTopic(stream), batch[len(batch)-1].Seq)
 				return nil
 			})
 		})
@@ -53,6 +62,10 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 	g.Go(func() error { return writeAtDeadlines(ctx, log, eph, presenceDecay(eph)) })
 	return g.Wait()
 }
+
+// ReadersTopic is the eventlog.Readers topic under which sync workers
+// report how far they have read stream.
+func ReadersTopic(stream string) string { return "sync_" + stream }
 
 // touched extracts the rooms and users a record concerns: the room of a
 // room record, the targets of its membership events (an invitee must wake

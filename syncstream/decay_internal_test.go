@@ -30,9 +30,18 @@ func TestPresenceDecayRecords(t *testing.T) {
 	// Two workers, each with its own view, both decaying.
 	eph2 := NewEphemeral()
 	eph2.IdleAfter, eph2.OfflineAfter = eph.IdleAfter, eph.OfflineAfter
+	readers := func() *eventlog.Readers {
+		r, err := eventlog.NewReaders(l.Conn())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Close)
+		return r
+	}
+	r1, r2 := readers(), readers()
 	done := make(chan error, 2)
-	go func() { done <- Consume(ctx, l, st, NewNotifier(DefaultRecent), eph) }()
-	go func() { done <- Consume(ctx, l, st, NewNotifier(DefaultRecent), eph2) }()
+	go func() { done <- Consume(ctx, l, st, NewNotifier(DefaultRecent), eph, r1) }()
+	go func() { done <- Consume(ctx, l, st, NewNotifier(DefaultRecent), eph2, r2) }()
 
 	user := "@idle:localhost"
 	if _, err := l.Append(ctx, eventlog.PresenceSubject(user), &eventlog.PresenceSet{UserID: user, Presence: "online",

@@ -153,16 +153,28 @@ func (e *Env) API(cfg api.Config) *httptest.Server {
 		e.T.Fatal(err)
 	}
 	a := api.New(cfg, l, st, wm, Logger())
-	a.UseSessions(e.sessions(l, st, wm))
+	readers := e.readers(l)
+	a.UseSessions(e.sessions(l, st, wm, readers))
+	a.UseReaders(readers)
 	srv := httptest.NewServer(a)
 	e.T.Cleanup(srv.Close)
 	return srv
 }
 
+// readers is a "process's" eventlog.Readers.
+func (e *Env) readers(l *eventlog.Log) *eventlog.Readers {
+	r, err := eventlog.NewReaders(l.Conn())
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(r.Close)
+	return r
+}
+
 // sessions starts a "process's" session cache, following the log until
 // the test ends, as strand's roles do.
-func (e *Env) sessions(l *eventlog.Log, st *store.Store, wm *eventlog.Watermark) *store.Sessions {
-	c := store.NewSessions(st, wm, Logger())
+func (e *Env) sessions(l *eventlog.Log, st *store.Store, wm *eventlog.Watermark, readers *eventlog.Readers) *store.Sessions {
+	c := store.NewSessions(st, wm, readers, Logger())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -185,13 +197,14 @@ func (e *Env) syncWorker() (h *syncstream.Handler, wm *eventlog.Watermark, l *ev
 	}
 	n := syncstream.NewNotifier(syncstream.DefaultRecent)
 	eph := syncstream.NewEphemeral()
+	readers := e.readers(l)
 	h = &syncstream.Handler{Store: st, Log: l, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: Logger(),
-		Sessions: e.sessions(l, st, wm)}
+		Sessions: e.sessions(l, st, wm, readers)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := syncstream.Consume(ctx, l, st, n, eph); err != nil && !errors.Is(err, context.Canceled) {
+		if err := syncstream.Consume(ctx, l, st, n, eph, readers); err != nil && !errors.Is(err, context.Canceled) {
 			e.T.Errorf("sync consumer: %v", err)
 		}
 	}()
@@ -208,6 +221,7 @@ func (e *Env) Serve(cfg api.Config) *httptest.Server {
 	h, wm, l, st, _ := e.syncWorker()
 	a := api.New(cfg, l, st, wm, Logger())
 	a.UseSessions(h.Sessions) // one cache per process
+	a.UseReaders(e.readers(l))
 	a.Mount("/sync", h)
 	srv := httptest.NewServer(a)
 	e.T.Cleanup(srv.Close)

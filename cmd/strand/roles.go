@@ -192,8 +192,13 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 	if err != nil {
 		return nil, nil, err
 	}
+	// The process's log readers report their positions to every process.
+	readers, err := eventlog.NewReaders(d.nc)
+	if err != nil {
+		return nil, nil, err
+	}
 	// One session cache for the process's api and sync handlers.
-	sessions := store.NewSessions(d.store, wm, logger)
+	sessions := store.NewSessions(d.store, wm, readers, logger)
 	g.Go(func() error { sessions.Follow(ctx, d.log); return nil })
 	var syncHandler *syncstream.Handler
 	if c.roles.sync {
@@ -204,7 +209,7 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		if err := syncHandler.RegisterMetrics(reg); err != nil {
 			return nil, nil, err
 		}
-		g.Go(func() error { return syncstream.Consume(ctx, d.log, d.store, n, eph) })
+		g.Go(func() error { return syncstream.Consume(ctx, d.log, d.store, n, eph, readers) })
 		if !c.roles.api {
 			return syncHandler.Routes(), syncHandler, nil
 		}
@@ -238,6 +243,7 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		SigningKey:              key,
 	}, d.log, d.store, wm, logger)
 	srv.UseSessions(sessions)
+	srv.UseReaders(readers)
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return nil, nil, err
 	}

@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"sync"
@@ -44,8 +42,7 @@ type Sessions struct {
 	evictions uint64              // bumped by every eviction, to spot racing fills
 	conn      *nats.Conn
 
-	id    string // this cache among its peers
-	peers peers
+	readers *eventlog.Readers // reports this cache's position to every process
 	// beforeEvict, when set (tests), runs before a batch's evictions.
 	beforeEvict func(seq uint64)
 }
@@ -55,13 +52,11 @@ const sessionsMax = 200000
 
 // NewSessions returns a cache over st. Until Follow runs, every lookup
 // goes to the database.
-func NewSessions(st *Store, wm *eventlog.Watermark, logger *slog.Logger) *Sessions {
+func NewSessions(st *Store, wm *eventlog.Watermark, readers *eventlog.Readers, logger *slog.Logger) *Sessions {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	return &Sessions{store: st, watermark: wm, logger: logger, id: hex.EncodeToString(id[:]),
+	return &Sessions{store: st, watermark: wm, readers: readers, logger: logger,
 		byHash: map[string]Session{}, byUser: map[string][]string{}}
 }
 
@@ -161,16 +156,16 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 	c.clearLocked()
 	c.consumed, c.following, c.conn = head, true, log.Conn()
 	c.mu.Unlock()
-	stopPeers, err := c.listenPeers(ctx, log.Conn())
-	if err != nil {
-		return err
-	}
+	bctx, stopBeat := context.WithCancel(ctx)
+	beaten := make(chan struct{})
+	go func() { defer close(beaten); c.readers.Beat(bctx, sessionsTopic, c.position) }()
 	defer func() {
 		c.mu.Lock()
 		c.following = false
 		c.clearLocked()
 		c.mu.Unlock()
-		stopPeers() // reports "holds nothing" once the cache is empty
+		stopBeat() // reports "holds nothing" once the cache is empty
+		<-beaten
 	}()
 	return log.Read(ctx, eventlog.StreamAccounts, eventlog.ReadOptions{From: head + 1}, func(_ context.Context, batch []eventlog.Msg) error {
 		var users []string
@@ -193,7 +188,7 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 			c.beforeEvict(last)
 		}
 		c.evict(users, all, last)
-		c.announce(log.Conn(), last)
+		c.readers.Report(sessionsTopic, last)
 		return nil
 	})
 }

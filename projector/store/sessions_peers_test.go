@@ -40,7 +40,17 @@ func TestRevocationWaitsForEverySessionCache(t *testing.T) {
 		go func() { defer close(done); c.Follow(fctx, l) }()
 		return func() { cancel(); <-done }
 	}
-	a, b := store.NewSessions(st, wm, nil), store.NewSessions(st, wm, nil)
+	// Two processes' caches: each reports through its own Readers.
+	newReaders := func() *eventlog.Readers {
+		r, err := eventlog.NewReaders(l.Conn())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Close)
+		return r
+	}
+	ra := newReaders()
+	a, b := store.NewSessions(st, wm, ra, nil), store.NewSessions(st, wm, newReaders(), nil)
 	held := make(chan struct{})
 	release := make(chan struct{})
 	var holdFrom atomic.Uint64
@@ -55,9 +65,9 @@ func TestRevocationWaitsForEverySessionCache(t *testing.T) {
 	defer stopA()
 	// Both follow (and so read everything appended from now on) once
 	// they have announced themselves.
-	for deadline := time.Now().Add(10 * time.Second); store.PeerCount(a) < 2; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); ra.Count("sessions") < 2; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("caches heard of: %d", store.PeerCount(a))
+			t.Fatalf("caches heard of: %d", ra.Count("sessions"))
 		}
 	}
 
