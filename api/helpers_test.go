@@ -40,3 +40,17 @@ func replayMatches(t *testing.T, env *apitest.Env, liveDump string, maxBatch int
 	}
 	return p, dump
 }
+
+// projectionReplays waits for env's projection to catch up with the log
+// and checks that a replay into a new database equals it.
+func projectionReplays(t *testing.T, env *apitest.Env, maxBatch int) string {
+	t.Helper()
+	live := env.Store()
+	waitCaughtUp(t, env, live)
+	dump, err := live.Dump(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayMatches(t, env, dump, maxBatch)
+	return dump
+}

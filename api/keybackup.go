@@ -82,6 +82,19 @@ func (s *Server) createBackupVersion(w http.ResponseWriter, r *http.Request) err
 	return matrix.Errorf("M_LIMIT_EXCEEDED", http.StatusTooManyRequests, "your account is too busy; retry")
 }
 
+// backupVersion loads one of the user's live backup versions (0: the
+// newest); a missing one is M_NOT_FOUND.
+func (s *Server) backupVersion(r *http.Request, user string, version int64) (store.KeyBackupVersion, error) {
+	v, err := s.store.KeyBackupVersionOf(r.Context(), user, version)
+	if errors.Is(err, store.ErrNotFound) {
+		if version == 0 {
+			return v, matrix.NotFound("no current backup version")
+		}
+		return v, matrix.NotFound("no backup version %d", version)
+	}
+	return v, err
+}
+
 func (s *Server) getBackupVersion(w http.ResponseWriter, r *http.Request) error {
 	var version int64
 	if p := pathVar(r, "version"); p != "" {
@@ -90,10 +103,7 @@ func (s *Server) getBackupVersion(w http.ResponseWriter, r *http.Request) error 
 			return err
 		}
 	}
-	v, err := s.store.KeyBackupVersionOf(r.Context(), session(r).UserID, version)
-	if errors.Is(err, store.ErrNotFound) {
-		return matrix.NotFound("no current backup version")
-	}
+	v, err := s.backupVersion(r, session(r).UserID, version)
 	if err != nil {
 		return err
 	}
@@ -118,10 +128,7 @@ func (s *Server) updateBackupVersion(w http.ResponseWriter, r *http.Request) err
 		return matrix.InvalidParam("the version in the body differs from the path's")
 	}
 	user := session(r).UserID
-	cur, err := s.store.KeyBackupVersionOf(r.Context(), user, version)
-	if errors.Is(err, store.ErrNotFound) {
-		return matrix.NotFound("no backup version %d", version)
-	}
+	cur, err := s.backupVersion(r, user, version)
 	if err != nil {
 		return err
 	}
@@ -142,9 +149,7 @@ func (s *Server) deleteBackupVersion(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	user := session(r).UserID
-	if _, err := s.store.KeyBackupVersionOf(r.Context(), user, version); errors.Is(err, store.ErrNotFound) {
-		return matrix.NotFound("no backup version %d", version)
-	} else if err != nil {
+	if _, err := s.backupVersion(r, user, version); err != nil {
 		return err
 	}
 	if err := s.appendAccount(r.Context(), user, &eventlog.KeyBackupVersionDeleted{UserID: user, Version: version}, nil); err != nil {
@@ -256,10 +261,7 @@ func (s *Server) putRoomKeys(w http.ResponseWriter, r *http.Request) error {
 
 // answerKeysChange answers a keys write with the version's etag and count.
 func (s *Server) answerKeysChange(w http.ResponseWriter, r *http.Request, user string, version int64) error {
-	v, err := s.store.KeyBackupVersionOf(r.Context(), user, version)
-	if errors.Is(err, store.ErrNotFound) {
-		return matrix.NotFound("no backup version %d", version)
-	}
+	v, err := s.backupVersion(r, user, version)
 	if err != nil {
 		return err
 	}
@@ -273,9 +275,7 @@ func (s *Server) getRoomKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	user := session(r).UserID
-	if _, err := s.store.KeyBackupVersionOf(r.Context(), user, version); errors.Is(err, store.ErrNotFound) {
-		return matrix.NotFound("no backup version %d", version)
-	} else if err != nil {
+	if _, err := s.backupVersion(r, user, version); err != nil {
 		return err
 	}
 	roomID, sessionID := pathVar(r, "roomId"), pathVar(r, "sessionId")
@@ -315,9 +315,7 @@ func (s *Server) deleteRoomKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	user := session(r).UserID
-	if _, err := s.store.KeyBackupVersionOf(r.Context(), user, version); errors.Is(err, store.ErrNotFound) {
-		return matrix.NotFound("no backup version %d", version)
-	} else if err != nil {
+	if _, err := s.backupVersion(r, user, version); err != nil {
 		return err
 	}
 	rec := &eventlog.RoomKeysDeleted{UserID: user, Version: version, RoomID: pathVar(r, "roomId"), SessionID: pathVar(r, "sessionId")}

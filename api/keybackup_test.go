@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"net/url"
 	"testing"
 
@@ -106,11 +105,5 @@ func TestKeyBackup(t *testing.T) {
 		}
 	}
 
-	live := env.Store()
-	waitCaughtUp(t, env, live)
-	dump, err := live.Dump(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	replayMatches(t, env, dump, 2)
+	projectionReplays(t, env, 2)
 }

@@ -19,13 +19,9 @@ func (s *Server) relations(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	backwards := true
-	switch q.Get("dir") {
-	case "b", "":
-	case "f":
-		backwards = false
-	default:
-		return matrix.InvalidParam("dir must be b or f")
+	backwards, err := parseDir(q.Get("dir"))
+	if err != nil {
+		return err
 	}
 	limit, err := parseLimit(q.Get("limit"), 50)
 	if err != nil {
@@ -111,8 +107,8 @@ func (s *Server) threads(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if len(v.Hist.Memberships) == 0 && !(len(v.Hist.Visibility) > 0 && v.Hist.Visibility[len(v.Hist.Visibility)-1].Visibility == "world_readable") {
-		return matrix.Forbidden("you are not a member of room %s", roomID)
+	if err := mayReadHistory(v, roomID); err != nil {
+		return err
 	}
 	chunk := []json.RawMessage{}
 	var next int64

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"net/url"
 	"testing"
 
@@ -133,12 +132,5 @@ func TestRelationsAndThreads(t *testing.T) {
 		}
 	}
 
-	ctx := context.Background()
-	live := env.Store()
-	waitCaughtUp(t, env, live)
-	dump, err := live.Dump(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	replayMatches(t, env, dump, 3)
+	projectionReplays(t, env, 3)
 }

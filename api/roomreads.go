@@ -179,6 +179,26 @@ const maxPageLimit = 1000
 // maxScanPerPage bounds the events one page request reads.
 const maxScanPerPage = 5000
 
+// mayReadHistory refuses a user who was never in the room, unless its
+// history is world-readable.
+func mayReadHistory(v *visibility, roomID string) error {
+	if len(v.Hist.Memberships) == 0 && !(len(v.Hist.Visibility) > 0 && v.Hist.Visibility[len(v.Hist.Visibility)-1].Visibility == "world_readable") {
+		return matrix.Forbidden("you are not a member of room %s", roomID)
+	}
+	return nil
+}
+
+// parseDir reads a pagination direction: b (the default) or f.
+func parseDir(q string) (backwards bool, err error) {
+	switch q {
+	case "b", "":
+		return true, nil
+	case "f":
+		return false, nil
+	}
+	return false, matrix.InvalidParam("dir must be b or f")
+}
+
 func parseLimit(q string, def int) (int, error) {
 	if q == "" {
 		return def, nil
@@ -264,13 +284,9 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	backwards := true
-	switch q.Get("dir") {
-	case "b", "":
-	case "f":
-		backwards = false
-	default:
-		return matrix.InvalidParam("dir must be b or f")
+	backwards, err := parseDir(q.Get("dir"))
+	if err != nil {
+		return err
 	}
 	limit, err := parseLimit(q.Get("limit"), 10)
 	if err != nil {
@@ -288,8 +304,8 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if len(v.Hist.Memberships) == 0 && !(len(v.Hist.Visibility) > 0 && v.Hist.Visibility[len(v.Hist.Visibility)-1].Visibility == "world_readable") {
-		return matrix.Forbidden("you are not a member of room %s", roomID)
+	if err := mayReadHistory(v, roomID); err != nil {
+		return err
 	}
 	var from int64
 	if tok := q.Get("from"); tok != "" {

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"net/url"
 	"testing"
 
@@ -88,11 +87,5 @@ func TestSearch(t *testing.T) {
 		t.Errorf("bad next_batch: %d", r.Status)
 	}
 
-	live := env.Store()
-	waitCaughtUp(t, env, live)
-	dump, err := live.Dump(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	replayMatches(t, env, dump, 2)
+	projectionReplays(t, env, 2)
 }
