@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector"
+	"strand/syncstream"
 )
 
 // Two api processes and two projectors on one log and one database; 50
@@ -233,5 +235,42 @@ func TestProjectorLanesPerDatabase(t *testing.T) {
 			t.Fatalf("a lone projector holds %v", p.Lanes())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A write answers only once every sync worker has read it (they answer
+// some syncs from what they have read): a worker that reports being behind
+// holds the answer back until it reports having read the write.
+func TestWriteWaitsForSyncWorkers(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	c := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	c.Register("zed", "pw")
+	room := c.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{}).Str("room_id")
+
+	worker, err := eventlog.NewReaders(env.Conn().Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer worker.Close()
+	topic := syncstream.ReadersTopic(eventlog.StreamRooms)
+	worker.Report(topic, 1) // a live worker that has read almost nothing
+	answered := make(chan apitest.Response, 1)
+	go func() {
+		answered <- c.Do("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/w1", map[string]any{"msgtype": "m.text", "body": "x"})
+	}()
+	select {
+	case r := <-answered:
+		t.Fatalf("the send answered (%d) while a sync worker had not read it", r.Status)
+	case <-time.After(500 * time.Millisecond):
+	}
+	worker.Report(topic, eventlog.HoldsNothing) // caught up (or gone)
+	select {
+	case r := <-answered:
+		if r.Status != 200 {
+			t.Fatalf("send: %d %s", r.Status, r.Raw)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the send still waits after the worker caught up")
 	}
 }

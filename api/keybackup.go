@@ -259,6 +259,19 @@ func (s *Server) putRoomKeys(w http.ResponseWriter, r *http.Request) error {
 	return s.answerKeysChange(w, r, user, version)
 }
 
+// liveKeysVersion is the caller and the version a keys request names,
+// which must exist.
+func (s *Server) liveKeysVersion(r *http.Request) (user string, version int64, err error) {
+	if version, err = s.keysVersion(r); err != nil {
+		return "", 0, err
+	}
+	user = session(r).UserID
+	if _, err := s.backupVersion(r, user, version); err != nil {
+		return "", 0, err
+	}
+	return user, version, nil
+}
+
 // answerKeysChange answers a keys write with the version's etag and count.
 func (s *Server) answerKeysChange(w http.ResponseWriter, r *http.Request, user string, version int64) error {
 	v, err := s.backupVersion(r, user, version)
@@ -270,12 +283,8 @@ func (s *Server) answerKeysChange(w http.ResponseWriter, r *http.Request, user s
 }
 
 func (s *Server) getRoomKeys(w http.ResponseWriter, r *http.Request) error {
-	version, err := s.keysVersion(r)
+	user, version, err := s.liveKeysVersion(r)
 	if err != nil {
-		return err
-	}
-	user := session(r).UserID
-	if _, err := s.backupVersion(r, user, version); err != nil {
 		return err
 	}
 	roomID, sessionID := pathVar(r, "roomId"), pathVar(r, "sessionId")
@@ -310,12 +319,8 @@ func (s *Server) getRoomKeys(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteRoomKeys(w http.ResponseWriter, r *http.Request) error {
-	version, err := s.keysVersion(r)
+	user, version, err := s.liveKeysVersion(r)
 	if err != nil {
-		return err
-	}
-	user := session(r).UserID
-	if _, err := s.backupVersion(r, user, version); err != nil {
 		return err
 	}
 	rec := &eventlog.RoomKeysDeleted{UserID: user, Version: version, RoomID: pathVar(r, "roomId"), SessionID: pathVar(r, "sessionId")}

@@ -318,3 +318,39 @@ func TestReplayEquivalenceEndToEndEncryption(t *testing.T) {
 		t.Fatalf("keys of a logged-out device kept:\n%s", liveDump)
 	}
 }
+
+// A sync worker's fast path answers "nothing new" without a build; it
+// still tells the device its key counts, those of its last built
+// response (a change to them would have made this a build).
+func TestKeyCountsOnTheFastPath(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	a := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	a.Register("yan", "pw")
+	dev := a.MustDo("GET", "/_matrix/client/v3/account/whoami", nil).Str("device_id")
+	a.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"one_time_keys": map[string]any{
+		"signed_curve25519:A": signedKey(1, a.UserID, dev), "signed_curve25519:B": signedKey(2, a.UserID, dev)}})
+	srv, h, _ := env.SyncWorkerHandler()
+	onWorker := a.As(a.Token)
+	onWorker.Base = srv.URL
+	syncOffline := func(since string) e2eeSync {
+		q := "?timeout=0&set_presence=offline"
+		if since != "" {
+			q += "&since=" + url.QueryEscape(since)
+		}
+		var s e2eeSync
+		if err := json.Unmarshal(onWorker.MustDo("GET", "/_matrix/client/v3/sync"+q, nil).Raw, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	first := syncOffline("")
+	idleBefore, _, _ := h.Paths()
+	again := syncOffline(first.NextBatch)
+	if idleAfter, _, _ := h.Paths(); idleAfter != idleBefore+1 {
+		t.Fatalf("the second sync was not answered by the fast path (idle %d -> %d)", idleBefore, idleAfter)
+	}
+	if again.OTKCounts["signed_curve25519"] != 2 || again.UnusedFallbacks == nil {
+		t.Fatalf("fast-path answer without the key counts: %+v %v", again.OTKCounts, again.UnusedFallbacks)
+	}
+}

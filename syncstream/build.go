@@ -84,8 +84,9 @@ type response struct {
 	DeviceLists deviceLists `json:"device_lists"`
 	// The device's key counts are omitted when a response does not know
 	// them (see Handler.keyCounts); a build always sets them.
-	OTKCounts       map[string]int `json:"device_one_time_keys_count,omitempty"`
-	UnusedFallbacks []string       `json:"device_unused_fallback_key_types,omitempty"`
+	OTKCounts map[string]int `json:"device_one_time_keys_count,omitempty"`
+	// A pointer, so that "none unused" ([]) is sent and "unknown" is not.
+	UnusedFallbacks *[]string `json:"device_unused_fallback_key_types,omitempty"`
 }
 
 func newResponse() *response {
@@ -682,12 +683,14 @@ func buildE2EE(ctx context.Context, tx *store.SyncTx, req *request, out *built, 
 		counts["signed_curve25519"] = 0
 	}
 	out.resp.OTKCounts = counts
-	if out.resp.UnusedFallbacks, err = tx.UnusedFallbackKeyTypes(ctx, req.user, req.device); err != nil {
+	unused, err := tx.UnusedFallbackKeyTypes(ctx, req.user, req.device)
+	if err != nil {
 		return err
 	}
-	if out.resp.UnusedFallbacks == nil {
-		out.resp.UnusedFallbacks = []string{}
+	if unused == nil {
+		unused = []string{}
 	}
+	out.resp.UnusedFallbacks = &unused
 	if req.since == nil {
 		return nil
 	}

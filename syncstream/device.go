@@ -15,7 +15,7 @@ type deviceState struct {
 
 type deviceEntry struct {
 	counts    map[string]int
-	fallbacks []string
+	fallbacks *[]string
 	sentTo    uint64 // newest to-device position delivered, not yet acknowledged
 }
 

@@ -233,11 +233,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 				switch {
 				case known && len(changes) == 0:
 					if !time.Now().Before(deadline) {
-						h.paths.idle.Add(1)
-						resp := newResponse()
-						resp.NextBatch = req.since.String()
-						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
-						matrix.WriteJSON(w, http.StatusOK, resp)
+						h.writeNothing(w, ss, *req.since)
 						return nil
 					}
 					woke, err := h.wait(ctx, ss.UserID, cached.rooms, seenOf(*req.since), deadline)
@@ -245,11 +241,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 						return err
 					}
 					if !woke {
-						h.paths.idle.Add(1)
-						resp := newResponse()
-						resp.NextBatch = req.since.String()
-						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
-						matrix.WriteJSON(w, http.StatusOK, resp)
+						h.writeNothing(w, ss, *req.since)
 						return nil
 					}
 					woken = true
@@ -271,11 +263,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		if woken && !h.projectionShows(ctx, deadline) {
 			// The projector did not catch up in time: nothing to show.
-			h.paths.idle.Add(1)
-			resp := newResponse()
-			resp.NextBatch = req.since.String()
-			h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
-			matrix.WriteJSON(w, http.StatusOK, resp)
+			h.writeNothing(w, ss, *req.since)
 			return nil
 		}
 		b, err := h.build(ctx, req, filterKey)
@@ -307,6 +295,16 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		woken = true
 		req.since = &next
 	}
+}
+
+// writeNothing answers that nothing happened since the token: the same
+// token again, with the device's last known key counts.
+func (h *Handler) writeNothing(w http.ResponseWriter, ss store.Session, since Token) {
+	h.paths.idle.Add(1)
+	resp := newResponse()
+	resp.NextBatch = since.String()
+	h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
+	matrix.WriteJSON(w, http.StatusOK, resp)
 }
 
 // notifierCurrent reports whether this worker's log consumer has seen at

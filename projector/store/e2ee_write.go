@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -48,14 +49,14 @@ func (t *Tx) UploadKeys(seq uint64, r *eventlog.KeysUploaded) {
 			r.UserID, r.DeviceID, []byte(r.DeviceKeys))
 		t.deviceListChanged(seq, r.UserID)
 	}
-	for _, id := range sortedKeys(r.OneTimeKeys) {
+	for _, id := range slices.Sorted(maps.Keys(r.OneTimeKeys)) {
 		t.queue(`INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key) SELECT $1::text, $2::text, $3::text, $4::text, $5::jsonb
 			WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2)
 			ON CONFLICT DO NOTHING`, r.UserID, r.DeviceID, keyAlgorithm(id), id, []byte(r.OneTimeKeys[id]))
 	}
 	// Uploading the same fallback key again leaves whether it was used as
 	// it is; a new one is unused.
-	for _, id := range sortedKeys(r.FallbackKeys) {
+	for _, id := range slices.Sorted(maps.Keys(r.FallbackKeys)) {
 		t.queue(`INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key) SELECT $1::text, $2::text, $3::text, $4::text, $5::jsonb
 			WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2)
 			ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
@@ -86,8 +87,8 @@ func (t *Tx) SendToDevice(seq uint64, r *eventlog.ToDeviceSent) {
 			r.Sender, r.SenderDevice, r.TxnID)
 	}
 	idx := 0
-	for _, user := range sortedKeys(r.Messages) {
-		for _, device := range sortedKeys(r.Messages[user]) {
+	for _, user := range slices.Sorted(maps.Keys(r.Messages)) {
+		for _, device := range slices.Sorted(maps.Keys(r.Messages[user])) {
 			content := []byte(r.Messages[user][device])
 			if device == "*" {
 				t.queue(`INSERT INTO to_device (user_id, device_id, pos, idx, sender, type, content)
@@ -127,14 +128,14 @@ func (t *Tx) SetCrossSigningKeys(seq uint64, r *eventlog.CrossSigningKeysSet) {
 // AddSignatures stores signatures of keys, each under its signer and
 // signing key.
 func (t *Tx) AddSignatures(seq uint64, r *eventlog.SignaturesAdded) error {
-	for _, target := range sortedKeys(r.Signatures) {
-		for _, keyID := range sortedKeys(r.Signatures[target]) {
+	for _, target := range slices.Sorted(maps.Keys(r.Signatures)) {
+		for _, keyID := range slices.Sorted(maps.Keys(r.Signatures[target])) {
 			var sigs map[string]map[string]string
 			if err := json.Unmarshal(r.Signatures[target][keyID], &sigs); err != nil {
 				return fmt.Errorf("signatures of %s %s: %w", target, keyID, err)
 			}
-			for _, signer := range sortedKeys(sigs) {
-				for _, signingKey := range sortedKeys(sigs[signer]) {
+			for _, signer := range slices.Sorted(maps.Keys(sigs)) {
+				for _, signingKey := range slices.Sorted(maps.Keys(sigs[signer])) {
 					t.queue(`INSERT INTO key_signatures (target_user, target_key, signer, signing_key, signature)
 						VALUES ($1, $2, $3, $4, $5)
 						ON CONFLICT (target_user, target_key, signer, signing_key) DO UPDATE SET signature = EXCLUDED.signature`,
@@ -145,13 +146,4 @@ func (t *Tx) AddSignatures(seq uint64, r *eventlog.SignaturesAdded) error {
 		t.deviceListChanged(seq, target)
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -43,8 +45,8 @@ type keyBackupData struct {
 // if it is better: verified over unverified, then a lower first message
 // index, then a lower forwarded count.
 func (t *Tx) PutRoomKeys(seq uint64, r *eventlog.RoomKeysPut) error {
-	for _, room := range sortedKeys(r.Keys) {
-		for _, session := range sortedKeys(r.Keys[room]) {
+	for _, room := range slices.Sorted(maps.Keys(r.Keys)) {
+		for _, session := range slices.Sorted(maps.Keys(r.Keys[room])) {
 			var k keyBackupData
 			if err := json.Unmarshal(r.Keys[room][session], &k); err != nil {
 				return fmt.Errorf("room key %s %s: %w", room, session, err)
