@@ -221,10 +221,19 @@ func (s *Server) claimKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := map[string]map[string]map[string]json.RawMessage{}
+	failures := map[string]any{}
 	for _, u := range local {
 		got, err := s.claimFrom(r.Context(), u, req.OneTimeKeys[u])
 		if err != nil {
-			return err
+			if len(out) == 0 {
+				return err
+			}
+			// Keys already claimed for earlier users are consumed: hand
+			// them out rather than fail the request and waste them; the
+			// client asks again for the rest.
+			s.logger.Warn("key claim failed part-way", "user_id", u, "err", err)
+			failures[string(s.cfg.ServerName)] = map[string]string{"errcode": "M_UNKNOWN", "error": "claiming the remaining keys failed; retry for them"}
+			break
 		}
 		if len(got) == 0 {
 			continue
@@ -234,7 +243,7 @@ func (s *Server) claimKeys(w http.ResponseWriter, r *http.Request) error {
 			out[u][device] = map[string]json.RawMessage{k.KeyID: k.Key}
 		}
 	}
-	matrix.WriteJSON(w, http.StatusOK, map[string]any{"one_time_keys": out, "failures": map[string]any{}})
+	matrix.WriteJSON(w, http.StatusOK, map[string]any{"one_time_keys": out, "failures": failures})
 	return nil
 }
 

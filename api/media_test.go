@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"image"
 	"image/color"
 	"image/png"
@@ -110,6 +111,16 @@ func TestMediaRepository(t *testing.T) {
 			t.Fatalf("thumbnail %s: %v %v, want %dx%d", tc.query, err, img.Bounds(), tc.w, tc.h)
 		}
 	}
+
+	// A thumbnail made once is kept next to its original.
+	kept, err := env.Conn().GetMedia(context.Background(), "thumb/"+id+"/100x100/crop")
+	if err != nil {
+		t.Fatalf("crop thumbnail not kept: %v", err)
+	}
+	if kept.Info.ContentType != "image/png" {
+		t.Fatalf("kept thumbnail type %q", kept.Info.ContentType)
+	}
+	kept.Close()
 
 	// Uploaded HTML is never rendered on the homeserver's origin.
 	res, body = rawRequest(t, "POST", a.Base+"/_matrix/media/v3/upload", a.Token, "text/html", []byte("<script>alert(1)</script>"))
