@@ -673,7 +673,7 @@ func buildE2EE(ctx context.Context, tx *store.SyncTx, req *request, out *built, 
 		out.resp.ToDevice.Events = append(out.resp.ToDevice.Events, ev)
 		out.toDeviceThrough = m.Pos
 	}
-	counts, err := tx.OneTimeKeyCounts(ctx, req.user, req.device)
+	counts, unused, err := tx.DeviceKeyCounts(ctx, req.user, req.device)
 	if err != nil {
 		return err
 	}
@@ -683,13 +683,6 @@ func buildE2EE(ctx context.Context, tx *store.SyncTx, req *request, out *built, 
 		counts["signed_curve25519"] = 0
 	}
 	out.resp.OTKCounts = counts
-	unused, err := tx.UnusedFallbackKeyTypes(ctx, req.user, req.device)
-	if err != nil {
-		return err
-	}
-	if unused == nil {
-		unused = []string{}
-	}
 	out.resp.UnusedFallbacks = &unused
 	if req.since == nil {
 		return nil

@@ -220,11 +220,7 @@ func (s *Store) OneTimeKeyIDs(ctx context.Context, user, device string, ids []st
 
 // OneTimeKeyCounts counts a device's one-time keys by algorithm.
 func (s *Store) OneTimeKeyCounts(ctx context.Context, user, device string) (map[string]int, error) {
-	return oneTimeKeyCounts(ctx, s.pool, user, device)
-}
-
-func oneTimeKeyCounts(ctx context.Context, q querier, user, device string) (map[string]int, error) {
-	rows, err := q.Query(ctx, "SELECT algorithm, count(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm",
+	rows, err := s.pool.Query(ctx, "SELECT algorithm, count(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm",
 		user, device)
 	if err != nil {
 		return nil, fmt.Errorf("one-time key counts: %w", err)
@@ -355,24 +351,33 @@ func (t *SyncTx) PendingToDevice(ctx context.Context, user, device string, throu
 	return out, nil
 }
 
-// OneTimeKeyCounts is Store.OneTimeKeyCounts in the snapshot.
-func (t *SyncTx) OneTimeKeyCounts(ctx context.Context, user, device string) (map[string]int, error) {
-	return oneTimeKeyCounts(ctx, t.tx, user, device)
-}
-
-// UnusedFallbackKeyTypes lists the algorithms of a device's unused
-// fallback keys.
-func (t *SyncTx) UnusedFallbackKeyTypes(ctx context.Context, user, device string) ([]string, error) {
-	rows, err := t.tx.Query(ctx, "SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used ORDER BY algorithm",
-		user, device)
+// DeviceKeyCounts returns a device's one-time key counts by algorithm
+// and the algorithms of its unused fallback keys, in one query.
+func (t *SyncTx) DeviceKeyCounts(ctx context.Context, user, device string) (counts map[string]int, unusedFallbacks []string, err error) {
+	rows, err := t.tx.Query(ctx, `SELECT algorithm, count(*)::int, false FROM one_time_keys
+			WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm
+		UNION ALL
+		SELECT algorithm, 0, true FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used
+		ORDER BY 3, 1`, user, device)
 	if err != nil {
-		return nil, fmt.Errorf("unused fallback keys: %w", err)
+		return nil, nil, fmt.Errorf("device key counts: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	counts, unusedFallbacks = map[string]int{}, []string{}
+	var alg string
+	var n int
+	var fallback bool
+	_, err = pgx.ForEachRow(rows, []any{&alg, &n, &fallback}, func() error {
+		if fallback {
+			unusedFallbacks = append(unusedFallbacks, alg)
+		} else {
+			counts[alg] = n
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("unused fallback keys: %w", err)
+		return nil, nil, fmt.Errorf("device key counts: %w", err)
 	}
-	return out, nil
+	return counts, unusedFallbacks, nil
 }
 
 // DeviceListChanges is Store.DeviceListChanges in the snapshot.
