@@ -46,16 +46,6 @@ func canonicalObject(raw json.RawMessage, what string) (json.RawMessage, error) 
 	return c, nil
 }
 
-// sameJSON reports whether stored JSON (Postgres re-formats jsonb) is the
-// canonical JSON c.
-func sameJSON(stored json.RawMessage, c json.RawMessage) bool {
-	if stored == nil {
-		return false
-	}
-	sc, err := matrix.CanonicalJSON(stored)
-	return err == nil && bytes.Equal(sc, c)
-}
-
 // checkKeyMap validates one_time_keys or fallback_keys: "algorithm:id"
 // to a key (a string, or a signed object), canonicalised.
 func checkKeyMap(m map[string]json.RawMessage, what string) (map[string]json.RawMessage, error) {
@@ -109,7 +99,7 @@ func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request) error {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		if !sameJSON(old, c) {
+		if !canonicalEqual(old, c) { // Postgres re-formats stored jsonb
 			rec.DeviceKeys = c
 		}
 	}
@@ -130,8 +120,7 @@ func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		for id, k := range held {
-			c, _ := matrix.CanonicalJSON(k)
-			if !bytes.Equal(c, otks[id]) {
+			if !canonicalEqual(k, otks[id]) {
 				return matrix.InvalidParam("one-time key %s already exists with a different key", id)
 			}
 			delete(otks, id)
@@ -426,7 +415,7 @@ func (s *Server) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request) 
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
 			return err
-		case !sameJSON(old, c):
+		case !canonicalEqual(old, c):
 			replacing = true
 		}
 		switch t.usage {

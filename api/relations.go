@@ -185,10 +185,3 @@ func withRelations(ev json.RawMessage, rel map[string]any) json.RawMessage {
 	}
 	return out
 }
-
-// threePIDs lists the caller's third-party identifiers: Strand binds
-// none (no e-mail or phone verification), so the list is empty.
-func (s *Server) threePIDs(w http.ResponseWriter, r *http.Request) error {
-	matrix.WriteJSON(w, http.StatusOK, map[string]any{"threepids": []any{}})
-	return nil
-}
