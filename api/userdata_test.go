@@ -74,3 +74,16 @@ func TestUserDirectorySearch(t *testing.T) {
 		t.Fatalf("no search term: %d %s", r.Status, r.Raw)
 	}
 }
+
+// Strand binds no third-party identifiers: the list is empty, not 404.
+func TestThreePIDsEmpty(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("ola", "pw")
+	r := c.MustDo("GET", "/_matrix/client/v3/account/3pid", nil)
+	if l, ok := r.Body["threepids"].([]any); !ok || len(l) != 0 {
+		t.Fatalf("3pids: %s", r.Raw)
+	}
+	if r := c.As("").Do("GET", "/_matrix/client/v3/account/3pid", nil); r.Status != 401 {
+		t.Fatalf("without a token: %d", r.Status)
+	}
+}
