@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net/http"
 
-	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
 )
@@ -31,19 +30,13 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 		if err != nil {
 			return err
 		}
-		hash := hashToken(tok)
-		ss, err := lookupCaughtUp(r.Context(), s, eventlog.StreamAccounts, func(ctx context.Context) (store.Session, error) {
-			if s.sessions != nil {
-				return s.sessions.Lookup(ctx, hash)
-			}
-			return s.store.SessionByToken(ctx, hash)
-		})
-		if errors.Is(err, store.ErrNotFound) {
-			e := matrix.UnknownToken("unknown or revoked access token")
-			e.Extra = map[string]any{"soft_logout": false}
-			return e
-		}
-		if err != nil {
+		ss, err := s.sessions.Resolve(r.Context(), s.log, hashToken(tok), s.cfg.ApplyTimeout)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return matrix.RevokedToken()
+		case errors.Is(err, store.ErrCatchingUp):
+			return matrix.Unavailable("the server is catching up with its log; retry")
+		case err != nil:
 			return err
 		}
 		return h(w, r.WithContext(context.WithValue(r.Context(), sessionKey, ss)))

@@ -91,7 +91,7 @@ type Server struct {
 	log       *eventlog.Log
 	store     *store.Store
 	watermark *eventlog.Watermark
-	sessions  *store.Sessions // nil: every token lookup reads the database
+	sessions  *store.Sessions // until UseSessions: one that follows nothing, so reads the database
 	readers   *eventlog.Readers
 	logger    *slog.Logger
 	router    *mux.Router
@@ -133,7 +133,8 @@ type routeHolder struct{ template string }
 // all-in-one process) are mounted before the api's own routes.
 func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark, logger *slog.Logger) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger}
+	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
+		sessions: store.NewSessions(st, wm, nil, logger)}
 	s.router = mux.NewRouter()
 	s.router.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		matrix.WriteError(w, matrix.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))
@@ -270,7 +271,7 @@ func (s *Server) appendAccount(ctx context.Context, userID string, rec eventlog.
 	if err := s.awaitApplied(ctx, eventlog.StreamAccounts, seq); err != nil {
 		return err
 	}
-	if s.sessions != nil && store.Revokes(rec.RecordType()) {
+	if store.Revokes(rec.RecordType()) {
 		// Logout holds at once on every process: wait until every
 		// session cache has read the revocation.
 		if err := s.sessions.AwaitEvicted(ctx, seq); err != nil {

@@ -53,7 +53,8 @@ const (
 	HoldsNothing = math.MaxUint64
 )
 
-// NewReaders listens to every reader's reports on nc.
+// NewReaders listens to every reader's reports on nc. A nil *Readers
+// tracks nothing: it reports nowhere and waits for no one.
 func NewReaders(nc *nats.Conn) (*Readers, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
@@ -93,12 +94,19 @@ func (r *Readers) record(topic, id string, pos uint64, now time.Time) {
 // Report publishes that this process's reader of topic has read through
 // pos. Topics are single subject tokens.
 func (r *Readers) Report(topic string, pos uint64) {
+	if r == nil {
+		return
+	}
 	_ = r.nc.Publish(readersSubject+topic+"."+r.id, strconv.AppendUint(nil, pos, 10))
 }
 
 // Beat reports pos() for topic once a second until ctx ends, then reports
 // that the reader holds nothing.
 func (r *Readers) Beat(ctx context.Context, topic string, pos func() uint64) {
+	if r == nil {
+		<-ctx.Done()
+		return
+	}
 	t := time.NewTicker(readerBeat)
 	defer t.Stop()
 	for {
@@ -145,6 +153,9 @@ func (r *Readers) behind(topic string, seq uint64, now time.Time) ([]string, <-c
 // Await waits until every live reader of topic has read through seq, or
 // max has passed (an error naming the readers still behind), or ctx ends.
 func (r *Readers) Await(ctx context.Context, topic string, seq uint64, max time.Duration) error {
+	if r == nil {
+		return nil // nobody reports: nothing to wait for
+	}
 	deadline := time.Now().Add(max)
 	for {
 		behind, changed := r.behind(topic, seq, time.Now())

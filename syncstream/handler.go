@@ -75,8 +75,8 @@ type Handler struct {
 	Notifier  *Notifier
 	Ephemeral *Ephemeral
 	Logger    *slog.Logger
-	// Sessions, when set, resolves access tokens from memory (kept
-	// exact by the log); nil: from the database on every request.
+	// Sessions resolves access tokens (from memory when it follows the
+	// log; see store.Sessions). Required.
 	Sessions *store.Sessions
 
 	stopOnce sync.Once
@@ -136,40 +136,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// session resolves an access token, through the cache when there is one.
-func (h *Handler) session(ctx context.Context, tok string) (store.Session, error) {
-	if h.Sessions != nil {
-		return h.Sessions.Lookup(ctx, store.TokenHash(tok))
-	}
-	return h.Store.SessionByToken(ctx, store.TokenHash(tok))
-}
-
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	tok, err := matrix.AccessToken(r)
 	if err != nil {
 		return err
 	}
-	ss, err := h.session(ctx, tok)
-	if errors.Is(err, store.ErrNotFound) {
-		// The accounts projection may be behind the log (a projector
-		// catching up): "unknown token" would log the client out.
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		waited, werr := h.Watermark.CatchUp(wctx, h.Log, eventlog.StreamAccounts)
-		cancel()
-		switch {
-		case werr != nil:
-			return matrix.Unavailable("the server is catching up with its log; retry")
-		case waited:
-			ss, err = h.session(ctx, tok)
-		}
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		e := matrix.UnknownToken("unknown or revoked access token")
-		e.Extra = map[string]any{"soft_logout": false}
-		return e
-	}
-	if err != nil {
+	ss, err := h.Sessions.Resolve(ctx, h.Log, store.TokenHash(tok), 10*time.Second)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return matrix.RevokedToken()
+	case errors.Is(err, store.ErrCatchingUp):
+		return matrix.Unavailable("the server is catching up with its log; retry")
+	case err != nil:
 		return err
 	}
 	q := r.URL.Query()

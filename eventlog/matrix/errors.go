@@ -70,6 +70,15 @@ func TooLarge(format string, a ...any) *Error {
 func MissingToken(format string, a ...any) *Error {
 	return Errorf("M_MISSING_TOKEN", http.StatusUnauthorized, format, a...)
 }
+
+// RevokedToken is the answer to an access token the server does not know
+// (never issued, logged out, or of a deactivated account).
+func RevokedToken() *Error {
+	e := UnknownToken("unknown or revoked access token")
+	e.Extra = map[string]any{"soft_logout": false}
+	return e
+}
+
 func UnknownToken(format string, a ...any) *Error {
 	return Errorf("M_UNKNOWN_TOKEN", http.StatusUnauthorized, format, a...)
 }

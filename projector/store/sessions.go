@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -92,6 +93,32 @@ func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
 	}
 	c.mu.Unlock()
 	return ss, nil
+}
+
+// ErrCatchingUp is returned by Resolve when the accounts projection did not
+// reach the log's head in time to tell whether a token exists.
+var ErrCatchingUp = errors.New("store: the accounts projection is catching up with the log")
+
+// Resolve is Lookup that does not answer "not found" from a projection
+// that is behind the log: it waits (up to wait) for the accounts
+// projection to reach the log's head and looks again. An unknown token
+// logs a client out for good, so a projector catching up after a restart
+// or a rebuild must not produce one.
+func (c *Sessions) Resolve(ctx context.Context, log *eventlog.Log, hash []byte, wait time.Duration) (Session, error) {
+	ss, err := c.Lookup(ctx, hash)
+	if !errors.Is(err, ErrNotFound) {
+		return ss, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	waited, werr := c.watermark.CatchUp(wctx, log, eventlog.StreamAccounts)
+	switch {
+	case werr != nil:
+		return ss, ErrCatchingUp
+	case waited:
+		return c.Lookup(ctx, hash)
+	}
+	return ss, err
 }
 
 // Len is the number of cached sessions.
