@@ -733,19 +733,29 @@ func TestTokenWaitsForAccountsProjection(t *testing.T) {
 
 	fresh := &apitest.Env{T: t, NATS: env.NATS, DBURL: newDBURL(t)}
 	srv := fresh.API(apitest.DefaultConfig())
+	worker, _ := fresh.SyncWorker() // the sync worker resolves tokens the same way
 	done := make(chan apitest.Response, 1)
+	synced := make(chan apitest.Response, 1)
 	go func() {
 		done <- apitest.NewClient(t, srv.URL).As(c.Token).Do("GET", "/_matrix/client/v3/account/whoami", nil)
+	}()
+	go func() {
+		synced <- apitest.NewClient(t, worker.URL).As(c.Token).Do("GET", "/_matrix/client/v3/sync?timeout=0", nil)
 	}()
 	select {
 	case r := <-done:
 		t.Fatalf("answered before the accounts were projected: %d %s", r.Status, r.Raw)
+	case r := <-synced:
+		t.Fatalf("sync answered before the accounts were projected: %d %s", r.Status, r.Raw)
 	case <-time.After(300 * time.Millisecond):
 	}
 	fresh.Projector()
 	r := <-done
 	if r.Status != 200 || r.Str("user_id") != c.UserID {
 		t.Fatalf("whoami once projected: %d %s", r.Status, r.Raw)
+	}
+	if r := <-synced; r.Status != 200 {
+		t.Fatalf("sync once projected: %d %s", r.Status, r.Raw)
 	}
 	bad := apitest.NewClient(t, srv.URL).As("not-a-token")
 	if r := bad.Do("GET", "/_matrix/client/v3/account/whoami", nil); r.Status != 401 || r.Errcode() != "M_UNKNOWN_TOKEN" {
