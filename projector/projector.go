@@ -33,6 +33,7 @@ type Projector struct {
 	MaxBatch int
 
 	applied, lagEvents, lagSeconds *prometheus.GaugeVec
+	setAsideTotal                  *prometheus.CounterVec
 
 	mu   sync.Mutex
 	held map[string]bool // lanes this process applies now
@@ -49,7 +50,10 @@ func (p *Projector) RegisterMetrics(reg prometheus.Registerer) error {
 	p.lagSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "strand_projector_lag_seconds", Help: "Age of the newest applied record when it was applied.",
 	}, []string{"stream"})
-	for _, c := range []prometheus.Collector{p.applied, p.lagEvents, p.lagSeconds} {
+	p.setAsideTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strand_projector_set_aside_total", Help: "Records this process set aside because the projection cannot apply them (listed by strand projection set-aside).",
+	}, []string{"stream"})
+	for _, c := range []prometheus.Collector{p.applied, p.lagEvents, p.lagSeconds, p.setAsideTotal} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -301,7 +305,7 @@ func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64
 					return nil
 				}
 			}
-			applied, err := p.Store.Project(ctx, stream, expect, batch, apply)
+			applied, err := p.project(ctx, stream, expect, batch)
 			if err != nil {
 				return err
 			}
@@ -324,11 +328,54 @@ func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64
 		})
 }
 
-// apply translates one record into projection writes.
+// project applies batch in one transaction. If that fails because of what
+// a record holds (store.IsUnappliable), it applies the batch again one
+// record at a time, so that every record before the culprit is applied,
+// and sets the culprit aside (invariant 11); the next batch goes on after
+// it. Replay takes the same path, so it sets aside the same records. A
+// transient failure is returned: the lane ends and starts again from its
+// committed position.
+func (p *Projector) project(ctx context.Context, stream string, expect uint64, batch []eventlog.Msg) (uint64, error) {
+	applied, err := p.Store.Project(ctx, stream, expect, batch, apply)
+	if err == nil || !store.IsUnappliable(err) {
+		return applied, err
+	}
+	for i := range batch {
+		applied, err = p.Store.Project(ctx, stream, expect, batch[i:i+1], apply)
+		if err != nil && store.IsUnappliable(err) {
+			applied, err = p.setAside(ctx, stream, expect, batch[i], err)
+		}
+		if err != nil {
+			return 0, err
+		}
+		expect = applied
+	}
+	return expect, nil
+}
+
+// setAside keeps m out of the projection, where an operator can see it
+// (strand projection set-aside), and moves the lane past it.
+func (p *Projector) setAside(ctx context.Context, stream string, expect uint64, m eventlog.Msg, cause error) (uint64, error) {
+	applied, err := p.Store.SetAside(ctx, stream, expect, m, cause)
+	if err != nil {
+		return 0, err
+	}
+	if p.Logger != nil {
+		p.Logger.Error("record set aside: the projection cannot apply it", "stream", stream, "stream_seq", m.Seq,
+			"subject", m.Subject, "record", m.Type, "err", cause)
+	}
+	if p.setAsideTotal != nil {
+		p.setAsideTotal.WithLabelValues(stream).Inc()
+	}
+	return applied, nil
+}
+
+// apply translates one record into projection writes. An error that the
+// record causes, rather than the database, is marked store.Unappliable.
 func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 	rec, err := m.Decode()
 	if err != nil {
-		return err
+		return store.Unappliable(err)
 	}
 	switch r := rec.(type) {
 	case *eventlog.UserRegistered:
@@ -384,7 +431,9 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 	case *eventlog.ReceiptSet:
 		tx.SetReceipt(m.Seq, r)
 	default:
-		return fmt.Errorf("no projection for record type %s", m.Type)
+		// A type this version does not know: written by hand, or by a
+		// newer Strand. Replay with the version that knows it applies it.
+		return store.Unappliable(fmt.Errorf("no projection for record type %s", m.Type))
 	}
 	return nil
 }

@@ -15,7 +15,7 @@ import (
 // without re-checking.
 func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.RoomEvents) error {
 	if len(r.Events) == 0 || len(r.Events) > eventlog.MaxEventsPerRecord {
-		return fmt.Errorf("room record with %d events", len(r.Events))
+		return store.Unappliable(fmt.Errorf("room record with %d events", len(r.Events)))
 	}
 	v := matrix.RoomVersion(r.RoomVersion)
 	var last *matrix.Event
@@ -23,7 +23,7 @@ func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.
 	for i, raw := range r.Events {
 		ev, err := matrix.ParseEvent(v, raw)
 		if err != nil {
-			return fmt.Errorf("event %d: %w", i, err)
+			return store.Unappliable(fmt.Errorf("event %d: %w", i, err))
 		}
 		pos := eventlog.EventPos(seq, i)
 		if ev.Type() == matrix.TypeCreate && ev.IsState() && *ev.StateKey() == "" {
@@ -71,11 +71,11 @@ func redact(ctx context.Context, tx *store.Tx, v matrix.RoomVersion, redaction *
 	}
 	red, err := matrix.RedactEventJSON(v, pdu)
 	if err != nil {
-		return fmt.Errorf("redact %s: %w", redaction.Redacts(), err)
+		return store.Unappliable(fmt.Errorf("redact %s: %w", redaction.Redacts(), err))
 	}
 	target, err := matrix.ParseEvent(v, red)
 	if err != nil {
-		return fmt.Errorf("parse redacted %s: %w", redaction.Redacts(), err)
+		return store.Unappliable(fmt.Errorf("parse redacted %s: %w", redaction.Redacts(), err))
 	}
 	tx.RedactEvent(string(target.ID()), matrix.ClientEvent(target), matrix.ClientEvent(redaction))
 	tx.DeleteRelation(string(target.ID()))

@@ -4,23 +4,55 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"strand/eventlog"
 	"strand/projector/store"
 )
 
-// Consume reads the streams and feeds every record's touched rooms and
-// users to the notifier, until ctx ends. The responses themselves come from
-// the projection (and, for typing and presence, from eph); the log tells a
-// worker whom to wake, as soon as a record is stored.
+// Consumer reads the streams and feeds every record's touched rooms and
+// users to the notifier, until its context ends. The responses themselves
+// come from the projection (and, for typing and presence, from Ephemeral);
+// the log tells a worker whom to wake, as soon as a record is stored.
 //
-// It reports its position on each stream through readers (topic
+// It reports its position on each stream through Readers (topic
 // ReadersTopic(stream)), so that a write answers only once every sync
 // worker has read it: the fast paths answer from what the worker has read.
+type Consumer struct {
+	Log       *eventlog.Log
+	Store     *store.Store
+	Notifier  *Notifier
+	Ephemeral *Ephemeral
+	Readers   *eventlog.Readers
+	Logger    *slog.Logger
+
+	setAside atomic.Uint64
+}
+
+// Consume runs a Consumer of log with no logger and no metrics.
 func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifier, eph *Ephemeral, readers *eventlog.Readers) error {
+	c := &Consumer{Log: log, Store: st, Notifier: n, Ephemeral: eph, Readers: readers}
+	return c.Run(ctx)
+}
+
+// RegisterMetrics exposes how many records the consumer set aside.
+func (c *Consumer) RegisterMetrics(reg prometheus.Registerer) error {
+	return reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "strand_sync_set_aside_total", Help: "Records this sync worker could not read and passed over (the projector decides what they mean).",
+	}, func() float64 { return float64(c.setAside.Load()) }))
+}
+
+// SetAside returns how many records the consumer passed over unread.
+func (c *Consumer) SetAside() uint64 { return c.setAside.Load() }
+
+// Run consumes until ctx ends or the log or the database fails.
+func (c *Consumer) Run(ctx context.Context) error {
+	log, n, eph, readers := c.Log, c.Notifier, c.Ephemeral, c.Readers
 	g, ctx := errgroup.WithContext(ctx)
 	for _, stream := range []string{eventlog.StreamRooms, eventlog.StreamAccounts, eventlog.StreamReceipts, eventlog.StreamEphemeral} {
 		head, count, err := log.HeadAndCount(ctx, stream)
@@ -42,12 +74,19 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 		g.Go(func() error {
 			return log.Read(ctx, stream, eventlog.ReadOptions{From: from}, func(ctx context.Context, batch []eventlog.Msg) error {
 				for _, m := range batch {
-					c, err := touched(ctx, st, eph, m, m.Seq > head)
+					ch, err := touched(ctx, c.Store, eph, m, m.Seq > head)
 					if err != nil {
-						return fmt.Errorf("sync consumer: %s seq %d: %w", stream, m.Seq, err)
+						if !store.IsUnappliable(err) {
+							return fmt.Errorf("sync consumer: %s seq %d: %w", stream, m.Seq, err)
+						}
+						// A record no reader can make sense of wakes
+						// nobody, and must not stop the worker
+						// (invariant 11); the projector sets it aside.
+						c.passOver(m, err)
+						ch = change{stream: m.Stream, seq: m.Seq}
 					}
 					if m.Seq > head {
-						n.Notify(c)
+						n.Notify(ch)
 					}
 					if stream == eventlog.StreamEphemeral && m.Seq >= head {
 						eph.markCaughtUp()
@@ -61,6 +100,14 @@ func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifie
 	g.Go(func() error { return writeAtDeadlines(ctx, log, eph, typingExpiries(eph)) })
 	g.Go(func() error { return writeAtDeadlines(ctx, log, eph, presenceDecay(eph)) })
 	return g.Wait()
+}
+
+func (c *Consumer) passOver(m eventlog.Msg, err error) {
+	c.setAside.Add(1)
+	if c.Logger != nil {
+		c.Logger.Error("sync worker passed over a record it cannot read", "stream", m.Stream, "stream_seq", m.Seq,
+			"subject", m.Subject, "record", m.Type, "err", err)
+	}
 }
 
 // ReadersTopic is the eventlog.Readers topic under which sync workers
@@ -77,7 +124,7 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 	case (eventlog.RoomEvents{}).RecordType():
 		var r eventlog.RoomEvents
 		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return c, err
+			return c, store.Unappliable(err)
 		}
 		c.rooms = []string{r.RoomID}
 		if live {
@@ -99,7 +146,7 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 				StateKey *string `json:"state_key"`
 			}
 			if err := json.Unmarshal(raw, &ev); err != nil {
-				return c, err
+				return c, store.Unappliable(err)
 			}
 			if ev.Type == "m.room.member" && ev.StateKey != nil {
 				c.users = append(c.users, *ev.StateKey)
@@ -112,7 +159,7 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 	case (eventlog.ReceiptSet{}).RecordType(), (eventlog.TypingSet{}).RecordType(), (eventlog.PresenceSet{}).RecordType():
 		rec, err := m.Decode()
 		if err != nil {
-			return c, err
+			return c, store.Unappliable(err)
 		}
 		switch r := rec.(type) {
 		case *eventlog.ReceiptSet:
@@ -134,7 +181,7 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 	case (eventlog.ToDeviceSent{}).RecordType():
 		var r eventlog.ToDeviceSent
 		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return c, err
+			return c, store.Unappliable(err)
 		}
 		for u := range r.Messages {
 			c.users = append(c.users, u)
@@ -150,7 +197,7 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 			DeviceKeys json.RawMessage            `json:"device_keys"`
 		}
 		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return c, err
+			return c, store.Unappliable(err)
 		}
 		c.users = []string{r.UserID}
 		if m.Type == (eventlog.KeysUploaded{}).RecordType() && len(r.DeviceKeys) == 0 {
@@ -177,7 +224,7 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 			UserID string `json:"user_id"`
 		}
 		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return c, err
+			return c, store.Unappliable(err)
 		}
 		if r.UserID != "" {
 			c.users = []string{r.UserID}

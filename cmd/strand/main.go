@@ -55,6 +55,8 @@ func run(ctx context.Context, args []string) error {
 		cmd = &replayCommand{}
 	case "migrate":
 		cmd = &migrateCommand{}
+	case "projection":
+		cmd = &projectionCommand{}
 	case "user":
 		cmd = &userCommand{}
 	case "bench":
@@ -77,6 +79,7 @@ commands:
   sync        a sync worker role
   replay      rebuild the projections from the log into a database
   migrate     apply database migrations and exit
+  projection  inspect the projection (set-aside: records it could not apply)
   user        user administration (create, reset-password, deactivate)
   bench       load generator over the client-server API (issue 6)
 

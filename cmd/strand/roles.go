@@ -209,7 +209,11 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		if err := syncHandler.RegisterMetrics(reg); err != nil {
 			return nil, nil, err
 		}
-		g.Go(func() error { return syncstream.Consume(ctx, d.log, d.store, n, eph, readers) })
+		consumer := &syncstream.Consumer{Log: d.log, Store: d.store, Notifier: n, Ephemeral: eph, Readers: readers, Logger: logger}
+		if err := consumer.RegisterMetrics(reg); err != nil {
+			return nil, nil, err
+		}
+		g.Go(func() error { return consumer.Run(ctx) })
 		if !c.roles.api {
 			return syncHandler.Routes(), syncHandler, nil
 		}

@@ -132,7 +132,7 @@ func (t *Tx) AddSignatures(seq uint64, r *eventlog.SignaturesAdded) error {
 		for _, keyID := range slices.Sorted(maps.Keys(r.Signatures[target])) {
 			var sigs map[string]map[string]string
 			if err := json.Unmarshal(r.Signatures[target][keyID], &sigs); err != nil {
-				return fmt.Errorf("signatures of %s %s: %w", target, keyID, err)
+				return Unappliable(fmt.Errorf("signatures of %s %s: %w", target, keyID, err))
 			}
 			for _, signer := range slices.Sorted(maps.Keys(sigs)) {
 				for _, signingKey := range slices.Sorted(maps.Keys(sigs[signer])) {

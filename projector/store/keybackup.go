@@ -49,7 +49,7 @@ func (t *Tx) PutRoomKeys(seq uint64, r *eventlog.RoomKeysPut) error {
 		for _, session := range slices.Sorted(maps.Keys(r.Keys[room])) {
 			var k keyBackupData
 			if err := json.Unmarshal(r.Keys[room][session], &k); err != nil {
-				return fmt.Errorf("room key %s %s: %w", room, session, err)
+				return Unappliable(fmt.Errorf("room key %s %s: %w", room, session, err))
 			}
 			t.queue(`INSERT INTO room_keys (user_id, version, room_id, session_id, first_message_index, forwarded_count, is_verified, session_data)
 				SELECT $1::text, $2::bigint, $3::text, $4::text, $5::bigint, $6::bigint, $7::boolean, $8::jsonb

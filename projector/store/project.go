@@ -141,7 +141,7 @@ func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 func tokenHash(h string) ([]byte, error) {
 	b, err := hex.DecodeString(h)
 	if err != nil || len(b) == 0 {
-		return nil, errors.New("bad token hash")
+		return nil, Unappliable(errors.New("bad token hash"))
 	}
 	return b, nil
 }
