@@ -291,6 +291,13 @@ func (s *Server) awaitApplied(ctx context.Context, stream string, seq uint64) er
 		}
 		return fmt.Errorf("await %s seq %d: %w", stream, seq, err)
 	}
+	if s.watermark.SetAside(stream, seq) {
+		// The input checks should have refused it: it is on the log but
+		// will never be readable, and answering 200 would be a false
+		// success (strand projection set-aside lists it).
+		s.logger.Error("a write was set aside by the projection", "stream", stream, "stream_seq", seq)
+		return matrix.BadJSON("the request was stored but can never be applied; it was set aside")
+	}
 	if s.readers != nil {
 		// Sync workers answer some requests from what they have read
 		// (not from the projection): they must have read it too. They

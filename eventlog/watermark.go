@@ -16,11 +16,42 @@ import (
 const appliedSubject = "strand.applied."
 
 // PublishApplied tells every process that the projection of stream has
-// committed everything up to seq. It is a core-NATS message: cheap and
-// at-most-once, which is why Watermark also refreshes from the source.
-func (l *Log) PublishApplied(stream string, seq uint64) error {
-	return l.nc.Publish(appliedSubject+stream, strconv.AppendUint(nil, seq, 10))
+// committed everything up to seq, and which of those records it set aside
+// because it can never apply them (their writers must not report success).
+// It is a core-NATS message: cheap and at-most-once, which is why
+// Watermark also refreshes from the source. The payload is the position,
+// followed by the set-aside sequences, space-separated.
+func (l *Log) PublishApplied(stream string, seq uint64, setAside ...uint64) error {
+	b := strconv.AppendUint(nil, seq, 10)
+	for _, s := range setAside {
+		b = append(b, ' ')
+		b = strconv.AppendUint(b, s, 10)
+	}
+	return l.nc.Publish(appliedSubject+stream, b)
 }
+
+// parseApplied reads a PublishApplied payload.
+func parseApplied(data []byte) (seq uint64, setAside []uint64, err error) {
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 {
+		return 0, nil, fmt.Errorf("empty applied notification")
+	}
+	if seq, err = strconv.ParseUint(fields[0], 10, 64); err != nil {
+		return 0, nil, err
+	}
+	for _, f := range fields[1:] {
+		s, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, nil, err
+		}
+		setAside = append(setAside, s)
+	}
+	return seq, setAside, nil
+}
+
+// setAsideKept bounds how many set-aside sequences a Watermark remembers
+// per stream: enough for the writes waiting when they were announced.
+const setAsideKept = 256
 
 // RefreshFunc reads a stream's applied position from the projection itself.
 type RefreshFunc func(ctx context.Context, stream string) (uint64, error)
@@ -34,8 +65,9 @@ type Watermark struct {
 	refresh      RefreshFunc
 	RefreshEvery time.Duration
 
-	mu      sync.RWMutex // read by every sync request; written per commit
-	applied map[string]uint64
+	mu       sync.RWMutex // read by every sync request; written per commit
+	applied  map[string]uint64
+	setAside map[string][]uint64 // per stream, the newest set-aside sequences announced
 	changed map[string]chan struct{} // closed and replaced on each advance
 	sub     *nats.Subscription
 }
@@ -46,14 +78,19 @@ func NewWatermark(nc *nats.Conn, refresh RefreshFunc) (*Watermark, error) {
 		refresh:      refresh,
 		RefreshEvery: 200 * time.Millisecond,
 		applied:      map[string]uint64{},
+		setAside:     map[string][]uint64{},
 		changed:      map[string]chan struct{}{},
 	}
 	sub, err := nc.Subscribe(appliedSubject+"*", func(m *nats.Msg) {
-		seq, err := strconv.ParseUint(string(m.Data), 10, 64)
+		seq, setAside, err := parseApplied(m.Data)
 		if err != nil {
 			return
 		}
-		w.Advance(strings.TrimPrefix(m.Subject, appliedSubject), seq)
+		stream := strings.TrimPrefix(m.Subject, appliedSubject)
+		if len(setAside) > 0 {
+			w.noteSetAside(stream, setAside) // before the waiters wake
+		}
+		w.Advance(stream, seq)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe applied notifications: %w", err)
@@ -77,6 +114,32 @@ func (w *Watermark) Advance(stream string, seq uint64) {
 		close(ch)
 		delete(w.changed, stream)
 	}
+}
+
+func (w *Watermark) noteSetAside(stream string, seqs []uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	kept := append(w.setAside[stream], seqs...)
+	if n := len(kept); n > setAsideKept {
+		kept = append([]uint64(nil), kept[n-setAsideKept:]...)
+	}
+	w.setAside[stream] = kept
+}
+
+// SetAside reports whether the projection announced that it set aside the
+// record at seq of stream instead of applying it. A writer that waited for
+// seq asks this before it reports success. It knows only what the applied
+// notifications said: a lost notification, or one older than the newest
+// setAsideKept of the stream, answers false.
+func (w *Watermark) SetAside(stream string, seq uint64) bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	for _, s := range w.setAside[stream] {
+		if s == seq {
+			return true
+		}
+	}
+	return false
 }
 
 // Applied returns the last known applied position of stream.

@@ -305,13 +305,13 @@ func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64
 					return nil
 				}
 			}
-			applied, err := p.project(ctx, stream, expect, batch)
+			applied, setAside, err := p.project(ctx, stream, expect, batch)
 			if err != nil {
 				return err
 			}
 			expect = applied
 			if announce {
-				if err := p.Log.PublishApplied(stream, applied); err != nil && p.Logger != nil {
+				if err := p.Log.PublishApplied(stream, applied, setAside...); err != nil && p.Logger != nil {
 					p.Logger.Warn("announce applied position", "stream", stream, "stream_seq", applied, "err", err)
 				}
 			}
@@ -335,22 +335,24 @@ func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64
 // it. Replay takes the same path, so it sets aside the same records. A
 // transient failure is returned: the lane ends and starts again from its
 // committed position.
-func (p *Projector) project(ctx context.Context, stream string, expect uint64, batch []eventlog.Msg) (uint64, error) {
-	applied, err := p.Store.Project(ctx, stream, expect, batch, apply)
+func (p *Projector) project(ctx context.Context, stream string, expect uint64, batch []eventlog.Msg) (applied uint64, setAside []uint64, err error) {
+	applied, err = p.Store.Project(ctx, stream, expect, batch, apply)
 	if err == nil || !store.IsUnappliable(err) {
-		return applied, err
+		return applied, nil, err
 	}
 	for i := range batch {
 		applied, err = p.Store.Project(ctx, stream, expect, batch[i:i+1], apply)
 		if err != nil && store.IsUnappliable(err) {
-			applied, err = p.setAside(ctx, stream, expect, batch[i], err)
+			if applied, err = p.setAside(ctx, stream, expect, batch[i], err); err == nil && applied == batch[i].Seq {
+				setAside = append(setAside, applied)
+			}
 		}
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		expect = applied
 	}
-	return expect, nil
+	return expect, setAside, nil
 }
 
 // setAside keeps m out of the projection, where an operator can see it

@@ -58,9 +58,27 @@ func TestUnappliableRecordsAreSetAside(t *testing.T) {
 	if err := p.RegisterMetrics(reg); err != nil {
 		t.Fatal(err)
 	}
+	// A writer waiting for its record learns that it was set aside, so it
+	// does not report success.
+	wm, err := eventlog.NewWatermark(l.Conn(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wm.Close()
 	stop := runProjector(ctx, t, p)
 	waitPosition(ctx, t, st, good)
+	if err := wm.Wait(ctx, eventlog.StreamAccounts, good); err != nil {
+		t.Fatal(err)
+	}
 	stop()
+	for seq := range bad {
+		if !wm.SetAside(eventlog.StreamAccounts, seq) {
+			t.Errorf("the watermark was not told that seq %d was set aside", seq)
+		}
+	}
+	if wm.SetAside(eventlog.StreamAccounts, good) || wm.SetAside(eventlog.StreamAccounts, 1) {
+		t.Error("the watermark reports an applied record as set aside")
+	}
 
 	content, err := st.AccountData(ctx, testUser, "", "x.after")
 	if err != nil || !strings.Contains(string(content), `"ok"`) {
