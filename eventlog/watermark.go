@@ -67,9 +67,9 @@ type Watermark struct {
 
 	mu       sync.RWMutex // read by every sync request; written per commit
 	applied  map[string]uint64
-	setAside map[string][]uint64 // per stream, the newest set-aside sequences announced
-	changed map[string]chan struct{} // closed and replaced on each advance
-	sub     *nats.Subscription
+	setAside map[string][]uint64      // per stream, the newest set-aside sequences announced
+	changed  map[string]chan struct{} // closed and replaced on each advance
+	sub      *nats.Subscription
 }
 
 // NewWatermark subscribes to applied notifications on nc.
