@@ -39,7 +39,11 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 		case err != nil:
 			return err
 		}
-		return h(w, r.WithContext(context.WithValue(r.Context(), sessionKey, ss)))
+		r = r.WithContext(context.WithValue(r.Context(), sessionKey, ss))
+		if err := s.limitUser(r, limitRequest); err != nil {
+			return err
+		}
+		return h(w, r)
 	}
 }
 

@@ -61,7 +61,7 @@ func (s *Server) createBackupVersion(w http.ResponseWriter, r *http.Request) err
 		if err != nil {
 			return logUnavailable(err)
 		}
-		if err := s.awaitApplied(r.Context(), eventlog.StreamAccounts, last); err != nil {
+		if err := s.awaitPosition(r.Context(), eventlog.StreamAccounts, last); err != nil {
 			return err
 		}
 		n, err := s.store.MaxKeyBackupVersion(r.Context(), user)

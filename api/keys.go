@@ -250,7 +250,7 @@ func (s *Server) claimFrom(ctx context.Context, user string, want map[string]str
 		if err != nil {
 			return nil, logUnavailable(err)
 		}
-		if err := s.awaitApplied(ctx, eventlog.StreamAccounts, last); err != nil {
+		if err := s.awaitPosition(ctx, eventlog.StreamAccounts, last); err != nil {
 			return nil, err
 		}
 		chosen, err := s.store.ChooseClaims(ctx, user, want)

@@ -48,13 +48,20 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Before the password check, which costs a core a quarter of a
+	// second whether or not the account exists.
+	if err := s.limitLogin(r, uid); err != nil {
+		return err
+	}
 	u, err := s.lookupLogin(r.Context(), uid)
 	if err != nil {
 		return err
 	}
 	// One answer for an unknown user and a wrong password, so that logins
 	// do not reveal which accounts exist.
-	if !s.checkPassword(u.PasswordHash, *req.Password) {
+	ok := s.checkPassword(u.PasswordHash, *req.Password)
+	s.loginResult(r, uid, ok)
+	if !ok {
 		return matrix.Forbidden("invalid username or password")
 	}
 	if u.Deactivated {

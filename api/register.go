@@ -82,6 +82,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	if err := s.checkRegistrationAuth(req.Auth); err != nil {
 		return err
 	}
+	// Counted once the request would create an account, before the
+	// password hash that makes a registration costly.
+	if err := s.limitAddress(r, limitRegister); err != nil {
+		return err
+	}
 	var hash string
 	if req.Password != nil {
 		h, err := s.hashPassword(*req.Password)

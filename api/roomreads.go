@@ -477,5 +477,5 @@ func (s *Server) awaitRoomPoint(ctx context.Context, point int64) error {
 	if need > head {
 		return matrix.InvalidParam("token is ahead of the event log")
 	}
-	return s.awaitApplied(ctx, eventlog.StreamRooms, need)
+	return s.awaitPosition(ctx, eventlog.StreamRooms, need)
 }

@@ -187,7 +187,7 @@ func (s *Server) tryWriteRoom(ctx context.Context, e *roomEntry, roomID string, 
 			}
 			if last != e.rs.head.LastSeq {
 				e.rs = nil
-				return 0, nil, true, s.awaitApplied(ctx, eventlog.StreamRooms, last)
+				return 0, nil, true, s.awaitPosition(ctx, eventlog.StreamRooms, last)
 			}
 		}
 		return 0, nil, false, err
@@ -231,7 +231,7 @@ func (s *Server) catchUpRoom(ctx context.Context, roomID string) error {
 	if err != nil {
 		return logUnavailable(err)
 	}
-	return s.awaitApplied(ctx, eventlog.StreamRooms, last)
+	return s.awaitPosition(ctx, eventlog.StreamRooms, last)
 }
 
 // buildEvents fills in the graph fields, signs, and authorises protos in

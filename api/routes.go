@@ -7,6 +7,16 @@ import "net/http"
 // both.
 var clientPrefixes = []string{"/_matrix/client/r0", "/_matrix/client/v3"}
 
+// limited spends a token of limit k for the user before h runs.
+func (s *Server) limited(k limitKind, h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.limitUser(r, k); err != nil {
+			return err
+		}
+		return h(w, r)
+	}
+}
+
 func (s *Server) routes() {
 	r := s.router
 	// Unversioned and other fixed paths.
@@ -25,7 +35,7 @@ func (s *Server) routes() {
 	// thumbnails without authentication, as there) and the authenticated
 	// client v1 ones.
 	for _, prefix := range []string{"/_matrix/media/r0", "/_matrix/media/v3"} {
-		r.Handle(prefix+"/upload", s.wrap(s.authenticated(s.uploadMedia))).Methods(http.MethodPost)
+		r.Handle(prefix+"/upload", s.wrap(s.authenticated(s.limited(limitUpload, s.uploadMedia)))).Methods(http.MethodPost)
 		r.Handle(prefix+"/config", s.wrap(s.authenticated(s.mediaConfig))).Methods(http.MethodGet)
 		r.Handle(prefix+"/download/{serverName}/{mediaId}", s.wrap(s.downloadMedia)).Methods(http.MethodGet, http.MethodHead)
 		r.Handle(prefix+"/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.downloadMedia)).Methods(http.MethodGet, http.MethodHead)
@@ -94,19 +104,19 @@ func (s *Server) routes() {
 		{http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", s.putAccountData, true},
 		{http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", s.getAccountData, true},
 
-		{http.MethodPost, "/createRoom", s.createRoom, true},
-		{http.MethodPut, "/rooms/{roomId}/send/{eventType}/{txnId}", s.send, true},
-		{http.MethodPost, "/rooms/{roomId}/send/{eventType}", s.send, true},
-		{http.MethodPut, "/rooms/{roomId}/state/{eventType}", s.putState, true},
-		{http.MethodPut, "/rooms/{roomId}/state/{eventType}/{stateKey:.*}", s.putState, true},
+		{http.MethodPost, "/createRoom", s.limited(limitCreateRoom, s.createRoom), true},
+		{http.MethodPut, "/rooms/{roomId}/send/{eventType}/{txnId}", s.limited(limitMessage, s.send), true},
+		{http.MethodPost, "/rooms/{roomId}/send/{eventType}", s.limited(limitMessage, s.send), true},
+		{http.MethodPut, "/rooms/{roomId}/state/{eventType}", s.limited(limitMessage, s.putState), true},
+		{http.MethodPut, "/rooms/{roomId}/state/{eventType}/{stateKey:.*}", s.limited(limitMessage, s.putState), true},
 		{http.MethodGet, "/rooms/{roomId}/state/{eventType}", s.getStateEvent, true},
 		{http.MethodGet, "/rooms/{roomId}/state/{eventType}/{stateKey:.*}", s.getStateEvent, true},
 		{http.MethodGet, "/rooms/{roomId}/state", s.roomState, true},
-		{http.MethodPut, "/rooms/{roomId}/redact/{eventId}/{txnId}", s.redactEvent, true},
-		{http.MethodPost, "/rooms/{roomId}/redact/{eventId}", s.redactEvent, true},
+		{http.MethodPut, "/rooms/{roomId}/redact/{eventId}/{txnId}", s.limited(limitMessage, s.redactEvent), true},
+		{http.MethodPost, "/rooms/{roomId}/redact/{eventId}", s.limited(limitMessage, s.redactEvent), true},
 		{http.MethodPost, "/rooms/{roomId}/invite", s.invite, true},
-		{http.MethodPost, "/rooms/{roomId}/join", s.join, true},
-		{http.MethodPost, "/join/{roomIdOrAlias}", s.join, true},
+		{http.MethodPost, "/rooms/{roomId}/join", s.limited(limitJoin, s.join), true},
+		{http.MethodPost, "/join/{roomIdOrAlias}", s.limited(limitJoin, s.join), true},
 		{http.MethodPost, "/rooms/{roomId}/leave", s.leave, true},
 		{http.MethodPost, "/rooms/{roomId}/forget", s.forget, true},
 		{http.MethodPost, "/rooms/{roomId}/kick", s.moderate("kick", kickable), true},

@@ -59,6 +59,9 @@ type Config struct {
 	// again: createRoom claims the alias, then appends the room, and a
 	// process that died in between leaves the alias pointing nowhere.
 	OrphanAliasGrace time.Duration
+	// RateLimits are the limits on what one client may ask; nil turns
+	// them off (tests, benchmarks).
+	RateLimits *RateLimits
 }
 
 func (c *Config) setDefaults() {
@@ -101,6 +104,8 @@ type Server struct {
 	dummyOnce sync.Once
 	dummyHash []byte
 
+	limits *limiters // nil: no rate limits
+
 	latency *prometheus.HistogramVec
 	retries prometheus.Counter
 }
@@ -135,6 +140,9 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
 		sessions: store.NewSessions(st, wm, nil, logger)}
+	if cfg.RateLimits != nil {
+		s.limits = newLimiters(*cfg.RateLimits)
+	}
 	s.router = mux.NewRouter()
 	s.router.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		matrix.WriteError(w, matrix.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))
@@ -281,15 +289,12 @@ func (s *Server) appendAccount(ctx context.Context, userID string, rec eventlog.
 	return nil
 }
 
-// awaitApplied waits, bounded, until stream's projection reaches seq.
+// awaitApplied waits, bounded, until stream's projection reaches seq, the
+// record this request appended, and refuses to report success for a
+// record the projection set aside.
 func (s *Server) awaitApplied(ctx context.Context, stream string, seq uint64) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
-	defer cancel()
-	if err := s.watermark.Wait(ctx, stream, seq); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || store.Unavailable(err) {
-			return matrix.Unavailable("the change was stored but is not visible yet; retry shortly")
-		}
-		return fmt.Errorf("await %s seq %d: %w", stream, seq, err)
+	if err := s.awaitPosition(ctx, stream, seq); err != nil {
+		return err
 	}
 	if s.watermark.SetAside(stream, seq) {
 		// The input checks should have refused it: it is on the log but
@@ -297,6 +302,20 @@ func (s *Server) awaitApplied(ctx context.Context, stream string, seq uint64) er
 		// success (strand projection set-aside lists it).
 		s.logger.Error("a write was set aside by the projection", "stream", stream, "stream_seq", seq)
 		return matrix.BadJSON("the request was stored but can never be applied; it was set aside")
+	}
+	return nil
+}
+
+// awaitPosition waits, bounded, until stream's projection reaches seq,
+// whatever the record at seq was: catching up with other writers.
+func (s *Server) awaitPosition(ctx context.Context, stream string, seq uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	if err := s.watermark.Wait(ctx, stream, seq); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || store.Unavailable(err) {
+			return matrix.Unavailable("the change was stored but is not visible yet; retry shortly")
+		}
+		return fmt.Errorf("await %s seq %d: %w", stream, seq, err)
 	}
 	if s.readers != nil {
 		// Sync workers answer some requests from what they have read

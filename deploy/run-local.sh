@@ -106,7 +106,9 @@ supervise api "$WORK/bin/strand" api --listen "127.0.0.1:$API_PORT" --public-bas
 SYNC_SERVERS=""
 for i in $(seq 1 "$SYNC"); do
   p=$(free_port)
-  supervise "sync-$i" "$WORK/bin/strand" sync --listen "127.0.0.1:$p"
+  # nginx sends only /sync here, so /metrics on this loopback port is
+  # not reachable through the proxy.
+  supervise "sync-$i" "$WORK/bin/strand" sync --listen "127.0.0.1:$p" --metrics-on-listen
   SYNC_SERVERS="$SYNC_SERVERS    server 127.0.0.1:$p;
 "
 done

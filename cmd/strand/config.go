@@ -4,10 +4,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"strand/api"
 )
 
 // config is every setting a role can use. Each flag falls back to an
@@ -31,9 +34,33 @@ type config struct {
 	PasswordMinLength int
 	ApplyTimeout      time.Duration
 	OpsListen         string
+	MetricsOnListen   bool
 	PprofListen       string
 	LogLevel          string
 	LogFormat         string
+
+	// Rate limits (api role): on or off, and each limit as RATE/BURST.
+	RateLimits      string
+	Limits          map[string]*string
+	LoginFailures   int
+	LoginLockoutMax time.Duration
+	TrustedProxies  string
+}
+
+// limitFlags are the per-limit flags: name, environment variable, what it
+// bounds, and how to set it in api.RateLimits.
+var limitFlags = []struct {
+	name, env, help string
+	field           func(*api.RateLimits) *api.Limit
+}{
+	{"limit-login-address", "STRAND_LIMIT_LOGIN_ADDRESS", "login attempts per client address", func(l *api.RateLimits) *api.Limit { return &l.LoginAddress }},
+	{"limit-login-account", "STRAND_LIMIT_LOGIN_ACCOUNT", "login attempts per account", func(l *api.RateLimits) *api.Limit { return &l.LoginAccount }},
+	{"limit-register", "STRAND_LIMIT_REGISTER", "registrations per client address", func(l *api.RateLimits) *api.Limit { return &l.Register }},
+	{"limit-message", "STRAND_LIMIT_MESSAGE", "room events (messages, state, redactions) per user", func(l *api.RateLimits) *api.Limit { return &l.Message }},
+	{"limit-create-room", "STRAND_LIMIT_CREATE_ROOM", "rooms created per user", func(l *api.RateLimits) *api.Limit { return &l.CreateRoom }},
+	{"limit-join", "STRAND_LIMIT_JOIN", "room joins per user", func(l *api.RateLimits) *api.Limit { return &l.Join }},
+	{"limit-upload", "STRAND_LIMIT_UPLOAD", "media uploads per user", func(l *api.RateLimits) *api.Limit { return &l.Upload }},
+	{"limit-request", "STRAND_LIMIT_REQUEST", "authenticated requests per access token (not /sync)", func(l *api.RateLimits) *api.Limit { return &l.Request }},
 }
 
 // envFlags registers flags whose defaults come from the environment.
@@ -57,6 +84,15 @@ func (e envFlags) int(p *int, name, env string, def int, help string) {
 	e.fs.IntVar(p, name, def, fmt.Sprintf("%s (env %s)", help, env))
 }
 
+func (e envFlags) bool(p *bool, name, env string, def bool, help string) {
+	if v, ok := os.LookupEnv(env); ok {
+		if b, err := strconv.ParseBool(v); err == nil {
+			def = b
+		}
+	}
+	e.fs.BoolVar(p, name, def, fmt.Sprintf("%s (env %s)", help, env))
+}
+
 func (e envFlags) dur(p *time.Duration, name, env string, def time.Duration, help string) {
 	if v, ok := os.LookupEnv(env); ok {
 		if d, err := time.ParseDuration(v); err == nil {
@@ -74,7 +110,8 @@ func (c *config) registerCommon(fs *flag.FlagSet) {
 	e.str(&c.DataDir, "data-dir", "STRAND_DATA_DIR", "./data", "directory for the embedded JetStream store and the signing key")
 	e.str(&c.NATSSync, "nats-sync", "STRAND_NATS_SYNC", "always", "embedded JetStream disk sync: always (fsync before every ack) or an interval like 2m")
 	e.int(&c.Replicas, "replicas", "STRAND_REPLICAS", 1, "stream replicas (3 on a NATS cluster)")
-	e.str(&c.OpsListen, "ops-listen", "STRAND_OPS_LISTEN", "", "separate listen address for /metrics, /health and /ready (default: on --listen; the projector role serves them only here)")
+	e.str(&c.OpsListen, "ops-listen", "STRAND_OPS_LISTEN", "", "separate listen address for /metrics, /health and /ready (the projector role serves them only here)")
+	e.bool(&c.MetricsOnListen, "metrics-on-listen", "STRAND_METRICS_ON_LISTEN", false, "also serve /metrics on --listen, the client port (without --ops-listen, /health and /ready are there anyway)")
 	e.str(&c.PprofListen, "pprof-listen", "STRAND_PPROF_LISTEN", "", "loopback address for net/http/pprof (off when empty)")
 	e.str(&c.LogLevel, "log-level", "STRAND_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	e.str(&c.LogFormat, "log-format", "STRAND_LOG_FORMAT", "text", "log format: text or json")
@@ -94,6 +131,55 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.int(&c.PasswordMinLength, "password-min-length", "STRAND_PASSWORD_MIN_LENGTH", 0, "minimum password length in characters (0: any non-empty)")
 	e.int(&c.MaxUploadMB, "max-upload-mb", "STRAND_MAX_UPLOAD_MB", 50, "largest media upload, in MiB (keep a proxy's body limit at least this)")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
+	def := api.DefaultRateLimits()
+	e.str(&c.RateLimits, "rate-limits", "STRAND_RATE_LIMITS", "on", "rate limits: on, or off (benchmarks, tests)")
+	c.Limits = map[string]*string{}
+	for _, f := range limitFlags {
+		v := new(string)
+		c.Limits[f.name] = v
+		e.str(v, f.name, f.env, f.field(&def).String(), f.help+", as RATE/BURST (requests a second / at once)")
+	}
+	e.int(&c.LoginFailures, "login-failures", "STRAND_LOGIN_FAILURES", def.LoginFailures, "failed logins of an account (10× for an address) before a doubling lock-out starts")
+	e.dur(&c.LoginLockoutMax, "login-lockout-max", "STRAND_LOGIN_LOCKOUT_MAX", def.LoginLockoutMax, "longest lock-out after failed logins")
+	e.str(&c.TrustedProxies, "trusted-proxies", "STRAND_TRUSTED_PROXIES", "127.0.0.0/8,::1/128", "comma-separated CIDRs of proxies whose X-Forwarded-For names the client address")
+}
+
+// rateLimits builds the api's limits from the flags; nil when they are off.
+func (c *config) rateLimits() (*api.RateLimits, error) {
+	switch c.RateLimits {
+	case "off":
+		return nil, nil
+	case "on":
+	default:
+		return nil, fmt.Errorf("--rate-limits must be on or off, not %q", c.RateLimits)
+	}
+	l := api.DefaultRateLimits()
+	for _, f := range limitFlags {
+		v, err := api.ParseLimit(*c.Limits[f.name])
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", f.name, err)
+		}
+		*f.field(&l) = v
+	}
+	if c.LoginFailures < 1 {
+		return nil, fmt.Errorf("--login-failures must be at least 1")
+	}
+	if c.LoginLockoutMax < time.Second {
+		return nil, fmt.Errorf("--login-lockout-max must be at least 1s")
+	}
+	l.LoginFailures, l.LoginLockoutMax = c.LoginFailures, c.LoginLockoutMax
+	l.TrustedProxies = nil
+	for _, s := range strings.Split(c.TrustedProxies, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		l.TrustedProxies = append(l.TrustedProxies, p)
+	}
+	return &l, nil
 }
 
 // validateServer checks the settings registerServer added.
@@ -112,6 +198,9 @@ func (c *config) validateServer() error {
 	}
 	if c.MaxUploadMB < 1 || c.MaxUploadMB > 4096 {
 		return fmt.Errorf("--max-upload-mb must be between 1 and 4096")
+	}
+	if _, err := c.rateLimits(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -33,7 +33,8 @@ func TestMatrixJSSDK(t *testing.T) {
 	installJSSDK(t)
 
 	addr := freeAddr(t)
-	startServe(t, "--listen", addr, "--data-dir", t.TempDir(), "--database-url", storetest.NewURL(t))
+	// With the default rate limits, as a server on the internet runs.
+	startServe(t, "--listen", addr, "--data-dir", t.TempDir(), "--database-url", storetest.NewURL(t), "--rate-limits", "on")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
 	defer cancel()

@@ -171,7 +171,7 @@ func TestUnknownCommand(t *testing.T) {
 // waiting long-poll instead of cutting it off.
 func TestServeOpsAndGracefulShutdown(t *testing.T) {
 	addr := freeAddr(t)
-	stop := startServe(t, "--listen", addr, "--data-dir", t.TempDir(), "--database-url", storetest.NewURL(t))
+	stop := startServe(t, "--listen", addr, "--data-dir", t.TempDir(), "--database-url", storetest.NewURL(t), "--metrics-on-listen")
 	c := apitest.NewClient(t, "http://"+addr)
 	c.Register("opsuser", "pw")
 	roomID := c.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{}).Str("room_id")

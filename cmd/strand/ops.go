@@ -74,12 +74,12 @@ func writeOps(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// withOps serves the ops paths on the role's own listener and the rest
-// from h.
-func withOps(ops, h http.Handler) http.Handler {
+// withOps serves some ops paths on the role's own listener (/health and
+// /ready if health, /metrics if metrics) and the rest from h.
+func withOps(ops, h http.Handler, health, metrics bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/metrics", "/health", "/ready":
+		switch {
+		case r.URL.Path == "/metrics" && metrics, (r.URL.Path == "/health" || r.URL.Path == "/ready") && health:
 			ops.ServeHTTP(w, r)
 		default:
 			h.ServeHTTP(w, r)

@@ -161,9 +161,9 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if c.cfg.OpsListen == "" {
-			handler = withOps(ops, handler)
-		}
+		// /metrics tells anyone who can read it how busy the server is
+		// and which routes it serves: on the client port only if asked.
+		handler = withOps(ops, handler, c.cfg.OpsListen == "", c.cfg.MetricsOnListen)
 		var beforeShutdown func()
 		if syncHandler != nil {
 			beforeShutdown = syncHandler.Stop // answer waiting long-polls first
@@ -234,7 +234,12 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 	if base == "" {
 		base = "http://" + c.cfg.Listen
 	}
+	limits, err := c.cfg.rateLimits()
+	if err != nil {
+		return nil, nil, err
+	}
 	srv := api.New(api.Config{
+		RateLimits:              limits,
 		ServerName:              sn,
 		PublicBaseURL:           base,
 		Registration:            c.cfg.Registration,

@@ -33,7 +33,7 @@ func TestServeSetsAsidePoisonRecords(t *testing.T) {
 	natsURL := ns.ClientURL()
 	dbURL := storetest.NewURL(t)
 	addr := freeAddr(t)
-	args := []string{"--listen", addr, "--data-dir", t.TempDir(), "--database-url", dbURL, "--nats-url", natsURL}
+	args := []string{"--listen", addr, "--data-dir", t.TempDir(), "--database-url", dbURL, "--nats-url", natsURL, "--metrics-on-listen"}
 	stop := startServe(t, args...)
 
 	c := apitest.NewClient(t, "http://"+addr)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -32,6 +33,10 @@ func WriteError(w http.ResponseWriter, err error) int {
 	me, ok := AsError(err)
 	if !ok {
 		me = &Error{Code: "M_UNKNOWN", Status: http.StatusInternalServerError, Msg: "internal server error"}
+	}
+	if ms, ok := me.Extra["retry_after_ms"].(int64); ok && me.Status == http.StatusTooManyRequests {
+		// The same wait for HTTP clients that know only the header.
+		w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
 	}
 	body := make(map[string]any, 2+len(me.Extra))
 	for k, v := range me.Extra {
