@@ -27,22 +27,7 @@ func (f *filter) timelineLimit() int {
 	return defaultTimelineLimit
 }
 
-func (f *filter) allowsRoom(roomID string) bool {
-	for _, r := range f.Room.NotRooms {
-		if r == roomID {
-			return false
-		}
-	}
-	if f.Room.Rooms == nil {
-		return true
-	}
-	for _, r := range f.Room.Rooms {
-		if r == roomID {
-			return true
-		}
-	}
-	return false
-}
+func (f *filter) allowsRoom(roomID string) bool { return f.Room.AllowsRoom(roomID) }
 
 // filterCache keeps parsed filters for loadFilter. Entries never go
 // stale: a stored filter never changes (its ID is random and the first

@@ -3,6 +3,7 @@ package matrix
 import (
 	"encoding/json"
 	"strings"
+	"sync"
 )
 
 // EventFilter is the spec's EventFilter / RoomEventFilter: which events a
@@ -20,6 +21,132 @@ type EventFilter struct {
 	LazyLoadMembers         bool     `json:"lazy_load_members,omitempty"`
 	IncludeRedundantMembers bool     `json:"include_redundant_members,omitempty"`
 	UnreadThreadNotifs      bool     `json:"unread_thread_notifications,omitempty"`
+
+	// compiled holds the lists as sets, built by the parsers so that
+	// matching an event costs the same however long the lists are. A
+	// filter built in code has none and matches through the lists.
+	compiled *compiledFilter
+}
+
+// Bounds on what a filter may hold (400 M_INVALID_PARAM beyond): every
+// entry is an event type (pattern), room ID or user ID, which the spec
+// bounds at 255 bytes; the list lengths are far beyond what a client
+// needs (Element's filters list a handful of types) and keep a filter's
+// size and the work it makes small.
+const (
+	MaxFilterTypes     = 100  // types, not_types, event_fields
+	MaxFilterIDs       = 1000 // rooms, not_rooms, senders, not_senders
+	MaxFilterEntryLen  = 255  // bytes of one entry
+	maxFilterTypeMemos = 1024 // pattern results remembered per list
+)
+
+// compiledFilter is an EventFilter's lists as sets.
+type compiledFilter struct {
+	types, notTypes                      *typeSet
+	senders, notSenders, rooms, notRooms map[string]struct{}
+}
+
+// typeSet matches event types against a list of patterns: exact ones by
+// a map lookup, those with "*" once per distinct type (a response holds
+// few distinct types, however many events).
+type typeSet struct {
+	exact map[string]struct{}
+	globs []string
+
+	mu   sync.Mutex
+	memo map[string]bool
+}
+
+func newTypeSet(patterns []string) *typeSet {
+	if patterns == nil {
+		return nil
+	}
+	t := &typeSet{exact: map[string]struct{}{}}
+	for _, p := range patterns {
+		if strings.Contains(p, "*") {
+			t.globs = append(t.globs, p)
+		} else {
+			t.exact[p] = struct{}{}
+		}
+	}
+	return t
+}
+
+func (t *typeSet) match(s string) bool {
+	if _, ok := t.exact[s]; ok {
+		return true
+	}
+	if len(t.globs) == 0 {
+		return false
+	}
+	t.mu.Lock()
+	v, ok := t.memo[s]
+	t.mu.Unlock()
+	if ok {
+		return v
+	}
+	v = anyMatch(t.globs, s)
+	t.mu.Lock()
+	if t.memo == nil {
+		t.memo = map[string]bool{}
+	}
+	if len(t.memo) < maxFilterTypeMemos {
+		t.memo[s] = v
+	}
+	t.mu.Unlock()
+	return v
+}
+
+func newIDSet(ids []string) map[string]struct{} {
+	if ids == nil {
+		return nil
+	}
+	m := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		m[id] = struct{}{}
+	}
+	return m
+}
+
+// check refuses a filter beyond the bounds, and compiles its lists.
+func (f *EventFilter) check(where string) error {
+	if f == nil {
+		return nil
+	}
+	if f.Limit != nil && *f.Limit < 0 {
+		return BadJSON("invalid filter: negative limit")
+	}
+	for _, l := range []struct {
+		name string
+		list []string
+		max  int
+	}{
+		{"types", f.Types, MaxFilterTypes}, {"not_types", f.NotTypes, MaxFilterTypes},
+		{"senders", f.Senders, MaxFilterIDs}, {"not_senders", f.NotSenders, MaxFilterIDs},
+		{"rooms", f.Rooms, MaxFilterIDs}, {"not_rooms", f.NotRooms, MaxFilterIDs},
+	} {
+		if err := checkFilterList(where+l.name, l.list, l.max); err != nil {
+			return err
+		}
+	}
+	f.compiled = &compiledFilter{
+		types: newTypeSet(f.Types), notTypes: newTypeSet(f.NotTypes),
+		senders: newIDSet(f.Senders), notSenders: newIDSet(f.NotSenders),
+		rooms: newIDSet(f.Rooms), notRooms: newIDSet(f.NotRooms),
+	}
+	return nil
+}
+
+func checkFilterList(name string, list []string, max int) error {
+	if len(list) > max {
+		return InvalidParam("invalid filter: %s has %d entries; at most %d are allowed", name, len(list), max)
+	}
+	for _, s := range list {
+		if len(s) > MaxFilterEntryLen {
+			return InvalidParam("invalid filter: an entry of %s is longer than %d bytes", name, MaxFilterEntryLen)
+		}
+	}
+	return nil
 }
 
 // ParseEventFilter parses a filter object; empty input is the empty filter.
@@ -31,8 +158,8 @@ func ParseEventFilter(raw []byte) (*EventFilter, error) {
 	if err := json.Unmarshal(raw, f); err != nil {
 		return nil, BadJSON("invalid filter: %v", err)
 	}
-	if f.Limit != nil && *f.Limit < 0 {
-		return nil, BadJSON("invalid filter: negative limit")
+	if err := f.check(""); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -68,6 +195,16 @@ func anyMatch(patterns []string, s string) bool {
 	return false
 }
 
+// inSet reports whether s is in set, or in list when the filter was not
+// compiled.
+func inSet(set map[string]struct{}, list []string, s string, compiled bool) bool {
+	if compiled {
+		_, ok := set[s]
+		return ok
+	}
+	return contains(list, s)
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -82,10 +219,27 @@ func (f *EventFilter) AllowsRoom(roomID string) bool {
 	if f == nil {
 		return true
 	}
+	c := f.compiled
+	if c != nil {
+		if _, ok := c.notRooms[roomID]; ok {
+			return false
+		}
+		_, ok := c.rooms[roomID]
+		return f.Rooms == nil || ok
+	}
 	if contains(f.NotRooms, roomID) {
 		return false
 	}
 	return f.Rooms == nil || contains(f.Rooms, roomID)
+}
+
+// matchTypes reports whether typ matches one of the patterns of set (or of
+// list, for a filter that was not compiled).
+func matchTypes(set *typeSet, list []string, typ string) bool {
+	if set != nil {
+		return set.match(typ)
+	}
+	return anyMatch(list, typ)
 }
 
 // Allows reports whether the filter admits an event of type typ from
@@ -94,13 +248,18 @@ func (f *EventFilter) Allows(typ, sender, roomID string, content func() json.Raw
 	if f == nil {
 		return true
 	}
-	if anyMatch(f.NotTypes, typ) || contains(f.NotSenders, sender) || !f.AllowsRoom(roomID) {
+	c := f.compiled
+	if c == nil {
+		c = &compiledFilter{}
+	}
+	compiled := f.compiled != nil
+	if matchTypes(c.notTypes, f.NotTypes, typ) || inSet(c.notSenders, f.NotSenders, sender, compiled) || !f.AllowsRoom(roomID) {
 		return false
 	}
-	if f.Types != nil && !anyMatch(f.Types, typ) {
+	if f.Types != nil && !matchTypes(c.types, f.Types, typ) {
 		return false
 	}
-	if f.Senders != nil && !contains(f.Senders, sender) {
+	if f.Senders != nil && !inSet(c.senders, f.Senders, sender, compiled) {
 		return false
 	}
 	if f.ContainsURL != nil && content != nil {
@@ -124,6 +283,23 @@ type RoomFilter struct {
 	State        *EventFilter `json:"state,omitempty"`
 	Ephemeral    *EventFilter `json:"ephemeral,omitempty"`
 	AccountData  *EventFilter `json:"account_data,omitempty"`
+
+	rooms, notRooms map[string]struct{} // Rooms and NotRooms as sets, from ParseFilter
+}
+
+// AllowsRoom reports whether the room filter admits roomID.
+func (f *RoomFilter) AllowsRoom(roomID string) bool {
+	if f.rooms == nil && f.notRooms == nil {
+		if contains(f.NotRooms, roomID) {
+			return false
+		}
+		return f.Rooms == nil || contains(f.Rooms, roomID)
+	}
+	if _, ok := f.notRooms[roomID]; ok {
+		return false
+	}
+	_, ok := f.rooms[roomID]
+	return f.Rooms == nil || ok
 }
 
 // Filter is the spec's sync filter (POST /user/{userId}/filter, and the
@@ -143,11 +319,27 @@ func ParseFilter(raw []byte) (*Filter, error) {
 	if err := json.Unmarshal(raw, f); err != nil {
 		return nil, BadJSON("invalid filter: %v", err)
 	}
-	for _, ef := range []*EventFilter{f.Presence, f.AccountData, f.Room.Timeline, f.Room.State, f.Room.Ephemeral, f.Room.AccountData} {
-		if ef != nil && ef.Limit != nil && *ef.Limit < 0 {
-			return nil, BadJSON("invalid filter: negative limit")
+	for _, ef := range []struct {
+		name string
+		f    *EventFilter
+	}{
+		{"presence.", f.Presence}, {"account_data.", f.AccountData}, {"room.timeline.", f.Room.Timeline},
+		{"room.state.", f.Room.State}, {"room.ephemeral.", f.Room.Ephemeral}, {"room.account_data.", f.Room.AccountData},
+	} {
+		if err := ef.f.check(ef.name); err != nil {
+			return nil, err
 		}
 	}
+	if err := checkFilterList("event_fields", f.EventFields, MaxFilterTypes); err != nil {
+		return nil, err
+	}
+	if err := checkFilterList("room.rooms", f.Room.Rooms, MaxFilterIDs); err != nil {
+		return nil, err
+	}
+	if err := checkFilterList("room.not_rooms", f.Room.NotRooms, MaxFilterIDs); err != nil {
+		return nil, err
+	}
+	f.Room.rooms, f.Room.notRooms = newIDSet(f.Room.Rooms), newIDSet(f.Room.NotRooms)
 	if f.EventFormat != "" && f.EventFormat != "client" && f.EventFormat != "federation" {
 		return nil, BadJSON("invalid filter: event_format must be client or federation")
 	}
