@@ -28,7 +28,9 @@ func list(n int, f func(i int) string) []string {
 // list of a sync filter and of an event filter; filters at the bounds are
 // accepted.
 func TestFilterBounds(t *testing.T) {
-	types := func(n int) []string { return list(n, func(i int) string { return fmt.Sprintf("org.example.t%d.*", i) }) }
+	types := func(n int) []string {
+		return list(n, func(i int) string { return fmt.Sprintf("org.example.t%d.*", i) })
+	}
 	ids := func(n int) []string { return list(n, func(i int) string { return fmt.Sprintf("@u%d:example.org", i) }) }
 	long := strings.Repeat("a", MaxFilterEntryLen+1)
 	refused := []any{
