@@ -31,6 +31,14 @@ func (s *Server) routes() {
 	r.Handle("/_synapse/admin/v1/reset_password/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminResetPassword)))).Methods(http.MethodPost)
 	r.Handle("/_synapse/admin/v1/deactivate/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminDeactivate)))).Methods(http.MethodPost)
 
+	// The server-server API's key endpoints and version (Strand's signing
+	// key is published though it does not federate yet).
+	r.Handle("/_matrix/key/v2/server", s.wrap(s.getServerKeys)).Methods(http.MethodGet)
+	r.Handle("/_matrix/key/v2/server/{keyId}", s.wrap(s.getServerKeys)).Methods(http.MethodGet)
+	r.Handle("/_matrix/key/v2/query", s.wrap(s.queryServerKeys)).Methods(http.MethodPost)
+	r.Handle("/_matrix/key/v2/query/{serverName}", s.wrap(s.queryServerKeysOf)).Methods(http.MethodGet)
+	r.Handle("/_matrix/federation/v1/version", s.wrap(s.federationVersion)).Methods(http.MethodGet)
+
 	// The media repository, under the legacy media paths (download and
 	// thumbnails without authentication, as there) and the authenticated
 	// client v1 ones.
