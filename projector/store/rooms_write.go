@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+
 	"strand/eventlog"
 )
 
@@ -195,20 +197,56 @@ func (t *Tx) flush(ctx context.Context) error {
 	return err
 }
 
-// EventForRedaction returns the PDU, type, state key and whether it is the
-// current state entry, of an event about to be redacted. ok is false for
-// an unknown event (a redaction may name any event ID).
-func (t *Tx) EventForRedaction(ctx context.Context, eventID string) (pdu []byte, typ string, stateKey *string, current bool, ok bool, err error) {
+// RedactionTarget is what applying a redaction needs of the event it
+// names.
+type RedactionTarget struct {
+	RoomID   string
+	PDU      []byte
+	Type     string
+	StateKey *string
+	Current  bool // the current state entry for its key
+}
+
+// EventForRedaction returns what deciding and applying a redaction in
+// roomID needs: the event it names (ok false for an unknown event; a
+// redaction may name any event ID), and the room's current m.room.create
+// and m.room.power_levels events, with whether each was redacted. It reads
+// after everything queued so far, so within a batch the state is as of the
+// record being applied. The caller checks that the target is in roomID
+// before it uses anything else of it.
+func (t *Tx) EventForRedaction(ctx context.Context, eventID, roomID string) (target RedactionTarget, ok bool, auth []IDPDU, err error) {
 	if err = t.flush(ctx); err != nil {
 		return
 	}
-	err = t.tx.QueryRow(ctx, `SELECT e.pdu, e.type, e.state_key,
+	b := &pgx.Batch{}
+	b.Queue(`SELECT e.room_id, e.pdu, e.type, e.state_key,
 			EXISTS (SELECT 1 FROM room_state s WHERE s.event_id = e.event_id AND s.to_pos IS NULL)
-		FROM events e WHERE e.event_id = $1`, eventID).Scan(&pdu, &typ, &stateKey, &current)
-	if isNoRows(err) {
-		return nil, "", nil, false, false, nil
+		FROM events e WHERE e.event_id = $1`, eventID)
+	b.Queue(`SELECT e.event_id, e.pdu, e.redacted_because IS NOT NULL FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND s.type IN ('m.room.create', 'm.room.power_levels') AND s.state_key = '' AND s.to_pos IS NULL`, roomID)
+	br := t.tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	err = br.QueryRow().Scan(&target.RoomID, &target.PDU, &target.Type, &target.StateKey, &target.Current)
+	switch {
+	case isNoRows(err):
+		target, err = RedactionTarget{}, nil
+	case err != nil:
+		return RedactionTarget{}, false, nil, fmt.Errorf("redaction target %s: %w", eventID, err)
+	default:
+		ok = true
 	}
-	return pdu, typ, stateKey, current, err == nil, err
+	rows, err := br.Query()
+	if err != nil {
+		return RedactionTarget{}, false, nil, fmt.Errorf("room %s auth state: %w", roomID, err)
+	}
+	if auth, err = pgx.CollectRows(rows, pgx.RowToStructByPos[IDPDU]); err != nil {
+		return RedactionTarget{}, false, nil, fmt.Errorf("room %s auth state: %w", roomID, err)
+	}
+	return target, ok, auth, nil
 }
 
 // RedactEvent replaces an event's client form with its redacted form.
