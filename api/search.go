@@ -99,7 +99,7 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) error {
 	for i, h := range hits {
 		ids[i] = h.EventID
 	}
-	evs, err := s.store.EventsByID(r.Context(), ids)
+	evs, err := s.store.EventsByID(r.Context(), rooms, ids)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,15 @@
 package api_test
 
 import (
+	"context"
+	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 
 	"strand/api/apitest"
+	"strand/eventlog"
+	"strand/eventlog/matrix"
 )
 
 // Tests of invariant 12 (rooms are walls) for redactions and relations:
@@ -170,4 +176,194 @@ func TestRedactionNeedsRedactLevel(t *testing.T) {
 		requireRedacted(t, mod, room, other)
 	}
 	projectionReplays(t, env, 2)
+}
+
+// appendRaw builds protos as events of roomID on top of its projected
+// state and appends them as one record straight to the log, as a record
+// written by another (older, or faulty) api would be: no check but the
+// log's expected sequence. FIRST_EVENT in a proto's content stands for the
+// ID of the record's first event.
+func appendRaw(t *testing.T, env *apitest.Env, roomID string, protos ...*matrix.ProtoEvent) []*matrix.Event {
+	t.Helper()
+	ctx := context.Background()
+	snap, err := env.Store().RoomAuthSnapshot(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := matrix.RoomVersion(snap.Head.Version)
+	var st matrix.State
+	for _, e := range snap.Events {
+		ev, err := matrix.ParseEvent(v, e.PDU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = matrix.Apply(st, ev)
+	}
+	prev, depth := matrix.EventID(snap.Head.LastEventID), snap.Head.Depth
+	rec := &eventlog.RoomEvents{RoomID: roomID, RoomVersion: snap.Head.Version}
+	var out []*matrix.Event
+	for _, p := range protos {
+		depth++
+		if len(out) > 0 {
+			p.Content = json.RawMessage(strings.ReplaceAll(string(p.Content), "FIRST_EVENT", string(out[0].ID())))
+		}
+		p.RoomID, p.PrevEvents, p.Depth, p.OriginServerTS = matrix.RoomID(roomID), []matrix.EventID{prev}, depth, time.Now().UnixMilli()
+		if p.AuthEvents, err = matrix.AuthEventsFor(st, p); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := matrix.BuildEvent(v, p, "localhost", apitest.DefaultConfig().SigningKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = matrix.Apply(st, ev)
+		prev = ev.ID()
+		rec.Events = append(rec.Events, ev.JSON())
+		out = append(out, ev)
+	}
+	if _, err := env.Conn().Append(ctx, eventlog.RoomSubject(roomID), rec,
+		eventlog.AppendOptions{ExpectSeq: eventlog.Expect(snap.Head.LastSeq), Room: roomID}); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, env, env.Store())
+	return out
+}
+
+// The projector decides for itself whether a redaction on the log takes
+// effect: one aimed at an event of another room (here also of another
+// room version, which used to stop the projector), at an unknown event, or
+// at another user's event by a sender below the redact level, changes
+// nothing; the projector goes on, and replay, in batches of any size,
+// gives the same projection. A relation to an event of another room is not
+// recorded, one to an event earlier in the same record is.
+func TestProjectorIgnoresRedactionsAcrossWalls(t *testing.T) {
+	env, base := wallsEnv(t)
+	owner := newUser(t, base, "owner")
+	stranger := newUser(t, base, "stranger")
+	member := newUser(t, base, "member")
+	victim := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "10"}).Str("room_id")
+	secret := sendText(t, owner, victim, "secret", nil)
+	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	member.MustDo("POST", v3("/join/"+esc(own)), nil)
+	strangers := sendText(t, stranger, own, "stranger's", nil)
+	members := sendText(t, member, own, "member's", nil)
+
+	redaction := func(sender *apitest.Client, target string) *matrix.ProtoEvent {
+		return &matrix.ProtoEvent{Type: matrix.TypeRedaction, Sender: matrix.UserID(sender.UserID), Redacts: matrix.EventID(target), Content: json.RawMessage(`{}`)}
+	}
+	unknown := "$" + strings.Repeat("A", 43)
+	// Each in a record of its own, then all in one record, on a later
+	// message each time.
+	appendRaw(t, env, own, redaction(stranger, secret))
+	appendRaw(t, env, own, redaction(member, strangers))
+	appendRaw(t, env, own, redaction(stranger, unknown))
+	later := sendText(t, stranger, own, "stranger's later", nil)
+	thread := &matrix.ProtoEvent{Type: "m.room.message", Sender: matrix.UserID(stranger.UserID),
+		Content: json.RawMessage(`{"msgtype":"m.text","body":"a thread across the wall","m.relates_to":{"rel_type":"m.thread","event_id":"` + secret + `"}}`)}
+	root := &matrix.ProtoEvent{Type: "m.room.message", Sender: matrix.UserID(stranger.UserID), Content: json.RawMessage(`{"msgtype":"m.text","body":"root"}`)}
+	evs := appendRaw(t, env, own, redaction(stranger, secret), redaction(member, later), redaction(stranger, unknown), thread, root)
+	reply := appendRaw(t, env, own, &matrix.ProtoEvent{Type: "m.room.message", Sender: matrix.UserID(member.UserID),
+		Content: json.RawMessage(`{"msgtype":"m.text","body":"reply","m.relates_to":{"rel_type":"m.thread","event_id":"` + string(evs[4].ID()) + `"}}`)})
+	// A relation to an event earlier in its own record counts.
+	inRecord := appendRaw(t, env, own, &matrix.ProtoEvent{Type: "m.room.message", Sender: matrix.UserID(stranger.UserID),
+		Content: json.RawMessage(`{"msgtype":"m.text","body":"root 2"}`)}, &matrix.ProtoEvent{Type: "m.room.message", Sender: matrix.UserID(member.UserID),
+		Content: json.RawMessage(`{"msgtype":"m.text","body":"reply 2","m.relates_to":{"rel_type":"m.thread","event_id":"FIRST_EVENT"}}`)})
+	// The member may redact their own.
+	appendRaw(t, env, own, redaction(member, members))
+
+	requireIntact(t, owner, victim, secret, "secret")
+	requireIntact(t, stranger, own, strangers, "stranger's")
+	requireIntact(t, stranger, own, later, "stranger's later")
+	requireRedacted(t, stranger, own, members)
+	// The projector is still applying: both rooms take writes.
+	sendText(t, owner, victim, "still here", nil)
+	sendText(t, stranger, own, "still here", nil)
+
+	th := stranger.MustDo("GET", "/_matrix/client/v1/rooms/"+esc(own)+"/threads", nil)
+	if strings.Contains(string(th.Raw), secret) || strings.Contains(string(th.Raw), `"secret"`) {
+		t.Fatalf("threads of the stranger's room show the other room's event: %s", th.Raw)
+	}
+	if chunk := th.Body["chunk"].([]any); len(chunk) != 2 || chunk[0].(map[string]any)["event_id"] != string(inRecord[0].ID()) ||
+		chunk[1].(map[string]any)["event_id"] != string(evs[4].ID()) {
+		t.Fatalf("threads: %s\nwant the roots %s (reply in its record) and %s (reply %s)", th.Raw, inRecord[0].ID(), evs[4].ID(), reply[0].ID())
+	}
+
+	dump := projectionReplays(t, env, 1)
+	replayMatches(t, env, dump, 1000)
+}
+
+// dumpRows returns the rows of table in a store.Dump.
+func dumpRows(dump, table string) []string {
+	_, rest, ok := strings.Cut(dump, "== "+table+"\n")
+	if !ok {
+		return nil
+	}
+	section, _, _ := strings.Cut(rest, "\n== ")
+	return strings.Split(strings.TrimSpace(section), "\n")
+}
+
+// A relation (thread, edit, annotation, reference, reply) written in one
+// room about an event of another links nothing: the projection does not
+// record it, /threads and /relations of either room do not return the
+// other room's event, and the parent's room shows no stranger's event.
+func TestRelationsStayInTheirRoom(t *testing.T) {
+	env, base := wallsEnv(t)
+	owner := newUser(t, base, "owner")
+	stranger := newUser(t, base, "stranger")
+	victim := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat"}).Str("room_id")
+	secret := sendText(t, owner, victim, "the secret", nil)
+	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat"}).Str("room_id")
+	rel := func(relType string, extra map[string]any) map[string]any {
+		r := map[string]any{"rel_type": relType, "event_id": secret}
+		for k, v := range extra {
+			r[k] = v
+		}
+		return map[string]any{"m.relates_to": r}
+	}
+	sendText(t, stranger, own, "thread", rel("m.thread", map[string]any{"is_falling_back": true, "m.in_reply_to": map[string]any{"event_id": secret}}))
+	sendText(t, stranger, own, "* edit", map[string]any{"m.new_content": map[string]any{"msgtype": "m.text", "body": "edit"},
+		"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": secret}})
+	sendText(t, stranger, own, "reference", rel("m.reference", nil))
+	sendText(t, stranger, own, "reply", map[string]any{"m.relates_to": map[string]any{"m.in_reply_to": map[string]any{"event_id": secret}}})
+	stranger.MustDo("PUT", v3("/rooms/"+esc(own)+"/send/m.reaction/1"), map[string]any{
+		"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": secret, "key": "👀"}})
+	// State events relate too, also in a room's creation record.
+	stranger.MustDo("PUT", v3("/rooms/"+esc(own)+"/state/com.example.note/"), rel("m.thread", nil))
+	stranger.MustDo("POST", v3("/createRoom"), map[string]any{"initial_state": []any{
+		map[string]any{"type": "com.example.note", "state_key": "", "content": rel("m.thread", nil)}}})
+	// A thread inside the stranger's room is one.
+	ownRoot := sendText(t, stranger, own, "own root", nil)
+	sendText(t, stranger, own, "own reply", map[string]any{"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": ownRoot}})
+
+	leaks := func(what string, r apitest.Response) {
+		t.Helper()
+		if strings.Contains(string(r.Raw), secret) || strings.Contains(string(r.Raw), "the secret") {
+			t.Errorf("%s shows the other room's event: %s", what, r.Raw)
+		}
+	}
+	th := stranger.MustDo("GET", "/_matrix/client/v1/rooms/"+esc(own)+"/threads", nil)
+	leaks("/threads", th)
+	if chunk := th.Body["chunk"].([]any); len(chunk) != 1 || chunk[0].(map[string]any)["event_id"] != ownRoot {
+		t.Errorf("threads of the stranger's room: %s", th.Raw)
+	}
+	for _, relType := range []string{"", "/m.thread", "/m.annotation", "/m.replace", "/m.reference"} {
+		r := stranger.Do("GET", "/_matrix/client/v1/rooms/"+esc(own)+"/relations/"+esc(secret)+relType, nil)
+		if r.Status != 404 {
+			t.Errorf("relations%s of the other room's event, asked in the stranger's room: %d %s", relType, r.Status, r.Raw)
+		}
+		leaks("/relations"+relType, r)
+		// In the parent's own room its owner sees no relation from
+		// elsewhere.
+		if r := owner.MustDo("GET", "/_matrix/client/v1/rooms/"+esc(victim)+"/relations/"+esc(secret)+relType, nil); len(r.Body["chunk"].([]any)) != 0 {
+			t.Errorf("relations%s of the secret in its room: %s", relType, r.Raw)
+		}
+	}
+	if r := owner.MustDo("GET", "/_matrix/client/v1/rooms/"+esc(victim)+"/threads", nil); len(r.Body["chunk"].([]any)) != 0 {
+		t.Errorf("threads of the victim's room: %s", r.Raw)
+	}
+
+	dump := projectionReplays(t, env, 3)
+	rows := dumpRows(dump, "event_relations")
+	if len(rows) != 1 || !strings.Contains(rows[0], ownRoot) {
+		t.Fatalf("event_relations holds links across rooms: %q", rows)
+	}
 }

@@ -254,9 +254,26 @@ func (t *Tx) RedactEvent(eventID string, redactedClient, redactedBecause []byte)
 	t.queue("UPDATE events SET client = $2, redacted_because = $3 WHERE event_id = $1", eventID, redactedClient, redactedBecause)
 }
 
-// AddRelation records that eventID relates to parent with relType.
+// AddRelation records that eventID relates to parent with relType, if
+// parent is an event of the same room: a relation never links two rooms
+// (invariant 12), whatever a client wrote into m.relates_to. The parent is
+// always earlier on the log than the event relating to it (its ID is a
+// hash of it), so whether it is there when the relation is applied is the
+// same live and in replay.
 func (t *Tx) AddRelation(eventID, roomID, parent, relType string, pos int64) {
-	t.queue(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, pos) VALUES ($1, $2, $3, $4, $5)
+	// Events of this batch not yet written are in t.events: a parent there
+	// is checked here, one already written by the statement.
+	for i := len(t.events) - 1; i >= 0; i-- {
+		if e := t.events[i]; e.EventID == parent {
+			if e.RoomID == roomID {
+				t.queue(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, pos) VALUES ($1, $2, $3, $4, $5)
+					ON CONFLICT DO NOTHING`, eventID, roomID, parent, relType, pos)
+			}
+			return
+		}
+	}
+	t.queue(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, pos)
+		SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM events WHERE event_id = $3 AND room_id = $2)
 		ON CONFLICT DO NOTHING`, eventID, roomID, parent, relType, pos)
 }
 
