@@ -367,3 +367,64 @@ func TestRelationsStayInTheirRoom(t *testing.T) {
 		t.Fatalf("event_relations holds links across rooms: %q", rows)
 	}
 }
+
+// Thread summaries and /search count only the events the caller may see:
+// here a member who was away for part of a room's history (visibility
+// "joined"), and one who joined at the end.
+func TestCountsOnlyVisibleEvents(t *testing.T) {
+	env, base := wallsEnv(t)
+	author := newUser(t, base, "author")
+	away := newUser(t, base, "away")
+	late := newUser(t, base, "late")
+	room := author.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat", "initial_state": []any{
+		map[string]any{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "joined"}}}}).Str("room_id")
+	rp := func(p string) string { return v3("/rooms/" + esc(room) + p) }
+	thread := func(body, root string) string {
+		return sendText(t, author, room, body, map[string]any{"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}})
+	}
+	sendText(t, author, room, "fog before anyone", nil)
+	away.MustDo("POST", v3("/join/"+esc(room)), nil)
+	root := sendText(t, author, room, "fog root", nil)
+	thread("fog one", root)
+	away.MustDo("POST", rp("/leave"), nil)
+	thread("fog two", root)
+	away.MustDo("POST", v3("/join/"+esc(room)), nil)
+	three := thread("fog three", root)
+	late.MustDo("POST", v3("/join/"+esc(room)), nil)
+
+	summary := func(c *apitest.Client) map[string]any {
+		t.Helper()
+		r := c.MustDo("GET", "/_matrix/client/v1/rooms/"+esc(room)+"/threads", nil)
+		chunk := r.Body["chunk"].([]any)
+		if len(chunk) == 0 {
+			return nil
+		}
+		return chunk[0].(map[string]any)["unsigned"].(map[string]any)["m.relations"].(map[string]any)["m.thread"].(map[string]any)
+	}
+	if s := summary(author); s["count"] != float64(3) {
+		t.Errorf("author's thread summary: %v", s)
+	}
+	if s := summary(away); s["count"] != float64(2) || s["latest_event"].(map[string]any)["event_id"] != three {
+		t.Errorf("thread summary of a member away for one reply: %v, want 2 replies, the latest %s", s, three)
+	}
+	if s := summary(late); s != nil {
+		t.Errorf("thread summary for a member who sees none of it: %v", s)
+	}
+
+	search := func(c *apitest.Client) (count float64, results int) {
+		t.Helper()
+		r := c.MustDo("POST", v3("/search"), map[string]any{"search_categories": map[string]any{"room_events": map[string]any{"search_term": "fog"}}})
+		re := r.Body["search_categories"].(map[string]any)["room_events"].(map[string]any)
+		return re["count"].(float64), len(re["results"].([]any))
+	}
+	for _, tc := range []struct {
+		name string
+		c    *apitest.Client
+		want int
+	}{{"author", author, 5}, {"away", away, 3}, {"late", late, 0}} {
+		if count, results := search(tc.c); count != float64(tc.want) || results != tc.want {
+			t.Errorf("search by %s: count %v, %d results, want %d", tc.name, count, results, tc.want)
+		}
+	}
+	projectionReplays(t, env, 4)
+}
