@@ -66,6 +66,9 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if typ == matrix.TypeCreate {
+		return errCreateIsFixed()
+	}
 	if typ == "m.room.message" {
 		if err := checkMessage(c); err != nil {
 			return err
@@ -108,6 +111,13 @@ func (s *Server) redactionTarget(r *http.Request, roomID, typ string, c json.Raw
 	return id, s.awaitRedactionTarget(r.Context(), roomID, id)
 }
 
+// errCreateIsFixed is the answer to any attempt to send m.room.create into
+// an existing room: the auth rules reject every create event but the
+// room's first.
+func errCreateIsFixed() error {
+	return matrix.Forbidden("a room's m.room.create event cannot be changed")
+}
+
 // answerWrite answers a single-event write with its event ID; a retry that
 // lost to its own earlier attempt gets that attempt's event ID.
 func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, roomID string, txn *txnRef, evs []*matrix.Event, err error) error {
@@ -142,6 +152,9 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 	c, err := readContent(r)
 	if err != nil {
 		return err
+	}
+	if typ == matrix.TypeCreate {
+		return errCreateIsFixed()
 	}
 	if err := checkStateContent(typ, stateKey, c); err != nil {
 		return err

@@ -428,3 +428,22 @@ func TestCountsOnlyVisibleEvents(t *testing.T) {
 	}
 	projectionReplays(t, env, 4)
 }
+
+// A room's m.room.create event cannot be changed: 403, not 400, in every
+// room version, and through /send as well.
+func TestCreateEventCannotChange(t *testing.T) {
+	_, base := wallsEnv(t)
+	c := newUser(t, base, "creator")
+	for _, version := range []string{"10", "11", "12"} {
+		room := c.MustDo("POST", v3("/createRoom"), map[string]any{"room_version": version}).Str("room_id")
+		for _, r := range []apitest.Response{
+			c.Do("PUT", v3("/rooms/"+esc(room)+"/state/m.room.create/"), map[string]any{"room_version": version}),
+			c.Do("PUT", v3("/rooms/"+esc(room)+"/state/m.room.create/x"), map[string]any{}),
+			c.Do("PUT", v3("/rooms/"+esc(room)+"/send/m.room.create/1"), map[string]any{}),
+		} {
+			if r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
+				t.Errorf("v%s: changing m.room.create: %d %s", version, r.Status, r.Raw)
+			}
+		}
+	}
+}
