@@ -269,6 +269,13 @@ func TestProjectorIgnoresRedactionsAcrossWalls(t *testing.T) {
 		Content: json.RawMessage(`{"msgtype":"m.text","body":"reply 2","m.relates_to":{"rel_type":"m.thread","event_id":"FIRST_EVENT"}}`)})
 	// The member may redact their own.
 	appendRaw(t, env, own, redaction(member, members))
+	// A receipt in one room naming another room's event takes no position
+	// from it (unread counts compare positions).
+	if _, err := env.Conn().Append(context.Background(), eventlog.ReceiptSubject(own),
+		&eventlog.ReceiptSet{RoomID: own, UserID: stranger.UserID, Type: "m.read", EventID: secret, TS: 1},
+		eventlog.AppendOptions{Room: own}); err != nil {
+		t.Fatal(err)
+	}
 
 	requireIntact(t, owner, victim, secret, "secret")
 	requireIntact(t, stranger, own, strangers, "stranger's")
@@ -289,6 +296,11 @@ func TestProjectorIgnoresRedactionsAcrossWalls(t *testing.T) {
 
 	dump := projectionReplays(t, env, 1)
 	replayMatches(t, env, dump, 1000)
+	for _, row := range dumpRows(dump, "receipts") {
+		if strings.Contains(row, secret) && !strings.Contains(row, `"event_pos":0,`) {
+			t.Fatalf("a receipt took the position of another room's event: %s", row)
+		}
+	}
 }
 
 // dumpRows returns the rows of table in a store.Dump.

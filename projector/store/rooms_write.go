@@ -294,10 +294,12 @@ func (t *Tx) DeleteRelation(eventID string) {
 }
 
 // SetReceipt records a read receipt, unless the user already has a receipt
-// of that type for a later event: receipts only move forward.
+// of that type for a later event: receipts only move forward. The position
+// is only ever that of an event of the receipt's room: one naming another
+// room's event (which the api refuses) takes no position from it.
 func (t *Tx) SetReceipt(seq uint64, r *eventlog.ReceiptSet) {
 	t.queue(`INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, event_pos, ts, stream_seq)
-		VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT pos FROM events WHERE event_id = $5), 0), $6, $7)
+		VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT pos FROM events WHERE event_id = $5 AND room_id = $1), 0), $6, $7)
 		ON CONFLICT (room_id, user_id, type, thread_id) DO UPDATE SET
 			event_id = EXCLUDED.event_id, event_pos = EXCLUDED.event_pos, ts = EXCLUDED.ts, stream_seq = EXCLUDED.stream_seq
 		WHERE receipts.event_pos < EXCLUDED.event_pos`,
