@@ -234,7 +234,8 @@ func appendRaw(t *testing.T, env *apitest.Env, roomID string, protos ...*matrix.
 // at another user's event by a sender below the redact level, changes
 // nothing; the projector goes on, and replay, in batches of any size,
 // gives the same projection. A relation to an event of another room is not
-// recorded, one to an event earlier in the same record is.
+// recorded, one to an event earlier in the same record is; a receipt naming
+// another room's event takes no position from it.
 func TestProjectorIgnoresRedactionsAcrossWalls(t *testing.T) {
 	env, base := wallsEnv(t)
 	owner := newUser(t, base, "owner")
