@@ -373,6 +373,25 @@ func TestRelationsStayInTheirRoom(t *testing.T) {
 	if r := owner.MustDo("GET", "/_matrix/client/v1/rooms/"+esc(victim)+"/threads", nil); len(r.Body["chunk"].([]any)) != 0 {
 		t.Errorf("threads of the victim's room: %s", r.Raw)
 	}
+	// Every lookup by event ID is of the path's room: even the owner, who
+	// may see the event, does not get it through another of their rooms.
+	other := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat"}).Str("room_id")
+	for _, tc := range []struct{ method, path string }{
+		{"GET", v3("/rooms/" + esc(other) + "/event/" + esc(secret))},
+		{"GET", v3("/rooms/" + esc(other) + "/context/" + esc(secret))},
+		{"GET", "/_matrix/client/v1/rooms/" + esc(other) + "/relations/" + esc(secret)},
+		{"POST", v3("/rooms/" + esc(other) + "/receipt/m.read/" + esc(secret))},
+		{"PUT", v3("/rooms/" + esc(other) + "/redact/" + esc(secret) + "/x")},
+	} {
+		var body any
+		if tc.method != "GET" {
+			body = map[string]any{}
+		}
+		if r := owner.Do(tc.method, tc.path, body); r.Status != 404 {
+			t.Errorf("%s %s: %d %s, want 404", tc.method, tc.path, r.Status, r.Raw)
+		}
+	}
+	requireIntact(t, owner, victim, secret, "the secret")
 
 	dump := projectionReplays(t, env, 3)
 	rows := dumpRows(dump, "event_relations")
