@@ -81,25 +81,7 @@ func redact(ctx context.Context, tx *store.Tx, v matrix.RoomVersion, redaction *
 	if err != nil || !ok || t.RoomID != roomID {
 		return err
 	}
-	// Events of one room share its version, so the target parses as v.
-	target, err := matrix.ParseEvent(v, t.PDU)
-	if err != nil {
-		return fmt.Errorf("parse redaction target %s: %w", redaction.Redacts(), err)
-	}
-	var st matrix.State
-	for _, a := range auth {
-		ev, err := matrix.ParseEvent(v, a.PDU)
-		if err != nil {
-			return fmt.Errorf("parse auth event %s: %w", a.EventID, err)
-		}
-		st = matrix.Apply(st, ev)
-		if a.Redacted {
-			if st, err = matrix.ApplyRedacted(st, ev); err != nil {
-				return fmt.Errorf("redacted auth event %s: %w", a.EventID, err)
-			}
-		}
-	}
-	if matrix.AuthorizeRedaction(st, redaction, target) != nil {
+	if !redactionAllowed(v, redaction, t.PDU, auth) {
 		return nil
 	}
 	red, err := matrix.RedactEventJSON(v, t.PDU)
@@ -117,4 +99,31 @@ func redact(ctx context.Context, tx *store.Tx, v matrix.RoomVersion, redaction *
 		tx.UpdateSummary(roomID, t.Type, redacted.Content())
 	}
 	return nil
+}
+
+// redactionAllowed reports whether redaction may take effect on the target
+// (its PDU) by matrix.AuthorizeRedaction, against the room's create and
+// power levels events (auth). Events of one room share its version, so
+// they all parse as v; if one does not, the record claims a version its
+// room does not have, and a redaction that cannot be judged redacts
+// nothing (failing closed, and the same live and in replay).
+func redactionAllowed(v matrix.RoomVersion, redaction *matrix.Event, targetPDU []byte, auth []store.IDPDU) bool {
+	target, err := matrix.ParseEvent(v, targetPDU)
+	if err != nil {
+		return false
+	}
+	var st matrix.State
+	for _, a := range auth {
+		ev, err := matrix.ParseEvent(v, a.PDU)
+		if err != nil {
+			return false
+		}
+		st = matrix.Apply(st, ev)
+		if a.Redacted {
+			if st, err = matrix.ApplyRedacted(st, ev); err != nil {
+				return false
+			}
+		}
+	}
+	return matrix.AuthorizeRedaction(st, redaction, target) == nil
 }
