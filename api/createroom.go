@@ -149,7 +149,7 @@ func (s *Server) createRoomOnce(r *http.Request, version matrix.RoomVersion, cre
 		}
 		rs.head.RoomID = string(id)
 	}
-	events, err := s.buildEvents(rs, protos)
+	events, err := s.buildEvents(r.Context(), rs, protos)
 	if err != nil {
 		if me, ok := matrix.AsError(err); ok && me.Code == "M_FORBIDDEN" {
 			// The creator's own initial events can only fail the auth
@@ -295,7 +295,10 @@ func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset st
 		if len(c) == 0 {
 			c = json.RawMessage("{}")
 		}
-		if st.Type == matrix.TypeCreate || st.Type == matrix.TypeMember || st.Type == matrix.TypePowerLevels {
+		// A redaction could only name an event of the room being made
+		// (anything else is another room's); none has a reason to be
+		// redacted at birth.
+		if st.Type == matrix.TypeCreate || st.Type == matrix.TypeMember || st.Type == matrix.TypePowerLevels || st.Type == matrix.TypeRedaction {
 			return nil, matrix.InvalidParam("initial_state cannot set %s", st.Type)
 		}
 		protos = append(protos, &matrix.ProtoEvent{Type: st.Type, StateKey: stateKeyPtr(st.StateKey), Sender: creator, Content: c})

@@ -77,7 +77,9 @@ func (s *Server) relations(w http.ResponseWriter, r *http.Request) error {
 
 // threads is GET /rooms/{roomId}/threads: the room's thread roots the
 // caller can see, by latest reply, each with its thread summary
-// (unsigned.m.relations.m.thread) as clients show it.
+// (unsigned.m.relations.m.thread) as clients show it. Roots, replies and
+// counts are of this room's events the caller may see (store.Threads);
+// each event is checked again here before it is shown.
 func (s *Server) threads(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -116,7 +118,7 @@ func (s *Server) threads(w http.ResponseWriter, r *http.Request) error {
 	// Scan in rounds, as roots the caller may not see are skipped.
 	for scanned := 0; len(chunk) < limit && scanned < maxScanPerPage; {
 		want := min(max(2*(limit-len(chunk)), 20), maxPageLimit)
-		threads, err := s.store.Threads(r.Context(), roomID, ss.UserID, participated, before, want)
+		threads, err := s.store.Threads(r.Context(), v, participated, before, want)
 		if err != nil {
 			return err
 		}
@@ -130,11 +132,11 @@ func (s *Server) threads(w http.ResponseWriter, r *http.Request) error {
 		for i, t := range threads {
 			ids[i], latest[i] = t.RootID, t.LatestPos
 		}
-		roots, err := s.store.EventsByID(r.Context(), ids)
+		roots, err := s.store.EventsByID(r.Context(), []string{roomID}, ids)
 		if err != nil {
 			return err
 		}
-		replies, err := s.store.EventsAtPositions(r.Context(), latest)
+		replies, err := s.store.EventsAtPositions(r.Context(), roomID, latest)
 		if err != nil {
 			return err
 		}

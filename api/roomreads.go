@@ -377,9 +377,10 @@ func (s *Server) visibleEvent(r *http.Request, roomID, eventID string) (*store.S
 	return e, v, err
 }
 
-// eventVisibleTo loads an event of the room that v may see, or 404.
+// eventVisibleTo loads an event of the room that v may see, or 404. An
+// event of another room is "not found", as if it did not exist.
 func (s *Server) eventVisibleTo(r *http.Request, roomID, eventID string, v *visibility) (*store.StoredEvent, error) {
-	e, err := s.eventByID(r.Context(), eventID)
+	e, err := s.eventByID(r.Context(), roomID, eventID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && (e.RoomID != roomID || !v.CanSee(&e))) {
 		return nil, matrix.NotFound("event not found")
 	}
@@ -450,11 +451,13 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// eventByID loads an event by ID, waiting for a lagging rooms projection
-// before it answers "not found" (lookupCaughtUp).
-func (s *Server) eventByID(ctx context.Context, eventID string) (store.StoredEvent, error) {
+// eventByID loads an event of roomID by ID, waiting for a lagging rooms
+// projection before it answers "not found" (lookupCaughtUp). Every lookup
+// by event ID names the room it expects (invariant 12): an event of
+// another room is not found.
+func (s *Server) eventByID(ctx context.Context, roomID, eventID string) (store.StoredEvent, error) {
 	return lookupCaughtUp(ctx, s, eventlog.StreamRooms, func(ctx context.Context) (store.StoredEvent, error) {
-		return s.store.Event(ctx, eventID)
+		return s.store.Event(ctx, roomID, eventID)
 	})
 }
 

@@ -174,7 +174,7 @@ func (s *Server) tryWriteRoom(ctx context.Context, e *roomEntry, roomID string, 
 	rs := *e.rs // State is persistent: building on a copy leaves e.rs intact
 	protos, err := build(&rs)
 	if err == nil && len(protos) > 0 {
-		events, err = s.buildEvents(&rs, protos)
+		events, err = s.buildEvents(ctx, &rs, protos)
 	}
 	if err != nil || len(protos) == 0 {
 		// A refusal (or a no-op) must not come from a stale view: unless
@@ -235,8 +235,10 @@ func (s *Server) catchUpRoom(ctx context.Context, roomID string) error {
 }
 
 // buildEvents fills in the graph fields, signs, and authorises protos in
-// order against rs, which it advances.
-func (s *Server) buildEvents(rs *roomState, protos []*matrix.ProtoEvent) ([]*matrix.Event, error) {
+// order against rs, which it advances. Every event the api appends passes
+// here, whichever endpoint made it, so this is where a redaction is held to
+// its own room and to the redact level (authorizeRedaction).
+func (s *Server) buildEvents(ctx context.Context, rs *roomState, protos []*matrix.ProtoEvent) ([]*matrix.Event, error) {
 	v := matrix.RoomVersion(rs.head.Version)
 	prev := rs.head.LastEventID
 	depth := rs.head.Depth
@@ -269,6 +271,11 @@ func (s *Server) buildEvents(rs *roomState, protos []*matrix.ProtoEvent) ([]*mat
 		if err := matrix.Authorize(ev, rs.state); err != nil {
 			return nil, err
 		}
+		if ev.Type() == matrix.TypeRedaction && ev.Redacts() != "" {
+			if err := s.authorizeRedaction(ctx, rs, ev, events); err != nil {
+				return nil, err
+			}
+		}
 		rs.state = matrix.Apply(rs.state, ev)
 		if ev.Type() == matrix.TypeRedaction && ev.Redacts() != "" {
 			// Redacting a current state event changes what later events
@@ -290,6 +297,54 @@ func (s *Server) buildEvents(rs *roomState, protos []*matrix.ProtoEvent) ([]*mat
 	}
 	rs.head.LastEventID, rs.head.Depth = prev, depth
 	return events, nil
+}
+
+// authorizeRedaction refuses a redaction that could not take effect: its
+// target must be an event of the same room (earlier in this write, or
+// projected), and its sender the target's sender or at the room's redact
+// level (matrix.AuthorizeRedaction), against rs, the state the redaction
+// is appended on. The projector applies the same rule to what is on the
+// log; refusing here tells the client instead of appending a redaction
+// that redacts nothing. A target in another room is "not found", as if it
+// did not exist. Endpoints wait for a lagging projection to show the
+// target before they build (awaitRedactionTarget), so this lookup does not
+// wait while the room is locked.
+func (s *Server) authorizeRedaction(ctx context.Context, rs *roomState, redaction *matrix.Event, earlier []*matrix.Event) error {
+	var target *matrix.Event
+	for _, ev := range earlier {
+		if ev.ID() == redaction.Redacts() {
+			target = ev
+		}
+	}
+	if target == nil {
+		pdu, err := s.store.EventPDU(ctx, string(redaction.RoomID()), string(redaction.Redacts()))
+		if errors.Is(err, store.ErrNotFound) {
+			return errRedactionTargetNotFound(redaction.Redacts(), redaction.RoomID())
+		}
+		if err != nil {
+			return err
+		}
+		if target, err = s.events.parse(matrix.RoomVersion(rs.head.Version), string(redaction.Redacts()), pdu); err != nil {
+			return fmt.Errorf("redaction target %s: %w", redaction.Redacts(), err)
+		}
+	}
+	return matrix.AuthorizeRedaction(rs.state, redaction, target)
+}
+
+// errRedactionTargetNotFound is the answer for a redaction of an event
+// that is not in the room, whether it exists elsewhere or not.
+func errRedactionTargetNotFound(target matrix.EventID, roomID matrix.RoomID) error {
+	return matrix.NotFound("event %s not found in room %s", target, roomID)
+}
+
+// awaitRedactionTarget waits (bounded) until the projection shows target
+// in roomID, and answers 404 if it is not an event of that room.
+func (s *Server) awaitRedactionTarget(ctx context.Context, roomID string, target matrix.EventID) error {
+	_, err := s.eventByID(ctx, roomID, string(target))
+	if errors.Is(err, store.ErrNotFound) {
+		return errRedactionTargetNotFound(target, matrix.RoomID(roomID))
+	}
+	return err
 }
 
 // stateKeyPtr returns a pointer to k.

@@ -90,8 +90,18 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	rooms := slices.DeleteFunc(joined, func(id string) bool { return !f.AllowsRoom(id) })
+	// The caller's view of each room goes into the query, so that the
+	// count, like the results, is of events the caller may see.
+	views, err := s.store.Histories(r.Context(), ss.UserID, rooms)
+	if err != nil {
+		return err
+	}
+	visible := make(map[string]store.PosRanges, len(views))
+	for id, v := range views {
+		visible[id] = v.Ranges()
+	}
 	hits, total, err := s.store.Search(r.Context(), store.SearchQuery{Term: re.SearchTerm, Rooms: rooms, Keys: keys,
-		Senders: f.Senders, NotSenders: f.NotSenders, ByRank: byRank, Offset: offset, Before: before, Limit: limit})
+		Senders: f.Senders, NotSenders: f.NotSenders, ByRank: byRank, Offset: offset, Before: before, Limit: limit, Visible: visible})
 	if err != nil {
 		return err
 	}
@@ -99,11 +109,10 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) error {
 	for i, h := range hits {
 		ids[i] = h.EventID
 	}
-	evs, err := s.store.EventsByID(r.Context(), ids)
+	evs, err := s.store.EventsByID(r.Context(), rooms, ids)
 	if err != nil {
 		return err
 	}
-	views := map[string]*visibility{}
 	results := []map[string]any{}
 	now := time.Now()
 	for _, h := range hits {
@@ -112,13 +121,7 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) error {
 			continue
 		}
 		v := views[e.RoomID]
-		if v == nil {
-			if v, err = s.roomVisibility(r.Context(), e.RoomID, ss.UserID); err != nil {
-				return err
-			}
-			views[e.RoomID] = v
-		}
-		if !v.CanSee(&e) || !f.Allows(e.Type, e.Sender, e.RoomID, func() json.RawMessage { return contentOf(e.Client) }) {
+		if v == nil || !v.CanSee(&e) || !f.Allows(e.Type, e.Sender, e.RoomID, func() json.RawMessage { return contentOf(e.Client) }) {
 			continue
 		}
 		res := map[string]any{"rank": h.Rank, "result": renderEvent(&e, ss, now)}

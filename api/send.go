@@ -66,18 +66,56 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if typ == matrix.TypeRedaction {
-		return matrix.InvalidParam("send redactions with the /redact endpoint")
+	if typ == matrix.TypeCreate {
+		return errCreateIsFixed()
 	}
 	if typ == "m.room.message" {
 		if err := checkMessage(c); err != nil {
 			return err
 		}
 	}
+	// The spec has /send accept redactions too (content.redacts, moved
+	// to the top level before version 11 by BuildEvent): they are held to
+	// the same rules as /redact's in buildEvents.
+	redacts, err := s.redactionTarget(r, roomID, typ, c)
+	if err != nil {
+		return err
+	}
 	evs, err := s.writeRoom(r.Context(), roomID, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
-		return []*matrix.ProtoEvent{{Type: typ, Sender: matrix.UserID(ss.UserID), Content: c}}, nil
+		return []*matrix.ProtoEvent{{Type: typ, Sender: matrix.UserID(ss.UserID), Content: c, Redacts: redacts}}, nil
 	})
 	return s.answerWrite(w, r, roomID, txn, evs, err)
+}
+
+// redactionTarget reads the target of an m.room.redaction sent through
+// /send or /state (content.redacts, required) and waits until it is known
+// as an event of the room: a redaction is a redaction by its type, however
+// it is sent. It returns "" for other types.
+func (s *Server) redactionTarget(r *http.Request, roomID, typ string, c json.RawMessage) (matrix.EventID, error) {
+	if typ != matrix.TypeRedaction {
+		return "", nil
+	}
+	var rc struct {
+		Redacts *string `json:"redacts"`
+	}
+	if err := json.Unmarshal(c, &rc); err != nil {
+		return "", matrix.BadJSON("m.room.redaction: redacts must be a string")
+	}
+	if rc.Redacts == nil {
+		return "", matrix.Errorf("M_MISSING_PARAM", http.StatusBadRequest, "m.room.redaction needs content.redacts")
+	}
+	id, err := matrix.ParseEventID(*rc.Redacts)
+	if err != nil {
+		return "", matrix.InvalidParam("invalid redacts: %v", err)
+	}
+	return id, s.awaitRedactionTarget(r.Context(), roomID, id)
+}
+
+// errCreateIsFixed is the answer to any attempt to send m.room.create into
+// an existing room: the auth rules reject every create event but the
+// room's first.
+func errCreateIsFixed() error {
+	return matrix.Forbidden("a room's m.room.create event cannot be changed")
 }
 
 // answerWrite answers a single-event write with its event ID; a retry that
@@ -115,7 +153,17 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if typ == matrix.TypeCreate {
+		return errCreateIsFixed()
+	}
 	if err := checkStateContent(typ, stateKey, c); err != nil {
+		return err
+	}
+	// A state event of type m.room.redaction is a redaction as well (the
+	// room version reads redacts by type, not by state key), so it gets
+	// /send's treatment and buildEvents' checks.
+	redacts, err := s.redactionTarget(r, roomID, typ, c)
+	if err != nil {
 		return err
 	}
 	if typ == "m.room.canonical_alias" {
@@ -140,7 +188,7 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 			existing = string(cur.ID())
 			return nil, nil
 		}
-		return []*matrix.ProtoEvent{{Type: typ, StateKey: stateKeyPtr(stateKey), Sender: matrix.UserID(ss.UserID), Content: c}}, nil
+		return []*matrix.ProtoEvent{{Type: typ, StateKey: stateKeyPtr(stateKey), Sender: matrix.UserID(ss.UserID), Content: c, Redacts: redacts}}, nil
 	})
 	if err == nil && existing != "" {
 		matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": existing})
@@ -179,22 +227,13 @@ func (s *Server) redactEvent(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
-	te, err := s.eventByID(r.Context(), string(target))
-	if errors.Is(err, store.ErrNotFound) || (err == nil && te.RoomID != roomID) {
-		return matrix.NotFound("event %s not found in room %s", target, roomID)
-	}
-	if err != nil {
+	if err := s.awaitRedactionTarget(r.Context(), roomID, target); err != nil {
 		return err
 	}
 	evs, err := s.writeRoom(r.Context(), roomID, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
 		// The auth rules let any member send a redaction; whether it may
-		// take effect on another user's event is decided here, against
-		// the same state the redaction is appended on.
-		if te.Sender != ss.UserID {
-			if lvl, need := rs.state.UserPowerLevel(matrix.UserID(ss.UserID)), rs.state.PowerLevels().Redact; lvl < need {
-				return nil, matrix.Forbidden("redacting others' events needs power level %d", need)
-			}
-		}
+		// take effect on the target is decided in buildEvents, against the
+		// same state the redaction is appended on.
 		return []*matrix.ProtoEvent{{Type: matrix.TypeRedaction, Sender: matrix.UserID(ss.UserID), Redacts: target,
 			Content: withReason(map[string]any{}, req.Reason)}}, nil
 	})

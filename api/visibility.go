@@ -25,7 +25,7 @@ func (s *Server) roomVisibility(ctx context.Context, roomID, userID string) (*vi
 	if err != nil {
 		return nil, err
 	}
-	v := &visibility{Hist: h, UserID: userID}
+	v := &visibility{Hist: h, UserID: userID, RoomID: roomID}
 	if v.Current() != "join" && v.Current() != "invite" && len(h.Memberships) > 0 {
 		// A forgotten room's history is closed to the user, as if they had
 		// never been in it.

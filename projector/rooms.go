@@ -12,7 +12,8 @@ import (
 // applyRoomEvents projects one record of room events. The events were
 // authorised by the api against the exact state the record was appended
 // after (per-room optimistic concurrency), so the projector applies them
-// without re-checking.
+// without re-checking; what an event does to other events (a redaction, a
+// relation) is decided here, within the event's own room.
 func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.RoomEvents) error {
 	if len(r.Events) == 0 || len(r.Events) > eventlog.MaxEventsPerRecord {
 		return store.Unappliable(fmt.Errorf("room record with %d events", len(r.Events)))
@@ -63,25 +64,66 @@ func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.
 }
 
 // redact replaces what readers see of the redaction's target with the
-// target's redacted form, as the room version's algorithm defines it.
+// target's redacted form, as the room version's algorithm defines it, if
+// the redaction may take effect on it: the target is an event of the
+// redaction's own room, and its sender is the redaction's sender or the
+// redaction's sender has the room's redact level (matrix.AuthorizeRedaction
+// against the room's state as of the redaction). Otherwise the redaction
+// is an event of its room that redacts nothing, as one naming an unknown
+// event is. The api checks the same before it appends, but the log may
+// hold redactions appended without that check (by earlier versions, or
+// aimed at an event of another room, possibly of another room version), and
+// whatever is on the log is applied the same live and in replay, so the
+// decision is made here from the projection alone.
 func redact(ctx context.Context, tx *store.Tx, v matrix.RoomVersion, redaction *matrix.Event) error {
-	pdu, typ, stateKey, current, ok, err := tx.EventForRedaction(ctx, string(redaction.Redacts()))
-	if err != nil || !ok {
+	roomID := string(redaction.RoomID())
+	t, ok, auth, err := tx.EventForRedaction(ctx, string(redaction.Redacts()), roomID)
+	if err != nil || !ok || t.RoomID != roomID {
 		return err
 	}
-	red, err := matrix.RedactEventJSON(v, pdu)
+	if !redactionAllowed(v, redaction, t.PDU, auth) {
+		return nil
+	}
+	red, err := matrix.RedactEventJSON(v, t.PDU)
 	if err != nil {
 		return store.Unappliable(fmt.Errorf("redact %s: %w", redaction.Redacts(), err))
 	}
-	target, err := matrix.ParseEvent(v, red)
+	redacted, err := matrix.ParseEvent(v, red)
 	if err != nil {
 		return store.Unappliable(fmt.Errorf("parse redacted %s: %w", redaction.Redacts(), err))
 	}
-	tx.RedactEvent(string(target.ID()), matrix.ClientEvent(target), matrix.ClientEvent(redaction))
-	tx.DeleteRelation(string(target.ID()))
-	tx.DeleteSearchText(string(target.ID()))
-	if current && stateKey != nil && *stateKey == "" {
-		tx.UpdateSummary(string(target.RoomID()), typ, target.Content())
+	tx.RedactEvent(string(redacted.ID()), matrix.ClientEvent(redacted), matrix.ClientEvent(redaction))
+	tx.DeleteRelation(string(redacted.ID()))
+	tx.DeleteSearchText(string(redacted.ID()))
+	if t.Current && t.StateKey != nil && *t.StateKey == "" {
+		tx.UpdateSummary(roomID, t.Type, redacted.Content())
 	}
 	return nil
+}
+
+// redactionAllowed reports whether redaction may take effect on the target
+// (its PDU) by matrix.AuthorizeRedaction, against the room's create and
+// power levels events (auth). Events of one room share its version, so
+// they all parse as v; if one does not, the record claims a version its
+// room does not have, and a redaction that cannot be judged redacts
+// nothing (failing closed, and the same live and in replay).
+func redactionAllowed(v matrix.RoomVersion, redaction *matrix.Event, targetPDU []byte, auth []store.IDPDU) bool {
+	target, err := matrix.ParseEvent(v, targetPDU)
+	if err != nil {
+		return false
+	}
+	var st matrix.State
+	for _, a := range auth {
+		ev, err := matrix.ParseEvent(v, a.PDU)
+		if err != nil {
+			return false
+		}
+		st = matrix.Apply(st, ev)
+		if a.Redacted {
+			if st, err = matrix.ApplyRedacted(st, ev); err != nil {
+				return false
+			}
+		}
+	}
+	return matrix.AuthorizeRedaction(st, redaction, target) == nil
 }

@@ -97,6 +97,18 @@ func BuildEvent(v RoomVersion, p *ProtoEvent, origin ServerName, key *KeyPair) (
 		idJSON, _ := appendString(nil, string(p.Redacts))
 		if rules.topLevelRedacts {
 			topRedacts = idJSON
+			// A client sending through /send writes redacts into content
+			// whatever the version; before version 11 it moves to the
+			// top level (client-server API, PUT .../send).
+			if cur := lookup(content, "redacts"); cur != nil {
+				if string(cur) != string(idJSON) {
+					return nil, InvalidParam("build event: content.redacts differs from Redacts")
+				}
+				content, err = withMembers(nil, content, func(k, _ []byte) bool { return string(k) == "redacts" }, nil)
+				if err != nil {
+					return nil, BadJSON("build event: %v", err)
+				}
+			}
 		} else if cur := lookup(content, "redacts"); cur == nil {
 			content, err = withMembers(nil, content, nil, []newMember{{key: "redacts", val: idJSON}})
 			if err != nil {

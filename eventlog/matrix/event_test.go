@@ -118,14 +118,22 @@ func TestBuildRedactionPlacesRedacts(t *testing.T) {
 		t.Run(string(v), func(t *testing.T) {
 			r := newTestRoom(t, v, nil)
 			m := r.mustSend(r.msg(bob))
-			red := r.mustSend(&ProtoEvent{Type: TypeRedaction, Sender: bob, Redacts: m.ID(), Content: json.RawMessage(`{"reason":"oops"}`)})
-			if red.Redacts() != m.ID() {
-				t.Fatalf("Redacts() = %q", red.Redacts())
-			}
-			top := lookup(red.JSON(), "redacts") != nil
-			inContent := lookup(red.Content(), "redacts") != nil
-			if v == RoomVersion10 && (!top || inContent) || v != RoomVersion10 && (top || !inContent) {
-				t.Fatalf("top-level %v, in content %v for version %s", top, inContent, v)
+			// As /redact builds it (reason only), and as /send does, with
+			// the client's content.redacts, which moves to the top level
+			// before version 11.
+			for _, c := range []string{`{"reason":"oops"}`, `{"reason":"oops","redacts":"` + string(m.ID()) + `"}`} {
+				red := r.mustSend(&ProtoEvent{Type: TypeRedaction, Sender: bob, Redacts: m.ID(), Content: json.RawMessage(c)})
+				if red.Redacts() != m.ID() {
+					t.Fatalf("Redacts() = %q", red.Redacts())
+				}
+				top := lookup(red.JSON(), "redacts") != nil
+				inContent := lookup(red.Content(), "redacts") != nil
+				if v == RoomVersion10 && (!top || inContent) || v != RoomVersion10 && (top || !inContent) {
+					t.Fatalf("content %s: top-level %v, in content %v for version %s", c, top, inContent, v)
+				}
+				if reason, _ := stringMember(red.Content(), "reason"); reason != "oops" {
+					t.Fatalf("content %s: reason lost: %s", c, red.Content())
+				}
 			}
 		})
 	}
@@ -168,6 +176,10 @@ func TestBuildEventRejects(t *testing.T) {
 		{"depth too big", RoomVersion11, "example.org", func(p *ProtoEvent) { p.Depth = MaxSafeInteger + 1 }},
 		{"redacts on a message", RoomVersion11, "example.org", func(p *ProtoEvent) { p.Redacts = prev }},
 		{"redacts mismatch", RoomVersion11, "example.org", func(p *ProtoEvent) {
+			p.Type, p.Redacts, p.Content = TypeRedaction, prev, json.RawMessage(`{"redacts":"$other"}`)
+		}},
+		{"redacts mismatch before v11", RoomVersion10, "example.org", func(p *ProtoEvent) {
+			p.RoomID, p.AuthEvents = room, []EventID{prev}
 			p.Type, p.Redacts, p.Content = TypeRedaction, prev, json.RawMessage(`{"redacts":"$other"}`)
 		}},
 		{"too large", RoomVersion11, "example.org", func(p *ProtoEvent) {

@@ -12,7 +12,9 @@ import (
 // from from (exclusive going backwards, inclusive going forwards) up to
 // to (0: no bound).
 func (s *Store) RelatedEvents(ctx context.Context, roomID, parent, relType, eventType string, from int64, backwards bool, to int64, limit int) ([]StoredEvent, error) {
-	cond := `r.room_id = $1 AND r.relates_to = $2 AND ($3 = '' OR r.rel_type = $3) AND ($4 = '' OR e.type = $4)`
+	// The room is checked on the relating event as well as on its row, so
+	// no row can bring in an event of another room.
+	cond := `r.room_id = $1 AND e.room_id = $1 AND r.relates_to = $2 AND ($3 = '' OR r.rel_type = $3) AND ($4 = '' OR e.type = $4)`
 	var q string
 	if backwards {
 		q = `SELECT ` + storedEventCols + ` FROM event_relations r JOIN events e ON e.event_id = r.event_id
@@ -32,18 +34,34 @@ type ThreadSummary struct {
 	Participated bool // the asking user sent the root or a reply
 }
 
-// Threads returns roomID's threads by latest reply, newest first, whose
-// latest reply is before before (0: any); with onlyParticipated, only
-// threads user took part in.
-func (s *Store) Threads(ctx context.Context, roomID, user string, onlyParticipated bool, before int64, limit int) ([]ThreadSummary, error) {
+// visibleIn is the SQL condition that the event aliased e is one the user
+// ($user) may see by the ranges $from, $to (Visibility.Ranges), or their
+// own member event, as Visibility.CanSee decides one event at a time.
+func visibleIn(e, user, from, to string) string {
+	return `(EXISTS (SELECT 1 FROM unnest(` + from + `::bigint[], ` + to + `::bigint[]) AS vr(f, t)
+			WHERE ` + e + `.pos >= vr.f AND (vr.t = 0 OR ` + e + `.pos < vr.t))
+		OR (` + e + `.type = 'm.room.member' AND ` + e + `.state_key = ` + user + `))`
+}
+
+// Threads returns the threads of v's room that v's user may see, by
+// latest reply, newest first, whose latest reply is before before (0:
+// any); with onlyParticipated, only threads the user took part in. A
+// thread's root and replies are events of the room (a relation naming an
+// event of another room is no thread here), and its count and latest reply
+// are of the replies the user may see.
+func (s *Store) Threads(ctx context.Context, v *Visibility, onlyParticipated bool, before int64, limit int) ([]ThreadSummary, error) {
+	vr := v.Ranges()
 	rows, err := s.pool.Query(ctx, `SELECT t.relates_to, t.latest, t.n, t.participated FROM (
 			SELECT r.relates_to, max(r.pos) AS latest, count(*) AS n,
-				bool_or(e.sender = $2) OR EXISTS (SELECT 1 FROM events root WHERE root.event_id = r.relates_to AND root.sender = $2) AS participated
-			FROM event_relations r JOIN events e ON e.event_id = r.event_id
+				bool_or(e.sender = $2) OR bool_or(root.sender = $2) AS participated
+			FROM event_relations r
+			JOIN events e ON e.event_id = r.event_id AND e.room_id = r.room_id
+			JOIN events root ON root.event_id = r.relates_to AND root.room_id = r.room_id
 			WHERE r.room_id = $1 AND r.rel_type = 'm.thread'
+				AND `+visibleIn("e", "$2", "$6", "$7")+` AND `+visibleIn("root", "$2", "$6", "$7")+`
 			GROUP BY r.relates_to) t
 		WHERE ($3::bigint = 0 OR t.latest < $3) AND (NOT $4 OR t.participated)
-		ORDER BY t.latest DESC LIMIT $5`, roomID, user, before, onlyParticipated, limit)
+		ORDER BY t.latest DESC LIMIT $5`, v.RoomID, v.UserID, before, onlyParticipated, limit, vr.From, vr.To)
 	if err != nil {
 		return nil, fmt.Errorf("threads: %w", err)
 	}
@@ -54,9 +72,10 @@ func (s *Store) Threads(ctx context.Context, roomID, user string, onlyParticipat
 	return out, nil
 }
 
-// EventsByID returns the events with the given IDs that exist, by ID.
-func (s *Store) EventsByID(ctx context.Context, ids []string) (map[string]StoredEvent, error) {
-	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM events e WHERE e.event_id = ANY($1)`, ids)
+// EventsByID returns the events with the given IDs that exist in one of
+// rooms, by ID.
+func (s *Store) EventsByID(ctx context.Context, rooms, ids []string) (map[string]StoredEvent, error) {
+	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM events e WHERE e.event_id = ANY($1) AND e.room_id = ANY($2)`, ids, rooms)
 	if err != nil {
 		return nil, err
 	}
@@ -67,9 +86,10 @@ func (s *Store) EventsByID(ctx context.Context, ids []string) (map[string]Stored
 	return out, nil
 }
 
-// EventsAtPositions returns the events at the given positions, by position.
-func (s *Store) EventsAtPositions(ctx context.Context, positions []int64) (map[int64]StoredEvent, error) {
-	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM events e WHERE e.pos = ANY($1)`, positions)
+// EventsAtPositions returns the events of roomID at the given positions,
+// by position.
+func (s *Store) EventsAtPositions(ctx context.Context, roomID string, positions []int64) (map[int64]StoredEvent, error) {
+	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM events e WHERE e.pos = ANY($1) AND e.room_id = $2`, positions, roomID)
 	if err != nil {
 		return nil, err
 	}

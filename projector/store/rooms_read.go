@@ -108,9 +108,10 @@ func scanEvent(row pgx.CollectableRow) (StoredEvent, error) {
 	return e, err
 }
 
-// Event returns one event by ID, or ErrNotFound.
-func (s *Store) Event(ctx context.Context, eventID string) (StoredEvent, error) {
-	rows, err := s.pool.Query(ctx, "SELECT "+storedEventCols+" FROM events e WHERE e.event_id = $1", eventID)
+// Event returns one event of roomID by ID, or ErrNotFound, also when the
+// event is in another room: a lookup by event ID never crosses rooms.
+func (s *Store) Event(ctx context.Context, roomID, eventID string) (StoredEvent, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+storedEventCols+" FROM events e WHERE e.event_id = $1 AND e.room_id = $2", eventID, roomID)
 	if err != nil {
 		return StoredEvent{}, fmt.Errorf("event %s: %w", eventID, err)
 	}
@@ -122,6 +123,20 @@ func (s *Store) Event(ctx context.Context, eventID string) (StoredEvent, error) 
 		return e, fmt.Errorf("event %s: %w", eventID, err)
 	}
 	return e, nil
+}
+
+// EventPDU returns the signed PDU of an event of roomID, or ErrNotFound
+// (also for an event of another room).
+func (s *Store) EventPDU(ctx context.Context, roomID, eventID string) ([]byte, error) {
+	var pdu []byte
+	err := s.pool.QueryRow(ctx, "SELECT pdu FROM events WHERE event_id = $1 AND room_id = $2", eventID, roomID).Scan(&pdu)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("event %s: %w", eventID, err)
+	}
+	return pdu, nil
 }
 
 // EventByTxn finds the event a client transaction sent into a room, or

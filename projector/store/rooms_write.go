@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+
 	"strand/eventlog"
 )
 
@@ -195,20 +197,56 @@ func (t *Tx) flush(ctx context.Context) error {
 	return err
 }
 
-// EventForRedaction returns the PDU, type, state key and whether it is the
-// current state entry, of an event about to be redacted. ok is false for
-// an unknown event (a redaction may name any event ID).
-func (t *Tx) EventForRedaction(ctx context.Context, eventID string) (pdu []byte, typ string, stateKey *string, current bool, ok bool, err error) {
+// RedactionTarget is what applying a redaction needs of the event it
+// names.
+type RedactionTarget struct {
+	RoomID   string
+	PDU      []byte
+	Type     string
+	StateKey *string
+	Current  bool // the current state entry for its key
+}
+
+// EventForRedaction returns what deciding and applying a redaction in
+// roomID needs: the event it names (ok false for an unknown event; a
+// redaction may name any event ID), and the room's current m.room.create
+// and m.room.power_levels events, with whether each was redacted. It reads
+// after everything queued so far, so within a batch the state is as of the
+// record being applied. The caller checks that the target is in roomID
+// before it uses anything else of it.
+func (t *Tx) EventForRedaction(ctx context.Context, eventID, roomID string) (target RedactionTarget, ok bool, auth []IDPDU, err error) {
 	if err = t.flush(ctx); err != nil {
 		return
 	}
-	err = t.tx.QueryRow(ctx, `SELECT e.pdu, e.type, e.state_key,
+	b := &pgx.Batch{}
+	b.Queue(`SELECT e.room_id, e.pdu, e.type, e.state_key,
 			EXISTS (SELECT 1 FROM room_state s WHERE s.event_id = e.event_id AND s.to_pos IS NULL)
-		FROM events e WHERE e.event_id = $1`, eventID).Scan(&pdu, &typ, &stateKey, &current)
-	if isNoRows(err) {
-		return nil, "", nil, false, false, nil
+		FROM events e WHERE e.event_id = $1`, eventID)
+	b.Queue(`SELECT e.event_id, e.pdu, e.redacted_because IS NOT NULL FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND s.type IN ('m.room.create', 'm.room.power_levels') AND s.state_key = '' AND s.to_pos IS NULL`, roomID)
+	br := t.tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	err = br.QueryRow().Scan(&target.RoomID, &target.PDU, &target.Type, &target.StateKey, &target.Current)
+	switch {
+	case isNoRows(err):
+		target, err = RedactionTarget{}, nil
+	case err != nil:
+		return RedactionTarget{}, false, nil, fmt.Errorf("redaction target %s: %w", eventID, err)
+	default:
+		ok = true
 	}
-	return pdu, typ, stateKey, current, err == nil, err
+	rows, err := br.Query()
+	if err != nil {
+		return RedactionTarget{}, false, nil, fmt.Errorf("room %s auth state: %w", roomID, err)
+	}
+	if auth, err = pgx.CollectRows(rows, pgx.RowToStructByPos[IDPDU]); err != nil {
+		return RedactionTarget{}, false, nil, fmt.Errorf("room %s auth state: %w", roomID, err)
+	}
+	return target, ok, auth, nil
 }
 
 // RedactEvent replaces an event's client form with its redacted form.
@@ -216,9 +254,26 @@ func (t *Tx) RedactEvent(eventID string, redactedClient, redactedBecause []byte)
 	t.queue("UPDATE events SET client = $2, redacted_because = $3 WHERE event_id = $1", eventID, redactedClient, redactedBecause)
 }
 
-// AddRelation records that eventID relates to parent with relType.
+// AddRelation records that eventID relates to parent with relType, if
+// parent is an event of the same room: a relation never links two rooms
+// (invariant 12), whatever a client wrote into m.relates_to. The parent is
+// always earlier on the log than the event relating to it (its ID is a
+// hash of it), so whether it is there when the relation is applied is the
+// same live and in replay.
 func (t *Tx) AddRelation(eventID, roomID, parent, relType string, pos int64) {
-	t.queue(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, pos) VALUES ($1, $2, $3, $4, $5)
+	// Events of this batch not yet written are in t.events: a parent there
+	// is checked here, one already written by the statement.
+	for i := len(t.events) - 1; i >= 0; i-- {
+		if e := t.events[i]; e.EventID == parent {
+			if e.RoomID == roomID {
+				t.queue(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, pos) VALUES ($1, $2, $3, $4, $5)
+					ON CONFLICT DO NOTHING`, eventID, roomID, parent, relType, pos)
+			}
+			return
+		}
+	}
+	t.queue(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, pos)
+		SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM events WHERE event_id = $3 AND room_id = $2)
 		ON CONFLICT DO NOTHING`, eventID, roomID, parent, relType, pos)
 }
 
@@ -239,10 +294,12 @@ func (t *Tx) DeleteRelation(eventID string) {
 }
 
 // SetReceipt records a read receipt, unless the user already has a receipt
-// of that type for a later event: receipts only move forward.
+// of that type for a later event: receipts only move forward. The position
+// is only ever that of an event of the receipt's room: one naming another
+// room's event (which the api refuses) takes no position from it.
 func (t *Tx) SetReceipt(seq uint64, r *eventlog.ReceiptSet) {
 	t.queue(`INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, event_pos, ts, stream_seq)
-		VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT pos FROM events WHERE event_id = $5), 0), $6, $7)
+		VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT pos FROM events WHERE event_id = $5 AND room_id = $1), 0), $6, $7)
 		ON CONFLICT (room_id, user_id, type, thread_id) DO UPDATE SET
 			event_id = EXCLUDED.event_id, event_pos = EXCLUDED.event_pos, ts = EXCLUDED.ts, stream_seq = EXCLUDED.stream_seq
 		WHERE receipts.event_pos < EXCLUDED.event_pos`,

@@ -24,21 +24,40 @@ type SearchQuery struct {
 	Offset              int      // ByRank: results to skip
 	Before              int64    // newest first: only events before this position (0: any)
 	Limit               int
+	// Visible is, per room of Rooms, where the caller may see events
+	// (Visibility.Ranges): results and the count hold only those.
+	Visible map[string]PosRanges
 }
 
-// Search finds events by their text, and counts all matches.
+// Search finds events by their text that the caller may see, and counts
+// all such matches.
 func (s *Store) Search(ctx context.Context, q SearchQuery) (hits []SearchHit, total int, err error) {
 	order := "s.pos DESC"
 	if q.ByRank {
 		order = "rank DESC, s.pos DESC"
+	}
+	// Visibility goes into the query, not after it, so that the count and
+	// the pages are of visible events only (a count of hidden matches
+	// tells how much was said where the caller may not look). event_search
+	// holds no member events, so CanSee's exception for the user's own
+	// member events has nothing to add here.
+	var vRooms []string
+	var vFrom, vTo []int64
+	for _, room := range q.Rooms {
+		r := q.Visible[room]
+		for i := range r.From {
+			vRooms, vFrom, vTo = append(vRooms, room), append(vFrom, r.From[i]), append(vTo, r.To[i])
+		}
 	}
 	rows, err := s.pool.Query(ctx, `SELECT s.event_id, s.pos, ts_rank(s.vec, q)::float8 AS rank, count(*) OVER ()
 		FROM event_search s, plainto_tsquery('simple', $1) q
 		WHERE s.vec @@ q AND s.room_id = ANY($2) AND s.key = ANY($3)
 		  AND ($4::text[] IS NULL OR s.sender = ANY($4)) AND NOT (s.sender = ANY(COALESCE($5::text[], '{}')))
 		  AND ($6::bigint = 0 OR s.pos < $6)
+		  AND EXISTS (SELECT 1 FROM unnest($9::text[], $10::bigint[], $11::bigint[]) AS vr(room_id, f, t)
+			WHERE vr.room_id = s.room_id AND s.pos >= vr.f AND (vr.t = 0 OR s.pos < vr.t))
 		ORDER BY `+order+` OFFSET $7 LIMIT $8`,
-		q.Term, q.Rooms, q.Keys, q.Senders, q.NotSenders, q.Before, q.Offset, q.Limit)
+		q.Term, q.Rooms, q.Keys, q.Senders, q.NotSenders, q.Before, q.Offset, q.Limit, vRooms, vFrom, vTo)
 	if err != nil {
 		return nil, 0, fmt.Errorf("search: %w", err)
 	}

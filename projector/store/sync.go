@@ -190,20 +190,35 @@ func (t *SyncTx) StateAtPoints(ctx context.Context, ranges []RoomRange) (map[str
 // Histories returns the user's membership periods and the rooms'
 // history-visibility periods, for history visibility checks.
 func (t *SyncTx) Histories(ctx context.Context, userID string, roomIDs []string) (map[string]*Visibility, error) {
+	return histories(ctx, t.tx, userID, roomIDs)
+}
+
+// Histories is SyncTx.Histories outside a sync snapshot: the visibility
+// of each of roomIDs for userID, read in one query.
+func (s *Store) Histories(ctx context.Context, userID string, roomIDs []string) (map[string]*Visibility, error) {
+	return histories(ctx, s.pool, userID, roomIDs)
+}
+
+// rowsQueryer is what histories reads through: a pool or a transaction.
+type rowsQueryer interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func histories(ctx context.Context, q rowsQueryer, userID string, roomIDs []string) (map[string]*Visibility, error) {
 	out := make(map[string]*Visibility, len(roomIDs))
 	for _, id := range roomIDs {
-		out[id] = &Visibility{UserID: userID}
+		out[id] = &Visibility{UserID: userID, RoomID: id}
 	}
 	if len(roomIDs) == 0 {
 		return out, nil
 	}
-	rows, err := t.tx.Query(ctx, `SELECT s.room_id, s.type, COALESCE(s.membership, ''),
+	rows, err := q.Query(ctx, `SELECT s.room_id, s.type, COALESCE(s.membership, ''),
 			COALESCE(convert_from(e.client, 'UTF8')::jsonb #>> '{content,history_visibility}', ''), s.from_pos, COALESCE(s.to_pos, 0)
 		FROM room_state s JOIN events e ON e.event_id = s.event_id
 		WHERE s.room_id = ANY($1) AND ((s.type = 'm.room.member' AND s.state_key = $2) OR (s.type = 'm.room.history_visibility' AND s.state_key = ''))
 		ORDER BY s.from_pos`, roomIDs, userID)
 	if err != nil {
-		return nil, fmt.Errorf("sync histories: %w", err)
+		return nil, fmt.Errorf("histories: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {

@@ -1,5 +1,7 @@
 package store
 
+import "slices"
+
 // Visibility decides which of a room's events a user may see, from the
 // user's membership periods and the room's history-visibility periods
 // (client-server API, "History visibility"): an event is visible if the
@@ -7,9 +9,13 @@ package store
 // "shared" at it and the user joined at any point after, or the user was
 // invited at it and the room was "invited". Membership "at" an event
 // includes the event itself, so users see their own membership changes.
+//
+// A Visibility belongs to one room (RoomID): it sees no event of another
+// room, whatever its position (invariant 12, rooms are walls).
 type Visibility struct {
 	Hist   RoomHistory
 	UserID string
+	RoomID string
 }
 
 func spanHas(from, to, pos int64) bool { return from <= pos && (to == 0 || pos < to) }
@@ -41,25 +47,78 @@ func (v *Visibility) joinedAfter(pos int64) bool {
 	return false
 }
 
-// CanSee reports whether the user may see the event at pos.
+// CanSee reports whether the user may see e, an event of v's room.
 func (v *Visibility) CanSee(e *StoredEvent) bool {
+	if e.RoomID != v.RoomID {
+		return false
+	}
 	if e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == v.UserID {
 		return true
 	}
-	vis := v.visibilityAt(e.Pos)
+	return v.visibleAt(e.Pos)
+}
+
+// visibleAt reports whether the user may see an event at pos, other than
+// their own member events (which they always see).
+func (v *Visibility) visibleAt(pos int64) bool {
+	vis := v.visibilityAt(pos)
 	if vis == "world_readable" {
 		return true
 	}
-	m := v.membershipAt(e.Pos)
+	m := v.membershipAt(pos)
 	switch {
 	case m == "join":
 		return true
-	case vis == "shared" && v.joinedAfter(e.Pos):
+	case vis == "shared" && v.joinedAfter(pos):
 		return true
 	case m == "invite" && vis == "invited":
 		return true
 	}
 	return false
+}
+
+// PosRanges are half-open position intervals [From[i], To[i]), To[i] 0
+// meaning open-ended, as two arrays so a query can unnest them.
+type PosRanges struct {
+	From, To []int64
+}
+
+// Ranges returns the positions at which the user may see the room's events
+// (visibleAt), in order and merged, so that a query can count or filter
+// visible events in SQL exactly as CanSee would one by one; the query adds
+// the user's own member events. Everything visibleAt reads changes only at
+// the start or end of a membership or visibility period, so it is constant
+// between those points and checking it at each one is exact.
+func (v *Visibility) Ranges() PosRanges {
+	points := []int64{0}
+	for _, m := range v.Hist.Memberships {
+		points = append(points, m.FromPos)
+		if m.ToPos != 0 {
+			points = append(points, m.ToPos)
+		}
+	}
+	for _, h := range v.Hist.Visibility {
+		points = append(points, h.FromPos)
+		if h.ToPos != 0 {
+			points = append(points, h.ToPos)
+		}
+	}
+	slices.Sort(points)
+	points = slices.Compact(points)
+	var r PosRanges
+	open := false // the last range has no end yet
+	for _, p := range points {
+		visible := v.visibleAt(p)
+		switch {
+		case visible && !open:
+			r.From, r.To = append(r.From, p), append(r.To, 0)
+			open = true
+		case !visible && open:
+			r.To[len(r.To)-1] = p
+			open = false
+		}
+	}
+	return r
 }
 
 // Current reports the user's current membership.
