@@ -422,7 +422,7 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 		tx.ForgetRoom(r.UserID, r.RoomID)
 		tx.AdvanceRoom(r.RoomID, m.Seq, "", 0, 0)
 	case *eventlog.RoomEvents:
-		return applyRoomEvents(ctx, tx, m.Seq, r)
+		return applyRoomEvents(ctx, tx, m, r)
 	case *eventlog.RoomPublished:
 		tx.SetPublished(r.RoomID, r.Published)
 		tx.AdvanceRoom(r.RoomID, m.Seq, "", 0, 0)

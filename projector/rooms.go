@@ -14,9 +14,16 @@ import (
 // after (per-room optimistic concurrency), so the projector applies them
 // without re-checking; what an event does to other events (a redaction, a
 // relation) is decided here, within the event's own room.
-func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.RoomEvents) error {
+func applyRoomEvents(ctx context.Context, tx *store.Tx, m eventlog.Msg, r *eventlog.RoomEvents) error {
+	seq := m.Seq
 	if len(r.Events) == 0 || len(r.Events) > eventlog.MaxEventsPerRecord {
 		return store.Unappliable(fmt.Errorf("room record with %d events", len(r.Events)))
+	}
+	// A record holds events of the room whose subject it is on: the
+	// subject's sequence is what serialises the room's writers, so events
+	// of another room on it would bypass that room's order (and walls).
+	if m.Subject != eventlog.RoomSubject(r.RoomID) {
+		return store.Unappliable(fmt.Errorf("room record for %s on subject %s", r.RoomID, m.Subject))
 	}
 	v := matrix.RoomVersion(r.RoomVersion)
 	var last *matrix.Event
@@ -25,6 +32,9 @@ func applyRoomEvents(ctx context.Context, tx *store.Tx, seq uint64, r *eventlog.
 		ev, err := matrix.ParseEvent(v, raw)
 		if err != nil {
 			return store.Unappliable(fmt.Errorf("event %d: %w", i, err))
+		}
+		if string(ev.RoomID()) != r.RoomID {
+			return store.Unappliable(fmt.Errorf("event %d of room %s in a record of room %s", i, ev.RoomID(), r.RoomID))
 		}
 		pos := eventlog.EventPos(seq, i)
 		if ev.Type() == matrix.TypeCreate && ev.IsState() && *ev.StateKey() == "" {

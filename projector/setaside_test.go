@@ -116,7 +116,11 @@ func TestSetAsideRoomRecordKeepsRoomWritable(t *testing.T) {
 	// A create event is enough for the room row to exist.
 	create := `{"room_id":"` + roomID + `","room_version":"10","events":[{"auth_events":[],"content":{"room_version":"10","creator":"@a:example.org"},"depth":1,"hashes":{"sha256":"x"},"origin_server_ts":1,"prev_events":[],"room_id":"` + roomID + `","sender":"@a:example.org","signatures":{},"state_key":"","type":"m.room.create"}]}`
 	first := appendRawRoom(ctx, t, l, subj, roomID, typ, create)
-	poison := appendRawRoom(ctx, t, l, subj, roomID, typ, `{"room_id":"`+roomID+`","room_version":"10","events":[{"no":"event"}]}`)
+	unparsable := appendRawRoom(ctx, t, l, subj, roomID, typ, `{"room_id":"`+roomID+`","room_version":"10","events":[{"no":"event"}]}`)
+	// Events of another room on this room's subject: they would bypass
+	// that room's order.
+	foreign := strings.ReplaceAll(create, roomID, "!elsewhere:example.org")
+	poison := appendRawRoom(ctx, t, l, subj, roomID, typ, foreign)
 
 	p := &projector.Projector{Log: l, Store: st, Logger: discardLogger()}
 	if err := p.Replay(ctx, nil); err != nil {
@@ -126,8 +130,12 @@ func TestSetAsideRoomRecordKeepsRoomWritable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recs) != 1 || recs[0].Seq != poison || recs[0].RoomID != roomID {
-		t.Fatalf("set aside %+v, want the record at %d of %s", recs, poison, roomID)
+	if len(recs) != 2 || recs[0].Seq != unparsable || recs[1].Seq != poison || recs[1].RoomID != roomID ||
+		!strings.Contains(recs[1].Error, "on subject") {
+		t.Fatalf("set aside %+v, want the records at %d and %d of %s", recs, unparsable, poison, roomID)
+	}
+	if _, err := st.RoomHeadOf(ctx, "!elsewhere:example.org"); err == nil {
+		t.Fatal("a room was created from a record on another room's subject")
 	}
 	head, err := st.RoomHeadOf(ctx, roomID)
 	if err != nil {
