@@ -1,6 +1,9 @@
 package api
 
-import "net/http"
+import (
+	"net/http"
+	"strings"
+)
 
 // clientPrefixes are the two API versions Strand serves: the classic
 // guide's r0 paths and the current v3 ones. Every client route exists under
@@ -21,6 +24,7 @@ func (s *Server) routes() {
 	r := s.router
 	// Unversioned and other fixed paths.
 	r.Handle("/_matrix/client/versions", s.wrap(s.versions)).Methods(http.MethodGet)
+	r.Handle("/", s.wrap(s.root)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/.well-known/matrix/client", s.wrap(s.wellKnown)).Methods(http.MethodGet)
 	r.Handle("/_matrix/static/client/login/", http.HandlerFunc(s.loginFallback)).Methods(http.MethodGet)
 	// Registration token validity is a v1 endpoint in the spec (served
@@ -167,6 +171,12 @@ func (s *Server) routes() {
 		{http.MethodGet, "/profile/{userId}/avatar_url", s.getProfile("avatar_url"), false},
 		{http.MethodPut, "/profile/{userId}/displayname", s.putProfile("displayname"), true},
 		{http.MethodPut, "/profile/{userId}/avatar_url", s.putProfile("avatar_url"), true},
+	}
+	// Key backup predates v3: clients still ask for its unstable path.
+	for _, rt := range routes {
+		if strings.HasPrefix(rt.path, "/room_keys/") {
+			r.Handle("/_matrix/client/unstable"+rt.path, s.wrap(s.authenticated(rt.h))).Methods(rt.method)
+		}
 	}
 	for _, prefix := range clientPrefixes {
 		for _, rt := range routes {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/base64"
+	"strings"
 	"testing"
 
 	"strand/api/apitest"
@@ -58,5 +59,27 @@ func TestUnknownEndpointsAndMethods(t *testing.T) {
 		if r := c.Do(m[0], m[1], nil); r.Status != 405 || r.Errcode() != "M_UNRECOGNIZED" {
 			t.Errorf("%s %s: %d %s", m[0], m[1], r.Status, r.Raw)
 		}
+	}
+}
+
+// What clients look for before the API proper: the MSC flags of features
+// Strand has, a page at the base URL, and key backup's unstable path.
+func TestDiscoveryExtras(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	c := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	v := c.MustDo("GET", "/_matrix/client/versions", nil)
+	if f, _ := v.Body["unstable_features"].(map[string]any); f["org.matrix.e2e_cross_signing"] != true {
+		t.Fatalf("unstable_features: %s", v.Raw)
+	}
+	if r := c.Do("GET", "/", nil); r.Status != 200 || !strings.Contains(string(r.Raw), "Strand") {
+		t.Fatalf("GET /: %d %s", r.Status, r.Raw)
+	}
+	c.Register("backer", "pw")
+	c.MustDo("POST", "/_matrix/client/v3/room_keys/version", map[string]any{"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": map[string]any{"public_key": "abc"}})
+	a := c.MustDo("GET", "/_matrix/client/v3/room_keys/version", nil)
+	b := c.MustDo("GET", "/_matrix/client/unstable/room_keys/version", nil)
+	if a.Str("version") == "" || a.Str("version") != b.Str("version") {
+		t.Fatalf("unstable room_keys path: %s vs %s", a.Raw, b.Raw)
 	}
 }
