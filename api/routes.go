@@ -159,6 +159,8 @@ func (s *Server) routes() {
 		{http.MethodPost, "/user_directory/search", s.searchUserDirectory, true},
 		{http.MethodGet, "/voip/turnServer", s.turnServer, true},
 		{http.MethodGet, "/thirdparty/protocols", s.thirdPartyProtocols, true},
+		{http.MethodGet, "/pushers", s.getPushers, true},
+		{http.MethodPost, "/pushers/set", s.setPusher, true},
 		{http.MethodGet, "/pushrules/", s.getPushRules, true},
 		{http.MethodGet, "/pushrules/global/", s.getPushRules, true},
 		{http.MethodGet, "/pushrules/{scope}/{kind}/{ruleId}", s.getPushRule, true},

@@ -38,6 +38,25 @@ type DeviceCreated struct {
 	TS          int64  `json:"ts"`
 }
 
+// PusherSet creates, replaces (same app ID and pushkey) or, with Kind
+// empty, deletes one of the user's pushers. The pusher belongs to
+// DeviceID, the device whose token set it, and is deleted with it. Unless
+// Append, pushers of other users with the same app ID and pushkey go (the
+// push key now belongs to this user).
+type PusherSet struct {
+	UserID            string          `json:"user_id"`
+	DeviceID          string          `json:"device_id"`
+	AppID             string          `json:"app_id"`
+	Pushkey           string          `json:"pushkey"`
+	Kind              string          `json:"kind,omitempty"`
+	AppDisplayName    string          `json:"app_display_name,omitempty"`
+	DeviceDisplayName string          `json:"device_display_name,omitempty"`
+	ProfileTag        string          `json:"profile_tag,omitempty"`
+	Lang              string          `json:"lang,omitempty"`
+	Data              json.RawMessage `json:"data,omitempty"`
+	Append            bool            `json:"append,omitempty"`
+}
+
 // DeviceUpdated renames a device.
 type DeviceUpdated struct {
 	UserID      string `json:"user_id"`
@@ -312,6 +331,7 @@ func (RoomForgotten) RecordType() string { return "room.forgotten" }
 
 func (UserRegistered) RecordType() string  { return "user.registered" }
 func (DeviceCreated) RecordType() string   { return "device.created" }
+func (PusherSet) RecordType() string       { return "pusher.set" }
 func (DeviceUpdated) RecordType() string   { return "device.updated" }
 func (DevicesDeleted) RecordType() string  { return "devices.deleted" }
 func (PasswordChanged) RecordType() string { return "password.changed" }
@@ -343,6 +363,8 @@ func Decode(typ string, data []byte) (Record, error) {
 		r = &DeviceCreated{}
 	case "device.updated":
 		r = &DeviceUpdated{}
+	case "pusher.set":
+		r = &PusherSet{}
 	case "devices.deleted":
 		r = &DevicesDeleted{}
 	case "password.changed":

@@ -386,6 +386,8 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 		return tx.PutDevice(r)
 	case *eventlog.DeviceUpdated:
 		tx.RenameDevice(r)
+	case *eventlog.PusherSet:
+		tx.SetPusher(m.Seq, r)
 	case *eventlog.DevicesDeleted:
 		tx.DeleteDevices(m.Seq, r)
 	case *eventlog.PasswordChanged:

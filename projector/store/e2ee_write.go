@@ -28,7 +28,7 @@ func (t *Tx) deviceListChanged(seq uint64, user string) {
 // dropDeviceData removes the keys and pending messages of user's devices
 // that no longer exist (queued after the device rows were deleted).
 func (t *Tx) dropDeviceData(seq uint64, user string) {
-	for _, table := range []string{"device_keys", "one_time_keys", "fallback_keys", "to_device"} {
+	for _, table := range []string{"device_keys", "one_time_keys", "fallback_keys", "to_device", "pushers"} {
 		t.queue(`DELETE FROM `+table+` k WHERE k.user_id = $1
 			AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.user_id = k.user_id AND d.device_id = k.device_id)`, user)
 	}

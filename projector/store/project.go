@@ -200,6 +200,10 @@ func (t *Tx) DeleteDevices(seq uint64, r *eventlog.DevicesDeleted) {
 // devices.
 func (t *Tx) SetPassword(seq uint64, r *eventlog.PasswordChanged) {
 	t.queue("UPDATE users SET password_hash = $2 WHERE user_id = $1", r.UserID, r.PasswordHash)
+	// Pushers of the other devices go even when the devices stay: after
+	// a password change (perhaps because the account was taken over) no
+	// notification should go where the user did not just ask for it.
+	t.queue("DELETE FROM pushers WHERE user_id = $1 AND device_id <> $2", r.UserID, r.KeepDevice)
 	if r.LogoutDevices {
 		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", r.UserID, r.KeepDevice)
 		t.dropDeviceData(seq, r.UserID)

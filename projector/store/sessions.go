@@ -225,7 +225,7 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 // fails safe.
 func Revokes(recordType string) bool {
 	switch recordType {
-	case (eventlog.UserRegistered{}).RecordType(), (eventlog.DeviceUpdated{}).RecordType(),
+	case (eventlog.UserRegistered{}).RecordType(), (eventlog.DeviceUpdated{}).RecordType(), (eventlog.PusherSet{}).RecordType(),
 		(eventlog.FilterCreated{}).RecordType(), (eventlog.AccountDataSet{}).RecordType(),
 		(eventlog.ProfileSet{}).RecordType(), (eventlog.KeysUploaded{}).RecordType(),
 		(eventlog.KeysClaimed{}).RecordType(), (eventlog.ToDeviceSent{}).RecordType(),
