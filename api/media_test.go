@@ -100,8 +100,18 @@ func TestMediaRepository(t *testing.T) {
 	for _, tc := range []struct {
 		query string
 		w, h  int
-	}{{"width=100&height=100&method=scale", 100, 50}, {"width=100&height=100&method=crop", 100, 100},
-		{"width=100&height=100&method=crop", 100, 100}, {"width=1000&height=1000", 400, 200}} {
+	}{
+		// Answered from the fixed set (32x32 and 96x96 crop; 320x240,
+		// 640x480 and 800x600 scale), never enlarged.
+		{"width=32&height=32&method=crop", 32, 32},
+		{"width=90&height=60&method=crop", 96, 96},
+		{"width=90&height=60&method=crop", 96, 96},
+		{"width=100&height=100&method=scale", 320, 160},
+		// No crop covers 100x100: the smallest scale that does.
+		{"width=100&height=100&method=crop", 320, 160},
+		// Nothing covers 1000x1000: the largest scale, here the original size.
+		{"width=1000&height=1000", 400, 200},
+	} {
 		res, got := rawRequest(t, "GET", a.Base+"/_matrix/media/v3/thumbnail/localhost/"+id+"?"+tc.query, "", "", nil)
 		if res.StatusCode != 200 {
 			t.Fatalf("thumbnail %s: %d %s", tc.query, res.StatusCode, got)
@@ -113,7 +123,7 @@ func TestMediaRepository(t *testing.T) {
 	}
 
 	// A thumbnail made once is kept next to its original.
-	kept, err := env.Conn().GetMedia(context.Background(), "thumb/"+id+"/100x100/crop")
+	kept, err := env.Conn().GetMedia(context.Background(), "thumb/"+id+"/96x96/crop")
 	if err != nil {
 		t.Fatalf("crop thumbnail not kept: %v", err)
 	}
@@ -146,7 +156,8 @@ func TestMediaRepository(t *testing.T) {
 		{"GET", "/_matrix/media/v3/download/elsewhere.org/" + id, "", "", nil, 404, "M_NOT_FOUND"},
 		{"GET", "/_matrix/media/v3/thumbnail/localhost/" + id + "?width=0&height=10", "", "", nil, 400, "M_INVALID_PARAM"},
 		{"GET", "/_matrix/media/v3/thumbnail/localhost/" + id + "?width=10&height=10&method=stretch", "", "", nil, 400, "M_INVALID_PARAM"},
-		{"GET", "/_matrix/media/v3/thumbnail/localhost/" + htmlID + "?width=10&height=10", "", "", nil, 404, "M_NOT_FOUND"},
+		{"GET", "/_matrix/media/v3/thumbnail/localhost/" + htmlID + "?width=10&height=10", "", "", nil, 400, "M_UNKNOWN"},
+		{"GET", "/_matrix/media/v3/thumbnail/localhost/nosuchmedia?width=10&height=10", "", "", nil, 404, "M_NOT_FOUND"},
 		{"POST", "/_matrix/media/v3/upload", "", "image/png", pic, 401, "M_MISSING_TOKEN"},
 		{"POST", "/_matrix/media/v3/upload", a.Token, "not a type;;", pic, 400, "M_INVALID_PARAM"},
 		{"POST", "/_matrix/media/v3/upload", a.Token, "application/octet-stream", make([]byte, 300<<10), 413, "M_TOO_LARGE"},
