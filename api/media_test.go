@@ -2,16 +2,31 @@ package api_test
 
 import (
 	"bytes"
+	"compress/flate"
 	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/png"
 	"io"
 	"net/http"
+	"runtime"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"strand/api"
 	"strand/api/apitest"
+	"strand/eventlog"
 )
 
 // rawRequest sends body with a content type and returns the response with
@@ -167,4 +182,257 @@ func TestMediaRepository(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, res.StatusCode, body, tc.status, tc.code)
 		}
 	}
+}
+
+// upload posts body as the client's media and returns the media ID.
+func upload(t *testing.T, c *apitest.Client, contentType string, body []byte) string {
+	t.Helper()
+	res, got := rawRequest(t, "POST", c.Base+"/_matrix/media/v3/upload", c.Token, contentType, body)
+	if res.StatusCode != 200 {
+		t.Fatalf("upload: %d %s", res.StatusCode, got)
+	}
+	var out struct {
+		ContentURI string `json:"content_uri"`
+	}
+	if err := json.Unmarshal(got, &out); err != nil || !strings.HasPrefix(out.ContentURI, "mxc://localhost/") {
+		t.Fatalf("upload answer: %s", got)
+	}
+	return strings.TrimPrefix(out.ContentURI, "mxc://localhost/")
+}
+
+// hugePNG is a valid PNG of w x h pixels at 16-bit RGBA, all transparent
+// black: a canvas that decodes to w*h*8 bytes, in a file of a few hundred
+// KiB. One row is deflated once and its (self-contained, sync-flushed)
+// blocks repeated for every row, which takes milliseconds where deflating
+// hundreds of MiB under the race detector takes a minute; the zlib
+// checksum of n zero bytes is computed directly (Adler-32: a = 1, b = n).
+func hugePNG(w, h int) []byte {
+	var buf bytes.Buffer
+	buf.WriteString("\x89PNG\r\n\x1a\n")
+	chunk := func(typ string, data []byte) {
+		_ = binary.Write(&buf, binary.BigEndian, uint32(len(data)))
+		buf.WriteString(typ)
+		buf.Write(data)
+		_ = binary.Write(&buf, binary.BigEndian, crc32.Update(crc32.ChecksumIEEE([]byte(typ)), crc32.IEEETable, data))
+	}
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], uint32(w))
+	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
+	ihdr[8], ihdr[9] = 16, 6 // bit depth 16, colour type RGBA
+	chunk("IHDR", ihdr)
+	var row bytes.Buffer
+	fw, _ := flate.NewWriter(&row, flate.BestCompression)
+	_, _ = fw.Write(make([]byte, 1+w*8)) // filter byte and pixels, all 0
+	_ = fw.Flush()
+	var z bytes.Buffer
+	z.Write([]byte{0x78, 0xDA})
+	for range h {
+		z.Write(row.Bytes())
+	}
+	z.Write([]byte{0x03, 0x00}) // an empty final block
+	n := uint64(h) * uint64(1+w*8)
+	_ = binary.Write(&z, binary.BigEndian, uint32((n%65521)<<16|1))
+	chunk("IDAT", z.Bytes())
+	chunk("IEND", nil)
+	return buf.Bytes()
+}
+
+// fastPNG is a w x h gradient PNG, written without image.Set's per-pixel
+// conversions.
+func fastPNG(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := range h {
+		for x := range w {
+			i := y*img.Stride + x*4
+			img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = uint8(x), uint8(y), uint8(x+y), 255
+		}
+	}
+	var buf bytes.Buffer
+	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// The issue's image: 6,300 x 6,300 pixels at 16-bit RGBA, just under the
+// 40-megapixel cap, decodes to 303 MiB. Its thumbnail is refused from the
+// header, before decoding, with the spec's 413 M_TOO_LARGE, and the
+// request allocates less than 32 MiB (measured as the process's
+// TotalAlloc across the request: the api runs in this test's process).
+// Three at once are refused alike.
+func TestThumbnailDecodedBytesBound(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	a := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	a.Register("mona", "pw")
+	pic := hugePNG(6300, 6300)
+	if len(pic) > 1<<20 {
+		t.Fatalf("test image is %d bytes", len(pic))
+	}
+	id := upload(t, a, "image/png", pic)
+	url := a.Base + "/_matrix/media/v3/thumbnail/localhost/" + id + "?width=32&height=32&method=crop"
+
+	const bound = 32 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	res, body := rawRequest(t, "GET", url, "", "", nil)
+	runtime.ReadMemStats(&after)
+	if d := after.TotalAlloc - before.TotalAlloc; d > bound {
+		t.Fatalf("the thumbnail request allocated %d MiB, more than %d MiB (status %d)", d>>20, bound>>20, res.StatusCode)
+	}
+	if res.StatusCode != 413 || !strings.Contains(string(body), "M_TOO_LARGE") {
+		t.Fatalf("thumbnail of a 303 MiB canvas: %d %.200s, want 413 M_TOO_LARGE", res.StatusCode, body)
+	}
+
+	var wg sync.WaitGroup
+	codes := make([]int, 3)
+	runtime.ReadMemStats(&before)
+	for i := range codes {
+		wg.Go(func() {
+			res, _ := rawRequest(t, "GET", url, "", "", nil)
+			codes[i] = res.StatusCode
+		})
+	}
+	wg.Wait()
+	runtime.ReadMemStats(&after)
+	if codes[0] != 413 || codes[1] != 413 || codes[2] != 413 {
+		t.Fatalf("three at once: %v", codes)
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > bound {
+		t.Fatalf("three refused thumbnails allocated %d MiB, more than %d MiB", d>>20, bound>>20)
+	}
+}
+
+// mediaObjects lists the object store's names starting with prefix.
+func mediaObjects(t *testing.T, env *apitest.Env, prefix string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	obs, err := env.Conn().JetStream().ObjectStore(ctx, eventlog.MediaBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos, err := obs.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, oi := range infos {
+		if strings.HasPrefix(oi.Name, prefix) {
+			names = append(names, oi.Name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Twenty requests at twenty sizes make and keep only sizes of the fixed
+// set; the issue's twenty widths 981-1000 all get the one largest scale.
+func TestThumbnailFixedSizes(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	a := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	a.Register("mona", "pw")
+	id := upload(t, a, "image/png", fastPNG(t, 1200, 900))
+	get := func(w, h int, method string) image.Image {
+		t.Helper()
+		res, body := rawRequest(t, "GET", fmt.Sprintf("%s/_matrix/media/v3/thumbnail/localhost/%s?width=%d&height=%d&method=%s", a.Base, id, w, h, method), "", "", nil)
+		if res.StatusCode != 200 || res.Header.Get("Content-Type") != "image/png" || !strings.HasPrefix(res.Header.Get("Content-Disposition"), "inline") {
+			t.Fatalf("thumbnail %dx%d %s: %d %v %s", w, h, method, res.StatusCode, res.Header, body)
+		}
+		img, err := png.Decode(bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	for w := 981; w <= 1000; w++ {
+		if b := get(w, w*3/4, "scale").Bounds(); b.Dx() != 800 || b.Dy() != 600 {
+			t.Fatalf("width %d: got %v, want the 800x600 scale", w, b)
+		}
+	}
+	if got := mediaObjects(t, env, "thumb/"+id+"/"); len(got) != 1 || got[0] != "thumb/"+id+"/800x600/scale" {
+		t.Fatalf("stored after widths 981-1000: %v", got)
+	}
+
+	sizes := map[string]bool{}
+	for _, s := range api.DefaultThumbnailSizes {
+		sizes[fmt.Sprintf("thumb/%s/%dx%d/%s", id, s.Width, s.Height, s.Method)] = true
+	}
+	for i := range 20 {
+		method := []string{"crop", "scale"}[i%2]
+		w, h := 17+i*37, 11+i*29
+		b := get(w, h, method).Bounds()
+		// At least the size asked for, unless the set has nothing as large.
+		if (b.Dx() < w || b.Dy() < h) && w <= 800 && h <= 600 {
+			t.Errorf("%dx%d %s: got %v, smaller than asked", w, h, method, b)
+		}
+	}
+	stored := mediaObjects(t, env, "thumb/"+id+"/")
+	if len(stored) > len(api.DefaultThumbnailSizes) {
+		t.Fatalf("%d thumbnails stored for one image, more than the %d sizes: %v", len(stored), len(api.DefaultThumbnailSizes), stored)
+	}
+	for _, name := range stored {
+		if !sizes[name] {
+			t.Fatalf("stored %s, not a size of the set", name)
+		}
+	}
+}
+
+// Concurrent requests for the same thumbnail (here different sizes that
+// all resolve to the 640x480 scale) share one job: one thumbnail made.
+func TestThumbnailSharedJob(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	reg := prometheus.NewRegistry()
+	a := apitest.NewClient(t, env.APIWithMetrics(apitest.DefaultConfig(), reg).URL)
+	a.Register("mona", "pw")
+	id := upload(t, a, "image/png", fastPNG(t, 2400, 1800))
+
+	const n = 8
+	start := make(chan struct{})
+	bodies := make([][]byte, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			res, body := rawRequest(t, "GET", fmt.Sprintf("%s/_matrix/media/v3/thumbnail/localhost/%s?width=%d&height=400", a.Base, id, 600+i), "", "", nil)
+			if res.StatusCode != 200 {
+				t.Errorf("request %d: %d %s", i, res.StatusCode, body)
+			}
+			bodies[i] = body
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range bodies {
+		if !bytes.Equal(bodies[i], bodies[0]) {
+			t.Fatalf("request %d got other bytes", i)
+		}
+	}
+	if made := thumbnailsMade(t, reg); made != 1 {
+		t.Fatalf("%v thumbnails made for %d concurrent identical requests, want 1", made, n)
+	}
+	// Later requests are served from the store.
+	rawRequest(t, "GET", a.Base+"/_matrix/media/v3/thumbnail/localhost/"+id+"?width=640&height=480", "", "", nil)
+	if made := thumbnailsMade(t, reg); made != 1 {
+		t.Fatalf("%v thumbnails made after a repeat, want 1", made)
+	}
+}
+
+func thumbnailsMade(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "strand_thumbnails_generated_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no strand_thumbnails_generated_total")
+	return 0
 }

@@ -184,11 +184,11 @@ func newThumbnailer(jobs int) *thumbnailer {
 		})}
 }
 
-// do returns the result of make for key, sharing one run among every
+// do returns the result of job for key, sharing one run among every
 // request asking for the same key meanwhile. A request stops waiting when
 // its own context ends; the job is cancelled only when every request
 // waiting for it has gone.
-func (t *thumbnailer) do(ctx context.Context, key string, make func(ctx context.Context) (thumbResult, error)) (thumbResult, error) {
+func (t *thumbnailer) do(ctx context.Context, key string, job func(ctx context.Context) (thumbResult, error)) (thumbResult, error) {
 	t.mu.Lock()
 	j := t.jobs[key]
 	if j == nil {
@@ -202,7 +202,7 @@ func (t *thumbnailer) do(ctx context.Context, key string, make func(ctx context.
 
 	ch := t.group.DoChan(key, func() (any, error) {
 		defer t.finish(key, j)
-		return make(j.ctx)
+		return job(j.ctx)
 	})
 	select {
 	case res := <-ch:
