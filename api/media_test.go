@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -435,4 +436,198 @@ func thumbnailsMade(t *testing.T, reg *prometheus.Registry) float64 {
 	}
 	t.Fatal("no strand_thumbnails_generated_total")
 	return 0
+}
+
+// rangeRequest GETs url with a Range header.
+func rangeRequest(t *testing.T, method, url, rng string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rng != "" {
+		req.Header.Set("Range", rng)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, b
+}
+
+// Downloads answer Range requests: the first bytes, a middle range that
+// crosses the object store's 128 KiB chunks, a suffix, an open-ended
+// range, two ranges at once; 416 for a range past the end. Served by an
+// api process other than the one the file was uploaded through.
+func TestRangeRequests(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	a := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	b := env.API(apitest.DefaultConfig()).URL
+	a.Register("mona", "pw")
+	data := make([]byte, 300_000)
+	for i := range data {
+		data[i] = byte(i*7 + i/251)
+	}
+	id := upload(t, a, "video/mp4", data)
+	url := b + "/_matrix/media/v3/download/localhost/" + id
+	size := len(data)
+
+	res, got := rangeRequest(t, "GET", url, "")
+	if res.StatusCode != 200 || !bytes.Equal(got, data) || res.Header.Get("Accept-Ranges") != "bytes" {
+		t.Fatalf("whole file: %d %v (%d bytes)", res.StatusCode, res.Header, len(got))
+	}
+	for _, tc := range []struct {
+		rng        string
+		start, end int // the bytes expected, end exclusive
+	}{
+		{"bytes=0-99", 0, 100},
+		{"bytes=131000-263999", 131000, 264000},
+		{"bytes=-500", size - 500, size},
+		{"bytes=299990-", 299990, size},
+		{"bytes=299990-400000", 299990, size},
+	} {
+		res, got := rangeRequest(t, "GET", url, tc.rng)
+		want := fmt.Sprintf("bytes %d-%d/%d", tc.start, tc.end-1, size)
+		if res.StatusCode != 206 || res.Header.Get("Content-Range") != want || !bytes.Equal(got, data[tc.start:tc.end]) ||
+			res.Header.Get("Content-Length") != strconv.Itoa(tc.end-tc.start) || res.Header.Get("Accept-Ranges") != "bytes" ||
+			res.Header.Get("Content-Type") != "video/mp4" {
+			t.Errorf("%s: %d %v (%d bytes), want 206 %s", tc.rng, res.StatusCode, res.Header, len(got), want)
+		}
+	}
+	// Two ranges, the second before the first: a multipart answer.
+	res, got = rangeRequest(t, "GET", url, "bytes=200000-200009,10-19")
+	if res.StatusCode != 206 || !strings.HasPrefix(res.Header.Get("Content-Type"), "multipart/byteranges") ||
+		!bytes.Contains(got, data[200000:200010]) || !bytes.Contains(got, data[10:20]) {
+		t.Errorf("two ranges: %d %v", res.StatusCode, res.Header)
+	}
+	for _, rng := range []string{fmt.Sprintf("bytes=%d-", size), "bytes=400000-400010"} {
+		res, _ := rangeRequest(t, "GET", url, rng)
+		if res.StatusCode != 416 || res.Header.Get("Content-Range") != fmt.Sprintf("bytes */%d", size) {
+			t.Errorf("%s: %d %v, want 416", rng, res.StatusCode, res.Header)
+		}
+	}
+	// HEAD reports the length and that ranges are accepted; a resumed
+	// download (If-Range with the ETag) gets the rest.
+	res, got = rangeRequest(t, "HEAD", url, "")
+	if res.StatusCode != 200 || res.Header.Get("Content-Length") != strconv.Itoa(size) || res.Header.Get("Accept-Ranges") != "bytes" || len(got) != 0 {
+		t.Fatalf("HEAD: %d %v", res.StatusCode, res.Header)
+	}
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Range", "bytes=150000-")
+	req.Header.Set("If-Range", res.Header.Get("ETag"))
+	res2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(res2.Body)
+	res2.Body.Close()
+	if res.Header.Get("ETag") == "" || res2.StatusCode != 206 || !bytes.Equal(got, data[150000:]) {
+		t.Fatalf("If-Range resume: %d (%d bytes), ETag %q", res2.StatusCode, len(got), res.Header.Get("ETag"))
+	}
+	// The authenticated endpoint too.
+	req, _ = http.NewRequest("GET", b+"/_matrix/client/v1/media/download/localhost/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+a.Token)
+	req.Header.Set("Range", "bytes=-10")
+	res2, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(res2.Body)
+	res2.Body.Close()
+	if res2.StatusCode != 206 || !bytes.Equal(got, data[size-10:]) {
+		t.Fatalf("v1 range: %d (%d bytes)", res2.StatusCode, len(got))
+	}
+}
+
+// The upload quota is per user and holds across api processes: uploads
+// through two processes add up, an upload past it is refused with 403
+// M_FORBIDDEN (content-repo.yaml) and leaves nothing stored, and of
+// concurrent uploads that would together pass it only those that fit are
+// kept. Other users are not affected.
+func TestMediaQuota(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	cfg := apitest.DefaultConfig()
+	cfg.MediaQuotaBytes = 100_000
+	a := apitest.NewClient(t, env.API(cfg).URL)
+	b := apitest.NewClient(t, env.API(cfg).URL)
+	a.Register("mona", "pw")
+	b.Token, b.UserID = a.Token, a.UserID
+
+	upload(t, a, "application/octet-stream", make([]byte, 60_000))
+	for _, c := range []*apitest.Client{a, b} {
+		res, body := rawRequest(t, "POST", c.Base+"/_matrix/media/v3/upload", c.Token, "application/octet-stream", make([]byte, 60_000))
+		if res.StatusCode != 403 || !strings.Contains(string(body), "M_FORBIDDEN") {
+			t.Fatalf("upload past the quota: %d %s, want 403 M_FORBIDDEN", res.StatusCode, body)
+		}
+	}
+	upload(t, b, "application/octet-stream", make([]byte, 40_000)) // exactly at the quota
+	if res, body := rawRequest(t, "POST", a.Base+"/_matrix/media/v3/upload", a.Token, "text/plain", []byte("x")); res.StatusCode != 403 {
+		t.Fatalf("one byte past the quota: %d %s", res.StatusCode, body)
+	}
+	if used, err := env.Conn().MediaUsage(context.Background(), a.UserID); err != nil || used != 100_000 {
+		t.Fatalf("usage %d %v, want 100000", used, err)
+	}
+
+	// Ten concurrent uploads of 30,000 bytes through two processes: three
+	// fit in 100,000 bytes, and only three are kept.
+	c := apitest.NewClient(t, a.Base)
+	c.Register("carl", "pw")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, refused := 0, 0
+	for i := range 10 {
+		base := []string{a.Base, b.Base}[i%2]
+		wg.Go(func() {
+			res, body := rawRequest(t, "POST", base+"/_matrix/media/v3/upload", c.Token, "application/octet-stream", make([]byte, 30_000))
+			mu.Lock()
+			defer mu.Unlock()
+			switch res.StatusCode {
+			case 200:
+				ok++
+			case 403:
+				refused++
+			default:
+				t.Errorf("concurrent upload: %d %s", res.StatusCode, body)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 3 || refused != 7 {
+		t.Fatalf("concurrent uploads: %d kept, %d refused; want 3 and 7", ok, refused)
+	}
+	if n := uploadsBy(t, env, c.UserID); n != 3 {
+		t.Fatalf("%d uploads of %s stored, want 3 (refused ones removed)", n, c.UserID)
+	}
+	if used, err := env.Conn().MediaUsage(context.Background(), c.UserID); err != nil || used != 90_000 {
+		t.Fatalf("usage %d %v, want 90000", used, err)
+	}
+}
+
+// uploadsBy counts the stored files whose uploader is user.
+func uploadsBy(t *testing.T, env *apitest.Env, user string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	obs, err := env.Conn().JetStream().ObjectStore(ctx, eventlog.MediaBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos, err := obs.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, oi := range infos {
+		if oi.Metadata["uploader"] == user {
+			n++
+		}
+	}
+	return n
 }
