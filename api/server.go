@@ -83,6 +83,9 @@ func (c *Config) setDefaults() {
 	if c.MaxUploadBytes == 0 {
 		c.MaxUploadBytes = 50 << 20
 	}
+	if c.MediaQuotaBytes < 0 {
+		c.MediaQuotaBytes = 0
+	}
 	if len(c.ThumbnailSizes) == 0 {
 		c.ThumbnailSizes = DefaultThumbnailSizes
 	}

@@ -89,8 +89,8 @@ func ParseThumbnailSizes(s string) ([]ThumbnailSize, error) {
 const (
 	// DefaultThumbnailMaxDecodedBytes is the default bound on an image's
 	// decoded size. It admits a 4000 x 3000 8-bit RGBA PNG (46 MiB) and a
-	// 40-megapixel baseline JPEG (57 MiB), and refuses 16-bit images of
-	// more than about 8 megapixels.
+	// 40-megapixel baseline 4:2:0 JPEG (57 MiB), and refuses 16-bit images
+	// of more than about 8 megapixels.
 	DefaultThumbnailMaxDecodedBytes = 64 << 20
 	// DefaultThumbnailJobs is the default number of thumbnails one process
 	// makes at once: with the decoded bound, the peak memory thumbnailing
