@@ -425,17 +425,87 @@ func TestThumbnailSharedJob(t *testing.T) {
 
 func thumbnailsMade(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()
+	return metricValue(t, reg, "strand_thumbnails_generated_total")
+}
+
+// metricValue reads an unlabelled counter or gauge from reg.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "strand_thumbnails_generated_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
 		}
 	}
-	t.Fatal("no strand_thumbnails_generated_total")
+	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// With one job slot, a second thumbnail waits while the first is being
+// made; a request that gives up while waiting takes its job with it (it
+// is never made), and the slot is free again afterwards.
+func TestThumbnailJobSlots(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	reg := prometheus.NewRegistry()
+	cfg := apitest.DefaultConfig()
+	cfg.ThumbnailJobs = 1
+	a := apitest.NewClient(t, env.APIWithMetrics(cfg, reg).URL)
+	a.Register("mona", "pw")
+	id := upload(t, a, "image/png", fastPNG(t, 3000, 2250))
+	thumb := func(w, h int, method string) string {
+		return fmt.Sprintf("%s/_matrix/media/v3/thumbnail/localhost/%s?width=%d&height=%d&method=%s", a.Base, id, w, h, method)
+	}
+
+	first := make(chan int, 1)
+	go func() {
+		res, _ := rangeRequest(t, "GET", thumb(800, 600, "scale"), "")
+		first <- res.StatusCode
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for metricValue(t, reg, "strand_thumbnail_jobs_running") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first job never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The second waits for the slot; its client gives up after 100 ms.
+	impatient := &http.Client{Timeout: 100 * time.Millisecond}
+	if res, err := impatient.Get(thumb(32, 32, "crop")); err == nil {
+		res.Body.Close()
+		t.Fatalf("the second thumbnail was made while the only slot was taken: %d", res.StatusCode)
+	}
+	if running := metricValue(t, reg, "strand_thumbnail_jobs_running"); running != 1 {
+		t.Fatalf("%v jobs running with one slot", running)
+	}
+	if code := <-first; code != 200 {
+		t.Fatalf("first thumbnail: %d", code)
+	}
+	// Had the abandoned job kept waiting, it would hold the slot now.
+	time.Sleep(200 * time.Millisecond)
+	if running := metricValue(t, reg, "strand_thumbnail_jobs_running"); running != 0 {
+		t.Fatalf("%v jobs running after the only request left: the abandoned job ran", running)
+	}
+	if made := thumbnailsMade(t, reg); made != 1 {
+		t.Fatalf("%v thumbnails made, want 1: the abandoned one ran", made)
+	}
+	if got := mediaObjects(t, env, "thumb/"+id+"/"); len(got) != 1 {
+		t.Fatalf("stored: %v", got)
+	}
+	// The slot is free: the same thumbnail, asked again, is made.
+	if res, body := rangeRequest(t, "GET", thumb(32, 32, "crop"), ""); res.StatusCode != 200 {
+		t.Fatalf("second thumbnail, asked again: %d %s", res.StatusCode, body)
+	}
+	if made := thumbnailsMade(t, reg); made != 2 {
+		t.Fatalf("%v thumbnails made, want 2", made)
+	}
 }
 
 // rangeRequest GETs url with a Range header.

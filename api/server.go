@@ -141,7 +141,7 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	s.retries = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "strand_room_append_retries_total", Help: "Room writes re-read and re-checked after losing the per-room append race.",
 	})
-	for _, c := range []prometheus.Collector{s.latency, s.retries, s.thumbs.made} {
+	for _, c := range []prometheus.Collector{s.latency, s.retries, s.thumbs.made, s.thumbs.running} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -154,9 +154,10 @@ func thumbnailKey(id string, t ThumbnailSize) string {
 
 // thumbnailer runs thumbnail jobs: at most cap(sem) at once, one per key.
 type thumbnailer struct {
-	sem   chan struct{}
-	group singleflight.Group
-	made  prometheus.Counter
+	sem     chan struct{}
+	group   singleflight.Group
+	made    prometheus.Counter
+	running prometheus.Gauge
 
 	mu   sync.Mutex
 	jobs map[string]*thumbJob // keyed like the flights in group
@@ -181,6 +182,9 @@ func newThumbnailer(jobs int) *thumbnailer {
 	return &thumbnailer{sem: make(chan struct{}, jobs), jobs: map[string]*thumbJob{},
 		made: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strand_thumbnails_generated_total", Help: "Thumbnails made (decoded and scaled), as opposed to served from the store.",
+		}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "strand_thumbnail_jobs_running", Help: "Thumbnail jobs holding a slot (decoding and scaling) now.",
 		})}
 }
 
@@ -245,7 +249,8 @@ func (t *thumbnailer) finish(key string, j *thumbJob) {
 func (t *thumbnailer) acquire(ctx context.Context) (release func(), err error) {
 	select {
 	case t.sem <- struct{}{}:
-		return func() { <-t.sem }, nil
+		t.running.Inc()
+		return func() { t.running.Dec(); <-t.sem }, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
