@@ -199,7 +199,11 @@ func (s *Server) downloadMedia(w http.ResponseWriter, r *http.Request) error {
 		r.Header.Del("Range")
 	}
 	rs := &mediaSeeker{r: m, size: int64(m.Info.Size), open: func() (io.ReadCloser, error) {
-		return s.openLocalMedia(r.Context(), id)
+		again, err := s.openLocalMedia(r.Context(), id)
+		if err != nil {
+			return nil, err
+		}
+		return again, nil
 	}}
 	defer rs.Close()
 	http.ServeContent(w, r, "", time.Time{}, rs)
