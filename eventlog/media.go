@@ -65,7 +65,7 @@ func ensureMedia(ctx context.Context, js jetstream.JetStream, o StreamOptions) e
 		if _, err := js.CreateObjectStore(ctx, cfg); err != nil {
 			return fmt.Errorf("declare media bucket: %w", err)
 		}
-		return nil
+		return ensureMediaUsage(ctx, js, cfg.Replicas)
 	}
 	if err != nil {
 		return fmt.Errorf("declare media bucket: %w", err)
