@@ -1,20 +1,14 @@
 package api
 
 import (
-	"bytes"
+	"context"
 	"errors"
-	"fmt"
-	"image"
-	_ "image/gif" // decoded for thumbnails
-	"image/jpeg"
-	"image/png"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
-
-	"golang.org/x/image/draw"
+	"time"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
@@ -57,8 +51,21 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
 	if len(name) > 255 {
 		return matrix.InvalidParam("file name too long")
 	}
+	user := session(r).UserID
+	quota := uint64(s.cfg.MediaQuotaBytes)
+	if quota > 0 {
+		// A cheap early refusal, before the body is read. The binding check
+		// is the compare-and-set after the upload.
+		used, err := s.log.MediaUsage(r.Context(), user)
+		if err != nil {
+			return logUnavailable(err)
+		}
+		if used >= quota || (r.ContentLength > 0 && used+uint64(r.ContentLength) > quota) {
+			return quotaExceeded(used, quota)
+		}
+	}
 	id := randomString(24, mediaIDAlphabet)
-	_, err := s.log.PutMedia(r.Context(), id, session(r).UserID, eventlog.MediaInfo{ContentType: ct, FileName: name}, r.Body)
+	size, err := s.log.PutMedia(r.Context(), id, user, eventlog.MediaInfo{ContentType: ct, FileName: name}, r.Body)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -67,28 +74,66 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
 		s.logger.Error("store media failed", "err", err)
 		return logUnavailable(err)
 	}
+	// Every upload is counted, quota or not, so that a quota set later
+	// sees what came before it. The upload is stored first because its
+	// size is known only once the body has been read; if counting it
+	// would pass the quota (another upload of the same user, perhaps on
+	// another api process, was counted meanwhile) or fails, the file is
+	// removed again and the client never learns its URI.
+	if used, err := s.log.AddMediaUsage(r.Context(), user, size, quota); err != nil {
+		s.discardUpload(r.Context(), id)
+		if errors.Is(err, eventlog.ErrMediaQuota) {
+			return quotaExceeded(used, quota)
+		}
+		s.logger.Error("count media usage failed", "err", err)
+		return logUnavailable(err)
+	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"content_uri": "mxc://" + string(s.cfg.ServerName) + "/" + id})
 	return nil
 }
 
-// openMedia resolves {serverName}/{mediaId} to a stored file.
-func (s *Server) openMedia(r *http.Request) (*eventlog.MediaReader, string, error) {
+// quotaExceeded is the spec's answer for an upload past the user's quota:
+// 403 M_FORBIDDEN ("the user has reached a quota for uploaded content",
+// content-repo.yaml). Not 413 M_TOO_LARGE, which is about one upload's
+// size, nor 429 M_LIMIT_EXCEEDED, which is a rate limit that waiting
+// lifts; waiting does not lift a quota.
+func quotaExceeded(used, quota uint64) error {
+	return matrix.Forbidden("media quota reached: %d of %d bytes used", used, quota)
+}
+
+// discardUpload removes an upload that will not be acknowledged. It runs
+// even when the request has ended, so as not to leave the file behind.
+func (s *Server) discardUpload(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.log.DeleteMedia(ctx, id); err != nil {
+		s.logger.Warn("could not remove refused upload", "media_id", id, "err", err)
+	}
+}
+
+// localMediaID checks {serverName}/{mediaId} and returns the media ID.
+func (s *Server) localMediaID(r *http.Request) (string, error) {
 	server, id := pathVar(r, "serverName"), pathVar(r, "mediaId")
 	if id == "" || len(id) > 255 || strings.ContainsAny(id, "/.") {
-		return nil, "", matrix.InvalidParam("invalid media ID")
+		return "", matrix.InvalidParam("invalid media ID")
 	}
 	if server != string(s.cfg.ServerName) {
 		// Media of other servers would come over federation.
-		return nil, "", matrix.NotFound("no media %s/%s on this server", server, id)
+		return "", matrix.NotFound("no media %s/%s on this server", server, id)
 	}
-	m, err := s.log.GetMedia(r.Context(), id)
+	return id, nil
+}
+
+// openLocalMedia opens this server's file id.
+func (s *Server) openLocalMedia(ctx context.Context, id string) (*eventlog.MediaReader, error) {
+	m, err := s.log.GetMedia(ctx, id)
 	if errors.Is(err, eventlog.ErrMediaNotFound) {
-		return nil, "", matrix.NotFound("no media %s/%s", server, id)
+		return nil, matrix.NotFound("no media %s/%s", s.cfg.ServerName, id)
 	}
 	if err != nil {
-		return nil, "", logUnavailable(err)
+		return nil, logUnavailable(err)
 	}
-	return m, id, nil
+	return m, nil
 }
 
 // inlineTypes are served inline; anything else is an attachment, so a
@@ -123,12 +168,17 @@ func setMediaHeaders(w http.ResponseWriter, contentType, fileName string, size i
 	h.Set("Cache-Control", "public, max-age=86400, immutable")
 }
 
+// downloadMedia serves GET and HEAD /_matrix/media/{r0,v3}/download/...
+// and /_matrix/client/v1/media/download/..., with Range requests.
 func (s *Server) downloadMedia(w http.ResponseWriter, r *http.Request) error {
-	m, _, err := s.openMedia(r)
+	id, err := s.localMediaID(r)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	m, err := s.openLocalMedia(r.Context(), id)
+	if err != nil {
+		return err
+	}
 	name := m.Info.FileName
 	if n := pathVar(r, "fileName"); n != "" {
 		name = n
@@ -137,109 +187,104 @@ func (s *Server) downloadMedia(w http.ResponseWriter, r *http.Request) error {
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
-	setMediaHeaders(w, ct, name, int64(m.Info.Size))
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return nil
+	// http.ServeContent answers Range, If-Range and If-None-Match, sets
+	// Content-Length and Accept-Ranges, and sends 206 or 416. A media ID
+	// names immutable content, so it is a strong ETag.
+	setMediaHeaders(w, ct, name, -1)
+	w.Header().Set("ETag", `"`+id+`"`)
+	if n := strings.Count(r.Header.Get("Range"), ","); n >= maxRanges {
+		// Every range of a multipart answer may mean reading the file
+		// again from its start (see mediaSeeker); RFC 9110 lets a server
+		// ignore Range, and it answers with the whole file.
+		r.Header.Del("Range")
 	}
-	if _, err := io.Copy(w, m); err != nil {
+	rs := &mediaSeeker{r: m, size: int64(m.Info.Size), open: func() (io.ReadCloser, error) {
+		again, err := s.openLocalMedia(r.Context(), id)
+		if err != nil {
+			return nil, err
+		}
+		return again, nil
+	}}
+	defer rs.Close()
+	http.ServeContent(w, r, "", time.Time{}, rs)
+	if rs.err != nil && r.Context().Err() == nil {
 		// The status line is out; all that is left is to cut the body
 		// short, which the client sees against Content-Length.
-		s.logger.Warn("media download cut short", "path", r.URL.Path, "err", err)
+		s.logger.Warn("media download cut short", "path", r.URL.Path, "err", rs.err)
 	}
 	return nil
 }
 
-func (s *Server) thumbnailMedia(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	width, err1 := strconv.Atoi(q.Get("width"))
-	height, err2 := strconv.Atoi(q.Get("height"))
-	if err1 != nil || err2 != nil || width <= 0 || height <= 0 || width > maxThumbnailSide || height > maxThumbnailSide {
-		return matrix.InvalidParam("width and height must be whole numbers from 1 to %d", maxThumbnailSide)
-	}
-	method := q.Get("method")
-	switch method {
-	case "":
-		method = "scale"
-	case "scale", "crop":
-	default:
-		return matrix.InvalidParam("method must be crop or scale")
-	}
-	m, id, err := s.openMedia(r)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
+// maxRanges bounds the ranges of one request that are honoured.
+const maxRanges = 4
 
-	// A thumbnail made once is kept next to its original.
-	key := fmt.Sprintf("thumb/%s/%dx%d/%s", id, width, height, method)
-	if t, err := s.log.GetMedia(r.Context(), key); err == nil {
-		defer t.Close()
-		setMediaHeaders(w, t.Info.ContentType, "", int64(t.Info.Size))
-		w.WriteHeader(http.StatusOK)
-		_, _ = io.Copy(w, t)
+// mediaSeeker is the io.ReadSeeker http.ServeContent needs, over a stored
+// file that can only be read from its start (the object store streams an
+// object's chunks in order and cannot start in the middle). Seek only
+// notes the offset; Read then gets there by reading forward and
+// discarding, or, for an offset behind the current one, by opening the
+// file again. Memory stays at one chunk whatever the file's size; the
+// price of a range near the end of a large file is reading the file up to
+// it, once.
+type mediaSeeker struct {
+	r    io.ReadCloser // positioned at pos
+	pos  int64
+	off  int64 // where the next Read starts
+	size int64
+	open func() (io.ReadCloser, error)
+	err  error // the first read error, for the log
+}
+
+func (m *mediaSeeker) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		offset += m.off
+	case io.SeekEnd:
+		offset += m.size
+	}
+	if offset < 0 {
+		return 0, errors.New("seek before the start of the file")
+	}
+	m.off = offset
+	return offset, nil
+}
+
+func (m *mediaSeeker) Read(p []byte) (int, error) {
+	if m.off >= m.size {
+		return 0, io.EOF
+	}
+	if m.off < m.pos || m.r == nil {
+		if m.r != nil {
+			_ = m.r.Close()
+			m.r = nil
+		}
+		r, err := m.open()
+		if err != nil {
+			m.err = err
+			return 0, err
+		}
+		m.r, m.pos = r, 0
+	}
+	if skip := m.off - m.pos; skip > 0 {
+		n, err := io.CopyN(io.Discard, m.r, skip)
+		m.pos += n
+		if err != nil {
+			m.err = err
+			return 0, err
+		}
+	}
+	n, err := m.r.Read(p)
+	m.pos += int64(n)
+	m.off = m.pos
+	if err != nil && err != io.EOF {
+		m.err = err
+	}
+	return n, err
+}
+
+func (m *mediaSeeker) Close() error {
+	if m.r == nil {
 		return nil
 	}
-
-	mt, _, _ := mime.ParseMediaType(m.Info.ContentType)
-	if mt != "image/png" && mt != "image/jpeg" && mt != "image/gif" {
-		return matrix.NotFound("no thumbnail for media of type %q", m.Info.ContentType)
-	}
-	src, err := io.ReadAll(io.LimitReader(m, int64(s.cfg.MaxUploadBytes)+1))
-	if err != nil {
-		return logUnavailable(err)
-	}
-	thumb, thumbType, err := makeThumbnail(src, width, height, method)
-	if err != nil {
-		return err
-	}
-	if _, err := s.log.PutMedia(r.Context(), key, "", eventlog.MediaInfo{ContentType: thumbType}, bytes.NewReader(thumb)); err != nil {
-		s.logger.Warn("could not keep thumbnail", "key", key, "err", err)
-	}
-	setMediaHeaders(w, thumbType, "", int64(len(thumb)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(thumb)
-	return nil
-}
-
-// makeThumbnail scales an image to fit within width x height ("scale")
-// or to cover it and then cuts out the middle ("crop"), never enlarging.
-// PNG and GIF sources give PNG (keeping transparency), JPEG gives JPEG.
-func makeThumbnail(src []byte, width, height int, method string) ([]byte, string, error) {
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(src))
-	if err != nil {
-		return nil, "", matrix.NotFound("no thumbnail: the media is not an image Strand can read")
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > maxThumbnailSourcePixels {
-		return nil, "", matrix.NotFound("no thumbnail: the image is too large to scale")
-	}
-	img, _, err := image.Decode(bytes.NewReader(src))
-	if err != nil {
-		return nil, "", matrix.NotFound("no thumbnail: the image cannot be decoded")
-	}
-	b := img.Bounds()
-	sw, sh := float64(b.Dx()), float64(b.Dy())
-	var ratio float64
-	if method == "crop" {
-		ratio = max(float64(width)/sw, float64(height)/sh)
-	} else {
-		ratio = min(float64(width)/sw, float64(height)/sh)
-	}
-	ratio = min(ratio, 1)
-	tw, th := max(1, int(sw*ratio+0.5)), max(1, int(sh*ratio+0.5))
-	scaled := image.NewRGBA(image.Rect(0, 0, tw, th))
-	draw.CatmullRom.Scale(scaled, scaled.Bounds(), img, b, draw.Src, nil)
-	var out image.Image = scaled
-	if method == "crop" {
-		cw, ch := min(tw, width), min(th, height)
-		x0, y0 := (tw-cw)/2, (th-ch)/2
-		out = scaled.SubImage(image.Rect(x0, y0, x0+cw, y0+ch))
-	}
-	var buf bytes.Buffer
-	if format == "jpeg" {
-		err = jpeg.Encode(&buf, out, &jpeg.Options{Quality: 80})
-		return buf.Bytes(), "image/jpeg", err
-	}
-	err = png.Encode(&buf, out)
-	return buf.Bytes(), "image/png", err
+	return m.r.Close()
 }

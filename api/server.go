@@ -49,6 +49,18 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxUploadBytes bounds media uploads instead.
 	MaxUploadBytes int64
+	// MediaQuotaBytes bounds the bytes one user may upload in all (403
+	// M_FORBIDDEN beyond); 0 means no quota.
+	MediaQuotaBytes int64
+	// ThumbnailSizes is the fixed set of thumbnail sizes made and kept;
+	// every request is answered with the nearest (DefaultThumbnailSizes
+	// when empty).
+	ThumbnailSizes []ThumbnailSize
+	// ThumbnailMaxDecodedBytes refuses thumbnails of images whose decoded
+	// form would be larger (413 M_TOO_LARGE).
+	ThumbnailMaxDecodedBytes int64
+	// ThumbnailJobs bounds the thumbnails one process makes at once.
+	ThumbnailJobs int
 	// ApplyTimeout bounds how long a write waits for its projection
 	// before answering 503 (the write itself is on the log by then).
 	ApplyTimeout time.Duration
@@ -73,6 +85,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxUploadBytes == 0 {
 		c.MaxUploadBytes = 50 << 20
+	}
+	if c.MediaQuotaBytes < 0 {
+		c.MediaQuotaBytes = 0
+	}
+	if len(c.ThumbnailSizes) == 0 {
+		c.ThumbnailSizes = DefaultThumbnailSizes
+	}
+	if c.ThumbnailMaxDecodedBytes == 0 {
+		c.ThumbnailMaxDecodedBytes = DefaultThumbnailMaxDecodedBytes
+	}
+	if c.ThumbnailJobs <= 0 {
+		c.ThumbnailJobs = DefaultThumbnailJobs
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
@@ -100,6 +124,7 @@ type Server struct {
 	router    *mux.Router
 	events    eventCache
 	rooms     roomCache
+	thumbs    *thumbnailer
 
 	dummyOnce sync.Once
 	dummyHash []byte
@@ -121,7 +146,7 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	s.retries = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "strand_room_append_retries_total", Help: "Room writes re-read and re-checked after losing the per-room append race.",
 	})
-	for _, c := range []prometheus.Collector{s.latency, s.retries} {
+	for _, c := range []prometheus.Collector{s.latency, s.retries, s.thumbs.made, s.thumbs.running} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -139,7 +164,7 @@ type routeHolder struct{ template string }
 func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark, logger *slog.Logger) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
-		sessions: store.NewSessions(st, wm, nil, logger)}
+		sessions: store.NewSessions(st, wm, nil, logger), thumbs: newThumbnailer(cfg.ThumbnailJobs)}
 	if cfg.RateLimits != nil {
 		s.limits = newLimiters(*cfg.RateLimits)
 	}

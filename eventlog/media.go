@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,8 +18,21 @@ import (
 // a projection, so a replay has nothing to rebuild.
 const MediaBucket = "strand_media"
 
+// MediaUsageBucket is the key-value bucket holding each user's total of
+// uploaded bytes, the figure the upload quota is checked against. It is
+// derived data: the uploads themselves, each with its uploader in its
+// metadata, are the facts, and the totals could be recounted from them.
+// It lives in JetStream rather than in a projection so that every api
+// process updates one counter per user with compare-and-set (see
+// AddMediaUsage), with no projector in the path of an upload.
+const MediaUsageBucket = "strand_media_usage"
+
 // ErrMediaNotFound is returned for a media ID the store does not hold.
 var ErrMediaNotFound = errors.New("media not found")
+
+// ErrMediaQuota is returned by AddMediaUsage when the addition would take a
+// user past their quota; nothing was added.
+var ErrMediaQuota = errors.New("media quota exceeded")
 
 // MediaInfo describes a stored file.
 type MediaInfo struct {
@@ -51,7 +65,7 @@ func ensureMedia(ctx context.Context, js jetstream.JetStream, o StreamOptions) e
 		if _, err := js.CreateObjectStore(ctx, cfg); err != nil {
 			return fmt.Errorf("declare media bucket: %w", err)
 		}
-		return nil
+		return ensureMediaUsage(ctx, js, cfg.Replicas)
 	}
 	if err != nil {
 		return fmt.Errorf("declare media bucket: %w", err)
@@ -63,14 +77,40 @@ func ensureMedia(ctx context.Context, js jetstream.JetStream, o StreamOptions) e
 	if have := st.Replicas(); have != cfg.Replicas {
 		return fmt.Errorf("media bucket has %d replicas, but this process was started with --replicas %d", have, cfg.Replicas)
 	}
+	return ensureMediaUsage(ctx, js, cfg.Replicas)
+}
+
+// ensureMediaUsage declares the usage bucket. One revision per key is
+// enough: a total is only ever read as it is now.
+func ensureMediaUsage(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	kv, err := js.KeyValue(ctx, MediaUsageBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: MediaUsageBucket,
+			Description: "Strand bytes uploaded per user", Storage: jetstream.FileStorage, Replicas: replicas}); err != nil {
+			return fmt.Errorf("declare media usage bucket: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("declare media usage bucket: %w", err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("declare media usage bucket: %w", err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if ok && bs.StreamInfo().Config.Replicas != replicas {
+		return fmt.Errorf("media usage bucket has %d replicas, but this process was started with --replicas %d", bs.StreamInfo().Config.Replicas, replicas)
+	}
 	return nil
 }
 
-// mediaStore is the bucket's handle, opened on first use (and again after
+// mediaStore is the buckets' handles, opened on first use (and again after
 // a failed attempt).
 type mediaStore struct {
-	mu  sync.Mutex
-	obs jetstream.ObjectStore
+	mu    sync.Mutex
+	obs   jetstream.ObjectStore
+	usage jetstream.KeyValue
 }
 
 func (l *Log) media(ctx context.Context) (jetstream.ObjectStore, error) {
@@ -84,6 +124,92 @@ func (l *Log) media(ctx context.Context) (jetstream.ObjectStore, error) {
 		l.mediaStore.obs = obs
 	}
 	return l.mediaStore.obs, nil
+}
+
+func (l *Log) mediaUsage(ctx context.Context) (jetstream.KeyValue, error) {
+	l.mediaStore.mu.Lock()
+	defer l.mediaStore.mu.Unlock()
+	if l.mediaStore.usage == nil {
+		kv, err := l.js.KeyValue(ctx, MediaUsageBucket)
+		if err != nil {
+			return nil, fmt.Errorf("open media usage bucket: %w", err)
+		}
+		l.mediaStore.usage = kv
+	}
+	return l.mediaStore.usage, nil
+}
+
+// DeleteMedia removes a stored file; a missing one is not an error.
+func (l *Log) DeleteMedia(ctx context.Context, name string) error {
+	obs, err := l.media(ctx)
+	if err != nil {
+		return err
+	}
+	if err := obs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("delete media %s: %w", name, err)
+	}
+	return nil
+}
+
+// MediaUsage returns the bytes user has uploaded (0 for none).
+func (l *Log) MediaUsage(ctx context.Context, user string) (uint64, error) {
+	used, _, err := l.readMediaUsage(ctx, user)
+	return used, err
+}
+
+func (l *Log) readMediaUsage(ctx context.Context, user string) (used, rev uint64, err error) {
+	kv, err := l.mediaUsage(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	e, err := kv.Get(ctx, key(user))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("media usage of %s: %w", user, err)
+	}
+	used, err = strconv.ParseUint(string(e.Value()), 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("media usage of %s: %w", user, err)
+	}
+	return used, e.Revision(), nil
+}
+
+// mediaUsageAttempts bounds the compare-and-set retries of AddMediaUsage:
+// each lost race means another upload of the same user was counted in
+// between, so running out takes that many simultaneous uploads.
+const mediaUsageAttempts = 16
+
+// AddMediaUsage adds n bytes to user's total, unless that would take it
+// past quota (0: no quota), in which case it adds nothing and returns
+// ErrMediaQuota. The check and the addition are one compare-and-set on
+// the user's key, so api processes racing to count uploads of the same
+// user can never together pass the quota: the loser re-reads and checks
+// again.
+func (l *Log) AddMediaUsage(ctx context.Context, user string, n, quota uint64) (uint64, error) {
+	kv, err := l.mediaUsage(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for range mediaUsageAttempts {
+		used, rev, err := l.readMediaUsage(ctx, user)
+		if err != nil {
+			return 0, err
+		}
+		if quota > 0 && used+n > quota {
+			return used, ErrMediaQuota
+		}
+		_, err = kv.Update(ctx, key(user), []byte(strconv.FormatUint(used+n, 10)), rev)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("count media usage of %s: %w", user, err)
+		}
+		return used + n, nil
+	}
+	return 0, fmt.Errorf("count media usage of %s: %w", user, ErrConflict)
 }
 
 // PutMedia stores a file under name, streaming r in chunks, and returns

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"strand/api"
 	"strand/eventlog"
@@ -146,6 +147,13 @@ var testKey = sync.OnceValue(func() *matrix.KeyPair {
 // API starts an api "process" and returns its base URL.
 func (e *Env) API(cfg api.Config) *httptest.Server {
 	e.T.Helper()
+	return e.APIWithMetrics(cfg, nil)
+}
+
+// APIWithMetrics is API with the api's metrics registered on reg (none
+// when nil), for tests that count what the api did.
+func (e *Env) APIWithMetrics(cfg api.Config, reg prometheus.Registerer) *httptest.Server {
+	e.T.Helper()
 	l := e.Conn()
 	st := e.Store()
 	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
@@ -153,6 +161,11 @@ func (e *Env) API(cfg api.Config) *httptest.Server {
 		e.T.Fatal(err)
 	}
 	a := api.New(cfg, l, st, wm, Logger())
+	if reg != nil {
+		if err := a.RegisterMetrics(reg); err != nil {
+			e.T.Fatal(err)
+		}
+	}
 	readers := e.readers(l)
 	a.UseSessions(e.sessions(l, st, wm, readers))
 	a.UseReaders(readers)

@@ -31,6 +31,10 @@ type config struct {
 	SharedSecret      string
 	BcryptCost        int
 	MaxUploadMB       int
+	MediaQuotaMB      int
+	ThumbnailSizes    string
+	ThumbnailMaxMB    int
+	ThumbnailJobs     int
 	PasswordMinLength int
 	ApplyTimeout      time.Duration
 	OpsListen         string
@@ -130,6 +134,10 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.int(&c.BcryptCost, "bcrypt-cost", "STRAND_BCRYPT_COST", 10, "bcrypt cost of password hashes")
 	e.int(&c.PasswordMinLength, "password-min-length", "STRAND_PASSWORD_MIN_LENGTH", 0, "minimum password length in characters (0: any non-empty)")
 	e.int(&c.MaxUploadMB, "max-upload-mb", "STRAND_MAX_UPLOAD_MB", 50, "largest media upload, in MiB (keep a proxy's body limit at least this)")
+	e.int(&c.MediaQuotaMB, "media-quota-mb", "STRAND_MEDIA_QUOTA_MB", 10240, "bytes one user may upload in all, in MiB (0: no quota)")
+	e.str(&c.ThumbnailSizes, "thumbnail-sizes", "STRAND_THUMBNAIL_SIZES", "32x32:crop,96x96:crop,320x240:scale,640x480:scale,800x600:scale", "the fixed set of thumbnail sizes made and kept; requests get the nearest")
+	e.int(&c.ThumbnailMaxMB, "thumbnail-max-decoded-mb", "STRAND_THUMBNAIL_MAX_DECODED_MB", 64, "refuse thumbnails of images whose decoded pixels take more MiB")
+	e.int(&c.ThumbnailJobs, "thumbnail-jobs", "STRAND_THUMBNAIL_JOBS", 2, "thumbnails one process makes at once")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
 	def := api.DefaultRateLimits()
 	e.str(&c.RateLimits, "rate-limits", "STRAND_RATE_LIMITS", "on", "rate limits: on, or off (benchmarks, tests)")
@@ -201,6 +209,18 @@ func (c *config) validateServer() error {
 	}
 	if _, err := c.rateLimits(); err != nil {
 		return err
+	}
+	if c.MediaQuotaMB < 0 {
+		return fmt.Errorf("--media-quota-mb must be 0 (no quota) or more")
+	}
+	if _, err := api.ParseThumbnailSizes(c.ThumbnailSizes); err != nil {
+		return fmt.Errorf("--thumbnail-sizes: %w", err)
+	}
+	if c.ThumbnailMaxMB < 1 || c.ThumbnailMaxMB > 4096 {
+		return fmt.Errorf("--thumbnail-max-decoded-mb must be between 1 and 4096")
+	}
+	if c.ThumbnailJobs < 1 || c.ThumbnailJobs > 64 {
+		return fmt.Errorf("--thumbnail-jobs must be between 1 and 64")
 	}
 	return nil
 }

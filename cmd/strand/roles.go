@@ -238,18 +238,26 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 	if err != nil {
 		return nil, nil, err
 	}
+	thumbSizes, err := api.ParseThumbnailSizes(c.cfg.ThumbnailSizes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--thumbnail-sizes: %w", err)
+	}
 	srv := api.New(api.Config{
-		RateLimits:              limits,
-		ServerName:              sn,
-		PublicBaseURL:           base,
-		Registration:            c.cfg.Registration,
-		RegistrationSharedToken: c.cfg.RegistrationToken,
-		SharedSecret:            c.cfg.SharedSecret,
-		BcryptCost:              c.cfg.BcryptCost,
-		PasswordMinLength:       c.cfg.PasswordMinLength,
-		ApplyTimeout:            c.cfg.ApplyTimeout,
-		MaxUploadBytes:          int64(c.cfg.MaxUploadMB) << 20,
-		SigningKey:              key,
+		RateLimits:               limits,
+		ServerName:               sn,
+		PublicBaseURL:            base,
+		Registration:             c.cfg.Registration,
+		RegistrationSharedToken:  c.cfg.RegistrationToken,
+		SharedSecret:             c.cfg.SharedSecret,
+		BcryptCost:               c.cfg.BcryptCost,
+		PasswordMinLength:        c.cfg.PasswordMinLength,
+		ApplyTimeout:             c.cfg.ApplyTimeout,
+		MaxUploadBytes:           int64(c.cfg.MaxUploadMB) << 20,
+		MediaQuotaBytes:          int64(c.cfg.MediaQuotaMB) << 20,
+		ThumbnailSizes:           thumbSizes,
+		ThumbnailMaxDecodedBytes: int64(c.cfg.ThumbnailMaxMB) << 20,
+		ThumbnailJobs:            c.cfg.ThumbnailJobs,
+		SigningKey:               key,
 	}, d.log, d.store, wm, logger)
 	srv.UseSessions(sessions)
 	srv.UseReaders(readers)
