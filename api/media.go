@@ -50,12 +50,15 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
+	if err := matrix.CheckMaxLength("Content-Type", ct, matrix.MaxContentTypeBytes); err != nil {
+		return err
+	}
 	if _, _, err := mime.ParseMediaType(ct); err != nil {
 		return matrix.InvalidParam("invalid Content-Type %q", ct)
 	}
 	name := r.URL.Query().Get("filename")
-	if len(name) > 255 {
-		return matrix.InvalidParam("file name too long")
+	if err := matrix.CheckMaxLength("filename", name, matrix.MaxFileNameBytes); err != nil {
+		return err
 	}
 	id := randomString(24, mediaIDAlphabet)
 	_, err := s.log.PutMedia(r.Context(), id, session(r).UserID, eventlog.MediaInfo{ContentType: ct, FileName: name}, r.Body)
@@ -74,7 +77,7 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
 // openMedia resolves {serverName}/{mediaId} to a stored file.
 func (s *Server) openMedia(r *http.Request) (*eventlog.MediaReader, string, error) {
 	server, id := pathVar(r, "serverName"), pathVar(r, "mediaId")
-	if id == "" || len(id) > 255 || strings.ContainsAny(id, "/.") {
+	if id == "" || len(id) > matrix.MaxMediaIDBytes || strings.ContainsAny(id, "/.") {
 		return nil, "", matrix.InvalidParam("invalid media ID")
 	}
 	if server != string(s.cfg.ServerName) {
