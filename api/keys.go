@@ -70,8 +70,11 @@ func (o *signedObject) checkKeyIDs(what string) error {
 func checkKeyMap(m map[string]json.RawMessage, what string) (map[string]json.RawMessage, error) {
 	out := make(map[string]json.RawMessage, len(m))
 	for id, raw := range m {
+		if err := matrix.CheckLength(what+": a key ID", id, matrix.MaxKeyIDBytes); err != nil {
+			return nil, err
+		}
 		alg, kid, ok := strings.Cut(id, ":")
-		if !ok || alg == "" || kid == "" || len(id) > matrix.MaxKeyIDBytes {
+		if !ok || alg == "" || kid == "" {
 			return nil, matrix.InvalidParam("%s: key ID %q is not algorithm:key_id", what, id)
 		}
 		t := bytes.TrimSpace(raw)
@@ -381,8 +384,8 @@ func (s *Server) sendToDevice(w http.ResponseWriter, r *http.Request) error {
 			if err != nil {
 				return err
 			}
-			if device == "" || len(device) > matrix.MaxDeviceIDBytes {
-				return matrix.InvalidParam("invalid device ID %q", device)
+			if err := matrix.CheckLength("a device ID", device, matrix.MaxDeviceIDBytes); err != nil {
+				return err
 			}
 			if rec.Messages[u] == nil {
 				rec.Messages[u] = map[string]json.RawMessage{}
