@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -565,6 +566,48 @@ func TestSharedSecretRegistration(t *testing.T) {
 	off := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
 	if r := off.Do("GET", "/_synapse/admin/v1/register", nil); r.Status != 400 {
 		t.Fatalf("disabled shared secret: %d", r.Status)
+	}
+}
+
+// A shared-secret registration nonce works once, on whichever api process
+// it is presented: a second use, on this process or another, or a use
+// racing it, is refused, even with a correct MAC for another user.
+func TestSharedSecretNonceSingleUse(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	cfg := apitest.DefaultConfig()
+	cfg.SharedSecret = "s3cret"
+	a := apitest.NewClient(t, env.API(cfg).URL)
+	b := apitest.NewClient(t, env.API(cfg).URL)
+	register := func(c *apitest.Client, nonce, user string) apitest.Response {
+		return c.Do("POST", "/_synapse/admin/v1/register", map[string]any{"nonce": nonce, "username": user, "password": "pw",
+			"mac": api.SharedSecretMAC("s3cret", nonce, user, "pw", false, "")})
+	}
+	nonce := a.MustDo("GET", "/_synapse/admin/v1/register", nil).Str("nonce")
+	if r := register(b, nonce, "first"); r.Status != 200 {
+		t.Fatalf("first use (other process): %d %s", r.Status, r.Raw)
+	}
+	for _, c := range []*apitest.Client{a, b} {
+		if r := register(c, nonce, "second"); r.Status != 400 || r.Errcode() != "M_UNKNOWN" {
+			t.Fatalf("second use: %d %s", r.Status, r.Raw)
+		}
+	}
+	if r := a.Do("GET", "/_matrix/client/v3/register/available?username=second", nil); r.Status != 200 {
+		t.Fatalf("a refused nonce registered its user: %d %s", r.Status, r.Raw)
+	}
+
+	// Two uses at once on two processes: exactly one wins.
+	nonce = b.MustDo("GET", "/_synapse/admin/v1/register", nil).Str("nonce")
+	statuses := make(chan int, 2)
+	for i, c := range []*apitest.Client{a, b} {
+		go func() {
+			statuses <- register(c, nonce, fmt.Sprintf("racer%d", i)).Status
+		}()
+	}
+	got := []int{<-statuses, <-statuses}
+	slices.Sort(got)
+	if got[0] != 200 || got[1] != 400 {
+		t.Fatalf("racing uses of one nonce: %v, want one 200 and one 400", got)
 	}
 }
 

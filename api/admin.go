@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha1"
@@ -22,9 +23,18 @@ import (
 //
 // Nonces are stateless so that any api process can check a nonce another
 // one issued: a nonce is a timestamp and random bytes, MACed with a key
-// derived from the shared secret, and valid for nonceLifetime. Replaying a
-// nonce can only re-attempt the same registration, which the log refuses
-// (user IDs are unique).
+// derived from the shared secret, and valid for nonceLifetime.
+//
+// A nonce is also single-use, on whichever process it is presented. That
+// "used" fact has to be shared by every api process and must not be lost
+// when one restarts, so, like every durable fact, it lives on the log: a
+// registration first appends eventlog.NonceUsed as the first record of
+// the nonce's own subject (expected sequence 0, the mechanism that makes
+// user IDs unique), and of two uses, even at the same moment on two
+// processes, JetStream accepts one. The NONCES stream keeps it longer than
+// a nonce is valid and nothing projects it, so there is no table to
+// replay. A process-local set would let each process accept the nonce
+// once; a Postgres row would be a durable fact outside the log.
 
 const nonceLifetime = 5 * time.Minute
 
@@ -125,6 +135,12 @@ func (s *Server) adminRegister(w http.ResponseWriter, r *http.Request) error {
 	if err := s.validatePassword(req.Password); err != nil {
 		return err
 	}
+	if err := matrix.CheckMaxLength("displayname", req.Displayname, matrix.MaxDisplayNameBytes); err != nil {
+		return err
+	}
+	if err := s.useNonce(r.Context(), req.Nonce); err != nil {
+		return err
+	}
 	hash, err := s.hashPassword(req.Password)
 	if err != nil {
 		return err
@@ -141,6 +157,22 @@ func (s *Server) adminRegister(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{
 		"user_id": uid, "access_token": token, "device_id": rec.Device.DeviceID, "home_server": string(s.cfg.ServerName),
 	})
+	return nil
+}
+
+// useNonce marks a valid nonce used, or refuses it if it was used before
+// (see the top of this file). A nonce is used up even when the
+// registration then fails, as a retry needs only a new nonce.
+func (s *Server) useNonce(ctx context.Context, nonce string) error {
+	rec := &eventlog.NonceUsed{Purpose: "shared_secret_registration", TS: time.Now().UnixMilli()}
+	_, err := s.log.Append(ctx, eventlog.NonceSubject(nonce), rec, eventlog.AppendOptions{ExpectSeq: eventlog.Expect(0)})
+	if errors.Is(err, eventlog.ErrConflict) {
+		return matrix.Errorf("M_UNKNOWN", http.StatusBadRequest, "unrecognised or expired nonce")
+	}
+	if err != nil {
+		s.logger.Error("append failed", "record", rec.RecordType(), "err", err)
+		return logUnavailable(err)
+	}
 	return nil
 }
 

@@ -53,7 +53,9 @@ func (s *Server) typing(w http.ResponseWriter, r *http.Request) error {
 	if rec.Typing {
 		d := 30 * time.Second
 		if req.Timeout != nil && *req.Timeout > 0 {
-			d = min(time.Duration(*req.Timeout)*time.Millisecond, maxTypingTimeout)
+			// Capped in milliseconds first: a huge timeout would overflow
+			// the conversion to a Duration and end up in the past.
+			d = time.Duration(min(*req.Timeout, maxTypingTimeout.Milliseconds())) * time.Millisecond
 		}
 		rec.ExpiresTS = time.Now().Add(d).UnixMilli()
 	}
@@ -105,8 +107,8 @@ func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 	}
 	thread := ""
 	if req.ThreadID != nil {
-		if *req.ThreadID == "" {
-			return matrix.InvalidParam("thread_id must not be empty")
+		if err := matrix.CheckLength("thread_id", *req.ThreadID, matrix.MaxThreadIDBytes); err != nil {
+			return err
 		}
 		thread = *req.ThreadID
 	}
@@ -251,6 +253,11 @@ func (s *Server) putPresence(w http.ResponseWriter, r *http.Request) error {
 	case "online", "offline", "unavailable":
 	default:
 		return matrix.InvalidParam("presence must be online, offline or unavailable")
+	}
+	if req.StatusMsg != nil {
+		if err := matrix.CheckMaxLength("status_msg", *req.StatusMsg, matrix.MaxStatusMsgBytes); err != nil {
+			return err
+		}
 	}
 	rec := &eventlog.PresenceSet{UserID: ss.UserID, Presence: *req.Presence, StatusMsg: req.StatusMsg, LastActiveTS: time.Now().UnixMilli()}
 	if _, err := s.log.Append(r.Context(), eventlog.PresenceSubject(ss.UserID), rec, eventlog.AppendOptions{}); err != nil {

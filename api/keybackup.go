@@ -37,8 +37,8 @@ type backupVersionReq struct {
 }
 
 func (q *backupVersionReq) check() (json.RawMessage, error) {
-	if q.Algorithm == "" || len(q.Algorithm) > 255 {
-		return nil, matrix.InvalidParam("algorithm is required")
+	if err := matrix.CheckLength("algorithm", q.Algorithm, matrix.MaxBackupIDBytes); err != nil {
+		return nil, err
 	}
 	return canonicalObject(q.AuthData, "auth_data")
 }
@@ -230,8 +230,8 @@ func (s *Server) putRoomKeys(w http.ResponseWriter, r *http.Request) error {
 			return matrix.InvalidParam("invalid room ID %q", room)
 		}
 		for sid, data := range sessions {
-			if sid == "" || len(sid) > 255 {
-				return matrix.InvalidParam("invalid session ID")
+			if err := matrix.CheckLength("a session ID", sid, matrix.MaxBackupIDBytes); err != nil {
+				return err
 			}
 			c, err := keyBackupData(data)
 			if err != nil {
@@ -321,6 +321,16 @@ func (s *Server) getRoomKeys(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) deleteRoomKeys(w http.ResponseWriter, r *http.Request) error {
 	user, version, err := s.liveKeysVersion(r)
 	if err != nil {
+		return err
+	}
+	// What a deletion names goes on the log for good: only IDs that
+	// could have been stored.
+	if room := pathVar(r, "roomId"); room != "" {
+		if _, err := matrix.ParseRoomID(room); err != nil {
+			return matrix.InvalidParam("invalid room ID: %v", err)
+		}
+	}
+	if err := matrix.CheckMaxLength("the session ID", pathVar(r, "sessionId"), matrix.MaxBackupIDBytes); err != nil {
 		return err
 	}
 	rec := &eventlog.RoomKeysDeleted{UserID: user, Version: version, RoomID: pathVar(r, "roomId"), SessionID: pathVar(r, "sessionId")}

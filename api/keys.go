@@ -46,13 +46,35 @@ func canonicalObject(raw json.RawMessage, what string) (json.RawMessage, error) 
 	return c, nil
 }
 
+// checkKeyIDs bounds the key IDs of a signed key object (its keys and
+// its signatures): they are stored, and the signature IDs of other
+// uploads become keys of key_signatures.
+func (o *signedObject) checkKeyIDs(what string) error {
+	for id := range o.Keys {
+		if err := matrix.CheckLength(what+": a key ID", id, matrix.MaxKeyIDBytes); err != nil {
+			return err
+		}
+	}
+	for _, sigs := range o.Signatures {
+		for id := range sigs {
+			if err := matrix.CheckLength(what+": a signing key ID", id, matrix.MaxKeyIDBytes); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // checkKeyMap validates one_time_keys or fallback_keys: "algorithm:id"
 // to a key (a string, or a signed object), canonicalised.
 func checkKeyMap(m map[string]json.RawMessage, what string) (map[string]json.RawMessage, error) {
 	out := make(map[string]json.RawMessage, len(m))
 	for id, raw := range m {
+		if err := matrix.CheckLength(what+": a key ID", id, matrix.MaxKeyIDBytes); err != nil {
+			return nil, err
+		}
 		alg, kid, ok := strings.Cut(id, ":")
-		if !ok || alg == "" || kid == "" || len(id) > 255 {
+		if !ok || alg == "" || kid == "" {
 			return nil, matrix.InvalidParam("%s: key ID %q is not algorithm:key_id", what, id)
 		}
 		t := bytes.TrimSpace(raw)
@@ -88,6 +110,9 @@ func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request) error {
 		var dk signedObject
 		if err := json.Unmarshal(c, &dk); err != nil {
 			return matrix.BadJSON("device_keys: %v", err)
+		}
+		if err := dk.checkKeyIDs("device_keys"); err != nil {
+			return err
 		}
 		if dk.UserID != ss.UserID || dk.DeviceID != ss.DeviceID {
 			return matrix.InvalidParam("device_keys must be for user %s and device %s", ss.UserID, ss.DeviceID)
@@ -332,8 +357,8 @@ func (s *Server) sendToDevice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	txn := pathVar(r, "txnId")
-	if txn == "" || len(txn) > 255 {
-		return matrix.InvalidParam("invalid transaction ID")
+	if err := matrix.CheckLength("the transaction ID", txn, matrix.MaxTxnIDBytes); err != nil {
+		return err
 	}
 	if done, err := s.store.ToDeviceTxn(r.Context(), ss.UserID, ss.DeviceID, txn); err != nil {
 		return err
@@ -359,8 +384,8 @@ func (s *Server) sendToDevice(w http.ResponseWriter, r *http.Request) error {
 			if err != nil {
 				return err
 			}
-			if device == "" || len(device) > 255 {
-				return matrix.InvalidParam("invalid device ID %q", device)
+			if err := matrix.CheckLength("a device ID", device, matrix.MaxDeviceIDBytes); err != nil {
+				return err
 			}
 			if rec.Messages[u] == nil {
 				rec.Messages[u] = map[string]json.RawMessage{}
@@ -406,6 +431,9 @@ func (s *Server) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request) 
 		var k signedObject
 		if err := json.Unmarshal(c, &k); err != nil {
 			return matrix.BadJSON("%s: %v", t.field, err)
+		}
+		if err := k.checkKeyIDs(t.field); err != nil {
+			return err
 		}
 		if k.UserID != ss.UserID || !slices.Contains(k.Usage, t.usage) || len(k.Keys) != 1 {
 			return matrix.InvalidParam("%s must be one key of user %s with usage %s", t.field, ss.UserID, t.usage)
@@ -466,12 +494,20 @@ func (s *Server) uploadSignatures(w http.ResponseWriter, r *http.Request) error 
 	rec := &eventlog.SignaturesAdded{UserID: ss.UserID, Signatures: map[string]map[string]json.RawMessage{}}
 	for _, u := range local {
 		for keyID, raw := range req[u] {
+			// The signed key's ID and the caller's signing key IDs are
+			// the key of key_signatures: bounded, or refused.
+			if err := matrix.CheckLength("a signed key ID", keyID, matrix.MaxKeyIDBytes); err != nil {
+				return err
+			}
 			var obj signedObject
 			if err := json.Unmarshal(raw, &obj); err != nil {
 				return matrix.BadJSON("signed key %s of %s: %v", keyID, u, err)
 			}
+			if err := obj.checkKeyIDs("signed key " + keyID); err != nil {
+				return err
+			}
 			mine := obj.Signatures[ss.UserID]
-			if len(mine) == 0 || keyID == "" || len(keyID) > 255 {
+			if len(mine) == 0 {
 				continue
 			}
 			b, _ := json.Marshal(map[string]map[string]string{ss.UserID: mine})

@@ -10,9 +10,6 @@ import (
 	"strand/projector/store"
 )
 
-// maxDeviceIDBytes bounds client-chosen device IDs.
-const maxDeviceIDBytes = 255
-
 func (s *Server) loginFlows(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{
 		"flows": []map[string]any{{"type": "m.login.password"}},
@@ -67,11 +64,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if u.Deactivated {
 		return matrix.Errorf("M_USER_DEACTIVATED", http.StatusForbidden, "this account has been deactivated")
 	}
+	if err := checkNewDevice(req.DeviceID, req.InitialDeviceDisplayName); err != nil {
+		return err
+	}
 	dev := &eventlog.DeviceCreated{UserID: u.UserID, DeviceID: newDeviceID(), TS: time.Now().UnixMilli()}
 	if req.DeviceID != nil && *req.DeviceID != "" {
-		if len(*req.DeviceID) > maxDeviceIDBytes {
-			return matrix.InvalidParam("device_id is too long")
-		}
 		dev.DeviceID = *req.DeviceID
 	}
 	if req.InitialDeviceDisplayName != nil {
@@ -89,6 +86,21 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 		"home_server":  string(s.cfg.ServerName),
 		"well_known":   s.wellKnownBody(),
 	})
+	return nil
+}
+
+// checkNewDevice bounds the device ID and display name a client chose
+// for a new device (register, login): both become part of the log for
+// good, and the device ID is keyed in every device and e2ee table.
+func checkNewDevice(deviceID, displayName *string) error {
+	if deviceID != nil {
+		if err := matrix.CheckMaxLength("device_id", *deviceID, matrix.MaxDeviceIDBytes); err != nil {
+			return err
+		}
+	}
+	if displayName != nil {
+		return matrix.CheckMaxLength("initial_device_display_name", *displayName, matrix.MaxDisplayNameBytes)
+	}
 	return nil
 }
 
@@ -215,6 +227,11 @@ func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
+	if req.DisplayName != nil {
+		if err := matrix.CheckMaxLength("display_name", *req.DisplayName, matrix.MaxDisplayNameBytes); err != nil {
+			return err
+		}
+	}
 	d, err := s.findDevice(r)
 	if err != nil {
 		return err
@@ -254,6 +271,11 @@ func (s *Server) deleteDevices(w http.ResponseWriter, r *http.Request) error {
 	}
 	if req.Devices == nil {
 		return matrix.MissingParam("devices is required")
+	}
+	for _, id := range *req.Devices {
+		if err := matrix.CheckLength("a device ID", id, matrix.MaxDeviceIDBytes); err != nil {
+			return err
+		}
 	}
 	return s.removeDevices(w, r, *req.Devices, req.Auth)
 }

@@ -44,12 +44,15 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
+	if err := matrix.CheckMaxLength("Content-Type", ct, matrix.MaxContentTypeBytes); err != nil {
+		return err
+	}
 	if _, _, err := mime.ParseMediaType(ct); err != nil {
 		return matrix.InvalidParam("invalid Content-Type %q", ct)
 	}
 	name := r.URL.Query().Get("filename")
-	if len(name) > 255 {
-		return matrix.InvalidParam("file name too long")
+	if err := matrix.CheckMaxLength("filename", name, matrix.MaxFileNameBytes); err != nil {
+		return err
 	}
 	user := session(r).UserID
 	quota := uint64(s.cfg.MediaQuotaBytes)
@@ -114,7 +117,7 @@ func (s *Server) discardUpload(ctx context.Context, id string) {
 // localMediaID checks {serverName}/{mediaId} and returns the media ID.
 func (s *Server) localMediaID(r *http.Request) (string, error) {
 	server, id := pathVar(r, "serverName"), pathVar(r, "mediaId")
-	if id == "" || len(id) > 255 || strings.ContainsAny(id, "/.") {
+	if id == "" || len(id) > matrix.MaxMediaIDBytes || strings.ContainsAny(id, "/.") {
 		return "", matrix.InvalidParam("invalid media ID")
 	}
 	if server != string(s.cfg.ServerName) {

@@ -76,8 +76,12 @@ func (s *Server) putProfile(field string) handlerFunc {
 		if val != nil {
 			v = *val
 		}
-		if len(v) > 1024 {
-			return matrix.TooLarge("%s is too long", field)
+		limit := matrix.MaxDisplayNameBytes
+		if field == "avatar_url" {
+			limit = matrix.MaxAvatarURLBytes
+		}
+		if err := matrix.CheckMaxLength(field, v, limit); err != nil {
+			return err
 		}
 		rec := &eventlog.ProfileSet{UserID: ss.UserID}
 		if field == "displayname" {

@@ -80,8 +80,8 @@ func ruleRef(r *http.Request) (kind, id string, err error) {
 	if !slices.Contains(pushKinds, kind) {
 		return "", "", matrix.InvalidParam("unknown push rule kind %q", kind)
 	}
-	if id == "" {
-		return "", "", matrix.InvalidParam("missing rule ID")
+	if err := matrix.CheckLength("the rule ID", id, matrix.MaxPushRuleIDBytes); err != nil {
+		return "", "", err
 	}
 	return kind, id, nil
 }
@@ -179,6 +179,9 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 			var pattern string
 			if raw, ok := body["pattern"]; !ok || json.Unmarshal(raw, &pattern) != nil {
 				return matrix.MissingParam("content rules need a pattern")
+			}
+			if err := matrix.CheckMaxLength("pattern", pattern, matrix.MaxPushPatternBytes); err != nil {
+				return err
 			}
 			rule["pattern"] = pattern
 		}

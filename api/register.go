@@ -79,6 +79,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	if err := checkNewDevice(req.DeviceID, req.InitialDeviceDisplayName); err != nil {
+		return err
+	}
 	if err := s.checkRegistrationAuth(req.Auth); err != nil {
 		return err
 	}

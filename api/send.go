@@ -12,7 +12,7 @@ import (
 )
 
 // maxTypeBytes bounds event types and state keys (the spec's 255 bytes).
-const maxTypeBytes = 255
+const maxTypeBytes = matrix.MaxEventTypeBytes
 
 func eventTypeVar(r *http.Request) (string, error) {
 	t := pathVar(r, "eventType")
@@ -20,6 +20,14 @@ func eventTypeVar(r *http.Request) (string, error) {
 		return "", matrix.InvalidParam("invalid event type")
 	}
 	return t, nil
+}
+
+// txnIDVar is the path's {txnId}, "" when the route has none. It is keyed
+// in the events_txn index and carried in the append's Nats-Msg-Id, so it
+// is bounded like every client-chosen key.
+func txnIDVar(r *http.Request) (string, error) {
+	id := pathVar(r, "txnId")
+	return id, matrix.CheckMaxLength("the transaction ID", id, matrix.MaxTxnIDBytes)
 }
 
 // readContent reads an event content object from the body.
@@ -50,8 +58,12 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ss := session(r)
+	id, err := txnIDVar(r)
+	if err != nil {
+		return err
+	}
 	var txn *txnRef
-	if id := pathVar(r, "txnId"); id != "" {
+	if id != "" {
 		// Transaction IDs are scoped to the endpoint, as the request path
 		// is: "send:" here, "redact:" for redactions.
 		txn = &txnRef{sender: ss.UserID, device: ss.DeviceID, id: "send:" + id}
@@ -146,7 +158,7 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	stateKey := pathVar(r, "stateKey")
-	if len(stateKey) > maxTypeBytes {
+	if len(stateKey) > matrix.MaxStateKeyBytes {
 		return matrix.InvalidParam("state key too long")
 	}
 	c, err := readContent(r)
@@ -213,8 +225,12 @@ func (s *Server) redactEvent(w http.ResponseWriter, r *http.Request) error {
 		return matrix.InvalidParam("invalid event ID: %v", err)
 	}
 	ss := session(r)
+	id, err := txnIDVar(r)
+	if err != nil {
+		return err
+	}
 	var txn *txnRef
-	if id := pathVar(r, "txnId"); id != "" {
+	if id != "" {
 		txn = &txnRef{sender: ss.UserID, device: ss.DeviceID, id: "redact:" + id}
 		if eventID, err := s.store.EventByTxn(r.Context(), roomID, ss.UserID, ss.DeviceID, txn.id); err == nil {
 			matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID})

@@ -70,8 +70,8 @@ func (s *Server) putTag(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	tag := pathVar(r, "tag")
-	if tag == "" || len(tag) > 255 {
-		return matrix.InvalidParam("invalid tag")
+	if err := matrix.CheckLength("the tag", tag, matrix.MaxTagBytes); err != nil {
+		return err
 	}
 	var body map[string]json.RawMessage
 	if err := matrix.DecodeJSON(r, &body, false); err != nil {

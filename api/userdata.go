@@ -85,7 +85,7 @@ func accountDataTarget(r *http.Request) (uid, roomID, typ string, err error) {
 		}
 	}
 	typ = pathVar(r, "type")
-	if typ == "" || len(typ) > 255 {
+	if typ == "" || len(typ) > matrix.MaxEventTypeBytes {
 		err = matrix.InvalidParam("invalid account data type")
 	}
 	return

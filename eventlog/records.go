@@ -217,6 +217,13 @@ type ProfileSet struct {
 	AvatarURL   *string `json:"avatar_url,omitempty"`
 }
 
+// NonceUsed marks a single-use nonce as used (NONCES stream, first record
+// on NonceSubject). Purpose names what the nonce was for.
+type NonceUsed struct {
+	Purpose string `json:"purpose"`
+	TS      int64  `json:"ts"`
+}
+
 // Room records, on the ROOMS stream.
 
 // RoomEvents appends events of one room, all or none: room creation puts
@@ -340,6 +347,8 @@ func (FilterCreated) RecordType() string   { return "filter.created" }
 func (AccountDataSet) RecordType() string  { return "account_data.set" }
 func (ProfileSet) RecordType() string      { return "profile.set" }
 
+func (NonceUsed) RecordType() string { return "nonce.used" }
+
 func (KeysUploaded) RecordType() string        { return "keys.uploaded" }
 func (KeysClaimed) RecordType() string         { return "keys.claimed" }
 func (ToDeviceSent) RecordType() string        { return "to_device.sent" }
@@ -413,6 +422,8 @@ func Decode(typ string, data []byte) (Record, error) {
 		r = &TypingSet{}
 	case "presence.set":
 		r = &PresenceSet{}
+	case "nonce.used":
+		r = &NonceUsed{}
 	default:
 		return nil, fmt.Errorf("unknown record type %q", typ)
 	}

@@ -25,12 +25,18 @@ const (
 	StreamAccounts  = "ACCOUNTS"
 	StreamReceipts  = "RECEIPTS"
 	StreamEphemeral = "EPHEMERAL"
+	StreamNonces    = "NONCES"
 )
 
 // EphemeralMaxAge is how long typing notices and presence stay on the log.
 // They are worth nothing older: a presence older than this reads as
 // offline anyway.
 const EphemeralMaxAge = time.Hour
+
+// NonceMaxAge is how long the NONCES stream keeps a used nonce: far longer
+// than any nonce is valid (api: five minutes, plus clock skew between
+// processes), so a nonce cannot be used again while it is valid.
+const NonceMaxAge = time.Hour
 
 // RoomPartitions is the fixed number of room partitions. A room's subject
 // carries its partition so that several projectors can later share the rooms
@@ -108,6 +114,22 @@ func streamConfigs(o StreamOptions) []jetstream.StreamConfig {
 			Duplicates:  time.Minute,
 			Replicas:    r,
 		},
+		{
+			// Single-use nonces: a nonce is used by appending the first
+			// record of its subject (expected sequence 0), so of any
+			// number of uses on any number of processes one succeeds.
+			// Nothing projects or reads this stream; a used nonce only
+			// needs to be remembered while it is valid.
+			Name:        StreamNonces,
+			Description: "Strand used single-use nonces (shared-secret registration), one subject per nonce",
+			Subjects:    []string{"nonce.>"},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      NonceMaxAge,
+			Duplicates:  time.Minute,
+			Replicas:    r,
+		},
 	}
 }
 
@@ -168,6 +190,9 @@ func TypingSubject(roomID string) string { return "eph.typing." + key(roomID) }
 
 // PresenceSubject is the subject of a user's presence.
 func PresenceSubject(userID string) string { return "eph.presence." + key(userID) }
+
+// NonceSubject is the subject whose first record marks nonce used.
+func NonceSubject(nonce string) string { return "nonce." + key(nonce) }
 
 // UserSubject is the subject of every account fact about one user. The
 // first record on it is the registration, appended with expected sequence

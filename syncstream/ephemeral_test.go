@@ -310,3 +310,26 @@ func TestSyncFilterEphemeralFields(t *testing.T) {
 		}
 	}
 }
+
+// A typing timeout too large for a Duration is capped (two minutes), not
+// wrapped around into a notice that has already run out.
+func TestTypingHugeTimeoutIsCapped(t *testing.T) {
+	_, base := newServe(t)
+	alice, bob := user(t, base, "alice"), user(t, base, "bob")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	since := nextBatch(t, bob.MustDo("GET", v3("/sync?set_presence=offline"), nil).Raw)
+	wait := longPoll(bob, since)
+	time.Sleep(100 * time.Millisecond)
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/typing/"+esc(alice.UserID)), `{"typing":true,"timeout":9223372036854775807}`)
+	r, _ := wait()
+	evs := ephemeralOf(t, r.Raw, roomID)
+	if len(evs) != 1 || evs[0]["type"] != "m.typing" || !strings.Contains(mustJSON(evs[0]), alice.UserID) {
+		t.Fatalf("typing with a huge timeout: %s", r.Raw)
+	}
+	// Still typing a moment later: the notice did not expire at once.
+	time.Sleep(500 * time.Millisecond)
+	if s := bob.MustDo("GET", v3("/sync?set_presence=offline"), nil); !strings.Contains(mustJSON(ephemeralOf(t, s.Raw, roomID)), alice.UserID) {
+		t.Fatalf("typing notice gone after half a second: %s", s.Raw)
+	}
+}

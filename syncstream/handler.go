@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +68,25 @@ func (h *Handler) stopping() chan struct{} {
 
 // MaxTimeout caps a client's long-poll timeout.
 const MaxTimeout = 5 * time.Minute
+
+// parseTimeout reads the timeout query parameter (milliseconds; empty:
+// none), capped at MaxTimeout. The cap is applied to the milliseconds,
+// before the conversion to a Duration (nanoseconds), which would overflow
+// for anything above about 292 years and turn negative: a long-poll that
+// returns at once.
+func parseTimeout(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil && errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(s, "-") {
+		ms, err = math.MaxInt64, nil // more than any cap
+	}
+	if err != nil || ms < 0 {
+		return 0, matrix.InvalidParam("timeout must be a non-negative number of milliseconds")
+	}
+	return time.Duration(min(ms, MaxTimeout.Milliseconds())) * time.Millisecond, nil
+}
 
 // Handler serves GET /sync.
 type Handler struct {
@@ -175,13 +196,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return matrix.InvalidParam("set_presence must be online, offline or unavailable")
 	}
-	var timeout time.Duration
-	if s := q.Get("timeout"); s != "" {
-		ms, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || ms < 0 {
-			return matrix.InvalidParam("timeout must be a non-negative number of milliseconds")
-		}
-		timeout = min(time.Duration(ms)*time.Millisecond, MaxTimeout)
+	timeout, err := parseTimeout(q.Get("timeout"))
+	if err != nil {
+		return err
 	}
 	if req.filter, err = h.filters.load(ctx, h.Store, ss.UserID, q.Get("filter")); err != nil {
 		return err

@@ -3,6 +3,8 @@ package syncstream_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -501,4 +503,51 @@ func startWriters(t *testing.T, apiURL string, rooms, perWriter int, pause func(
 	done = make(chan struct{})
 	go func() { wg.Wait(); close(sent); close(done) }()
 	return reader, roomIDs, sent, done
+}
+
+// A timeout too large for a time.Duration still long-polls: it is capped
+// at MaxTimeout instead of overflowing into a negative wait that answered
+// at once. The poll ends when a message arrives.
+func TestSyncHugeTimeoutLongPolls(t *testing.T) {
+	_, base := newServe(t)
+	c := user(t, base, "patient")
+	roomID := c.MustDo("POST", v3("/createRoom"), map[string]any{}).Str("room_id")
+	since := doSync(t, c, "").NextBatch
+
+	type result struct {
+		status int
+		body   []byte
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, err := http.NewRequest("GET", base+v3("/sync")+"?set_presence=offline&timeout=9223372036855&since="+url.QueryEscape(since), nil)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		done <- result{status: res.StatusCode, body: b, err: err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("sync with timeout=9223372036855 returned at once: %d %s %v", r.status, r.body, r.err)
+	case <-time.After(700 * time.Millisecond):
+	}
+	send(t, c, roomID, "wake up")
+	select {
+	case r := <-done:
+		if r.err != nil || r.status != 200 || !strings.Contains(string(r.body), "wake up") {
+			t.Fatalf("woken long-poll: %d %s %v", r.status, r.body, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long-poll was not woken by a message")
+	}
 }

@@ -12,10 +12,10 @@ import (
 // The smallest is -MaxSafeInteger.
 const MaxSafeInteger = 1<<53 - 1
 
-// maxJSONDepth bounds how deeply arrays and objects may nest. The spec sets
-// no limit; this one only stops hostile input from costing deep recursion.
-// Events are at most 64 KiB, so real content never comes close.
-const maxJSONDepth = 512
+// maxJSONDepth bounds how deeply arrays and objects may nest: the bound of
+// all client JSON (limits.go). Events are at most 64 KiB, so real content
+// never comes close.
+const maxJSONDepth = MaxJSONDepth
 
 // CanonicalJSON re-encodes raw (any JSON value) as Matrix canonical JSON:
 // object keys sorted by code point, no insignificant whitespace, strings as

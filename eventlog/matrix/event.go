@@ -15,7 +15,7 @@ const MaxEventSize = 65536
 
 // Limits on event fields from the spec's event formats.
 const (
-	maxKeyBytes   = 255 // type and state_key
+	maxKeyBytes   = MaxEventTypeBytes // type and state_key (MaxStateKeyBytes is the same)
 	maxPrevEvents = 20
 	maxAuthEvents = 10
 )

@@ -82,7 +82,8 @@ func AccessToken(r *http.Request) (string, error) {
 // DecodeJSON reads a JSON object request body into v, which must be a
 // pointer to a struct or map. An empty body decodes as {} when allowEmpty
 // is set. Oversized bodies are M_TOO_LARGE, unparsable ones M_NOT_JSON,
-// and values of the wrong type M_BAD_JSON.
+// and values of the wrong type M_BAD_JSON, as are values that could not be
+// stored (CheckStoredJSON).
 func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
 	var raw []byte
 	if r.Body != nil {
@@ -124,7 +125,10 @@ func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
 		}
 		return NotJSON("request body is not valid JSON")
 	}
-	return nil
+	// Every endpoint that stores JSON reads it here, whether as fields or
+	// as raw values passed through to the log: checking the whole body
+	// keeps values no projection can hold off the log.
+	return CheckStoredJSON(body)
 }
 
 // checkText refuses request bodies that hold a NUL character, raw or as
