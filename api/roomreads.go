@@ -131,11 +131,12 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ss := session(r)
-	at, _, err := s.roomReadPoint(r.Context(), roomID, ss.UserID)
-	if err != nil {
+	// "The current user must be in the room": unlike /members, a former
+	// member gets no list as of when they left.
+	if err := s.requireJoinedOrWorldReadable(r.Context(), roomID, ss.UserID); err != nil {
 		return err
 	}
-	evs, err := s.store.Members(r.Context(), roomID, at, []string{"join"}, nil)
+	evs, err := s.store.Members(r.Context(), roomID, 0, []string{"join"}, nil)
 	if err != nil {
 		return err
 	}
@@ -435,7 +436,7 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	state, err := s.store.StateAt(r.Context(), roomID, e.Pos)
+	state, err := s.contextState(r, roomID, e, v)
 	if err != nil {
 		return err
 	}
@@ -448,6 +449,38 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 		"state":         renderEvents(state, ss),
 	})
 	return nil
+}
+
+// contextState is the room state /context returns with event e: the state
+// at e, but only what the caller could read otherwise. A caller who may
+// read the room's state (joined, a former member, a world_readable room)
+// gets it whole, as /state would give it, up to where they left. Anyone
+// else (an invitee who never joined) gets only the state events that
+// history visibility lets them see one by one, such as their own invite:
+// never the member list or power levels that /state and /members refuse
+// them.
+func (s *Server) contextState(r *http.Request, roomID string, e *store.StoredEvent, v *visibility) ([]store.StoredEvent, error) {
+	at, _, err := s.roomReadPoint(r.Context(), roomID, v.UserID)
+	if err == nil {
+		if at == 0 || e.Pos < at {
+			at = e.Pos
+		}
+		return s.store.StateAt(r.Context(), roomID, at)
+	}
+	if me, ok := matrix.AsError(err); !ok || me.Status != http.StatusForbidden {
+		return nil, err
+	}
+	all, err := s.store.StateAt(r.Context(), roomID, e.Pos)
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for i := range all {
+		if v.CanSee(&all[i]) {
+			out = append(out, all[i])
+		}
+	}
+	return out, nil
 }
 
 // eventByID loads an event by ID, waiting for a lagging rooms projection
