@@ -62,10 +62,14 @@ func (s *Server) invite(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if target.Server() == s.cfg.ServerName {
-		if _, err := s.store.User(r.Context(), string(target)); errors.Is(err, store.ErrNotFound) {
+		if u, err := s.store.User(r.Context(), string(target)); errors.Is(err, store.ErrNotFound) {
 			return matrix.NotFound("user %s does not exist", target)
 		} else if err != nil {
 			return err
+		} else if u.Deactivated {
+			// Deactivation left every room; an invite could never be
+			// answered.
+			return matrix.Forbidden("user %s is deactivated", target)
 		}
 	} else {
 		return matrix.Forbidden("inviting users of other servers needs federation, which this server does not offer")
