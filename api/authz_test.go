@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -38,7 +39,8 @@ import (
 //	member, left, banned and a kickee are invited and join, probe early, alias #…-orig,
 //	invited is invited, probe invited,
 //	left leaves, banned is banned,
-//	topic "after", probe late, a thread reply to early, a victim message, alias #…-late.
+//	topic "after", the creator's displayname "late name", probe late,
+//	a thread reply to early, a victim message, alias #…-late.
 //
 // Reads run first, then writes that leave memberships alone, then
 // moderation, then the caller's own membership (forget, join, leave, in
@@ -109,7 +111,10 @@ var authzColumns = []authzColumn{
 			if err != nil {
 				return err
 			}
-			return x.wantTopic(stateContent(evs, "m.room.topic", "")["topic"])
+			if err := x.wantTopic(stateContent(evs, "m.room.topic", "")["topic"]); err != nil {
+				return err
+			}
+			return x.wantCreatorName(stateContent(evs, "m.room.member", x.w.users["creator"].UserID)["displayname"])
 		}},
 	{name: "GET state/m.room.topic", want: "200 200 403 200 200 403 401", except: map[string]string{"world_readable": "200 200 200 200 200 200 401"},
 		do:    func(x *authzCell) apitest.Response { return x.get("/state/m.room.topic/") },
@@ -125,8 +130,47 @@ var authzColumns = []authzColumn{
 			if got := membershipsOf(r)[x.w.users["banned"].UserID]; got != want {
 				return fmt.Errorf("banned user listed as %q, want %q", got, want)
 			}
+			for _, e := range asList(r.Body["chunk"]) {
+				if ev := e.(map[string]any); ev["state_key"] == x.w.users["creator"].UserID {
+					return x.wantCreatorName(ev["content"].(map[string]any)["displayname"])
+				}
+			}
+			return fmt.Errorf("no member event of the creator")
+		}},
+	// Lazy-loaded members come with the page: no more than /state shows.
+	{name: "GET messages lazy-loading members", want: "200 200 200 200 200 403 401", except: map[string]string{"world_readable": "200 200 200 200 200 200 401"},
+		do: func(x *authzCell) apitest.Response {
+			return x.get("/messages?dir=b&limit=100&filter=" + url.QueryEscape(`{"lazy_load_members":true}`))
+		},
+		check: func(x *authzCell, r apitest.Response) error {
+			// A caller who may not read the room's state gets only member
+			// events they may see anyway, as events of the page.
+			inPage := map[any]bool{}
+			for _, e := range asList(r.Body["chunk"]) {
+				inPage[e.(map[string]any)["event_id"]] = true
+			}
+			for _, e := range asList(r.Body["state"]) {
+				ev := e.(map[string]any)
+				if !canReadState(x) && !inPage[ev["event_id"]] {
+					return fmt.Errorf("state holds the member event of %v, not in the page", ev["state_key"])
+				}
+				if canReadState(x) && ev["state_key"] == x.w.users["creator"].UserID {
+					if err := x.wantCreatorName(ev["content"].(map[string]any)["displayname"]); err != nil {
+						return err
+					}
+				}
+			}
 			return nil
 		}},
+	// /sync: the room is in the section of the caller's membership, its
+	// timeline holds what the caller may see (all of it fits the limit),
+	// an invitee gets only the stripped invite state, and a stranger
+	// nothing, even of a world_readable room (there is no peeking).
+	{name: "GET sync", want: "200 200 200 200 200 200 401",
+		do: func(x *authzCell) apitest.Response {
+			return x.c.Do("GET", v3("/sync?filter="+url.QueryEscape(`{"room":{"include_leave":true,"timeline":{"limit":100}}}`)), nil)
+		},
+		check: checkSync},
 	{name: "GET joined_members", want: "200 200 403 403 403 403 401", except: map[string]string{"world_readable": "200 200 200 200 200 200 401"},
 		do: func(x *authzCell) apitest.Response { return x.get("/joined_members") },
 		check: func(x *authzCell, r apitest.Response) error {
@@ -424,6 +468,57 @@ func (x *authzCell) wantTopic(got any) error {
 	return nil
 }
 
+// wantCreatorName: the creator's member event changed after "left" left.
+func (x *authzCell) wantCreatorName(got any) error {
+	if readsNow(x) != (got == "late name") {
+		return fmt.Errorf("creator's displayname %v for a caller who reads the room as of %s", got, map[bool]string{true: "now", false: "when they left"}[readsNow(x)])
+	}
+	return nil
+}
+
+func checkSync(x *authzCell, r apitest.Response) error {
+	rooms, _ := r.Body["rooms"].(map[string]any)
+	section := ""
+	var room map[string]any
+	for _, sec := range []string{"join", "invite", "leave", "knock"} {
+		if m, ok := rooms[sec].(map[string]any)[x.room.id].(map[string]any); ok {
+			if section != "" {
+				return fmt.Errorf("room in both %s and %s", section, sec)
+			}
+			section, room = sec, m
+		}
+	}
+	want := map[string]string{"creator": "join", "member": "join", "invited": "invite", "left": "leave", "banned": "leave"}[x.role]
+	if section != want {
+		return fmt.Errorf("room in section %q, want %q", section, want)
+	}
+	if section == "" {
+		return nil
+	}
+	if section == "invite" {
+		for _, e := range asList(room["invite_state"].(map[string]any)["events"]) {
+			if ev := e.(map[string]any); probeOf(ev) != "" || ev["type"] == "m.room.power_levels" {
+				return fmt.Errorf("invite state holds %v", ev["type"])
+			}
+		}
+		return nil
+	}
+	tl, _ := room["timeline"].(map[string]any)
+	probes := authzSees[x.room.vis][x.role]
+	if x.room.vis == "world_readable" && section == "leave" {
+		// A sync shows a left room as of the leave, even when its later
+		// history is world_readable.
+		probes = strings.TrimSuffix(probes, " late")
+	}
+	if strings.HasSuffix(probes, "late") {
+		probes += " reply"
+	}
+	if err := x.wantProbes(tl["events"], probes); err != nil {
+		return fmt.Errorf("%w (timeline limited %v)", err, tl["limited"])
+	}
+	return nil
+}
+
 // wantProbes compares the probe messages among events with want (probe
 // names separated by spaces, in any order).
 func (x *authzCell) wantProbes(events any, want string) error {
@@ -521,6 +616,7 @@ func setUpAuthzRoom(t *testing.T, w *authzWorld, room *authzRoom) {
 	w.users["left"].MustDo("POST", rp("/leave"), map[string]any{})
 	cr.MustDo("POST", rp("/ban"), map[string]any{"user_id": w.users["banned"].UserID})
 	cr.MustDo("PUT", rp("/state/m.room.topic/"), map[string]any{"topic": "after"})
+	cr.MustDo("PUT", rp("/state/m.room.member/"+esc(cr.UserID)), map[string]any{"membership": "join", "displayname": "late name"})
 	room.late = send("probe late", nil)
 	room.reply = send("probe reply", map[string]any{"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": room.early}})
 	room.victim = send("victim", nil)
@@ -532,7 +628,9 @@ func setUpAuthzRoom(t *testing.T, w *authzWorld, room *authzRoom) {
 }
 
 func TestAuthorizationMatrix(t *testing.T) {
-	_, base := newServer(t)
+	env := apitest.New(t)
+	env.Projector()
+	base := apitest.NewClient(t, env.Serve(apitest.DefaultConfig()).URL) // /sync too
 	w := &authzWorld{users: map[string]*apitest.Client{}, targets: map[string]*apitest.Client{}}
 	for _, r := range authzCallers {
 		c := apitest.NewClient(t, base.Base)

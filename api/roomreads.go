@@ -338,7 +338,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 		resp["end"] = eventlog.FormatRoomPoint(next)
 	}
 	if f.LazyLoadMembers && len(evs) > 0 {
-		state, err := s.senderMembers(r, roomID, evs)
+		state, err := s.senderMembers(r, roomID, v, evs)
 		if err != nil {
 			return err
 		}
@@ -348,20 +348,21 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// senderMembers returns the current member events of the senders of evs,
-// for lazy-loading clients.
-func (s *Server) senderMembers(r *http.Request, roomID string, evs []store.StoredEvent) ([]store.StoredEvent, error) {
+// senderMembers returns the member events of the senders of evs, for
+// lazy-loading clients: the current ones, as far as the caller may read
+// them (readableState).
+func (s *Server) senderMembers(r *http.Request, roomID string, v *visibility, evs []store.StoredEvent) ([]store.StoredEvent, error) {
 	senders := map[string]bool{}
 	for _, e := range evs {
 		senders[e.Sender] = true
 	}
-	all, err := s.store.Members(r.Context(), roomID, 0, nil, nil)
+	all, err := s.readableState(r, roomID, 0, v)
 	if err != nil {
 		return nil, err
 	}
 	out := all[:0]
 	for _, m := range all {
-		if senders[*m.StateKey] {
+		if m.Type == "m.room.member" && m.StateKey != nil && senders[*m.StateKey] {
 			out = append(out, m)
 		}
 	}
@@ -436,7 +437,7 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	state, err := s.contextState(r, roomID, e, v)
+	state, err := s.readableState(r, roomID, e.Pos, v)
 	if err != nil {
 		return err
 	}
@@ -451,26 +452,26 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// contextState is the room state /context returns with event e: the state
-// at e, but only what the caller could read otherwise. A caller who may
-// read the room's state (joined, a former member, a world_readable room)
-// gets it whole, as /state would give it, up to where they left. Anyone
-// else (an invitee who never joined) gets only the state events that
-// history visibility lets them see one by one, such as their own invite:
-// never the member list or power levels that /state and /members refuse
-// them.
-func (s *Server) contextState(r *http.Request, roomID string, e *store.StoredEvent, v *visibility) ([]store.StoredEvent, error) {
+// readableState is the room state at pos (0: now) as far as the caller
+// may read it. A caller who may read the room's state (joined, a former
+// member, a world_readable room; see roomReadPoint) gets it whole, but
+// never past where they left. Anyone else (an invitee who never joined)
+// gets only the state events that history visibility lets them see one by
+// one, such as their own invite: never the member list or power levels
+// that /state and /members refuse them. /context and lazy-loading
+// /messages return state through this, so neither shows more than /state.
+func (s *Server) readableState(r *http.Request, roomID string, pos int64, v *visibility) ([]store.StoredEvent, error) {
 	at, _, err := s.roomReadPoint(r.Context(), roomID, v.UserID)
 	if err == nil {
-		if at == 0 || e.Pos < at {
-			at = e.Pos
+		if at == 0 || (pos != 0 && pos < at) {
+			at = pos
 		}
 		return s.store.StateAt(r.Context(), roomID, at)
 	}
 	if me, ok := matrix.AsError(err); !ok || me.Status != http.StatusForbidden {
 		return nil, err
 	}
-	all, err := s.store.StateAt(r.Context(), roomID, e.Pos)
+	all, err := s.store.StateAt(r.Context(), roomID, pos)
 	if err != nil {
 		return nil, err
 	}
