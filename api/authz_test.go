@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"strand/api"
 	"strand/api/apitest"
 )
 
@@ -700,4 +701,32 @@ func TestAuthorizationMatrix(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() { t.Logf("%d cells checked", cells) })
+}
+
+// Server admins may manage any room's listing and aliases without being in
+// it (the spec's "additional access control checks" leave them room to);
+// for a room that does not exist they are told so.
+func TestServerAdminManagesListing(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	cfg := apitest.DefaultConfig()
+	cfg.SharedSecret = "s"
+	c := apitest.NewClient(t, env.API(cfg).URL)
+	nonce := c.MustDo("GET", "/_synapse/admin/v1/register", nil).Str("nonce")
+	admin := c.As(c.MustDo("POST", "/_synapse/admin/v1/register", map[string]any{"nonce": nonce, "username": "root", "password": "pw", "admin": true,
+		"mac": api.SharedSecretMAC("s", nonce, "root", "pw", true, "")}).Str("access_token"))
+	owner := apitest.NewClient(t, c.Base)
+	owner.Register("owner", "pw")
+	room := createRoom(t, owner, map[string]any{"room_alias_name": "owned"})
+
+	admin.MustDo("PUT", v3("/directory/list/room/"+esc(room)), map[string]any{"visibility": "public"})
+	if v := admin.MustDo("GET", v3("/directory/list/room/"+esc(room)), nil); v.Str("visibility") != "public" {
+		t.Fatalf("listing: %s", v.Raw)
+	}
+	admin.MustDo("PUT", v3("/directory/room/"+esc("#by-admin:localhost")), map[string]any{"room_id": room})
+	admin.MustDo("GET", v3("/rooms/"+esc(room)+"/aliases"), nil)
+	admin.MustDo("DELETE", v3("/directory/room/"+esc("#owned:localhost")), nil)
+	if r := admin.Do("PUT", v3("/directory/room/"+esc("#nowhere:localhost")), map[string]any{"room_id": "!nosuchroom:localhost"}); r.Status != 404 {
+		t.Fatalf("admin alias for no room: %d %s", r.Status, r.Raw)
+	}
 }
