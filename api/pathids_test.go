@@ -157,6 +157,26 @@ func TestIDsWithPathCharacters(t *testing.T) {
 		}
 	})
 
+	t.Run("push rule IDs and key backup sessions", func(t *testing.T) {
+		version := mustOK(t, "backup version", c.Do("POST", v3("/room_keys/version"), map[string]any{"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+			"auth_data": map[string]any{"public_key": "pk"}})).Str("version")
+		for _, v := range awkward {
+			rule := v3("/pushrules/global/override/" + esc("r"+v))
+			mustOK(t, "push rule "+v, c.Do("PUT", rule, map[string]any{"actions": []any{"notify"}, "conditions": []any{}}))
+			mustOK(t, "get push rule "+v, c.Do("GET", rule, nil))
+			mustOK(t, "push rule enabled "+v, c.Do("PUT", rule+"/enabled", map[string]any{"enabled": false}))
+			mustOK(t, "delete push rule "+v, c.Do("DELETE", rule, nil))
+			reached(t, "push rule "+v, c.Do("GET", v3("/pushrules/global/override/"+esc(v)), nil))
+
+			keys := v3("/room_keys/keys/" + esc("!"+v+":localhost") + "/" + esc(v) + "?version=" + version)
+			mustOK(t, "backup key "+v, c.Do("PUT", keys, backupKey(0, 0, false, v)))
+			if g := mustOK(t, "get backup key "+v, c.Do("GET", keys, nil)); g.Body["session_data"].(map[string]any)["ciphertext"] != v {
+				t.Errorf("backup key %q: %s", v, g.Raw)
+			}
+			mustOK(t, "delete backup key "+v, c.Do("DELETE", keys, nil))
+		}
+	})
+
 	t.Run("device IDs", func(t *testing.T) {
 		for _, v := range awkward {
 			login := mustOK(t, "login with device "+v, c.As("").Do("POST", v3("/login"), map[string]any{"type": "m.login.password",
