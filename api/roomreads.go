@@ -180,10 +180,12 @@ const maxPageLimit = 1000
 // maxScanPerPage bounds the events one page request reads.
 const maxScanPerPage = 5000
 
-// mayReadHistory refuses a user who was never in the room, unless its
-// history is world-readable.
+// mayReadHistory refuses a user who was never joined to the room (an
+// invitee included), unless its history is world_readable: "in all cases
+// except world_readable, a user needs to join a room to view events in
+// that room".
 func mayReadHistory(v *visibility, roomID string) error {
-	if len(v.Hist.Memberships) == 0 && !(len(v.Hist.Visibility) > 0 && v.Hist.Visibility[len(v.Hist.Visibility)-1].Visibility == "world_readable") {
+	if ever, _ := v.LastJoinEnd(); !ever && !(len(v.Hist.Visibility) > 0 && v.Hist.Visibility[len(v.Hist.Visibility)-1].Visibility == "world_readable") {
 		return matrix.Forbidden("you are not a member of room %s", roomID)
 	}
 	return nil

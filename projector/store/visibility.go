@@ -5,8 +5,12 @@ package store
 // (client-server API, "History visibility"): an event is visible if the
 // room was world_readable at it, the user was joined at it, the room was
 // "shared" at it and the user joined at any point after, or the user was
-// invited at it and the room was "invited". Membership "at" an event
-// includes the event itself, so users see their own membership changes.
+// invited at it, the room was "invited" and the user joined after. That
+// last condition is the prose's "accessible to newly joined members from
+// the point they were invited onwards" and "in all cases except
+// world_readable, a user needs to join a room to view events in that
+// room": an invitee who has not joined (yet) sees nothing but
+// world_readable history. Users always see their own membership events.
 type Visibility struct {
 	Hist   RoomHistory
 	UserID string
@@ -56,7 +60,7 @@ func (v *Visibility) CanSee(e *StoredEvent) bool {
 		return true
 	case vis == "shared" && v.joinedAfter(e.Pos):
 		return true
-	case m == "invite" && vis == "invited":
+	case m == "invite" && vis == "invited" && v.joinedAfter(e.Pos):
 		return true
 	}
 	return false
