@@ -310,7 +310,9 @@ func TestSendIdempotentAndErrors(t *testing.T) {
 		{"invite missing user", c, "POST", "/rooms/" + esc(roomID) + "/invite", map[string]any{}, 400, "M_MISSING_PARAM"},
 		{"invite unknown user", c, "POST", "/rooms/" + esc(roomID) + "/invite", map[string]any{"user_id": "@ghost:localhost"}, 404, "M_NOT_FOUND"},
 		{"join bad ID", c, "POST", "/join/" + esc("nope"), map[string]any{}, 400, "M_INVALID_PARAM"},
-		{"join unknown room", c, "POST", "/join/" + esc("!nope:localhost"), map[string]any{}, 404, "M_NOT_FOUND"},
+		// As for a room one may not join (the spec's only refusal), so
+		// that joins cannot probe for rooms.
+		{"join unknown room", c, "POST", "/join/" + esc("!nope:localhost"), map[string]any{}, 403, "M_FORBIDDEN"},
 		{"alias invalid", c, "GET", "/directory/room/" + esc("nope"), nil, 400, "M_INVALID_PARAM"},
 		{"alias unknown", c, "GET", "/directory/room/" + esc("#nope:localhost"), nil, 404, "M_NOT_FOUND"},
 		{"profile unknown", c, "GET", "/profile/" + esc("@ghost:localhost"), nil, 404, "M_NOT_FOUND"},
