@@ -84,12 +84,6 @@ func (s *Server) requireJoinedOrWorldReadable(ctx context.Context, roomID, userI
 	return matrix.Forbidden("you are not a member of room %s", roomID)
 }
 
-// requireVisibleRoom is roomReadPoint for reads that only need a yes.
-func (s *Server) requireVisibleRoom(ctx context.Context, roomID, userID string) error {
-	_, _, err := s.roomReadPoint(ctx, roomID, userID)
-	return err
-}
-
 // errNotInRoom converts "no such room" into the 403 a non-member gets.
 func errNotInRoom(err error, roomID string) error {
 	if me, ok := matrix.AsError(err); ok && me.Code == "M_NOT_FOUND" {

@@ -132,27 +132,6 @@ func ParseUserID(s string) (UserID, error) {
 	return UserID(s), nil
 }
 
-// parseSigilled checks the shared shape "<sigil>opaque:server" used by room
-// IDs and room aliases.
-func parseSigilled(s string, sigil byte, what string) error {
-	if len(s) > MaxIDLength || len(s) < 4 || s[0] != sigil {
-		return fmt.Errorf("%s %q: must look like %c...:server", what, s, sigil)
-	}
-	i := strings.IndexByte(s, ':')
-	if i < 2 {
-		return fmt.Errorf("%s %q: missing local part or server", what, s)
-	}
-	for j := 1; j < i; j++ {
-		if s[j] < 0x21 || s[j] > 0x7e {
-			return fmt.Errorf("%s %q: bad character", what, s)
-		}
-	}
-	if _, err := ParseServerName(s[i+1:]); err != nil {
-		return fmt.Errorf("%s %q: %w", what, s, err)
-	}
-	return nil
-}
-
 // RoomAlias is a validated "#alias:server".
 type RoomAlias string
 
