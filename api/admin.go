@@ -233,8 +233,14 @@ func (s *Server) adminResetPassword(w http.ResponseWriter, r *http.Request) erro
 }
 
 // adminDeactivate is Synapse's POST /_synapse/admin/v1/deactivate/{userId}.
+//
+// Repeating it for a user already deactivated is allowed and finishes what
+// an interrupted deactivation left undone (rooms not yet left).
 func (s *Server) adminDeactivate(w http.ResponseWriter, r *http.Request) error {
 	uid, err := s.adminTarget(r)
+	if me, ok := matrix.AsError(err); ok && me.Code == "M_USER_DEACTIVATED" {
+		uid, err = pathVar(r, "userId"), nil
+	}
 	if err != nil {
 		return err
 	}
@@ -244,7 +250,7 @@ func (s *Server) adminDeactivate(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
-	if err := s.appendAccount(r.Context(), uid, &eventlog.UserDeactivated{UserID: uid}, nil); err != nil {
+	if err := s.deactivateAccount(r.Context(), uid); err != nil {
 		return err
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"id_server_unbind_result": "success"})

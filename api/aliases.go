@@ -94,6 +94,41 @@ func (s *Server) releaseAlias(ctx context.Context, alias, roomID string) error {
 	return s.awaitApplied(ctx, eventlog.StreamRooms, seq)
 }
 
+// mayManageListing reports whether the caller may publish the room in the
+// directory or remove others' aliases of it: a server admin, or a member
+// who is joined now and has the power to change m.room.canonical_alias.
+// Power alone is not enough: a power-level entry outlives a ban, and can
+// name a user who never joined.
+func mayManageListing(rs *roomState, ss store.Session) bool {
+	if ss.Admin {
+		return true
+	}
+	uid := matrix.UserID(ss.UserID)
+	return rs.state.Membership(uid) == "join" &&
+		rs.state.UserPowerLevel(uid) >= rs.state.PowerLevels().EventLevel("m.room.canonical_alias", true)
+}
+
+// mayAddAlias admits a new alias for roomID only from a member joined to
+// it (server admins excepted), as Synapse does by default. A room that does
+// not exist gets the same 403 as one the caller is not in, so that
+// pointing aliases cannot probe for rooms. (The check reads the room's
+// state and the alias is then claimed on its own subject, so a member
+// removed in between can still add it: harmless, as they could have added
+// it a moment earlier, and the alias can be deleted.)
+func (s *Server) mayAddAlias(ctx context.Context, roomID string, ss store.Session) error {
+	rs, err := s.loadRoom(ctx, roomID)
+	if err != nil {
+		if ss.Admin {
+			return err
+		}
+		return errNotInRoom(err, roomID)
+	}
+	if !ss.Admin && rs.state.Membership(matrix.UserID(ss.UserID)) != "join" {
+		return matrix.Forbidden("you are not a member of room %s", roomID)
+	}
+	return nil
+}
+
 func parseAliasVar(r *http.Request) (matrix.RoomAlias, error) {
 	a, err := matrix.ParseRoomAlias(pathVar(r, "roomAlias"))
 	if err != nil {
@@ -122,9 +157,7 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request) error {
 	if alias.Server() != s.cfg.ServerName {
 		return matrix.InvalidParam("alias must be on this server (%s)", s.cfg.ServerName)
 	}
-	if _, err := s.store.RoomHeadOf(r.Context(), *req.RoomID); errors.Is(err, store.ErrNotFound) {
-		return matrix.NotFound("room %s not found", *req.RoomID)
-	} else if err != nil {
+	if err := s.mayAddAlias(r.Context(), *req.RoomID, session(r)); err != nil {
 		return err
 	}
 	if err := s.claimAlias(r.Context(), string(alias), *req.RoomID, session(r).UserID); err != nil {
@@ -167,14 +200,13 @@ func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request) error {
 	}
 	ss := session(r)
 	if creator != ss.UserID && !ss.Admin {
-		// Room moderators may remove aliases too: those who could change
-		// the canonical alias.
+		// Room moderators may remove aliases too: joined members who
+		// could change the canonical alias.
 		rs, err := s.loadRoom(r.Context(), roomID)
 		if err != nil {
 			return err
 		}
-		pl := rs.state.PowerLevels()
-		if rs.state.UserPowerLevel(matrix.UserID(ss.UserID)) < pl.EventLevel("m.room.canonical_alias", true) {
+		if !mayManageListing(rs, ss) {
 			return matrix.Forbidden("you may not remove this alias")
 		}
 	}
@@ -190,8 +222,12 @@ func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.requireVisibleRoom(r.Context(), roomID, session(r).UserID); err != nil {
-		return err
+	// The spec's rule: members of the room, or anyone if it is
+	// world_readable. A former member is not told of aliases added since.
+	if ss := session(r); !ss.Admin {
+		if err := s.requireJoinedOrWorldReadable(r.Context(), roomID, ss.UserID); err != nil {
+			return err
+		}
 	}
 	as, err := s.store.RoomAliases(r.Context(), roomID)
 	if err != nil {

@@ -135,9 +135,9 @@ func (s *Server) putDirectoryVisibility(w http.ResponseWriter, r *http.Request) 
 		if err != nil {
 			return err
 		}
-		// Publishing a room is a moderator's decision: those who may
-		// change its canonical alias may list it.
-		if !ss.Admin && rs.state.UserPowerLevel(matrix.UserID(ss.UserID)) < rs.state.PowerLevels().EventLevel("m.room.canonical_alias", true) {
+		// Publishing a room is a moderator's decision: joined members
+		// who may change its canonical alias may list it.
+		if !mayManageListing(rs, ss) {
 			return matrix.Forbidden("you may not change this room's directory visibility")
 		}
 		seq, err := s.log.Append(r.Context(), eventlog.RoomSubject(roomID), &eventlog.RoomPublished{RoomID: roomID, Published: *req.Visibility == "public"},

@@ -2,13 +2,28 @@ package api
 
 import (
 	"net/http"
+	"net/url"
 
 	"github.com/gorilla/mux"
 
 	"strand/eventlog/matrix"
 )
 
-func pathVar(r *http.Request, name string) string { return mux.Vars(r)[name] }
+// pathVar returns a path variable decoded exactly once. The router
+// matches the encoded path (see New), so an ID holding "/", "%", "?" or
+// "#" arrives here still escaped and never splits or shifts a route;
+// decoding here, and nowhere else, means "%2F" is "/" and "%252F" stays
+// "%2F".
+func pathVar(r *http.Request, name string) string {
+	v := mux.Vars(r)[name]
+	d, err := url.PathUnescape(v)
+	if err != nil {
+		// Unreachable: net/http refuses a request line with a bad
+		// escape, and the router matches a correctly escaped path.
+		return v
+	}
+	return d
+}
 
 // specVersions are the spec versions whose client-server API Strand
 // claims. Clients use this to decide which endpoints to call.

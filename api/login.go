@@ -173,7 +173,7 @@ func (s *Server) deactivate(w http.ResponseWriter, r *http.Request) error {
 	if err := s.requirePassword(r.Context(), ss.UserID, req.Auth); err != nil {
 		return err
 	}
-	if err := s.appendAccount(r.Context(), ss.UserID, &eventlog.UserDeactivated{UserID: ss.UserID}, nil); err != nil {
+	if err := s.deactivateAccount(r.Context(), ss.UserID); err != nil {
 		return err
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"id_server_unbind_result": "no-support"})

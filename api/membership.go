@@ -62,10 +62,14 @@ func (s *Server) invite(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if target.Server() == s.cfg.ServerName {
-		if _, err := s.store.User(r.Context(), string(target)); errors.Is(err, store.ErrNotFound) {
+		if u, err := s.store.User(r.Context(), string(target)); errors.Is(err, store.ErrNotFound) {
 			return matrix.NotFound("user %s does not exist", target)
 		} else if err != nil {
 			return err
+		} else if u.Deactivated {
+			// Deactivation left every room; an invite could never be
+			// answered.
+			return matrix.Forbidden("user %s is deactivated", target)
 		}
 	} else {
 		return matrix.Forbidden("inviting users of other servers needs federation, which this server does not offer")
@@ -137,7 +141,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		return withReason(c, req.Reason), nil
 	})
 	if err != nil {
-		return err
+		// A room that does not exist refuses a join like one the caller
+		// may not join, so joins cannot probe for rooms.
+		return errNotInRoom(err, roomID)
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	return nil
@@ -156,6 +162,11 @@ func (s *Server) leave(w http.ResponseWriter, r *http.Request) error {
 	}
 	uid := matrix.UserID(session(r).UserID)
 	err = s.changeMembership(r, roomID, uid, func(rs *roomState) (json.RawMessage, error) {
+		if rs.state.Member(uid) == nil {
+			// Never in the room: refused like a room that does not
+			// exist, so that leaving cannot probe for rooms.
+			return nil, matrix.Forbidden("you are not in room %s", roomID)
+		}
 		switch rs.state.Membership(uid) {
 		case "join", "invite", "knock":
 			return withReason(map[string]any{"membership": "leave"}, req.Reason), nil

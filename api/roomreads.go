@@ -131,11 +131,12 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ss := session(r)
-	at, _, err := s.roomReadPoint(r.Context(), roomID, ss.UserID)
-	if err != nil {
+	// "The current user must be in the room": unlike /members, a former
+	// member gets no list as of when they left.
+	if err := s.requireJoinedOrWorldReadable(r.Context(), roomID, ss.UserID); err != nil {
 		return err
 	}
-	evs, err := s.store.Members(r.Context(), roomID, at, []string{"join"}, nil)
+	evs, err := s.store.Members(r.Context(), roomID, 0, []string{"join"}, nil)
 	if err != nil {
 		return err
 	}
@@ -179,10 +180,12 @@ const maxPageLimit = 1000
 // maxScanPerPage bounds the events one page request reads.
 const maxScanPerPage = 5000
 
-// mayReadHistory refuses a user who was never in the room, unless its
-// history is world-readable.
+// mayReadHistory refuses a user who was never joined to the room (an
+// invitee included), unless its history is world_readable: "in all cases
+// except world_readable, a user needs to join a room to view events in
+// that room".
 func mayReadHistory(v *visibility, roomID string) error {
-	if len(v.Hist.Memberships) == 0 && !(len(v.Hist.Visibility) > 0 && v.Hist.Visibility[len(v.Hist.Visibility)-1].Visibility == "world_readable") {
+	if ever, _ := v.LastJoinEnd(); !ever && !(len(v.Hist.Visibility) > 0 && v.Hist.Visibility[len(v.Hist.Visibility)-1].Visibility == "world_readable") {
 		return matrix.Forbidden("you are not a member of room %s", roomID)
 	}
 	return nil
@@ -337,7 +340,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 		resp["end"] = eventlog.FormatRoomPoint(next)
 	}
 	if f.LazyLoadMembers && len(evs) > 0 {
-		state, err := s.senderMembers(r, roomID, evs)
+		state, err := s.senderMembers(r, roomID, v, evs)
 		if err != nil {
 			return err
 		}
@@ -347,20 +350,21 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// senderMembers returns the current member events of the senders of evs,
-// for lazy-loading clients.
-func (s *Server) senderMembers(r *http.Request, roomID string, evs []store.StoredEvent) ([]store.StoredEvent, error) {
+// senderMembers returns the member events of the senders of evs, for
+// lazy-loading clients: the current ones, as far as the caller may read
+// them (readableState).
+func (s *Server) senderMembers(r *http.Request, roomID string, v *visibility, evs []store.StoredEvent) ([]store.StoredEvent, error) {
 	senders := map[string]bool{}
 	for _, e := range evs {
 		senders[e.Sender] = true
 	}
-	all, err := s.store.Members(r.Context(), roomID, 0, nil, nil)
+	all, err := s.readableState(r, roomID, 0, v)
 	if err != nil {
 		return nil, err
 	}
 	out := all[:0]
 	for _, m := range all {
-		if senders[*m.StateKey] {
+		if m.Type == "m.room.member" && m.StateKey != nil && senders[*m.StateKey] {
 			out = append(out, m)
 		}
 	}
@@ -436,7 +440,7 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	state, err := s.store.StateAt(r.Context(), roomID, e.Pos)
+	state, err := s.readableState(r, roomID, e.Pos, v)
 	if err != nil {
 		return err
 	}
@@ -449,6 +453,38 @@ func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 		"state":         renderEvents(state, ss),
 	})
 	return nil
+}
+
+// readableState is the room state at pos (0: now) as far as the caller
+// may read it. A caller who may read the room's state (joined, a former
+// member, a world_readable room; see roomReadPoint) gets it whole, but
+// never past where they left. Anyone else (an invitee who never joined)
+// gets only the state events that history visibility lets them see one by
+// one, such as their own invite: never the member list or power levels
+// that /state and /members refuse them. /context and lazy-loading
+// /messages return state through this, so neither shows more than /state.
+func (s *Server) readableState(r *http.Request, roomID string, pos int64, v *visibility) ([]store.StoredEvent, error) {
+	at, _, err := s.roomReadPoint(r.Context(), roomID, v.UserID)
+	if err == nil {
+		if at == 0 || (pos != 0 && pos < at) {
+			at = pos
+		}
+		return s.store.StateAt(r.Context(), roomID, at)
+	}
+	if me, ok := matrix.AsError(err); !ok || me.Status != http.StatusForbidden {
+		return nil, err
+	}
+	all, err := s.store.StateAt(r.Context(), roomID, pos)
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for i := range all {
+		if v.CanSee(&all[i]) {
+			out = append(out, all[i])
+		}
+	}
+	return out, nil
 }
 
 // eventByID loads an event of roomID by ID, waiting for a lagging rooms

@@ -310,7 +310,9 @@ func TestSendIdempotentAndErrors(t *testing.T) {
 		{"invite missing user", c, "POST", "/rooms/" + esc(roomID) + "/invite", map[string]any{}, 400, "M_MISSING_PARAM"},
 		{"invite unknown user", c, "POST", "/rooms/" + esc(roomID) + "/invite", map[string]any{"user_id": "@ghost:localhost"}, 404, "M_NOT_FOUND"},
 		{"join bad ID", c, "POST", "/join/" + esc("nope"), map[string]any{}, 400, "M_INVALID_PARAM"},
-		{"join unknown room", c, "POST", "/join/" + esc("!nope:localhost"), map[string]any{}, 404, "M_NOT_FOUND"},
+		// As for a room one may not join (the spec's only refusal), so
+		// that joins cannot probe for rooms.
+		{"join unknown room", c, "POST", "/join/" + esc("!nope:localhost"), map[string]any{}, 403, "M_FORBIDDEN"},
 		{"alias invalid", c, "GET", "/directory/room/" + esc("nope"), nil, 400, "M_INVALID_PARAM"},
 		{"alias unknown", c, "GET", "/directory/room/" + esc("#nope:localhost"), nil, 404, "M_NOT_FOUND"},
 		{"profile unknown", c, "GET", "/profile/" + esc("@ghost:localhost"), nil, 404, "M_NOT_FOUND"},
@@ -491,13 +493,18 @@ func TestAliases(t *testing.T) {
 	for _, a := range []string{"#one:localhost", "#two:localhost"} {
 		c.MustDo("PUT", v3("/directory/room/"+esc(a)), map[string]any{"room_id": roomID})
 	}
-	if r := other.Do("PUT", v3("/directory/room/"+esc("#one:localhost")), map[string]any{"room_id": roomID}); r.Status != 409 {
+	if r := c.Do("PUT", v3("/directory/room/"+esc("#one:localhost")), map[string]any{"room_id": roomID}); r.Status != 409 {
 		t.Fatalf("duplicate alias: %d %s", r.Status, r.Raw)
+	}
+	// Only members may point an alias at a room; a room that does not
+	// exist looks the same as one the caller is not in.
+	if r := other.Do("PUT", v3("/directory/room/"+esc("#bea:localhost")), map[string]any{"room_id": roomID}); r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
+		t.Fatalf("alias by a non-member: %d %s", r.Status, r.Raw)
 	}
 	if r := c.Do("PUT", v3("/directory/room/"+esc("#x:elsewhere.org")), map[string]any{"room_id": roomID}); r.Status != 400 {
 		t.Fatalf("foreign alias: %d %s", r.Status, r.Raw)
 	}
-	if r := c.Do("PUT", v3("/directory/room/"+esc("#three:localhost")), map[string]any{"room_id": "!nope:localhost"}); r.Status != 404 {
+	if r := other.Do("PUT", v3("/directory/room/"+esc("#three:localhost")), map[string]any{"room_id": "!nope:localhost"}); r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
 		t.Fatalf("alias to unknown room: %d %s", r.Status, r.Raw)
 	}
 	if r := c.Do("PUT", v3("/directory/room/"+esc("#three:localhost")), map[string]any{}); r.Status != 400 || r.Errcode() != "M_MISSING_PARAM" {

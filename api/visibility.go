@@ -53,8 +53,7 @@ func (s *Server) roomReadPoint(ctx context.Context, roomID, userID string) (int6
 	if v.Current() == "join" {
 		return 0, v, nil
 	}
-	if len(v.Hist.Visibility) > 0 && v.Hist.Visibility[len(v.Hist.Visibility)-1].ToPos == 0 &&
-		v.Hist.Visibility[len(v.Hist.Visibility)-1].Visibility == "world_readable" {
+	if worldReadableNow(v) {
 		return 0, v, nil
 	}
 	if ever, end := v.LastJoinEnd(); ever && end > 0 {
@@ -63,10 +62,26 @@ func (s *Server) roomReadPoint(ctx context.Context, roomID, userID string) (int6
 	return 0, nil, matrix.Forbidden("you are not a member of room %s", roomID)
 }
 
-// requireVisibleRoom is roomReadPoint for reads that only need a yes.
-func (s *Server) requireVisibleRoom(ctx context.Context, roomID, userID string) error {
-	_, _, err := s.roomReadPoint(ctx, roomID, userID)
-	return err
+// worldReadableNow reports whether the room's history is world_readable now.
+func worldReadableNow(v *visibility) bool {
+	n := len(v.Hist.Visibility)
+	return n > 0 && v.Hist.Visibility[n-1].ToPos == 0 && v.Hist.Visibility[n-1].Visibility == "world_readable"
+}
+
+// requireJoinedOrWorldReadable admits a user who is joined to the room now,
+// or anyone while its history is world_readable: the rule the spec gives
+// for /aliases and /joined_members ("users who are in the room"), which,
+// unlike /state and /members, has no "as of when you left" for former
+// members. Unknown rooms get the same 403, so existence does not leak.
+func (s *Server) requireJoinedOrWorldReadable(ctx context.Context, roomID, userID string) error {
+	v, err := s.roomVisibility(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if v.Current() == "join" || worldReadableNow(v) {
+		return nil
+	}
+	return matrix.Forbidden("you are not a member of room %s", roomID)
 }
 
 // errNotInRoom converts "no such room" into the 403 a non-member gets.

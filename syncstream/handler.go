@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/singleflight"
 
 	"strand/eventlog"
 	"strand/eventlog/matrix"
@@ -107,7 +106,7 @@ type Handler struct {
 	rooms   roomsCache
 	filters filterCache
 	e2ee    deviceState
-	builds  singleflight.Group
+	builds  coalescer[*built]
 	paths   struct{ idle, window, build atomic.Uint64 }
 }
 
@@ -321,21 +320,19 @@ func (h *Handler) notifierCurrent() bool {
 
 // build assembles a response, sharing one build between identical
 // concurrent requests (the same device's long-polls with the same token
-// and filter, woken by the same event), which all get the same answer.
+// and filter, woken by the same event), which all get the same answer;
+// only a build that started after a request arrived is shared with it
+// (coalescer), so each still reads its own writes.
 func (h *Handler) build(ctx context.Context, req *request, filterKey string) (*built, error) {
 	key := req.user + "\x00" + req.device + "\x00" + filterKey + "\x00" + strconv.FormatBool(req.fullState)
 	if req.since != nil {
 		key += "\x00" + req.since.String()
 	}
-	v, err, _ := h.builds.Do(key, func() (any, error) {
+	return h.builds.do(ctx, key, func() (*built, error) {
 		// Detached from the first caller: its disconnect must not fail
 		// the others sharing the build.
 		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, req)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*built), nil
 }
 
 // writeResponse writes a built response with its next_batch. Shared

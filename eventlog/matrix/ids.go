@@ -5,6 +5,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // MaxIDLength is the maximum length in bytes of any Matrix identifier,
@@ -130,34 +132,32 @@ func ParseUserID(s string) (UserID, error) {
 	return UserID(s), nil
 }
 
-// parseSigilled checks the shared shape "<sigil>opaque:server" used by room
-// IDs and room aliases.
-func parseSigilled(s string, sigil byte, what string) error {
-	if len(s) > MaxIDLength || len(s) < 4 || s[0] != sigil {
-		return fmt.Errorf("%s %q: must look like %c...:server", what, s, sigil)
-	}
-	i := strings.IndexByte(s, ':')
-	if i < 2 {
-		return fmt.Errorf("%s %q: missing local part or server", what, s)
-	}
-	for j := 1; j < i; j++ {
-		if s[j] < 0x21 || s[j] > 0x7e {
-			return fmt.Errorf("%s %q: bad character", what, s)
-		}
-	}
-	if _, err := ParseServerName(s[i+1:]); err != nil {
-		return fmt.Errorf("%s %q: %w", what, s, err)
-	}
-	return nil
-}
-
 // RoomAlias is a validated "#alias:server".
 type RoomAlias string
 
-// ParseRoomAlias validates a room alias.
+// ParseRoomAlias validates a room alias. The spec lets an alias's
+// localpart hold any Unicode character but ":" and NUL, so, unlike room
+// IDs, it is not limited to ASCII; Strand still refuses whitespace and
+// control characters there, which no client could show or type back.
 func ParseRoomAlias(s string) (RoomAlias, error) {
-	if err := parseSigilled(s, '#', "room alias"); err != nil {
-		return "", err
+	if len(s) > MaxIDLength || len(s) < 4 || s[0] != '#' {
+		return "", fmt.Errorf("room alias %q: must look like #...:server", s)
+	}
+	i := strings.IndexByte(s, ':')
+	if i < 2 {
+		return "", fmt.Errorf("room alias %q: missing local part or server", s)
+	}
+	local := s[1:i]
+	if !utf8.ValidString(local) {
+		return "", fmt.Errorf("room alias %q: not UTF-8", s)
+	}
+	for _, c := range local {
+		if unicode.IsSpace(c) || unicode.IsControl(c) {
+			return "", fmt.Errorf("room alias %q: bad character %q", s, c)
+		}
+	}
+	if _, err := ParseServerName(s[i+1:]); err != nil {
+		return "", fmt.Errorf("room alias %q: %w", s, err)
 	}
 	return RoomAlias(s), nil
 }

@@ -210,9 +210,10 @@ func (t *Tx) SetPassword(seq uint64, r *eventlog.PasswordChanged) {
 	}
 }
 
-// Deactivate disables an account and removes its devices.
+// Deactivate disables an account, clears its profile (a deactivated user
+// shows no name or avatar anywhere, as in Synapse) and removes its devices.
 func (t *Tx) Deactivate(seq uint64, r *eventlog.UserDeactivated) {
-	t.queue("UPDATE users SET deactivated = true, password_hash = '' WHERE user_id = $1", r.UserID)
+	t.queue("UPDATE users SET deactivated = true, password_hash = '', displayname = NULL, avatar_url = NULL WHERE user_id = $1", r.UserID)
 	t.queue("DELETE FROM devices WHERE user_id = $1", r.UserID)
 	t.queue("DELETE FROM cross_signing_keys WHERE user_id = $1", r.UserID)
 	t.dropDeviceData(seq, r.UserID)

@@ -289,6 +289,21 @@ func (s *Store) JoinedRooms(ctx context.Context, userID string) ([]string, error
 	return ids, nil
 }
 
+// RoomsWithMembership lists the rooms where a user's current membership is
+// one of memberships.
+func (s *Store) RoomsWithMembership(ctx context.Context, userID string, memberships []string) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT room_id FROM room_state
+		WHERE type = 'm.room.member' AND state_key = $1 AND to_pos IS NULL AND membership = ANY($2) ORDER BY room_id`, userID, memberships)
+	if err != nil {
+		return nil, fmt.Errorf("rooms with membership: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("rooms with membership: %w", err)
+	}
+	return ids, nil
+}
+
 // AliasRoom resolves an alias, or ErrNotFound.
 func (s *Store) AliasRoom(ctx context.Context, alias string) (roomID, creator string, err error) {
 	// Only aliases of rooms that exist: an alias whose room creation never

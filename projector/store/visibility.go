@@ -7,8 +7,12 @@ import "slices"
 // (client-server API, "History visibility"): an event is visible if the
 // room was world_readable at it, the user was joined at it, the room was
 // "shared" at it and the user joined at any point after, or the user was
-// invited at it and the room was "invited". Membership "at" an event
-// includes the event itself, so users see their own membership changes.
+// invited at it, the room was "invited" and the user joined after. That
+// last condition is the prose's "accessible to newly joined members from
+// the point they were invited onwards" and "in all cases except
+// world_readable, a user needs to join a room to view events in that
+// room": an invitee who has not joined (yet) sees nothing but
+// world_readable history. Users always see their own membership events.
 //
 // A Visibility belongs to one room (RoomID): it sees no event of another
 // room, whatever its position (invariant 12, rooms are walls).
@@ -71,7 +75,7 @@ func (v *Visibility) visibleAt(pos int64) bool {
 		return true
 	case vis == "shared" && v.joinedAfter(pos):
 		return true
-	case m == "invite" && vis == "invited":
+	case m == "invite" && vis == "invited" && v.joinedAfter(pos):
 		return true
 	}
 	return false
