@@ -257,6 +257,23 @@ func TestLoginBackoff(t *testing.T) {
 		t.Fatalf("right password after one failure: %d %v", st, b)
 	}
 
+	// Attempts per account, whatever the address.
+	cfg3 := apitest.DefaultConfig()
+	cfg3.RateLimits = strictLimits(1000)
+	cfg3.RateLimits.LoginAccount = api.Limit{Rate: 0.0001, Burst: 2}
+	base3 := env.Serve(cfg3).URL
+	for i := range 3 {
+		st, h, b := rawDo(t, base3, "POST", "/_matrix/client/v3/login", "",
+			map[string]any{"type": "m.login.password", "user": "victim", "password": "right"},
+			map[string]string{"X-Forwarded-For": fmt.Sprintf("203.0.113.%d", i+1)})
+		if i < 2 && st != 200 {
+			t.Fatalf("login %d: %d %v", i, st, b)
+		}
+		if i == 2 {
+			checkLimited(t, "login per account", st, h, b)
+		}
+	}
+
 	// Attempts per address, for accounts that do not even exist (each
 	// would cost a password hash).
 	cfg2 := apitest.DefaultConfig()
