@@ -184,12 +184,10 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	ss := session(r)
-	users := []string{ss.UserID}
 	if typ == matrix.TypeMember {
 		if _, err := matrix.ParseUserID(stateKey); err != nil {
 			return matrix.InvalidParam("the state key of m.room.member must be a user ID")
 		}
-		users = append(users, stateKey)
 	}
 	var existing string
 	evs, err := s.writeRoom(r.Context(), roomID, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {

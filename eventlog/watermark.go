@@ -162,7 +162,7 @@ func (w *Watermark) state(stream string) (uint64, <-chan struct{}) {
 
 // Wait blocks until stream's projection has applied seq, or ctx ends.
 func (w *Watermark) Wait(ctx context.Context, stream string, seq uint64) error {
-	cur, ch := w.state(stream)
+	cur, _ := w.state(stream)
 	if cur >= seq {
 		return nil
 	}
@@ -176,7 +176,7 @@ func (w *Watermark) Wait(ctx context.Context, stream string, seq uint64) error {
 	}
 	var tick *time.Ticker
 	for {
-		cur, ch = w.state(stream)
+		cur, ch := w.state(stream)
 		if cur >= seq {
 			if tick != nil {
 				tick.Stop()

@@ -103,12 +103,6 @@ func (c *checker) fail(format string, args ...any) {
 	}
 }
 
-func (c *checker) failed() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.count
-}
-
 func (c *checker) into(r *Result) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
