@@ -13,7 +13,6 @@ import (
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector"
-	"strand/syncstream"
 )
 
 // Two api processes and two projectors on one log and one database; 50
@@ -253,7 +252,7 @@ func TestWriteWaitsForSyncWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer worker.Close()
-	topic := syncstream.ReadersTopic(eventlog.StreamRooms)
+	topic := eventlog.SyncReadersTopic(eventlog.StreamRooms)
 	worker.Report(topic, 1) // a live worker that has read almost nothing
 	answered := make(chan apitest.Response, 1)
 	go func() {

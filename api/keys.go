@@ -12,7 +12,6 @@ import (
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
-	"strand/syncstream"
 )
 
 // End-to-end encryption: the server stores and relays public keys and
@@ -309,11 +308,11 @@ func (s *Server) claimFrom(ctx context.Context, user string, want map[string]str
 
 func (s *Server) keyChanges(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	from, err := syncstream.ParseToken(q.Get("from"))
+	from, err := eventlog.ParseSyncToken(q.Get("from"))
 	if err != nil {
 		return err
 	}
-	to, err := syncstream.ParseToken(q.Get("to"))
+	to, err := eventlog.ParseSyncToken(q.Get("to"))
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,6 @@ import (
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
-	"strand/syncstream"
 )
 
 // Registration policies.
@@ -352,7 +351,7 @@ func (s *Server) awaitPosition(ctx context.Context, stream string, seq uint64) e
 		// Sync workers answer some requests from what they have read
 		// (not from the projection): they must have read it too. They
 		// usually have, as they get each record when it is stored.
-		if err := s.readers.Await(ctx, syncstream.ReadersTopic(stream), seq, syncReadersWait); err != nil && ctx.Err() == nil {
+		if err := s.readers.Await(ctx, eventlog.SyncReadersTopic(stream), seq, syncReadersWait); err != nil && ctx.Err() == nil {
 			s.logger.Warn("a sync worker has not read a write yet", "stream", stream, "seq", seq, "err", err)
 		}
 	}

@@ -62,6 +62,9 @@ func New(nc *nats.Conn) (*Log, error) {
 // JetStream exposes the underlying context for stream administration.
 func (l *Log) JetStream() jetstream.JetStream { return l.js }
 
+// Connected reports whether the log's NATS connection is up now.
+func (l *Log) Connected() bool { return l.nc.Status() == nats.CONNECTED }
+
 // Conn exposes the NATS connection (for core-NATS notifications).
 func (l *Log) Conn() *nats.Conn { return l.nc }
 

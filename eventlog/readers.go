@@ -173,3 +173,8 @@ func (r *Readers) Await(ctx context.Context, topic string, seq uint64, max time.
 		}
 	}
 }
+
+// SyncReadersTopic is the Readers topic under which sync workers report
+// how far they have read stream; a write waits for it (api) and the
+// workers report it (syncstream).
+func SyncReadersTopic(stream string) string { return "sync_" + stream }

@@ -112,7 +112,7 @@ func (c *Consumer) passOver(m eventlog.Msg, err error) {
 
 // ReadersTopic is the eventlog.Readers topic under which sync workers
 // report how far they have read stream.
-func ReadersTopic(stream string) string { return "sync_" + stream }
+func ReadersTopic(stream string) string { return eventlog.SyncReadersTopic(stream) }
 
 // touched extracts the rooms and users a record concerns: the room of a
 // room record, the targets of its membership events (an invitee must wake

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"strand/eventlog"
@@ -307,7 +306,7 @@ func (h *Handler) writeNothing(w http.ResponseWriter, ss store.Session, since To
 // notifier's silence mean that nothing happened (its connection may be
 // re-establishing while the projector's is not).
 func (h *Handler) notifierCurrent() bool {
-	if h.Log.Conn().Status() != nats.CONNECTED {
+	if !h.Log.Connected() {
 		return false // nothing heard while disconnected means nothing
 	}
 	for _, stream := range projected {

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"strand/eventlog"
 )
 
@@ -41,7 +39,7 @@ type Sessions struct {
 	consumed  uint64              // ACCOUNTS records read (and evicted) through here
 	following bool                // Follow is reading and current
 	evictions uint64              // bumped by every eviction, to spot racing fills
-	conn      *nats.Conn
+	log       *eventlog.Log
 
 	readers *eventlog.Readers // reports this cache's position to every process
 	// beforeEvict, when set (tests), runs before a batch's evictions.
@@ -66,7 +64,7 @@ func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
 	key := string(hash)
 	applied := c.watermark.Applied(eventlog.StreamAccounts)
 	c.mu.RLock()
-	usable := c.following && c.consumed >= applied && c.conn.Status() == nats.CONNECTED
+	usable := c.following && c.consumed >= applied && c.log.Connected()
 	ss, hit := c.byHash[key]
 	evictions := c.evictions
 	c.mu.RUnlock()
@@ -181,7 +179,7 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 	}
 	c.mu.Lock()
 	c.clearLocked()
-	c.consumed, c.following, c.conn = head, true, log.Conn()
+	c.consumed, c.following, c.log = head, true, log
 	c.mu.Unlock()
 	bctx, stopBeat := context.WithCancel(ctx)
 	beaten := make(chan struct{})
