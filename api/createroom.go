@@ -43,7 +43,7 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
-	version := matrix.DefaultRoomVersion
+	version := s.cfg.DefaultRoomVersion
 	if req.RoomVersion != nil {
 		v, err := matrix.ParseRoomVersion(*req.RoomVersion)
 		if err != nil {
@@ -220,7 +220,9 @@ func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset st
 			}
 			create["additional_creators"] = content(ids)
 		}
-	} else if _, ok := create["creator"]; !ok && (version == matrix.RoomVersion10) {
+	} else if version.CreatorInContent() {
+		// Versions 1–10 name the creator in the create event; whatever
+		// creation_content says, it is the user creating the room.
 		create["creator"] = content(string(creator))
 	}
 	protos := []*matrix.ProtoEvent{{Type: matrix.TypeCreate, StateKey: stateKeyPtr(""), Sender: creator, Content: content(create), OriginServerTS: now}}

@@ -2,13 +2,23 @@ package api
 
 import (
 	"net/http"
+	"net/url"
 
 	"github.com/gorilla/mux"
 
 	"strand/eventlog/matrix"
 )
 
-func pathVar(r *http.Request, name string) string { return mux.Vars(r)[name] }
+// pathVar returns a path parameter, decoded. The router matches the
+// encoded path (UseEncodedPath), so that an escaped '/' stays inside its
+// parameter: room version 3 event IDs hold '/', and state keys may.
+func pathVar(r *http.Request, name string) string {
+	v := mux.Vars(r)[name]
+	if d, err := url.PathUnescape(v); err == nil {
+		return d
+	}
+	return v
+}
 
 // specVersions are the spec versions whose client-server API Strand
 // claims. Clients use this to decide which endpoints to call.
@@ -38,15 +48,15 @@ func (s *Server) capabilities(w http.ResponseWriter, r *http.Request) error {
 		"m.set_avatar_url":     map[string]bool{"enabled": true},
 		"m.3pid_changes":       map[string]bool{"enabled": false},
 		"m.get_login_token":    map[string]bool{"enabled": false},
-		"m.room_versions":      roomVersionsCapability(),
+		"m.room_versions":      s.roomVersionsCapability(),
 		"m.account_moderation": map[string]bool{"suspend": false, "lock": false},
 	}})
 	return nil
 }
 
-func roomVersionsCapability() map[string]any {
+func (s *Server) roomVersionsCapability() map[string]any {
 	return map[string]any{
-		"default":   matrix.DefaultRoomVersion,
+		"default":   s.cfg.DefaultRoomVersion,
 		"available": matrix.SupportedRoomVersions(),
 	}
 }

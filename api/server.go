@@ -62,6 +62,10 @@ type Config struct {
 	// RateLimits are the limits on what one client may ask; nil turns
 	// them off (tests, benchmarks).
 	RateLimits *RateLimits
+	// DefaultRoomVersion is the version of rooms created without
+	// room_version, announced in the m.room_versions capability;
+	// matrix.DefaultRoomVersion if empty.
+	DefaultRoomVersion matrix.RoomVersion
 }
 
 func (c *Config) setDefaults() {
@@ -85,6 +89,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PublicBaseURL == "" {
 		c.PublicBaseURL = "http://" + string(c.ServerName)
+	}
+	if !c.DefaultRoomVersion.Supported() {
+		c.DefaultRoomVersion = matrix.DefaultRoomVersion
 	}
 }
 
@@ -143,7 +150,7 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 	if cfg.RateLimits != nil {
 		s.limits = newLimiters(*cfg.RateLimits)
 	}
-	s.router = mux.NewRouter()
+	s.router = mux.NewRouter().UseEncodedPath()
 	s.router.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		matrix.WriteError(w, matrix.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))
 	})

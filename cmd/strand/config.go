@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"strand/api"
+	"strand/eventlog/matrix"
 )
 
 // config is every setting a role can use. Each flag falls back to an
@@ -33,6 +34,7 @@ type config struct {
 	MaxUploadMB       int
 	PasswordMinLength int
 	ApplyTimeout      time.Duration
+	DefaultRoomVer    string
 	OpsListen         string
 	MetricsOnListen   bool
 	PprofListen       string
@@ -131,6 +133,7 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.int(&c.PasswordMinLength, "password-min-length", "STRAND_PASSWORD_MIN_LENGTH", 0, "minimum password length in characters (0: any non-empty)")
 	e.int(&c.MaxUploadMB, "max-upload-mb", "STRAND_MAX_UPLOAD_MB", 50, "largest media upload, in MiB (keep a proxy's body limit at least this)")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
+	e.str(&c.DefaultRoomVer, "default-room-version", "STRAND_DEFAULT_ROOM_VERSION", string(matrix.DefaultRoomVersion), "room version of rooms created without room_version (1 to 12)")
 	def := api.DefaultRateLimits()
 	e.str(&c.RateLimits, "rate-limits", "STRAND_RATE_LIMITS", "on", "rate limits: on, or off (benchmarks, tests)")
 	c.Limits = map[string]*string{}
@@ -201,6 +204,9 @@ func (c *config) validateServer() error {
 	}
 	if _, err := c.rateLimits(); err != nil {
 		return err
+	}
+	if _, err := matrix.ParseRoomVersion(c.DefaultRoomVer); err != nil {
+		return fmt.Errorf("--default-room-version: %q is not a supported room version (1 to 12)", c.DefaultRoomVer)
 	}
 	return nil
 }

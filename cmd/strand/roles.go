@@ -250,6 +250,7 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		ApplyTimeout:            c.cfg.ApplyTimeout,
 		MaxUploadBytes:          int64(c.cfg.MaxUploadMB) << 20,
 		SigningKey:              key,
+		DefaultRoomVersion:      matrix.RoomVersion(c.cfg.DefaultRoomVer),
 	}, d.log, d.store, wm, logger)
 	srv.UseSessions(sessions)
 	srv.UseReaders(readers)
