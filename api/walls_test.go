@@ -72,14 +72,14 @@ func TestRedactionStaysInItsRoom(t *testing.T) {
 	env, base := wallsEnv(t)
 	owner := newUser(t, base, "owner")
 	stranger := newUser(t, base, "stranger")
-	victim := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat"}).Str("room_id")
+	victim := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "12"}).Str("room_id")
 	victim10 := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "10"}).Str("room_id")
 	var evs []string
 	for i := range 5 {
 		evs = append(evs, sendText(t, owner, victim, "private "+string(rune('a'+i)), nil))
 	}
 	ev10 := sendText(t, owner, victim10, "private v10", nil)
-	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat"}).Str("room_id")
+	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "12"}).Str("room_id")
 	own10 := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "10"}).Str("room_id")
 	ownMsg := sendText(t, stranger, own, "mine", nil)
 
@@ -243,7 +243,7 @@ func TestProjectorIgnoresRedactionsAcrossWalls(t *testing.T) {
 	member := newUser(t, base, "member")
 	victim := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "10"}).Str("room_id")
 	secret := sendText(t, owner, victim, "secret", nil)
-	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat", "room_version": "12"}).Str("room_id")
 	member.MustDo("POST", v3("/join/"+esc(own)), nil)
 	strangers := sendText(t, stranger, own, "stranger's", nil)
 	members := sendText(t, member, own, "member's", nil)
