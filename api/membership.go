@@ -96,27 +96,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
-	var roomID string
-	switch {
-	case strings.HasPrefix(target, "#"):
-		alias, err := matrix.ParseRoomAlias(target)
-		if err != nil {
-			return matrix.InvalidParam("invalid room alias: %v", err)
-		}
-		id, _, err := s.store.AliasRoom(r.Context(), string(alias))
-		if errors.Is(err, store.ErrNotFound) {
-			return matrix.NotFound("room alias %s not found", alias)
-		}
-		if err != nil {
-			return err
-		}
-		roomID = id
-	default:
-		id, err := matrix.ParseRoomID(target)
-		if err != nil {
-			return matrix.InvalidParam("invalid room ID or alias: %v", err)
-		}
-		roomID = string(id)
+	roomID, err := s.resolveRoom(r, target)
+	if err != nil {
+		return err
 	}
 	uid := session(r).UserID
 	profile, err := s.store.User(r.Context(), uid)
@@ -138,6 +120,69 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 	})
 	if err != nil {
 		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return nil
+}
+
+// resolveRoom turns a {roomIdOrAlias} path parameter into a room ID. The
+// via and server_name query parameters of /join and /knock name servers to
+// ask for a remote room; with no federation there is nobody else to ask.
+func (s *Server) resolveRoom(r *http.Request, target string) (string, error) {
+	if !strings.HasPrefix(target, "#") {
+		id, err := matrix.ParseRoomID(target)
+		if err != nil {
+			return "", matrix.InvalidParam("invalid room ID or alias: %v", err)
+		}
+		return string(id), nil
+	}
+	alias, err := matrix.ParseRoomAlias(target)
+	if err != nil {
+		return "", matrix.InvalidParam("invalid room alias: %v", err)
+	}
+	id, _, err := s.store.AliasRoom(r.Context(), string(alias))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", matrix.NotFound("room alias %s not found", alias)
+	}
+	return id, err
+}
+
+// knock asks to join a room whose join rule is knock or knock_restricted
+// (room versions 7+): POST /knock/{roomIdOrAlias}. Whether the knock is
+// allowed (join rule, version, current membership) is the auth rules'
+// decision, so the answer is their 403.
+func (s *Server) knock(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Reason *string `json:"reason"`
+	}
+	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	roomID, err := s.resolveRoom(r, pathVar(r, "roomIdOrAlias"))
+	if err != nil {
+		return err
+	}
+	uid := matrix.UserID(session(r).UserID)
+	profile, err := s.store.User(r.Context(), string(uid))
+	if err != nil {
+		return err
+	}
+	err = s.changeMembership(r, roomID, uid, func(rs *roomState) (json.RawMessage, error) {
+		switch m := rs.state.Membership(uid); m {
+		case "join", "invite", "ban":
+			return nil, matrix.Forbidden("you cannot knock on room %s: your membership is %s", roomID, m)
+		}
+		c := map[string]any{"membership": "knock"}
+		if profile.Displayname != "" {
+			c["displayname"] = profile.Displayname
+		}
+		if profile.AvatarURL != "" {
+			c["avatar_url"] = profile.AvatarURL
+		}
+		return withReason(c, req.Reason), nil
+	})
+	if err != nil {
+		return err // an unknown room is 404, as the spec has it for /knock
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	return nil
@@ -242,3 +287,4 @@ func (s *Server) moderate(membership string, requireCurrent func(string) bool) h
 
 func kickable(m string) bool   { return m == "join" || m == "invite" || m == "knock" }
 func unbannable(m string) bool { return m == "ban" }
+

@@ -125,6 +125,7 @@ func (s *Server) routes() {
 		{http.MethodPost, "/rooms/{roomId}/invite", s.invite, true},
 		{http.MethodPost, "/rooms/{roomId}/join", s.limited(limitJoin, s.join), true},
 		{http.MethodPost, "/join/{roomIdOrAlias}", s.limited(limitJoin, s.join), true},
+		{http.MethodPost, "/knock/{roomIdOrAlias}", s.limited(limitJoin, s.knock), true},
 		{http.MethodPost, "/rooms/{roomId}/leave", s.leave, true},
 		{http.MethodPost, "/rooms/{roomId}/forget", s.forget, true},
 		{http.MethodPost, "/rooms/{roomId}/kick", s.moderate("kick", kickable), true},
