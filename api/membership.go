@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -115,6 +116,13 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		}
 		if profile.AvatarURL != "" {
 			c["avatar_url"] = profile.AvatarURL
+		}
+		via, err := s.joinAuthoriser(r.Context(), rs.state, matrix.UserID(uid))
+		if err != nil {
+			return nil, err
+		}
+		if via != "" {
+			c["join_authorised_via_users_server"] = string(via)
 		}
 		return withReason(c, req.Reason), nil
 	})
@@ -288,3 +296,116 @@ func (s *Server) moderate(membership string, requireCurrent func(string) bool) h
 func kickable(m string) bool   { return m == "join" || m == "invite" || m == "knock" }
 func unbannable(m string) bool { return m == "ban" }
 
+// joinAuthoriser decides join_authorised_via_users_server for uid's join
+// to a room with the restricted or knock_restricted join rule (versions
+// 8+): the local member with the most power among those who may invite,
+// if uid is joined to a room the join rules' allow list names. It returns
+// "" when the join needs no authoriser (another join rule, or uid is
+// invited or joined) or uid meets no condition; the auth rules then
+// decide, and refuse an unauthorised restricted join.
+//
+// The server, not the client, names the authoriser: the auth rules trust
+// the authorising server's signature, and this server signs every event
+// it builds, so a client-chosen value would let anyone in.
+func (s *Server) joinAuthoriser(ctx context.Context, st matrix.State, uid matrix.UserID) (matrix.UserID, error) {
+	create := st.Create()
+	if create == nil || !create.Version().RestrictedJoins() {
+		return "", nil
+	}
+	if rule := st.JoinRule(); rule != matrix.JoinRuleRestricted && rule != matrix.JoinRuleKnockRestricted {
+		return "", nil
+	}
+	if m := st.Membership(uid); m == matrix.MembershipJoin || m == matrix.MembershipInvite {
+		return "", nil
+	}
+	ok, err := s.meetsAllow(ctx, st, uid)
+	if err != nil || !ok {
+		return "", err
+	}
+	need := st.PowerLevels().Invite
+	var best matrix.UserID
+	var bestLevel int64
+	for k, ev := range st.All() {
+		if k.Type != matrix.TypeMember || ev.Membership() != matrix.MembershipJoin {
+			continue
+		}
+		u := matrix.UserID(k.StateKey)
+		if u.Server() != s.cfg.ServerName {
+			continue
+		}
+		level := st.UserPowerLevel(u)
+		if level < need {
+			continue
+		}
+		if best == "" || level > bestLevel || level == bestLevel && u < best {
+			best, bestLevel = u, level
+		}
+	}
+	return best, nil
+}
+
+// meetsAllow reports whether uid is joined to a room of the join rules'
+// allow list (entries of type m.room_membership; malformed entries and a
+// malformed list allow nothing, as the spec asks).
+func (s *Server) meetsAllow(ctx context.Context, st matrix.State, uid matrix.UserID) (bool, error) {
+	jr := st.Get(matrix.StateKey{Type: matrix.TypeJoinRules})
+	if jr == nil {
+		return false, nil
+	}
+	var c struct {
+		Allow []json.RawMessage `json:"allow"`
+	}
+	if json.Unmarshal(jr.Content(), &c) != nil {
+		return false, nil
+	}
+	for _, raw := range c.Allow {
+		var cond struct {
+			Type   string `json:"type"`
+			RoomID string `json:"room_id"`
+		}
+		if json.Unmarshal(raw, &cond) != nil || cond.Type != "m.room_membership" {
+			continue
+		}
+		if _, err := matrix.ParseRoomID(cond.RoomID); err != nil {
+			continue
+		}
+		h, err := s.store.UserRoomHistory(ctx, cond.RoomID, string(uid))
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if v := (&visibility{Hist: h, UserID: string(uid), RoomID: cond.RoomID}); v.Current() == matrix.MembershipJoin {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// withJoinAuthoriser returns member content c with the client's
+// join_authorised_via_users_server replaced by the server's choice (see
+// joinAuthoriser), or removed: on a join→join (a profile change) the key
+// means nothing, and a client never chooses it.
+func (s *Server) withJoinAuthoriser(ctx context.Context, st matrix.State, uid matrix.UserID, c json.RawMessage) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(c, &m); err != nil {
+		return nil, matrix.BadJSON("member content: %v", err)
+	}
+	if string(m["membership"]) != `"join"` {
+		return c, nil
+	}
+	via, err := s.joinAuthoriser(ctx, st, uid)
+	if err != nil {
+		return nil, err
+	}
+	_, had := m["join_authorised_via_users_server"]
+	if !had && via == "" {
+		return c, nil
+	}
+	delete(m, "join_authorised_via_users_server")
+	if via != "" {
+		m["join_authorised_via_users_server"] = content(string(via))
+	}
+	return content(m), nil
+}

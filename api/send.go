@@ -181,6 +181,13 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 	}
 	var existing string
 	evs, err := s.writeRoom(r.Context(), roomID, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+		c := c
+		if typ == matrix.TypeMember && stateKey == ss.UserID {
+			var err error
+			if c, err = s.withJoinAuthoriser(r.Context(), rs.state, matrix.UserID(ss.UserID), c); err != nil {
+				return nil, err
+			}
+		}
 		// Setting state to what it already is by the same sender is a
 		// no-op that returns the existing event, as clients retry these.
 		if cur := rs.state.Get(matrix.StateKey{Type: typ, StateKey: stateKey}); cur != nil &&
