@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"strand/eventlog"
@@ -213,10 +214,18 @@ func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset st
 		delete(create, "creator")
 		if trusted && len(invites) > 0 {
 			// In version 12 a creator's power is implicit; the invitees of
-			// a trusted private chat share it as additional creators.
-			ids := make([]string, len(invites))
-			for i, u := range invites {
-				ids[i] = string(u)
+			// a trusted private chat share it as additional creators, next
+			// to those creation_content names.
+			var ids []string
+			if raw, ok := create["additional_creators"]; ok {
+				if err := json.Unmarshal(raw, &ids); err != nil {
+					return nil, matrix.BadJSON("creation_content.additional_creators must be a list of user IDs")
+				}
+			}
+			for _, u := range invites {
+				if !slices.Contains(ids, string(u)) {
+					ids = append(ids, string(u))
+				}
 			}
 			create["additional_creators"] = content(ids)
 		}
@@ -253,6 +262,11 @@ func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset st
 			"m.room.server_acl": 100, "m.room.encryption": 100, "m.room.topic": 50,
 		},
 		"notifications": map[string]any{"room": 50},
+	}
+	if v12 {
+		// Upgrading a room is for its creators (MSC4289): above any level a
+		// power_levels event gives, short of their infinite one.
+		pl["events"].(map[string]any)["m.room.tombstone"] = 150
 	}
 	plJSON, _ := json.Marshal(pl)
 	var plMap map[string]json.RawMessage

@@ -461,8 +461,9 @@ func TestCountsOnlyVisibleEvents(t *testing.T) {
 	projectionReplays(t, env, 4)
 }
 
-// A room's m.room.create event cannot be changed: 403, not 400, in every
-// room version, and through /send as well.
+// A room's m.room.create event cannot be changed: 400 (no one may send
+// it, whatever their power), in every room version, and through /send as
+// well.
 func TestCreateEventCannotChange(t *testing.T) {
 	_, base := wallsEnv(t)
 	c := newUser(t, base, "creator")
@@ -473,7 +474,7 @@ func TestCreateEventCannotChange(t *testing.T) {
 			c.Do("PUT", v3("/rooms/"+esc(room)+"/state/m.room.create/x"), map[string]any{}),
 			c.Do("PUT", v3("/rooms/"+esc(room)+"/send/m.room.create/1"), map[string]any{}),
 		} {
-			if r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
+			if r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
 				t.Errorf("v%s: changing m.room.create: %d %s", version, r.Status, r.Raw)
 			}
 		}
