@@ -348,35 +348,15 @@ func (s *Server) joinAuthoriser(ctx context.Context, st matrix.State, uid matrix
 // allow list (entries of type m.room_membership; malformed entries and a
 // malformed list allow nothing, as the spec asks).
 func (s *Server) meetsAllow(ctx context.Context, st matrix.State, uid matrix.UserID) (bool, error) {
-	jr := st.Get(matrix.StateKey{Type: matrix.TypeJoinRules})
-	if jr == nil {
-		return false, nil
-	}
-	var c struct {
-		Allow []json.RawMessage `json:"allow"`
-	}
-	if json.Unmarshal(jr.Content(), &c) != nil {
-		return false, nil
-	}
-	for _, raw := range c.Allow {
-		var cond struct {
-			Type   string `json:"type"`
-			RoomID string `json:"room_id"`
-		}
-		if json.Unmarshal(raw, &cond) != nil || cond.Type != "m.room_membership" {
-			continue
-		}
-		if _, err := matrix.ParseRoomID(cond.RoomID); err != nil {
-			continue
-		}
-		h, err := s.store.UserRoomHistory(ctx, cond.RoomID, string(uid))
+	for _, roomID := range allowedRoomIDs(st) {
+		h, err := s.store.UserRoomHistory(ctx, roomID, string(uid))
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
 		if err != nil {
 			return false, err
 		}
-		if v := (&visibility{Hist: h, UserID: string(uid), RoomID: cond.RoomID}); v.Current() == matrix.MembershipJoin {
+		if v := (&visibility{Hist: h, UserID: string(uid), RoomID: roomID}); v.Current() == matrix.MembershipJoin {
 			return true, nil
 		}
 	}

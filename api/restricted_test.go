@@ -107,3 +107,47 @@ func TestRestrictedJoins(t *testing.T) {
 		t.Fatalf("restricted join in a v7 room: %d %s", r.Status, r.Raw)
 	}
 }
+
+// GET /v1/room_summary describes a room before joining: a restricted
+// room's allowed_room_ids (absent for other join rules), the version and
+// the caller's membership; a private room the caller cannot join is 404,
+// like a room that does not exist.
+func TestRoomSummary(t *testing.T) {
+	_, alice := newServer(t)
+	alice.Register("salice", "pw")
+	bob := alice.As("")
+	bob.Register("sbob", "pw")
+	space := createRoom(t, alice, map[string]any{"preset": "public_chat", "name": "Space", "room_alias_name": "space",
+		"creation_content": map[string]any{"type": "m.space"}})
+	restricted := createRoom(t, alice, map[string]any{"preset": "public_chat", "room_version": "8",
+		"initial_state": []map[string]any{{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space}, "junk"}}}}})
+	private := createRoom(t, alice, map[string]any{"preset": "private_chat", "topic": "secret"})
+
+	s := alice.MustDo("GET", "/_matrix/client/v1/room_summary/"+esc(restricted), nil)
+	ids, _ := s.Body["allowed_room_ids"].([]any)
+	if s.Str("room_id") != restricted || s.Str("join_rule") != "restricted" || len(ids) != 1 || ids[0] != space ||
+		s.Str("room_version") != "8" || s.Str("membership") != "join" || s.Body["num_joined_members"] != float64(1) {
+		t.Fatalf("restricted summary %s", s.Raw)
+	}
+	s = alice.MustDo("GET", "/_matrix/client/v1/room_summary/"+esc("#space:localhost"), nil)
+	if s.Str("room_id") != space || s.Str("room_type") != "m.space" || s.Str("name") != "Space" || s.Body["allowed_room_ids"] != nil ||
+		s.Str("join_rule") != "public" || s.Str("room_version") != "10" {
+		t.Fatalf("space summary %s", s.Raw)
+	}
+	if s := alice.MustDo("GET", "/_matrix/client/v1/room_summary/"+esc(private), nil); s.Str("topic") != "secret" || s.Body["allowed_room_ids"] != nil {
+		t.Fatalf("private summary for a member %s", s.Raw)
+	}
+	// bob: the public space yes (without membership), the private room no,
+	// the restricted room once he is in the space.
+	if s := bob.MustDo("GET", "/_matrix/client/v1/room_summary/"+esc(space), nil); s.Body["membership"] != nil {
+		t.Fatalf("non-member's summary %s", s.Raw)
+	}
+	for _, room := range []string{private, restricted, "!nowhere:localhost"} {
+		if r := bob.Do("GET", "/_matrix/client/v1/room_summary/"+esc(room), nil); r.Status != 404 || r.Errcode() != "M_NOT_FOUND" {
+			t.Fatalf("summary of %s for bob: %d %s", room, r.Status, r.Raw)
+		}
+	}
+	bob.MustDo("POST", v3("/join/"+esc(space)), map[string]any{})
+	bob.MustDo("GET", "/_matrix/client/v1/room_summary/"+esc(restricted), nil)
+}
