@@ -21,6 +21,7 @@ func TestRestrictedJoins(t *testing.T) {
 
 	for _, tc := range []struct{ version, rule string }{{"8", "restricted"}, {"10", "knock_restricted"}, {"12", "restricted"}} {
 		t.Run("v"+tc.version+"_"+tc.rule, func(t *testing.T) {
+			alice, bob := within(t, alice), within(t, bob)
 			allowed := createRoom(t, alice, map[string]any{"preset": "public_chat"})
 			room := createRoom(t, alice, map[string]any{"preset": "public_chat", "room_version": tc.version,
 				"initial_state": []map[string]any{{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{

@@ -17,6 +17,13 @@ var (
 	urlHashID     = regexp.MustCompile(`^\$[A-Za-z0-9_-]{43}$`)
 )
 
+// within returns c reporting to t, so that a subtest's failures are its own.
+func within(t *testing.T, c *apitest.Client) *apitest.Client {
+	cp := *c
+	cp.T = t
+	return &cp
+}
+
 func checkEventIDForm(t *testing.T, ver int, id string) {
 	t.Helper()
 	re := urlHashID
@@ -57,6 +64,7 @@ func TestRoomVersionsEndToEnd(t *testing.T) {
 	for ver := 1; ver <= 12; ver++ {
 		vs := strconv.Itoa(ver)
 		t.Run("v"+vs, func(t *testing.T) {
+			c, bob := within(t, c), within(t, bob)
 			room := createRoom(t, c, map[string]any{"room_version": vs, "preset": "public_chat", "name": "v" + vs})
 			path := func(p string) string { return v3("/rooms/" + esc(room) + p) }
 			create := c.MustDo("GET", path("/state/m.room.create/"), nil)
