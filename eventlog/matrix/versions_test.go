@@ -208,3 +208,19 @@ func TestAuthorizeRedactionRuleV1(t *testing.T) {
 }
 
 func (v RoomVersion) rulesOrZero() versionRules { r, _ := v.rules(); return r }
+
+// The spec's redactable signing vector has a reference hash whose URL-safe
+// form holds '-' and '_' (see TestReferenceHashAgainstSpecSignatures): in
+// version 3 the same hash is written in standard base64.
+func TestV3EventIDOfSpecVector(t *testing.T) {
+	sum, err := ReferenceHash(RoomVersion3, []byte(mustCanon(t, specRedactableOut)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := eventIDFromHash(versionTable[RoomVersion3], sum[:]); id != "$oFAil2fHTGY66j9PIsC3hnc+/6r2SQGxCzd1/FUgtOE" {
+		t.Fatalf("v3 event ID %s", id)
+	}
+	if id := eventIDFromHash(versionTable[RoomVersion4], sum[:]); id != "$oFAil2fHTGY66j9PIsC3hnc-_6r2SQGxCzd1_FUgtOE" {
+		t.Fatalf("v4 event ID %s", id)
+	}
+}
