@@ -253,20 +253,22 @@ func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset st
 	if preset == "public_chat" {
 		invite = 50
 	}
+	tombstone := 100
+	if v12 {
+		// Upgrading a room is for its creators (MSC4289): 150 is above the
+		// 100 admins get by convention, so only creators (infinite power)
+		// and users raised above 100 on purpose can upgrade.
+		tombstone = 150
+	}
 	pl := map[string]any{
 		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
 		"ban": 50, "kick": 50, "redact": 50, "invite": invite,
 		"events": map[string]any{
 			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstone,
 			"m.room.server_acl": 100, "m.room.encryption": 100, "m.room.topic": 50,
 		},
 		"notifications": map[string]any{"room": 50},
-	}
-	if v12 {
-		// Upgrading a room is for its creators (MSC4289): above any level a
-		// power_levels event gives, short of their infinite one.
-		pl["events"].(map[string]any)["m.room.tombstone"] = 150
 	}
 	plJSON, _ := json.Marshal(pl)
 	var plMap map[string]json.RawMessage
