@@ -9,15 +9,20 @@ import (
 	"strand/eventlog/matrix"
 )
 
-// pathVar returns a path parameter, decoded. The router matches the
-// encoded path (UseEncodedPath), so that an escaped '/' stays inside its
-// parameter: room version 3 event IDs hold '/', and state keys may.
+// pathVar returns a path variable decoded exactly once. The router
+// matches the encoded path (see New), so an ID holding "/", "%", "?" or
+// "#" arrives here still escaped and never splits or shifts a route;
+// decoding here, and nowhere else, means "%2F" is "/" and "%252F" stays
+// "%2F".
 func pathVar(r *http.Request, name string) string {
 	v := mux.Vars(r)[name]
-	if d, err := url.PathUnescape(v); err == nil {
-		return d
+	d, err := url.PathUnescape(v)
+	if err != nil {
+		// Unreachable: net/http refuses a request line with a bad
+		// escape, and the router matches a correctly escaped path.
+		return v
 	}
-	return v
+	return d
 }
 
 // specVersions are the spec versions whose client-server API Strand

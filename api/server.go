@@ -150,7 +150,13 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 	if cfg.RateLimits != nil {
 		s.limits = newLimiters(*cfg.RateLimits)
 	}
-	s.router = mux.NewRouter().UseEncodedPath()
+	// Routes match the path as the client escaped it and as it is, not
+	// decoded and cleaned: user localparts may hold "/" and aliases any
+	// character but ":", so a decoded "/" would split an ID across
+	// segments and cleaning would turn "a/../b" into another path (or a
+	// 301). pathVar decodes each variable once. Both settings must come
+	// before the first route: mux copies them into each route.
+	s.router = mux.NewRouter().UseEncodedPath().SkipClean(true)
 	s.router.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		matrix.WriteError(w, matrix.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))
 	})
