@@ -34,12 +34,12 @@ type config struct {
 	MaxUploadMB       int
 	PasswordMinLength int
 	ApplyTimeout      time.Duration
-	DefaultRoomVer    string
 	OpsListen         string
 	MetricsOnListen   bool
 	PprofListen       string
 	LogLevel          string
 	LogFormat         string
+	DefaultRoomVer    string
 
 	// Rate limits (api role): on or off, and each limit as RATE/BURST.
 	RateLimits      string
@@ -128,12 +128,12 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.str(&c.Registration, "registration", "STRAND_REGISTRATION", "open", "registration policy: open, closed or token")
 	e.str(&c.RegistrationToken, "registration-token", "STRAND_REGISTRATION_TOKEN", "", "the token required when --registration=token")
 	e.str(&c.SharedSecret, "registration-shared-secret", "STRAND_REGISTRATION_SHARED_SECRET", "", "enables shared-secret registration (/_synapse/admin/v1/register)")
+	e.str(&c.DefaultRoomVer, "default-room-version", "STRAND_DEFAULT_ROOM_VERSION", string(matrix.DefaultRoomVersion), "room version of rooms created without room_version (1 to 12)")
 	e.str(&c.SigningKeyFile, "signing-key", "STRAND_SIGNING_KEY_FILE", "", "the server's ed25519 signing key file (default <data-dir>/signing.key; created if missing)")
 	e.int(&c.BcryptCost, "bcrypt-cost", "STRAND_BCRYPT_COST", 10, "bcrypt cost of password hashes")
 	e.int(&c.PasswordMinLength, "password-min-length", "STRAND_PASSWORD_MIN_LENGTH", 0, "minimum password length in characters (0: any non-empty)")
 	e.int(&c.MaxUploadMB, "max-upload-mb", "STRAND_MAX_UPLOAD_MB", 50, "largest media upload, in MiB (keep a proxy's body limit at least this)")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
-	e.str(&c.DefaultRoomVer, "default-room-version", "STRAND_DEFAULT_ROOM_VERSION", string(matrix.DefaultRoomVersion), "room version of rooms created without room_version (1 to 12)")
 	def := api.DefaultRateLimits()
 	e.str(&c.RateLimits, "rate-limits", "STRAND_RATE_LIMITS", "on", "rate limits: on, or off (benchmarks, tests)")
 	c.Limits = map[string]*string{}
@@ -187,6 +187,9 @@ func (c *config) rateLimits() (*api.RateLimits, error) {
 
 // validateServer checks the settings registerServer added.
 func (c *config) validateServer() error {
+	if _, err := matrix.ParseRoomVersion(c.DefaultRoomVer); err != nil {
+		return fmt.Errorf("--default-room-version: %q is not a supported room version (1 to 12)", c.DefaultRoomVer)
+	}
 	switch c.Registration {
 	case "open", "closed":
 	case "token":
@@ -204,9 +207,6 @@ func (c *config) validateServer() error {
 	}
 	if _, err := c.rateLimits(); err != nil {
 		return err
-	}
-	if _, err := matrix.ParseRoomVersion(c.DefaultRoomVer); err != nil {
-		return fmt.Errorf("--default-room-version: %q is not a supported room version (1 to 12)", c.DefaultRoomVer)
 	}
 	return nil
 }
