@@ -3,7 +3,9 @@ package api_test
 import (
 	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 
 	"strand/api/apitest"
 )
@@ -98,9 +100,18 @@ func TestKnocking(t *testing.T) {
 		t.Fatalf("join after knock without invite: %d %s", r.Status, r.Raw)
 	}
 
-	// Accepted: the admin invites the knocker, who joins.
-	since = s.NextBatch
+	// Accepted: the admin invites the knocker, who joins. The knocker's
+	// long-poll wakes for the invite.
+	since = knockSyncOf(t, knocker, s.NextBatch).NextBatch // past the second knock
+	polled := make(chan apitest.Response, 1)
+	go func() { polled <- knocker.Do("GET", v3("/sync?timeout=20000&since="+url.QueryEscape(since)), nil) }()
+	time.Sleep(300 * time.Millisecond) // let the long-poll start waiting
+	start := time.Now()
 	admin.MustDo("POST", v3("/rooms/"+esc(room)+"/invite"), map[string]any{"user_id": knockerID})
+	r = <-polled
+	if r.Status != 200 || !strings.Contains(string(r.Raw), `"invite":{"`+room) || time.Since(start) > 10*time.Second {
+		t.Fatalf("long-poll after the invite (%v): %d %s", time.Since(start), r.Status, r.Raw)
+	}
 	s = knockSyncOf(t, knocker, since)
 	if _, ok := s.Rooms.Invite[room]; !ok {
 		t.Fatalf("accepted knock not an invite: %+v", s.Rooms)

@@ -185,7 +185,10 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		var plans []roomPlan
 		var invites, knocks []string
 		for roomID, m := range current {
-			if m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock" {
+			// A knocked room is not among them: its knock_state is sent
+			// once, and what the knocker waits for (an invite, a kick) is
+			// a member event naming them, which wakes them anyway.
+			if m.Membership == "join" || m.Membership == "invite" {
 				// Only these rooms' changes can concern the user; a left
 				// room must not wake their long-polls.
 				out.rooms = append(out.rooms, roomID)
