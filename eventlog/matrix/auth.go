@@ -97,6 +97,9 @@ func AuthEventsFor(state State, p *ProtoEvent) ([]EventID, error) {
 //     redactions, which is applied. Versions 1–5 accept power levels
 //     written as floats; Strand's events are canonical JSON, which has no
 //     floats, so such levels are refused as bad JSON before authorisation.
+//     Before v10 the power levels rule checks only users; Strand holds the
+//     other levels to the same form (integers, or integer strings before
+//     v10), since levels it cannot read it cannot apply.
 //
 // Beyond the spec, Authorize rejects events whose version differs from the
 // room's, create events whose state_key is not "" or whose room_version

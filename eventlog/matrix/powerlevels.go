@@ -22,8 +22,8 @@ const (
 	defaultEventsDefault = 0
 	defaultStateDefault  = 50
 	defaultUsersDefault  = 0
-	// defaultCreatorLevel is the level of the creator in a version 10 or 11
-	// room that has no m.room.power_levels event yet.
+	// defaultCreatorLevel is the level of the creator in a room of version
+	// 1 to 11 that has no m.room.power_levels event yet.
 	defaultCreatorLevel = 100
 )
 
@@ -74,7 +74,9 @@ func DefaultPowerLevels() *PowerLevels {
 
 // ParsePowerLevels parses m.room.power_levels content with the checks of
 // authorisation rule "If type is m.room.power_levels" (9.1–9.3 in v10/v11,
-// 10.1–10.3 in v12): the named levels integers, events and notifications
+// 10.1–10.3 in v12; before v10 the rule names only users, and Strand holds
+// the other levels to the same form, since levels it cannot read cannot
+// be applied): the named levels integers, events and notifications
 // objects of integers, users an object from valid user IDs to integers.
 // It is the strict form of every version: what a server lets its own users
 // send, since the string levels older versions tolerate are kept "strictly
