@@ -146,6 +146,14 @@ func TestKnocking(t *testing.T) {
 		t.Fatalf("banned knock: %d %s", r.Status, r.Raw)
 	}
 
+	// A published knock room is listed with its join rule, so clients
+	// offer to knock (Complement's TestKnockRoomsInPublicRoomsDirectory).
+	admin.MustDo("PUT", v3("/directory/list/room/"+esc(room)), map[string]any{"visibility": "public"})
+	pr := admin.MustDo("POST", v3("/publicRooms"), map[string]any{"filter": map[string]any{"generic_search_term": "knock 7"}})
+	if chunk, _ := pr.Body["chunk"].([]any); len(chunk) != 1 || chunk[0].(map[string]any)["join_rule"] != "knock" {
+		t.Fatalf("publicRooms: %s", pr.Raw)
+	}
+
 	for _, tc := range []struct{ version, rule string }{{"10", "public"}, {"10", "invite"}, {"6", "knock"}, {"9", "knock_restricted"}} {
 		room := knockRoom(tc.version, tc.rule)
 		if r := knocker.Do("POST", v3("/knock/"+esc(room)), map[string]any{}); r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
