@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"strand/eventlog"
@@ -43,7 +44,7 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
-	version := matrix.DefaultRoomVersion
+	version := s.cfg.DefaultRoomVersion
 	if req.RoomVersion != nil {
 		v, err := matrix.ParseRoomVersion(*req.RoomVersion)
 		if err != nil {
@@ -213,14 +214,24 @@ func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset st
 		delete(create, "creator")
 		if trusted && len(invites) > 0 {
 			// In version 12 a creator's power is implicit; the invitees of
-			// a trusted private chat share it as additional creators.
-			ids := make([]string, len(invites))
-			for i, u := range invites {
-				ids[i] = string(u)
+			// a trusted private chat share it as additional creators, next
+			// to those creation_content names.
+			var ids []string
+			if raw, ok := create["additional_creators"]; ok {
+				if err := json.Unmarshal(raw, &ids); err != nil {
+					return nil, matrix.BadJSON("creation_content.additional_creators must be a list of user IDs")
+				}
+			}
+			for _, u := range invites {
+				if !slices.Contains(ids, string(u)) {
+					ids = append(ids, string(u))
+				}
 			}
 			create["additional_creators"] = content(ids)
 		}
-	} else if _, ok := create["creator"]; !ok && (version == matrix.RoomVersion10) {
+	} else if version.CreatorInContent() {
+		// Versions 1–10 name the creator in the create event; whatever
+		// creation_content says, it is the user creating the room.
 		create["creator"] = content(string(creator))
 	}
 	protos := []*matrix.ProtoEvent{{Type: matrix.TypeCreate, StateKey: stateKeyPtr(""), Sender: creator, Content: content(create), OriginServerTS: now}}
@@ -242,12 +253,19 @@ func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset st
 	if preset == "public_chat" {
 		invite = 50
 	}
+	tombstone := 100
+	if v12 {
+		// Upgrading a room is for its creators (MSC4289): 150 is above the
+		// 100 admins get by convention, so only creators (infinite power)
+		// and users raised above 100 on purpose can upgrade.
+		tombstone = 150
+	}
 	pl := map[string]any{
 		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
 		"ban": 50, "kick": 50, "redact": 50, "invite": invite,
 		"events": map[string]any{
 			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstone,
 			"m.room.server_acl": 100, "m.room.encryption": 100, "m.room.topic": 50,
 		},
 		"notifications": map[string]any{"room": 50},

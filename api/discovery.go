@@ -82,15 +82,15 @@ func (s *Server) capabilities(w http.ResponseWriter, r *http.Request) error {
 		"m.set_avatar_url":     map[string]bool{"enabled": true},
 		"m.3pid_changes":       map[string]bool{"enabled": false},
 		"m.get_login_token":    map[string]bool{"enabled": false},
-		"m.room_versions":      roomVersionsCapability(),
+		"m.room_versions":      s.roomVersionsCapability(),
 		"m.account_moderation": map[string]bool{"suspend": false, "lock": false},
 	}})
 	return nil
 }
 
-func roomVersionsCapability() map[string]any {
+func (s *Server) roomVersionsCapability() map[string]any {
 	return map[string]any{
-		"default":   matrix.DefaultRoomVersion,
+		"default":   s.cfg.DefaultRoomVersion,
 		"available": matrix.SupportedRoomVersions(),
 	}
 }

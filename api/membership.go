@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -100,27 +101,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
-	var roomID string
-	switch {
-	case strings.HasPrefix(target, "#"):
-		alias, err := matrix.ParseRoomAlias(target)
-		if err != nil {
-			return matrix.InvalidParam("invalid room alias: %v", err)
-		}
-		id, _, err := s.store.AliasRoom(r.Context(), string(alias))
-		if errors.Is(err, store.ErrNotFound) {
-			return matrix.NotFound("room alias %s not found", alias)
-		}
-		if err != nil {
-			return err
-		}
-		roomID = id
-	default:
-		id, err := matrix.ParseRoomID(target)
-		if err != nil {
-			return matrix.InvalidParam("invalid room ID or alias: %v", err)
-		}
-		roomID = string(id)
+	roomID, err := s.resolveRoom(r, target)
+	if err != nil {
+		return err
 	}
 	uid := session(r).UserID
 	profile, err := s.store.User(r.Context(), uid)
@@ -138,12 +121,82 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		if profile.AvatarURL != "" {
 			c["avatar_url"] = profile.AvatarURL
 		}
+		via, err := s.joinAuthoriser(r.Context(), rs.state, matrix.UserID(uid))
+		if err != nil {
+			return nil, err
+		}
+		if via != "" {
+			c["join_authorised_via_users_server"] = string(via)
+		}
 		return withReason(c, req.Reason), nil
 	})
 	if err != nil {
 		// A room that does not exist refuses a join like one the caller
 		// may not join, so joins cannot probe for rooms.
 		return errNotInRoom(err, roomID)
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return nil
+}
+
+// resolveRoom turns a {roomIdOrAlias} path parameter into a room ID. The
+// via and server_name query parameters of /join and /knock name servers to
+// ask for a remote room; with no federation there is nobody else to ask.
+func (s *Server) resolveRoom(r *http.Request, target string) (string, error) {
+	if !strings.HasPrefix(target, "#") {
+		id, err := matrix.ParseRoomID(target)
+		if err != nil {
+			return "", matrix.InvalidParam("invalid room ID or alias: %v", err)
+		}
+		return string(id), nil
+	}
+	alias, err := matrix.ParseRoomAlias(target)
+	if err != nil {
+		return "", matrix.InvalidParam("invalid room alias: %v", err)
+	}
+	id, _, err := s.store.AliasRoom(r.Context(), string(alias))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", matrix.NotFound("room alias %s not found", alias)
+	}
+	return id, err
+}
+
+// knock asks to join a room whose join rule is knock or knock_restricted
+// (room versions 7+): POST /knock/{roomIdOrAlias}. Whether the knock is
+// allowed (join rule, version, current membership) is the auth rules'
+// decision, so the answer is their 403.
+func (s *Server) knock(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Reason *string `json:"reason"`
+	}
+	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	roomID, err := s.resolveRoom(r, pathVar(r, "roomIdOrAlias"))
+	if err != nil {
+		return err
+	}
+	uid := matrix.UserID(session(r).UserID)
+	profile, err := s.store.User(r.Context(), string(uid))
+	if err != nil {
+		return err
+	}
+	err = s.changeMembership(r, roomID, uid, func(rs *roomState) (json.RawMessage, error) {
+		switch m := rs.state.Membership(uid); m {
+		case "join", "invite", "ban":
+			return nil, matrix.Forbidden("you cannot knock on room %s: your membership is %s", roomID, m)
+		}
+		c := map[string]any{"membership": "knock"}
+		if profile.Displayname != "" {
+			c["displayname"] = profile.Displayname
+		}
+		if profile.AvatarURL != "" {
+			c["avatar_url"] = profile.AvatarURL
+		}
+		return withReason(c, req.Reason), nil
+	})
+	if err != nil {
+		return err // an unknown room is 404, as the spec has it for /knock
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	return nil
@@ -253,3 +306,97 @@ func (s *Server) moderate(membership string, requireCurrent func(string) bool) h
 
 func kickable(m string) bool   { return m == "join" || m == "invite" || m == "knock" }
 func unbannable(m string) bool { return m == "ban" }
+
+// joinAuthoriser decides join_authorised_via_users_server for uid's join
+// to a room with the restricted or knock_restricted join rule (versions
+// 8+): the local member with the most power among those who may invite,
+// if uid is joined to a room the join rules' allow list names. It returns
+// "" when the join needs no authoriser (another join rule, or uid is
+// invited or joined) or uid meets no condition; the auth rules then
+// decide, and refuse an unauthorised restricted join.
+//
+// The server, not the client, names the authoriser: the auth rules trust
+// the authorising server's signature, and this server signs every event
+// it builds, so a client-chosen value would let anyone in.
+func (s *Server) joinAuthoriser(ctx context.Context, st matrix.State, uid matrix.UserID) (matrix.UserID, error) {
+	create := st.Create()
+	if create == nil || !create.Version().RestrictedJoins() {
+		return "", nil
+	}
+	if rule := st.JoinRule(); rule != matrix.JoinRuleRestricted && rule != matrix.JoinRuleKnockRestricted {
+		return "", nil
+	}
+	if m := st.Membership(uid); m == matrix.MembershipJoin || m == matrix.MembershipInvite {
+		return "", nil
+	}
+	ok, err := s.meetsAllow(ctx, st, uid)
+	if err != nil || !ok {
+		return "", err
+	}
+	need := st.PowerLevels().Invite
+	var best matrix.UserID
+	var bestLevel int64
+	for k, ev := range st.All() {
+		if k.Type != matrix.TypeMember || ev.Membership() != matrix.MembershipJoin {
+			continue
+		}
+		u := matrix.UserID(k.StateKey)
+		if u.Server() != s.cfg.ServerName {
+			continue
+		}
+		level := st.UserPowerLevel(u)
+		if level < need {
+			continue
+		}
+		if best == "" || level > bestLevel || level == bestLevel && u < best {
+			best, bestLevel = u, level
+		}
+	}
+	return best, nil
+}
+
+// meetsAllow reports whether uid is joined to a room of the join rules'
+// allow list (entries of type m.room_membership; malformed entries and a
+// malformed list allow nothing, as the spec asks).
+func (s *Server) meetsAllow(ctx context.Context, st matrix.State, uid matrix.UserID) (bool, error) {
+	for _, roomID := range allowedRoomIDs(st) {
+		h, err := s.store.UserRoomHistory(ctx, roomID, string(uid))
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if v := (&visibility{Hist: h, UserID: string(uid), RoomID: roomID}); v.Current() == matrix.MembershipJoin {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// withJoinAuthoriser returns member content c with the client's
+// join_authorised_via_users_server replaced by the server's choice (see
+// joinAuthoriser), or removed: on a join→join (a profile change) the key
+// means nothing, and a client never chooses it.
+func (s *Server) withJoinAuthoriser(ctx context.Context, st matrix.State, uid matrix.UserID, c json.RawMessage) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(c, &m); err != nil {
+		return nil, matrix.BadJSON("member content: %v", err)
+	}
+	if string(m["membership"]) != `"join"` {
+		return c, nil
+	}
+	via, err := s.joinAuthoriser(ctx, st, uid)
+	if err != nil {
+		return nil, err
+	}
+	_, had := m["join_authorised_via_users_server"]
+	if !had && via == "" {
+		return c, nil
+	}
+	delete(m, "join_authorised_via_users_server")
+	if via != "" {
+		m["join_authorised_via_users_server"] = content(string(via))
+	}
+	return content(m), nil
+}

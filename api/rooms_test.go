@@ -186,7 +186,7 @@ func TestCreateRoomOptions(t *testing.T) {
 		code       string
 		desciption string
 	}{
-		{map[string]any{"room_version": "1"}, 400, "M_UNSUPPORTED_ROOM_VERSION", "old version"},
+		{map[string]any{"room_version": "13"}, 400, "M_UNSUPPORTED_ROOM_VERSION", "future version"},
 		{map[string]any{"room_version": "banana"}, 400, "M_UNSUPPORTED_ROOM_VERSION", "unknown version"},
 		{map[string]any{"preset": "party"}, 400, "M_INVALID_PARAM", "bad preset"},
 		{map[string]any{"invite": []string{"not-a-user"}}, 400, "M_INVALID_PARAM", "bad invitee"},

@@ -58,6 +58,7 @@ func (s *Server) routes() {
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/threads", s.wrap(s.authenticated(s.threads))).Methods(http.MethodGet)
+	r.Handle("/_matrix/client/v1/room_summary/{roomIdOrAlias}", s.wrap(s.authenticated(s.roomSummary))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/media/config", s.wrap(s.authenticated(s.mediaConfig))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
@@ -129,6 +130,7 @@ func (s *Server) routes() {
 		{http.MethodPost, "/rooms/{roomId}/invite", s.invite, true},
 		{http.MethodPost, "/rooms/{roomId}/join", s.limited(limitJoin, s.join), true},
 		{http.MethodPost, "/join/{roomIdOrAlias}", s.limited(limitJoin, s.join), true},
+		{http.MethodPost, "/knock/{roomIdOrAlias}", s.limited(limitJoin, s.knock), true},
 		{http.MethodPost, "/rooms/{roomId}/leave", s.leave, true},
 		{http.MethodPost, "/rooms/{roomId}/forget", s.forget, true},
 		{http.MethodPost, "/rooms/{roomId}/kick", s.moderate("kick", kickable), true},

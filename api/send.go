@@ -123,11 +123,38 @@ func (s *Server) redactionTarget(r *http.Request, roomID, typ string, c json.Raw
 	return id, s.awaitRedactionTarget(r.Context(), roomID, id)
 }
 
+// checkCreatorsUnlisted refuses, as a malformed request (400), power
+// levels that list a room creator of a version 12 room: their power is
+// infinite and cannot be written down. The auth rules refuse such events
+// too (403); Complement's TestMSC4289PrivilegedRoomCreators expects 400,
+// as for a bad power_level_content_override at createRoom.
+func checkCreatorsUnlisted(st matrix.State, content json.RawMessage) error {
+	create := st.Create()
+	if create == nil || !create.Version().CreatorsHaveInfinitePower() {
+		return nil
+	}
+	var pl struct {
+		Users map[string]json.RawMessage `json:"users"`
+	}
+	if json.Unmarshal(content, &pl) != nil {
+		return nil // checkStateContent has refused it already
+	}
+	for _, c := range st.Creators() {
+		if _, ok := pl.Users[string(c)]; ok {
+			return matrix.BadJSON("%s is a creator of this room, whose power cannot be listed in m.room.power_levels", c)
+		}
+	}
+	return nil
+}
+
 // errCreateIsFixed is the answer to any attempt to send m.room.create into
 // an existing room: the auth rules reject every create event but the
-// room's first.
+// room's first. It is a malformed request (400) rather than a refusal of
+// the sender (403): no one may send it, whatever their power, and
+// Complement (TestMSC4291RoomIDAsHashOfCreateEvent_CannotSendCreateEvent)
+// expects 400, as Synapse answers.
 func errCreateIsFixed() error {
-	return matrix.Forbidden("a room's m.room.create event cannot be changed")
+	return matrix.BadJSON("a room's m.room.create event cannot be changed")
 }
 
 // answerWrite answers a single-event write with its event ID; a retry that
@@ -191,6 +218,18 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 	}
 	var existing string
 	evs, err := s.writeRoom(r.Context(), roomID, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+		c := c
+		if typ == matrix.TypePowerLevels {
+			if err := checkCreatorsUnlisted(rs.state, c); err != nil {
+				return nil, err
+			}
+		}
+		if typ == matrix.TypeMember && stateKey == ss.UserID {
+			var err error
+			if c, err = s.withJoinAuthoriser(r.Context(), rs.state, matrix.UserID(ss.UserID), c); err != nil {
+				return nil, err
+			}
+		}
 		// Setting state to what it already is by the same sender is a
 		// no-op that returns the existing event, as clients retry these.
 		if cur := rs.state.Get(matrix.StateKey{Type: typ, StateKey: stateKey}); cur != nil &&

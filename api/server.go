@@ -73,6 +73,10 @@ type Config struct {
 	// RateLimits are the limits on what one client may ask; nil turns
 	// them off (tests, benchmarks).
 	RateLimits *RateLimits
+	// DefaultRoomVersion is the version of rooms created without
+	// room_version, announced in the m.room_versions capability;
+	// matrix.DefaultRoomVersion if empty.
+	DefaultRoomVersion matrix.RoomVersion
 }
 
 func (c *Config) setDefaults() {
@@ -108,6 +112,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PublicBaseURL == "" {
 		c.PublicBaseURL = "http://" + string(c.ServerName)
+	}
+	if !c.DefaultRoomVersion.Supported() {
+		c.DefaultRoomVersion = matrix.DefaultRoomVersion
 	}
 }
 

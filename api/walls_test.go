@@ -72,14 +72,14 @@ func TestRedactionStaysInItsRoom(t *testing.T) {
 	env, base := wallsEnv(t)
 	owner := newUser(t, base, "owner")
 	stranger := newUser(t, base, "stranger")
-	victim := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat"}).Str("room_id")
+	victim := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "12"}).Str("room_id")
 	victim10 := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "10"}).Str("room_id")
 	var evs []string
 	for i := range 5 {
 		evs = append(evs, sendText(t, owner, victim, "private "+string(rune('a'+i)), nil))
 	}
 	ev10 := sendText(t, owner, victim10, "private v10", nil)
-	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat"}).Str("room_id")
+	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "12"}).Str("room_id")
 	own10 := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "10"}).Str("room_id")
 	ownMsg := sendText(t, stranger, own, "mine", nil)
 
@@ -243,7 +243,7 @@ func TestProjectorIgnoresRedactionsAcrossWalls(t *testing.T) {
 	member := newUser(t, base, "member")
 	victim := owner.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "room_version": "10"}).Str("room_id")
 	secret := sendText(t, owner, victim, "secret", nil)
-	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	own := stranger.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat", "room_version": "12"}).Str("room_id")
 	member.MustDo("POST", v3("/join/"+esc(own)), nil)
 	strangers := sendText(t, stranger, own, "stranger's", nil)
 	members := sendText(t, member, own, "member's", nil)
@@ -461,8 +461,9 @@ func TestCountsOnlyVisibleEvents(t *testing.T) {
 	projectionReplays(t, env, 4)
 }
 
-// A room's m.room.create event cannot be changed: 403, not 400, in every
-// room version, and through /send as well.
+// A room's m.room.create event cannot be changed: 400 (no one may send
+// it, whatever their power), in every room version, and through /send as
+// well.
 func TestCreateEventCannotChange(t *testing.T) {
 	_, base := wallsEnv(t)
 	c := newUser(t, base, "creator")
@@ -473,7 +474,7 @@ func TestCreateEventCannotChange(t *testing.T) {
 			c.Do("PUT", v3("/rooms/"+esc(room)+"/state/m.room.create/x"), map[string]any{}),
 			c.Do("PUT", v3("/rooms/"+esc(room)+"/send/m.room.create/1"), map[string]any{}),
 		} {
-			if r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
+			if r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
 				t.Errorf("v%s: changing m.room.create: %d %s", version, r.Status, r.Raw)
 			}
 		}

@@ -56,6 +56,12 @@ type invitedRoom struct {
 	InviteState eventList `json:"invite_state"`
 }
 
+// knockedRoom is a room the user knocked on (room versions 7+): what they
+// may see of it while they wait, as an invitee would.
+type knockedRoom struct {
+	KnockState eventList `json:"knock_state"`
+}
+
 type leftRoom struct {
 	State       eventList `json:"state"`
 	Timeline    timeline  `json:"timeline"`
@@ -66,7 +72,7 @@ type rooms struct {
 	Join   map[string]*joinedRoom  `json:"join"`
 	Invite map[string]*invitedRoom `json:"invite"`
 	Leave  map[string]*leftRoom    `json:"leave"`
-	Knock  map[string]any          `json:"knock"`
+	Knock  map[string]*knockedRoom `json:"knock"`
 }
 
 type deviceLists struct {
@@ -93,7 +99,7 @@ func newResponse() *response {
 	empty := []json.RawMessage{}
 	return &response{
 		AccountData: eventList{empty}, Presence: eventList{empty}, ToDevice: eventList{empty},
-		Rooms:       rooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]any{}},
+		Rooms:       rooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]*knockedRoom{}},
 		DeviceLists: deviceLists{Changed: []string{}, Left: []string{}},
 	}
 }
@@ -102,7 +108,7 @@ func newResponse() *response {
 // which case a long-poll keeps waiting.
 func (r *response) empty() bool {
 	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.Rooms.Join) == 0 &&
-		len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.ToDevice.Events) == 0 &&
+		len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Knock) == 0 && len(r.ToDevice.Events) == 0 &&
 		len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
@@ -177,8 +183,11 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			}
 		}
 		var plans []roomPlan
-		var invites []string
+		var invites, knocks []string
 		for roomID, m := range current {
+			// A knocked room is not among them: its knock_state is sent
+			// once, and what the knocker waits for (an invite, a kick) is
+			// a member event naming them, which wakes them anyway.
 			if m.Membership == "join" || m.Membership == "invite" {
 				// Only these rooms' changes can concern the user; a left
 				// room must not wake their long-polls.
@@ -199,6 +208,10 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			case "invite":
 				if initial || changedInRange {
 					invites = append(invites, roomID)
+				}
+			case "knock":
+				if initial || changedInRange {
+					knocks = append(knocks, roomID)
 				}
 			case "leave", "ban":
 				if (changedInRange && (prevJoined[roomID] || wasMember(mems, roomID, m.FromPos))) || (initial && f.Room.IncludeLeave) || (req.fullState && f.Room.IncludeLeave) {
@@ -400,16 +413,23 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		}
 
 		slices.Sort(invites)
-		stripped, err := tx.StrippedState(ctx, req.user, invites)
+		slices.Sort(knocks)
+		stripped, err := tx.StrippedState(ctx, req.user, append(slices.Clip(invites), knocks...))
 		if err != nil {
 			return err
 		}
-		for _, roomID := range invites {
+		strippedOf := func(roomID string) eventList {
 			evs := []json.RawMessage{}
 			for _, e := range stripped[roomID] {
 				evs = append(evs, strip(&e))
 			}
-			out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: eventList{evs}}
+			return eventList{evs}
+		}
+		for _, roomID := range invites {
+			out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: strippedOf(roomID)}
+		}
+		for _, roomID := range knocks {
+			out.resp.Rooms.Knock[roomID] = &knockedRoom{KnockState: strippedOf(roomID)}
 		}
 
 		// Typing and presence as of one position of the ephemeral view.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"strand/api"
+	"strand/eventlog/matrix"
 )
 
 // config is every setting a role can use. Each flag falls back to an
@@ -42,6 +43,7 @@ type config struct {
 	PprofListen       string
 	LogLevel          string
 	LogFormat         string
+	DefaultRoomVer    string
 
 	// Rate limits (api role): on or off, and each limit as RATE/BURST.
 	RateLimits      string
@@ -130,6 +132,7 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.str(&c.Registration, "registration", "STRAND_REGISTRATION", "open", "registration policy: open, closed or token")
 	e.str(&c.RegistrationToken, "registration-token", "STRAND_REGISTRATION_TOKEN", "", "the token required when --registration=token")
 	e.str(&c.SharedSecret, "registration-shared-secret", "STRAND_REGISTRATION_SHARED_SECRET", "", "enables shared-secret registration (/_synapse/admin/v1/register)")
+	e.str(&c.DefaultRoomVer, "default-room-version", "STRAND_DEFAULT_ROOM_VERSION", string(matrix.DefaultRoomVersion), "room version of rooms created without room_version (1 to 12)")
 	e.str(&c.SigningKeyFile, "signing-key", "STRAND_SIGNING_KEY_FILE", "", "the server's ed25519 signing key file (default <data-dir>/signing.key; created if missing)")
 	e.int(&c.BcryptCost, "bcrypt-cost", "STRAND_BCRYPT_COST", 10, "bcrypt cost of password hashes")
 	e.int(&c.PasswordMinLength, "password-min-length", "STRAND_PASSWORD_MIN_LENGTH", 0, "minimum password length in characters (0: any non-empty)")
@@ -192,6 +195,9 @@ func (c *config) rateLimits() (*api.RateLimits, error) {
 
 // validateServer checks the settings registerServer added.
 func (c *config) validateServer() error {
+	if _, err := matrix.ParseRoomVersion(c.DefaultRoomVer); err != nil {
+		return fmt.Errorf("--default-room-version: %q is not a supported room version (1 to 12)", c.DefaultRoomVer)
+	}
 	switch c.Registration {
 	case "open", "closed":
 	case "token":

@@ -69,3 +69,25 @@ func TestRateLimitFlags(t *testing.T) {
 		}
 	}
 }
+
+// --default-room-version (or STRAND_DEFAULT_ROOM_VERSION) picks the version
+// of rooms created without one; 10 by default, and only versions Strand
+// implements.
+func TestDefaultRoomVersionFlag(t *testing.T) {
+	c, err := parseServerFlags(t)
+	if err != nil || c.DefaultRoomVer != "10" {
+		t.Fatalf("default: %q %v", c.DefaultRoomVer, err)
+	}
+	if c, err = parseServerFlags(t, "--default-room-version", "12"); err != nil || c.DefaultRoomVer != "12" {
+		t.Fatalf("flag: %v %v", c, err)
+	}
+	t.Setenv("STRAND_DEFAULT_ROOM_VERSION", "1")
+	if c, err = parseServerFlags(t); err != nil || c.DefaultRoomVer != "1" {
+		t.Fatalf("env: %v %v", c, err)
+	}
+	for _, bad := range []string{"13", "", "v10"} {
+		if _, err := parseServerFlags(t, "--default-room-version", bad); err == nil {
+			t.Errorf("--default-room-version %q accepted", bad)
+		}
+	}
+}

@@ -258,6 +258,7 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		ThumbnailMaxDecodedBytes: int64(c.cfg.ThumbnailMaxMB) << 20,
 		ThumbnailJobs:            c.cfg.ThumbnailJobs,
 		SigningKey:               key,
+		DefaultRoomVersion:       matrix.RoomVersion(c.cfg.DefaultRoomVer),
 	}, d.log, d.store, wm, logger)
 	srv.UseSessions(sessions)
 	srv.UseReaders(readers)

@@ -40,8 +40,7 @@ func authEventKeys(rules versionRules, typ string, stateKey *string, sender User
 			}
 		}
 	}
-	if membership == MembershipJoin {
-		// Every version Strand implements supports restricted rooms.
+	if membership == MembershipJoin && rules.restrictedJoins {
 		if via, ok := stringMember(content, "join_authorised_via_users_server"); ok && via != string(sender) && via != *stateKey {
 			keys = append(keys, StateKey{Type: TypeMember, StateKey: via})
 		}
@@ -77,7 +76,7 @@ func AuthEventsFor(state State, p *ProtoEvent) ([]EventID, error) {
 }
 
 // Authorize applies the authorisation rules of ev's room version
-// (content/rooms/v10.md, v11.md, v12.md, "Authorization rules") to ev
+// (content/rooms/v1.md … v12.md, "Authorization rules") to ev
 // against state, the room state before ev. It returns nil if ev is allowed
 // and an *Error with M_FORBIDDEN saying which rule rejected it if not.
 //
@@ -93,6 +92,14 @@ func AuthEventsFor(state State, p *ProtoEvent) ([]EventID, error) {
 //   - Restricted joins are authorised per the rules (the authorising user
 //     must be joined and able to invite); whether the joiner belongs to an
 //     allowed room is for the authorising server to decide before it signs.
+//   - Versions 1 and 2 differ from 3 on in state resolution, which a single
+//     server appending to one linear order never runs, and in rule 11 on
+//     redactions, which is applied. Versions 1–5 accept power levels
+//     written as floats; Strand's events are canonical JSON, which has no
+//     floats, so such levels are refused as bad JSON before authorisation.
+//     Before v10 the power levels rule checks only users; Strand holds the
+//     other levels to the same form (integers, or integer strings before
+//     v10), since levels it cannot read it cannot apply.
 //
 // Beyond the spec, Authorize rejects events whose version differs from the
 // room's, create events whose state_key is not "" or whose room_version
@@ -120,6 +127,13 @@ func Authorize(ev *Event, state State) error {
 	if create.create.noFederate && ev.sender.Server() != create.sender.Server() {
 		return Forbidden("room does not federate and %s is not on %s", ev.sender, create.sender.Server())
 	}
+	// v1–v5 rule 4: a server names its own aliases, member or not.
+	if rules.aliasesRule && ev.typ == TypeAliases {
+		if ev.stateKey == nil || *ev.stateKey != string(ev.sender.Server()) {
+			return Forbidden("m.room.aliases must have the sender's server as its state_key")
+		}
+		return nil
+	}
 	if ev.typ == TypeMember {
 		return authorizeMember(ev, state, create)
 	}
@@ -143,7 +157,22 @@ func Authorize(ev *Event, state State) error {
 	if ev.typ == TypePowerLevels {
 		return authorizePowerLevels(ev, state, senderLevel)
 	}
+	// v1–v2 rule 11: the redact level, or the redaction's event_id on the
+	// server of the redacted event's event_id.
+	if rules.redactionRule && ev.typ == TypeRedaction && senderLevel < pl.Redact {
+		if ev.redacts == "" || eventIDServer(ev.redacts) != eventIDServer(ev.id) || eventIDServer(ev.id) == "" {
+			return Forbidden("redacting needs power %d, or an event of the same server; %s has %d", pl.Redact, ev.sender, senderLevel)
+		}
+	}
 	return nil
+}
+
+// eventIDServer is the server part of a "$opaque:server" event ID, or "".
+func eventIDServer(id EventID) string {
+	if i := strings.IndexByte(string(id), ':'); i > 0 {
+		return string(id[i+1:])
+	}
+	return ""
 }
 
 func authorizeCreate(ev *Event) error {
@@ -218,8 +247,10 @@ func authorizeMember(ev *Event, state State, create *Event) error {
 	if err != nil {
 		return Forbidden("member event's state_key is not a user ID: %v", err)
 	}
+	rules := create.rules
 	var via UserID
-	if raw := lookup(ev.content, "join_authorised_via_users_server"); raw != nil {
+	// Rule 4.2 of v8+; earlier versions give the key no meaning.
+	if raw := lookup(ev.content, "join_authorised_via_users_server"); raw != nil && rules.restrictedJoins {
 		s, ok := decodeString(raw)
 		if !ok {
 			return Forbidden("join_authorised_via_users_server is not a string")
@@ -251,7 +282,16 @@ func authorizeMember(ev *Event, state State, create *Event) error {
 		if senderMembership == MembershipBan {
 			return Forbidden("%s is banned", sender)
 		}
-		switch rule := state.JoinRule(); rule {
+		rule := state.JoinRule()
+		// A join rule the version does not know admits no one.
+		known := rule == JoinRuleInvite || rule == JoinRulePublic ||
+			rule == JoinRuleKnock && rules.knocking ||
+			rule == JoinRuleRestricted && rules.restrictedJoins ||
+			rule == JoinRuleKnockRestricted && rules.knockRestricted
+		if !known {
+			return Forbidden("join rule %q admits no one in room version %s", rule, rules.version)
+		}
+		switch rule {
 		case JoinRuleInvite, JoinRuleKnock:
 			if senderMembership == MembershipInvite || senderMembership == MembershipJoin {
 				return nil
@@ -295,8 +335,12 @@ func authorizeMember(ev *Event, state State, create *Event) error {
 	case MembershipLeave:
 		if sender == target {
 			switch senderMembership {
-			case MembershipInvite, MembershipJoin, MembershipKnock:
+			case MembershipInvite, MembershipJoin:
 				return nil
+			case MembershipKnock:
+				if rules.knocking { // rescinding a knock, v7+
+					return nil
+				}
 			}
 			return Forbidden("%s cannot leave from membership %s", sender, senderMembership)
 		}
@@ -323,7 +367,11 @@ func authorizeMember(ev *Event, state State, create *Event) error {
 		return Forbidden("%s may not ban %s", sender, target)
 
 	case MembershipKnock:
-		if rule := state.JoinRule(); rule != JoinRuleKnock && rule != JoinRuleKnockRestricted {
+		if !rules.knocking {
+			break // an unknown membership before version 7
+		}
+		rule := state.JoinRule()
+		if !(rule == JoinRuleKnock || rule == JoinRuleKnockRestricted && rules.knockRestricted) {
 			return Forbidden("join rule %s does not allow knocking", rule)
 		}
 		if sender != target {
@@ -470,10 +518,17 @@ func authorizePowerLevels(ev *Event, state State, senderLevel int64) error {
 			return Forbidden("cannot set %s to %d, above your power %d", namedLevelKeys[i], newV, senderLevel)
 		}
 	}
-	for _, m := range [...]struct {
+	maps := []struct {
 		name     string
 		old, new map[string]int64
-	}{{"events", oldPL.Events, newPL.Events}, {"notifications", oldPL.Notifications, newPL.Notifications}} {
+	}{{"events", oldPL.Events, newPL.Events}}
+	if ev.rules.notificationsLevels { // v6+
+		maps = append(maps, struct {
+			name     string
+			old, new map[string]int64
+		}{"notifications", oldPL.Notifications, newPL.Notifications})
+	}
+	for _, m := range maps {
 		for k, oldV := range m.old {
 			if newV, ok := m.new[k]; (!ok || newV != oldV) && oldV > senderLevel {
 				return Forbidden("cannot change %s[%q] from %d, above your power %d", m.name, k, oldV, senderLevel)

@@ -20,7 +20,12 @@ type ProtoEvent struct {
 	Content json.RawMessage
 	// Redacts is the target of an m.room.redaction. BuildEvent puts it at
 	// the top level (v10) or into content (v11+), as the version wants.
-	Redacts        EventID
+	Redacts EventID
+	// EventID is the ID of an event of room version 1 or 2, where the
+	// creating server names its events; empty means a fresh random one
+	// (NewEventID). Later versions derive the ID from the event's hash, and
+	// setting it is an error.
+	EventID        EventID
 	PrevEvents     []EventID
 	AuthEvents     []EventID
 	Depth          int64
@@ -72,6 +77,19 @@ func BuildEvent(v RoomVersion, p *ProtoEvent, origin ServerName, key *KeyPair) (
 	if p.OriginServerTS < 0 || p.OriginServerTS > MaxSafeInteger {
 		return nil, InvalidParam("build event: origin_server_ts %d out of range", p.OriginServerTS)
 	}
+	ownID := p.EventID
+	switch {
+	case rules.eventID != idOpaque && ownID != "":
+		return nil, InvalidParam("build event: room version %s derives event IDs from hashes", v)
+	case rules.eventID == idOpaque && ownID == "":
+		if ownID, err = NewEventID(origin); err != nil {
+			return nil, InvalidParam("build event: %v", err)
+		}
+	case rules.eventID == idOpaque:
+		if _, err := parseVersionEventID(rules, string(ownID)); err != nil {
+			return nil, InvalidParam("build event: %v", err)
+		}
+	}
 	if len(p.PrevEvents) > maxPrevEvents || len(p.AuthEvents) > maxAuthEvents {
 		return nil, InvalidParam("build event: at most %d prev_events and %d auth_events", maxPrevEvents, maxAuthEvents)
 	}
@@ -91,7 +109,7 @@ func BuildEvent(v RoomVersion, p *ProtoEvent, origin ServerName, key *KeyPair) (
 		if p.Type != TypeRedaction {
 			return nil, InvalidParam("build event: only %s events redact", TypeRedaction)
 		}
-		if _, err := parseHashEventID(string(p.Redacts)); err != nil {
+		if _, err := parseVersionEventID(rules, string(p.Redacts)); err != nil {
 			return nil, InvalidParam("build event: redacts: %v", err)
 		}
 		idJSON, _ := appendString(nil, string(p.Redacts))
@@ -123,15 +141,19 @@ func BuildEvent(v RoomVersion, p *ProtoEvent, origin ServerName, key *KeyPair) (
 	// by hashAndSign.
 	var o objectBuilder
 	o.begin(make([]byte, 0, 512+len(content)))
-	ids, err := appendIDList(nil, p.AuthEvents)
+	ids, err := appendIDList(nil, rules, p.AuthEvents)
 	if err != nil {
 		return nil, err
 	}
 	o.raw("auth_events", ids)
 	o.raw("content", content)
 	o.raw("depth", appendInt(nil, p.Depth))
+	if rules.eventID == idOpaque {
+		s, _ := appendString(nil, string(ownID))
+		o.raw("event_id", s)
+	}
 	o.raw("origin_server_ts", appendInt(nil, p.OriginServerTS))
-	if ids, err = appendIDList(ids[:0], p.PrevEvents); err != nil {
+	if ids, err = appendIDList(ids[:0], rules, p.PrevEvents); err != nil {
 		return nil, err
 	}
 	o.raw("prev_events", ids)
@@ -165,18 +187,29 @@ func BuildEvent(v RoomVersion, p *ProtoEvent, origin ServerName, key *KeyPair) (
 	return parseCanonicalEvent(rules, signed, id)
 }
 
-func appendIDList(dst []byte, ids []EventID) ([]byte, error) {
+// appendIDList writes prev_events or auth_events. Versions 1 and 2 pair
+// each ID with the referenced event's hashes. Strand writes an empty hashes
+// object there: the authorisation rules never read these hashes (an event
+// is identified by its event_id), and the builder is given IDs alone.
+func appendIDList(dst []byte, rules versionRules, ids []EventID) ([]byte, error) {
 	dst = append(dst, '[')
 	for i, id := range ids {
-		if _, err := parseHashEventID(string(id)); err != nil {
+		if _, err := parseVersionEventID(rules, string(id)); err != nil {
 			return nil, InvalidParam("build event: %v", err)
 		}
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = append(dst, '"')
-		dst = append(dst, id...) // base64url and '$' need no escaping
-		dst = append(dst, '"')
+		if rules.eventID == idOpaque {
+			dst = append(dst, '[')
+		}
+		var ok bool
+		if dst, ok = appendString(dst, string(id)); !ok {
+			return nil, InvalidParam("build event: event ID %q is not valid UTF-8", id)
+		}
+		if rules.eventID == idOpaque {
+			dst = append(dst, ",{}]"...)
+		}
 	}
 	return append(dst, ']'), nil
 }

@@ -29,6 +29,7 @@ const (
 	TypeThirdPartyInvite = "m.room.third_party_invite"
 	TypeRedaction        = "m.room.redaction"
 	TypeHistoryVis       = "m.room.history_visibility"
+	TypeAliases          = "m.room.aliases" // meaningful to auth and redaction before v6
 )
 
 // Event is a room event (a PDU) of a known room version. It is immutable:
@@ -36,8 +37,9 @@ const (
 // accessors return fields parsed from it once. Slices returned by accessors
 // are shared and must not be modified.
 //
-// The event ID is not part of the JSON in the versions Strand implements;
-// it is the reference hash of the event and is computed on construction.
+// From version 3 on the event ID is not part of the JSON: it is the
+// reference hash of the event and is computed on construction. In versions
+// 1 and 2 it is the event's own event_id.
 type Event struct {
 	raw     []byte
 	version RoomVersion
@@ -176,6 +178,7 @@ func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, 
 	}
 	e := &Event{raw: canon, version: rules.version, rules: rules, depth: -1, originTS: -1}
 	var have struct{ typ, sender, content, prev, auth, hashes, sigs bool }
+	var ownID EventID // event_id, versions 1 and 2
 	err := eachMember(canon, func(k, v []byte) (bool, error) {
 		var ok bool
 		switch string(k) {
@@ -221,7 +224,7 @@ func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, 
 			}
 			e.content, have.content = v, true
 		case "prev_events", "auth_events":
-			ids, err := parseEventIDList(v, string(k))
+			ids, err := parseEventIDList(rules, v, string(k))
 			if err != nil {
 				return false, err
 			}
@@ -259,11 +262,25 @@ func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, 
 				if !ok {
 					return false, BadJSON("redacts must be a string")
 				}
-				id, err := parseHashEventID(s)
+				id, err := parseVersionEventID(rules, s)
 				if err != nil {
 					return false, BadJSON("redacts: %v", err)
 				}
 				e.redacts = id
+			}
+		case "event_id":
+			// Only versions 1 and 2 carry their ID; later versions'
+			// event_id (added by careless senders) is not the ID.
+			if rules.eventID == idOpaque {
+				s, ok := decodeString(v)
+				if !ok {
+					return false, BadJSON("event_id must be a string")
+				}
+				id, err := parseVersionEventID(rules, s)
+				if err != nil {
+					return false, BadJSON("event_id: %v", err)
+				}
+				ownID = id
 			}
 		}
 		return true, nil
@@ -294,12 +311,21 @@ func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, 
 	if !e.hasRoomID && !isV12Create {
 		return nil, BadJSON("event has no room_id")
 	}
-	if id == "" {
+	switch {
+	case rules.eventID == idOpaque:
+		if ownID == "" {
+			return nil, BadJSON("event of room version %s has no event_id", rules.version)
+		}
+		if id != "" && id != ownID {
+			return nil, BadJSON("event_id %s is not %s", ownID, id)
+		}
+		id = ownID
+	case id == "":
 		sum, err := referenceHash(rules, canon)
 		if err != nil {
 			return nil, err
 		}
-		id = eventIDFromHash(sum[:])
+		id = eventIDFromHash(rules, sum[:])
 	}
 	e.id = id
 	if isV12Create && !e.hasRoomID {
@@ -307,7 +333,7 @@ func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, 
 	}
 	if e.typ == TypeRedaction && !rules.topLevelRedacts {
 		if s, ok := stringMember(e.content, "redacts"); ok {
-			if id, err := parseHashEventID(s); err == nil {
+			if id, err := parseVersionEventID(rules, s); err == nil {
 				e.redacts = id
 			}
 		}
@@ -328,7 +354,7 @@ func (e *Event) parseAuthContent() {
 	case TypeJoinRules:
 		e.joinRule, _ = stringMember(e.content, "join_rule")
 	case TypePowerLevels:
-		e.power, e.powerErr = parsePowerLevels(e.content)
+		e.power, e.powerErr = parsePowerLevels(e.content, e.rules.stringyPowerLevels)
 	case TypeCreate:
 		e.create = parseCreateInfo(e)
 	}
@@ -375,26 +401,47 @@ func parseCreateInfo(e *Event) *createInfo {
 	return c
 }
 
-// parseHashEventID accepts only the reference-hash form of event ID, the
-// only form in the room versions Strand implements.
-func parseHashEventID(s string) (EventID, error) {
-	if len(s) != 1+hashIDLen || s[0] != '$' || !isHashID(s[1:]) {
-		return "", fmt.Errorf("event ID %q is not a reference hash", s)
+// parseVersionEventID accepts only the form of event ID the room version
+// uses: inside a room every event ID names an event of that room.
+func parseVersionEventID(rules versionRules, s string) (EventID, error) {
+	switch rules.eventID {
+	case idOpaque:
+		if isHashID(s[min(1, len(s)):]) || isStdHashID(s[min(1, len(s)):]) {
+			return "", fmt.Errorf("event ID %q is a reference hash, not $opaque:server", s)
+		}
+		return ParseEventID(s)
+	case idHashStd:
+		if len(s) != 1+hashIDLen || s[0] != '$' || !isStdHashID(s[1:]) {
+			return "", fmt.Errorf("event ID %q is not a reference hash in standard base64", s)
+		}
+	default:
+		if len(s) != 1+hashIDLen || s[0] != '$' || !isHashID(s[1:]) {
+			return "", fmt.Errorf("event ID %q is not a reference hash", s)
+		}
 	}
 	return EventID(s), nil
 }
 
-func parseEventIDList(v []byte, field string) ([]EventID, error) {
+// parseEventIDList parses prev_events or auth_events: a list of event IDs
+// or, in versions 1 and 2, of [event ID, hashes] pairs.
+func parseEventIDList(rules versionRules, v []byte, field string) ([]EventID, error) {
 	if !isArray(v) {
 		return nil, BadJSON("%s must be an array", field)
 	}
 	ids := []EventID{}
 	err := eachElement(v, func(el []byte) error {
+		if rules.eventID == idOpaque {
+			var pair []json.RawMessage
+			if !isArray(el) || json.Unmarshal(el, &pair) != nil || len(pair) != 2 || !isObject(pair[1]) {
+				return BadJSON("%s must hold [event ID, hashes] pairs", field)
+			}
+			el = pair[0]
+		}
 		s, ok := decodeString(el)
 		if !ok {
-			return BadJSON("%s must hold strings", field)
+			return BadJSON("%s must hold event IDs", field)
 		}
-		id, err := parseHashEventID(s)
+		id, err := parseVersionEventID(rules, s)
 		if err != nil {
 			return BadJSON("%s: %v", field, err)
 		}
@@ -458,8 +505,9 @@ func contentHash(canon []byte) ([sha256.Size]byte, error) {
 
 // ReferenceHash returns the reference hash of an event of version v
 // ("Calculating the reference hash for an event"): the sha256 of its
-// redacted canonical JSON without signatures and unsigned. The event ID is
-// "$" and this hash in URL-safe unpadded base64.
+// redacted canonical JSON without signatures and unsigned. From version 3
+// the event ID is "$" and this hash in unpadded base64 (URL-safe from
+// version 4).
 func ReferenceHash(v RoomVersion, raw []byte) ([sha256.Size]byte, error) {
 	rules, err := v.checkedRules()
 	if err != nil {
@@ -582,7 +630,7 @@ func keepTopLevel(rules versionRules, key string) bool {
 		"signatures", "depth", "prev_events", "auth_events", "origin_server_ts":
 		return true
 	case "prev_state", "origin", "membership":
-		return rules.redaction == redactV9
+		return rules.redaction < redactV11
 	}
 	return false
 }
@@ -592,18 +640,21 @@ func redactContent(rules versionRules, typ string, content []byte) ([]byte, erro
 	if !isObject(content) {
 		return []byte("{}"), nil
 	}
-	v11 := rules.redaction == redactV11
+	alg := rules.redaction
+	v11 := alg == redactV11
 	var keep func(key string) bool
 	switch typ {
 	case TypeMember:
-		keep = func(k string) bool { return k == "membership" || k == "join_authorised_via_users_server" }
+		keep = func(k string) bool {
+			return k == "membership" || alg >= redactV9 && k == "join_authorised_via_users_server"
+		}
 	case TypeCreate:
 		if v11 {
 			return content, nil
 		}
 		keep = func(k string) bool { return k == "creator" }
 	case TypeJoinRules:
-		keep = func(k string) bool { return k == "join_rule" || k == "allow" }
+		keep = func(k string) bool { return k == "join_rule" || alg >= redactV8 && k == "allow" }
 	case TypePowerLevels:
 		keep = func(k string) bool {
 			switch k {
@@ -618,6 +669,8 @@ func redactContent(rules versionRules, typ string, content []byte) ([]byte, erro
 		keep = func(k string) bool { return k == "history_visibility" }
 	case TypeRedaction:
 		keep = func(k string) bool { return v11 && k == "redacts" }
+	case TypeAliases:
+		keep = func(k string) bool { return alg == redactV1 && k == "aliases" }
 	default:
 		return []byte("{}"), nil
 	}
@@ -688,7 +741,13 @@ func hashAndSign(rules versionRules, canon []byte, origin ServerName, key *KeyPa
 	if err != nil {
 		return nil, "", err
 	}
-	id := eventIDFromHash(sha256Of(payload))
+	var id EventID
+	if rules.eventID == idOpaque {
+		s, _ := stringMember(payload, "event_id")
+		id = EventID(s)
+	} else {
+		id = eventIDFromHash(rules, sha256Of(payload))
+	}
 	var sigs []byte
 	if v := lookup(withHashes, "signatures"); v != nil {
 		sigs = v

@@ -1,7 +1,9 @@
 package matrix
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -16,7 +18,36 @@ const (
 	dave  UserID = "@dave:other.org"
 )
 
-var allVersions = []RoomVersion{RoomVersion10, RoomVersion11, RoomVersion12}
+// allVersions are the versions every version-independent test runs in.
+var allVersions = []RoomVersion{RoomVersion1, RoomVersion2, RoomVersion3, RoomVersion4, RoomVersion5, RoomVersion6,
+	RoomVersion7, RoomVersion8, RoomVersion9, RoomVersion10, RoomVersion11, RoomVersion12}
+
+// preV11 are the versions whose create event names the creator in content.
+var preV11 = allVersions[:10]
+
+// preV12 are the versions whose creator is an ordinary user in power levels.
+var preV12 = allVersions[:11]
+
+// bogusEventID is a well-formed event ID of version v that names no event.
+func bogusEventID(v RoomVersion) EventID {
+	switch v {
+	case RoomVersion1, RoomVersion2:
+		return "$bogus:example.org"
+	case RoomVersion3:
+		return EventID("$" + strings.Repeat("A", 41) + "/A") // '/' makes it standard base64 only
+	}
+	return EventID("$" + strings.Repeat("A", 43))
+}
+
+// versionsFrom returns the versions from v on.
+func versionsFrom(v RoomVersion) []RoomVersion {
+	for i, w := range allVersions {
+		if w == v {
+			return allVersions[i:]
+		}
+	}
+	return nil
+}
 
 // testRoom builds, authorises and applies events in order, like the api
 // will: auth_events from AuthEventsFor, prev_events the last event.
@@ -60,7 +91,7 @@ func newEmptyRoom(t testing.TB, v RoomVersion, createContent map[string]any) *te
 	t.Helper()
 	r := &testRoom{t: t, v: v, keys: map[ServerName]*KeyPair{}}
 	content := map[string]any{"room_version": string(v)}
-	if v == RoomVersion10 {
+	if v.CreatorInContent() {
 		content["creator"] = string(alice)
 	}
 	for k, val := range createContent {
@@ -194,4 +225,34 @@ func (r *testRoom) cosign(ev *Event, server ServerName) *Event {
 		r.t.Fatal("co-signing changed the event ID")
 	}
 	return out
+}
+
+// checkEventIDForm fails t unless ev's ID has the form of version v: the
+// event's own event_id "$opaque:server" in v1–v2, the reference hash in
+// standard unpadded base64 in v3 and URL-safe unpadded base64 from v4.
+func checkEventIDForm(t testing.TB, v RoomVersion, ev *Event) {
+	t.Helper()
+	id := string(ev.ID())
+	switch v {
+	case RoomVersion1, RoomVersion2:
+		own, _ := stringMember(ev.JSON(), "event_id")
+		if own != id || !strings.HasSuffix(id, ":example.org") || !strings.HasPrefix(id, "$") {
+			t.Fatalf("v%s event ID %q, event_id %q", v, id, own)
+		}
+		return
+	}
+	if lookup(ev.JSON(), "event_id") != nil {
+		t.Fatalf("v%s event carries an event_id", v)
+	}
+	sum, err := ReferenceHash(v, ev.JSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "$" + base64.RawURLEncoding.EncodeToString(sum[:])
+	if v == RoomVersion3 {
+		want = "$" + base64.RawStdEncoding.EncodeToString(sum[:])
+	}
+	if id != want {
+		t.Fatalf("v%s event ID %s, want %s", v, id, want)
+	}
 }

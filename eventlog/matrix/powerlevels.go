@@ -3,6 +3,7 @@ package matrix
 import (
 	"fmt"
 	"math"
+	"strings"
 )
 
 // CreatorPowerLevel is the power level of a room creator in room version 12,
@@ -21,8 +22,8 @@ const (
 	defaultEventsDefault = 0
 	defaultStateDefault  = 50
 	defaultUsersDefault  = 0
-	// defaultCreatorLevel is the level of the creator in a version 10 or 11
-	// room that has no m.room.power_levels event yet.
+	// defaultCreatorLevel is the level of the creator in a room of version
+	// 1 to 11 that has no m.room.power_levels event yet.
 	defaultCreatorLevel = 100
 )
 
@@ -43,9 +44,10 @@ const (
 var namedLevelKeys = [numNamedLevels]string{"users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"}
 
 // PowerLevels is the content of an m.room.power_levels event with the
-// spec's defaults filled in for missing properties. The room versions Strand
-// implements (10 and later) allow integers only, never the numeric strings
-// of older versions, so there are no string quirks to handle here.
+// spec's defaults filled in for missing properties. Versions 10 and later
+// allow integers only; versions 1–9 also accept integers written as strings
+// (rooms/fragments/v1-stringy-power-levels.md), which parsing turns into
+// integers.
 type PowerLevels struct {
 	Ban, Kick, Redact, Invite   int64
 	EventsDefault, StateDefault int64
@@ -72,14 +74,19 @@ func DefaultPowerLevels() *PowerLevels {
 
 // ParsePowerLevels parses m.room.power_levels content with the checks of
 // authorisation rule "If type is m.room.power_levels" (9.1–9.3 in v10/v11,
-// 10.1–10.3 in v12): the named levels integers, events and notifications
+// 10.1–10.3 in v12; before v10 the rule names only users, and Strand holds
+// the other levels to the same form, since levels it cannot read cannot
+// be applied): the named levels integers, events and notifications
 // objects of integers, users an object from valid user IDs to integers.
+// It is the strict form of every version: what a server lets its own users
+// send, since the string levels older versions tolerate are kept "strictly
+// for backwards compatibility" (rooms/fragments/v1-deprecated-formatting-off-spec.md).
 func ParsePowerLevels(content []byte) (*PowerLevels, error) {
 	canon, err := CanonicalJSON(content)
 	if err != nil {
 		return nil, err
 	}
-	pl, err := parsePowerLevels(canon)
+	pl, err := parsePowerLevels(canon, false)
 	if err != nil {
 		return nil, err
 	}
@@ -89,8 +96,9 @@ func ParsePowerLevels(content []byte) (*PowerLevels, error) {
 // parsePowerLevels parses canonical content. It always returns the levels
 // it could read, so that state holding a malformed event (which Authorize
 // would never have let in) still yields usable levels, and an error
-// describing the first problem.
-func parsePowerLevels(content []byte) (*PowerLevels, error) {
+// describing the first problem. With stringy, levels may also be integers
+// written as strings (versions 1–9).
+func parsePowerLevels(content []byte, stringy bool) (*PowerLevels, error) {
 	pl := DefaultPowerLevels()
 	var firstErr error
 	fail := func(format string, a ...any) {
@@ -107,7 +115,7 @@ func parsePowerLevels(content []byte) (*PowerLevels, error) {
 			if key != name {
 				continue
 			}
-			n, ok := decodeInt(v)
+			n, ok := decodeLevel(v, stringy)
 			if !ok {
 				fail("%s must be an integer", name)
 				return true, nil
@@ -118,7 +126,7 @@ func parsePowerLevels(content []byte) (*PowerLevels, error) {
 		}
 		switch key {
 		case "events", "notifications":
-			m, err := intMap(v)
+			m, err := intMap(v, stringy)
 			if err != nil {
 				fail("%s: %v", key, err)
 				return true, nil
@@ -129,7 +137,7 @@ func parsePowerLevels(content []byte) (*PowerLevels, error) {
 				pl.Notifications = m
 			}
 		case "users":
-			m, err := intMap(v)
+			m, err := intMap(v, stringy)
 			if err != nil {
 				fail("users: %v", err)
 				return true, nil
@@ -151,8 +159,44 @@ func parsePowerLevels(content []byte) (*PowerLevels, error) {
 	return pl, firstErr
 }
 
-// intMap decodes an object whose values must all be integers.
-func intMap(v []byte) (map[string]int64, error) {
+// decodeLevel decodes a power level: an integer or, with stringy, a string
+// holding one in the form the v1 fragment allows (surrounding whitespace,
+// one optional sign, base 10 digits with any leading zeros).
+func decodeLevel(v []byte, stringy bool) (int64, bool) {
+	if n, ok := decodeInt(v); ok || !stringy {
+		return n, ok
+	}
+	s, ok := decodeString(v)
+	if !ok {
+		return 0, false
+	}
+	s = strings.TrimSpace(s)
+	neg := false
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		neg, s = s[0] == '-', s[1:]
+	}
+	if s == "" {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(s[i]-'0')
+		if n > MaxSafeInteger {
+			return 0, false
+		}
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}
+
+// intMap decodes an object whose values must all be integers (or, with
+// stringy, integers written as strings).
+func intMap(v []byte, stringy bool) (map[string]int64, error) {
 	if !isObject(v) {
 		return nil, fmt.Errorf("not an object")
 	}
@@ -162,7 +206,7 @@ func intMap(v []byte) (map[string]int64, error) {
 		if !ok {
 			return false, fmt.Errorf("bad key")
 		}
-		n, ok := decodeInt(val)
+		n, ok := decodeLevel(val, stringy)
 		if !ok {
 			return false, fmt.Errorf("value of %q is not an integer", key)
 		}

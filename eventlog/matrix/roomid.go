@@ -93,22 +93,22 @@ func NewRoomID(server ServerName) (RoomID, error) {
 	return RoomID(id), nil
 }
 
-// EventID is a validated event ID. In every version Strand implements it is
-// "$" followed by the event's reference hash in URL-safe unpadded base64.
+// EventID is a validated event ID: "$opaque:server" in room versions 1 and
+// 2, "$" and the event's reference hash in unpadded base64 in version 3,
+// and in URL-safe unpadded base64 from version 4.
 type EventID string
 
 // String returns the ID as is.
 func (e EventID) String() string { return string(e) }
 
-// ParseEventID validates an event ID. It accepts the hash form of room
-// versions 4 and later and, because clients may quote IDs from older rooms,
-// the historical "$opaque:server" form; ParseEvent is stricter about the IDs
-// inside events of the versions Strand implements.
+// ParseEventID validates an event ID of any room version. ParseEvent is
+// stricter about the IDs inside an event: they take the form of its room's
+// version.
 func ParseEventID(s string) (EventID, error) {
 	if len(s) < 2 || len(s) > MaxIDLength || s[0] != '$' {
 		return "", fmt.Errorf("event ID %q: must start with '$'", s)
 	}
-	if isHashID(s[1:]) {
+	if isHashID(s[1:]) || isStdHashID(s[1:]) {
 		return EventID(s), nil
 	}
 	i := strings.IndexByte(s, ':')
@@ -143,9 +143,38 @@ func isHashID(s string) bool {
 	return strings.IndexByte("AEIMQUYcgkosw048", s[len(s)-1]) >= 0
 }
 
-// eventIDFromHash encodes a reference hash as an event ID.
-func eventIDFromHash(sum []byte) EventID {
+// isStdHashID reports whether s is a sha256 in standard unpadded base64,
+// the event IDs of room version 3.
+func isStdHashID(s string) bool {
+	if len(s) != hashIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/') {
+			return false
+		}
+	}
+	return strings.IndexByte("AEIMQUYcgkosw048", s[len(s)-1]) >= 0
+}
+
+// eventIDFromHash encodes a reference hash as an event ID of a version
+// whose IDs are hashes.
+func eventIDFromHash(rules versionRules, sum []byte) EventID {
+	if rules.eventID == idHashStd {
+		return EventID("$" + base64.RawStdEncoding.EncodeToString(sum))
+	}
 	return EventID("$" + base64.RawURLEncoding.EncodeToString(sum))
+}
+
+// NewEventID returns a fresh random "$opaque:server" event ID, the form of
+// room versions 1 and 2, where the creating server names its events.
+func NewEventID(server ServerName) (EventID, error) {
+	id, err := NewRoomID(server)
+	if err != nil {
+		return "", err
+	}
+	return EventID("$" + string(id[1:])), nil
 }
 
 // roomIDForCreate is the room ID a version 12 create event founds.

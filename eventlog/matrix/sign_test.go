@@ -247,7 +247,7 @@ func TestReferenceHashAgainstSpecSignatures(t *testing.T) {
 			if sum != sha256.Sum256(payload) {
 				t.Fatal("ReferenceHash is not the sha256 of the signed payload")
 			}
-			if id := eventIDFromHash(sum[:]); id != EventID(tc.wantID) {
+			if id := eventIDFromHash(versionTable[RoomVersion10], sum[:]); id != EventID(tc.wantID) {
 				t.Fatalf("event ID %s, want %s", id, tc.wantID)
 			}
 		})

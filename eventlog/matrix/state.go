@@ -309,7 +309,7 @@ func (s State) PowerLevels() *PowerLevels {
 
 // Creators returns the room's creators: in version 12 the create event's
 // sender and content.additional_creators; before, the one creator
-// (content.creator in v10, the create's sender in v11).
+// (content.creator in v1–v10, the create's sender in v11).
 func (s State) Creators() []UserID {
 	c := s.Create()
 	if c == nil || c.create == nil {
@@ -350,7 +350,7 @@ func (s State) isCreator(u UserID) bool {
 // UserPowerLevel returns u's power level with the version's rules: in
 // version 12 creators have CreatorPowerLevel; otherwise the power_levels
 // entry or users_default; and without a power_levels event, 100 for the
-// creator of a version 10 or 11 room and 0 for everyone else.
+// creator of a room of version 1 to 11 and 0 for everyone else.
 func (s State) UserPowerLevel(u UserID) int64 {
 	if s.isCreator(u) {
 		return CreatorPowerLevel
