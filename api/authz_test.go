@@ -590,7 +590,10 @@ func setUpAuthzRoom(t *testing.T, w *authzWorld, room *authzRoom) {
 	if room.joinRule == "public" {
 		preset = "public_chat"
 	}
-	users := map[string]any{}
+	// The override replaces the default users map, so the creator is
+	// listed too (rooms of the default version, 10, give creators no
+	// power beyond what power levels say).
+	users := map[string]any{cr.UserID: 100}
 	for _, r := range []string{"invited", "left", "banned", "stranger"} {
 		users[w.users[r].UserID] = 50
 	}
