@@ -48,11 +48,14 @@ func (s *Server) routes() {
 	// client v1 ones.
 	for _, prefix := range []string{"/_matrix/media/r0", "/_matrix/media/v3"} {
 		r.Handle(prefix+"/upload", s.wrap(s.authenticated(s.limited(limitUpload, s.uploadMedia)))).Methods(http.MethodPost)
+		r.Handle(prefix+"/upload/{serverName}/{mediaId}", s.wrap(s.authenticated(s.limited(limitUpload, s.uploadMediaTo)))).Methods(http.MethodPut)
 		r.Handle(prefix+"/config", s.wrap(s.authenticated(s.mediaConfig))).Methods(http.MethodGet)
 		r.Handle(prefix+"/download/{serverName}/{mediaId}", s.wrap(s.downloadMedia)).Methods(http.MethodGet, http.MethodHead)
 		r.Handle(prefix+"/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.downloadMedia)).Methods(http.MethodGet, http.MethodHead)
 		r.Handle(prefix+"/thumbnail/{serverName}/{mediaId}", s.wrap(s.thumbnailMedia)).Methods(http.MethodGet)
 	}
+	// Asynchronous uploads create their mxc:// URI under media/v1.
+	r.Handle("/_matrix/media/v1/create", s.wrap(s.authenticated(s.limited(limitUpload, s.createMedia)))).Methods(http.MethodPost)
 	// Relations and threads exist only as v1 endpoints.
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)

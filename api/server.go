@@ -52,6 +52,12 @@ type Config struct {
 	// MediaQuotaBytes bounds the bytes one user may upload in all (403
 	// M_FORBIDDEN beyond); 0 means no quota.
 	MediaQuotaBytes int64
+	// MediaPendingExpiry is how long an ID created with
+	// /media/v1/create waits for its upload (DefaultMediaPendingExpiry
+	// when 0); MaxPendingMedia bounds a user's created IDs that wait
+	// (DefaultMaxPendingMedia when 0, none when negative).
+	MediaPendingExpiry time.Duration
+	MaxPendingMedia    int
 	// ThumbnailSizes is the fixed set of thumbnail sizes made and kept;
 	// every request is answered with the nearest (DefaultThumbnailSizes
 	// when empty).
@@ -88,6 +94,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MediaQuotaBytes < 0 {
 		c.MediaQuotaBytes = 0
+	}
+	if c.MediaPendingExpiry <= 0 {
+		c.MediaPendingExpiry = DefaultMediaPendingExpiry
+	}
+	if c.MaxPendingMedia == 0 {
+		c.MaxPendingMedia = DefaultMaxPendingMedia
 	}
 	if len(c.ThumbnailSizes) == 0 {
 		c.ThumbnailSizes = DefaultThumbnailSizes

@@ -257,6 +257,8 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		ThumbnailSizes:           thumbSizes,
 		ThumbnailMaxDecodedBytes: int64(c.cfg.ThumbnailMaxMB) << 20,
 		ThumbnailJobs:            c.cfg.ThumbnailJobs,
+		MaxPendingMedia:          c.cfg.PendingMediaMax,
+		MediaPendingExpiry:       c.cfg.PendingMediaTTL,
 		SigningKey:               key,
 	}, d.log, d.store, wm, logger)
 	srv.UseSessions(sessions)
