@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -58,6 +59,13 @@ type Config struct {
 	// (DefaultMaxPendingMedia when 0, none when negative).
 	MediaPendingExpiry time.Duration
 	MaxPendingMedia    int
+	// OutboundAllow lists addresses that outbound requests (URL
+	// previews) may reach although they are loopback, private or
+	// otherwise special; nothing such is reachable when empty.
+	OutboundAllow []netip.Prefix
+	// PreviewCacheTTL is how long a URL preview is kept and served again
+	// (DefaultPreviewCacheTTL when 0).
+	PreviewCacheTTL time.Duration
 	// ThumbnailSizes is the fixed set of thumbnail sizes made and kept;
 	// every request is answered with the nearest (DefaultThumbnailSizes
 	// when empty).
@@ -101,6 +109,9 @@ func (c *Config) setDefaults() {
 	if c.MaxPendingMedia == 0 {
 		c.MaxPendingMedia = DefaultMaxPendingMedia
 	}
+	if c.PreviewCacheTTL <= 0 {
+		c.PreviewCacheTTL = DefaultPreviewCacheTTL
+	}
 	if len(c.ThumbnailSizes) == 0 {
 		c.ThumbnailSizes = DefaultThumbnailSizes
 	}
@@ -137,6 +148,7 @@ type Server struct {
 	events    eventCache
 	rooms     roomCache
 	thumbs    *thumbnailer
+	previews  *previewer
 
 	dummyOnce sync.Once
 	dummyHash []byte
@@ -176,7 +188,8 @@ type routeHolder struct{ template string }
 func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark, logger *slog.Logger) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
-		sessions: store.NewSessions(st, wm, nil, logger), thumbs: newThumbnailer(cfg.ThumbnailJobs)}
+		sessions: store.NewSessions(st, wm, nil, logger), thumbs: newThumbnailer(cfg.ThumbnailJobs),
+		previews: &previewer{client: newOutboundClient(cfg.OutboundAllow)}}
 	if cfg.RateLimits != nil {
 		s.limits = newLimiters(*cfg.RateLimits)
 	}

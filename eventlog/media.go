@@ -85,7 +85,10 @@ func ensureMediaBuckets(ctx context.Context, js jetstream.JetStream, replicas in
 	if err := ensureMediaUsage(ctx, js, replicas); err != nil {
 		return err
 	}
-	return ensureMediaPending(ctx, js, replicas)
+	if err := ensureMediaPending(ctx, js, replicas); err != nil {
+		return err
+	}
+	return ensurePreviews(ctx, js, replicas)
 }
 
 // ensureMediaUsage declares the usage bucket. One revision per key is
@@ -116,10 +119,11 @@ func ensureMediaUsage(ctx context.Context, js jetstream.JetStream, replicas int)
 // mediaStore is the buckets' handles, opened on first use (and again after
 // a failed attempt).
 type mediaStore struct {
-	mu      sync.Mutex
-	obs     jetstream.ObjectStore
-	usage   jetstream.KeyValue
-	pending jetstream.KeyValue
+	mu       sync.Mutex
+	obs      jetstream.ObjectStore
+	usage    jetstream.KeyValue
+	pending  jetstream.KeyValue
+	previews jetstream.KeyValue
 }
 
 func (l *Log) media(ctx context.Context) (jetstream.ObjectStore, error) {

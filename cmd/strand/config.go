@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"strand/api"
+	"strand/eventlog"
 )
 
 // config is every setting a role can use. Each flag falls back to an
@@ -37,6 +38,8 @@ type config struct {
 	ThumbnailJobs     int
 	PendingMediaMax   int
 	PendingMediaTTL   time.Duration
+	OutboundAllow     string
+	PreviewCacheTTL   time.Duration
 	PasswordMinLength int
 	ApplyTimeout      time.Duration
 	OpsListen         string
@@ -142,6 +145,8 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.int(&c.ThumbnailJobs, "thumbnail-jobs", "STRAND_THUMBNAIL_JOBS", 2, "thumbnails one process makes at once")
 	e.int(&c.PendingMediaMax, "media-pending-max", "STRAND_MEDIA_PENDING_MAX", api.DefaultMaxPendingMedia, "media IDs one user may have created (POST /media/v1/create) and not uploaded yet")
 	e.dur(&c.PendingMediaTTL, "media-pending-expiry", "STRAND_MEDIA_PENDING_EXPIRY", api.DefaultMediaPendingExpiry, "how long a created media ID waits for its upload")
+	e.str(&c.OutboundAllow, "outbound-allow", "STRAND_OUTBOUND_ALLOW", "", "comma-separated CIDRs that URL previews may reach although they are loopback, private or otherwise internal (none by default)")
+	e.dur(&c.PreviewCacheTTL, "preview-cache-ttl", "STRAND_PREVIEW_CACHE_TTL", api.DefaultPreviewCacheTTL, "how long a URL preview is served from the cache (at most 24h)")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
 	def := api.DefaultRateLimits()
 	e.str(&c.RateLimits, "rate-limits", "STRAND_RATE_LIMITS", "on", "rate limits: on, or off (benchmarks, tests)")
@@ -194,6 +199,22 @@ func (c *config) rateLimits() (*api.RateLimits, error) {
 	return &l, nil
 }
 
+// outboundAllow parses --outbound-allow.
+func (c *config) outboundAllow() ([]netip.Prefix, error) {
+	var allow []netip.Prefix
+	for _, s := range strings.Split(c.OutboundAllow, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--outbound-allow: %w", err)
+		}
+		allow = append(allow, p.Masked())
+	}
+	return allow, nil
+}
+
 // validateServer checks the settings registerServer added.
 func (c *config) validateServer() error {
 	switch c.Registration {
@@ -231,6 +252,12 @@ func (c *config) validateServer() error {
 	}
 	if c.PendingMediaTTL < time.Minute || c.PendingMediaTTL > 48*time.Hour {
 		return fmt.Errorf("--media-pending-expiry must be between 1m and 48h")
+	}
+	if _, err := c.outboundAllow(); err != nil {
+		return err
+	}
+	if c.PreviewCacheTTL < time.Second || c.PreviewCacheTTL > eventlog.PreviewMaxAge {
+		return fmt.Errorf("--preview-cache-ttl must be between 1s and %s", eventlog.PreviewMaxAge)
 	}
 	return nil
 }

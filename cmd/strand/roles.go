@@ -242,6 +242,10 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 	if err != nil {
 		return nil, nil, fmt.Errorf("--thumbnail-sizes: %w", err)
 	}
+	allow, err := c.cfg.outboundAllow()
+	if err != nil {
+		return nil, nil, err
+	}
 	srv := api.New(api.Config{
 		RateLimits:               limits,
 		ServerName:               sn,
@@ -259,6 +263,8 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		ThumbnailJobs:            c.cfg.ThumbnailJobs,
 		MaxPendingMedia:          c.cfg.PendingMediaMax,
 		MediaPendingExpiry:       c.cfg.PendingMediaTTL,
+		OutboundAllow:            allow,
+		PreviewCacheTTL:          c.cfg.PreviewCacheTTL,
 		SigningKey:               key,
 	}, d.log, d.store, wm, logger)
 	srv.UseSessions(sessions)
