@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"strand/eventlog"
@@ -23,6 +24,10 @@ const (
 	// DefaultMediaPendingExpiry is how long a created media ID waits for
 	// its upload: the spec's recommended 24 hours.
 	DefaultMediaPendingExpiry = 24 * time.Hour
+	// DefaultMediaClaimLease is how long an upload's claim on a created
+	// ID holds without renewal (it is renewed four times as often): an
+	// upload whose process died frees the ID for another try after this.
+	DefaultMediaClaimLease = time.Minute
 	// DefaultMaxPendingMedia bounds a user's created, not yet uploaded IDs.
 	DefaultMaxPendingMedia = 10
 	// defaultMediaWait is the spec's default timeout_ms for content not
@@ -90,31 +95,49 @@ func (s *Server) uploadMediaTo(w http.ResponseWriter, r *http.Request) error {
 	if p.User != session(r).UserID {
 		return matrix.Forbidden("media ID %s was created by another user", id)
 	}
-	if p.Uploading {
+	now := time.Now()
+	if p.Claimed(now, s.cfg.MediaClaimLease) {
 		return cannotOverwrite(id)
 	}
-	if p.Expired(time.Now()) {
+	if p.Expired(now) {
 		return matrix.NotFound("media ID %s has expired", id)
 	}
-	claim, err := s.log.ClaimPendingMedia(r.Context(), p, rev)
+	claim, err := s.log.ClaimPendingMedia(r.Context(), p, rev, s.cfg.MediaClaimLease)
 	if errors.Is(err, eventlog.ErrMediaClaimed) {
 		return cannotOverwrite(id)
 	}
 	if err != nil {
 		return logUnavailable(err)
 	}
+	// The claim is renewed while the body streams in, however long that
+	// takes. Should it be lost all the same (renewals failing for a whole
+	// lease, and another upload taking over), the store is stopped.
+	storeCtx, stopStore := context.WithCancel(r.Context())
+	defer stopStore()
+	var lost atomic.Bool
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		claim.Keep(storeCtx, func() { lost.Store(true); stopStore() })
+	}()
+	err = s.storeUpload(r.WithContext(storeCtx), id, info)
+	stopStore()
+	<-kept
+	if lost.Load() {
+		s.logger.Warn("media upload claim lost to another upload", "media_id", id)
+		return matrix.Errorf("M_CANNOT_OVERWRITE_MEDIA", http.StatusConflict, "another upload to media %s took over", id)
+	}
 	// The claim is settled even when the request has ended, so that an
 	// interrupted upload does not leave the ID claimed.
 	settle, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 	defer cancel()
-	if err := s.storeUpload(r, id, info); err != nil {
-		if rerr := s.log.ReleasePendingMedia(settle, p, claim); rerr != nil {
+	if err != nil {
+		if rerr := claim.Release(settle); rerr != nil {
 			s.logger.Warn("could not release media upload claim", "media_id", id, "err", rerr)
 		}
 		return err
 	}
-	p.Uploading = true
-	if err := s.log.FinishPendingMedia(settle, p); err != nil {
+	if err := claim.Finish(settle); err != nil {
 		// The content is stored, which is what counts; a stale pending
 		// entry is dropped when the user next reaches the limit, and
 		// waiting downloads look again within a second.

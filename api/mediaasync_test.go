@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -265,5 +267,79 @@ func TestAsyncUploadSurvivesRestart(t *testing.T) {
 	}
 	if r := c.Do("PUT", "/_matrix/media/v3/upload/localhost/"+done, "second"); r.Status != 409 {
 		t.Fatalf("second upload after the restart: %d %s", r.Status, r.Raw)
+	}
+}
+
+// An upload's claim on an ID lapses when its process dies (it is no
+// longer renewed), so the client can upload again; a slow upload, whose
+// process is alive, keeps its claim however long the body takes.
+func TestAsyncUploadClaimLease(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	cfg := apitest.DefaultConfig()
+	cfg.MediaClaimLease = 400 * time.Millisecond
+	a := apitest.NewClient(t, env.API(cfg).URL)
+	b := apitest.NewClient(t, env.API(cfg).URL).As("")
+	a.Register("eli", "pw")
+	b.Token = a.Token
+
+	// A process claims the ID for an upload and dies: nothing renews the
+	// claim.
+	id, _ := createMedia(t, a)
+	ctx := context.Background()
+	dead := env.Conn()
+	p, rev, err := dead.GetPendingMedia(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dead.ClaimPendingMedia(ctx, p, rev, cfg.MediaClaimLease); err != nil {
+		t.Fatal(err)
+	}
+	if r := a.Do("PUT", "/_matrix/media/v3/upload/localhost/"+id, "x"); r.Status != 409 || r.Errcode() != "M_CANNOT_OVERWRITE_MEDIA" {
+		t.Fatalf("upload while another holds the claim: %d %s", r.Status, r.Raw)
+	}
+	if r := b.Do("GET", "/_matrix/media/v3/download/localhost/"+id+"?timeout_ms=100", nil); r.Status != 504 {
+		t.Fatalf("download while the claimed upload is missing: %d %s", r.Status, r.Raw)
+	}
+	time.Sleep(cfg.MediaClaimLease + 100*time.Millisecond)
+	a.MustDo("PUT", "/_matrix/media/v3/upload/localhost/"+id, "after the lapse")
+	if r := b.Do("GET", "/_matrix/media/v3/download/localhost/"+id, nil); string(r.Raw) != "after the lapse" {
+		t.Fatalf("download: %d %s", r.Status, r.Raw)
+	}
+
+	// A body that takes four leases to arrive keeps its claim.
+	id2, _ := createMedia(t, a)
+	pr, pw := io.Pipe()
+	go func() {
+		for range 16 {
+			time.Sleep(cfg.MediaClaimLease / 4)
+			if _, err := pw.Write([]byte("slow ")); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("PUT", a.Base+"/_matrix/media/v3/upload/localhost/"+id2, pr)
+		req.Header.Set("Authorization", "Bearer "+a.Token)
+		req.Header.Set("Content-Type", "text/plain")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		res.Body.Close()
+		done <- res.StatusCode
+	}()
+	time.Sleep(3 * cfg.MediaClaimLease)
+	if r := b.Do("PUT", "/_matrix/media/v3/upload/localhost/"+id2, "cut in"); r.Status != 409 {
+		t.Fatalf("upload during a slow one, after more than a lease: %d %s", r.Status, r.Raw)
+	}
+	if status := <-done; status != 200 {
+		t.Fatalf("slow upload: %d", status)
+	}
+	if r := b.Do("GET", "/_matrix/media/v3/download/localhost/"+id2, nil); string(r.Raw) != strings.Repeat("slow ", 16) {
+		t.Fatalf("slow upload's content: %d %s", r.Status, r.Raw)
 	}
 }

@@ -59,6 +59,9 @@ type Config struct {
 	// (DefaultMaxPendingMedia when 0, none when negative).
 	MediaPendingExpiry time.Duration
 	MaxPendingMedia    int
+	// MediaClaimLease is how long an upload's claim on a created ID holds
+	// unless renewed (DefaultMediaClaimLease when 0; tests shorten it).
+	MediaClaimLease time.Duration
 	// OutboundAllow lists addresses that outbound requests (URL
 	// previews) may reach although they are loopback, private or
 	// otherwise special; nothing such is reachable when empty.
@@ -105,6 +108,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MediaPendingExpiry <= 0 {
 		c.MediaPendingExpiry = DefaultMediaPendingExpiry
+	}
+	if c.MediaClaimLease <= 0 {
+		c.MediaClaimLease = DefaultMediaClaimLease
 	}
 	if c.MaxPendingMedia == 0 {
 		c.MaxPendingMedia = DefaultMaxPendingMedia

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,13 +49,21 @@ type PendingMedia struct {
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
 	Expires time.Time `json:"expires"`
-	// Uploading is set when an upload has claimed the ID: a second upload
-	// is refused, and a failed one gives the claim back.
-	Uploading bool `json:"uploading,omitempty"`
+	// ClaimedAt is when an upload claimed the ID or last renewed its
+	// claim (zero: no claim). While the claim holds, a second upload is
+	// refused; a failed upload gives it back, and one whose process died
+	// stops renewing it, so that it lapses after its lease.
+	ClaimedAt time.Time `json:"claimed_at,omitzero"`
 }
 
 // Expired reports whether the ID can no longer be uploaded to at now.
 func (p PendingMedia) Expired(now time.Time) bool { return !now.Before(p.Expires) }
+
+// Claimed reports whether an upload holds the ID at now, its claim being
+// renewed within lease.
+func (p PendingMedia) Claimed(now time.Time, lease time.Duration) bool {
+	return !p.ClaimedAt.IsZero() && now.Sub(p.ClaimedAt) < lease
+}
 
 type pendingList struct {
 	Pending []PendingMedia `json:"pending"`
@@ -251,24 +260,84 @@ func (l *Log) GetPendingMedia(ctx context.Context, id string) (PendingMedia, uin
 	return p, e.Revision(), nil
 }
 
-// ClaimPendingMedia marks p (read at revision rev) as being uploaded, so
-// that of two uploads to one ID, on any processes, one proceeds and the
-// other gets ErrMediaClaimed. It returns the new revision, for
-// ReleasePendingMedia.
-func (l *Log) ClaimPendingMedia(ctx context.Context, p PendingMedia, rev uint64) (uint64, error) {
-	if p.Uploading {
-		return 0, ErrMediaClaimed
-	}
-	p.Uploading = true
-	return l.putPending(ctx, p, rev)
+// MediaClaim is an upload's hold on a created ID.
+type MediaClaim struct {
+	l     *Log
+	lease time.Duration
+	mu    sync.Mutex
+	p     PendingMedia
+	rev   uint64 // the ID key's revision as this claim last wrote it
 }
 
-// ReleasePendingMedia gives back the claim of an upload that failed
-// (rev is what ClaimPendingMedia returned), so the client can try again.
-func (l *Log) ReleasePendingMedia(ctx context.Context, p PendingMedia, rev uint64) error {
-	p.Uploading = false
-	_, err := l.putPending(ctx, p, rev)
+// ClaimPendingMedia claims p (read at revision rev) for an upload, so that
+// of two uploads to one ID, on any processes, one proceeds and the other
+// gets ErrMediaClaimed. A claim lapses unless renewed (MediaClaim.Keep)
+// within lease; a lapsed one can be taken over.
+func (l *Log) ClaimPendingMedia(ctx context.Context, p PendingMedia, rev uint64, lease time.Duration) (*MediaClaim, error) {
+	now := time.Now()
+	if p.Claimed(now, lease) {
+		return nil, ErrMediaClaimed
+	}
+	p.ClaimedAt = now
+	next, err := l.putPending(ctx, p, rev)
+	if err != nil {
+		return nil, err
+	}
+	return &MediaClaim{l: l, lease: lease, p: p, rev: next}, nil
+}
+
+// Keep renews the claim four times a lease until ctx ends. If the claim
+// was lost (taken over after renewals failed to arrive for a whole lease),
+// it calls lost and returns. A renewal that fails otherwise (NATS away for
+// a moment) is tried again at the next tick: the claim holds for the rest
+// of its lease meanwhile.
+func (c *MediaClaim) Keep(ctx context.Context, lost func()) {
+	t := time.NewTicker(c.lease / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		p := c.p
+		p.ClaimedAt = time.Now()
+		next, err := c.l.putPending(ctx, p, c.rev)
+		if err == nil {
+			c.p, c.rev = p, next
+		}
+		c.mu.Unlock()
+		if errors.Is(err, ErrMediaClaimed) {
+			lost()
+			return
+		}
+	}
+}
+
+// Release gives the claim of a failed upload back, so the client can try
+// again.
+func (c *MediaClaim) Release(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.p
+	p.ClaimedAt = time.Time{}
+	next, err := c.l.putPending(ctx, p, c.rev)
+	if err == nil {
+		c.p, c.rev = p, next
+	}
 	return err
+}
+
+// Finish is called once the content is stored: it takes the ID off its
+// creator's pending list and tells waiting downloads (WaitMedia) on every
+// process that the content is there. The ID key stays until the bucket's
+// max age removes it; the stored object is what answers from now on.
+func (c *MediaClaim) Finish(ctx context.Context) error {
+	c.mu.Lock()
+	p := c.p
+	c.mu.Unlock()
+	return c.l.finishPendingMedia(ctx, p)
 }
 
 func (l *Log) putPending(ctx context.Context, p PendingMedia, rev uint64) (uint64, error) {
@@ -290,11 +359,7 @@ func (l *Log) putPending(ctx context.Context, p PendingMedia, rev uint64) (uint6
 	return next, nil
 }
 
-// FinishPendingMedia takes an uploaded ID off its creator's pending list
-// and tells waiting downloads (WaitMedia) on every process that the
-// content is there. The ID key stays, claimed, until the bucket's max
-// age removes it: the stored object is what answers from now on.
-func (l *Log) FinishPendingMedia(ctx context.Context, p PendingMedia) error {
+func (l *Log) finishPendingMedia(ctx context.Context, p PendingMedia) error {
 	if err := l.nc.Publish(mediaUploadedSubject(p.ID), nil); err != nil {
 		return fmt.Errorf("announce media %s: %w", p.ID, err)
 	}
@@ -317,7 +382,7 @@ const mediaWaitPoll = time.Second
 // WaitMedia waits until id's content is stored, ctx ends (its error is
 // returned) or the ID turns out not to be pending any more
 // (ErrMediaNotFound: expired, or never created). It is woken by the
-// announcement FinishPendingMedia publishes, and looks every
+// announcement MediaClaim.Finish publishes, and looks every
 // mediaWaitPoll in any case.
 func (l *Log) WaitMedia(ctx context.Context, id string) error {
 	ch := make(chan *nats.Msg, 1)
@@ -344,7 +409,10 @@ func (l *Log) WaitMedia(ctx context.Context, id string) error {
 		if err != nil {
 			return err
 		}
-		if !p.Uploading && p.Expired(time.Now()) {
+		if p.Expired(time.Now()) && p.ClaimedAt.IsZero() {
+			// Nobody can upload it any more. (A claim taken before the
+			// expiry may still finish; one whose process died leaves
+			// downloads waiting until their timeout.)
 			return ErrMediaNotFound
 		}
 		select {
