@@ -40,8 +40,12 @@ const (
 	previewPageBytes = 1 << 20
 	// previewImageBytes bounds an og:image (or an image URL previewed).
 	previewImageBytes = 10 << 20
-	// previewTimeout bounds a whole preview: page, redirects and image.
-	previewTimeout = 20 * time.Second
+	// DefaultPreviewTimeout bounds a whole preview: page, redirects and
+	// image.
+	DefaultPreviewTimeout = 20 * time.Second
+	// previewJobs bounds the previews one process fetches at once; more
+	// wait for a slot (for as long as their request lasts).
+	previewJobs = 16
 	// maxPreviewURLBytes bounds the URL asked for.
 	maxPreviewURLBytes = 4096
 	// previewMaxProperties and previewMaxValueRunes bound what a page can
@@ -58,6 +62,11 @@ const (
 type previewer struct {
 	client *http.Client
 	group  singleflight.Group
+	slots  chan struct{}
+}
+
+func newPreviewer(cfg Config) *previewer {
+	return &previewer{client: newOutboundClient(cfg.OutboundAllow), slots: make(chan struct{}, previewJobs)}
 }
 
 // previewURL serves the preview_url routes.
@@ -74,12 +83,19 @@ func (s *Server) previewURL(w http.ResponseWriter, r *http.Request) error {
 		// The cache is an optimisation; without it the page is fetched.
 		s.logger.Warn("url preview cache unavailable", "err", err)
 	}
-	// One fetch per URL at a time in this process. The fetch runs on a
-	// context of its own (bounded by previewTimeout), since it belongs to
-	// every request waiting for it, not only to the first.
+	// One fetch per URL at a time in this process, on a context of its
+	// own (bounded by PreviewTimeout), since it belongs to every request
+	// waiting for it, not only to the first. It takes a slot first, so
+	// that slow pages never tie up more than previewJobs fetches.
 	ch := s.previews.group.DoChan(target, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), previewTimeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.PreviewTimeout)
 		defer cancel()
+		select {
+		case s.previews.slots <- struct{}{}:
+			defer func() { <-s.previews.slots }()
+		case <-ctx.Done():
+			return nil, matrix.Unavailable("too many URL previews under way; retry")
+		}
 		og, err := s.buildPreview(ctx, u)
 		if err != nil {
 			return nil, err
@@ -172,7 +188,12 @@ func (s *Server) buildPreview(ctx context.Context, u *url.URL) (map[string]any, 
 	og := map[string]any{}
 	switch {
 	case mt == "text/html" || mt == "application/xhtml+xml":
-		props := parseOpenGraph(io.LimitReader(res.Body, previewPageBytes))
+		props, err := parseOpenGraph(io.LimitReader(res.Body, previewPageBytes))
+		if err != nil && len(props) == 0 {
+			// Cut short (the timeout, the connection) before anything
+			// was found; what was found before a cut is kept.
+			return nil, previewFailed("could not read the page")
+		}
 		img := props["og:image"]
 		if img == "" {
 			img = props["og:image:url"]
@@ -266,8 +287,8 @@ func previewFileName(u *url.URL) string {
 // og:title and <meta name="description"> for og:description. The page is
 // tokenised, not built into a tree, to the end of the
 // (bounded) input: metadata belongs in the head, but pages put some in
-// the body too.
-func parseOpenGraph(r io.Reader) map[string]string {
+// the body too. The error is the reader's, if it failed before its end.
+func parseOpenGraph(r io.Reader) (map[string]string, error) {
 	props := map[string]string{}
 	var title, description string
 	inTitle := false
@@ -276,7 +297,11 @@ func parseOpenGraph(r io.Reader) map[string]string {
 		tt := z.Next()
 		switch tt {
 		case html.ErrorToken:
-			return finishOpenGraph(props, title, description)
+			err := z.Err()
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return finishOpenGraph(props, title, description), err
 		case html.StartTagToken, html.SelfClosingTagToken:
 			name, hasAttr := z.TagName()
 			switch atom.Lookup(name) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"strand/api/apitest"
 )
@@ -262,5 +263,44 @@ func TestPreviewURLRefusesInternalAddresses(t *testing.T) {
 	}
 	if web.Hits("/hop") != 1 || inner.Total() != 0 {
 		t.Fatalf("hop fetched %d times; the server outside the allow-list got %d requests", web.Hits("/hop"), inner.Total())
+	}
+}
+
+// A page or image that never finishes costs a preview at most its
+// timeout: the page is a 502, a page whose image hangs is previewed
+// without it.
+func TestPreviewURLTimeout(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	hang := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte("<html><head>"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(20 * time.Second):
+		}
+	}
+	web := startPages(t, "127.0.0.1:0", map[string]http.HandlerFunc{
+		"/hang.html": hang,
+		"/hang.png":  hang,
+		"/page.html": htmlPage(`<meta property="og:title" content="Slow image"><meta property="og:image" content="/hang.png">`),
+	})
+	cfg := apitest.DefaultConfig()
+	cfg.OutboundAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	cfg.PreviewTimeout = 500 * time.Millisecond
+	c := apitest.NewClient(t, env.API(cfg).URL)
+	c.Register("tim", "pw")
+
+	start := time.Now()
+	if r := c.Do("GET", previewPath("/_matrix/media/v3/preview_url", web.URL+"/hang.html"), nil); r.Status != 502 {
+		t.Fatalf("hanging page: %d %s", r.Status, r.Raw)
+	}
+	r := c.MustDo("GET", previewPath("/_matrix/media/v3/preview_url", web.URL+"/page.html"), nil)
+	if r.Str("og:title") != "Slow image" || r.Body["og:image"] != nil {
+		t.Fatalf("page with a hanging image: %s", r.Raw)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("two previews bounded at 500 ms took %s", d)
 	}
 }

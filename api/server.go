@@ -69,6 +69,9 @@ type Config struct {
 	// PreviewCacheTTL is how long a URL preview is kept and served again
 	// (DefaultPreviewCacheTTL when 0).
 	PreviewCacheTTL time.Duration
+	// PreviewTimeout bounds one preview's fetches, redirects and image
+	// included (DefaultPreviewTimeout when 0).
+	PreviewTimeout time.Duration
 	// ThumbnailSizes is the fixed set of thumbnail sizes made and kept;
 	// every request is answered with the nearest (DefaultThumbnailSizes
 	// when empty).
@@ -114,6 +117,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPendingMedia == 0 {
 		c.MaxPendingMedia = DefaultMaxPendingMedia
+	}
+	if c.PreviewTimeout <= 0 {
+		c.PreviewTimeout = DefaultPreviewTimeout
 	}
 	if c.PreviewCacheTTL <= 0 {
 		c.PreviewCacheTTL = DefaultPreviewCacheTTL
@@ -195,7 +201,7 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
 		sessions: store.NewSessions(st, wm, nil, logger), thumbs: newThumbnailer(cfg.ThumbnailJobs),
-		previews: &previewer{client: newOutboundClient(cfg.OutboundAllow)}}
+		previews: newPreviewer(cfg)}
 	if cfg.RateLimits != nil {
 		s.limits = newLimiters(*cfg.RateLimits)
 	}
