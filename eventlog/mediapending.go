@@ -385,6 +385,11 @@ const mediaWaitPoll = time.Second
 // announcement MediaClaim.Finish publishes, and looks every
 // mediaWaitPoll in any case.
 func (l *Log) WaitMedia(ctx context.Context, id string) error {
+	// Stored already is the common case (every thumbnail asks): answer it
+	// without a subscription.
+	if ok, err := l.MediaExists(ctx, id); err != nil || ok {
+		return err
+	}
 	ch := make(chan *nats.Msg, 1)
 	sub, err := l.nc.ChanSubscribe(mediaUploadedSubject(id), ch)
 	if err != nil {
