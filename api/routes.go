@@ -3,6 +3,8 @@ package api
 import (
 	"net/http"
 	"strings"
+
+	"strand/eventlog/matrix"
 )
 
 // clientPrefixes are the two API versions Strand serves: the classic
@@ -67,6 +69,14 @@ func (s *Server) routes() {
 	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}", s.wrap(s.authenticated(s.thumbnailMedia))).Methods(http.MethodGet)
+	// The rest of the authenticated media namespace asks for a token
+	// before saying a path is unknown, as the routes above do: a client
+	// without one learns it needs one (an mxc:// URI pasted whole into a
+	// download path gets 401, not 404). GET and HEAD only, so another
+	// method on a known path stays 405.
+	r.PathPrefix("/_matrix/client/v1/media/").Handler(s.wrap(s.authenticated(func(w http.ResponseWriter, r *http.Request) error {
+		return matrix.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path)
+	}))).Methods(http.MethodGet, http.MethodHead)
 
 	type route struct {
 		method, path string
