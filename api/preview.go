@@ -35,6 +35,9 @@ const (
 	// DefaultPreviewCacheTTL is how long a preview is served from the
 	// cache before the page is fetched again.
 	DefaultPreviewCacheTTL = time.Hour
+	// MaxPreviewCacheTTL is the longest PreviewCacheTTL can be: the cache
+	// bucket keeps nothing longer.
+	MaxPreviewCacheTTL = eventlog.PreviewMaxAge
 	// previewPageBytes is how much of a page is read: the metadata is in
 	// its head, which a page larger than this has long finished.
 	previewPageBytes = 1 << 20

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"strand/api"
-	"strand/eventlog"
 )
 
 // config is every setting a role can use. Each flag falls back to an
@@ -256,8 +255,8 @@ func (c *config) validateServer() error {
 	if _, err := c.outboundAllow(); err != nil {
 		return err
 	}
-	if c.PreviewCacheTTL < time.Second || c.PreviewCacheTTL > eventlog.PreviewMaxAge {
-		return fmt.Errorf("--preview-cache-ttl must be between 1s and %s", eventlog.PreviewMaxAge)
+	if c.PreviewCacheTTL < time.Second || c.PreviewCacheTTL > api.MaxPreviewCacheTTL {
+		return fmt.Errorf("--preview-cache-ttl must be between 1s and %s", api.MaxPreviewCacheTTL)
 	}
 	return nil
 }
