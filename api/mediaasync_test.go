@@ -65,6 +65,9 @@ func TestAsyncUpload(t *testing.T) {
 			t.Fatalf("GET %s answered after %s, before its timeout_ms", path, d)
 		}
 	}
+	if r := b.Do("GET", "/_matrix/media/v3/download/localhost/"+id+"?timeout_ms=0", nil); r.Status != 504 || r.Errcode() != "M_NOT_YET_UPLOADED" {
+		t.Fatalf("download with timeout_ms=0: %d %s", r.Status, r.Raw)
+	}
 	if r := b.Do("GET", "/_matrix/media/v3/download/localhost/"+id+"?timeout_ms=soon", nil); r.Status != 400 {
 		t.Fatalf("bad timeout_ms: %d %s", r.Status, r.Raw)
 	}
