@@ -39,21 +39,44 @@ func (s *Server) mediaConfig(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// uploadMedia serves POST /_matrix/media/{r0,v3}/upload: the content
+// goes under a new media ID.
 func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
+	info, err := uploadInfo(r)
+	if err != nil {
+		return err
+	}
+	id := randomString(24, mediaIDAlphabet)
+	if err := s.storeUpload(r, id, info); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, map[string]string{"content_uri": "mxc://" + string(s.cfg.ServerName) + "/" + id})
+	return nil
+}
+
+// uploadInfo reads an upload's content type and file name from the
+// request.
+func uploadInfo(r *http.Request) (eventlog.MediaInfo, error) {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
 	if err := matrix.CheckMaxLength("Content-Type", ct, matrix.MaxContentTypeBytes); err != nil {
-		return err
+		return eventlog.MediaInfo{}, err
 	}
 	if _, _, err := mime.ParseMediaType(ct); err != nil {
-		return matrix.InvalidParam("invalid Content-Type %q", ct)
+		return eventlog.MediaInfo{}, matrix.InvalidParam("invalid Content-Type %q", ct)
 	}
 	name := r.URL.Query().Get("filename")
 	if err := matrix.CheckMaxLength("filename", name, matrix.MaxFileNameBytes); err != nil {
-		return err
+		return eventlog.MediaInfo{}, err
 	}
+	return eventlog.MediaInfo{ContentType: ct, FileName: name}, nil
+}
+
+// storeUpload stores the request's body as media id of the caller and
+// counts it against their quota. On any error nothing stays stored.
+func (s *Server) storeUpload(r *http.Request, id string, info eventlog.MediaInfo) error {
 	user := session(r).UserID
 	quota := uint64(s.cfg.MediaQuotaBytes)
 	if quota > 0 {
@@ -67,8 +90,7 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
 			return quotaExceeded(used, quota)
 		}
 	}
-	id := randomString(24, mediaIDAlphabet)
-	size, err := s.log.PutMedia(r.Context(), id, user, eventlog.MediaInfo{ContentType: ct, FileName: name}, r.Body)
+	size, err := s.log.PutMedia(r.Context(), id, user, info, r.Body)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -91,7 +113,6 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
 		s.logger.Error("count media usage failed", "err", err)
 		return logUnavailable(err)
 	}
-	matrix.WriteJSON(w, http.StatusOK, map[string]string{"content_uri": "mxc://" + string(s.cfg.ServerName) + "/" + id})
 	return nil
 }
 
@@ -179,6 +200,13 @@ func (s *Server) downloadMedia(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	m, err := s.openLocalMedia(r.Context(), id)
+	if me, ok := matrix.AsError(err); ok && me.Code == "M_NOT_FOUND" {
+		// Perhaps created (POST /media/v1/create) and not uploaded yet.
+		if err := s.awaitUpload(r, id); err != nil {
+			return err
+		}
+		m, err = s.openLocalMedia(r.Context(), id)
+	}
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package api
 import (
 	"net/http"
 	"strings"
+
+	"strand/eventlog/matrix"
 )
 
 // clientPrefixes are the two API versions Strand serves: the classic
@@ -48,11 +50,15 @@ func (s *Server) routes() {
 	// client v1 ones.
 	for _, prefix := range []string{"/_matrix/media/r0", "/_matrix/media/v3"} {
 		r.Handle(prefix+"/upload", s.wrap(s.authenticated(s.limited(limitUpload, s.uploadMedia)))).Methods(http.MethodPost)
+		r.Handle(prefix+"/upload/{serverName}/{mediaId}", s.wrap(s.authenticated(s.limited(limitUpload, s.uploadMediaTo)))).Methods(http.MethodPut)
 		r.Handle(prefix+"/config", s.wrap(s.authenticated(s.mediaConfig))).Methods(http.MethodGet)
+		r.Handle(prefix+"/preview_url", s.wrap(s.authenticated(s.previewURL))).Methods(http.MethodGet)
 		r.Handle(prefix+"/download/{serverName}/{mediaId}", s.wrap(s.downloadMedia)).Methods(http.MethodGet, http.MethodHead)
 		r.Handle(prefix+"/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.downloadMedia)).Methods(http.MethodGet, http.MethodHead)
 		r.Handle(prefix+"/thumbnail/{serverName}/{mediaId}", s.wrap(s.thumbnailMedia)).Methods(http.MethodGet)
 	}
+	// Asynchronous uploads create their mxc:// URI under media/v1.
+	r.Handle("/_matrix/media/v1/create", s.wrap(s.authenticated(s.limited(limitUpload, s.createMedia)))).Methods(http.MethodPost)
 	// Relations and threads exist only as v1 endpoints.
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)
@@ -60,9 +66,18 @@ func (s *Server) routes() {
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/threads", s.wrap(s.authenticated(s.threads))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/room_summary/{roomIdOrAlias}", s.wrap(s.authenticated(s.roomSummary))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/media/config", s.wrap(s.authenticated(s.mediaConfig))).Methods(http.MethodGet)
+	r.Handle("/_matrix/client/v1/media/preview_url", s.wrap(s.authenticated(s.previewURL))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}", s.wrap(s.authenticated(s.thumbnailMedia))).Methods(http.MethodGet)
+	// The rest of the authenticated media namespace asks for a token
+	// before saying a path is unknown, as the routes above do: a client
+	// without one learns it needs one (an mxc:// URI pasted whole into a
+	// download path gets 401, not 404). GET and HEAD only, so another
+	// method on a known path stays 405.
+	r.PathPrefix("/_matrix/client/v1/media/").Handler(s.wrap(s.authenticated(func(w http.ResponseWriter, r *http.Request) error {
+		return matrix.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path)
+	}))).Methods(http.MethodGet, http.MethodHead)
 
 	type route struct {
 		method, path string

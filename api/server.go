@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -51,6 +52,25 @@ type Config struct {
 	// MediaQuotaBytes bounds the bytes one user may upload in all (403
 	// M_FORBIDDEN beyond); 0 means no quota.
 	MediaQuotaBytes int64
+	// MediaPendingExpiry is how long an ID created with
+	// /media/v1/create waits for its upload (DefaultMediaPendingExpiry
+	// when 0); MaxPendingMedia bounds a user's created IDs that wait
+	// (DefaultMaxPendingMedia when 0, none when negative).
+	MediaPendingExpiry time.Duration
+	MaxPendingMedia    int
+	// MediaClaimLease is how long an upload's claim on a created ID holds
+	// unless renewed (DefaultMediaClaimLease when 0; tests shorten it).
+	MediaClaimLease time.Duration
+	// OutboundAllow lists addresses that outbound requests (URL
+	// previews) may reach although they are loopback, private or
+	// otherwise special; nothing such is reachable when empty.
+	OutboundAllow []netip.Prefix
+	// PreviewCacheTTL is how long a URL preview is kept and served again
+	// (DefaultPreviewCacheTTL when 0).
+	PreviewCacheTTL time.Duration
+	// PreviewTimeout bounds one preview's fetches, redirects and image
+	// included (DefaultPreviewTimeout when 0).
+	PreviewTimeout time.Duration
 	// ThumbnailSizes is the fixed set of thumbnail sizes made and kept;
 	// every request is answered with the nearest (DefaultThumbnailSizes
 	// when empty).
@@ -92,6 +112,21 @@ func (c *Config) setDefaults() {
 	if c.MediaQuotaBytes < 0 {
 		c.MediaQuotaBytes = 0
 	}
+	if c.MediaPendingExpiry <= 0 {
+		c.MediaPendingExpiry = DefaultMediaPendingExpiry
+	}
+	if c.MediaClaimLease <= 0 {
+		c.MediaClaimLease = DefaultMediaClaimLease
+	}
+	if c.MaxPendingMedia == 0 {
+		c.MaxPendingMedia = DefaultMaxPendingMedia
+	}
+	if c.PreviewTimeout <= 0 {
+		c.PreviewTimeout = DefaultPreviewTimeout
+	}
+	if c.PreviewCacheTTL <= 0 {
+		c.PreviewCacheTTL = DefaultPreviewCacheTTL
+	}
 	if len(c.ThumbnailSizes) == 0 {
 		c.ThumbnailSizes = DefaultThumbnailSizes
 	}
@@ -131,6 +166,7 @@ type Server struct {
 	events    eventCache
 	rooms     roomCache
 	thumbs    *thumbnailer
+	previews  *previewer
 
 	dummyOnce sync.Once
 	dummyHash []byte
@@ -170,7 +206,8 @@ type routeHolder struct{ template string }
 func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark, logger *slog.Logger) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
-		sessions: store.NewSessions(st, wm, nil, logger), thumbs: newThumbnailer(cfg.ThumbnailJobs)}
+		sessions: store.NewSessions(st, wm, nil, logger), thumbs: newThumbnailer(cfg.ThumbnailJobs),
+		previews: newPreviewer(cfg)}
 	if cfg.RateLimits != nil {
 		s.limits = newLimiters(*cfg.RateLimits)
 	}

@@ -293,6 +293,11 @@ func (s *Server) thumbnailMedia(w http.ResponseWriter, r *http.Request) error {
 		_, _ = io.Copy(w, t)
 		return nil
 	}
+	// The source may have been created (POST /media/v1/create) and not
+	// uploaded yet: wait for it as a download does.
+	if err := s.awaitUpload(r, id); err != nil {
+		return err
+	}
 	res, err := s.thumbs.do(r.Context(), key, func(ctx context.Context) (thumbResult, error) {
 		return s.makeThumbnail(ctx, id, key, size)
 	})

@@ -65,7 +65,7 @@ func ensureMedia(ctx context.Context, js jetstream.JetStream, o StreamOptions) e
 		if _, err := js.CreateObjectStore(ctx, cfg); err != nil {
 			return fmt.Errorf("declare media bucket: %w", err)
 		}
-		return ensureMediaUsage(ctx, js, cfg.Replicas)
+		return ensureMediaBuckets(ctx, js, cfg.Replicas)
 	}
 	if err != nil {
 		return fmt.Errorf("declare media bucket: %w", err)
@@ -77,7 +77,18 @@ func ensureMedia(ctx context.Context, js jetstream.JetStream, o StreamOptions) e
 	if have := st.Replicas(); have != cfg.Replicas {
 		return fmt.Errorf("media bucket has %d replicas, but this process was started with --replicas %d", have, cfg.Replicas)
 	}
-	return ensureMediaUsage(ctx, js, cfg.Replicas)
+	return ensureMediaBuckets(ctx, js, cfg.Replicas)
+}
+
+// ensureMediaBuckets declares the key-value buckets beside the media.
+func ensureMediaBuckets(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	if err := ensureMediaUsage(ctx, js, replicas); err != nil {
+		return err
+	}
+	if err := ensureMediaPending(ctx, js, replicas); err != nil {
+		return err
+	}
+	return ensurePreviews(ctx, js, replicas)
 }
 
 // ensureMediaUsage declares the usage bucket. One revision per key is
@@ -108,9 +119,11 @@ func ensureMediaUsage(ctx context.Context, js jetstream.JetStream, replicas int)
 // mediaStore is the buckets' handles, opened on first use (and again after
 // a failed attempt).
 type mediaStore struct {
-	mu    sync.Mutex
-	obs   jetstream.ObjectStore
-	usage jetstream.KeyValue
+	mu       sync.Mutex
+	obs      jetstream.ObjectStore
+	usage    jetstream.KeyValue
+	pending  jetstream.KeyValue
+	previews jetstream.KeyValue
 }
 
 func (l *Log) media(ctx context.Context) (jetstream.ObjectStore, error) {
@@ -255,4 +268,20 @@ func (l *Log) GetMedia(ctx context.Context, name string) (*MediaReader, error) {
 	return &MediaReader{ReadCloser: res, Info: MediaInfo{
 		ContentType: oi.Metadata[metaContentType], FileName: oi.Metadata[metaFileName], Size: oi.Size,
 	}}, nil
+}
+
+// MediaExists reports whether a file is stored under name.
+func (l *Log) MediaExists(ctx context.Context, name string) (bool, error) {
+	obs, err := l.media(ctx)
+	if err != nil {
+		return false, err
+	}
+	_, err = obs.GetInfo(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("media %s: %w", name, err)
+	}
+	return true, nil
 }

@@ -36,6 +36,10 @@ type config struct {
 	ThumbnailSizes    string
 	ThumbnailMaxMB    int
 	ThumbnailJobs     int
+	PendingMediaMax   int
+	PendingMediaTTL   time.Duration
+	OutboundAllow     string
+	PreviewCacheTTL   time.Duration
 	PasswordMinLength int
 	ApplyTimeout      time.Duration
 	OpsListen         string
@@ -141,6 +145,10 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.str(&c.ThumbnailSizes, "thumbnail-sizes", "STRAND_THUMBNAIL_SIZES", "32x32:crop,96x96:crop,320x240:scale,640x480:scale,800x600:scale", "the fixed set of thumbnail sizes made and kept; requests get the nearest")
 	e.int(&c.ThumbnailMaxMB, "thumbnail-max-decoded-mb", "STRAND_THUMBNAIL_MAX_DECODED_MB", 64, "refuse thumbnails of images whose decoded pixels take more MiB")
 	e.int(&c.ThumbnailJobs, "thumbnail-jobs", "STRAND_THUMBNAIL_JOBS", 2, "thumbnails one process makes at once")
+	e.int(&c.PendingMediaMax, "media-pending-max", "STRAND_MEDIA_PENDING_MAX", api.DefaultMaxPendingMedia, "media IDs one user may have created (POST /media/v1/create) and not uploaded yet")
+	e.dur(&c.PendingMediaTTL, "media-pending-expiry", "STRAND_MEDIA_PENDING_EXPIRY", api.DefaultMediaPendingExpiry, "how long a created media ID waits for its upload")
+	e.str(&c.OutboundAllow, "outbound-allow", "STRAND_OUTBOUND_ALLOW", "", "comma-separated CIDRs that URL previews may reach although they are loopback, private or otherwise internal (none by default)")
+	e.dur(&c.PreviewCacheTTL, "preview-cache-ttl", "STRAND_PREVIEW_CACHE_TTL", api.DefaultPreviewCacheTTL, "how long a URL preview is served from the cache (at most 24h)")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
 	def := api.DefaultRateLimits()
 	e.str(&c.RateLimits, "rate-limits", "STRAND_RATE_LIMITS", "on", "rate limits: on, or off (benchmarks, tests)")
@@ -193,6 +201,22 @@ func (c *config) rateLimits() (*api.RateLimits, error) {
 	return &l, nil
 }
 
+// outboundAllow parses --outbound-allow.
+func (c *config) outboundAllow() ([]netip.Prefix, error) {
+	var allow []netip.Prefix
+	for _, s := range strings.Split(c.OutboundAllow, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("--outbound-allow: %w", err)
+		}
+		allow = append(allow, p.Masked())
+	}
+	return allow, nil
+}
+
 // validateServer checks the settings registerServer added.
 func (c *config) validateServer() error {
 	if _, err := matrix.ParseRoomVersion(c.DefaultRoomVer); err != nil {
@@ -227,6 +251,18 @@ func (c *config) validateServer() error {
 	}
 	if c.ThumbnailJobs < 1 || c.ThumbnailJobs > 64 {
 		return fmt.Errorf("--thumbnail-jobs must be between 1 and 64")
+	}
+	if c.PendingMediaMax < 1 || c.PendingMediaMax > 10000 {
+		return fmt.Errorf("--media-pending-max must be between 1 and 10000")
+	}
+	if c.PendingMediaTTL < time.Minute || c.PendingMediaTTL > 48*time.Hour {
+		return fmt.Errorf("--media-pending-expiry must be between 1m and 48h")
+	}
+	if _, err := c.outboundAllow(); err != nil {
+		return err
+	}
+	if c.PreviewCacheTTL < time.Second || c.PreviewCacheTTL > api.MaxPreviewCacheTTL {
+		return fmt.Errorf("--preview-cache-ttl must be between 1s and %s", api.MaxPreviewCacheTTL)
 	}
 	return nil
 }

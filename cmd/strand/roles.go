@@ -242,6 +242,10 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 	if err != nil {
 		return nil, nil, fmt.Errorf("--thumbnail-sizes: %w", err)
 	}
+	allow, err := c.cfg.outboundAllow()
+	if err != nil {
+		return nil, nil, err
+	}
 	srv := api.New(api.Config{
 		RateLimits:               limits,
 		ServerName:               sn,
@@ -257,6 +261,10 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		ThumbnailSizes:           thumbSizes,
 		ThumbnailMaxDecodedBytes: int64(c.cfg.ThumbnailMaxMB) << 20,
 		ThumbnailJobs:            c.cfg.ThumbnailJobs,
+		MaxPendingMedia:          c.cfg.PendingMediaMax,
+		MediaPendingExpiry:       c.cfg.PendingMediaTTL,
+		OutboundAllow:            allow,
+		PreviewCacheTTL:          c.cfg.PreviewCacheTTL,
 		SigningKey:               key,
 		DefaultRoomVersion:       matrix.RoomVersion(c.cfg.DefaultRoomVer),
 	}, d.log, d.store, wm, logger)
