@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"strand/api"
+	"strand/eventlog/matrix"
 )
 
 // config is every setting a role can use. Each flag falls back to an
@@ -37,6 +38,8 @@ type config struct {
 	ThumbnailJobs     int
 	PasswordMinLength int
 	ApplyTimeout      time.Duration
+	TokenLifetime     time.Duration
+	NoticesUser       string
 	OpsListen         string
 	MetricsOnListen   bool
 	PprofListen       string
@@ -139,6 +142,8 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.int(&c.ThumbnailMaxMB, "thumbnail-max-decoded-mb", "STRAND_THUMBNAIL_MAX_DECODED_MB", 64, "refuse thumbnails of images whose decoded pixels take more MiB")
 	e.int(&c.ThumbnailJobs, "thumbnail-jobs", "STRAND_THUMBNAIL_JOBS", 2, "thumbnails one process makes at once")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
+	e.dur(&c.TokenLifetime, "access-token-lifetime", "STRAND_ACCESS_TOKEN_LIFETIME", api.DefaultAccessTokenLifetime, "lifetime of access tokens issued with a refresh token (others never expire)")
+	e.str(&c.NoticesUser, "server-notices-user", "STRAND_SERVER_NOTICES_USER", "_server", "localpart of the system user that sends server notices")
 	def := api.DefaultRateLimits()
 	e.str(&c.RateLimits, "rate-limits", "STRAND_RATE_LIMITS", "on", "rate limits: on, or off (benchmarks, tests)")
 	c.Limits = map[string]*string{}
@@ -221,6 +226,12 @@ func (c *config) validateServer() error {
 	}
 	if c.ThumbnailJobs < 1 || c.ThumbnailJobs > 64 {
 		return fmt.Errorf("--thumbnail-jobs must be between 1 and 64")
+	}
+	if c.TokenLifetime < time.Second {
+		return fmt.Errorf("--access-token-lifetime must be at least 1s")
+	}
+	if _, err := matrix.NewUserID(c.NoticesUser, matrix.ServerName(c.ServerName)); err != nil || c.NoticesUser == "" {
+		return fmt.Errorf("--server-notices-user must be a valid localpart: %q", c.NoticesUser)
 	}
 	return nil
 }
