@@ -36,6 +36,8 @@ func (s *Server) routes() {
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegisterNonce)).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegister)).Methods(http.MethodPost)
 	r.Handle("/_synapse/admin/v1/reset_password/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminResetPassword)))).Methods(http.MethodPost)
+	r.Handle("/_synapse/admin/v1/send_server_notice", s.wrap(s.authenticated(requireAdmin(s.sendServerNotice)))).Methods(http.MethodPost)
+	r.Handle("/_synapse/admin/v1/send_server_notice/{txnId}", s.wrap(s.authenticated(requireAdmin(s.sendServerNotice)))).Methods(http.MethodPut)
 	r.Handle("/_synapse/admin/v1/deactivate/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminDeactivate)))).Methods(http.MethodPost)
 
 	// The server-server API's key endpoints and version (Strand's signing

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -141,6 +142,8 @@ type Server struct {
 
 	dummyOnce sync.Once
 	dummyHash []byte
+
+	noticesReady atomic.Bool // the server notices user is registered
 
 	limits *limiters // nil: no rate limits
 

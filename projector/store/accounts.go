@@ -18,14 +18,15 @@ type User struct {
 	Deactivated  bool
 	Displayname  string
 	AvatarURL    string
+	CreatedTS    int64 // registration time, unix ms
 }
 
 // User returns one account, or ErrNotFound.
 func (s *Store) User(ctx context.Context, userID string) (User, error) {
 	var u User
 	var dn, av *string
-	err := s.pool.QueryRow(ctx, `SELECT user_id, password_hash, admin, deactivated, displayname, avatar_url
-		FROM users WHERE user_id = $1`, userID).Scan(&u.UserID, &u.PasswordHash, &u.Admin, &u.Deactivated, &dn, &av)
+	err := s.pool.QueryRow(ctx, `SELECT user_id, password_hash, admin, deactivated, displayname, avatar_url, created_ts
+		FROM users WHERE user_id = $1`, userID).Scan(&u.UserID, &u.PasswordHash, &u.Admin, &u.Deactivated, &dn, &av, &u.CreatedTS)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return u, ErrNotFound
 	}
