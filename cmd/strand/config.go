@@ -230,7 +230,9 @@ func (c *config) validateServer() error {
 	if c.TokenLifetime < time.Second {
 		return fmt.Errorf("--access-token-lifetime must be at least 1s")
 	}
-	if _, err := matrix.NewUserID(c.NoticesUser, matrix.ServerName(c.ServerName)); err != nil || c.NoticesUser == "" {
+	// The historical grammar: the default, like Synapse's, starts with
+	// "_", which registration reserves for such system users.
+	if _, err := matrix.ParseUserID("@" + c.NoticesUser + ":" + c.ServerName); err != nil || c.NoticesUser == "" || strings.Contains(c.NoticesUser, ":") {
 		return fmt.Errorf("--server-notices-user must be a valid localpart: %q", c.NoticesUser)
 	}
 	return nil
