@@ -63,6 +63,7 @@ func (s *Server) routes() {
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/threads", s.wrap(s.authenticated(s.threads))).Methods(http.MethodGet)
+	r.Handle("/_matrix/client/v1/rooms/{roomId}/hierarchy", s.wrap(s.authenticated(s.hierarchy))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/media/config", s.wrap(s.authenticated(s.mediaConfig))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.authenticated(s.downloadMedia))).Methods(http.MethodGet, http.MethodHead)
