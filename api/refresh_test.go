@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -210,6 +211,8 @@ func TestRefreshTokenExpiry(t *testing.T) {
 	}
 	c.As(tok).MustDo("GET", "/_matrix/client/v3/account/whoami", nil)
 	c.As(tok).MustDo("GET", "/_matrix/client/v3/sync?timeout=0", nil)
+	room := c.As(tok).MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{}).Str("room_id")
+	ev := c.As(tok).MustDo("PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/t1", map[string]any{"msgtype": "m.text", "body": "x"}).Str("event_id")
 	time.Sleep(1600 * time.Millisecond)
 	softLoggedOut(t, "expired token", c.As(tok).Do("GET", "/_matrix/client/v3/account/whoami", nil))
 	softLoggedOut(t, "expired token on /sync", c.As(tok).Do("GET", "/_matrix/client/v3/sync?timeout=0", nil))
@@ -222,5 +225,10 @@ func TestRefreshTokenExpiry(t *testing.T) {
 	}
 	if w := c.As(r.Str("access_token")).MustDo("GET", "/_matrix/client/v3/account/whoami", nil); w.Str("device_id") == "" {
 		t.Fatalf("whoami: %s", w.Raw)
+	}
+	// The device's transaction IDs come back to it with the new token.
+	s := c.As(r.Str("access_token")).MustDo("GET", "/_matrix/client/v3/sync?timeout=0", nil)
+	if !strings.Contains(string(s.Raw), `"event_id":"`+ev+`"`) || !strings.Contains(string(s.Raw), `"transaction_id":"t1"`) {
+		t.Fatalf("sync after a refresh lacks the device's transaction ID: %s", s.Raw)
 	}
 }
