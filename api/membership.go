@@ -156,11 +156,11 @@ func (s *Server) leave(w http.ResponseWriter, r *http.Request) error {
 	}
 	uid := matrix.UserID(session(r).UserID)
 	err = s.changeMembership(r, roomID, uid, func(rs *roomState) (json.RawMessage, error) {
-		if err := s.refuseNoticeRejection(rs.state, uid); err != nil {
-			return nil, err
-		}
 		switch rs.state.Membership(uid) {
 		case "join", "invite", "knock":
+			if err := s.refuseNoticeRejection(rs.state, uid); err != nil {
+				return nil, err
+			}
 			return withReason(map[string]any{"membership": "leave"}, req.Reason), nil
 		case "leave":
 			return nil, nil // already left: nothing to do

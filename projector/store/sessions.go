@@ -68,13 +68,6 @@ func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
 	applied := c.watermark.Applied(eventlog.StreamAccounts)
 	c.mu.RLock()
 	usable := c.following && c.consumed >= applied && c.conn.Status() == nats.CONNECTED
-	// Only a row read from a projection that has applied everything the
-	// reader has evicted for may be kept: a revocation the reader has
-	// already read (and evicted for) but the projection has not applied
-	// would otherwise be missed for good. Revocations the api waits for
-	// (logout) are applied before anyone relies on them, but the first use
-	// of a refreshed token revokes its predecessor without waiting.
-	fillable := c.consumed <= applied
 	ss, hit := c.byHash[key]
 	evictions := c.evictions
 	c.mu.RUnlock()
@@ -82,16 +75,20 @@ func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
 		return ss, nil
 	}
 	ss, err := c.store.SessionByToken(ctx, hash)
-	if err != nil || !usable || !fillable {
+	if err != nil || !usable {
 		return ss, err
 	}
-	// The row read reflects every revocation through `applied`, and the
-	// reader had evicted everything through its position, which is
-	// `applied`; a revocation read since then bumped evictions, and the
-	// fill is dropped rather than caching what that revocation may have
-	// ended.
+	// The row read reflects every revocation through `applied`. It is
+	// kept only if the reader has evicted for nothing beyond that
+	// (consumed <= applied, checked below): a revocation the reader has
+	// read but the projection has not applied would otherwise be missed
+	// for good. (Revocations the api waits for, like logout, are applied
+	// before anyone relies on them; the first use of a refreshed token
+	// revokes its predecessor without waiting.) A revocation read since
+	// the lookup began bumped evictions, and the fill is dropped rather
+	// than caching what that revocation may have ended.
 	c.mu.Lock()
-	if c.following && c.evictions == evictions {
+	if c.following && c.evictions == evictions && c.consumed <= applied {
 		if len(c.byHash) >= sessionsMax {
 			c.clearLocked()
 		}
