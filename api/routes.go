@@ -33,6 +33,8 @@ func (s *Server) routes() {
 	// Refresh is a v3 endpoint; some clients ask for it under v1, where
 	// it was first specified (MSC2918).
 	r.Handle("/_matrix/client/v1/refresh", s.wrap(s.refresh)).Methods(http.MethodPost)
+	// The space hierarchy is a v1 endpoint only.
+	r.Handle("/_matrix/client/v1/rooms/{roomId}/hierarchy", s.wrap(s.authenticated(s.hierarchy))).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegisterNonce)).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegister)).Methods(http.MethodPost)
 	r.Handle("/_synapse/admin/v1/reset_password/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminResetPassword)))).Methods(http.MethodPost)
@@ -58,8 +60,6 @@ func (s *Server) routes() {
 		r.Handle(prefix+"/download/{serverName}/{mediaId}/{fileName}", s.wrap(s.downloadMedia)).Methods(http.MethodGet, http.MethodHead)
 		r.Handle(prefix+"/thumbnail/{serverName}/{mediaId}", s.wrap(s.thumbnailMedia)).Methods(http.MethodGet)
 	}
-	// The space hierarchy is a v1 endpoint only.
-	r.Handle("/_matrix/client/v1/rooms/{roomId}/hierarchy", s.wrap(s.authenticated(s.hierarchy))).Methods(http.MethodGet)
 	// Relations and threads exist only as v1 endpoints.
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}", s.wrap(s.authenticated(s.relations))).Methods(http.MethodGet)
