@@ -150,9 +150,8 @@ func (s *Server) noticeTarget(ctx context.Context, userID string) (store.User, e
 	return u, nil
 }
 
-// noticeRoom returns the target's notices room, creating it (with the
-// target invited and the room tagged m.server_notice for them) if it is
-// not on the log yet.
+// noticeRoom returns the target's notices room, creating it if it is not
+// on the log yet.
 func (s *Server) noticeRoom(ctx context.Context, target store.User) (string, error) {
 	if err := s.ensureNoticesUser(ctx); err != nil {
 		return "", err
@@ -185,13 +184,36 @@ func (s *Server) noticeRoom(ctx context.Context, target store.User) (string, err
 		s.logger.Error("append server notices room failed", "room_id", roomID, "err", err)
 		return "", logUnavailable(err)
 	}
-	if err := s.awaitApplied(ctx, eventlog.StreamRooms, seq); err != nil {
-		return "", err
+	return roomID, s.awaitApplied(ctx, eventlog.StreamRooms, seq)
+}
+
+// tagNoticeRoom tags the room m.server_notice for the user, which tells
+// clients to show it as the server's notices, keeping the user's other
+// tags of it. It runs with every invite, so a tag that a crash kept from
+// being written after the room's creation is written with the next notice.
+func (s *Server) tagNoticeRoom(ctx context.Context, roomID, userID string) error {
+	tags := map[string]json.RawMessage{}
+	raw, err := s.store.AccountData(ctx, userID, roomID, "m.tag")
+	switch {
+	case err == nil:
+		var c struct {
+			Tags map[string]json.RawMessage `json:"tags"`
+		}
+		if json.Unmarshal(raw, &c) == nil && c.Tags != nil {
+			tags = c.Tags
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return err
 	}
-	// The tag tells clients to show the room as the server's notices.
-	tag := &eventlog.AccountDataSet{UserID: target.UserID, RoomID: roomID, Type: "m.tag",
-		Content: json.RawMessage(`{"tags":{"m.server_notice":{}}}`)}
-	return roomID, s.appendAccount(ctx, target.UserID, tag, nil)
+	if _, ok := tags["m.server_notice"]; ok {
+		return nil
+	}
+	tags["m.server_notice"] = json.RawMessage(`{}`)
+	b, err := json.Marshal(map[string]any{"tags": tags})
+	if err != nil {
+		return err
+	}
+	return s.appendAccount(ctx, userID, &eventlog.AccountDataSet{UserID: userID, RoomID: roomID, Type: "m.tag", Content: b}, nil)
 }
 
 // noticeRoomEvents is the notices room's initial events. The create event
@@ -221,7 +243,7 @@ func noticeRoomEvents(sys, target matrix.UserID, registeredTS int64) []*matrix.P
 // already (a first notice, or one after they left).
 func (s *Server) inviteToNotices(ctx context.Context, roomID string, target store.User) error {
 	uid := matrix.UserID(target.UserID)
-	_, err := s.writeRoom(ctx, roomID, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+	evs, err := s.writeRoom(ctx, roomID, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
 		switch rs.state.Membership(uid) {
 		case "join", "invite":
 			return nil, nil
@@ -229,7 +251,10 @@ func (s *Server) inviteToNotices(ctx context.Context, roomID string, target stor
 		return []*matrix.ProtoEvent{{Type: matrix.TypeMember, StateKey: stateKeyPtr(string(uid)), Sender: s.noticesUser(),
 			Content: content(map[string]any{"membership": "invite"})}}, nil
 	})
-	return err
+	if err != nil || len(evs) == 0 {
+		return err
+	}
+	return s.tagNoticeRoom(ctx, roomID, target.UserID)
 }
 
 // ensureNoticesUser registers the system user on its first use, so that

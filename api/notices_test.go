@@ -101,11 +101,20 @@ func TestServerNotices(t *testing.T) {
 	}
 	// Once joined, leaving is allowed; the next notice invites again, to
 	// the same room.
+	// (A user's own tags of the room stay; the notice tag comes back with
+	// the next invite if it was removed.)
+	tagPath := "/_matrix/client/v3/user/" + url.PathEscape(alice.UserID) + "/rooms/" + url.PathEscape(room) + "/tags/"
+	alice.MustDo("PUT", tagPath+"u.mine", map[string]any{"order": 0.5})
+	alice.MustDo("DELETE", tagPath+"m.server_notice", nil)
 	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+room+"/leave", map[string]any{})
 	apitest.NewClient(t, other).As(admin.Token).MustDo("POST", "/_synapse/admin/v1/send_server_notice", notice)
 	inv = invitedRooms(t, alice)
 	if _, ok := inv[room]; !ok || len(inv) != 1 {
 		t.Fatalf("after leaving, the next notice should invite to %s again: %v", room, inv)
+	}
+	tags = alice.MustDo("GET", "/_matrix/client/v3/user/"+url.PathEscape(alice.UserID)+"/rooms/"+url.PathEscape(room)+"/tags", nil)
+	if tm := tags.Body["tags"].(map[string]any); tm["m.server_notice"] == nil || tm["u.mine"] == nil {
+		t.Fatalf("tags after the re-invite: %s", tags.Raw)
 	}
 
 	// A transaction ID makes a notice idempotent, on every process.
