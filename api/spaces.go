@@ -176,9 +176,9 @@ func validChildOrder(o string) bool {
 
 func isSpace(r *store.SpaceRoom) bool { return r.RoomType != nil && *r.RoomType == "m.space" }
 
-// allowedRoomIDs is the room_membership allow list of a restricted room's
+// spaceAllowedRoomIDs is the room_membership allow list of a restricted room's
 // join rules.
-func allowedRoomIDs(r *store.SpaceRoom) []string {
+func spaceAllowedRoomIDs(r *store.SpaceRoom) []string {
 	if r.JoinRule == nil || (*r.JoinRule != "restricted" && *r.JoinRule != "knock_restricted") {
 		return nil
 	}
@@ -195,7 +195,10 @@ func allowedRoomIDs(r *store.SpaceRoom) []string {
 	}
 	var out []string
 	for _, a := range e.Content.Allow {
-		if a.Type == "m.room_membership" && a.RoomID != "" {
+		if a.Type != "m.room_membership" {
+			continue
+		}
+		if _, err := matrix.ParseRoomID(a.RoomID); err == nil {
 			out = append(out, a.RoomID)
 		}
 	}
@@ -203,12 +206,13 @@ func allowedRoomIDs(r *store.SpaceRoom) []string {
 }
 
 // hierarchyVisible is the spec's rule for which rooms the hierarchy
-// shows: the caller is joined or invited, may join (public, or restricted
-// to a room they are in), may knock, or the room is world-readable. A
-// banned user sees nothing of the room.
+// shows: the caller is joined or invited (or has knocked, as the room
+// summary counts it), may join (public, or restricted to a room they are
+// in), may knock, or the room is world-readable. A banned user sees
+// nothing of the room.
 func hierarchyVisible(r *store.SpaceRoom, joined map[string]bool) bool {
 	switch r.Membership {
-	case "join", "invite":
+	case "join", "invite", "knock":
 		return true
 	case "ban":
 		return false
@@ -223,7 +227,7 @@ func hierarchyVisible(r *store.SpaceRoom, joined map[string]bool) bool {
 	case "public", "knock", "knock_restricted":
 		return true
 	case "restricted":
-		for _, id := range allowedRoomIDs(r) {
+		for _, id := range spaceAllowedRoomIDs(r) {
 			if joined[id] {
 				return true
 			}
@@ -349,7 +353,7 @@ func hierarchyEntry(rr *store.SpaceRoom, suggestedOnly bool) json.RawMessage {
 			m[k] = *v
 		}
 	}
-	if ids := allowedRoomIDs(rr); ids != nil {
+	if ids := spaceAllowedRoomIDs(rr); ids != nil {
 		m["allowed_room_ids"] = ids
 	}
 	children := []json.RawMessage{}
