@@ -731,6 +731,12 @@ func TestNoPlainSecretsOnTheLog(t *testing.T) {
 	c.Register("keeper", secrets[0])
 	tokens := []string{c.Token}
 	tokens = append(tokens, c.As("").MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "keeper", "password": secrets[0]}).Str("access_token"))
+	// Refresh tokens, and the tokens a refresh issues, and the first use
+	// of one (token.used).
+	lr := c.As("").MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "keeper", "password": secrets[0], "refresh_token": true})
+	rr := c.As("").MustDo("POST", "/_matrix/client/v3/refresh", map[string]any{"refresh_token": lr.Str("refresh_token")})
+	c.As(rr.Str("access_token")).MustDo("GET", "/_matrix/client/v3/account/whoami", nil)
+	tokens = append(tokens, lr.Str("access_token"), lr.Str("refresh_token"), rr.Str("access_token"), rr.Str("refresh_token"))
 	c.MustDo("POST", "/_matrix/client/v3/account/password", map[string]any{"new_password": secrets[1], "logout_devices": false,
 		"auth": map[string]any{"type": "m.login.password", "user": "keeper", "password": secrets[0]}})
 

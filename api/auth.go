@@ -34,6 +34,8 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return matrix.RevokedToken()
+		case errors.Is(err, store.ErrTokenExpired):
+			return matrix.SoftLoggedOut("the access token has expired; refresh it")
 		case errors.Is(err, store.ErrCatchingUp):
 			return matrix.Unavailable("the server is catching up with its log; retry")
 		case err != nil:
@@ -54,8 +56,11 @@ func newAccessToken() (token, hash string) {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	token = "strand_" + base64.RawURLEncoding.EncodeToString(b[:])
-	return token, hex.EncodeToString(hashToken(token))
+	return token, hexHash(token)
 }
+
+// hexHash is the hex SHA-256 under which a token goes on the log.
+func hexHash(token string) string { return hex.EncodeToString(hashToken(token)) }
 
 func hashToken(token string) []byte { return store.TokenHash(token) }
 

@@ -76,16 +76,20 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	token, hash := newAccessToken()
 	dev.TokenHash = hash
-	if err := s.appendAccount(r.Context(), u.UserID, dev, nil); err != nil {
-		return err
-	}
-	matrix.WriteJSON(w, http.StatusOK, map[string]any{
+	resp := map[string]any{
 		"user_id":      u.UserID,
 		"access_token": token,
 		"device_id":    dev.DeviceID,
 		"home_server":  string(s.cfg.ServerName),
 		"well_known":   s.wellKnownBody(),
-	})
+	}
+	if req.RefreshToken {
+		s.withRefreshToken(dev, resp)
+	}
+	if err := s.appendAccount(r.Context(), u.UserID, dev, nil); err != nil {
+		return err
+	}
+	matrix.WriteJSON(w, http.StatusOK, resp)
 	return nil
 }
 

@@ -222,6 +222,9 @@ func (s *Server) leave(w http.ResponseWriter, r *http.Request) error {
 		}
 		switch rs.state.Membership(uid) {
 		case "join", "invite", "knock":
+			if err := s.refuseNoticeRejection(rs.state, uid); err != nil {
+				return nil, err
+			}
 			return withReason(map[string]any{"membership": "leave"}, req.Reason), nil
 		case "leave":
 			return nil, nil // already left: nothing to do

@@ -111,15 +111,19 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 		token, dev.TokenHash = newAccessToken()
 		rec.Device = dev
 	}
+	resp := map[string]any{"home_server": string(s.cfg.ServerName)}
+	if rec.Device != nil {
+		resp["access_token"] = token
+		resp["device_id"] = rec.Device.DeviceID
+		if req.RefreshToken {
+			s.withRefreshToken(rec.Device, resp)
+		}
+	}
 	uid, err := s.createUser(r.Context(), userID, rec)
 	if err != nil {
 		return err
 	}
-	resp := map[string]any{"user_id": uid, "home_server": string(s.cfg.ServerName)}
-	if rec.Device != nil {
-		resp["access_token"] = token
-		resp["device_id"] = rec.Device.DeviceID
-	}
+	resp["user_id"] = uid
 	matrix.WriteJSON(w, http.StatusOK, resp)
 	return nil
 }

@@ -32,9 +32,16 @@ func (s *Server) routes() {
 	// Registration token validity is a v1 endpoint in the spec (served
 	// under r0 and v3 too, where older clients look for it).
 	r.Handle("/_matrix/client/v1/register/m.login.registration_token/validity", s.wrap(s.registrationTokenValidity)).Methods(http.MethodGet)
+	// Refresh is a v3 endpoint; some clients ask for it under v1, where
+	// it was first specified (MSC2918).
+	r.Handle("/_matrix/client/v1/refresh", s.wrap(s.refresh)).Methods(http.MethodPost)
+	// The space hierarchy is a v1 endpoint only.
+	r.Handle("/_matrix/client/v1/rooms/{roomId}/hierarchy", s.wrap(s.authenticated(s.hierarchy))).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegisterNonce)).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegister)).Methods(http.MethodPost)
 	r.Handle("/_synapse/admin/v1/reset_password/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminResetPassword)))).Methods(http.MethodPost)
+	r.Handle("/_synapse/admin/v1/send_server_notice", s.wrap(s.authenticated(requireAdmin(s.sendServerNotice)))).Methods(http.MethodPost)
+	r.Handle("/_synapse/admin/v1/send_server_notice/{txnId}", s.wrap(s.authenticated(requireAdmin(s.sendServerNotice)))).Methods(http.MethodPut)
 	r.Handle("/_synapse/admin/v1/deactivate/{userId}", s.wrap(s.authenticated(requireAdmin(s.adminDeactivate)))).Methods(http.MethodPost)
 
 	// The server-server API's key endpoints and version (Strand's signing
@@ -91,6 +98,7 @@ func (s *Server) routes() {
 		{http.MethodGet, "/register/m.login.registration_token/validity", s.registrationTokenValidity, false},
 		{http.MethodGet, "/login", s.loginFlows, false},
 		{http.MethodPost, "/login", s.login, false},
+		{http.MethodPost, "/refresh", s.refresh, false},
 		{http.MethodPost, "/logout", s.logout, true},
 		{http.MethodGet, "/account/3pid", s.threePIDs, true},
 		{http.MethodPost, "/search", s.search, true},

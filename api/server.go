@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -83,6 +84,13 @@ type Config struct {
 	// ApplyTimeout bounds how long a write waits for its projection
 	// before answering 503 (the write itself is on the log by then).
 	ApplyTimeout time.Duration
+	// AccessTokenLifetime is how long an access token issued with a
+	// refresh token is valid (DefaultAccessTokenLifetime when zero).
+	// Tokens issued without one never expire.
+	AccessTokenLifetime time.Duration
+	// ServerNoticesLocalpart is the localpart of the system user that
+	// sends server notices ("_server" when empty).
+	ServerNoticesLocalpart string
 	// SigningKey signs every event this server creates.
 	SigningKey *matrix.KeyPair
 	// OrphanAliasGrace is how long an alias may point at a room that is
@@ -142,6 +150,12 @@ func (c *Config) setDefaults() {
 	if c.ApplyTimeout == 0 {
 		c.ApplyTimeout = 10 * time.Second
 	}
+	if c.AccessTokenLifetime <= 0 {
+		c.AccessTokenLifetime = DefaultAccessTokenLifetime
+	}
+	if c.ServerNoticesLocalpart == "" {
+		c.ServerNoticesLocalpart = "_server"
+	}
 	if c.OrphanAliasGrace == 0 {
 		c.OrphanAliasGrace = time.Minute
 	}
@@ -170,6 +184,8 @@ type Server struct {
 
 	dummyOnce sync.Once
 	dummyHash []byte
+
+	noticesReady atomic.Bool // the server notices user is registered
 
 	limits *limiters // nil: no rate limits
 

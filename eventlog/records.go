@@ -29,13 +29,44 @@ type UserRegistered struct {
 }
 
 // DeviceCreated adds a device with a fresh access token, or, when the
-// device already exists, replaces its token (and so revokes the old one).
+// device already exists, replaces its token (and so revokes the old one,
+// its refresh token and any older token still valid after a refresh).
+// RefreshHash is set when the client asked for a refresh token; the access
+// token then expires at ExpiresTS (0: never).
 type DeviceCreated struct {
 	UserID      string `json:"user_id"`
 	DeviceID    string `json:"device_id"`
 	DisplayName string `json:"display_name,omitempty"`
 	TokenHash   string `json:"token_hash"` // hex SHA-256 of the access token
 	TS          int64  `json:"ts"`
+	RefreshHash string `json:"refresh_hash,omitempty"` // hex SHA-256 of the refresh token
+	ExpiresTS   int64  `json:"expires_ts,omitempty"`   // unix ms; 0: the token does not expire
+}
+
+// TokenRefreshed exchanges a device's refresh token (RefreshHash, which it
+// consumes) for a new access token and a new refresh token. The device's
+// current access token stays valid, as its previous token, until the new
+// one is first used (TokenUsed) or it expires; a previous token older than
+// that is revoked. Applied only while RefreshHash is still the device's
+// refresh token; the api appends it expecting the user's subject sequence
+// it checked that against, so a refresh token is exchanged at most once.
+type TokenRefreshed struct {
+	UserID         string `json:"user_id"`
+	DeviceID       string `json:"device_id"`
+	RefreshHash    string `json:"refresh_hash"`
+	NewTokenHash   string `json:"new_token_hash"`
+	NewRefreshHash string `json:"new_refresh_hash"`
+	ExpiresTS      int64  `json:"expires_ts,omitempty"`
+	TS             int64  `json:"ts"`
+}
+
+// TokenUsed records the first use of a device's access token issued by a
+// refresh: the device's previous access token is revoked. Applied only
+// while TokenHash is still the device's current token.
+type TokenUsed struct {
+	UserID    string `json:"user_id"`
+	DeviceID  string `json:"device_id"`
+	TokenHash string `json:"token_hash"`
 }
 
 // PusherSet creates, replaces (same app ID and pushkey) or, with Kind
@@ -338,6 +369,8 @@ func (RoomForgotten) RecordType() string { return "room.forgotten" }
 
 func (UserRegistered) RecordType() string  { return "user.registered" }
 func (DeviceCreated) RecordType() string   { return "device.created" }
+func (TokenRefreshed) RecordType() string  { return "token.refreshed" }
+func (TokenUsed) RecordType() string       { return "token.used" }
 func (PusherSet) RecordType() string       { return "pusher.set" }
 func (DeviceUpdated) RecordType() string   { return "device.updated" }
 func (DevicesDeleted) RecordType() string  { return "devices.deleted" }
@@ -370,6 +403,10 @@ func Decode(typ string, data []byte) (Record, error) {
 		r = &UserRegistered{}
 	case "device.created":
 		r = &DeviceCreated{}
+	case "token.refreshed":
+		r = &TokenRefreshed{}
+	case "token.used":
+		r = &TokenUsed{}
 	case "device.updated":
 		r = &DeviceUpdated{}
 	case "pusher.set":

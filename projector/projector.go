@@ -384,6 +384,10 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 		return tx.AddUser(r)
 	case *eventlog.DeviceCreated:
 		return tx.PutDevice(r)
+	case *eventlog.TokenRefreshed:
+		return tx.RefreshToken(r)
+	case *eventlog.TokenUsed:
+		return tx.UseToken(r)
 	case *eventlog.DeviceUpdated:
 		tx.RenameDevice(r)
 	case *eventlog.PusherSet:

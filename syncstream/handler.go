@@ -165,6 +165,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return matrix.RevokedToken()
+	case errors.Is(err, store.ErrTokenExpired):
+		return matrix.SoftLoggedOut("the access token has expired; refresh it")
 	case errors.Is(err, store.ErrCatchingUp):
 		return matrix.Unavailable("the server is catching up with its log; retry")
 	case err != nil:

@@ -41,6 +41,8 @@ type config struct {
 	OutboundAllow     string
 	PreviewCacheTTL   time.Duration
 	PasswordMinLength int
+	TokenLifetime     time.Duration
+	NoticesUser       string
 	ApplyTimeout      time.Duration
 	OpsListen         string
 	MetricsOnListen   bool
@@ -140,6 +142,8 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.str(&c.SigningKeyFile, "signing-key", "STRAND_SIGNING_KEY_FILE", "", "the server's ed25519 signing key file (default <data-dir>/signing.key; created if missing)")
 	e.int(&c.BcryptCost, "bcrypt-cost", "STRAND_BCRYPT_COST", 10, "bcrypt cost of password hashes")
 	e.int(&c.PasswordMinLength, "password-min-length", "STRAND_PASSWORD_MIN_LENGTH", 0, "minimum password length in characters (0: any non-empty)")
+	e.dur(&c.TokenLifetime, "access-token-lifetime", "STRAND_ACCESS_TOKEN_LIFETIME", api.DefaultAccessTokenLifetime, "lifetime of access tokens issued with a refresh token (others never expire)")
+	e.str(&c.NoticesUser, "server-notices-user", "STRAND_SERVER_NOTICES_USER", "_server", "localpart of the system user that sends server notices")
 	e.int(&c.MaxUploadMB, "max-upload-mb", "STRAND_MAX_UPLOAD_MB", 50, "largest media upload, in MiB (keep a proxy's body limit at least this)")
 	e.int(&c.MediaQuotaMB, "media-quota-mb", "STRAND_MEDIA_QUOTA_MB", 10240, "bytes one user may upload in all, in MiB (0: no quota)")
 	e.str(&c.ThumbnailSizes, "thumbnail-sizes", "STRAND_THUMBNAIL_SIZES", "32x32:crop,96x96:crop,320x240:scale,640x480:scale,800x600:scale", "the fixed set of thumbnail sizes made and kept; requests get the nearest")
@@ -233,6 +237,14 @@ func (c *config) validateServer() error {
 	}
 	if c.BcryptCost < 4 || c.BcryptCost > 31 {
 		return fmt.Errorf("--bcrypt-cost must be between 4 and 31")
+	}
+	if c.TokenLifetime < time.Second {
+		return fmt.Errorf("--access-token-lifetime must be at least 1s")
+	}
+	// The historical grammar: the default, like Synapse's, starts with
+	// "_", which registration reserves for such system users.
+	if _, err := matrix.ParseUserID("@" + c.NoticesUser + ":" + c.ServerName); err != nil || c.NoticesUser == "" || strings.Contains(c.NoticesUser, ":") {
+		return fmt.Errorf("--server-notices-user must be a valid localpart: %q", c.NoticesUser)
 	}
 	if c.MaxUploadMB < 1 || c.MaxUploadMB > 4096 {
 		return fmt.Errorf("--max-upload-mb must be between 1 and 4096")

@@ -256,6 +256,8 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		BcryptCost:               c.cfg.BcryptCost,
 		PasswordMinLength:        c.cfg.PasswordMinLength,
 		ApplyTimeout:             c.cfg.ApplyTimeout,
+		AccessTokenLifetime:      c.cfg.TokenLifetime,
+		ServerNoticesLocalpart:   c.cfg.NoticesUser,
 		MaxUploadBytes:           int64(c.cfg.MaxUploadMB) << 20,
 		MediaQuotaBytes:          int64(c.cfg.MediaQuotaMB) << 20,
 		ThumbnailSizes:           thumbSizes,

@@ -79,6 +79,15 @@ func RevokedToken() *Error {
 	return e
 }
 
+// SoftLoggedOut is the answer to an access token that has expired (or a
+// refresh token already used): the client keeps its session and data, and
+// refreshes or logs in again.
+func SoftLoggedOut(msg string) *Error {
+	e := UnknownToken("%s", msg)
+	e.Extra = map[string]any{"soft_logout": true}
+	return e
+}
+
 func UnknownToken(format string, a ...any) *Error {
 	return Errorf("M_UNKNOWN_TOKEN", http.StatusUnauthorized, format, a...)
 }

@@ -18,14 +18,15 @@ type User struct {
 	Deactivated  bool
 	Displayname  string
 	AvatarURL    string
+	CreatedTS    int64 // registration time, unix ms
 }
 
 // User returns one account, or ErrNotFound.
 func (s *Store) User(ctx context.Context, userID string) (User, error) {
 	var u User
 	var dn, av *string
-	err := s.pool.QueryRow(ctx, `SELECT user_id, password_hash, admin, deactivated, displayname, avatar_url
-		FROM users WHERE user_id = $1`, userID).Scan(&u.UserID, &u.PasswordHash, &u.Admin, &u.Deactivated, &dn, &av)
+	err := s.pool.QueryRow(ctx, `SELECT user_id, password_hash, admin, deactivated, displayname, avatar_url, created_ts
+		FROM users WHERE user_id = $1`, userID).Scan(&u.UserID, &u.PasswordHash, &u.Admin, &u.Deactivated, &dn, &av, &u.CreatedTS)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return u, ErrNotFound
 	}
@@ -46,6 +47,12 @@ type Session struct {
 	UserID   string
 	DeviceID string
 	Admin    bool
+	// ExpiresTS is when the token stops being valid (unix ms; 0: never).
+	// Only tokens issued with a refresh token expire.
+	ExpiresTS int64
+	// RetiresPrevious: this is the device's token from a refresh and the
+	// token it replaced is still valid; its first use revokes that one.
+	RetiresPrevious bool
 }
 
 // TokenHash is how an access token is stored: its SHA-256. A fast hash
@@ -56,12 +63,16 @@ func TokenHash(token string) []byte {
 }
 
 // SessionByToken resolves the SHA-256 of an access token, or ErrNotFound
-// for an unknown, revoked or deactivated one.
+// for an unknown, revoked or deactivated one. A device has one current
+// token and, after a refresh, possibly its previous one: both resolve.
 func (s *Store) SessionByToken(ctx context.Context, hash []byte) (Session, error) {
 	var ss Session
-	err := s.pool.QueryRow(ctx, `SELECT d.user_id, d.device_id, u.admin
+	err := s.pool.QueryRow(ctx, `SELECT d.user_id, d.device_id, u.admin,
+			COALESCE(CASE WHEN d.token_hash = $1 THEN d.expires_ts ELSE d.prev_expires_ts END, 0),
+			d.token_hash = $1 AND d.prev_token_hash IS NOT NULL
 		FROM devices d JOIN users u ON u.user_id = d.user_id
-		WHERE d.token_hash = $1 AND NOT u.deactivated`, hash).Scan(&ss.UserID, &ss.DeviceID, &ss.Admin)
+		WHERE (d.token_hash = $1 OR d.prev_token_hash = $1) AND NOT u.deactivated`, hash).
+		Scan(&ss.UserID, &ss.DeviceID, &ss.Admin, &ss.ExpiresTS, &ss.RetiresPrevious)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ss, ErrNotFound
 	}
@@ -69,6 +80,29 @@ func (s *Store) SessionByToken(ctx context.Context, hash []byte) (Session, error
 		return ss, fmt.Errorf("session by token: %w", err)
 	}
 	return ss, nil
+}
+
+// RefreshSession is the device a refresh token belongs to.
+type RefreshSession struct {
+	UserID   string
+	DeviceID string
+}
+
+// DeviceByRefreshToken resolves the SHA-256 of a refresh token to its
+// device, or ErrNotFound for an unknown or already used one, or one of a
+// deactivated account.
+func (s *Store) DeviceByRefreshToken(ctx context.Context, hash []byte) (RefreshSession, error) {
+	var rs RefreshSession
+	err := s.pool.QueryRow(ctx, `SELECT d.user_id, d.device_id
+		FROM devices d JOIN users u ON u.user_id = d.user_id
+		WHERE d.refresh_hash = $1 AND NOT u.deactivated`, hash).Scan(&rs.UserID, &rs.DeviceID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return rs, ErrNotFound
+	}
+	if err != nil {
+		return rs, fmt.Errorf("device by refresh token: %w", err)
+	}
+	return rs, nil
 }
 
 // Device is one of a user's devices.

@@ -171,12 +171,70 @@ func (t *Tx) PutDevice(d *eventlog.DeviceCreated) error {
 	if d.DisplayName != "" {
 		dn = &d.DisplayName
 	}
-	t.queue(`INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts)
-		VALUES ($1, $2, $3, $4, $5)
+	var refresh []byte
+	if d.RefreshHash != "" {
+		if refresh, err = tokenHash(d.RefreshHash); err != nil {
+			return err
+		}
+	}
+	// A new token for an existing device replaces everything that
+	// authenticated it: the access token, the refresh token and a previous
+	// token left valid by a refresh.
+	t.queue(`INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts, expires_ts, refresh_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (user_id, device_id) DO UPDATE SET
 			token_hash = EXCLUDED.token_hash,
-			display_name = COALESCE(EXCLUDED.display_name, devices.display_name)`,
-		d.UserID, d.DeviceID, dn, h, d.TS)
+			display_name = COALESCE(EXCLUDED.display_name, devices.display_name),
+			expires_ts = EXCLUDED.expires_ts,
+			refresh_hash = EXCLUDED.refresh_hash,
+			prev_token_hash = NULL,
+			prev_expires_ts = NULL`,
+		d.UserID, d.DeviceID, dn, h, d.TS, nullTS(d.ExpiresTS), refresh)
+	return nil
+}
+
+// nullTS maps the log's "0: never" to NULL.
+func nullTS(ts int64) *int64 {
+	if ts == 0 {
+		return nil
+	}
+	return &ts
+}
+
+// RefreshToken applies a refresh: only if r.RefreshHash is still the
+// device's refresh token (the api's append was a compare-and-set on the
+// user's subject, so this holds for every record it wrote; the condition
+// keeps the projection right for any log). The current access token
+// becomes the previous one, still valid until the new one is used.
+func (t *Tx) RefreshToken(r *eventlog.TokenRefreshed) error {
+	old, err := tokenHash(r.RefreshHash)
+	if err != nil {
+		return err
+	}
+	tok, err := tokenHash(r.NewTokenHash)
+	if err != nil {
+		return err
+	}
+	refresh, err := tokenHash(r.NewRefreshHash)
+	if err != nil {
+		return err
+	}
+	t.queue(`UPDATE devices SET prev_token_hash = token_hash, prev_expires_ts = expires_ts,
+			token_hash = $4, expires_ts = $5, refresh_hash = $6
+		WHERE user_id = $1 AND device_id = $2 AND refresh_hash = $3`,
+		r.UserID, r.DeviceID, old, tok, nullTS(r.ExpiresTS), refresh)
+	return nil
+}
+
+// UseToken applies the first use of a refreshed token: the device's
+// previous token is revoked, if r.TokenHash is still its current one.
+func (t *Tx) UseToken(r *eventlog.TokenUsed) error {
+	h, err := tokenHash(r.TokenHash)
+	if err != nil {
+		return err
+	}
+	t.queue(`UPDATE devices SET prev_token_hash = NULL, prev_expires_ts = NULL
+		WHERE user_id = $1 AND device_id = $2 AND token_hash = $3`, r.UserID, r.DeviceID, h)
 	return nil
 }
 

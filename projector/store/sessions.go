@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -75,12 +76,17 @@ func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
 	if err != nil || !usable {
 		return ss, err
 	}
-	// The row read reflects every revocation through `applied`, and the
-	// reader had evicted everything through its position <= applied; a
-	// revocation read since then bumped evictions, and the fill is
-	// dropped rather than caching what that revocation may have ended.
+	// The row read reflects every revocation through `applied`. It is
+	// kept only if the reader has evicted for nothing beyond that
+	// (consumed <= applied, checked below): a revocation the reader has
+	// read but the projection has not applied would otherwise be missed
+	// for good. (Revocations the api waits for, like logout, are applied
+	// before anyone relies on them; the first use of a refreshed token
+	// revokes its predecessor without waiting.) A revocation read since
+	// the lookup began bumped evictions, and the fill is dropped rather
+	// than caching what that revocation may have ended.
 	c.mu.Lock()
-	if c.following && c.evictions == evictions {
+	if c.following && c.evictions == evictions && c.consumed <= applied {
 		if len(c.byHash) >= sessionsMax {
 			c.clearLocked()
 		}
@@ -102,7 +108,25 @@ var ErrCatchingUp = errors.New("store: the accounts projection is catching up wi
 // projection to reach the log's head and looks again. An unknown token
 // logs a client out for good, so a projector catching up after a restart
 // or a rebuild must not produce one.
+//
+// A token issued with a refresh token is refused with ErrTokenExpired once
+// its time is up. The first use of a token from a refresh revokes the
+// token it replaced (see retirePrevious).
 func (c *Sessions) Resolve(ctx context.Context, log *eventlog.Log, hash []byte, wait time.Duration) (Session, error) {
+	ss, err := c.resolve(ctx, log, hash, wait)
+	if err != nil {
+		return ss, err
+	}
+	if ss.ExpiresTS != 0 && time.Now().UnixMilli() >= ss.ExpiresTS {
+		return ss, ErrTokenExpired
+	}
+	if ss.RetiresPrevious {
+		c.retirePrevious(ctx, log, ss, hash)
+	}
+	return ss, nil
+}
+
+func (c *Sessions) resolve(ctx context.Context, log *eventlog.Log, hash []byte, wait time.Duration) (Session, error) {
 	ss, err := c.Lookup(ctx, hash)
 	if !errors.Is(err, ErrNotFound) {
 		return ss, err
@@ -117,6 +141,28 @@ func (c *Sessions) Resolve(ctx context.Context, log *eventlog.Log, hash []byte, 
 		return c.Lookup(ctx, hash)
 	}
 	return ss, err
+}
+
+// ErrTokenExpired is returned by Resolve for an access token past its
+// expiry: the client should use its refresh token (a soft logout).
+var ErrTokenExpired = errors.New("store: the access token has expired")
+
+// retirePrevious appends token.used for the first use of a refreshed
+// token, which revokes the token it replaced (the spec keeps that one
+// valid only until the new one is used). It happens here because every
+// authenticated request, on the api and on sync workers, resolves its
+// token here. The request is not held up: the new token is valid either
+// way, and until the record is applied the previous token merely lives a
+// few milliseconds longer. Requests racing on the same first use append
+// one record between them (the Nats-Msg-Id is the token's hash); a failed
+// append is logged and tried again by the next request.
+func (c *Sessions) retirePrevious(ctx context.Context, log *eventlog.Log, ss Session, hash []byte) {
+	h := hex.EncodeToString(hash)
+	rec := &eventlog.TokenUsed{UserID: ss.UserID, DeviceID: ss.DeviceID, TokenHash: h}
+	_, err := log.Append(ctx, eventlog.UserSubject(ss.UserID), rec, eventlog.AppendOptions{MsgID: "token.used:" + h})
+	if err != nil {
+		c.logger.Warn("could not record the first use of a refreshed access token", "user_id", ss.UserID, "err", err)
+	}
 }
 
 // Len is the number of cached sessions.
