@@ -379,7 +379,7 @@ func TestBadInput(t *testing.T) {
 		{"device display name wrong type", "PUT", "/devices/" + c.Device, `{"display_name":7}`, true, 400, "M_BAD_JSON"},
 		{"escaped NUL in account data", "PUT", "/user/@erin:localhost/account_data/x.test", `{"a":"\u0000"}`, true, 400, "M_BAD_JSON"},
 		{"raw NUL in body", "PUT", "/user/@erin:localhost/account_data/x.test", "{\"a\":\"\x00\"}", true, 400, "M_BAD_JSON"},
-		{"invalid UTF-8 in body", "PUT", "/devices/" + c.Device, "{\"display_name\":\"\xff\"}", true, 400, "M_BAD_JSON"},
+		{"invalid UTF-8 in body", "PUT", "/devices/" + c.Device, "{\"display_name\":\"\xff\"}", true, 400, "M_NOT_JSON"},
 		{"escaped NUL in display name", "PUT", "/devices/" + c.Device, `{"display_name":"a\u0000b"}`, true, 400, "M_BAD_JSON"},
 		{"NUL in path", "GET", "/devices/a%00b", nil, true, 400, "M_INVALID_PARAM"},
 		{"invalid UTF-8 in path", "GET", "/devices/%FF", nil, true, 400, "M_INVALID_PARAM"},
