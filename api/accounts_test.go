@@ -486,6 +486,16 @@ func TestDevicesAndPassword(t *testing.T) {
 	if r.Status != 401 || r.Errcode() != "M_FORBIDDEN" {
 		t.Fatalf("delete with wrong password: %d %s", r.Status, r.Raw)
 	}
+	// Another user's correct password completes the stage as that user,
+	// who does not own the device: 403, and the device stays.
+	other := apitest.NewClient(t, c.Base)
+	other.Register("hank", "hank-pw")
+	r = c.Do("DELETE", "/_matrix/client/v3/devices/PHONE", map[string]any{"auth": map[string]any{"type": "m.login.password", "session": sess,
+		"identifier": map[string]any{"type": "m.id.user", "user": other.UserID}, "password": "hank-pw"}})
+	if r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
+		t.Fatalf("delete with another user's password: %d %s", r.Status, r.Raw)
+	}
+	c.MustDo("GET", "/_matrix/client/v3/devices/PHONE", nil)
 	c.MustDo("DELETE", "/_matrix/client/v3/devices/PHONE", map[string]any{"auth": map[string]any{"type": "m.login.password", "session": sess,
 		"identifier": map[string]any{"type": "m.id.user", "user": "gina"}, "password": "old-pw"}})
 	if r := c.As(phone.Str("access_token")).Do("GET", "/_matrix/client/v3/account/whoami", nil); r.Status != 401 {
