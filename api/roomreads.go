@@ -131,11 +131,17 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ss := session(r)
-	at, _, err := s.roomReadPoint(r.Context(), roomID, ss.UserID)
+	// Unlike /members, which a former member may read as of their leave,
+	// the spec requires the caller to be in the room now: this lists who is
+	// joined at present, which someone who left must not keep learning.
+	v, err := s.roomVisibility(r.Context(), roomID, ss.UserID)
 	if err != nil {
 		return err
 	}
-	evs, err := s.store.Members(r.Context(), roomID, at, []string{"join"}, nil)
+	if v.Current() != "join" {
+		return matrix.Forbidden("you are not joined to room %s", roomID)
+	}
+	evs, err := s.store.Members(r.Context(), roomID, 0, []string{"join"}, nil)
 	if err != nil {
 		return err
 	}
@@ -148,14 +154,10 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request) error {
 			} `json:"content"`
 		}
 		_ = json.Unmarshal(e.Client, &c)
-		m := map[string]any{}
-		if c.Content.Displayname != nil {
-			m["display_name"] = *c.Content.Displayname
-		}
-		if c.Content.AvatarURL != nil {
-			m["avatar_url"] = *c.Content.AvatarURL
-		}
-		joined[*e.StateKey] = m
+		// Both keys are always there, null when the member event has no
+		// such field, as clients (and other servers) read them as the
+		// member's profile in this room without checking for presence.
+		joined[*e.StateKey] = map[string]any{"display_name": c.Content.Displayname, "avatar_url": c.Content.AvatarURL}
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined})
 	return nil
