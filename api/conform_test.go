@@ -35,3 +35,37 @@ func TestJoinedMembersNeedsCurrentMembership(t *testing.T) {
 	// /members stays readable as of the leave.
 	bob.MustDo("GET", rp("/members"), nil)
 }
+
+// createRoom's topic is written with its rich form (m.topic), and wins
+// over an m.room.topic in initial_state, which is then not sent at all.
+func TestCreateRoomRichTopic(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("topic_owner", "pw")
+	roomID := createRoom(t, c, map[string]any{"topic": "Test Room", "preset": "public_chat",
+		"initial_state": []any{map[string]any{"type": "m.room.topic", "state_key": "", "content": map[string]any{"topic": "Shenanigans"}}}})
+	r := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/state/m.room.topic/"), nil)
+	if r.Str("topic") != "Test Room" {
+		t.Fatalf("topic: %s", r.Raw)
+	}
+	texts, _ := r.Body["m.topic"].(map[string]any)["m.text"].([]any)
+	if len(texts) != 1 || texts[0].(map[string]any)["body"] != "Test Room" || texts[0].(map[string]any)["mimetype"] != "text/plain" {
+		t.Fatalf("m.topic: %s", r.Raw)
+	}
+	state := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/messages?dir=b&limit=50"), nil)
+	topics := 0
+	for _, e := range state.Body["chunk"].([]any) {
+		if e.(map[string]any)["type"] == "m.room.topic" {
+			topics++
+		}
+	}
+	if topics != 1 {
+		t.Fatalf("want one topic event, got %d: %s", topics, state.Raw)
+	}
+
+	// A topic from initial_state alone is kept as given.
+	plain := createRoom(t, c, map[string]any{"initial_state": []any{map[string]any{"type": "m.room.topic", "state_key": "", "content": map[string]any{"topic": "Only"}}}})
+	r = c.MustDo("GET", v3("/rooms/"+esc(plain)+"/state/m.room.topic/"), nil)
+	if r.Str("topic") != "Only" || r.Body["m.topic"] != nil {
+		t.Fatalf("initial_state topic: %s", r.Raw)
+	}
+}
