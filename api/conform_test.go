@@ -69,3 +69,21 @@ func TestCreateRoomRichTopic(t *testing.T) {
 		t.Fatalf("initial_state topic: %s", r.Raw)
 	}
 }
+
+// Keys of a /join body other than its parameters are kept in the
+// membership content; membership itself is the server's.
+func TestJoinKeepsCustomContent(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("jc_owner", "pw")
+	bob := apitest.NewClient(t, c.Base)
+	bob.Register("jc_bob", "pw")
+	roomID := createRoom(t, c, map[string]any{"preset": "public_chat", "room_alias_name": "jc"})
+	bob.MustDo("POST", v3("/join/"+esc("#jc:localhost")), map[string]any{"foo": "bar", "membership": "leave", "reason": "hi"})
+	m := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/state/m.room.member/"+esc(bob.UserID)), nil)
+	if m.Str("foo") != "bar" || m.Str("membership") != "join" || m.Str("reason") != "hi" {
+		t.Fatalf("member content: %s", m.Raw)
+	}
+	if r := bob.Do("POST", v3("/rooms/"+esc(roomID)+"/join"), map[string]any{"reason": 5}); r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+		t.Fatalf("non-string reason: %d %s", r.Status, r.Raw)
+	}
+}
