@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"net/url"
 	"testing"
 
 	"strand/api/apitest"
@@ -86,4 +87,19 @@ func TestJoinKeepsCustomContent(t *testing.T) {
 	if r := bob.Do("POST", v3("/rooms/"+esc(roomID)+"/join"), map[string]any{"reason": 5}); r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
 		t.Fatalf("non-string reason: %d %s", r.Status, r.Raw)
 	}
+}
+
+// An inline /sync filter naming something that is not a user ID as a
+// sender is refused, as a stored one is at upload.
+func TestSyncInlineFilterIDs(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	c := apitest.NewClient(t, env.Serve(apitest.DefaultConfig()).URL)
+	c.Register("sf_user", "pw")
+	bad := url.QueryEscape(`{"room":{"timeline":{"not_senders":["bob"]}}}`)
+	if r := c.Do("GET", v3("/sync?filter="+bad), nil); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+		t.Fatalf("inline filter with a bad sender: %d %s", r.Status, r.Raw)
+	}
+	good := url.QueryEscape(`{"room":{"timeline":{"not_senders":["@bob:localhost"]},"rooms":["!a:localhost"]}}`)
+	c.MustDo("GET", v3("/sync?filter="+good), nil)
 }
