@@ -27,6 +27,18 @@ func renderEvents(evs []store.StoredEvent, viewer store.Session) []json.RawMessa
 	return out
 }
 
+// renderTimeline renders events of one room with the viewer's membership
+// at each (unsigned.membership), which v, the viewer's history of that
+// room, knows.
+func renderTimeline(evs []store.StoredEvent, viewer store.Session, v *visibility) []json.RawMessage {
+	now := time.Now()
+	out := make([]json.RawMessage, len(evs))
+	for i := range evs {
+		out[i] = evs[i].RenderFor(viewer.UserID, viewer.DeviceID, v.MembershipAt(evs[i].Pos), now)
+	}
+	return out
+}
+
 func (s *Server) roomState(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -334,7 +346,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	resp := map[string]any{"start": eventlog.FormatRoomPoint(from), "chunk": renderEvents(evs, ss)}
+	resp := map[string]any{"start": eventlog.FormatRoomPoint(from), "chunk": renderTimeline(evs, ss, v)}
 	if more {
 		resp["end"] = eventlog.FormatRoomPoint(next)
 	}
@@ -400,11 +412,12 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {
 	if _, err := matrix.ParseEventID(pathVar(r, "eventId")); err != nil {
 		return matrix.InvalidParam("invalid event ID: %v", err)
 	}
-	e, _, err := s.visibleEvent(r, roomID, pathVar(r, "eventId"))
+	e, v, err := s.visibleEvent(r, roomID, pathVar(r, "eventId"))
 	if err != nil {
 		return err
 	}
-	matrix.WriteJSON(w, http.StatusOK, renderEvent(e, session(r), time.Now()))
+	ss := session(r)
+	matrix.WriteJSON(w, http.StatusOK, e.RenderFor(ss.UserID, ss.DeviceID, v.MembershipAt(e.Pos), time.Now()))
 	return nil
 }
 

@@ -271,7 +271,13 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 				if (check && !v.CanSee(e)) || !f.Room.Timeline.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
 					continue
 				}
-				ro.tl.Events = append(ro.tl.Events, render(e))
+				// unsigned.membership: a room whose history was not read
+				// is one the user was joined to throughout the range.
+				membership := "join"
+				if check {
+					membership = v.MembershipAt(e.Pos)
+				}
+				ro.tl.Events = append(ro.tl.Events, selectFields(e.RenderFor(req.user, req.device, membership, now), f.EventFields))
 				ro.senders[e.Sender] = true
 			}
 			ro.tl.Limited = ro.limited

@@ -12,9 +12,22 @@ import (
 // client form plus unsigned (age; transaction_id for the sending device;
 // redacted_because).
 func (e *StoredEvent) Render(viewerUser, viewerDevice string, now time.Time) json.RawMessage {
+	return e.RenderFor(viewerUser, viewerDevice, "", now)
+}
+
+// RenderFor is Render that also gives unsigned.membership (MSC4115, spec
+// 1.11): the viewer's membership at the event, including the event's own
+// change, when the caller knows it (empty: left out, which the spec
+// allows where working it out is not practical).
+func (e *StoredEvent) RenderFor(viewerUser, viewerDevice, membership string, now time.Time) json.RawMessage {
 	var u bytes.Buffer
 	u.WriteString(`{"age":`)
 	u.WriteString(strconv.FormatInt(max(0, now.UnixMilli()-e.OriginServerTS), 10))
+	if membership != "" {
+		m, _ := json.Marshal(membership)
+		u.WriteString(`,"membership":`)
+		u.Write(m)
+	}
 	if e.TxnID != "" && e.Sender == viewerUser && e.TxnDevice == viewerDevice {
 		// Stored as "<endpoint>:<client's ID>"; the client gets its own.
 		_, clientID, _ := strings.Cut(e.TxnID, ":")

@@ -1,0 +1,89 @@
+package syncstream_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"strand/api/apitest"
+)
+
+// rawRoomTimeline returns the timeline events of a joined room from a raw
+// sync response, as generic maps (so unsigned is visible).
+func rawRoomTimeline(t *testing.T, r apitest.Response, roomID string) []map[string]any {
+	t.Helper()
+	var body struct {
+		Rooms struct {
+			Join map[string]struct {
+				Timeline struct {
+					Events []map[string]any `json:"events"`
+				} `json:"timeline"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	if err := json.Unmarshal(r.Raw, &body); err != nil {
+		t.Fatal(err)
+	}
+	return body.Rooms.Join[roomID].Timeline.Events
+}
+
+func unsignedMembership(e map[string]any) any {
+	u, _ := e["unsigned"].(map[string]any)
+	return u["membership"]
+}
+
+// Timeline events carry the syncing user's membership at each event
+// (unsigned.membership, MSC4115): leave before their join, join from their
+// own join event on; in initial and incremental syncs, /messages and
+// /event alike.
+func TestUnsignedMembership(t *testing.T) {
+	_, base := newServe(t)
+	alice := user(t, base, "um_alice")
+	bob := user(t, base, "um_bob")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	pre := send(t, alice, roomID, "prejoin")
+	bob.MustDo("POST", v3("/join/"+esc(roomID)), map[string]any{})
+	send(t, alice, roomID, "postjoin")
+
+	check := func(where string, evs []map[string]any) {
+		t.Helper()
+		if len(evs) == 0 {
+			t.Fatalf("%s: no events", where)
+		}
+		seenJoin := false
+		for _, e := range evs {
+			if e["type"] == "m.room.member" && e["state_key"] == bob.UserID {
+				seenJoin = true
+			}
+			want := "leave"
+			if seenJoin {
+				want = "join"
+			}
+			if got := unsignedMembership(e); got != want {
+				t.Fatalf("%s: event %v %v: membership %v, want %s", where, e["type"], e["content"], got, want)
+			}
+		}
+	}
+	r := bob.MustDo("GET", v3("/sync?set_presence=offline"), nil)
+	check("initial sync", rawRoomTimeline(t, r, roomID))
+
+	// An incremental sync of a room joined throughout: join.
+	since := r.Str("next_batch")
+	send(t, alice, roomID, "later")
+	r = bob.MustDo("GET", v3("/sync?set_presence=offline&timeout=5000&since="+since), nil)
+	inc := rawRoomTimeline(t, r, roomID)
+	if len(inc) != 1 || unsignedMembership(inc[0]) != "join" {
+		t.Fatalf("incremental sync: %s", r.Raw)
+	}
+
+	m := bob.MustDo("GET", v3("/rooms/"+esc(roomID)+"/messages?dir=f&limit=50"), nil)
+	var chunk []map[string]any
+	for _, e := range m.Body["chunk"].([]any) {
+		chunk = append(chunk, e.(map[string]any))
+	}
+	check("/messages", chunk)
+
+	ev := bob.MustDo("GET", v3("/rooms/"+esc(roomID)+"/event/"+esc(pre)), nil)
+	if unsignedMembership(ev.Body) != "leave" {
+		t.Fatalf("/event before the join: %s", ev.Raw)
+	}
+}
