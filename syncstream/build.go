@@ -410,9 +410,22 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		if err != nil {
 			return err
 		}
+		// Invites from users the user ignores are not shown (client-server
+		// API, "Ignoring users"); the list is read only when there are
+		// invites to show.
+		var ignored map[string]bool
+		if len(invites) > 0 {
+			if ignored, err = tx.IgnoredUsers(ctx, req.user); err != nil {
+				return err
+			}
+		}
+	invite:
 		for _, roomID := range invites {
 			evs := []json.RawMessage{}
 			for _, e := range stripped[roomID] {
+				if e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == req.user && ignored[e.Sender] {
+					continue invite
+				}
 				evs = append(evs, strip(&e))
 			}
 			out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: eventList{evs}}

@@ -87,3 +87,28 @@ func TestUnsignedMembership(t *testing.T) {
 		t.Fatalf("/event before the join: %s", ev.Raw)
 	}
 }
+
+// Invites from ignored users are left out of /sync, initial and
+// incremental; others' invites still come.
+func TestInviteFromIgnoredUserNotInSync(t *testing.T) {
+	_, base := newServe(t)
+	alice := user(t, base, "ig_alice")
+	bob := user(t, base, "ig_bob")
+	chris := user(t, base, "ig_chris")
+	alice.MustDo("PUT", v3("/user/"+esc(alice.UserID)+"/account_data/m.ignored_user_list"),
+		map[string]any{"ignored_users": map[string]any{bob.UserID: map[string]any{}}})
+	since := doSync(t, alice, "").NextBatch
+
+	fromBob := bob.MustDo("POST", v3("/createRoom"), map[string]any{"invite": []string{alice.UserID}}).Str("room_id")
+	fromChris := chris.MustDo("POST", v3("/createRoom"), map[string]any{"invite": []string{alice.UserID}}).Str("room_id")
+
+	for _, q := range []string{"?since=" + since, ""} {
+		s := doSync(t, alice, q)
+		if _, ok := s.Rooms.Invite[fromBob]; ok {
+			t.Fatalf("sync %q shows the ignored user's invite", q)
+		}
+		if _, ok := s.Rooms.Invite[fromChris]; !ok {
+			t.Fatalf("sync %q lacks chris's invite", q)
+		}
+	}
+}

@@ -266,6 +266,29 @@ func (t *SyncTx) StrippedState(ctx context.Context, userID string, roomIDs []str
 	return out, nil
 }
 
+// IgnoredUsers returns the users in the user's m.ignored_user_list
+// account data (empty when there is none or it is malformed).
+func (t *SyncTx) IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
+	var c []byte
+	err := t.tx.QueryRow(ctx, `SELECT content FROM account_data
+		WHERE user_id = $1 AND room_id = '' AND type = 'm.ignored_user_list'`, userID).Scan(&c)
+	if isNoRows(err) {
+		return map[string]bool{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sync ignored users: %w", err)
+	}
+	var l struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	_ = json.Unmarshal(c, &l) // a malformed list ignores nobody
+	out := make(map[string]bool, len(l.IgnoredUsers))
+	for u := range l.IgnoredUsers {
+		out[u] = true
+	}
+	return out, nil
+}
+
 // RoomSummary is the summary of a joined room.
 type RoomSummary struct {
 	RoomID         string
