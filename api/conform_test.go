@@ -103,3 +103,40 @@ func TestSyncInlineFilterIDs(t *testing.T) {
 	good := url.QueryEscape(`{"room":{"timeline":{"not_senders":["@bob:localhost"]},"rooms":["!a:localhost"]}}`)
 	c.MustDo("GET", v3("/sync?filter="+good), nil)
 }
+
+// One-time keys are claimed in the order they were uploaded (MSC4225),
+// not by key ID: a later upload's keys wait for the earlier ones'.
+func TestKeyClaimUploadOrder(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("kc_alice", "pw")
+	claimer := apitest.NewClient(t, c.Base)
+	claimer.Register("kc_bob", "pw")
+	dev := c.Device
+	upload := func(ids ...string) {
+		otks := map[string]any{}
+		for i, id := range ids {
+			otks["signed_curve25519:"+id] = signedKey(i+len(id)*10, c.UserID, dev)
+		}
+		c.MustDo("POST", v3("/keys/upload"), map[string]any{"one_time_keys": otks})
+	}
+	upload("M1", "M2")
+	upload("A1") // a lower ID, uploaded later
+	upload("Z1")
+	var got []string
+	for range 4 {
+		r := claimer.MustDo("POST", v3("/keys/claim"), map[string]any{"one_time_keys": map[string]any{c.UserID: map[string]string{dev: "signed_curve25519"}}})
+		keys, _ := r.Body["one_time_keys"].(map[string]any)[c.UserID].(map[string]any)[dev].(map[string]any)
+		for id := range keys {
+			got = append(got, id)
+		}
+	}
+	want := []string{"signed_curve25519:M1", "signed_curve25519:M2", "signed_curve25519:A1", "signed_curve25519:Z1"}
+	if len(got) != len(want) {
+		t.Fatalf("claimed %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("claimed %v, want %v", got, want)
+		}
+	}
+}
