@@ -140,3 +140,35 @@ func TestKeyClaimUploadOrder(t *testing.T) {
 		}
 	}
 }
+
+// /search's count is the total of visible matches, the same on every page,
+// both newest first and by rank.
+func TestSearchCountIsTotal(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("sc_user", "pw")
+	roomID := createRoom(t, c, map[string]any{})
+	for i := range 15 {
+		c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/sc"+string(rune('a'+i))), map[string]any{"msgtype": "m.text", "body": "needle number"})
+	}
+	for _, order := range []string{"recent", "rank"} {
+		body := map[string]any{"search_categories": map[string]any{"room_events": map[string]any{
+			"search_term": "needle", "order_by": order, "filter": map[string]any{"limit": 10}}}}
+		next := ""
+		for page := 0; page < 2; page++ {
+			path := v3("/search")
+			if next != "" {
+				path += "?next_batch=" + url.QueryEscape(next)
+			}
+			r := c.MustDo("POST", path, body)
+			re := r.Body["search_categories"].(map[string]any)["room_events"].(map[string]any)
+			results := re["results"].([]any)
+			if re["count"] != float64(15) || len(results) != []int{10, 5}[page] {
+				t.Fatalf("%s page %d: count %v, %d results: %s", order, page, re["count"], len(results), r.Raw)
+			}
+			next, _ = re["next_batch"].(string)
+			if page == 0 && next == "" {
+				t.Fatalf("%s: no next_batch: %s", order, r.Raw)
+			}
+		}
+	}
+}
