@@ -206,7 +206,12 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 					if initial || req.fullState {
 						from = 0
 					}
-					plans = append(plans, roomPlan{id: roomID, membership: "leave", lo: from, hi: m.FromPos + 1, fullState: true})
+					// The state section is the change since the token, as
+					// for joined rooms, when the client already had the room
+					// (joined since before the token); a room joined and
+					// left within the range is new to it and gets it all.
+					full := initial || req.fullState || !joinedSince(mems, roomID, m.FromPos, lo)
+					plans = append(plans, roomPlan{id: roomID, membership: "leave", lo: from, hi: m.FromPos + 1, fullState: full})
 				}
 			}
 		}
@@ -629,6 +634,17 @@ func localpart(userID string) string {
 
 // wasMember reports whether the user was joined or invited in the room
 // just before position at, so that a leave is news to them.
+// joinedSince reports whether the user's membership that ended at pos was
+// a join that began before lo.
+func joinedSince(mems []store.UserMembership, roomID string, at, lo int64) bool {
+	for _, m := range mems {
+		if m.RoomID == roomID && m.ToPos == at && m.Membership == "join" && m.FromPos < lo {
+			return true
+		}
+	}
+	return false
+}
+
 func wasMember(mems []store.UserMembership, roomID string, at int64) bool {
 	for _, m := range mems {
 		if m.RoomID == roomID && m.ToPos == at && (m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock") {

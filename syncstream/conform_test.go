@@ -112,3 +112,50 @@ func TestInviteFromIgnoredUserNotInSync(t *testing.T) {
 		}
 	}
 }
+
+// An incremental sync after leaving gives the left room with its new
+// events and the state changes since the token, not the whole state; a
+// room both joined and left within the range is new to the client and
+// comes with its state.
+func TestLeftRoomStateIsTheDelta(t *testing.T) {
+	_, base := newServe(t)
+	alice := user(t, base, "lv_alice")
+	bob := user(t, base, "lv_bob")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/join/"+esc(roomID)), map[string]any{})
+	filter := "?filter=" + esc(`{"room":{"include_leave":true}}`)
+	since := doSync(t, bob, filter).NextBatch
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/leave"), map[string]any{})
+
+	raw := bob.MustDo("GET", v3("/sync")+filter+"&set_presence=offline&since="+since, nil)
+	var s struct {
+		Rooms struct {
+			Leave map[string]struct {
+				State    struct{ Events []event } `json:"state"`
+				Timeline struct{ Events []event } `json:"timeline"`
+			} `json:"leave"`
+		} `json:"rooms"`
+	}
+	if err := json.Unmarshal(raw.Raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	left, ok := s.Rooms.Leave[roomID]
+	if !ok || len(left.State.Events) != 0 || len(left.Timeline.Events) != 1 || left.Timeline.Events[0].Type != "m.room.member" {
+		t.Fatalf("left room in incremental sync: %s", raw.Raw)
+	}
+
+	// Joined and left since the token (a room made before it): the state
+	// comes too.
+	other := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	since = doSync(t, bob, filter).NextBatch
+	bob.MustDo("POST", v3("/join/"+esc(other)), map[string]any{})
+	bob.MustDo("POST", v3("/rooms/"+esc(other)+"/leave"), map[string]any{})
+	raw = bob.MustDo("GET", v3("/sync")+filter+"&set_presence=offline&since="+since, nil)
+	s.Rooms.Leave = nil
+	if err := json.Unmarshal(raw.Raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	if l, ok := s.Rooms.Leave[other]; !ok || len(l.State.Events) == 0 {
+		t.Fatalf("room joined and left within the range: %s", raw.Raw)
+	}
+}
