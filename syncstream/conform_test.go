@@ -159,3 +159,47 @@ func TestLeftRoomStateIsTheDelta(t *testing.T) {
 		t.Fatalf("room joined and left within the range: %s", raw.Raw)
 	}
 }
+
+// A room left and forgotten since the token still shows its leave in
+// rooms.leave, so the user's other devices learn of it; a sync from after
+// the leave, or an initial one, no longer shows it.
+func TestForgottenRoomLeaveInIncrementalSync(t *testing.T) {
+	_, base := newServe(t)
+	alice := user(t, base, "fg_alice")
+	bob := user(t, base, "fg_bob")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/join/"+esc(roomID)), map[string]any{})
+	filter := "?filter=" + esc(`{"room":{"include_leave":true}}`)
+	before := doSync(t, alice, filter).NextBatch
+	alice.MustDo("POST", v3("/rooms/"+esc(roomID)+"/leave"), map[string]any{})
+	afterLeave := doSync(t, alice, filter).NextBatch
+	alice.MustDo("POST", v3("/rooms/"+esc(roomID)+"/forget"), map[string]any{})
+	send(t, bob, roomID, "after the forget")
+
+	leaves := func(q string) map[string]bool {
+		t.Helper()
+		raw := alice.MustDo("GET", v3("/sync")+filter+"&set_presence=offline"+q, nil)
+		var s struct {
+			Rooms struct {
+				Leave map[string]json.RawMessage `json:"leave"`
+			} `json:"rooms"`
+		}
+		if err := json.Unmarshal(raw.Raw, &s); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for id := range s.Rooms.Leave {
+			out[id] = true
+		}
+		return out
+	}
+	if !leaves("&since=" + before)[roomID] {
+		t.Fatal("the leave of a forgotten room is missing from a sync since before it")
+	}
+	if leaves("&since=" + afterLeave)[roomID] {
+		t.Fatal("a forgotten room shows up in a sync since after its leave")
+	}
+	if leaves("")[roomID] {
+		t.Fatal("a forgotten room shows up in an initial sync")
+	}
+}
