@@ -172,3 +172,26 @@ func TestSearchCountIsTotal(t *testing.T) {
 		}
 	}
 }
+
+// Deleting an alias takes it out of the room's m.room.canonical_alias,
+// as alias or among alt_aliases, with a new state event.
+func TestDeleteAliasUpdatesCanonicalAlias(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("ca_owner", "pw")
+	roomID := createRoom(t, c, map[string]any{})
+	for _, a := range []string{"#ca_main:localhost", "#ca_alt:localhost"} {
+		c.MustDo("PUT", v3("/directory/room/"+esc(a)), map[string]any{"room_id": roomID})
+	}
+	state := v3("/rooms/" + esc(roomID) + "/state/m.room.canonical_alias/")
+	c.MustDo("PUT", state, map[string]any{"alias": "#ca_main:localhost", "alt_aliases": []string{"#ca_alt:localhost"}})
+
+	c.MustDo("DELETE", v3("/directory/room/"+esc("#ca_main:localhost")), nil)
+	r := c.MustDo("GET", state, nil)
+	if _, ok := r.Body["alias"]; ok || len(r.Body["alt_aliases"].([]any)) != 1 {
+		t.Fatalf("after deleting the main alias: %s", r.Raw)
+	}
+	c.MustDo("DELETE", v3("/directory/room/"+esc("#ca_alt:localhost")), nil)
+	if r := c.MustDo("GET", state, nil); len(r.Body) != 0 {
+		t.Fatalf("after deleting both: %s", r.Raw)
+	}
+}
