@@ -27,6 +27,13 @@ func renderEvents(evs []store.StoredEvent, viewer store.Session) []json.RawMessa
 	return out
 }
 
+// prevVisibleTo says whether v may see the state event e replaced, which
+// decides whether e carries unsigned.prev_content.
+func prevVisibleTo(v *visibility, e *store.StoredEvent) bool {
+	prev := e.Prev()
+	return prev != nil && v.CanSee(prev)
+}
+
 // renderTimeline renders events of one room with the viewer's membership
 // at each (unsigned.membership), which v, the viewer's history of that
 // room, knows.
@@ -34,7 +41,7 @@ func renderTimeline(evs []store.StoredEvent, viewer store.Session, v *visibility
 	now := time.Now()
 	out := make([]json.RawMessage, len(evs))
 	for i := range evs {
-		out[i] = evs[i].RenderFor(viewer.UserID, viewer.DeviceID, v.MembershipAt(evs[i].Pos), now)
+		out[i] = evs[i].RenderFor(viewer.UserID, viewer.DeviceID, v.MembershipAt(evs[i].Pos), prevVisibleTo(v, &evs[i]), now)
 	}
 	return out
 }
@@ -417,7 +424,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ss := session(r)
-	matrix.WriteJSON(w, http.StatusOK, e.RenderFor(ss.UserID, ss.DeviceID, v.MembershipAt(e.Pos), time.Now()))
+	matrix.WriteJSON(w, http.StatusOK, e.RenderFor(ss.UserID, ss.DeviceID, v.MembershipAt(e.Pos), prevVisibleTo(v, e), time.Now()))
 	return nil
 }
 

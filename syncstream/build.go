@@ -247,8 +247,24 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			return err
 		}
 		now := time.Now()
+		// prevVisible says whether the user may see the state event e
+		// replaced (for unsigned.prev_content): by the history read for
+		// the room, or, where none was read (joined throughout the
+		// range), when the current join is older than that event. A room
+		// with neither leaves prev_content out rather than guess.
+		prevVisible := func(e *store.StoredEvent) bool {
+			prev := e.Prev()
+			if prev == nil {
+				return false
+			}
+			if v, ok := histories[e.RoomID]; ok {
+				return v.CanSee(prev)
+			}
+			c, ok := current[e.RoomID]
+			return ok && c.Membership == "join" && prev.Pos >= c.FromPos
+		}
 		render := func(e *store.StoredEvent) json.RawMessage {
-			return selectFields(e.Render(req.user, req.device, now), f.EventFields)
+			return selectFields(e.RenderFor(req.user, req.device, "", prevVisible(e), now), f.EventFields)
 		}
 
 		type roomOut struct {
@@ -282,7 +298,7 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 				if check {
 					membership = v.MembershipAt(e.Pos)
 				}
-				ro.tl.Events = append(ro.tl.Events, selectFields(e.RenderFor(req.user, req.device, membership, now), f.EventFields))
+				ro.tl.Events = append(ro.tl.Events, selectFields(e.RenderFor(req.user, req.device, membership, prevVisible(e), now), f.EventFields))
 				ro.senders[e.Sender] = true
 			}
 			ro.tl.Limited = ro.limited

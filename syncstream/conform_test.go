@@ -203,3 +203,74 @@ func TestForgottenRoomLeaveInIncrementalSync(t *testing.T) {
 		t.Fatal("a forgotten room shows up in an initial sync")
 	}
 }
+
+// A state event that replaced another carries unsigned.replaces_state, and
+// unsigned.prev_content when the viewer may see the replaced event: in
+// /sync (initial and incremental) and /messages.
+func TestStateEventsCarryPrevContent(t *testing.T) {
+	_, base := newServe(t)
+	alice := user(t, base, "pc_alice")
+	bob := user(t, base, "pc_bob")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat", "invite": []string{bob.UserID}}).Str("room_id")
+	topic := v3("/rooms/" + esc(roomID) + "/state/m.room.topic/")
+	one := alice.MustDo("PUT", topic, map[string]any{"topic": "one"}).Str("event_id")
+	since := doSync(t, alice, "").NextBatch
+	two := alice.MustDo("PUT", topic, map[string]any{"topic": "two"}).Str("event_id")
+	bob.MustDo("POST", v3("/join/"+esc(roomID)), map[string]any{})
+
+	find := func(evs []map[string]any, id string) map[string]any {
+		t.Helper()
+		for _, e := range evs {
+			if e["event_id"] == id {
+				u, _ := e["unsigned"].(map[string]any)
+				return u
+			}
+		}
+		t.Fatalf("event %s missing", id)
+		return nil
+	}
+	member := func(evs []map[string]any, user string) map[string]any {
+		t.Helper()
+		for _, e := range evs {
+			if e["type"] == "m.room.member" && e["state_key"] == user && e["content"].(map[string]any)["membership"] == "join" {
+				u, _ := e["unsigned"].(map[string]any)
+				return u
+			}
+		}
+		t.Fatalf("join of %s missing", user)
+		return nil
+	}
+	check := func(where string, evs []map[string]any) {
+		t.Helper()
+		u := find(evs, two)
+		if u["replaces_state"] != one || u["prev_content"].(map[string]any)["topic"] != "one" || u["prev_sender"] != alice.UserID {
+			t.Fatalf("%s: topic change: %v", where, u)
+		}
+		// An accepted invite: the join replaced the invite.
+		if u := member(evs, bob.UserID); u["prev_content"].(map[string]any)["membership"] != "invite" || u["replaces_state"] == nil {
+			t.Fatalf("%s: join after invite: %v", where, u)
+		}
+	}
+	r := alice.MustDo("GET", v3("/sync?set_presence=offline&since="+since), nil)
+	check("incremental sync", rawRoomTimeline(t, r, roomID))
+	r = alice.MustDo("GET", v3("/sync?set_presence=offline"), nil)
+	check("initial sync", rawRoomTimeline(t, r, roomID))
+	var chunk []map[string]any
+	for _, e := range alice.MustDo("GET", v3("/rooms/"+esc(roomID)+"/messages?dir=b&limit=50"), nil).Body["chunk"].([]any) {
+		chunk = append(chunk, e.(map[string]any))
+	}
+	check("/messages", chunk)
+
+	// A replaced event the viewer may not see: replaces_state only.
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/state/m.room.history_visibility/"), map[string]any{"history_visibility": "joined"})
+	carol := user(t, base, "pc_carol")
+	alice.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/state/m.room.join_rules/"), map[string]any{"join_rule": "public"})
+	secret := alice.MustDo("PUT", topic, map[string]any{"topic": "before carol"}).Str("event_id")
+	carol.MustDo("POST", v3("/join/"+esc(roomID)), map[string]any{})
+	after := alice.MustDo("PUT", topic, map[string]any{"topic": "after carol"}).Str("event_id")
+	r = carol.MustDo("GET", v3("/sync?set_presence=offline"), nil)
+	u := find(rawRoomTimeline(t, r, roomID), after)
+	if u["replaces_state"] != secret || u["prev_content"] != nil {
+		t.Fatalf("carol's view of a topic change over one she may not see: %v", u)
+	}
+}

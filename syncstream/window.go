@@ -148,8 +148,9 @@ func fromWindow(req *request, base windowBase, changes []change, roomsHead uint6
 				senders = append(senders, e.Sender)
 			}
 			// The window only serves rooms the user was joined to for
-			// the whole range, so their membership at each event is join.
-			tl.Events = append(tl.Events, selectFields(e.RenderFor(req.user, req.device, "join", now), f.EventFields))
+			// the whole range, so their membership at each event is join;
+			// it holds no state events, so there is no prev_content.
+			tl.Events = append(tl.Events, selectFields(e.RenderFor(req.user, req.device, "join", false, now), f.EventFields))
 		}
 		nb.unread[roomID] = u
 		if len(tl.Events) == 0 {
