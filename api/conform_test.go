@@ -195,3 +195,18 @@ func TestDeleteAliasUpdatesCanonicalAlias(t *testing.T) {
 		t.Fatalf("after deleting both: %s", r.Raw)
 	}
 }
+
+// Reading a rule of a push rule kind this server does not have is 404 (no
+// such rule), which clients probe for; writing one stays 400.
+func TestPushRuleOfUnknownKindIsNotFound(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("pr_user", "pw")
+	for _, p := range []string{"", "/enabled"} {
+		if r := c.Do("GET", v3("/pushrules/global/postcontent/.io.element.msc4306.rule.subscribed_thread"+p), nil); r.Status != 404 || r.Errcode() != "M_NOT_FOUND" {
+			t.Fatalf("GET %q: %d %s", p, r.Status, r.Raw)
+		}
+	}
+	if r := c.Do("PUT", v3("/pushrules/global/postcontent/x/enabled"), map[string]any{"enabled": false}); r.Status != 400 {
+		t.Fatalf("PUT: %d %s", r.Status, r.Raw)
+	}
+}
