@@ -370,6 +370,10 @@ func TestBadInput(t *testing.T) {
 		{"filter not an object", "POST", "/user/@erin:localhost/filter", `"x"`, true, 400, "M_BAD_JSON"},
 		{"filter with wrong types", "POST", "/user/@erin:localhost/filter", `{"room":{"timeline":{"limit":"ten"}}}`, true, 400, "M_BAD_JSON"},
 		{"filter with negative limit", "POST", "/user/@erin:localhost/filter", `{"room":{"timeline":{"limit":-1}}}`, true, 400, "M_BAD_JSON"},
+		{"filter rooms not room IDs", "POST", "/user/@erin:localhost/filter", `{"room":{"timeline":{"rooms":["not_a_room_id"]}}}`, true, 400, "M_INVALID_PARAM"},
+		{"filter senders not user IDs", "POST", "/user/@erin:localhost/filter", `{"room":{"timeline":{"senders":["not_a_sender_id"]}}}`, true, 400, "M_INVALID_PARAM"},
+		{"filter not_rooms not room IDs", "POST", "/user/@erin:localhost/filter", `{"room":{"not_rooms":["#alias:localhost"]}}`, true, 400, "M_INVALID_PARAM"},
+		{"messages filter rooms not room IDs", "GET", "/rooms/!r:localhost/messages?filter=%7B%22rooms%22%3A%5B%22r%22%5D%7D", nil, true, 400, "M_INVALID_PARAM"},
 		{"unknown filter", "GET", "/user/@erin:localhost/filter/123", nil, true, 404, "M_NOT_FOUND"},
 		{"account data invalid room", "PUT", "/user/@erin:localhost/rooms/notaroom/account_data/x", `{}`, true, 400, "M_INVALID_PARAM"},
 		{"account data missing", "GET", "/user/@erin:localhost/account_data/nope", nil, true, 404, "M_NOT_FOUND"},
@@ -379,7 +383,7 @@ func TestBadInput(t *testing.T) {
 		{"device display name wrong type", "PUT", "/devices/" + c.Device, `{"display_name":7}`, true, 400, "M_BAD_JSON"},
 		{"escaped NUL in account data", "PUT", "/user/@erin:localhost/account_data/x.test", `{"a":"\u0000"}`, true, 400, "M_BAD_JSON"},
 		{"raw NUL in body", "PUT", "/user/@erin:localhost/account_data/x.test", "{\"a\":\"\x00\"}", true, 400, "M_BAD_JSON"},
-		{"invalid UTF-8 in body", "PUT", "/devices/" + c.Device, "{\"display_name\":\"\xff\"}", true, 400, "M_BAD_JSON"},
+		{"invalid UTF-8 in body", "PUT", "/devices/" + c.Device, "{\"display_name\":\"\xff\"}", true, 400, "M_NOT_JSON"},
 		{"escaped NUL in display name", "PUT", "/devices/" + c.Device, `{"display_name":"a\u0000b"}`, true, 400, "M_BAD_JSON"},
 		{"NUL in path", "GET", "/devices/a%00b", nil, true, 400, "M_INVALID_PARAM"},
 		{"invalid UTF-8 in path", "GET", "/devices/%FF", nil, true, 400, "M_INVALID_PARAM"},
@@ -486,6 +490,16 @@ func TestDevicesAndPassword(t *testing.T) {
 	if r.Status != 401 || r.Errcode() != "M_FORBIDDEN" {
 		t.Fatalf("delete with wrong password: %d %s", r.Status, r.Raw)
 	}
+	// Another user's correct password completes the stage as that user,
+	// who does not own the device: 403, and the device stays.
+	other := apitest.NewClient(t, c.Base)
+	other.Register("hank", "hank-pw")
+	r = c.Do("DELETE", "/_matrix/client/v3/devices/PHONE", map[string]any{"auth": map[string]any{"type": "m.login.password", "session": sess,
+		"identifier": map[string]any{"type": "m.id.user", "user": other.UserID}, "password": "hank-pw"}})
+	if r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
+		t.Fatalf("delete with another user's password: %d %s", r.Status, r.Raw)
+	}
+	c.MustDo("GET", "/_matrix/client/v3/devices/PHONE", nil)
 	c.MustDo("DELETE", "/_matrix/client/v3/devices/PHONE", map[string]any{"auth": map[string]any{"type": "m.login.password", "session": sess,
 		"identifier": map[string]any{"type": "m.id.user", "user": "gina"}, "password": "old-pw"}})
 	if r := c.As(phone.Str("access_token")).Do("GET", "/_matrix/client/v3/account/whoami", nil); r.Status != 401 {

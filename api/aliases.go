@@ -2,8 +2,10 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"strand/eventlog"
@@ -213,8 +215,52 @@ func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request) error {
 	if err := s.releaseAlias(r.Context(), string(alias), roomID); err != nil {
 		return err
 	}
+	s.dropCanonicalAlias(r.Context(), roomID, string(alias), matrix.UserID(ss.UserID))
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 	return nil
+}
+
+// dropCanonicalAlias removes a deleted alias from the room's
+// m.room.canonical_alias (as alias or among alt_aliases), sent by the user
+// who deleted it, so that clients stop showing an alias that no longer
+// leads anywhere (the spec lets servers do this). A user who may not send
+// that event leaves it as it is; so does a failure, which is logged: the
+// alias is already gone from the directory, and that was the request.
+func (s *Server) dropCanonicalAlias(ctx context.Context, roomID, alias string, sender matrix.UserID) {
+	_, err := s.writeRoom(ctx, roomID, nil, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
+		cur := rs.state.Get(matrix.StateKey{Type: "m.room.canonical_alias"})
+		if cur == nil || rs.state.Membership(sender) != "join" ||
+			rs.state.UserPowerLevel(sender) < rs.state.PowerLevels().EventLevel("m.room.canonical_alias", true) {
+			return nil, nil
+		}
+		var c map[string]json.RawMessage
+		if err := json.Unmarshal(cur.Content(), &c); err != nil {
+			return nil, nil
+		}
+		changed := false
+		var main string
+		if json.Unmarshal(c["alias"], &main) == nil && main == alias {
+			delete(c, "alias")
+			changed = true
+		}
+		var alts []string
+		if raw, ok := c["alt_aliases"]; ok && json.Unmarshal(raw, &alts) == nil && slices.Contains(alts, alias) {
+			alts = slices.DeleteFunc(alts, func(a string) bool { return a == alias })
+			if len(alts) == 0 {
+				delete(c, "alt_aliases")
+			} else {
+				c["alt_aliases"] = content(alts)
+			}
+			changed = true
+		}
+		if !changed {
+			return nil, nil
+		}
+		return []*matrix.ProtoEvent{{Type: "m.room.canonical_alias", StateKey: stateKeyPtr(""), Sender: sender, Content: content(c)}}, nil
+	})
+	if err != nil {
+		s.logger.Warn("deleted alias left in m.room.canonical_alias", "room_id", roomID, "alias", alias, "err", err)
+	}
 }
 
 func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request) error {

@@ -319,6 +319,12 @@ func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset st
 		if st.Type == matrix.TypeCreate || st.Type == matrix.TypeMember || st.Type == matrix.TypePowerLevels || st.Type == matrix.TypeRedaction {
 			return nil, matrix.InvalidParam("initial_state cannot set %s", st.Type)
 		}
+		// The name and topic keys override initial_state (the spec's
+		// order); leaving the overridden event out spares the room a state
+		// change nobody asked to see.
+		if st.StateKey == "" && ((st.Type == "m.room.name" && req.Name != nil) || (st.Type == "m.room.topic" && req.Topic != nil)) {
+			continue
+		}
 		protos = append(protos, &matrix.ProtoEvent{Type: st.Type, StateKey: stateKeyPtr(st.StateKey), Sender: creator, Content: c})
 	}
 
@@ -329,7 +335,7 @@ func creationEvents(version matrix.RoomVersion, creator matrix.UserID, preset st
 	}
 	if req.Topic != nil {
 		protos = append(protos, &matrix.ProtoEvent{Type: "m.room.topic", StateKey: stateKeyPtr(""), Sender: creator,
-			Content: content(map[string]any{"topic": *req.Topic})})
+			Content: content(topicContent(*req.Topic))})
 	}
 
 	// 8. invites
@@ -354,4 +360,14 @@ func memberContent(membership, displayname, avatarURL string) json.RawMessage {
 		c["avatar_url"] = avatarURL
 	}
 	return content(c)
+}
+
+// topicContent is the m.room.topic content for a plain-text topic: the
+// plain "topic" and its rich form, m.topic with one text/plain
+// representation, which clients that understand rich topics read first.
+func topicContent(topic string) map[string]any {
+	return map[string]any{
+		"topic":   topic,
+		"m.topic": map[string]any{"m.text": []map[string]any{{"body": topic, "mimetype": "text/plain"}}},
+	}
 }

@@ -117,7 +117,9 @@ func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request) error {
 			return matrix.InvalidParam("device_keys must be for user %s and device %s", ss.UserID, ss.DeviceID)
 		}
 		if len(dk.Algorithms) == 0 || len(dk.Keys) == 0 || len(dk.Signatures[ss.UserID]) == 0 {
-			return matrix.InvalidParam("device_keys needs algorithms, keys and the user's signature")
+			// Required fields missing: JSON of the wrong shape, which is
+			// M_BAD_JSON (the IDs above are present but wrong: a bad value).
+			return matrix.BadJSON("device_keys needs algorithms, keys and the user's signature")
 		}
 		old, err := s.store.DeviceKeysOf(r.Context(), ss.UserID, ss.DeviceID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {

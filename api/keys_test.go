@@ -260,6 +260,7 @@ func TestEndToEndEncryptionBadInput(t *testing.T) {
 	}{
 		{"POST", "/keys/upload", map[string]any{"device_keys": deviceKeysFor(c.UserID, "OTHER")}, "M_INVALID_PARAM"},
 		{"POST", "/keys/upload", map[string]any{"device_keys": "nope"}, "M_BAD_JSON"},
+		{"POST", "/keys/upload", map[string]any{"device_keys": map[string]any{"user_id": c.UserID, "device_id": dev}}, "M_BAD_JSON"},
 		{"POST", "/keys/upload", map[string]any{"one_time_keys": map[string]any{"nocolon": "k"}}, "M_INVALID_PARAM"},
 		{"POST", "/keys/upload", map[string]any{"one_time_keys": map[string]any{"curve25519:A": 5}}, "M_BAD_JSON"},
 		{"POST", "/keys/upload", `{"one_time_keys": [1]}`, "M_BAD_JSON"},

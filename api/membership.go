@@ -95,11 +95,24 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 	if target == "" {
 		target = pathVar(r, "roomId")
 	}
-	var req struct {
-		Reason *string `json:"reason"`
-	}
-	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+	// Keys of the body other than the request's parameters go into the
+	// membership content, as clients use them to annotate their join
+	// (BuildEvent bounds and canonicalises the result, so nothing
+	// unstorable gets through).
+	var extra map[string]json.RawMessage
+	if err := matrix.DecodeJSON(r, &extra, true); err != nil {
 		return err
+	}
+	var reason *string
+	if raw, ok := extra["reason"]; ok {
+		if err := json.Unmarshal(raw, &reason); err != nil {
+			return matrix.BadJSON("reason must be a string")
+		}
+	}
+	for k := range extra {
+		if joinKeysNotContent[k] {
+			delete(extra, k)
+		}
 	}
 	roomID, err := s.resolveRoom(r, target)
 	if err != nil {
@@ -114,13 +127,20 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		if rs.state.Membership(matrix.UserID(uid)) == "join" {
 			return nil, nil
 		}
-		c := map[string]any{"membership": "join"}
-		if profile.Displayname != "" {
+		c := map[string]any{}
+		for k, v := range extra {
+			c[k] = v
+		}
+		c["membership"] = "join"
+		if _, set := c["displayname"]; !set && profile.Displayname != "" {
 			c["displayname"] = profile.Displayname
 		}
-		if profile.AvatarURL != "" {
+		if _, set := c["avatar_url"]; !set && profile.AvatarURL != "" {
 			c["avatar_url"] = profile.AvatarURL
 		}
+		// Only the server names who authorised a restricted join: a
+		// client's own join_authorised_via_users_server was dropped with
+		// the keys that are not content.
 		via, err := s.joinAuthoriser(r.Context(), rs.state, matrix.UserID(uid))
 		if err != nil {
 			return nil, err
@@ -128,7 +148,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		if via != "" {
 			c["join_authorised_via_users_server"] = string(via)
 		}
-		return withReason(c, req.Reason), nil
+		return withReason(c, reason), nil
 	})
 	if err != nil {
 		// A room that does not exist refuses a join like one the caller
@@ -201,6 +221,12 @@ func (s *Server) knock(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	return nil
 }
+
+// joinKeysNotContent are keys of a /join body that are not membership
+// content: the server decides membership, third_party_signed is a request
+// parameter, join_authorised_via_users_server is an auth field only the
+// server may set, and reason is handled on its own.
+var joinKeysNotContent = map[string]bool{"membership": true, "third_party_signed": true, "join_authorised_via_users_server": true, "reason": true}
 
 func (s *Server) leave(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)

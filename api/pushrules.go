@@ -96,6 +96,12 @@ func findRule(rs ruleset, kind, id string) int {
 }
 
 func (s *Server) getPushRule(w http.ResponseWriter, r *http.Request) error {
+	if pathVar(r, "scope") == "global" && !slices.Contains(pushKinds, pathVar(r, "kind")) {
+		// A kind this server does not have (a newer one such as MSC4306's
+		// postcontent) holds no rules here: reading one is "no such
+		// rule", which clients probe for, not a malformed request.
+		return matrix.NotFound("no push rule %s/%s", pathVar(r, "kind"), pathVar(r, "ruleId"))
+	}
 	kind, id, err := ruleRef(r)
 	if err != nil {
 		return err

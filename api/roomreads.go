@@ -27,6 +27,25 @@ func renderEvents(evs []store.StoredEvent, viewer store.Session) []json.RawMessa
 	return out
 }
 
+// prevVisibleTo says whether v may see the state event e replaced, which
+// decides whether e carries unsigned.prev_content.
+func prevVisibleTo(v *visibility, e *store.StoredEvent) bool {
+	prev := e.Prev()
+	return prev != nil && v.CanSee(prev)
+}
+
+// renderTimeline renders events of one room with the viewer's membership
+// at each (unsigned.membership), which v, the viewer's history of that
+// room, knows.
+func renderTimeline(evs []store.StoredEvent, viewer store.Session, v *visibility) []json.RawMessage {
+	now := time.Now()
+	out := make([]json.RawMessage, len(evs))
+	for i := range evs {
+		out[i] = evs[i].RenderFor(viewer.UserID, viewer.DeviceID, v.MembershipAt(evs[i].Pos), prevVisibleTo(v, &evs[i]), now)
+	}
+	return out
+}
+
 func (s *Server) roomState(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -149,14 +168,10 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request) error {
 			} `json:"content"`
 		}
 		_ = json.Unmarshal(e.Client, &c)
-		m := map[string]any{}
-		if c.Content.Displayname != nil {
-			m["display_name"] = *c.Content.Displayname
-		}
-		if c.Content.AvatarURL != nil {
-			m["avatar_url"] = *c.Content.AvatarURL
-		}
-		joined[*e.StateKey] = m
+		// Both keys are always there, null when the member event has no
+		// such field, as clients (and other servers) read them as the
+		// member's profile in this room without checking for presence.
+		joined[*e.StateKey] = map[string]any{"display_name": c.Content.Displayname, "avatar_url": c.Content.AvatarURL}
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined})
 	return nil
@@ -335,7 +350,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	resp := map[string]any{"start": eventlog.FormatRoomPoint(from), "chunk": renderEvents(evs, ss)}
+	resp := map[string]any{"start": eventlog.FormatRoomPoint(from), "chunk": renderTimeline(evs, ss, v)}
 	if more {
 		resp["end"] = eventlog.FormatRoomPoint(next)
 	}
@@ -402,11 +417,12 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {
 	if _, err := matrix.ParseEventID(pathVar(r, "eventId")); err != nil {
 		return matrix.InvalidParam("invalid event ID: %v", err)
 	}
-	e, _, err := s.visibleEvent(r, roomID, pathVar(r, "eventId"))
+	e, v, err := s.visibleEvent(r, roomID, pathVar(r, "eventId"))
 	if err != nil {
 		return err
 	}
-	matrix.WriteJSON(w, http.StatusOK, renderEvent(e, session(r), time.Now()))
+	ss := session(r)
+	matrix.WriteJSON(w, http.StatusOK, e.RenderFor(ss.UserID, ss.DeviceID, v.MembershipAt(e.Pos), prevVisibleTo(v, e), time.Now()))
 	return nil
 }
 

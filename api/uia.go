@@ -124,8 +124,13 @@ func (s *Server) requirePassword(ctx context.Context, caller string, auth *authD
 	if err != nil {
 		return err
 	}
-	if !s.checkPassword(u.PasswordHash, auth.Password) || u.UserID != caller {
+	if !s.checkPassword(u.PasswordHash, auth.Password) {
 		return uiaChallenge(stages, auth.Session, matrix.Forbidden("invalid password"))
+	}
+	if u.UserID != caller {
+		// The stage was completed, but as someone else: retrying cannot
+		// help, so this is a plain 403 rather than another 401 challenge.
+		return matrix.Forbidden("the authenticated user is not the user making the request")
 	}
 	return nil
 }

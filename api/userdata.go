@@ -44,7 +44,11 @@ func (s *Server) createFilter(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return matrix.BadJSON("invalid filter")
 	}
-	if _, err := matrix.ParseFilter(raw); err != nil {
+	parsed, err := matrix.ParseFilter(raw)
+	if err != nil {
+		return err
+	}
+	if err := parsed.CheckIDs(); err != nil {
 		return err
 	}
 	id := newFilterID()

@@ -70,6 +70,12 @@ func TestUserDirectorySearch(t *testing.T) {
 	if got := search("hiddenmate"); len(got) != 0 {
 		t.Fatalf("a user sharing nothing was found: %v", got)
 	}
+	// The searcher, in rooms with others and a public one, is not a
+	// result of their own search.
+	createRoom(t, c, map[string]any{"visibility": "public", "preset": "public_chat"})
+	if got := search("searcher"); len(got) != 0 {
+		t.Fatalf("the searcher found themselves: %v", got)
+	}
 	if r := c.Do("POST", v3("/user_directory/search"), map[string]any{}); r.Status != 400 || r.Errcode() != "M_MISSING_PARAM" {
 		t.Fatalf("no search term: %d %s", r.Status, r.Raw)
 	}

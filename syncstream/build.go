@@ -219,7 +219,12 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 					if initial || req.fullState {
 						from = 0
 					}
-					plans = append(plans, roomPlan{id: roomID, membership: "leave", lo: from, hi: m.FromPos + 1, fullState: true})
+					// The state section is the change since the token, as
+					// for joined rooms, when the client already had the room
+					// (joined since before the token); a room joined and
+					// left within the range is new to it and gets it all.
+					full := initial || req.fullState || !joinedSince(mems, roomID, m.FromPos, lo)
+					plans = append(plans, roomPlan{id: roomID, membership: "leave", lo: from, hi: m.FromPos + 1, fullState: full})
 				}
 			}
 		}
@@ -255,8 +260,24 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			return err
 		}
 		now := time.Now()
+		// prevVisible says whether the user may see the state event e
+		// replaced (for unsigned.prev_content): by the history read for
+		// the room, or, where none was read (joined throughout the
+		// range), when the current join is older than that event. A room
+		// with neither leaves prev_content out rather than guess.
+		prevVisible := func(e *store.StoredEvent) bool {
+			prev := e.Prev()
+			if prev == nil {
+				return false
+			}
+			if v, ok := histories[e.RoomID]; ok {
+				return v.CanSee(prev)
+			}
+			c, ok := current[e.RoomID]
+			return ok && c.Membership == "join" && prev.Pos >= c.FromPos
+		}
 		render := func(e *store.StoredEvent) json.RawMessage {
-			return selectFields(e.Render(req.user, req.device, now), f.EventFields)
+			return selectFields(e.RenderFor(req.user, req.device, "", prevVisible(e), now), f.EventFields)
 		}
 
 		type roomOut struct {
@@ -284,7 +305,13 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 				if (check && !v.CanSee(e)) || !f.Room.Timeline.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
 					continue
 				}
-				ro.tl.Events = append(ro.tl.Events, render(e))
+				// unsigned.membership: a room whose history was not read
+				// is one the user was joined to throughout the range.
+				membership := "join"
+				if check {
+					membership = v.MembershipAt(e.Pos)
+				}
+				ro.tl.Events = append(ro.tl.Events, selectFields(e.RenderFor(req.user, req.device, membership, prevVisible(e), now), f.EventFields))
 				ro.senders[e.Sender] = true
 			}
 			ro.tl.Limited = ro.limited
@@ -418,18 +445,35 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		if err != nil {
 			return err
 		}
-		strippedOf := func(roomID string) eventList {
+		// Invites from users the user ignores are not shown (client-server
+		// API, "Ignoring users"); the list is read only when there are
+		// invites to show.
+		var ignored map[string]bool
+		if len(invites) > 0 {
+			if ignored, err = tx.IgnoredUsers(ctx, req.user); err != nil {
+				return err
+			}
+		}
+		// strippedOf is a room's stripped state; ok is false for an
+		// invite sent by an ignored user.
+		strippedOf := func(roomID string) (eventList, bool) {
 			evs := []json.RawMessage{}
 			for _, e := range stripped[roomID] {
+				if e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == req.user && ignored[e.Sender] {
+					return eventList{}, false
+				}
 				evs = append(evs, strip(&e))
 			}
-			return eventList{evs}
+			return eventList{evs}, true
 		}
 		for _, roomID := range invites {
-			out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: strippedOf(roomID)}
+			if st, ok := strippedOf(roomID); ok {
+				out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: st}
+			}
 		}
 		for _, roomID := range knocks {
-			out.resp.Rooms.Knock[roomID] = &knockedRoom{KnockState: strippedOf(roomID)}
+			st, _ := strippedOf(roomID)
+			out.resp.Rooms.Knock[roomID] = &knockedRoom{KnockState: st}
 		}
 
 		// Typing and presence as of one position of the ephemeral view.
@@ -630,6 +674,17 @@ func localpart(userID string) string {
 
 // wasMember reports whether the user was joined or invited in the room
 // just before position at, so that a leave is news to them.
+// joinedSince reports whether the user's membership that ended at pos was
+// a join that began before lo.
+func joinedSince(mems []store.UserMembership, roomID string, at, lo int64) bool {
+	for _, m := range mems {
+		if m.RoomID == roomID && m.ToPos == at && m.Membership == "join" && m.FromPos < lo {
+			return true
+		}
+	}
+	return false
+}
+
 func wasMember(mems []store.UserMembership, roomID string, at int64) bool {
 	for _, m := range mems {
 		if m.RoomID == roomID && m.ToPos == at && (m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock") {

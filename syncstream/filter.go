@@ -86,6 +86,11 @@ func loadFilter(ctx context.Context, st *store.Store, userID, param string) (*fi
 		raw = stored
 	}
 	parsed, err := matrix.ParseFilter(raw)
+	if err == nil && param[0] == '{' {
+		// Stored filters were checked when uploaded (or predate the
+		// check and keep working); an inline one is checked here.
+		err = parsed.CheckIDs()
+	}
 	if err != nil {
 		me, _ := matrix.AsError(err)
 		return nil, matrix.InvalidParam("%s", me.Msg)

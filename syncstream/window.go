@@ -147,7 +147,10 @@ func fromWindow(req *request, base windowBase, changes []change, roomsHead uint6
 			if !slices.Contains(senders, e.Sender) {
 				senders = append(senders, e.Sender)
 			}
-			tl.Events = append(tl.Events, selectFields(e.Render(req.user, req.device, now), f.EventFields))
+			// The window only serves rooms the user was joined to for
+			// the whole range, so their membership at each event is join;
+			// it holds no state events, so there is no prev_content.
+			tl.Events = append(tl.Events, selectFields(e.RenderFor(req.user, req.device, "join", false, now), f.EventFields))
 		}
 		nb.unread[roomID] = u
 		if len(tl.Events) == 0 {

@@ -161,7 +161,67 @@ func ParseEventFilter(raw []byte) (*EventFilter, error) {
 	if err := f.check(""); err != nil {
 		return nil, err
 	}
+	if err := f.checkIDs(""); err != nil {
+		return nil, err
+	}
 	return f, nil
+}
+
+// checkIDs refuses a filter whose rooms or senders lists hold something
+// that is not a room ID or user ID: such an entry can never match, so it
+// is a client's mistake (a room alias, a display name) that silently
+// filtering everything out would hide.
+func (f *EventFilter) checkIDs(where string) error {
+	if f == nil {
+		return nil
+	}
+	if err := checkRoomIDList(where+"rooms", f.Rooms); err != nil {
+		return err
+	}
+	if err := checkRoomIDList(where+"not_rooms", f.NotRooms); err != nil {
+		return err
+	}
+	for _, l := range []struct {
+		name string
+		list []string
+	}{{"senders", f.Senders}, {"not_senders", f.NotSenders}} {
+		for _, id := range l.list {
+			if _, err := ParseUserID(id); err != nil {
+				return InvalidParam("invalid filter: %s%s: %v", where, l.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func checkRoomIDList(name string, list []string) error {
+	for _, id := range list {
+		if _, err := ParseRoomID(id); err != nil {
+			return InvalidParam("invalid filter: %s: %v", name, err)
+		}
+	}
+	return nil
+}
+
+// CheckIDs refuses a sync filter whose rooms or senders lists hold
+// something that is not a room ID or user ID (see checkIDs). It is not
+// part of ParseFilter so that filters stored before this check still load.
+func (f *Filter) CheckIDs() error {
+	for _, ef := range []struct {
+		name string
+		f    *EventFilter
+	}{
+		{"presence.", f.Presence}, {"account_data.", f.AccountData}, {"room.timeline.", f.Room.Timeline},
+		{"room.state.", f.Room.State}, {"room.ephemeral.", f.Room.Ephemeral}, {"room.account_data.", f.Room.AccountData},
+	} {
+		if err := ef.f.checkIDs(ef.name); err != nil {
+			return err
+		}
+	}
+	if err := checkRoomIDList("room.rooms", f.Room.Rooms); err != nil {
+		return err
+	}
+	return checkRoomIDList("room.not_rooms", f.Room.NotRooms)
 }
 
 func globMatch(pattern, s string) bool {

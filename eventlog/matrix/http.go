@@ -135,9 +135,13 @@ func DecodeJSON(r *http.Request, v any, allowEmpty bool) error {
 // the JSON escape \u0000, or invalid UTF-8: no Matrix field may contain
 // them, and PostgreSQL cannot store them in text, so letting one through
 // would put a record on the log that no projection can apply.
+//
+// Invalid UTF-8 is M_NOT_JSON rather than M_BAD_JSON: JSON text exchanged
+// between systems must be UTF-8 (RFC 8259 section 8.1), so such a body is
+// not JSON at all, as opposed to JSON of the wrong shape.
 func checkText(body []byte) error {
 	if !utf8.Valid(body) {
-		return BadJSON("request body is not valid UTF-8")
+		return NotJSON("request body is not valid UTF-8")
 	}
 	for i := 0; i < len(body); i++ {
 		switch body[i] {

@@ -176,14 +176,16 @@ type DirectoryUser struct {
 
 // SearchUsers finds up to limit active users whose ID or display name
 // contains term (case-insensitively) and whom searcher may discover: users
-// sharing a room with them, or joined to a room in the public directory.
-// It also reports whether more matched.
+// sharing a room with them, or joined to a room in the public directory,
+// never the searcher: the directory is for finding other people to talk
+// to, and a user is no one's result for themselves. It also reports
+// whether more matched.
 func (s *Store) SearchUsers(ctx context.Context, searcher, term string, limit int) ([]DirectoryUser, bool, error) {
 	rows, err := s.pool.Query(ctx, `SELECT u.user_id, COALESCE(u.displayname, ''), COALESCE(u.avatar_url, '')
 		FROM users u
 		WHERE NOT u.deactivated
 		  AND (strpos(lower(u.user_id), lower($2)) > 0 OR strpos(lower(COALESCE(u.displayname, '')), lower($2)) > 0)
-		  AND (u.user_id = $1 OR EXISTS (
+		  AND u.user_id <> $1 AND (EXISTS (
 			SELECT 1 FROM room_state o
 			WHERE o.type = 'm.room.member' AND o.state_key = u.user_id AND o.to_pos IS NULL AND o.membership = 'join'
 			  AND (EXISTS (SELECT 1 FROM room_state me WHERE me.room_id = o.room_id AND me.type = 'm.room.member'

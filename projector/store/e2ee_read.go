@@ -246,7 +246,8 @@ type ClaimedKey struct {
 }
 
 // ChooseClaims picks, for each of user's devices in want (device ID to
-// algorithm), the one-time key with the lowest ID, or the device's
+// algorithm), the one-time key uploaded first (MSC4225: clients expect the
+// oldest keys to go first; keys of one upload by ID), or the device's
 // fallback key of that algorithm when none is left. Devices with neither
 // are absent.
 func (s *Store) ChooseClaims(ctx context.Context, user string, want map[string]string) (map[string]ClaimedKey, error) {
@@ -261,7 +262,7 @@ func (s *Store) ChooseClaims(ctx context.Context, user string, want map[string]s
 		CROSS JOIN LATERAL (
 			(SELECT key_id, key, false AS fallback, 0 AS pref FROM one_time_keys o
 			  WHERE o.user_id = $1 AND o.device_id = w.device_id AND o.algorithm = w.algorithm
-			  ORDER BY o.key_id LIMIT 1)
+			  ORDER BY o.stream_seq, o.key_id LIMIT 1)
 			UNION ALL
 			(SELECT key_id, key, true, 1 FROM fallback_keys f
 			  WHERE f.user_id = $1 AND f.device_id = w.device_id AND f.algorithm = w.algorithm)

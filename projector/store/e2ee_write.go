@@ -50,9 +50,9 @@ func (t *Tx) UploadKeys(seq uint64, r *eventlog.KeysUploaded) {
 		t.deviceListChanged(seq, r.UserID)
 	}
 	for _, id := range slices.Sorted(maps.Keys(r.OneTimeKeys)) {
-		t.queue(`INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key) SELECT $1::text, $2::text, $3::text, $4::text, $5::jsonb
+		t.queue(`INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key, stream_seq) SELECT $1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::bigint
 			WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2)
-			ON CONFLICT DO NOTHING`, r.UserID, r.DeviceID, keyAlgorithm(id), id, []byte(r.OneTimeKeys[id]))
+			ON CONFLICT DO NOTHING`, r.UserID, r.DeviceID, keyAlgorithm(id), id, []byte(r.OneTimeKeys[id]), int64(seq))
 	}
 	// Uploading the same fallback key again leaves whether it was used as
 	// it is; a new one is unused.

@@ -98,13 +98,26 @@ type StoredEvent struct {
 	RedactedBecause []byte
 	TxnDevice       string
 	TxnID           string
+	// PrevPos and PrevClient are the position and stored client form of
+	// the state event this one replaced (its state entry was closed at
+	// this event's position); zero and nil for anything else.
+	PrevPos    int64
+	PrevClient []byte
 }
 
-const storedEventCols = `e.pos, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.origin_server_ts, e.client, e.redacted_because, COALESCE(e.txn_device, ''), COALESCE(e.txn_id, '')`
+// storedEventCols reads an event and, for a state event, the state event
+// it replaced: two lookups that the planner skips (a one-time filter on
+// e.state_key) for events that are not state.
+const storedEventCols = `e.pos, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.origin_server_ts, e.client, e.redacted_because, COALESCE(e.txn_device, ''), COALESCE(e.txn_id, ''),
+	COALESCE((SELECT ps.from_pos FROM room_state ps WHERE e.state_key IS NOT NULL AND ps.room_id = e.room_id AND ps.type = e.type
+		AND ps.state_key = e.state_key AND ps.to_pos = e.pos), 0),
+	(SELECT pe.client FROM room_state ps JOIN events pe ON pe.event_id = ps.event_id WHERE e.state_key IS NOT NULL
+		AND ps.room_id = e.room_id AND ps.type = e.type AND ps.state_key = e.state_key AND ps.to_pos = e.pos)`
 
 func scanEvent(row pgx.CollectableRow) (StoredEvent, error) {
 	var e StoredEvent
-	err := row.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.OriginServerTS, &e.Client, &e.RedactedBecause, &e.TxnDevice, &e.TxnID)
+	err := row.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.OriginServerTS, &e.Client, &e.RedactedBecause, &e.TxnDevice, &e.TxnID,
+		&e.PrevPos, &e.PrevClient)
 	return e, err
 }
 

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -49,21 +50,36 @@ func (s *Store) Search(ctx context.Context, q SearchQuery) (hits []SearchHit, to
 			vRooms, vFrom, vTo = append(vRooms, room), append(vFrom, r.From[i]), append(vTo, r.To[i])
 		}
 	}
-	rows, err := s.pool.Query(ctx, `SELECT s.event_id, s.pos, ts_rank(s.vec, q)::float8 AS rank, count(*) OVER ()
+	// count is of every match, not of those past the page's point: it is
+	// the total the spec asks for, the same on every page. A page past
+	// the last match still yields the count row (with no hit).
+	order = strings.ReplaceAll(order, "s.pos", "m.pos")
+	rows, err := s.pool.Query(ctx, `WITH m AS (
+		SELECT s.event_id, s.pos, ts_rank(s.vec, q)::float8 AS rank
 		FROM event_search s, plainto_tsquery('simple', $1) q
 		WHERE s.vec @@ q AND s.room_id = ANY($2) AND s.key = ANY($3)
 		  AND ($4::text[] IS NULL OR s.sender = ANY($4)) AND NOT (s.sender = ANY(COALESCE($5::text[], '{}')))
-		  AND ($6::bigint = 0 OR s.pos < $6)
 		  AND EXISTS (SELECT 1 FROM unnest($9::text[], $10::bigint[], $11::bigint[]) AS vr(room_id, f, t)
-			WHERE vr.room_id = s.room_id AND s.pos >= vr.f AND (vr.t = 0 OR s.pos < vr.t))
-		ORDER BY `+order+` OFFSET $7 LIMIT $8`,
+			WHERE vr.room_id = s.room_id AND s.pos >= vr.f AND (vr.t = 0 OR s.pos < vr.t)))
+		SELECT p.event_id, p.pos, p.rank, c.total
+		FROM (SELECT count(*)::bigint AS total FROM m) c
+		LEFT JOIN LATERAL (SELECT m.event_id, m.pos, m.rank FROM m WHERE $6::bigint = 0 OR m.pos < $6
+			ORDER BY `+order+` OFFSET $7 LIMIT $8) p ON true`,
 		q.Term, q.Rooms, q.Keys, q.Senders, q.NotSenders, q.Before, q.Offset, q.Limit, vRooms, vFrom, vTo)
 	if err != nil {
 		return nil, 0, fmt.Errorf("search: %w", err)
 	}
-	var h SearchHit
-	_, err = pgx.ForEachRow(rows, []any{&h.EventID, &h.Pos, &h.Rank, &total}, func() error {
-		hits = append(hits, h)
+	var (
+		id   *string
+		pos  *int64
+		rank *float64
+		n    int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &pos, &rank, &n}, func() error {
+		total = int(n)
+		if id != nil {
+			hits = append(hits, SearchHit{EventID: *id, Pos: *pos, Rank: *rank})
+		}
 		return nil
 	})
 	if err != nil {

@@ -78,13 +78,17 @@ func (s *Store) SyncSnapshot(ctx context.Context, fn func(*SyncTx) error) error 
 
 // Memberships returns the user's membership periods that are current, or
 // (with since > 0) that ended at or after position since, for rooms the
-// user has not forgotten.
+// user has not forgotten. A forgotten room whose leave is in the range
+// (incremental syncs only) is still given, so that the user's other
+// devices learn of the leave; later ranges no longer see it.
 func (t *SyncTx) Memberships(ctx context.Context, userID string, since int64, includeEnded bool) ([]UserMembership, error) {
 	rows, err := t.tx.Query(ctx, `SELECT s.room_id, s.membership, s.event_id, s.from_pos, COALESCE(s.to_pos, 0)
 		FROM room_state s
 		WHERE s.type = 'm.room.member' AND s.state_key = $1
 		  AND (s.to_pos IS NULL OR ($3 AND s.to_pos >= $2))
-		  AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = $1 AND f.room_id = s.room_id)
+		  AND (NOT EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = $1 AND f.room_id = s.room_id)
+		    OR ($3 AND EXISTS (SELECT 1 FROM room_state c WHERE c.room_id = s.room_id AND c.type = 'm.room.member'
+		      AND c.state_key = $1 AND c.to_pos IS NULL AND c.membership IN ('leave', 'ban') AND c.from_pos >= $2)))
 		ORDER BY s.room_id, s.from_pos`, userID, since, includeEnded)
 	if err != nil {
 		return nil, fmt.Errorf("sync memberships: %w", err)
@@ -262,6 +266,29 @@ func (t *SyncTx) StrippedState(ctx context.Context, userID string, roomIDs []str
 	}
 	for _, e := range evs {
 		out[e.RoomID] = append(out[e.RoomID], e)
+	}
+	return out, nil
+}
+
+// IgnoredUsers returns the users in the user's m.ignored_user_list
+// account data (empty when there is none or it is malformed).
+func (t *SyncTx) IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
+	var c []byte
+	err := t.tx.QueryRow(ctx, `SELECT content FROM account_data
+		WHERE user_id = $1 AND room_id = '' AND type = 'm.ignored_user_list'`, userID).Scan(&c)
+	if isNoRows(err) {
+		return map[string]bool{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sync ignored users: %w", err)
+	}
+	var l struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	_ = json.Unmarshal(c, &l) // a malformed list ignores nobody
+	out := make(map[string]bool, len(l.IgnoredUsers))
+	for u := range l.IgnoredUsers {
+		out[u] = true
 	}
 	return out, nil
 }

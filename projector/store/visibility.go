@@ -24,6 +24,10 @@ type Visibility struct {
 
 func spanHas(from, to, pos int64) bool { return from <= pos && (to == 0 || pos < to) }
 
+// MembershipAt is the user's membership at the event at pos, including
+// that event's own change; "leave" before they ever had one.
+func (v *Visibility) MembershipAt(pos int64) string { return v.membershipAt(pos) }
+
 func (v *Visibility) membershipAt(pos int64) string {
 	for _, m := range v.Hist.Memberships {
 		if spanHas(m.FromPos, m.ToPos, pos) {

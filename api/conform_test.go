@@ -1,0 +1,212 @@
+package api_test
+
+import (
+	"net/url"
+	"testing"
+
+	"strand/api/apitest"
+)
+
+// /joined_members lists who is in the room now: a caller who left gets 403,
+// and every member has display_name and avatar_url, null when unset.
+func TestJoinedMembersNeedsCurrentMembership(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("jm_owner", "pw")
+	bob := apitest.NewClient(t, c.Base)
+	bob.Register("jm_bob", "pw")
+	roomID := createRoom(t, c, map[string]any{"preset": "public_chat"})
+	rp := func(p string) string { return v3("/rooms/" + esc(roomID) + p) }
+	bob.MustDo("POST", rp("/join"), map[string]any{})
+
+	r := bob.MustDo("GET", rp("/joined_members"), nil)
+	me, ok := r.Body["joined"].(map[string]any)[bob.UserID].(map[string]any)
+	if !ok {
+		t.Fatalf("joined_members: %s", r.Raw)
+	}
+	for _, k := range []string{"display_name", "avatar_url"} {
+		if v, ok := me[k]; !ok || v != nil {
+			t.Fatalf("%s: want null, got %v (%s)", k, v, r.Raw)
+		}
+	}
+
+	bob.MustDo("POST", rp("/leave"), map[string]any{})
+	if r := bob.Do("GET", rp("/joined_members"), nil); r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
+		t.Fatalf("joined_members after leaving: %d %s", r.Status, r.Raw)
+	}
+	// /members stays readable as of the leave.
+	bob.MustDo("GET", rp("/members"), nil)
+}
+
+// createRoom's topic is written with its rich form (m.topic), and wins
+// over an m.room.topic in initial_state, which is then not sent at all.
+func TestCreateRoomRichTopic(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("topic_owner", "pw")
+	roomID := createRoom(t, c, map[string]any{"topic": "Test Room", "preset": "public_chat",
+		"initial_state": []any{map[string]any{"type": "m.room.topic", "state_key": "", "content": map[string]any{"topic": "Shenanigans"}}}})
+	r := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/state/m.room.topic/"), nil)
+	if r.Str("topic") != "Test Room" {
+		t.Fatalf("topic: %s", r.Raw)
+	}
+	texts, _ := r.Body["m.topic"].(map[string]any)["m.text"].([]any)
+	if len(texts) != 1 || texts[0].(map[string]any)["body"] != "Test Room" || texts[0].(map[string]any)["mimetype"] != "text/plain" {
+		t.Fatalf("m.topic: %s", r.Raw)
+	}
+	state := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/messages?dir=b&limit=50"), nil)
+	topics := 0
+	for _, e := range state.Body["chunk"].([]any) {
+		if e.(map[string]any)["type"] == "m.room.topic" {
+			topics++
+		}
+	}
+	if topics != 1 {
+		t.Fatalf("want one topic event, got %d: %s", topics, state.Raw)
+	}
+
+	// A topic from initial_state alone is kept as given.
+	plain := createRoom(t, c, map[string]any{"initial_state": []any{map[string]any{"type": "m.room.topic", "state_key": "", "content": map[string]any{"topic": "Only"}}}})
+	r = c.MustDo("GET", v3("/rooms/"+esc(plain)+"/state/m.room.topic/"), nil)
+	if r.Str("topic") != "Only" || r.Body["m.topic"] != nil {
+		t.Fatalf("initial_state topic: %s", r.Raw)
+	}
+}
+
+// Keys of a /join body other than its parameters are kept in the
+// membership content; membership itself is the server's.
+func TestJoinKeepsCustomContent(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("jc_owner", "pw")
+	bob := apitest.NewClient(t, c.Base)
+	bob.Register("jc_bob", "pw")
+	roomID := createRoom(t, c, map[string]any{"preset": "public_chat", "room_alias_name": "jc"})
+	bob.MustDo("POST", v3("/join/"+esc("#jc:localhost")), map[string]any{"foo": "bar", "membership": "leave", "reason": "hi"})
+	m := c.MustDo("GET", v3("/rooms/"+esc(roomID)+"/state/m.room.member/"+esc(bob.UserID)), nil)
+	if m.Str("foo") != "bar" || m.Str("membership") != "join" || m.Str("reason") != "hi" {
+		t.Fatalf("member content: %s", m.Raw)
+	}
+	if r := bob.Do("POST", v3("/rooms/"+esc(roomID)+"/join"), map[string]any{"reason": 5}); r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+		t.Fatalf("non-string reason: %d %s", r.Status, r.Raw)
+	}
+}
+
+// An inline /sync filter naming something that is not a user ID as a
+// sender is refused, as a stored one is at upload.
+func TestSyncInlineFilterIDs(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	c := apitest.NewClient(t, env.Serve(apitest.DefaultConfig()).URL)
+	c.Register("sf_user", "pw")
+	bad := url.QueryEscape(`{"room":{"timeline":{"not_senders":["bob"]}}}`)
+	if r := c.Do("GET", v3("/sync?filter="+bad), nil); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+		t.Fatalf("inline filter with a bad sender: %d %s", r.Status, r.Raw)
+	}
+	good := url.QueryEscape(`{"room":{"timeline":{"not_senders":["@bob:localhost"]},"rooms":["!a:localhost"]}}`)
+	c.MustDo("GET", v3("/sync?filter="+good), nil)
+}
+
+// One-time keys are claimed in the order they were uploaded (MSC4225),
+// not by key ID: a later upload's keys wait for the earlier ones'.
+func TestKeyClaimUploadOrder(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("kc_alice", "pw")
+	claimer := apitest.NewClient(t, c.Base)
+	claimer.Register("kc_bob", "pw")
+	dev := c.Device
+	upload := func(ids ...string) {
+		otks := map[string]any{}
+		for i, id := range ids {
+			otks["signed_curve25519:"+id] = signedKey(i+len(id)*10, c.UserID, dev)
+		}
+		c.MustDo("POST", v3("/keys/upload"), map[string]any{"one_time_keys": otks})
+	}
+	upload("M1", "M2")
+	upload("A1") // a lower ID, uploaded later
+	upload("Z1")
+	var got []string
+	for range 4 {
+		r := claimer.MustDo("POST", v3("/keys/claim"), map[string]any{"one_time_keys": map[string]any{c.UserID: map[string]string{dev: "signed_curve25519"}}})
+		keys, _ := r.Body["one_time_keys"].(map[string]any)[c.UserID].(map[string]any)[dev].(map[string]any)
+		for id := range keys {
+			got = append(got, id)
+		}
+	}
+	want := []string{"signed_curve25519:M1", "signed_curve25519:M2", "signed_curve25519:A1", "signed_curve25519:Z1"}
+	if len(got) != len(want) {
+		t.Fatalf("claimed %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("claimed %v, want %v", got, want)
+		}
+	}
+}
+
+// /search's count is the total of visible matches, the same on every page,
+// both newest first and by rank.
+func TestSearchCountIsTotal(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("sc_user", "pw")
+	roomID := createRoom(t, c, map[string]any{})
+	for i := range 15 {
+		c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/sc"+string(rune('a'+i))), map[string]any{"msgtype": "m.text", "body": "needle number"})
+	}
+	for _, order := range []string{"recent", "rank"} {
+		body := map[string]any{"search_categories": map[string]any{"room_events": map[string]any{
+			"search_term": "needle", "order_by": order, "filter": map[string]any{"limit": 10}}}}
+		next := ""
+		for page := 0; page < 2; page++ {
+			path := v3("/search")
+			if next != "" {
+				path += "?next_batch=" + url.QueryEscape(next)
+			}
+			r := c.MustDo("POST", path, body)
+			re := r.Body["search_categories"].(map[string]any)["room_events"].(map[string]any)
+			results := re["results"].([]any)
+			if re["count"] != float64(15) || len(results) != []int{10, 5}[page] {
+				t.Fatalf("%s page %d: count %v, %d results: %s", order, page, re["count"], len(results), r.Raw)
+			}
+			next, _ = re["next_batch"].(string)
+			if page == 0 && next == "" {
+				t.Fatalf("%s: no next_batch: %s", order, r.Raw)
+			}
+		}
+	}
+}
+
+// Deleting an alias takes it out of the room's m.room.canonical_alias,
+// as alias or among alt_aliases, with a new state event.
+func TestDeleteAliasUpdatesCanonicalAlias(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("ca_owner", "pw")
+	roomID := createRoom(t, c, map[string]any{})
+	for _, a := range []string{"#ca_main:localhost", "#ca_alt:localhost"} {
+		c.MustDo("PUT", v3("/directory/room/"+esc(a)), map[string]any{"room_id": roomID})
+	}
+	state := v3("/rooms/" + esc(roomID) + "/state/m.room.canonical_alias/")
+	c.MustDo("PUT", state, map[string]any{"alias": "#ca_main:localhost", "alt_aliases": []string{"#ca_alt:localhost"}})
+
+	c.MustDo("DELETE", v3("/directory/room/"+esc("#ca_main:localhost")), nil)
+	r := c.MustDo("GET", state, nil)
+	if _, ok := r.Body["alias"]; ok || len(r.Body["alt_aliases"].([]any)) != 1 {
+		t.Fatalf("after deleting the main alias: %s", r.Raw)
+	}
+	c.MustDo("DELETE", v3("/directory/room/"+esc("#ca_alt:localhost")), nil)
+	if r := c.MustDo("GET", state, nil); len(r.Body) != 0 {
+		t.Fatalf("after deleting both: %s", r.Raw)
+	}
+}
+
+// Reading a rule of a push rule kind this server does not have is 404 (no
+// such rule), which clients probe for; writing one stays 400.
+func TestPushRuleOfUnknownKindIsNotFound(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("pr_user", "pw")
+	for _, p := range []string{"", "/enabled"} {
+		if r := c.Do("GET", v3("/pushrules/global/postcontent/.io.element.msc4306.rule.subscribed_thread"+p), nil); r.Status != 404 || r.Errcode() != "M_NOT_FOUND" {
+			t.Fatalf("GET %q: %d %s", p, r.Status, r.Raw)
+		}
+	}
+	if r := c.Do("PUT", v3("/pushrules/global/postcontent/x/enabled"), map[string]any{"enabled": false}); r.Status != 400 {
+		t.Fatalf("PUT: %d %s", r.Status, r.Raw)
+	}
+}
