@@ -105,7 +105,10 @@ func (l *Log) mediaPending(ctx context.Context) (jetstream.KeyValue, error) {
 	return l.mediaStore.pending, nil
 }
 
-func pendingIDKey(id string) string     { return "id." + id }
+// pendingIDKey encodes the media ID like a subject key: a media ID in a
+// request path may hold any character, and a key with one NATS does not
+// allow in keys would fail the lookup instead of finding nothing.
+func pendingIDKey(id string) string     { return "id." + key(id) }
 func pendingUserKey(user string) string { return "user." + key(user) }
 
 // CreatePendingMedia records id as created by user, pending until
