@@ -2,10 +2,14 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,7 +34,9 @@ import (
 //     unpublished.
 //
 // Until step 2 nobody but the upgrader can see the replacement; after it
-// the old room names a replacement that exists. A repeated request for a
+// the old room names a replacement that exists. Step 1 carries a
+// Nats-Msg-Id naming the request and the old room's state, so a repeat
+// within the duplicate window reuses the replacement. A repeated request for a
 // room this user has already upgraded to the same version redoes steps 3
 // and 4 (both only move what still belongs to the old room) and returns
 // the same replacement.
@@ -268,13 +274,32 @@ func (s *Server) createReplacementOnce(ctx context.Context, old *roomState, vers
 	if size > maxRecordBytes {
 		return "", matrix.TooLarge("the room's state is too large to copy")
 	}
-	seq, err := s.log.Append(ctx, eventlog.RoomSubject(roomID), rec, eventlog.AppendOptions{ExpectSeq: eventlog.Expect(0), Room: roomID})
+	opts := eventlog.AppendOptions{ExpectSeq: eventlog.Expect(0), Room: roomID}
+	if len(bans) == 0 {
+		// The whole replacement is this one record: the same upgrade of
+		// the same old room state, repeated within the duplicate window
+		// (a client's retry after a crash before the tombstone, or a
+		// double click), gets the room the first attempt stored instead
+		// of a second one.
+		opts.MsgID = upgradeMsgID(old, version, user, extra)
+	}
+	seq, dup, err := s.log.AppendDedup(ctx, eventlog.RoomSubject(roomID), rec, opts)
 	if errors.Is(err, eventlog.ErrConflict) {
 		return "", errRoomIDTaken
 	}
 	if err != nil {
 		s.logger.Error("append replacement room failed", "room_id", roomID, "err", err)
 		return "", logUnavailable(err)
+	}
+	if dup {
+		first, err := s.log.Get(ctx, eventlog.StreamRooms, seq)
+		if err != nil {
+			return "", logUnavailable(err)
+		}
+		if first.Room == "" {
+			return "", fmt.Errorf("replacement record %d names no room", seq)
+		}
+		roomID = first.Room
 	}
 	if err := s.awaitApplied(ctx, eventlog.StreamRooms, seq); err != nil {
 		return "", err
@@ -291,6 +316,24 @@ func (s *Server) createReplacementOnce(ctx context.Context, old *roomState, vers
 		}
 	}
 	return roomID, nil
+}
+
+// upgradeMsgID names one upgrade request of one state of the old room:
+// the room, its last sequence, the upgrader, the version and the
+// additional creators (hashed, as the IDs together can exceed what a
+// header should carry).
+func upgradeMsgID(old *roomState, version matrix.RoomVersion, user matrix.UserID, extra []matrix.UserID) string {
+	creators := make([]string, len(extra))
+	for i, u := range extra {
+		creators[i] = string(u)
+	}
+	slices.Sort(creators)
+	h := sha256.New()
+	for _, part := range []string{old.head.RoomID, strconv.FormatUint(old.head.LastSeq, 10), string(user), string(version), strings.Join(creators, ",")} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return "upgrade:" + hex.EncodeToString(h.Sum(nil))
 }
 
 // cloneProtos copies protos so a retried build starts from clean events.

@@ -276,10 +276,12 @@ func TestUpgradeRoomRetryFinishes(t *testing.T) {
 		}
 	}
 
-	// Concurrent twins.
+	// Concurrent twins: one replacement, and no second room left behind
+	// (the replacement record's Nats-Msg-Id makes the twins share it).
 	twin := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "private_chat"}).Str("room_id")
+	joinedBefore := len(alice.MustDo("GET", v3("/joined_rooms"), nil).Body["joined_rooms"].([]any))
 	var wg sync.WaitGroup
-	got := make([]string, 4)
+	got := make([]string, 8)
 	for i := range got {
 		wg.Add(1)
 		go func() {
@@ -295,6 +297,9 @@ func TestUpgradeRoomRetryFinishes(t *testing.T) {
 	}
 	if tomb := getState(t, alice, twin, "m.room.tombstone", ""); tomb["replacement_room"] != got[0] {
 		t.Errorf("tombstone names %v, upgrades returned %s", tomb["replacement_room"], got[0])
+	}
+	if joined := len(alice.MustDo("GET", v3("/joined_rooms"), nil).Body["joined_rooms"].([]any)); joined != joinedBefore+1 {
+		t.Errorf("alice is in %d rooms after the upgrade, %d before: unused replacements were made", joined, joinedBefore)
 	}
 	projectionReplays(t, env, 4)
 }
