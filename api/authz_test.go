@@ -590,7 +590,9 @@ func setUpAuthzRoom(t *testing.T, w *authzWorld, room *authzRoom) {
 	if room.joinRule == "public" {
 		preset = "public_chat"
 	}
-	users := map[string]any{}
+	// The creator is listed: since version 10 is the default, a creator's
+	// power is in power_levels, not implicit as in version 12.
+	users := map[string]any{cr.UserID: 100}
 	for _, r := range []string{"invited", "left", "banned", "stranger"} {
 		users[w.users[r].UserID] = 50
 	}
