@@ -119,6 +119,8 @@ func (s *Server) upgradeRoom(w http.ResponseWriter, r *http.Request) error {
 	if err := s.moveListing(ctx, roomID, repl); err != nil {
 		return err
 	}
+	// The upgrader joined the replacement by creating it.
+	s.carryOverSettings(r, repl)
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"replacement_room": repl})
 	return nil
 }
@@ -192,12 +194,7 @@ func (s *Server) finishedUpgrade(ctx context.Context, old *roomState, user matri
 	if create == nil || create.Version() != version {
 		return "", false, nil
 	}
-	var cc struct {
-		Predecessor struct {
-			RoomID string `json:"room_id"`
-		} `json:"predecessor"`
-	}
-	if json.Unmarshal(create.Content(), &cc) != nil || cc.Predecessor.RoomID != old.head.RoomID {
+	if predecessorOf(create.Content()) != old.head.RoomID {
 		return "", false, nil
 	}
 	if version.CreatorsHaveInfinitePower() {
@@ -765,4 +762,95 @@ func (s *Server) setListed(ctx context.Context, roomID string, published bool) e
 		return s.awaitApplied(ctx, eventlog.StreamRooms, seq)
 	}
 	return matrix.Errorf("M_LIMIT_EXCEEDED", http.StatusTooManyRequests, "the room is too busy; retry")
+}
+
+// carryOverSettings gives a user who joins an upgraded room's replacement
+// their settings of the old room, as the spec asks ("the server should
+// automatically transfer ... notifications, tags"): the room push rule
+// and the tags, each only when the new room has none yet, so a rule or
+// tag the user changed in the new room is kept. It is best effort: the
+// join has succeeded whatever happens here, so failures are logged.
+func (s *Server) carryOverSettings(r *http.Request, roomID string) {
+	ctx := r.Context()
+	// Two single-row reads, as this runs on every join: the room's
+	// predecessor, and whether that room's tombstone names this room
+	// (anyone can create a room claiming any predecessor).
+	pred := predecessorOf(s.stateContent(ctx, roomID, matrix.TypeCreate))
+	if pred == "" {
+		return
+	}
+	var tc struct {
+		ReplacementRoom string `json:"replacement_room"`
+	}
+	if json.Unmarshal(s.stateContent(ctx, pred, "m.room.tombstone"), &tc) != nil || tc.ReplacementRoom != roomID {
+		return
+	}
+	uid := session(r).UserID
+	if err := s.carryOverPushRule(r, pred, roomID); err != nil {
+		s.logger.Warn("carry over push rule", "room_id", roomID, "user_id", uid, "err", err)
+	}
+	oldTags, err := s.loadTags(r, uid, pred)
+	if err == nil && len(oldTags) > 0 {
+		var newTags map[string]json.RawMessage
+		if newTags, err = s.loadTags(r, uid, roomID); err == nil && len(newTags) == 0 {
+			err = s.saveTags(r, uid, roomID, oldTags)
+		}
+	}
+	if err != nil {
+		s.logger.Warn("carry over tags", "room_id", roomID, "user_id", uid, "err", err)
+	}
+}
+
+// stateContent is the content of a room's current state event (type, ""),
+// or nil if it has none or it cannot be read.
+func (s *Server) stateContent(ctx context.Context, roomID, typ string) json.RawMessage {
+	ev, err := s.store.StateEvent(ctx, roomID, 0, typ, "")
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.logger.Warn("read state event", "room_id", roomID, "type", typ, "err", err)
+		}
+		return nil
+	}
+	var e struct {
+		Content json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(ev.Client, &e) != nil {
+		return nil
+	}
+	return e.Content
+}
+
+func (s *Server) carryOverPushRule(r *http.Request, pred, roomID string) error {
+	rules, err := s.loadRuleset(r)
+	if err != nil {
+		return err
+	}
+	i := findRule(rules, "room", pred)
+	if i < 0 || findRule(rules, "room", roomID) >= 0 {
+		return nil
+	}
+	rule := pushRule{}
+	for k, v := range rules["room"][i] {
+		rule[k] = v
+	}
+	rule["rule_id"] = roomID
+	rules["room"] = slices.Insert(rules["room"], i+1, rule)
+	return s.saveRuleset(r, rules)
+}
+
+// predecessorOf is the room an upgraded room replaces, from its create
+// event's content, or "".
+func predecessorOf(createContent json.RawMessage) string {
+	var cc struct {
+		Predecessor struct {
+			RoomID string `json:"room_id"`
+		} `json:"predecessor"`
+	}
+	if json.Unmarshal(createContent, &cc) != nil {
+		return ""
+	}
+	if _, err := matrix.ParseRoomID(cc.Predecessor.RoomID); err != nil {
+		return ""
+	}
+	return cc.Predecessor.RoomID
 }

@@ -329,3 +329,42 @@ func TestUpgradeRoomSearch(t *testing.T) {
 		t.Fatalf("search: %s", r.Raw)
 	}
 }
+
+// TestUpgradeRoomCarriesSettings: a member's room push rule and tags of the
+// old room are copied to the replacement when they join it (the upgrader
+// when the replacement is made), unless they already set their own there;
+// a room that merely claims a predecessor which does not name it gets
+// nothing.
+func TestUpgradeRoomCarriesSettings(t *testing.T) {
+	env, alice, bob, _ := upgradeUsers(t)
+	old := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", roomPath(old, "/join"), map[string]any{})
+	for _, c := range []*apitest.Client{alice, bob} {
+		c.MustDo("PUT", v3("/pushrules/global/room/"+url.PathEscape(old)), map[string]any{"actions": []any{"dont_notify"}})
+		c.MustDo("PUT", v3("/user/"+url.PathEscape(c.UserID)+"/rooms/"+url.PathEscape(old)+"/tags/m.favourite"), map[string]any{"order": 0.25})
+	}
+	// A room claiming the old one as predecessor, which the old room does
+	// not name.
+	impostor := bob.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat",
+		"creation_content": map[string]any{"predecessor": map[string]any{"room_id": old}}}).Str("room_id")
+	repl := alice.MustDo("POST", roomPath(old, "/upgrade"), map[string]any{"new_version": "11"}).Str("replacement_room")
+	bob.MustDo("POST", roomPath(repl, "/join"), map[string]any{})
+	alice.MustDo("POST", roomPath(impostor, "/join"), map[string]any{})
+
+	carried := func(c *apitest.Client, room string) (rule, tag bool) {
+		r := c.Do("GET", v3("/pushrules/global/room/"+url.PathEscape(room)), nil)
+		rule = r.Status == 200 && strings.Contains(string(r.Raw), "dont_notify")
+		tags := c.MustDo("GET", v3("/user/"+url.PathEscape(c.UserID)+"/rooms/"+url.PathEscape(room)+"/tags"), nil).Body["tags"].(map[string]any)
+		_, tag = tags["m.favourite"]
+		return rule, tag
+	}
+	for _, c := range []*apitest.Client{alice, bob} {
+		if rule, tag := carried(c, repl); !rule || !tag {
+			t.Errorf("%s: push rule carried %v, tag carried %v", c.UserID, rule, tag)
+		}
+	}
+	if rule, tag := carried(alice, impostor); rule || tag {
+		t.Errorf("settings carried into a room the old room does not name: rule %v, tag %v", rule, tag)
+	}
+	projectionReplays(t, env, 5)
+}
