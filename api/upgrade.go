@@ -127,8 +127,11 @@ func (s *Server) upgradeRoom(w http.ResponseWriter, r *http.Request) error {
 
 // additionalCreators validates the request's additional_creators. Only a
 // version with several creators (12) uses them; for others the spec says
-// the field has no effect.
+// the field "is ignored and has no effect", so it is not even checked.
 func additionalCreators(version matrix.RoomVersion, user matrix.UserID, ids []string) ([]matrix.UserID, error) {
+	if !version.CreatorsHaveInfinitePower() {
+		return nil, nil
+	}
 	if len(ids) > maxInvitesAtCreation {
 		return nil, matrix.InvalidParam("too many additional_creators")
 	}
@@ -141,9 +144,6 @@ func additionalCreators(version matrix.RoomVersion, user matrix.UserID, ids []st
 		if u != user && !slices.Contains(out, u) {
 			out = append(out, u)
 		}
-	}
-	if !version.CreatorsHaveInfinitePower() {
-		return nil, nil
 	}
 	return out, nil
 }

@@ -214,6 +214,13 @@ func TestUpgradeRoomCreators(t *testing.T) {
 			}
 		})
 	}
+	// additional_creators must be user IDs for version 12; for other
+	// versions the spec ignores the field.
+	old := alice.MustDo("POST", v3("/createRoom"), map[string]any{"room_version": "11"}).Str("room_id")
+	if r := alice.Do("POST", roomPath(old, "/upgrade"), map[string]any{"new_version": "12", "additional_creators": []any{"not a user"}}); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+		t.Errorf("bad additional_creators for 12: %d %s", r.Status, r.Raw)
+	}
+	alice.MustDo("POST", roomPath(old, "/upgrade"), map[string]any{"new_version": "11", "additional_creators": []any{"not a user"}})
 	projectionReplays(t, env, 5)
 }
 
