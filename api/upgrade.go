@@ -289,14 +289,14 @@ func (s *Server) createReplacementOnce(ctx context.Context, old *roomState, vers
 		return "", logUnavailable(err)
 	}
 	if dup {
-		first, err := s.log.Get(ctx, eventlog.StreamRooms, seq)
+		stored, err := s.log.Get(ctx, eventlog.StreamRooms, seq)
 		if err != nil {
 			return "", logUnavailable(err)
 		}
-		if first.Room == "" {
+		if stored.Room == "" {
 			return "", fmt.Errorf("replacement record %d names no room", seq)
 		}
-		roomID = first.Room
+		roomID = stored.Room
 	}
 	if err := s.awaitApplied(ctx, eventlog.StreamRooms, seq); err != nil {
 		return "", err
