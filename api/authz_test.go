@@ -374,6 +374,14 @@ var authzColumns = []authzColumn{
 			return x.c.Do("POST", x.path("/unban"), map[string]any{"user_id": x.w.banee.UserID})
 		}},
 
+	// Upgrading: a joined user with the power to send m.room.tombstone
+	// (here only the creator). It runs late: the room is tombstoned and
+	// silenced afterwards, which the membership rows below do not mind.
+	{name: "POST upgrade", want: "200 403 403 403 403 403 401",
+		do: func(x *authzCell) apitest.Response {
+			return x.c.Do("POST", x.path("/upgrade"), map[string]any{"new_version": "11"})
+		}},
+
 	// The caller's own membership, last. forget: only after leaving (400
 	// while in the room or invited; 404 for a room never entered, the same
 	// as for no room).

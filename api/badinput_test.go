@@ -242,6 +242,12 @@ func idSlots() []idSlot {
 		{"createRoom invite", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
 			return c("POST", v3("/createRoom"), `{"invite":[`+jsonStr("@"+v+":localhost")+`]}`)
 		}},
+		{"upgrade additional_creators", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
+			return c("POST", v3("/rooms/"+f.room+"/upgrade"), `{"new_version":"12","additional_creators":[`+jsonStr("@"+v+":localhost")+`]}`)
+		}},
+		{"upgrade new_version", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
+			return c("POST", v3("/rooms/"+f.room+"/upgrade"), `{"new_version":`+jsonStr(v)+`}`)
+		}},
 		{"invite user ID", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
 			return c("POST", v3("/rooms/"+f.room+"/invite"), `{"user_id":`+jsonStr("@"+v+":localhost")+`}`)
 		}},

@@ -123,10 +123,13 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	joined := false // whether this request made the user a member
 	err = s.changeMembership(r, roomID, matrix.UserID(uid), func(rs *roomState) (json.RawMessage, error) {
 		if rs.state.Membership(matrix.UserID(uid)) == "join" {
+			joined = false
 			return nil, nil
 		}
+		joined = true
 		c := map[string]any{}
 		for k, v := range extra {
 			c[k] = v
@@ -154,6 +157,10 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		// A room that does not exist refuses a join like one the caller
 		// may not join, so joins cannot probe for rooms.
 		return errNotInRoom(err, roomID)
+	}
+	if joined {
+		// Settings of an upgraded room's predecessor follow the user.
+		s.carryOverSettings(r, roomID)
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 	return nil

@@ -16,7 +16,12 @@ import (
 // (so it is on the log and reaches clients through sync like any account
 // data); until they change anything it is the spec's default ruleset.
 
-var pushKinds = []string{"override", "content", "room", "sender", "underride"}
+// pushKinds are the rule kinds in the order they are evaluated.
+// postcontent comes from MSC4306 (thread subscriptions), between content
+// and room: clients look its predefined rules up by kind (a 404 for a rule
+// this server does not have, not a 400 for an unknown kind), and the MSC
+// lets no client add rules to it.
+var pushKinds = []string{"override", "content", "postcontent", "room", "sender", "underride"}
 
 type pushRule map[string]any
 
@@ -165,6 +170,11 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 	case "":
 		if strings.HasPrefix(id, ".") {
 			return matrix.InvalidParam("rule IDs starting with '.' are reserved for server rules")
+		}
+		if kind == "postcontent" {
+			// MSC4306: postcontent holds only the server's predefined
+			// rules for now; creating one is 400 M_INVALID_PARAM.
+			return matrix.InvalidParam("clients may not create postcontent rules")
 		}
 		var actions []any
 		if raw, ok := body["actions"]; !ok || json.Unmarshal(raw, &actions) != nil {

@@ -10,7 +10,7 @@ func TestPushRules(t *testing.T) {
 	c.Register("pusher", "pw")
 	all := c.MustDo("GET", v3("/pushrules/"), nil)
 	global := all.Body["global"].(map[string]any)
-	for _, kind := range []string{"override", "content", "room", "sender", "underride"} {
+	for _, kind := range []string{"override", "content", "postcontent", "room", "sender", "underride"} {
 		if _, ok := global[kind].([]any); !ok {
 			t.Fatalf("kind %s missing: %s", kind, all.Raw)
 		}
@@ -49,5 +49,39 @@ func TestPushRules(t *testing.T) {
 		if r := c.Do(tc.method, v3(tc.path), tc.body); r.Status != tc.status || r.Errcode() == "" {
 			t.Errorf("%s %s: %d %s", tc.method, tc.path, r.Status, r.Raw)
 		}
+	}
+}
+
+// TestPushRulesPostcontent: the MSC4306 postcontent kind exists (between
+// content and room), is empty, answers 404 for a rule it lacks (what
+// clients probing for the thread-subscription rules expect, rather than
+// 400 for an unknown kind), and takes no client rules.
+func TestPushRulesPostcontent(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("poster", "pw")
+	all := c.MustDo("GET", v3("/pushrules/"), nil)
+	if pc, ok := all.Body["global"].(map[string]any)["postcontent"].([]any); !ok || len(pc) != 0 {
+		t.Fatalf("postcontent missing or not empty: %s", all.Raw)
+	}
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		status       int
+		errcode      string
+	}{
+		{"GET", "/pushrules/global/postcontent/.io.element.msc4306.rule.subscribed_thread", nil, 404, "M_NOT_FOUND"},
+		{"GET", "/pushrules/global/postcontent/.io.element.msc4306.rule.unsubscribed_thread/enabled", nil, 404, "M_NOT_FOUND"},
+		{"PUT", "/pushrules/global/postcontent/.io.element.msc4306.rule.subscribed_thread/enabled", map[string]any{"enabled": false}, 404, "M_NOT_FOUND"},
+		{"PUT", "/pushrules/global/postcontent/mine", map[string]any{"actions": []any{"notify"}}, 400, "M_INVALID_PARAM"},
+		{"DELETE", "/pushrules/global/postcontent/mine", nil, 404, "M_NOT_FOUND"},
+	} {
+		if r := c.Do(tc.method, v3(tc.path), tc.body); r.Status != tc.status || r.Errcode() != tc.errcode {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, r.Status, r.Raw, tc.status, tc.errcode)
+		}
+	}
+	// A saved ruleset keeps the kind.
+	c.MustDo("PUT", v3("/pushrules/global/room/!r:localhost"), map[string]any{"actions": []any{}})
+	if _, ok := c.MustDo("GET", v3("/pushrules/global/"), nil).Body["postcontent"].([]any); !ok {
+		t.Fatal("postcontent missing after a change")
 	}
 }

@@ -156,6 +156,7 @@ func (s *Server) routes() {
 		{http.MethodPost, "/knock/{roomIdOrAlias}", s.limited(limitJoin, s.knock), true},
 		{http.MethodPost, "/rooms/{roomId}/leave", s.leave, true},
 		{http.MethodPost, "/rooms/{roomId}/forget", s.forget, true},
+		{http.MethodPost, "/rooms/{roomId}/upgrade", s.limited(limitCreateRoom, s.upgradeRoom), true},
 		{http.MethodPost, "/rooms/{roomId}/kick", s.moderate("kick", kickable), true},
 		{http.MethodPost, "/rooms/{roomId}/ban", s.moderate("ban", nil), true},
 		{http.MethodPost, "/rooms/{roomId}/unban", s.moderate("unban", unbannable), true},

@@ -180,6 +180,21 @@ func (l *Log) Last(ctx context.Context, stream, subject string) (m Msg, ok bool,
 		Room: raw.Header.Get(HeaderRoom), Data: raw.Data, Time: raw.Time}, true, nil
 }
 
+// Get returns the record at seq in stream (for an append that JetStream
+// recognised as a duplicate: the record the first append stored).
+func (l *Log) Get(ctx context.Context, stream string, seq uint64) (Msg, error) {
+	s, err := l.js.Stream(ctx, stream)
+	if err != nil {
+		return Msg{}, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	raw, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		return Msg{}, fmt.Errorf("message %d of %s: %w", seq, stream, err)
+	}
+	return Msg{Stream: stream, Seq: raw.Sequence, Subject: raw.Subject, Type: raw.Header.Get(HeaderType),
+		Room: raw.Header.Get(HeaderRoom), Data: raw.Data, Time: raw.Time}, nil
+}
+
 // Head returns the sequence of the newest record in a stream.
 func (l *Log) Head(ctx context.Context, stream string) (uint64, error) {
 	head, _, err := l.HeadAndCount(ctx, stream)

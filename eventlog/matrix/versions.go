@@ -210,6 +210,12 @@ func (v RoomVersion) Knocking() bool {
 	return ok && r.knocking
 }
 
+// KnockRestricted reports whether v has the knock_restricted join rule (10+).
+func (v RoomVersion) KnockRestricted() bool {
+	r, ok := v.rules()
+	return ok && r.knockRestricted
+}
+
 // RestrictedJoins reports whether v has the restricted join rule (8+).
 func (v RoomVersion) RestrictedJoins() bool {
 	r, ok := v.rules()
