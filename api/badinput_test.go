@@ -84,12 +84,6 @@ type idSlot struct {
 	build func(f *badFixture, v string) badCase
 }
 
-// The spec's bounds on a pusher's app_id (characters) and pushkey.
-const (
-	maxPusherAppIDChars = 64
-	maxPushkeyBytes     = 512
-)
-
 func pusherJSON(appID, pushkey, name string) string {
 	return `{"kind":"http","app_id":` + appID + `,"pushkey":` + pushkey + `,"app_display_name":` + name +
 		`,"device_display_name":"d","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify"}}`
@@ -120,13 +114,13 @@ func idSlots() []idSlot {
 		{"delete_devices device ID", matrix.MaxDeviceIDBytes, func(f *badFixture, v string) badCase {
 			return c("POST", v3("/delete_devices"), `{"devices":[`+jsonStr(v)+`],"auth":{"type":"m.login.password","user":"mallory","password":"pw"}}`)
 		}},
-		{"pusher app_id", maxPusherAppIDChars, func(f *badFixture, v string) badCase {
+		{"pusher app_id", matrix.MaxPusherAppIDChars, func(f *badFixture, v string) badCase {
 			return c("POST", v3("/pushers/set"), pusherJSON(jsonStr(v), `"k"`, `"n"`))
 		}},
-		{"pusher pushkey", maxPushkeyBytes, func(f *badFixture, v string) badCase {
+		{"pusher pushkey", matrix.MaxPushkeyBytes, func(f *badFixture, v string) badCase {
 			return c("POST", v3("/pushers/set"), pusherJSON(`"a"`, jsonStr(v), `"n"`))
 		}},
-		{"pusher app_display_name", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
+		{"pusher app_display_name", matrix.MaxPusherFieldBytes, func(f *badFixture, v string) badCase {
 			return c("POST", v3("/pushers/set"), pusherJSON(`"a"`, `"k"`, jsonStr(v)))
 		}},
 		{"send txnId", matrix.MaxTxnIDBytes, func(f *badFixture, v string) badCase {

@@ -15,15 +15,9 @@ import (
 // events notify). They are account facts on the user's subject, and
 // belong to the device whose token set them.
 
-// Bounds from the spec (app_id 64 characters, pushkey 512 bytes) and,
-// for the display strings, the same bound as other names.
-const (
-	maxPusherAppIDChars   = 64
-	maxPushkeyBytes       = 512
-	maxPusherStringBytes  = 255
-	maxPusherDataBytes    = 4096
-	pushGatewayNotifyPath = "/_matrix/push/v1/notify"
-)
+// pushGatewayNotifyPath is the path the spec requires of an http
+// pusher's URL.
+const pushGatewayNotifyPath = "/_matrix/push/v1/notify"
 
 // GET /_matrix/client/v3/pushers
 func (s *Server) getPushers(w http.ResponseWriter, r *http.Request) error {
@@ -73,11 +67,11 @@ func (req *pusherRequest) record(userID, deviceID string) (*eventlog.PusherSet, 
 	if req.AppID == nil || req.Pushkey == nil {
 		return nil, matrix.MissingParam("app_id and pushkey are required")
 	}
-	if *req.AppID == "" || utf8.RuneCountInString(*req.AppID) > maxPusherAppIDChars {
-		return nil, matrix.InvalidParam("app_id must be 1 to %d characters", maxPusherAppIDChars)
+	if *req.AppID == "" || utf8.RuneCountInString(*req.AppID) > matrix.MaxPusherAppIDChars {
+		return nil, matrix.InvalidParam("app_id must be 1 to %d characters", matrix.MaxPusherAppIDChars)
 	}
-	if *req.Pushkey == "" || len(*req.Pushkey) > maxPushkeyBytes {
-		return nil, matrix.InvalidParam("pushkey must be 1 to %d bytes", maxPushkeyBytes)
+	if *req.Pushkey == "" || len(*req.Pushkey) > matrix.MaxPushkeyBytes {
+		return nil, matrix.InvalidParam("pushkey must be 1 to %d bytes", matrix.MaxPushkeyBytes)
 	}
 	rec := &eventlog.PusherSet{UserID: userID, DeviceID: deviceID, AppID: *req.AppID, Pushkey: *req.Pushkey}
 	if req.Kind == nil {
@@ -94,12 +88,12 @@ func (req *pusherRequest) record(userID, deviceID string) (*eventlog.PusherSet, 
 		return nil, matrix.MissingParam("app_display_name, device_display_name, lang and data are required")
 	}
 	for _, f := range []string{req.AppDisplayName, req.DeviceDisplayName, req.ProfileTag, req.Lang} {
-		if len(f) > maxPusherStringBytes {
-			return nil, matrix.InvalidParam("pusher strings are at most %d bytes", maxPusherStringBytes)
+		if len(f) > matrix.MaxPusherFieldBytes {
+			return nil, matrix.InvalidParam("pusher strings are at most %d bytes", matrix.MaxPusherFieldBytes)
 		}
 	}
-	if len(req.Data) > maxPusherDataBytes {
-		return nil, matrix.InvalidParam("data is at most %d bytes", maxPusherDataBytes)
+	if len(req.Data) > matrix.MaxPusherDataBytes {
+		return nil, matrix.InvalidParam("data is at most %d bytes", matrix.MaxPusherDataBytes)
 	}
 	data, err := matrix.CanonicalJSON(req.Data)
 	if err != nil {

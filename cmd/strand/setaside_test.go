@@ -16,7 +16,6 @@ import (
 	"strand/api/apitest"
 	"strand/eventlog"
 	"strand/eventlog/logtest"
-	"strand/projector/store"
 	"strand/projector/store/storetest"
 )
 
@@ -130,22 +129,7 @@ func TestServeSetsAsidePoisonRecords(t *testing.T) {
 	if err := run(ctx, []string{"replay", "--nats-url", natsURL, "--database-url", replayURL, "--log-level", "error"}); err != nil {
 		t.Fatalf("replay: %v", err)
 	}
-	live, err := store.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer live.Close()
-	replayed, err := store.Open(ctx, replayURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer replayed.Close()
-	a, _ := live.Dump(ctx)
-	b, _ := replayed.Dump(ctx)
-	if a != b {
-		t.Fatalf("replayed projection differs:\n%s\n---\n%s", a, b)
-	}
-	if !strings.Contains(a, "SQLSTATE 54000") {
+	if a := sameProjection(ctx, t, dbURL, replayURL); !strings.Contains(a, "SQLSTATE 54000") {
 		t.Fatal("the dump holds no set-aside row for the oversized device ID")
 	}
 }

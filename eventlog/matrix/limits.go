@@ -38,6 +38,15 @@ const (
 	// the event ID of a thread root, so an ID's limit applies.
 	MaxThreadIDBytes = MaxIDLength
 
+	// MaxPusherAppIDChars and MaxPushkeyBytes are the spec's bounds on a
+	// pusher's app_id and pushkey (POST /pushers/set), which key the
+	// pushers table; MaxPusherFieldBytes bounds its display strings,
+	// profile tag and language, and MaxPusherDataBytes its data object.
+	MaxPusherAppIDChars = 64
+	MaxPushkeyBytes     = 512
+	MaxPusherFieldBytes = 255
+	MaxPusherDataBytes  = 4096
+
 	// MaxTagBytes bounds room tags (a key of m.tag). The spec sets no
 	// limit; a tag is a name a client shows.
 	MaxTagBytes = 255
