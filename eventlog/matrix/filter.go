@@ -279,18 +279,26 @@ func (f *EventFilter) AllowsRoom(roomID string) bool {
 	if f == nil {
 		return true
 	}
-	c := f.compiled
-	if c != nil {
-		if _, ok := c.notRooms[roomID]; ok {
-			return false
-		}
-		_, ok := c.rooms[roomID]
-		return f.Rooms == nil || ok
+	c, compiled := f.sets()
+	return allowsID(roomID, f.Rooms, f.NotRooms, c.rooms, c.notRooms, compiled)
+}
+
+// sets returns the compiled sets (empty ones for a filter built in code)
+// and whether there are any.
+func (f *EventFilter) sets() (*compiledFilter, bool) {
+	if f.compiled == nil {
+		return &compiledFilter{}, false
 	}
-	if contains(f.NotRooms, roomID) {
+	return f.compiled, true
+}
+
+// allowsID applies an allow list and a deny list (nil allow: anything) to
+// id, through their sets when compiled.
+func allowsID(id string, allow, deny []string, allowSet, denySet map[string]struct{}, compiled bool) bool {
+	if inSet(denySet, deny, id, compiled) {
 		return false
 	}
-	return f.Rooms == nil || contains(f.Rooms, roomID)
+	return allow == nil || inSet(allowSet, allow, id, compiled)
 }
 
 // matchTypes reports whether typ matches one of the patterns of set (or of
@@ -308,18 +316,12 @@ func (f *EventFilter) Allows(typ, sender, roomID string, content func() json.Raw
 	if f == nil {
 		return true
 	}
-	c := f.compiled
-	if c == nil {
-		c = &compiledFilter{}
-	}
-	compiled := f.compiled != nil
-	if matchTypes(c.notTypes, f.NotTypes, typ) || inSet(c.notSenders, f.NotSenders, sender, compiled) || !f.AllowsRoom(roomID) {
+	c, compiled := f.sets()
+	if matchTypes(c.notTypes, f.NotTypes, typ) || !allowsID(sender, f.Senders, f.NotSenders, c.senders, c.notSenders, compiled) ||
+		!f.AllowsRoom(roomID) {
 		return false
 	}
 	if f.Types != nil && !matchTypes(c.types, f.Types, typ) {
-		return false
-	}
-	if f.Senders != nil && !inSet(c.senders, f.Senders, sender, compiled) {
 		return false
 	}
 	if f.ContainsURL != nil && content != nil {
@@ -349,17 +351,7 @@ type RoomFilter struct {
 
 // AllowsRoom reports whether the room filter admits roomID.
 func (f *RoomFilter) AllowsRoom(roomID string) bool {
-	if f.rooms == nil && f.notRooms == nil {
-		if contains(f.NotRooms, roomID) {
-			return false
-		}
-		return f.Rooms == nil || contains(f.Rooms, roomID)
-	}
-	if _, ok := f.notRooms[roomID]; ok {
-		return false
-	}
-	_, ok := f.rooms[roomID]
-	return f.Rooms == nil || ok
+	return allowsID(roomID, f.Rooms, f.NotRooms, f.rooms, f.notRooms, f.rooms != nil || f.notRooms != nil)
 }
 
 // Filter is the spec's sync filter (POST /user/{userId}/filter, and the
