@@ -461,7 +461,16 @@ func jpegCost(b []byte) (int64, bool) {
 			i++
 			continue
 		}
+		if marker == 0x00 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7) {
+			// Stuffed byte, TEM and RSTn carry no length; image/jpeg
+			// steps over them, so this walk must too.
+			i += 2
+			continue
+		}
 		n := int(binary.BigEndian.Uint16(b[i+2:]))
+		if n < 2 {
+			return 0, false // the caller assumes the worst case
+		}
 		if marker >= 0xC0 && marker <= 0xC2 { // baseline, extended, progressive
 			seg := b[i+4 : min(len(b), i+2+n)]
 			if len(seg) < 6 {
@@ -490,9 +499,6 @@ func jpegCost(b []byte) (int64, bool) {
 				cost += w * h * 4
 			}
 			return cost, true
-		}
-		if n < 2 {
-			return 0, false
 		}
 		i += 2 + n
 	}

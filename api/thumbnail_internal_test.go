@@ -98,3 +98,33 @@ func TestThumbnailDecodeCost(t *testing.T) {
 		t.Errorf("interlaced png: %d", got)
 	}
 }
+
+// Headers image/jpeg accepts but whose markers carry odd lengths never
+// panic the cost walk: markers without a length are stepped over, a
+// segment length below 2 gives the worst case.
+func TestJPEGCostOddMarkers(t *testing.T) {
+	img := image.NewGray(image.Rect(0, 0, 16, 16))
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	real := buf.Bytes()
+	for name, head := range map[string][]byte{
+		"RST then SOF of length 0": {0xFF, 0xD8, 0xFF, 0xD0, 0xFF, 0xC0, 0x00, 0x00, 0x00, 0x10},
+		"SOF of length 1":          {0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x01, 0x08, 0x00},
+		"APP of length 0":          {0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x00, 0xFF, 0xC0, 0x00, 0x00},
+	} {
+		if _, ok := jpegCost(head); ok {
+			t.Errorf("%s: a cost from a broken header", name)
+		}
+	}
+	// An RST marker before the real segments is stepped over, as the
+	// decoder does, and the frame header still found.
+	withRST := append([]byte{0xFF, 0xD8, 0xFF, 0xD0}, real[2:]...)
+	if _, _, err := image.DecodeConfig(bytes.NewReader(withRST)); err != nil {
+		t.Fatalf("image/jpeg refuses a leading RST marker: %v", err)
+	}
+	if _, ok := jpegCost(withRST); !ok {
+		t.Error("the frame header after an RST marker was not found")
+	}
+}
