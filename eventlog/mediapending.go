@@ -375,7 +375,9 @@ func (l *Log) finishPendingMedia(ctx context.Context, p PendingMedia) error {
 	})
 }
 
-func mediaUploadedSubject(id string) string { return "strand.media.uploaded." + id }
+// mediaUploadedSubject encodes the media ID: one from a request path may
+// hold "*", ">" or a space, which would subscribe to a wildcard or fail.
+func mediaUploadedSubject(id string) string { return "strand.media.uploaded." + key(id) }
 
 // mediaWaitPoll is how often WaitMedia looks for the content even without
 // an announcement (one may be lost, or the uploading process may have died
