@@ -60,8 +60,12 @@ func TestFilterBoundsAndCost(t *testing.T) {
 		t.Fatalf("stored filter beyond the bounds: %d %s", r.Status, r.Raw)
 	}
 	inline := `{"not_types":["` + strings.Join(globs(matrix.MaxFilterTypes+1), `","`) + `"]}`
-	if r := c.Do("GET", "/_matrix/client/v3/rooms/"+room+"/messages?dir=b&filter="+url.QueryEscape(inline), nil); r.Status != 400 {
+	if r := c.Do("GET", "/_matrix/client/v3/rooms/"+room+"/messages?dir=b&filter="+url.QueryEscape(inline), nil); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
 		t.Fatalf("inline /messages filter beyond the bounds: %d %s", r.Status, r.Raw)
+	}
+	inlineSync := `{"room":{"timeline":` + inline + `}}`
+	if r := c.Do("GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape(inlineSync), nil); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+		t.Fatalf("inline /sync filter beyond the bounds: %d %s", r.Status, r.Raw)
 	}
 
 	timeline := map[string]any{"limit": 1000, "not_types": globs(matrix.MaxFilterTypes), "not_senders": ids(matrix.MaxFilterIDs, "@")}

@@ -63,11 +63,17 @@ func TestPushers(t *testing.T) {
 	if got := pusherKeys(t, other); len(got) != 1 {
 		t.Fatalf("append removed the other user's pusher: %v", got)
 	}
+	if got := strings.Join(pusherKeys(t, c), ","); got != "org.example.app/key-b/B,org.example.app/key-a/A3" {
+		t.Fatalf("after the append: %s", got)
+	}
 
 	// kind null deletes.
 	c.MustDo("POST", "/_matrix/client/v3/pushers/set", map[string]any{"kind": nil, "app_id": "org.example.app", "pushkey": "key-a"})
 	if got := strings.Join(pusherKeys(t, c), ","); got != "org.example.app/key-b/B" {
 		t.Fatalf("after deleting key-a: %s", got)
+	}
+	if got := pusherKeys(t, other); len(got) != 1 {
+		t.Fatalf("deleting one user's pusher removed another's: %v", got)
 	}
 
 	// A password change keeps only the pushers of the device that made it,
