@@ -419,14 +419,20 @@ func (s *Server) withJoinAuthoriser(ctx context.Context, st matrix.State, uid ma
 	if err := json.Unmarshal(c, &m); err != nil {
 		return nil, matrix.BadJSON("member content: %v", err)
 	}
-	if string(m["membership"]) != `"join"` {
-		return c, nil
-	}
-	via, err := s.joinAuthoriser(ctx, st, uid)
-	if err != nil {
-		return nil, err
-	}
+	// Decoded, not compared as bytes: "\u006aoin" is "join" too once the
+	// event is canonicalised, and a byte comparison let a client's own
+	// authoriser through.
+	var membership string
+	_ = json.Unmarshal(m["membership"], &membership)
 	_, had := m["join_authorised_via_users_server"]
+	var via matrix.UserID
+	if membership == matrix.MembershipJoin {
+		v, err := s.joinAuthoriser(ctx, st, uid)
+		if err != nil {
+			return nil, err
+		}
+		via = v
+	}
 	if !had && via == "" {
 		return c, nil
 	}

@@ -40,6 +40,11 @@ func TestRestrictedJoins(t *testing.T) {
 				map[string]any{"membership": "join", "join_authorised_via_users_server": aliceID}); r.Status != 403 {
 				t.Fatalf("join with a client-chosen authoriser: %d %s", r.Status, r.Raw)
 			}
+			// Not with "join" escaped either: it is "join" once canonical.
+			escaped := `{"membership":"\u006aoin","join_authorised_via_users_server":"` + aliceID + `"}`
+			if r := bob.Do("PUT", v3("/rooms/"+esc(room)+"/state/m.room.member/"+esc(bobID)), escaped); r.Status != 403 {
+				t.Fatalf("join with an escaped membership and a client-chosen authoriser: %d %s", r.Status, r.Raw)
+			}
 
 			join(bob, allowed)
 			if r := join(bob, room); r.Status != 200 {
