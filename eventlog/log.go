@@ -94,6 +94,13 @@ func (l *Log) Append(ctx context.Context, subject string, r Record, o AppendOpti
 // o.MsgID as a duplicate, in which case the returned sequence is that of
 // the first append and this record was not stored.
 func (l *Log) AppendDedup(ctx context.Context, subject string, r Record, o AppendOptions) (seq uint64, dup bool, err error) {
+	// Whatever is appended is permanent: a record the projection would
+	// refuse for its shape is refused here, whichever handler built it.
+	if rv, ok := r.(interface{ check() error }); ok {
+		if err := rv.check(); err != nil {
+			return 0, false, err
+		}
+	}
 	data, err := json.Marshal(r)
 	if err != nil {
 		return 0, false, fmt.Errorf("encode %s: %w", r.RecordType(), err)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"strand/eventlog/matrix"
 )
 
 // Stream names. Every stream Strand uses is declared in streamConfigs below,
@@ -202,6 +204,16 @@ func UserSubject(userID string) string { return "acct.user." + key(userID) }
 // MaxEventsPerRecord bounds the events one RoomEvents record carries, so
 // that an event's position fits EventPos.
 const MaxEventsPerRecord = 1024
+
+// check refuses a room record the projector could never apply: none or
+// more than MaxEventsPerRecord events (their positions would overlap the
+// next record's).
+func (r *RoomEvents) check() error {
+	if len(r.Events) == 0 || len(r.Events) > MaxEventsPerRecord {
+		return matrix.TooLarge("a room write holds 1 to %d events, not %d", MaxEventsPerRecord, len(r.Events))
+	}
+	return nil
+}
 
 // EventPos is an event's place in the total order of room events: the
 // stream sequence of its record and its index within it. Tokens are built
