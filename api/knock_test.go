@@ -70,6 +70,15 @@ func TestKnocking(t *testing.T) {
 	if r.Str("room_id") != room {
 		t.Fatalf("knock answer %s", r.Raw)
 	}
+	// Knocking again appends nothing.
+	memberPath := v3("/rooms/" + esc(room) + "/state/m.room.member/" + esc(knocker.UserID) + "?format=event")
+	before := admin.MustDo("GET", memberPath, nil).Str("event_id")
+	if r := knocker.MustDo("POST", v3("/knock/"+esc(room)), map[string]any{}); r.Str("room_id") != room {
+		t.Fatalf("second knock answer %s", r.Raw)
+	}
+	if after := admin.MustDo("GET", memberPath, nil).Str("event_id"); after != before || before == "" {
+		t.Fatalf("a second knock changed the member event: %s → %s", before, after)
+	}
 	s := knockSyncOf(t, knocker, since)
 	k, ok := s.Rooms.Knock[room]
 	if !ok {

@@ -212,6 +212,8 @@ func (s *Server) knock(w http.ResponseWriter, r *http.Request) error {
 		switch m := rs.state.Membership(uid); m {
 		case "join", "invite", "ban":
 			return nil, matrix.Forbidden("you cannot knock on room %s: your membership is %s", roomID, m)
+		case "knock":
+			return nil, nil // knocking again changes nothing, as joining again does
 		}
 		c := map[string]any{"membership": "knock"}
 		if profile.Displayname != "" {
