@@ -34,13 +34,14 @@ type Sessions struct {
 	watermark *eventlog.Watermark
 	logger    *slog.Logger
 
-	mu        sync.RWMutex
-	byHash    map[string]Session
-	byUser    map[string][]string // user -> token hashes cached for them
-	consumed  uint64              // ACCOUNTS records read (and evicted) through here
-	following bool                // Follow is reading and current
-	evictions uint64              // bumped by every eviction, to spot racing fills
-	log       *eventlog.Log
+	mu             sync.RWMutex
+	byHash         map[string]Session
+	byUser         map[string][]string // user -> token hashes cached for them
+	consumed       uint64              // ACCOUNTS records read (and evicted) through here
+	revokedThrough uint64              // the last ACCOUNTS record read that evicted sessions
+	following      bool                // Follow is reading and current
+	evictions      uint64              // bumped by every eviction, to spot racing fills
+	log            *eventlog.Log
 
 	readers *eventlog.Readers // reports this cache's position to every process
 	// beforeEvict, when set (tests), runs before a batch's evictions.
@@ -78,7 +79,9 @@ func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
 	}
 	// The row read reflects every revocation through `applied`. It is
 	// kept only if the reader has evicted for nothing beyond that
-	// (consumed <= applied, checked below): a revocation the reader has
+	// (revokedThrough <= applied, checked below; records that revoke
+	// nothing, like to-device messages and key uploads, do not hold fills
+	// back): a revocation the reader has
 	// read but the projection has not applied would otherwise be missed
 	// for good. (Revocations the api waits for, like logout, are applied
 	// before anyone relies on them; the first use of a refreshed token
@@ -86,7 +89,7 @@ func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
 	// the lookup began bumped evictions, and the fill is dropped rather
 	// than caching what that revocation may have ended.
 	c.mu.Lock()
-	if c.following && c.evictions == evictions && c.consumed <= applied {
+	if c.following && c.evictions == evictions && c.revokedThrough <= applied {
 		if len(c.byHash) >= sessionsMax {
 			c.clearLocked()
 		}
@@ -186,6 +189,9 @@ func (c *Sessions) evict(users []string, all bool, seq uint64) {
 	defer c.mu.Unlock()
 	if all {
 		c.clearLocked()
+	}
+	if all || len(users) > 0 {
+		c.revokedThrough = max(c.revokedThrough, seq)
 	}
 	for _, u := range users {
 		for _, k := range c.byUser[u] {

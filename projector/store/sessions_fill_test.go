@@ -89,4 +89,25 @@ func TestSessionCacheKeepsNothingReadBehindItsReader(t *testing.T) {
 	if _, err := sess.Lookup(ctx, hash); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a revoked token is still accepted: %v", err)
 	}
+
+	// Records that revoke nothing (account data, keys, to-device) read
+	// ahead of the projection do not hold fills back: the cache is kept
+	// on the busy ACCOUNTS stream of an E2EE deployment.
+	other := store.TokenHash("u")
+	if _, err := st.Pool().Exec(ctx, `INSERT INTO devices (user_id, device_id, token_hash, created_ts) VALUES ('@a:x', 'E', $1, 1)`, other); err != nil {
+		t.Fatal(err)
+	}
+	seq2, err := l.Append(ctx, eventlog.UserSubject("@a:x"), &eventlog.AccountDataSet{UserID: "@a:x", Type: "x", Content: []byte(`{}`)}, eventlog.AppendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.AwaitEvicted(ctx, seq2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.Lookup(ctx, other); err != nil {
+		t.Fatalf("lookup: %v", err)
+	}
+	if n := sess.Len(); n != 1 {
+		t.Fatalf("%d sessions kept; a record that revokes nothing held the fill back", n)
+	}
 }
