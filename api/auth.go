@@ -30,6 +30,18 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 		if err != nil {
 			return err
 		}
+		if reg := s.cfg.Appservices.ByASToken(tok); reg != nil {
+			ss, err := s.appserviceSession(r, reg)
+			if err != nil {
+				return err
+			}
+			ctx := context.WithValue(r.Context(), appserviceKey, reg)
+			r = r.WithContext(context.WithValue(ctx, sessionKey, ss))
+			if err := s.limitUser(r, limitRequest); err != nil {
+				return err
+			}
+			return h(w, r)
+		}
 		ss, err := s.sessions.Resolve(r.Context(), s.log, hashToken(tok), s.cfg.ApplyTimeout)
 		switch {
 		case errors.Is(err, store.ErrNotFound):

@@ -14,6 +14,15 @@ import (
 // "#" arrives here still escaped and never splits or shifts a route;
 // decoding here, and nowhere else, means "%2F" is "/" and "%252F" stays
 // "%2F".
+// pathVarOK is pathVar that also reports whether the route has the
+// variable.
+func pathVarOK(r *http.Request, name string) (string, bool) {
+	if _, ok := mux.Vars(r)[name]; !ok {
+		return "", false
+	}
+	return pathVar(r, name), true
+}
+
 func pathVar(r *http.Request, name string) string {
 	v := mux.Vars(r)[name]
 	d, err := url.PathUnescape(v)

@@ -12,6 +12,9 @@ import (
 )
 
 type registerRequest struct {
+	// Type m.login.application_service: a service registers a user of
+	// its namespace.
+	Type                     string    `json:"type"`
 	Auth                     *authData `json:"auth"`
 	Username                 *string   `json:"username"`
 	Password                 *string   `json:"password"`
@@ -52,11 +55,15 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	} else if kind != "" && kind != "user" {
 		return matrix.InvalidParam("unknown kind %q", kind)
 	}
-	if err := s.registrationAllowed(); err != nil {
-		return err
-	}
 	var req registerRequest
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		return err
+	}
+	if req.Type == "m.login.application_service" {
+		// Services register their users whatever the policy for people.
+		return s.registerAppservice(w, r, &req)
+	}
+	if err := s.registrationAllowed(); err != nil {
 		return err
 	}
 	// Check the username before authentication, so the client learns it is
@@ -65,6 +72,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	if req.Username != nil {
 		uid, err := s.validateNewUsername(*req.Username)
 		if err != nil {
+			return err
+		}
+		if err := s.checkUserNamespace(uid, nil); err != nil {
 			return err
 		}
 		if taken, err := s.userTaken(r.Context(), uid); err != nil {
@@ -213,6 +223,9 @@ func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request) error
 	}
 	uid, err := s.validateNewUsername(name)
 	if err != nil {
+		return err
+	}
+	if err := s.checkUserNamespace(uid, nil); err != nil {
 		return err
 	}
 	taken, err := s.userTaken(r.Context(), uid)

@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"strand/api/appservice"
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
@@ -105,6 +106,11 @@ type Config struct {
 	// room_version, announced in the m.room_versions capability;
 	// matrix.DefaultRoomVersion if empty.
 	DefaultRoomVersion matrix.RoomVersion
+	// Appservices are the application services registered with this
+	// server (none when nil).
+	Appservices *appservice.Set
+	// AppserviceTimeout bounds a query to a service (30 s when 0).
+	AppserviceTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -162,6 +168,9 @@ func (c *Config) setDefaults() {
 	if c.PublicBaseURL == "" {
 		c.PublicBaseURL = "http://" + string(c.ServerName)
 	}
+	if c.AppserviceTimeout <= 0 {
+		c.AppserviceTimeout = 30 * time.Second
+	}
 	if !c.DefaultRoomVersion.Supported() {
 		c.DefaultRoomVersion = matrix.DefaultRoomVersion
 	}
@@ -181,6 +190,7 @@ type Server struct {
 	rooms     roomCache
 	thumbs    *thumbnailer
 	previews  *previewer
+	asClient  *appservice.Client
 
 	dummyOnce sync.Once
 	dummyHash []byte
@@ -223,7 +233,7 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
 		sessions: store.NewSessions(st, wm, nil, logger), thumbs: newThumbnailer(cfg.ThumbnailJobs),
-		previews: newPreviewer(cfg)}
+		previews: newPreviewer(cfg), asClient: appservice.NewClient(cfg.AppserviceTimeout)}
 	if cfg.RateLimits != nil {
 		s.limits = newLimiters(*cfg.RateLimits)
 	}

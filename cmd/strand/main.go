@@ -44,13 +44,15 @@ func run(ctx context.Context, args []string) error {
 	var cmd command
 	switch name {
 	case "serve":
-		cmd = &roleCommand{roles: roleSet{api: true, projector: true, sync: true}, name: "serve"}
+		cmd = &roleCommand{roles: roleSet{api: true, projector: true, sync: true, appservice: true}, name: "serve"}
 	case "api":
 		cmd = &roleCommand{roles: roleSet{api: true}, name: "api"}
 	case "projector":
 		cmd = &roleCommand{roles: roleSet{projector: true}, name: "projector"}
 	case "sync":
 		cmd = &roleCommand{roles: roleSet{sync: true}, name: "sync"}
+	case "appservice":
+		cmd = &roleCommand{roles: roleSet{appservice: true}, name: "appservice"}
 	case "replay":
 		cmd = &replayCommand{}
 	case "migrate":
@@ -77,6 +79,7 @@ commands:
   api         the client-server API role
   projector   the projector role
   sync        a sync worker role
+  appservice  delivers events to the application services (--appservice)
   replay      rebuild the projections from the log into a database
   migrate     apply database migrations and exit
   projection  inspect the projection (set-aside: records it could not apply)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"strand/api"
+	"strand/api/appservice"
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector"
@@ -23,13 +24,14 @@ import (
 	"strand/syncstream"
 )
 
-type roleSet struct{ api, projector, sync bool }
+type roleSet struct{ api, projector, sync, appservice bool }
 
 // roleCommand runs one or more roles in this process.
 type roleCommand struct {
-	name  string
-	roles roleSet
-	cfg   config
+	name        string
+	roles       roleSet
+	cfg         config
+	appservices *appservice.Set
 }
 
 // deps are the connections a process opens once and shares between its
@@ -105,6 +107,8 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	c.cfg.registerCommon(fs)
 	if c.roles.api || c.roles.sync {
 		c.cfg.registerServer(fs)
+	} else if c.roles.appservice {
+		c.cfg.registerAppserviceRole(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -114,11 +118,21 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	// Registration files are checked before anything starts: a bad one
+	// is a clear error and exit, not a half-working bridge.
+	appservices, err := c.cfg.appservices()
+	if err != nil {
+		return err
+	}
+	if c.name == "appservice" && len(appservices.All()) == 0 {
+		return errors.New("the appservice role needs at least one --appservice FILE (STRAND_APPSERVICES)")
+	}
 	logger, err := c.cfg.logger()
 	if err != nil {
 		return err
 	}
 	logger = logger.With("role", c.name)
+	c.appservices = appservices
 	d, err := openDeps(ctx, &c.cfg, logger, c.name == "serve")
 	if err != nil {
 		return err
@@ -147,6 +161,15 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 			return err
 		}
 		g.Go(func() error { return p.Run(ctx) })
+	}
+	if c.roles.appservice && len(c.appservices.All()) > 0 {
+		wm, err := eventlog.NewWatermark(d.nc, d.store.Position)
+		if err != nil {
+			return err
+		}
+		dl := &appservice.Deliverer{Log: d.log, Store: d.store, Watermark: wm, Services: c.appservices,
+			Client: appservice.NewClient(appserviceTxnTimeout), Server: matrix.ServerName(c.cfg.ServerName), Logger: logger}
+		g.Go(func() error { return dl.Run(ctx) })
 	}
 	if c.cfg.PprofListen != "" {
 		serveHTTP(ctx, g, c.cfg.PprofListen, pprofHandler(), nil)
@@ -269,9 +292,13 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		PreviewCacheTTL:          c.cfg.PreviewCacheTTL,
 		SigningKey:               key,
 		DefaultRoomVersion:       matrix.RoomVersion(c.cfg.DefaultRoomVer),
+		Appservices:              c.appservices,
 	}, d.log, d.store, wm, logger)
 	srv.UseSessions(sessions)
 	srv.UseReaders(readers)
+	if len(c.appservices.All()) > 0 {
+		g.Go(func() error { ensureAppserviceSenders(ctx, srv, logger); return nil })
+	}
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return nil, nil, err
 	}
@@ -306,4 +333,28 @@ func serveHTTP(ctx context.Context, g *errgroup.Group, addr string, h http.Handl
 		return srv.Shutdown(sctx)
 	})
 	return ln.Addr().String(), nil
+}
+
+// appserviceTxnTimeout bounds one transaction pushed to a service; a
+// service that takes longer gets the same transaction again.
+const appserviceTxnTimeout = 60 * time.Second
+
+// ensureAppserviceSenders registers the services' sender users, trying
+// again until it works (the projector that the registration waits for
+// may still be starting) or the process stops.
+func ensureAppserviceSenders(ctx context.Context, srv *api.Server, logger *slog.Logger) {
+	wait := time.Second
+	for {
+		err := srv.EnsureAppserviceSenders(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		logger.Warn("could not register the application service senders yet", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Minute)
+	}
 }

@@ -1,0 +1,288 @@
+package appservice
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"strand/eventlog"
+	"strand/eventlog/matrix"
+	"strand/projector/store"
+)
+
+// Deliverer pushes the room events each service is interested in to it,
+// in log order, in transactions (the appservice role).
+//
+// Each service has its own reader of ROOMS, which starts after the
+// service's delivered position (eventlog.AppserviceState). A batch of
+// records is matched against the service's namespaces, using the
+// projection once it has applied the batch (room aliases and joined
+// members are projected state). If any event matches, the transaction
+// (its ID, the records it covers, the IDs of its events) is written to
+// the state first, then sent; only a 2xx answer moves the position past
+// it. A failure (no connection, a timeout, any other status, a 403 for a
+// wrong hs_token included) ends the reader; the transaction is sent again,
+// the same ID with the same events, with exponential back-off, until the
+// service takes it, and reading resumes after it. A restart finds the
+// transaction in the state and does the same, so nothing is skipped and
+// nothing is sent under two IDs.
+type Deliverer struct {
+	Log       *eventlog.Log
+	Store     *store.Store
+	Watermark *eventlog.Watermark
+	Client    *Client
+	Services  *Set
+	Server    matrix.ServerName
+	Logger    *slog.Logger
+	// MinBackoff and MaxBackoff bound the wait between attempts
+	// (defaults 500 ms and 5 min).
+	MinBackoff, MaxBackoff time.Duration
+	// MaxRecords bounds the ROOMS records one transaction covers
+	// (default 100).
+	MaxRecords int
+}
+
+// Run delivers to every service with a url until ctx ends.
+func (d *Deliverer) Run(ctx context.Context) error {
+	if d.MinBackoff <= 0 {
+		d.MinBackoff = 500 * time.Millisecond
+	}
+	if d.MaxBackoff <= 0 {
+		d.MaxBackoff = 5 * time.Minute
+	}
+	if d.MaxRecords <= 0 {
+		d.MaxRecords = 100
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for _, reg := range d.Services.All() {
+		if !reg.HasURL() {
+			continue
+		}
+		g.Go(func() error { return d.runService(ctx, reg) })
+	}
+	return g.Wait()
+}
+
+func (d *Deliverer) runService(ctx context.Context, reg *Registration) error {
+	logger := d.Logger.With("appservice", reg.ID)
+	wait := d.MinBackoff
+	for {
+		progressed, err := d.deliver(ctx, reg, logger)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if progressed {
+			wait = d.MinBackoff
+		}
+		logger.Warn("application service delivery interrupted; retrying", "err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		if !progressed {
+			wait = min(2*wait, d.MaxBackoff)
+		}
+	}
+}
+
+// skipSaveEvery bounds how often the position is written while records
+// of no interest go by: re-reading them after a restart costs nothing.
+const skipSaveEvery = 2 * time.Second
+
+// deliver sends the in-flight transaction, if any, then reads on until an
+// error. progressed reports whether a transaction was delivered.
+func (d *Deliverer) deliver(ctx context.Context, reg *Registration, logger *slog.Logger) (progressed bool, err error) {
+	st, rev, err := d.Log.AppserviceState(ctx, reg.ID)
+	if err != nil {
+		return false, err
+	}
+	if st.InFlight != nil {
+		txn := *st.InFlight
+		events, err := d.reread(ctx, txn)
+		if err != nil {
+			return false, err
+		}
+		if err := d.Client.SendTransaction(ctx, reg, txn.ID, Transaction{Events: events}); err != nil {
+			return false, fmt.Errorf("transaction %s: %w", txn.ID, err)
+		}
+		st.Through, st.InFlight = txn.To, nil
+		if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, rev); err != nil {
+			return true, err
+		}
+		logger.Debug("transaction delivered", "txn_id", txn.ID, "events", len(events))
+		progressed = true
+	}
+	lastSave := time.Now()
+	err = d.Log.Read(ctx, eventlog.StreamRooms, eventlog.ReadOptions{From: st.Through + 1, MaxBatch: d.MaxRecords},
+		func(ctx context.Context, batch []eventlog.Msg) error {
+			last := batch[len(batch)-1].Seq
+			// Aliases and members are read from the projection: wait
+			// until it shows the batch.
+			if err := d.Watermark.Wait(ctx, eventlog.StreamRooms, last); err != nil {
+				return err
+			}
+			ids, events, err := d.match(ctx, reg, batch, nil)
+			if err != nil {
+				return err
+			}
+			if len(events) == 0 {
+				st.Through = last
+				if time.Since(lastSave) >= skipSaveEvery {
+					if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, rev); err != nil {
+						return err
+					}
+					lastSave = time.Now()
+				}
+				return nil
+			}
+			// Record the transaction before sending it: whatever happens
+			// next, this ID goes out with exactly these events.
+			txn := eventlog.AppserviceTxn{ID: fmt.Sprintf("%d-%d", st.Through+1, last), From: st.Through + 1, To: last, Events: ids}
+			st.InFlight = &txn
+			if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, rev); err != nil {
+				return err
+			}
+			if err := d.Client.SendTransaction(ctx, reg, txn.ID, Transaction{Events: events}); err != nil {
+				return fmt.Errorf("transaction %s: %w", txn.ID, err)
+			}
+			st.Through, st.InFlight = last, nil
+			if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, rev); err != nil {
+				return err
+			}
+			lastSave = time.Now()
+			progressed = true
+			logger.Debug("transaction delivered", "txn_id", txn.ID, "events", len(events))
+			return nil
+		})
+	return progressed, err
+}
+
+// reread reads the records of an in-flight transaction again and returns
+// its events, in the order first sent.
+func (d *Deliverer) reread(ctx context.Context, txn eventlog.AppserviceTxn) ([]json.RawMessage, error) {
+	want := make(map[string]bool, len(txn.Events))
+	for _, id := range txn.Events {
+		want[id] = true
+	}
+	var out []json.RawMessage
+	err := d.Log.Read(ctx, eventlog.StreamRooms, eventlog.ReadOptions{From: txn.From, StopAt: txn.To, MaxBatch: d.MaxRecords},
+		func(ctx context.Context, batch []eventlog.Msg) error {
+			var inRange []eventlog.Msg
+			for _, m := range batch {
+				if m.Seq <= txn.To {
+					inRange = append(inRange, m)
+				}
+			}
+			_, evs, err := d.match(ctx, nil, inRange, want)
+			out = append(out, evs...)
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) != len(txn.Events) {
+		return nil, fmt.Errorf("transaction %s: found %d of its %d events on the log", txn.ID, len(out), len(txn.Events))
+	}
+	return out, nil
+}
+
+// match returns the events of batch the service is interested in (or,
+// with want, the events whose IDs are in want), with their IDs.
+func (d *Deliverer) match(ctx context.Context, reg *Registration, batch []eventlog.Msg, want map[string]bool) (ids []string, events []json.RawMessage, err error) {
+	rooms := map[string]bool{}
+	for _, m := range batch {
+		if m.Type != (eventlog.RoomEvents{}).RecordType() {
+			continue
+		}
+		rec, err := m.Decode()
+		if err != nil {
+			// Set aside by the projector too; nothing a service could use.
+			d.Logger.Warn("application service delivery passes over a record it cannot decode", "stream_seq", m.Seq, "err", err)
+			continue
+		}
+		re := rec.(*eventlog.RoomEvents)
+		for _, raw := range re.Events {
+			ev, err := matrix.ParseEvent(matrix.RoomVersion(re.RoomVersion), raw)
+			if err != nil {
+				d.Logger.Warn("application service delivery passes over an event it cannot parse", "stream_seq", m.Seq, "err", err)
+				continue
+			}
+			if want != nil {
+				if !want[string(ev.ID())] {
+					continue
+				}
+			} else {
+				ok, err := d.interested(ctx, reg, ev, rooms)
+				if err != nil {
+					return nil, nil, err
+				}
+				if !ok {
+					continue
+				}
+			}
+			ids = append(ids, string(ev.ID()))
+			events = append(events, matrix.ClientEvent(ev))
+		}
+	}
+	return ids, events, nil
+}
+
+// interested decides whether ev concerns reg: its sender or the target of
+// a membership event is one of the service's users, or its room is in a
+// rooms namespace, has an alias in an aliases namespace or a joined member
+// who is one of the service's users. rooms caches the last answers per
+// room for one batch.
+func (d *Deliverer) interested(ctx context.Context, reg *Registration, ev *matrix.Event, rooms map[string]bool) (bool, error) {
+	if reg.InterestedInUser(string(ev.Sender()), d.Server) {
+		return true, nil
+	}
+	if sk := ev.StateKey(); sk != nil && ev.Type() == "m.room.member" && reg.InterestedInUser(*sk, d.Server) {
+		return true, nil
+	}
+	roomID := string(ev.RoomID())
+	if reg.InterestedInRoomID(roomID) {
+		return true, nil
+	}
+	if v, ok := rooms[roomID]; ok {
+		return v, nil
+	}
+	v, err := d.roomInterest(ctx, reg, roomID)
+	if err != nil {
+		return false, err
+	}
+	rooms[roomID] = v
+	return v, nil
+}
+
+func (d *Deliverer) roomInterest(ctx context.Context, reg *Registration, roomID string) (bool, error) {
+	aliases, err := d.Store.RoomAliases(ctx, roomID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	for _, a := range aliases {
+		if reg.OwnsAlias(a) {
+			return true, nil
+		}
+	}
+	members, err := d.Store.Members(ctx, roomID, 0, []string{"join"}, nil)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	for _, m := range members {
+		if m.StateKey != nil && reg.InterestedInUser(*m.StateKey, d.Server) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
