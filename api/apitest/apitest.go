@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"strand/api"
+	"strand/api/appservice"
 	"strand/eventlog"
 	"strand/eventlog/logtest"
 	"strand/eventlog/matrix"
@@ -169,6 +170,7 @@ func (e *Env) APIWithMetrics(cfg api.Config, reg prometheus.Registerer) *httptes
 	readers := e.readers(l)
 	a.UseSessions(e.sessions(l, st, wm, readers))
 	a.UseReaders(readers)
+	e.ensureSenders(a, cfg)
 	srv := httptest.NewServer(a)
 	e.T.Cleanup(srv.Close)
 	return srv
@@ -236,6 +238,7 @@ func (e *Env) Serve(cfg api.Config) *httptest.Server {
 	a.UseSessions(h.Sessions) // one cache per process
 	a.UseReaders(e.readers(l))
 	a.Mount("/sync", h)
+	e.ensureSenders(a, cfg)
 	srv := httptest.NewServer(a)
 	e.T.Cleanup(srv.Close)
 	return srv
@@ -257,6 +260,46 @@ func (e *Env) SyncWorkerHandler() (srv *httptest.Server, h *syncstream.Handler, 
 	srv = httptest.NewServer(h.Routes())
 	e.T.Cleanup(srv.Close)
 	return srv, h, func() { srv.CloseClientConnections(); srv.Close(); stopConsumer() }
+}
+
+// ensureSenders registers the application services' senders, as the
+// api role does at start (it needs a running projector).
+func (e *Env) ensureSenders(a *api.Server, cfg api.Config) {
+	if len(cfg.Appservices.All()) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.EnsureAppserviceSenders(ctx); err != nil {
+		e.T.Fatalf("register application service senders: %v", err)
+	}
+}
+
+// AppserviceWorker runs an appservice role "process" delivering to the
+// services of set until the returned stop is called (or the test ends),
+// retrying failed transactions quickly.
+func (e *Env) AppserviceWorker(set *appservice.Set) (stop func()) {
+	e.T.Helper()
+	l := e.Conn()
+	st := e.Store()
+	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	d := &appservice.Deliverer{Log: l, Store: st, Watermark: wm, Services: set, Client: appservice.NewClient(10 * time.Second),
+		Server: "localhost", Logger: Logger(), MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			e.T.Errorf("appservice worker: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; _ = wm.Close() }) }
+	e.T.Cleanup(stop)
+	return stop
 }
 
 // Client is a minimal Matrix client for tests.
