@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -413,4 +414,21 @@ func (s *Server) thirdPartyLookup(kind string) handlerFunc {
 		matrix.WriteJSON(w, http.StatusOK, out)
 		return nil
 	}
+}
+
+// maxTS is the largest origin_server_ts canonical JSON can carry.
+const maxTS = 1<<53 - 1
+
+// massagedTS is the ?ts= an application service may give /send and
+// /state to set the event's origin_server_ts (0: none, the server's
+// clock). For anyone else the parameter means nothing and is ignored.
+func massagedTS(r *http.Request) (int64, error) {
+	if appserviceOf(r) == nil || !r.URL.Query().Has("ts") {
+		return 0, nil
+	}
+	ts, err := strconv.ParseInt(r.URL.Query().Get("ts"), 10, 64)
+	if err != nil || ts <= 0 || ts > maxTS {
+		return 0, matrix.InvalidParam("ts must be a positive integer of milliseconds")
+	}
+	return ts, nil
 }

@@ -299,6 +299,18 @@ func (e *Env) AppserviceWorker(set *appservice.Set) (stop func()) {
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done; _ = wm.Close() }) }
 	e.T.Cleanup(stop)
+	// A service new to the log starts at its head: wait until each has
+	// its position, so what the test sends next is delivered.
+	for _, reg := range set.All() {
+		for reg.HasURL() {
+			if _, rev, err := l.AppserviceState(ctx, reg.ID); err != nil {
+				e.T.Fatal(err)
+			} else if rev != 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	return stop
 }
 

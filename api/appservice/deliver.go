@@ -107,6 +107,19 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, logger *slog
 	if err != nil {
 		return false, err
 	}
+	if rev == 0 {
+		// A service new to this server starts with what happens from now
+		// on, not with the server's whole history.
+		head, err := d.Log.Head(ctx, eventlog.StreamRooms)
+		if err != nil {
+			return false, err
+		}
+		st.Through = head
+		if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, 0); err != nil {
+			return false, err
+		}
+		logger.Info("application service delivery starts", "stream_seq", head)
+	}
 	if st.InFlight != nil {
 		txn := *st.InFlight
 		events, err := d.reread(ctx, txn)
