@@ -241,6 +241,9 @@ type fakeTxn struct {
 	Events []string
 	Bodies []string
 	Status int
+	// Ephemeral holds "type room_id/sender content" of each ephemeral
+	// event.
+	Ephemeral []string
 }
 
 func newFakeService(t *testing.T, hsToken string) *fakeService {
@@ -274,6 +277,12 @@ func (f *fakeService) serve(w http.ResponseWriter, r *http.Request) {
 				EventID string         `json:"event_id"`
 				Content map[string]any `json:"content"`
 			} `json:"events"`
+			Ephemeral []struct {
+				Type    string          `json:"type"`
+				RoomID  string          `json:"room_id"`
+				Sender  string          `json:"sender"`
+				Content json.RawMessage `json:"content"`
+			} `json:"ephemeral"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 			w.WriteHeader(400)
@@ -284,6 +293,9 @@ func (f *fakeService) serve(w http.ResponseWriter, r *http.Request) {
 			txn.Events = append(txn.Events, e.EventID)
 			b, _ := e.Content["body"].(string)
 			txn.Bodies = append(txn.Bodies, b)
+		}
+		for _, e := range body.Ephemeral {
+			txn.Ephemeral = append(txn.Ephemeral, e.Type+" "+e.RoomID+e.Sender+" "+string(e.Content))
 		}
 		f.txns = append(f.txns, txn)
 		_, _ = io.WriteString(w, `{}`)
@@ -450,5 +462,62 @@ func TestAppservicePingAndThirdParty(t *testing.T) {
 	svc.srv.Close()
 	if r := as.Do("POST", ping, map[string]any{}); r.Status != 502 || r.Errcode() != "M_CONNECTION_FAILED" {
 		t.Fatalf("ping of a service that is down: %d %s", r.Status, r.Raw)
+	}
+}
+
+// TestAppserviceEphemeral: a service with receive_ephemeral gets typing
+// notices and receipts of the rooms it is interested in, and presence of
+// the users there, in the ephemeral part of its transactions; nothing of
+// rooms it is not interested in, and private receipts only of its users.
+func TestAppserviceEphemeral(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	svc := newFakeService(t, "hs_secret")
+	cfg := apitest.DefaultConfig()
+	set := appserviceSet(t, strings.Replace(bridgeYAML(svc.srv.URL), "rate_limited: false", "receive_ephemeral: true", 1))
+	cfg.Appservices = set
+	base := env.API(cfg).URL
+	env.AppserviceWorker(set)
+	as := apitest.NewClient(t, base).As("as_secret")
+	alice := apitest.NewClient(t, base)
+	alice.Register("alice", "pw")
+	room := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
+	elsewhere := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
+	as.MustDo("POST", "/_matrix/client/v3/join/"+esc(room), nil)
+
+	// Not of interest: a room without the service's users.
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(elsewhere)+"/typing/"+esc(alice.UserID), map[string]any{"typing": true, "timeout": 30000})
+	ev0 := alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(elsewhere)+"/send/m.room.message/e0", map[string]any{"msgtype": "m.text", "body": "elsewhere"}).Str("event_id")
+	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(elsewhere)+"/receipt/m.read/"+esc(ev0), map[string]any{})
+
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(room)+"/typing/"+esc(alice.UserID), map[string]any{"typing": true, "timeout": 30000})
+	ev := alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(room)+"/send/m.room.message/e1", map[string]any{"msgtype": "m.text", "body": "hi"}).Str("event_id")
+	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(room)+"/receipt/m.read.private/"+esc(ev), map[string]any{})
+	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(room)+"/receipt/m.read/"+esc(ev), map[string]any{})
+	alice.MustDo("PUT", "/_matrix/client/v3/presence/"+esc(alice.UserID)+"/status", map[string]any{"presence": "online", "status_msg": "here"})
+
+	ephemeral := func() []string {
+		var out []string
+		seen := map[string]bool{}
+		for _, tx := range svc.snapshot() {
+			if tx.Status == 200 && !seen[tx.ID] {
+				seen[tx.ID] = true
+				out = append(out, tx.Ephemeral...)
+			}
+		}
+		return out
+	}
+	has := func(prefix string) bool {
+		return slices.ContainsFunc(ephemeral(), func(e string) bool { return strings.HasPrefix(e, prefix) })
+	}
+	waitFor(t, "typing, receipt and presence", func() bool {
+		return has("m.typing "+room+` {"user_ids":["`+alice.UserID+`"]}`) && has("m.receipt "+room+` {"`+ev+`":{"m.read":`) && has("m.presence "+alice.UserID)
+	})
+	// The later events are there, so the earlier ones of no interest
+	// would be too: each lane is in order.
+	for _, e := range ephemeral() {
+		if strings.Contains(e, elsewhere) || strings.Contains(e, "m.read.private") {
+			t.Fatalf("delivered %q", e)
+		}
 	}
 }

@@ -29,7 +29,11 @@ type AppserviceTxn struct {
 	ID     string   `json:"id"`
 	From   uint64   `json:"from"`
 	To     uint64   `json:"to"`
-	Events []string `json:"events"`
+	Events []string `json:"events,omitempty"`
+	// Ephemeral is the ephemeral data of a RECEIPTS or EPHEMERAL
+	// transaction, kept as sent: it is computed from more than the
+	// records of the range (the room's typing users), and small.
+	Ephemeral []json.RawMessage `json:"ephemeral,omitempty"`
 }
 
 // AppserviceState is a service's delivery position: every ROOMS record
@@ -68,7 +72,8 @@ func (l *Log) appservices(ctx context.Context) (jetstream.KeyValue, error) {
 	return kv, nil
 }
 
-// AppserviceState reads service id's delivery state and its revision (0:
+// AppserviceState reads the delivery state under id (a service's ID, or
+// its ID and a stream for its ephemeral lanes) and its revision (0:
 // none yet).
 func (l *Log) AppserviceState(ctx context.Context, id string) (AppserviceState, uint64, error) {
 	var st AppserviceState

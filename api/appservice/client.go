@@ -105,6 +105,12 @@ type Transaction struct {
 // SendTransaction pushes one transaction. Any answer but 2xx (a 403 for
 // a wrong hs_token included) is an error, and the transaction is retried.
 func (c *Client) SendTransaction(ctx context.Context, reg *Registration, txnID string, txn Transaction) error {
+	if txn.Events == nil {
+		txn.Events = []json.RawMessage{} // required, even when empty
+	}
+	if len(txn.Ephemeral) > 0 {
+		txn.EphemeralUnstable = txn.Ephemeral
+	}
 	_, err := c.Do(ctx, reg, http.MethodPut, "/_matrix/app/v1/transactions/"+url.PathEscape(txnID), nil, txn)
 	return err
 }

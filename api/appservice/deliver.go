@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -47,6 +48,16 @@ type Deliverer struct {
 	MaxRecords int
 }
 
+// lane is one stream delivered to one service: ROOMS (room events),
+// and RECEIPTS and EPHEMERAL (ephemeral data) for services that asked for
+// it. Each lane has its own position and transactions.
+type lane struct {
+	stream string
+	key    string // the service's key in the state bucket
+	prefix string // of its transaction IDs
+	typing map[string]map[string]int64
+}
+
 // Run delivers to every service with a url until ctx ends.
 func (d *Deliverer) Run(ctx context.Context) error {
 	if d.MinBackoff <= 0 {
@@ -66,16 +77,24 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if !reg.HasURL() {
 			continue
 		}
-		g.Go(func() error { return d.runService(ctx, reg) })
+		lanes := []*lane{{stream: eventlog.StreamRooms, key: reg.ID}}
+		if reg.Ephemeral() {
+			lanes = append(lanes,
+				&lane{stream: eventlog.StreamReceipts, key: reg.ID + "\n" + eventlog.StreamReceipts, prefix: "c"},
+				&lane{stream: eventlog.StreamEphemeral, key: reg.ID + "\n" + eventlog.StreamEphemeral, prefix: "e", typing: map[string]map[string]int64{}})
+		}
+		for _, ln := range lanes {
+			g.Go(func() error { return d.runLane(ctx, reg, ln) })
+		}
 	}
 	return g.Wait()
 }
 
-func (d *Deliverer) runService(ctx context.Context, reg *Registration) error {
-	logger := d.Logger.With("appservice", reg.ID)
+func (d *Deliverer) runLane(ctx context.Context, reg *Registration, ln *lane) error {
+	logger := d.Logger.With("appservice", reg.ID, "stream", ln.stream)
 	wait := d.MinBackoff
 	for {
-		progressed, err := d.deliver(ctx, reg, logger)
+		progressed, err := d.deliver(ctx, reg, ln, logger)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -100,59 +119,66 @@ func (d *Deliverer) runService(ctx context.Context, reg *Registration) error {
 // of no interest go by: re-reading them after a restart costs nothing.
 const skipSaveEvery = 2 * time.Second
 
-// deliver sends the in-flight transaction, if any, then reads on until an
-// error. progressed reports whether a transaction was delivered.
-func (d *Deliverer) deliver(ctx context.Context, reg *Registration, logger *slog.Logger) (progressed bool, err error) {
-	st, rev, err := d.Log.AppserviceState(ctx, reg.ID)
+// deliver sends the lane's in-flight transaction, if any, then reads on
+// until an error. progressed reports whether a transaction was delivered.
+func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, logger *slog.Logger) (progressed bool, err error) {
+	st, rev, err := d.Log.AppserviceState(ctx, ln.key)
 	if err != nil {
 		return false, err
 	}
 	if rev == 0 {
 		// A service new to this server starts with what happens from now
 		// on, not with the server's whole history.
-		head, err := d.Log.Head(ctx, eventlog.StreamRooms)
+		head, err := d.Log.Head(ctx, ln.stream)
 		if err != nil {
 			return false, err
 		}
 		st.Through = head
-		if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, 0); err != nil {
+		if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, 0); err != nil {
 			return false, err
 		}
 		logger.Info("application service delivery starts", "stream_seq", head)
 	}
 	if st.InFlight != nil {
 		txn := *st.InFlight
-		events, err := d.reread(ctx, txn)
-		if err != nil {
-			return false, err
+		body := Transaction{Ephemeral: txn.Ephemeral}
+		if ln.stream == eventlog.StreamRooms {
+			if body.Events, err = d.reread(ctx, txn); err != nil {
+				return false, err
+			}
 		}
-		if err := d.Client.SendTransaction(ctx, reg, txn.ID, Transaction{Events: events}); err != nil {
+		if err := d.Client.SendTransaction(ctx, reg, txn.ID, body); err != nil {
 			return false, fmt.Errorf("transaction %s: %w", txn.ID, err)
 		}
 		st.Through, st.InFlight = txn.To, nil
-		if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, rev); err != nil {
+		if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
 			return true, err
 		}
-		logger.Debug("transaction delivered", "txn_id", txn.ID, "events", len(events))
+		logger.Debug("transaction delivered", "txn_id", txn.ID)
 		progressed = true
 	}
 	lastSave := time.Now()
-	err = d.Log.Read(ctx, eventlog.StreamRooms, eventlog.ReadOptions{From: st.Through + 1, MaxBatch: d.MaxRecords},
+	err = d.Log.Read(ctx, ln.stream, eventlog.ReadOptions{From: st.Through + 1, MaxBatch: d.MaxRecords},
 		func(ctx context.Context, batch []eventlog.Msg) error {
 			last := batch[len(batch)-1].Seq
-			// Aliases and members are read from the projection: wait
-			// until it shows the batch.
-			if err := d.Watermark.Wait(ctx, eventlog.StreamRooms, last); err != nil {
+			var ids []string
+			var body Transaction
+			if ln.stream == eventlog.StreamRooms {
+				// Aliases and members are read from the projection: wait
+				// until it shows the batch.
+				if err := d.Watermark.Wait(ctx, eventlog.StreamRooms, last); err != nil {
+					return err
+				}
+				if ids, body.Events, err = d.match(ctx, reg, batch, nil); err != nil {
+					return err
+				}
+			} else if body.Ephemeral, err = d.matchEphemeral(ctx, reg, ln, batch); err != nil {
 				return err
 			}
-			ids, events, err := d.match(ctx, reg, batch, nil)
-			if err != nil {
-				return err
-			}
-			if len(events) == 0 {
+			if len(body.Events) == 0 && len(body.Ephemeral) == 0 {
 				st.Through = last
 				if time.Since(lastSave) >= skipSaveEvery {
-					if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, rev); err != nil {
+					if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
 						return err
 					}
 					lastSave = time.Now()
@@ -160,22 +186,25 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, logger *slog
 				return nil
 			}
 			// Record the transaction before sending it: whatever happens
-			// next, this ID goes out with exactly these events.
-			txn := eventlog.AppserviceTxn{ID: fmt.Sprintf("%d-%d", st.Through+1, last), From: st.Through + 1, To: last, Events: ids}
+			// next, this ID goes out with exactly these events (room
+			// events by ID, read again from the log; ephemeral data,
+			// which is small and computed, as sent).
+			txn := eventlog.AppserviceTxn{ID: fmt.Sprintf("%s%d-%d", ln.prefix, st.Through+1, last), From: st.Through + 1, To: last,
+				Events: ids, Ephemeral: body.Ephemeral}
 			st.InFlight = &txn
-			if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, rev); err != nil {
+			if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
 				return err
 			}
-			if err := d.Client.SendTransaction(ctx, reg, txn.ID, Transaction{Events: events}); err != nil {
+			if err := d.Client.SendTransaction(ctx, reg, txn.ID, body); err != nil {
 				return fmt.Errorf("transaction %s: %w", txn.ID, err)
 			}
 			st.Through, st.InFlight = last, nil
-			if rev, err = d.Log.PutAppserviceState(ctx, reg.ID, st, rev); err != nil {
+			if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
 				return err
 			}
 			lastSave = time.Now()
 			progressed = true
-			logger.Debug("transaction delivered", "txn_id", txn.ID, "events", len(events))
+			logger.Debug("transaction delivered", "txn_id", txn.ID, "events", len(body.Events), "ephemeral", len(body.Ephemeral))
 			return nil
 		})
 	return progressed, err
@@ -298,4 +327,113 @@ func (d *Deliverer) roomInterest(ctx context.Context, reg *Registration, roomID 
 		}
 	}
 	return false, nil
+}
+
+// matchEphemeral turns a batch of RECEIPTS or EPHEMERAL records into the
+// ephemeral events the service is to get: receipts and typing in rooms it
+// is interested in (private receipts only of its own users), presence of
+// its users and of users in rooms it is interested in. Typing is the
+// room's whole list of typing users, kept in the lane from the records
+// read (after a restart, those typing before it are not listed until
+// they type again; typing notices expire in seconds anyway).
+func (d *Deliverer) matchEphemeral(ctx context.Context, reg *Registration, ln *lane, batch []eventlog.Msg) ([]json.RawMessage, error) {
+	rooms := map[string]bool{}
+	roomOK := func(roomID string) (bool, error) {
+		if reg.InterestedInRoomID(roomID) {
+			return true, nil
+		}
+		if v, ok := rooms[roomID]; ok {
+			return v, nil
+		}
+		v, err := d.roomInterest(ctx, reg, roomID)
+		rooms[roomID] = v
+		return v, err
+	}
+	var out []json.RawMessage
+	for _, m := range batch {
+		rec, err := m.Decode()
+		if err != nil {
+			d.Logger.Warn("application service delivery passes over a record it cannot decode", "stream", m.Stream, "stream_seq", m.Seq, "err", err)
+			continue
+		}
+		switch r := rec.(type) {
+		case *eventlog.ReceiptSet:
+			if r.Type == "m.read.private" && !reg.InterestedInUser(r.UserID, d.Server) {
+				continue
+			}
+			if ok, err := roomOK(r.RoomID); err != nil {
+				return nil, err
+			} else if !ok && !reg.InterestedInUser(r.UserID, d.Server) {
+				continue
+			}
+			receipt := map[string]any{"ts": r.TS}
+			if r.ThreadID != "" {
+				receipt["thread_id"] = r.ThreadID
+			}
+			out = append(out, mustJSON(map[string]any{"type": "m.receipt", "room_id": r.RoomID,
+				"content": map[string]any{r.EventID: map[string]any{r.Type: map[string]any{r.UserID: receipt}}}}))
+		case *eventlog.TypingSet:
+			if ln.typing == nil {
+				continue
+			}
+			users := ln.typing[r.RoomID]
+			if users == nil {
+				users = map[string]int64{}
+				ln.typing[r.RoomID] = users
+			}
+			switch {
+			case r.Typing:
+				users[r.UserID] = r.ExpiresTS
+			case r.ExpiresTS == 0 || users[r.UserID] == r.ExpiresTS:
+				// A stop, or the expiry of the notice still current.
+				delete(users, r.UserID)
+			default:
+				continue // the expiry of a notice since renewed
+			}
+			if ok, err := roomOK(r.RoomID); err != nil {
+				return nil, err
+			} else if !ok {
+				continue
+			}
+			now := m.Time.UnixMilli()
+			ids := []string{}
+			for u, exp := range users {
+				if exp == 0 || exp > now {
+					ids = append(ids, u)
+				}
+			}
+			slices.Sort(ids)
+			out = append(out, mustJSON(map[string]any{"type": "m.typing", "room_id": r.RoomID, "content": map[string]any{"user_ids": ids}}))
+		case *eventlog.PresenceSet:
+			ok := reg.InterestedInUser(r.UserID, d.Server)
+			if !ok {
+				joined, err := d.Store.JoinedRooms(ctx, r.UserID)
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
+					return nil, err
+				}
+				for _, room := range joined {
+					if ok, err = roomOK(room); err != nil {
+						return nil, err
+					} else if ok {
+						break
+					}
+				}
+			}
+			if !ok {
+				continue
+			}
+			presence, ago, active := r.Effective(m.Time)
+			c := map[string]any{"presence": presence, "last_active_ago": ago, "currently_active": active}
+			if r.StatusMsg != nil {
+				c["status_msg"] = *r.StatusMsg
+			}
+			out = append(out, mustJSON(map[string]any{"type": "m.presence", "sender": r.UserID, "content": c}))
+		}
+	}
+	return out, nil
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v) // maps of strings and numbers always marshal
+	return b
 }

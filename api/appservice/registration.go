@@ -92,6 +92,8 @@ func Parse(data []byte, server matrix.ServerName) (*Registration, error) {
 	switch {
 	case r.ID == "":
 		return nil, errors.New(`"id" must not be empty`)
+	case strings.ContainsFunc(r.ID, func(c rune) bool { return c < ' ' || c == 0x7f }):
+		return nil, errors.New(`"id" must not contain control characters`)
 	case r.ASToken == "":
 		return nil, errors.New(`"as_token" must not be empty`)
 	case r.HSToken == "":
