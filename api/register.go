@@ -57,6 +57,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	}
 	var req registerRequest
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		if aerr := s.registrationAllowed(); aerr != nil {
+			return aerr // closed says so before anything is read
+		}
 		return err
 	}
 	if req.Type == "m.login.application_service" {
