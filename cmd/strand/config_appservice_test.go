@@ -2,10 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"strand/api/apitest"
+	"strand/projector/store/storetest"
 )
 
 const testRegistration = `id: %ID%
@@ -100,5 +108,70 @@ func TestAppserviceRegistrationErrorsStopStart(t *testing.T) {
 	}
 	if err := run(ctx, []string{"appservice", "--nats-url", "nats://127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "at least one --appservice") {
 		t.Errorf("appservice role without registrations: %v", err)
+	}
+}
+
+// "strand serve --appservice" registers the service's sender, answers
+// its as_token and delivers room events to it; after a restart of the
+// whole server on the same data, delivery goes on with nothing lost or
+// repeated.
+func TestServeDeliversToAppservice(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]int{} // message bodies by transaction ID seen first
+	seenTxn := map[string]bool{}
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer hs_svc" {
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		var body struct {
+			Events []struct {
+				Content struct {
+					Body string `json:"body"`
+				} `json:"content"`
+			} `json:"events"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		defer mu.Unlock()
+		if txn := strings.TrimPrefix(r.URL.Path, "/_matrix/app/v1/transactions/"); !seenTxn[txn] {
+			seenTxn[txn] = true
+			for _, e := range body.Events {
+				if e.Content.Body != "" {
+					got[e.Content.Body]++
+				}
+			}
+		}
+		_, _ = w.Write([]byte("{}"))
+	}))
+	t.Cleanup(svc.Close)
+	dir := t.TempDir()
+	reg := writeRegistration(t, dir, "svc", strings.Replace(testRegistration, "http://127.0.0.1:9", svc.URL, 1))
+	dataDir, dbURL, addr := t.TempDir(), storetest.NewURL(t), freeAddr(t)
+	args := []string{"--listen", addr, "--data-dir", dataDir, "--database-url", dbURL, "--appservice", reg}
+	stop := startServe(t, args...)
+	base := "http://" + addr
+	as := apitest.NewClient(t, base).As("as_svc")
+	waitFor(t, func() bool { return as.Do("GET", "/_matrix/client/v3/account/whoami", nil).Str("user_id") == "@_svc_bot:localhost" })
+	bob := apitest.NewClient(t, base)
+	bob.Register("bob", "pw")
+	room := bob.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
+	as.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), nil)
+	count := func(body string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[body]
+	}
+	bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/1", map[string]any{"msgtype": "m.text", "body": "one"})
+	waitFor(t, func() bool { return count("one") == 1 })
+	bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/2", map[string]any{"msgtype": "m.text", "body": "two"})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	startServe(t, args...)
+	bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/3", map[string]any{"msgtype": "m.text", "body": "three"})
+	waitFor(t, func() bool { return count("three") == 1 })
+	if count("one") != 1 || count("two") != 1 {
+		t.Fatalf("delivered %v", got)
 	}
 }
