@@ -152,7 +152,9 @@ func TestServeDeliversToAppservice(t *testing.T) {
 	stop := startServe(t, args...)
 	base := "http://" + addr
 	as := apitest.NewClient(t, base).As("as_svc")
-	waitFor(t, func() bool { return as.Do("GET", "/_matrix/client/v3/account/whoami", nil).Str("user_id") == "@_svc_bot:localhost" })
+	waitFor(t, func() bool {
+		return as.Do("GET", "/_matrix/client/v3/account/whoami", nil).Str("user_id") == "@_svc_bot:localhost"
+	})
 	bob := apitest.NewClient(t, base)
 	bob.Register("bob", "pw")
 	room := bob.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
