@@ -93,7 +93,22 @@ func (q bridgeQueries) QueryAlias(alias id.RoomAlias) bool {
 	return err == nil
 }
 
-func (q bridgeQueries) QueryUser(userID id.UserID) bool { return false }
+// QueryUser creates the ghosts of "remote" users the bridge knows.
+func (q bridgeQueries) QueryUser(userID id.UserID) bool {
+	if userID != "@_mx_queried:localhost" {
+		return false
+	}
+	intent := q.b.as.Intent(userID)
+	if err := intent.EnsureRegistered(context.Background()); err != nil {
+		q.b.t.Errorf("bridge creating a ghost: %v", err)
+		return false
+	}
+	if err := intent.SetDisplayName(context.Background(), "Queried Ghost"); err != nil {
+		q.b.t.Errorf("bridge naming a ghost: %v", err)
+		return false
+	}
+	return true
+}
 
 func (b *testBridge) serve(ln net.Listener) {
 	srv := &http.Server{Handler: http.HandlerFunc(b.handle)}
@@ -258,6 +273,15 @@ func TestAppserviceMautrixBridge(t *testing.T) {
 	bob.MustDo("POST", "/_matrix/client/v3/join/"+esc("#_mx_portal:localhost"), nil)
 	if r := bob.Do("GET", "/_matrix/client/v3/directory/room/"+esc("#_mx_unknown:localhost"), nil); r.Status != 404 {
 		t.Fatalf("an alias the bridge does not know: %d %s", r.Status, r.Raw)
+	}
+
+	// A user of the namespace nobody has seen yet: the bridge is asked
+	// and creates it.
+	if r := bob.MustDo("GET", "/_matrix/client/v3/profile/"+esc("@_mx_queried:localhost"), nil); r.Str("displayname") != "Queried Ghost" {
+		t.Fatalf("profile of a queried ghost: %s", r.Raw)
+	}
+	if r := bob.Do("GET", "/_matrix/client/v3/profile/"+esc("@_mx_nobody:localhost"), nil); r.Status != 404 {
+		t.Fatalf("profile of a user the bridge does not know: %d %s", r.Status, r.Raw)
 	}
 
 	// The bridge is down while three messages are sent; it gets each once
