@@ -277,6 +277,12 @@ func (f *fakeService) serve(w http.ResponseWriter, r *http.Request) {
 				EventID string         `json:"event_id"`
 				Content map[string]any `json:"content"`
 			} `json:"events"`
+			ToDevice []struct {
+				Type     string          `json:"type"`
+				ToUser   string          `json:"to_user_id"`
+				ToDevice string          `json:"to_device_id"`
+				Content  json.RawMessage `json:"content"`
+			} `json:"to_device"`
 			Ephemeral []struct {
 				Type    string          `json:"type"`
 				RoomID  string          `json:"room_id"`
@@ -296,6 +302,9 @@ func (f *fakeService) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, e := range body.Ephemeral {
 			txn.Ephemeral = append(txn.Ephemeral, e.Type+" "+e.RoomID+e.Sender+" "+string(e.Content))
+		}
+		for _, e := range body.ToDevice {
+			txn.Ephemeral = append(txn.Ephemeral, "to_device "+e.Type+" "+e.ToUser+" "+e.ToDevice+" "+string(e.Content))
 		}
 		f.txns = append(f.txns, txn)
 		_, _ = io.WriteString(w, `{}`)
@@ -495,6 +504,10 @@ func TestAppserviceEphemeral(t *testing.T) {
 	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(room)+"/receipt/m.read.private/"+esc(ev), map[string]any{})
 	alice.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(room)+"/receipt/m.read/"+esc(ev), map[string]any{})
 	alice.MustDo("PUT", "/_matrix/client/v3/presence/"+esc(alice.UserID)+"/status", map[string]any{"presence": "online", "status_msg": "here"})
+	// To-device messages to the service's users (MSC2409), "*" expanded.
+	dev := as.MustDo("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "bridge_dev"}).Str("device_id")
+	alice.MustDo("PUT", "/_matrix/client/v3/sendToDevice/m.test/td1", map[string]any{"messages": map[string]any{
+		"@bridge_dev:localhost": map[string]any{"*": map[string]any{"n": 1}}, alice.UserID: map[string]any{"*": map[string]any{"n": 2}}}})
 
 	ephemeral := func() []string {
 		var out []string
@@ -511,12 +524,13 @@ func TestAppserviceEphemeral(t *testing.T) {
 		return slices.ContainsFunc(ephemeral(), func(e string) bool { return strings.HasPrefix(e, prefix) })
 	}
 	waitFor(t, "typing, receipt and presence", func() bool {
-		return has("m.typing "+room+` {"user_ids":["`+alice.UserID+`"]}`) && has("m.receipt "+room+` {"`+ev+`":{"m.read":`) && has("m.presence "+alice.UserID)
+		return has("m.typing "+room+` {"user_ids":["`+alice.UserID+`"]}`) && has("m.receipt "+room+` {"`+ev+`":{"m.read":`) && has("m.presence "+alice.UserID) &&
+			has("to_device m.test @bridge_dev:localhost "+dev+` {"n":1}`)
 	})
 	// The later events are there, so the earlier ones of no interest
 	// would be too: each lane is in order.
 	for _, e := range ephemeral() {
-		if strings.Contains(e, elsewhere) || strings.Contains(e, "m.read.private") {
+		if strings.Contains(e, elsewhere) || strings.Contains(e, "m.read.private") || strings.Contains(e, `{"n":2}`) {
 			t.Fatalf("delivered %q", e)
 		}
 	}

@@ -34,6 +34,9 @@ type AppserviceTxn struct {
 	// transaction, kept as sent: it is computed from more than the
 	// records of the range (the room's typing users), and small.
 	Ephemeral []json.RawMessage `json:"ephemeral,omitempty"`
+	// ToDevice is likewise the to-device messages of an ACCOUNTS
+	// transaction (a "*" device expanded when it was first built).
+	ToDevice []json.RawMessage `json:"to_device,omitempty"`
 }
 
 // AppserviceState is a service's delivery position: every ROOMS record

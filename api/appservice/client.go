@@ -100,6 +100,10 @@ type Transaction struct {
 	Ephemeral []json.RawMessage `json:"ephemeral,omitempty"`
 	// The unstable name MSC2409 bridges read.
 	EphemeralUnstable []json.RawMessage `json:"de.sorunome.msc2409.ephemeral,omitempty"`
+	// To-device messages for the service's users (MSC2409), under both
+	// names bridges read.
+	ToDevice         []json.RawMessage `json:"to_device,omitempty"`
+	ToDeviceUnstable []json.RawMessage `json:"de.sorunome.msc2409.to_device,omitempty"`
 }
 
 // SendTransaction pushes one transaction. Any answer but 2xx (a 403 for
@@ -110,6 +114,9 @@ func (c *Client) SendTransaction(ctx context.Context, reg *Registration, txnID s
 	}
 	if len(txn.Ephemeral) > 0 {
 		txn.EphemeralUnstable = txn.Ephemeral
+	}
+	if len(txn.ToDevice) > 0 {
+		txn.ToDeviceUnstable = txn.ToDevice
 	}
 	_, err := c.Do(ctx, reg, http.MethodPut, "/_matrix/app/v1/transactions/"+url.PathEscape(txnID), nil, txn)
 	return err

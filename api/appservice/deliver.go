@@ -81,7 +81,8 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if reg.Ephemeral() {
 			lanes = append(lanes,
 				&lane{stream: eventlog.StreamReceipts, key: reg.ID + "\n" + eventlog.StreamReceipts, prefix: "c"},
-				&lane{stream: eventlog.StreamEphemeral, key: reg.ID + "\n" + eventlog.StreamEphemeral, prefix: "e", typing: map[string]map[string]int64{}})
+				&lane{stream: eventlog.StreamEphemeral, key: reg.ID + "\n" + eventlog.StreamEphemeral, prefix: "e", typing: map[string]map[string]int64{}},
+				&lane{stream: eventlog.StreamAccounts, key: reg.ID + "\n" + eventlog.StreamAccounts, prefix: "d"})
 		}
 		for _, ln := range lanes {
 			g.Go(func() error { return d.runLane(ctx, reg, ln) })
@@ -141,7 +142,7 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, lo
 	}
 	if st.InFlight != nil {
 		txn := *st.InFlight
-		body := Transaction{Ephemeral: txn.Ephemeral}
+		body := Transaction{Ephemeral: txn.Ephemeral, ToDevice: txn.ToDevice}
 		if ln.stream == eventlog.StreamRooms {
 			if body.Events, err = d.reread(ctx, txn); err != nil {
 				return false, err
@@ -172,10 +173,18 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, lo
 				if ids, body.Events, err = d.match(ctx, reg, batch, nil); err != nil {
 					return err
 				}
+			} else if ln.stream == eventlog.StreamAccounts {
+				// "*" is read from the projection's devices.
+				if err := d.Watermark.Wait(ctx, eventlog.StreamAccounts, last); err != nil {
+					return err
+				}
+				if body.ToDevice, err = d.matchToDevice(ctx, reg, batch); err != nil {
+					return err
+				}
 			} else if body.Ephemeral, err = d.matchEphemeral(ctx, reg, ln, batch); err != nil {
 				return err
 			}
-			if len(body.Events) == 0 && len(body.Ephemeral) == 0 {
+			if len(body.Events) == 0 && len(body.Ephemeral) == 0 && len(body.ToDevice) == 0 {
 				st.Through = last
 				if time.Since(lastSave) >= skipSaveEvery {
 					if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
@@ -190,7 +199,7 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, lo
 			// events by ID, read again from the log; ephemeral data,
 			// which is small and computed, as sent).
 			txn := eventlog.AppserviceTxn{ID: fmt.Sprintf("%s%d-%d", ln.prefix, st.Through+1, last), From: st.Through + 1, To: last,
-				Events: ids, Ephemeral: body.Ephemeral}
+				Events: ids, Ephemeral: body.Ephemeral, ToDevice: body.ToDevice}
 			st.InFlight = &txn
 			if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
 				return err
@@ -436,4 +445,55 @@ func (d *Deliverer) matchEphemeral(ctx context.Context, reg *Registration, ln *l
 func mustJSON(v any) json.RawMessage {
 	b, _ := json.Marshal(v) // maps of strings and numbers always marshal
 	return b
+}
+
+// matchToDevice returns the to-device messages of batch (ACCOUNTS) sent to
+// the service's users, one per device, with to_user_id and to_device_id
+// (MSC2409). "*" means the user's devices as the projection knows them now.
+func (d *Deliverer) matchToDevice(ctx context.Context, reg *Registration, batch []eventlog.Msg) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	for _, m := range batch {
+		if m.Type != (eventlog.ToDeviceSent{}).RecordType() {
+			continue
+		}
+		rec, err := m.Decode()
+		if err != nil {
+			d.Logger.Warn("application service delivery passes over a record it cannot decode", "stream", m.Stream, "stream_seq", m.Seq, "err", err)
+			continue
+		}
+		r := rec.(*eventlog.ToDeviceSent)
+		users := make([]string, 0, len(r.Messages))
+		for u := range r.Messages {
+			if reg.InterestedInUser(u, d.Server) {
+				users = append(users, u)
+			}
+		}
+		slices.Sort(users)
+		for _, u := range users {
+			devices := make([]string, 0, len(r.Messages[u]))
+			for dev := range r.Messages[u] {
+				devices = append(devices, dev)
+			}
+			slices.Sort(devices)
+			for _, dev := range devices {
+				content := r.Messages[u][dev]
+				targets := []string{dev}
+				if dev == "*" {
+					all, err := d.Store.Devices(ctx, u)
+					if err != nil && !errors.Is(err, store.ErrNotFound) {
+						return nil, err
+					}
+					targets = targets[:0]
+					for _, dd := range all {
+						targets = append(targets, dd.DeviceID)
+					}
+				}
+				for _, t := range targets {
+					out = append(out, mustJSON(map[string]any{"type": r.Type, "sender": r.Sender, "content": content,
+						"to_user_id": u, "to_device_id": t}))
+				}
+			}
+		}
+	}
+	return out, nil
 }
