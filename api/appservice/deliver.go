@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"strand/eventlog"
@@ -46,6 +47,46 @@ type Deliverer struct {
 	// MaxRecords bounds the ROOMS records one transaction covers
 	// (default 100).
 	MaxRecords int
+
+	txns     *prometheus.CounterVec // nil until RegisterMetrics
+	position *prometheus.GaugeVec
+}
+
+// RegisterMetrics counts transactions sent (by service, stream and
+// result) and exposes each lane's delivered position.
+func (d *Deliverer) RegisterMetrics(reg prometheus.Registerer) error {
+	d.txns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strand_appservice_transactions_total",
+		Help: "Transactions sent to application services, by result (ok, failed: to be sent again)."}, []string{"appservice", "stream", "result"})
+	d.position = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "strand_appservice_position",
+		Help: "Stream sequence through which each application service has been served."}, []string{"appservice", "stream"})
+	for _, c := range []prometheus.Collector{d.txns, d.position} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send sends one transaction and counts it.
+func (d *Deliverer) send(ctx context.Context, reg *Registration, ln *lane, id string, body Transaction) error {
+	err := d.Client.SendTransaction(ctx, reg, id, body)
+	if d.txns != nil {
+		result := "ok"
+		if err != nil {
+			result = "failed"
+		}
+		d.txns.WithLabelValues(reg.ID, ln.stream, result).Inc()
+	}
+	if err != nil {
+		return fmt.Errorf("transaction %s: %w", id, err)
+	}
+	return nil
+}
+
+func (d *Deliverer) setPosition(reg *Registration, ln *lane, seq uint64) {
+	if d.position != nil {
+		d.position.WithLabelValues(reg.ID, ln.stream).Set(float64(seq))
+	}
 }
 
 // lane is one stream delivered to one service: ROOMS (room events),
@@ -148,10 +189,11 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, lo
 				return false, err
 			}
 		}
-		if err := d.Client.SendTransaction(ctx, reg, txn.ID, body); err != nil {
-			return false, fmt.Errorf("transaction %s: %w", txn.ID, err)
+		if err := d.send(ctx, reg, ln, txn.ID, body); err != nil {
+			return false, err
 		}
 		st.Through, st.InFlight = txn.To, nil
+		d.setPosition(reg, ln, st.Through)
 		if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
 			return true, err
 		}
@@ -186,6 +228,7 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, lo
 			}
 			if len(body.Events) == 0 && len(body.Ephemeral) == 0 && len(body.ToDevice) == 0 {
 				st.Through = last
+				d.setPosition(reg, ln, last)
 				if time.Since(lastSave) >= skipSaveEvery {
 					if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
 						return err
@@ -204,10 +247,11 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, lo
 			if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
 				return err
 			}
-			if err := d.Client.SendTransaction(ctx, reg, txn.ID, body); err != nil {
-				return fmt.Errorf("transaction %s: %w", txn.ID, err)
+			if err := d.send(ctx, reg, ln, txn.ID, body); err != nil {
+				return err
 			}
 			st.Through, st.InFlight = last, nil
+			d.setPosition(reg, ln, last)
 			if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -148,7 +149,7 @@ func TestServeDeliversToAppservice(t *testing.T) {
 	dir := t.TempDir()
 	reg := writeRegistration(t, dir, "svc", strings.Replace(testRegistration, "http://127.0.0.1:9", svc.URL, 1))
 	dataDir, dbURL, addr := t.TempDir(), storetest.NewURL(t), freeAddr(t)
-	args := []string{"--listen", addr, "--data-dir", dataDir, "--database-url", dbURL, "--appservice", reg}
+	args := []string{"--listen", addr, "--data-dir", dataDir, "--database-url", dbURL, "--appservice", reg, "--metrics-on-listen"}
 	stop := startServe(t, args...)
 	base := "http://" + addr
 	as := apitest.NewClient(t, base).As("as_svc")
@@ -175,5 +176,15 @@ func TestServeDeliversToAppservice(t *testing.T) {
 	waitFor(t, func() bool { return count("three") == 1 })
 	if count("one") != 1 || count("two") != 1 {
 		t.Fatalf("delivered %v", got)
+	}
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	metrics, _ := io.ReadAll(res.Body)
+	if !strings.Contains(string(metrics), `strand_appservice_transactions_total{appservice="svc",result="ok",stream="ROOMS"}`) ||
+		!strings.Contains(string(metrics), `strand_appservice_position{appservice="svc",stream="ROOMS"}`) {
+		t.Fatalf("metrics lack the deliveries:\n%s", metrics)
 	}
 }

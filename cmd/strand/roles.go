@@ -169,6 +169,9 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		}
 		dl := &appservice.Deliverer{Log: d.log, Store: d.store, Watermark: wm, Services: c.appservices,
 			Client: appservice.NewClient(appserviceTxnTimeout), Server: matrix.ServerName(c.cfg.ServerName), Logger: logger}
+		if err := dl.RegisterMetrics(reg); err != nil {
+			return err
+		}
 		g.Go(func() error { return dl.Run(ctx) })
 	}
 	if c.cfg.PprofListen != "" {
