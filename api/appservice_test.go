@@ -535,3 +535,37 @@ func TestAppserviceEphemeral(t *testing.T) {
 		}
 	}
 }
+
+// TestAppserviceMembershipAsOfEvent: whether a room concerns a service
+// through a joined namespace user is decided as of each event, so what
+// was said while a ghost was in the room is delivered even when the
+// service reads it after the ghost has left, and nothing after.
+func TestAppserviceMembershipAsOfEvent(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	svc := newFakeService(t, "not yet")
+	cfg := apitest.DefaultConfig()
+	set := appserviceSet(t, bridgeYAML(svc.srv.URL))
+	cfg.Appservices = set
+	base := env.API(cfg).URL
+	env.AppserviceWorker(set)
+	as := apitest.NewClient(t, base).As("as_secret")
+	alice := apitest.NewClient(t, base)
+	alice.Register("alice", "pw")
+	room := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
+	ghost := "@bridge_ghost:localhost"
+	as.MustDo("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "bridge_ghost", "inhibit_login": true})
+	// The service is refusing everything while the ghost comes and goes.
+	as.MustDo("POST", "/_matrix/client/v3/join/"+esc(room)+"?user_id="+esc(ghost), nil)
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(room)+"/send/m.room.message/1", map[string]any{"msgtype": "m.text", "body": "while the ghost is there"})
+	as.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(room)+"/leave?user_id="+esc(ghost), nil)
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(room)+"/send/m.room.message/2", map[string]any{"msgtype": "m.text", "body": "after the ghost left"})
+	as.MustDo("POST", "/_matrix/client/v3/join/"+esc(room), nil) // the sender: the room concerns the service again
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(room)+"/send/m.room.message/3", map[string]any{"msgtype": "m.text", "body": "with the bot"})
+	svc.setToken("hs_secret")
+	waitFor(t, "the last message", func() bool { return slices.Contains(svc.delivered(), "with the bot") })
+	got := svc.delivered()
+	if !slices.Contains(got, "while the ghost is there") || slices.Contains(got, "after the ghost left") {
+		t.Fatalf("delivered %q", got)
+	}
+}

@@ -295,7 +295,7 @@ func (d *Deliverer) reread(ctx context.Context, txn eventlog.AppserviceTxn) ([]j
 // match returns the events of batch the service is interested in (or,
 // with want, the events whose IDs are in want), with their IDs.
 func (d *Deliverer) match(ctx context.Context, reg *Registration, batch []eventlog.Msg, want map[string]bool) (ids []string, events []json.RawMessage, err error) {
-	rooms := map[string]bool{}
+	rooms := map[roomAt]bool{}
 	for _, m := range batch {
 		if m.Type != (eventlog.RoomEvents{}).RecordType() {
 			continue
@@ -307,6 +307,10 @@ func (d *Deliverer) match(ctx context.Context, reg *Registration, batch []eventl
 			continue
 		}
 		re := rec.(*eventlog.RoomEvents)
+		// Membership as of just after this record: a namespace user who
+		// joins and leaves within one batch still brings what was said
+		// in between.
+		at := eventlog.EventPos(m.Seq, len(re.Events)-1)
 		for _, raw := range re.Events {
 			ev, err := matrix.ParseEvent(matrix.RoomVersion(re.RoomVersion), raw)
 			if err != nil {
@@ -318,7 +322,7 @@ func (d *Deliverer) match(ctx context.Context, reg *Registration, batch []eventl
 					continue
 				}
 			} else {
-				ok, err := d.interested(ctx, reg, ev, rooms)
+				ok, err := d.interested(ctx, reg, ev, at, rooms)
 				if err != nil {
 					return nil, nil, err
 				}
@@ -336,9 +340,9 @@ func (d *Deliverer) match(ctx context.Context, reg *Registration, batch []eventl
 // interested decides whether ev concerns reg: its sender or the target of
 // a membership event is one of the service's users, or its room is in a
 // rooms namespace, has an alias in an aliases namespace or a joined member
-// who is one of the service's users. rooms caches the last answers per
-// room for one batch.
-func (d *Deliverer) interested(ctx context.Context, reg *Registration, ev *matrix.Event, rooms map[string]bool) (bool, error) {
+// who is one of the service's users just after position at. rooms caches
+// the answers for one batch.
+func (d *Deliverer) interested(ctx context.Context, reg *Registration, ev *matrix.Event, at int64, rooms map[roomAt]bool) (bool, error) {
 	if reg.InterestedInUser(string(ev.Sender()), d.Server) {
 		return true, nil
 	}
@@ -349,18 +353,27 @@ func (d *Deliverer) interested(ctx context.Context, reg *Registration, ev *matri
 	if reg.InterestedInRoomID(roomID) {
 		return true, nil
 	}
-	if v, ok := rooms[roomID]; ok {
+	k := roomAt{roomID, at}
+	if v, ok := rooms[k]; ok {
 		return v, nil
 	}
-	v, err := d.roomInterest(ctx, reg, roomID)
+	v, err := d.roomInterest(ctx, reg, roomID, at)
 	if err != nil {
 		return false, err
 	}
-	rooms[roomID] = v
+	rooms[k] = v
 	return v, nil
 }
 
-func (d *Deliverer) roomInterest(ctx context.Context, reg *Registration, roomID string) (bool, error) {
+type roomAt struct {
+	room string
+	pos  int64
+}
+
+// roomInterest reports whether the room has an alias of the service's
+// namespaces (now: aliases are not kept by position) or a member of its
+// users joined just after position at (0: now).
+func (d *Deliverer) roomInterest(ctx context.Context, reg *Registration, roomID string, at int64) (bool, error) {
 	aliases, err := d.Store.RoomAliases(ctx, roomID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return false, err
@@ -370,7 +383,7 @@ func (d *Deliverer) roomInterest(ctx context.Context, reg *Registration, roomID 
 			return true, nil
 		}
 	}
-	members, err := d.Store.Members(ctx, roomID, 0, []string{"join"}, nil)
+	members, err := d.Store.Members(ctx, roomID, at, []string{"join"}, nil)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return false, err
 	}
@@ -398,7 +411,7 @@ func (d *Deliverer) matchEphemeral(ctx context.Context, reg *Registration, ln *l
 		if v, ok := rooms[roomID]; ok {
 			return v, nil
 		}
-		v, err := d.roomInterest(ctx, reg, roomID)
+		v, err := d.roomInterest(ctx, reg, roomID, 0)
 		rooms[roomID] = v
 		return v, err
 	}
