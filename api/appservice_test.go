@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -567,5 +568,54 @@ func TestAppserviceMembershipAsOfEvent(t *testing.T) {
 	got := svc.delivered()
 	if !slices.Contains(got, "while the ghost is there") || slices.Contains(got, "after the ghost left") {
 		t.Fatalf("delivered %q", got)
+	}
+}
+
+// TestAppserviceLargeRecordsSplit: records waiting for a service that was
+// down are sent in several transactions when they are large (each built
+// from at most 256 KiB of records), in order, each event once.
+func TestAppserviceLargeRecordsSplit(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	svc := newFakeService(t, "not yet")
+	cfg := apitest.DefaultConfig()
+	set := appserviceSet(t, bridgeYAML(svc.srv.URL))
+	cfg.Appservices = set
+	base := env.API(cfg).URL
+	env.AppserviceWorker(set)
+	as := apitest.NewClient(t, base).As("as_secret")
+	alice := apitest.NewClient(t, base)
+	alice.Register("alice", "pw")
+	room := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
+	as.MustDo("POST", "/_matrix/client/v3/join/"+esc(room), nil)
+	pad := strings.Repeat("x", 50000)
+	var want []string
+	for i := range 12 {
+		body := fmt.Sprintf("big %02d %s", i, pad)
+		want = append(want, body[:6])
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(room)+"/send/m.room.message/"+fmt.Sprint(i), map[string]any{"msgtype": "m.text", "body": body})
+	}
+	svc.setToken("hs_secret")
+	var got []string
+	waitFor(t, "every large message", func() bool {
+		got = got[:0]
+		for _, b := range svc.delivered() {
+			if strings.HasPrefix(b, "big ") {
+				got = append(got, b[:6])
+			}
+		}
+		return len(got) >= len(want)
+	})
+	if !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+	txns := map[string]bool{}
+	for _, tx := range svc.snapshot() {
+		if tx.Status == 200 && slices.ContainsFunc(tx.Bodies, func(b string) bool { return strings.HasPrefix(b, "big ") }) {
+			txns[tx.ID] = true
+		}
+	}
+	if len(txns) < 3 {
+		t.Fatalf("600 KB of records went in %d transactions", len(txns))
 	}
 }

@@ -37,6 +37,9 @@ type AppserviceTxn struct {
 	// ToDevice is likewise the to-device messages of an ACCOUNTS
 	// transaction (a "*" device expanded when it was first built).
 	ToDevice []json.RawMessage `json:"to_device,omitempty"`
+	// Rebuild: the bodies were too large to keep here; a retry builds
+	// them again from the records From..To.
+	Rebuild bool `json:"rebuild,omitempty"`
 }
 
 // AppserviceState is a service's delivery position: every ROOMS record

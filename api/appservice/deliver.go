@@ -184,8 +184,13 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, lo
 	if st.InFlight != nil {
 		txn := *st.InFlight
 		body := Transaction{Ephemeral: txn.Ephemeral, ToDevice: txn.ToDevice}
-		if ln.stream == eventlog.StreamRooms {
+		switch {
+		case ln.stream == eventlog.StreamRooms:
 			if body.Events, err = d.reread(ctx, txn); err != nil {
+				return false, err
+			}
+		case txn.Rebuild:
+			if body, err = d.rebuild(ctx, reg, ln, txn); err != nil {
 				return false, err
 			}
 		}
@@ -201,66 +206,134 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, lo
 		progressed = true
 	}
 	lastSave := time.Now()
+	// process turns records into at most one transaction and sends it.
+	process := func(ctx context.Context, batch []eventlog.Msg) error {
+		last := batch[len(batch)-1].Seq
+		ids, body, err := d.build(ctx, reg, ln, batch)
+		if err != nil {
+			return err
+		}
+		if len(body.Events) == 0 && len(body.Ephemeral) == 0 && len(body.ToDevice) == 0 {
+			st.Through = last
+			d.setPosition(reg, ln, last)
+			if time.Since(lastSave) >= skipSaveEvery {
+				if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
+					return err
+				}
+				lastSave = time.Now()
+			}
+			return nil
+		}
+		// Record the transaction before sending it: whatever happens
+		// next, this ID goes out with exactly these events (room events
+		// by ID, read again from the log; ephemeral data and to-device
+		// messages, which are computed from more than their records, as
+		// sent).
+		txn := eventlog.AppserviceTxn{ID: fmt.Sprintf("%s%d-%d", ln.prefix, st.Through+1, last), From: st.Through + 1, To: last,
+			Events: ids, Ephemeral: body.Ephemeral, ToDevice: body.ToDevice}
+		if size(txn.Ephemeral)+size(txn.ToDevice) > maxKeptBodies {
+			// Too large to keep in the bucket (its values are NATS
+			// messages): keep the range only and build it again from
+			// the log if it must be sent again (a "*" device list or a
+			// typing list may then differ).
+			txn.Ephemeral, txn.ToDevice, txn.Rebuild = nil, nil, true
+		}
+		st.InFlight = &txn
+		if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
+			return err
+		}
+		if err := d.send(ctx, reg, ln, txn.ID, body); err != nil {
+			return err
+		}
+		st.Through, st.InFlight = last, nil
+		d.setPosition(reg, ln, last)
+		if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
+			return err
+		}
+		lastSave = time.Now()
+		progressed = true
+		logger.Debug("transaction delivered", "txn_id", txn.ID, "events", len(body.Events), "ephemeral", len(body.Ephemeral), "to_device", len(body.ToDevice))
+		return nil
+	}
 	err = d.Log.Read(ctx, ln.stream, eventlog.ReadOptions{From: st.Through + 1, MaxBatch: d.MaxRecords},
 		func(ctx context.Context, batch []eventlog.Msg) error {
-			last := batch[len(batch)-1].Seq
-			var ids []string
-			var body Transaction
-			if ln.stream == eventlog.StreamRooms {
-				// Aliases and members are read from the projection: wait
-				// until it shows the batch.
-				if err := d.Watermark.Wait(ctx, eventlog.StreamRooms, last); err != nil {
+			// Transactions stay small: a batch of large records is sent
+			// in several, in order.
+			for len(batch) > 0 {
+				n, bytes := 0, 0
+				for n < len(batch) && (n == 0 || bytes+len(batch[n].Data) <= maxTxnRecordBytes) {
+					bytes += len(batch[n].Data)
+					n++
+				}
+				if err := process(ctx, batch[:n]); err != nil {
 					return err
 				}
-				if ids, body.Events, err = d.match(ctx, reg, batch, nil); err != nil {
-					return err
-				}
-			} else if ln.stream == eventlog.StreamAccounts {
-				// "*" is read from the projection's devices.
-				if err := d.Watermark.Wait(ctx, eventlog.StreamAccounts, last); err != nil {
-					return err
-				}
-				if body.ToDevice, err = d.matchToDevice(ctx, reg, batch); err != nil {
-					return err
-				}
-			} else if body.Ephemeral, err = d.matchEphemeral(ctx, reg, ln, batch); err != nil {
-				return err
+				batch = batch[n:]
 			}
-			if len(body.Events) == 0 && len(body.Ephemeral) == 0 && len(body.ToDevice) == 0 {
-				st.Through = last
-				d.setPosition(reg, ln, last)
-				if time.Since(lastSave) >= skipSaveEvery {
-					if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
-						return err
-					}
-					lastSave = time.Now()
-				}
-				return nil
-			}
-			// Record the transaction before sending it: whatever happens
-			// next, this ID goes out with exactly these events (room
-			// events by ID, read again from the log; ephemeral data,
-			// which is small and computed, as sent).
-			txn := eventlog.AppserviceTxn{ID: fmt.Sprintf("%s%d-%d", ln.prefix, st.Through+1, last), From: st.Through + 1, To: last,
-				Events: ids, Ephemeral: body.Ephemeral, ToDevice: body.ToDevice}
-			st.InFlight = &txn
-			if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
-				return err
-			}
-			if err := d.send(ctx, reg, ln, txn.ID, body); err != nil {
-				return err
-			}
-			st.Through, st.InFlight = last, nil
-			d.setPosition(reg, ln, last)
-			if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, rev); err != nil {
-				return err
-			}
-			lastSave = time.Now()
-			progressed = true
-			logger.Debug("transaction delivered", "txn_id", txn.ID, "events", len(body.Events), "ephemeral", len(body.Ephemeral))
 			return nil
 		})
 	return progressed, err
+}
+
+// maxTxnRecordBytes bounds the records one transaction is built from (at
+// least one record); maxKeptBodies bounds the ephemeral and to-device
+// bodies kept with an in-flight transaction.
+const (
+	maxTxnRecordBytes = 256 << 10
+	maxKeptBodies     = 512 << 10
+)
+
+func size(list []json.RawMessage) int {
+	n := 0
+	for _, b := range list {
+		n += len(b)
+	}
+	return n
+}
+
+// build matches records of the lane's stream against the service: the
+// room events (with their IDs) or the ephemeral data or to-device messages
+// of one transaction.
+func (d *Deliverer) build(ctx context.Context, reg *Registration, ln *lane, batch []eventlog.Msg) (ids []string, body Transaction, err error) {
+	last := batch[len(batch)-1].Seq
+	switch ln.stream {
+	case eventlog.StreamRooms:
+		// Aliases and members are read from the projection: wait until
+		// it shows the batch.
+		if err := d.Watermark.Wait(ctx, eventlog.StreamRooms, last); err != nil {
+			return nil, body, err
+		}
+		ids, body.Events, err = d.match(ctx, reg, batch, nil)
+	case eventlog.StreamAccounts:
+		// "*" is read from the projection's devices.
+		if err := d.Watermark.Wait(ctx, eventlog.StreamAccounts, last); err != nil {
+			return nil, body, err
+		}
+		body.ToDevice, err = d.matchToDevice(ctx, reg, batch)
+	default:
+		body.Ephemeral, err = d.matchEphemeral(ctx, reg, ln, batch)
+	}
+	return ids, body, err
+}
+
+// rebuild builds an in-flight transaction of an ephemeral or to-device
+// lane again from its records, when its bodies were too large to keep.
+func (d *Deliverer) rebuild(ctx context.Context, reg *Registration, ln *lane, txn eventlog.AppserviceTxn) (Transaction, error) {
+	var msgs []eventlog.Msg
+	err := d.Log.Read(ctx, ln.stream, eventlog.ReadOptions{From: txn.From, StopAt: txn.To, MaxBatch: d.MaxRecords},
+		func(ctx context.Context, batch []eventlog.Msg) error {
+			for _, m := range batch {
+				if m.Seq <= txn.To {
+					msgs = append(msgs, m)
+				}
+			}
+			return nil
+		})
+	if err != nil || len(msgs) == 0 {
+		return Transaction{}, err
+	}
+	_, body, err := d.build(ctx, reg, ln, msgs)
+	return body, err
 }
 
 // reread reads the records of an in-flight transaction again and returns
