@@ -146,6 +146,14 @@ func TestAppserviceNamespaces(t *testing.T) {
 	if r := as.MustDo("GET", "/_matrix/client/v3/account/whoami?user_id="+esc(ghost)+"&device_id=GHOSTDEV", nil); r.Str("device_id") != "GHOSTDEV" {
 		t.Fatalf("masquerade with a device: %s", r.Raw)
 	}
+	// What needs a device needs device_id from a service.
+	if r := as.Do("POST", "/_matrix/client/v3/keys/upload?user_id="+esc(ghost), map[string]any{}); r.Status != 400 {
+		t.Fatalf("key upload without a device: %d %s", r.Status, r.Raw)
+	}
+	if r := as.Do("POST", "/_matrix/client/v3/logout?user_id="+esc(ghost), nil); r.Status != 400 {
+		t.Fatalf("logout without a device: %d %s", r.Status, r.Raw)
+	}
+	as.MustDo("POST", "/_matrix/client/v3/keys/upload?user_id="+esc(ghost)+"&device_id=GHOSTDEV", map[string]any{})
 	if r := login("alice"); r.Status != 400 || r.Errcode() != "M_EXCLUSIVE" {
 		t.Fatalf("service login outside its namespace: %d %s", r.Status, r.Raw)
 	}

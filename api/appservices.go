@@ -432,3 +432,13 @@ func massagedTS(r *http.Request) (int64, error) {
 	}
 	return ts, nil
 }
+
+// requireDevice refuses a request that needs the caller's device when an
+// application service acts without naming one (?device_id=): every access
+// token has a device, an as_token has none.
+func requireDevice(r *http.Request) error {
+	if session(r).DeviceID == "" {
+		return matrix.MissingParam("this request needs a device: an application service must give device_id")
+	}
+	return nil
+}

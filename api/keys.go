@@ -90,6 +90,9 @@ func checkKeyMap(m map[string]json.RawMessage, what string) (map[string]json.Raw
 }
 
 func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request) error {
+	if err := requireDevice(r); err != nil {
+		return err
+	}
 	ss := session(r)
 	var req struct {
 		DeviceKeys      json.RawMessage            `json:"device_keys"`

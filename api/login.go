@@ -121,6 +121,9 @@ func checkNewDevice(deviceID, displayName *string) error {
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
+	if err := requireDevice(r); err != nil {
+		return err
+	}
 	ss := session(r)
 	rec := &eventlog.DevicesDeleted{UserID: ss.UserID, DeviceIDs: []string{ss.DeviceID}}
 	if err := s.appendAccount(r.Context(), ss.UserID, rec, nil); err != nil {
