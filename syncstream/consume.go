@@ -167,6 +167,7 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 		case *eventlog.TypingSet:
 			eph.apply(m.Seq, m.Time, r)
 			c.rooms = []string{r.RoomID}
+			c.typing = live
 		case *eventlog.PresenceSet:
 			eph.apply(m.Seq, m.Time, r)
 			c.users = []string{r.UserID}
@@ -176,6 +177,7 @@ func touched(ctx context.Context, st *store.Store, eph *Ephemeral, m eventlog.Ms
 					return c, err
 				}
 				c.rooms = rooms
+				c.presence = r
 			}
 		}
 	case (eventlog.ToDeviceSent{}).RecordType():

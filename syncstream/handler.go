@@ -225,7 +225,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		// from the window of recent events).
 		if req.since != nil && !req.fullState {
 			if cached, ok := h.rooms.get(ss.UserID, *req.since); ok && h.notifierCurrent() {
-				changes, roomsHead, known := h.Notifier.Since(ss.UserID, cached.rooms, seenOf(*req.since))
+				changes, heads, known := h.Notifier.Since(ss.UserID, cached.rooms, seenOf(*req.since))
 				switch {
 				case known && len(changes) == 0:
 					if !time.Now().Before(deadline) {
@@ -243,7 +243,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 					woken = true
 					continue
 				case known:
-					if resp, next, base, ok := fromWindow(req, cached.base, changes, roomsHead, time.Now()); ok {
+					if resp, next, base, ok := fromWindow(req, cached.base, changes, heads, h.Ephemeral, time.Now()); ok {
 						h.rooms.put(ss.UserID, next, cached.rooms, base)
 						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
 						if !resp.empty() || !time.Now().Before(deadline) {
