@@ -102,6 +102,10 @@ type Handler struct {
 	stopMu   sync.Mutex
 	stop     chan struct{}
 
+	// marked is this worker's own newest presence write per user
+	// (markedPresence), which its ephemeral view may not have read back.
+	marked sync.Map
+
 	rooms   roomsCache
 	filters filterCache
 	e2ee    deviceState
@@ -400,8 +404,18 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 		return
 	}
 	now := time.Now()
+	fresh := func(presence string, lastActive int64) bool {
+		return presence == setPresence && now.UnixMilli()-lastActive < time.Minute.Milliseconds()
+	}
 	cur, ok := h.Ephemeral.presenceOf(user)
-	if ok && cur.Presence == setPresence && now.UnixMilli()-cur.LastActiveTS < time.Minute.Milliseconds() {
+	if ok && fresh(cur.Presence, cur.LastActiveTS) {
+		h.marked.Delete(user) // read back: the view knows
+		return
+	}
+	// A client's next request often comes before the view has read back
+	// the record its last one wrote: without this, each would write again,
+	// and every write wakes everyone sharing a room with the user.
+	if m, ok := h.marked.Load(user); ok && fresh(m.(markedPresence).presence, m.(markedPresence).at) {
 		return
 	}
 	rec := &eventlog.PresenceSet{UserID: user, Presence: setPresence, LastActiveTS: now.UnixMilli()}
@@ -410,7 +424,15 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 	}
 	if _, err := h.Log.Append(ctx, eventlog.PresenceSubject(user), rec, eventlog.AppendOptions{}); err != nil {
 		h.Logger.Warn("could not record presence", "user_id", user, "err", err)
+		return
 	}
+	h.marked.Store(user, markedPresence{presence: setPresence, at: rec.LastActiveTS})
+}
+
+// markedPresence is a presence a worker wrote for a syncing user, and when.
+type markedPresence struct {
+	presence string
+	at       int64
 }
 
 // wait blocks until a change concerning the user arrives (woke true), or
