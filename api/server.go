@@ -369,7 +369,7 @@ func (s *Server) appendAccount(ctx context.Context, userID string, rec eventlog.
 	if err := s.awaitApplied(ctx, eventlog.StreamAccounts, seq); err != nil {
 		return err
 	}
-	if store.Revokes(rec.RecordType()) {
+	if eventlog.Revokes(rec.RecordType()) {
 		// Logout holds at once on every process: wait until every
 		// session cache has read the revocation.
 		if err := s.sessions.AwaitEvicted(ctx, seq); err != nil {

@@ -248,7 +248,7 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 		var users []string
 		all := false
 		for _, m := range batch {
-			if !Revokes(m.Type) {
+			if !eventlog.Revokes(m.Type) {
 				continue
 			}
 			var r struct {
@@ -268,22 +268,4 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 		c.readers.Report(sessionsTopic, last)
 		return nil
 	})
-}
-
-// Revokes reports whether an ACCOUNTS record of this type can end a
-// session. Unknown types count as revoking: a record type added later
-// fails safe.
-func Revokes(recordType string) bool {
-	switch recordType {
-	case (eventlog.UserRegistered{}).RecordType(), (eventlog.DeviceUpdated{}).RecordType(), (eventlog.PusherSet{}).RecordType(),
-		(eventlog.FilterCreated{}).RecordType(), (eventlog.AccountDataSet{}).RecordType(),
-		(eventlog.ProfileSet{}).RecordType(), (eventlog.KeysUploaded{}).RecordType(),
-		(eventlog.KeysClaimed{}).RecordType(), (eventlog.ToDeviceSent{}).RecordType(),
-		(eventlog.ToDeviceAcked{}).RecordType(), (eventlog.CrossSigningKeysSet{}).RecordType(),
-		(eventlog.SignaturesAdded{}).RecordType(), (eventlog.KeyBackupVersionSet{}).RecordType(),
-		(eventlog.KeyBackupVersionDeleted{}).RecordType(), (eventlog.RoomKeysPut{}).RecordType(),
-		(eventlog.RoomKeysDeleted{}).RecordType():
-		return false
-	}
-	return true
 }
