@@ -34,7 +34,7 @@ func (c *benchCommand) Run(ctx context.Context, args []string) error {
 	e.int(&rb.replicas, "replicas", "STRAND_REPLICAS", 1, "replay scenario: the streams' replicas (3 on a NATS cluster)")
 	fs.StringVar(&rb.into, "replay-database-url", "", "replay scenario: an empty database to rebuild the projection into")
 	fs.StringVar(&rb.compare, "compare-database-url", "", "replay scenario: the live database to compare the rebuild with (its servers stopped or idle)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
