@@ -12,16 +12,6 @@ import (
 	"strand/projector/store"
 )
 
-type ctxKey int
-
-const sessionKey ctxKey = iota
-
-// session returns the authenticated caller of the request.
-func session(r *http.Request) store.Session {
-	ss, _ := r.Context().Value(sessionKey).(store.Session)
-	return ss
-}
-
 // authenticated requires a valid access token and puts the caller's
 // session in the request context.
 func (s *Server) authenticated(h handlerFunc) handlerFunc {

@@ -381,7 +381,7 @@ func (s *Server) awaitApplied(ctx context.Context, stream string, seq uint64) er
 		// The input checks should have refused it: it is on the log but
 		// will never be readable, and answering 200 would be a false
 		// success (strand projection set-aside lists it).
-		s.logger.Error("a write was set aside by the projection", "stream", stream, "stream_seq", seq)
+		s.logger.Error("a write was set aside by the projection", eventlog.LogStream, stream, eventlog.LogSeq, seq)
 		return matrix.BadJSON("the request was stored but can never be applied; it was set aside")
 	}
 	return nil
@@ -403,7 +403,7 @@ func (s *Server) awaitPosition(ctx context.Context, stream string, seq uint64) e
 		// (not from the projection): they must have read it too. They
 		// usually have, as they get each record when it is stored.
 		if err := s.readers.Await(ctx, eventlog.SyncReadersTopic(stream), seq, syncReadersWait); err != nil && ctx.Err() == nil {
-			s.logger.Warn("a sync worker has not read a write yet", "stream", stream, "seq", seq, "err", err)
+			s.logger.Warn("a sync worker has not read a write yet", eventlog.LogStream, stream, eventlog.LogSeq, seq, eventlog.LogErr, err)
 		}
 	}
 	return nil

@@ -105,8 +105,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) passOver(m eventlog.Msg, err error) {
 	c.setAside.Add(1)
 	if c.Logger != nil {
-		c.Logger.Error("sync worker passed over a record it cannot read", "stream", m.Stream, "stream_seq", m.Seq,
-			"subject", m.Subject, "record", m.Type, "err", err)
+		c.Logger.Error("sync worker passed over a record it cannot read", eventlog.LogStream, m.Stream, eventlog.LogSeq, m.Seq,
+			"subject", m.Subject, eventlog.LogRecord, m.Type, eventlog.LogErr, err)
 	}
 }
 

@@ -119,7 +119,7 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	logger = logger.With("role", c.name)
+	logger = logger.With(eventlog.LogRole, c.name)
 	d, err := openDeps(ctx, &c.cfg, logger, c.name == "serve")
 	if err != nil {
 		return err
