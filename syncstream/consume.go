@@ -34,12 +34,6 @@ type Consumer struct {
 	setAside atomic.Uint64
 }
 
-// Consume runs a Consumer of log with no logger and no metrics.
-func Consume(ctx context.Context, log *eventlog.Log, st *store.Store, n *Notifier, eph *Ephemeral, readers *eventlog.Readers) error {
-	c := &Consumer{Log: log, Store: st, Notifier: n, Ephemeral: eph, Readers: readers}
-	return c.Run(ctx)
-}
-
 // RegisterMetrics exposes how many records the consumer set aside.
 func (c *Consumer) RegisterMetrics(reg prometheus.Registerer) error {
 	return reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -39,7 +39,7 @@ func (rs *Responder) Shell(next http.Handler) http.Handler {
 		tw := &wroteTracker{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
-				rs.Logger.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				rs.logger().Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
 				if !tw.wrote {
 					WriteError(tw, errors.New("panic"))
 				}
@@ -63,12 +63,19 @@ func (rs *Responder) Shell(next http.Handler) http.Handler {
 // or 503 when the database is unavailable.
 func (rs *Responder) Error(w http.ResponseWriter, r *http.Request, err error) {
 	if _, ok := AsError(err); !ok && !errors.Is(err, context.Canceled) {
-		rs.Logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		rs.logger().Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		if rs.Unavailable != nil && rs.Unavailable(err) {
 			err = Unavailable("the database is unavailable; retry")
 		}
 	}
 	WriteError(w, err)
+}
+
+func (rs *Responder) logger() *slog.Logger {
+	if rs.Logger == nil {
+		return slog.Default()
+	}
+	return rs.Logger
 }
 
 // wroteTracker remembers whether anything was written, so that a panic
