@@ -229,12 +229,12 @@ func ephemeralHead(t *testing.T, env *apitest.Env) uint64 {
 }
 
 // waitWaiting waits until n long-polls wait on h.
-func waitWaiting(t *testing.T, h *syncstream.Handler, n int) {
+func waitWaiting(t *testing.T, h *syncstream.Worker, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for h.Notifier.Waiting() < n {
+	for h.Waiting() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d long-polls waiting, want %d", h.Notifier.Waiting(), n)
+			t.Fatalf("%d long-polls waiting, want %d", h.Waiting(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -274,7 +274,7 @@ func TestSyncChainExactlyOnceWindowAndBuild(t *testing.T) {
 	var trace []string
 	for i := 0; ; i++ {
 		c := apitest.NewClient(t, workers[(i/4)%2]).As(reader.Token)
-		hs := []*syncstream.Handler{h1, h2}[(i/4)%2]
+		hs := []*syncstream.Worker{h1, h2}[(i/4)%2]
 		i0, w0, b0 := hs.Paths()
 		s := doSync(t, c, "?timeout=500&filter="+filter+"&since="+url.QueryEscape(since))
 		i1, w1_, b1 := hs.Paths()

@@ -1,4 +1,4 @@
-// Package bench is Strand's load generator (issue 6). It speaks only the
+// Package bench is Strand's load generator (BENCHMARKS.md). It speaks only the
 // public Matrix client-server API over HTTP, so it can be pointed at any
 // homeserver, and every scenario checks correctness while it measures:
 // status codes, every event received exactly once, order where the
@@ -53,7 +53,7 @@ type Params struct {
 }
 
 // Scales are the named sizes: tiny for the test suite, small for a quick
-// look, medium for issue 6's numbers.
+// look, medium for the numbers of BENCHMARKS.md's targets.
 var Scales = map[string]Params{
 	"tiny": {
 		SendMsgs: 24, SendUsers: 3, SendRooms: 2, SendInFlight: 4,

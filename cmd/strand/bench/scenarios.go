@@ -9,8 +9,9 @@ import (
 	"time"
 )
 
-// scenarios are every scenario, in the order "all" runs them. (Issue 6's
-// replay scenario is measured by "strand replay", not over the API.)
+// scenarios are every scenario over the API, in the order "all" runs them.
+// (The replay scenario reads the log, not the API: cmd/strand's
+// benchreplay.go.)
 var scenarios = []scenario{
 	{name: "send", short: "s", run: runSend, params: func(p Params) string {
 		return fmt.Sprintf("%d msgs, %d users, %d rooms, %d in flight", p.SendMsgs, p.SendUsers, p.SendRooms, p.SendInFlight)
