@@ -233,7 +233,7 @@ func (s *Server) EnsureAppserviceSenders(ctx context.Context) error {
 				return err
 			}
 		}
-		s.logger.Info("application service sender registered", "appservice", reg.ID, "user_id", reg.Sender)
+		s.logger.Info("application service sender registered", "appservice", reg.ID, eventlog.LogUser, reg.Sender)
 	}
 	return nil
 }
@@ -247,7 +247,7 @@ func (s *Server) queryUser(ctx context.Context, uid string) bool {
 		}
 		ok, err := s.asClient.QueryUser(ctx, reg, uid)
 		if err != nil {
-			s.logger.Warn("application service user query failed", "appservice", reg.ID, "user_id", uid, "err", err)
+			s.logger.Warn("application service user query failed", "appservice", reg.ID, eventlog.LogUser, uid, eventlog.LogErr, err)
 			continue
 		}
 		if ok {
@@ -265,7 +265,7 @@ func (s *Server) queryAlias(ctx context.Context, alias string) bool {
 		}
 		ok, err := s.asClient.QueryAlias(ctx, reg, alias)
 		if err != nil {
-			s.logger.Warn("application service alias query failed", "appservice", reg.ID, "alias", alias, "err", err)
+			s.logger.Warn("application service alias query failed", "appservice", reg.ID, "alias", alias, eventlog.LogErr, err)
 			continue
 		}
 		if ok {
@@ -278,8 +278,9 @@ func (s *Server) queryAlias(ctx context.Context, alias string) bool {
 // pingTimeout bounds POST /appservice/{id}/ping's call to the service.
 const pingTimeout = 10 * time.Second
 
-// appservicePing is POST /_matrix/client/v1/appservice/{appserviceId}/ping:
-// the service asks the homeserver to call its /_matrix/app/v1/ping, to
+// POST /_matrix/client/v1/appservice/{appserviceId}/ping
+//
+// appservicePing: the service asks the homeserver to call its /_matrix/app/v1/ping, to
 // check that the homeserver can reach it with the right hs_token.
 func (s *Server) appservicePing(w http.ResponseWriter, r *http.Request) error {
 	tok, err := matrix.AccessToken(r)
@@ -325,6 +326,8 @@ func (s *Server) appservicePing(w http.ResponseWriter, r *http.Request) error {
 // thirdPartyTimeout bounds one third-party lookup at the services.
 const thirdPartyTimeout = 10 * time.Second
 
+// GET /_matrix/client/v3/thirdparty/protocols
+//
 // thirdPartyProtocols lists the protocols the services provide, each with
 // the metadata its (first answering) service gives.
 func (s *Server) thirdPartyProtocols(w http.ResponseWriter, r *http.Request) error {
@@ -344,7 +347,7 @@ func (s *Server) protocolInfo(ctx context.Context, protocol string) (json.RawMes
 	for _, reg := range s.cfg.Appservices.ProtocolOwners(protocol) {
 		b, err := s.asClient.ThirdParty(ctx, reg, "/protocol/"+url.PathEscape(protocol), nil)
 		if err != nil {
-			s.logger.Warn("application service protocol query failed", "appservice", reg.ID, "protocol", protocol, "err", err)
+			s.logger.Warn("application service protocol query failed", "appservice", reg.ID, "protocol", protocol, eventlog.LogErr, err)
 			continue
 		}
 		var obj map[string]json.RawMessage
@@ -356,7 +359,7 @@ func (s *Server) protocolInfo(ctx context.Context, protocol string) (json.RawMes
 	return nil, false
 }
 
-// thirdPartyProtocol is GET /thirdparty/protocol/{protocol}.
+// GET /_matrix/client/v3/thirdparty/protocol/{protocol}
 func (s *Server) thirdPartyProtocol(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), thirdPartyTimeout)
 	defer cancel()
@@ -368,6 +371,9 @@ func (s *Server) thirdPartyProtocol(w http.ResponseWriter, r *http.Request) erro
 	return nil
 }
 
+// GET /_matrix/client/v3/thirdparty/location[/{protocol}]
+// GET /_matrix/client/v3/thirdparty/user[/{protocol}]
+//
 // thirdPartyLookup answers the location and user lookups (kind is
 // "location" or "user"): by protocol, from the services that provide it,
 // or, without one, from every service. The answers are joined.
@@ -403,7 +409,7 @@ func (s *Server) thirdPartyLookup(kind string) handlerFunc {
 			}
 			b, err := s.asClient.ThirdParty(ctx, reg, path, q)
 			if err != nil {
-				s.logger.Warn("application service third-party lookup failed", "appservice", reg.ID, "path", path, "err", err)
+				s.logger.Warn("application service third-party lookup failed", "appservice", reg.ID, "path", path, eventlog.LogErr, err)
 				continue
 			}
 			var list []json.RawMessage

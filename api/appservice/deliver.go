@@ -133,7 +133,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 }
 
 func (d *Deliverer) runLane(ctx context.Context, reg *Registration, ln *lane) error {
-	logger := d.Logger.With("appservice", reg.ID, "stream", ln.stream)
+	logger := d.Logger.With("appservice", reg.ID, eventlog.LogStream, ln.stream)
 	wait := d.MinBackoff
 	for {
 		progressed, err := d.deliver(ctx, reg, ln, logger)
@@ -143,7 +143,7 @@ func (d *Deliverer) runLane(ctx context.Context, reg *Registration, ln *lane) er
 		if progressed {
 			wait = d.MinBackoff
 		}
-		logger.Warn("application service delivery interrupted; retrying", "err", err, "retry_in", wait)
+		logger.Warn("application service delivery interrupted; retrying", eventlog.LogErr, err, "retry_in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -179,7 +179,7 @@ func (d *Deliverer) deliver(ctx context.Context, reg *Registration, ln *lane, lo
 		if rev, err = d.Log.PutAppserviceState(ctx, ln.key, st, 0); err != nil {
 			return false, err
 		}
-		logger.Info("application service delivery starts", "stream_seq", head)
+		logger.Info("application service delivery starts", eventlog.LogSeq, head)
 	}
 	if st.InFlight != nil {
 		txn := *st.InFlight
@@ -376,7 +376,7 @@ func (d *Deliverer) match(ctx context.Context, reg *Registration, batch []eventl
 		rec, err := m.Decode()
 		if err != nil {
 			// Set aside by the projector too; nothing a service could use.
-			d.Logger.Warn("application service delivery passes over a record it cannot decode", "stream_seq", m.Seq, "err", err)
+			d.Logger.Warn("application service delivery passes over a record it cannot decode", eventlog.LogSeq, m.Seq, eventlog.LogErr, err)
 			continue
 		}
 		re := rec.(*eventlog.RoomEvents)
@@ -387,7 +387,7 @@ func (d *Deliverer) match(ctx context.Context, reg *Registration, batch []eventl
 		for _, raw := range re.Events {
 			ev, err := matrix.ParseEvent(matrix.RoomVersion(re.RoomVersion), raw)
 			if err != nil {
-				d.Logger.Warn("application service delivery passes over an event it cannot parse", "stream_seq", m.Seq, "err", err)
+				d.Logger.Warn("application service delivery passes over an event it cannot parse", eventlog.LogSeq, m.Seq, eventlog.LogErr, err)
 				continue
 			}
 			if want != nil {
@@ -492,7 +492,7 @@ func (d *Deliverer) matchEphemeral(ctx context.Context, reg *Registration, ln *l
 	for _, m := range batch {
 		rec, err := m.Decode()
 		if err != nil {
-			d.Logger.Warn("application service delivery passes over a record it cannot decode", "stream", m.Stream, "stream_seq", m.Seq, "err", err)
+			d.Logger.Warn("application service delivery passes over a record it cannot decode", eventlog.LogStream, m.Stream, eventlog.LogSeq, m.Seq, eventlog.LogErr, err)
 			continue
 		}
 		switch r := rec.(type) {
@@ -588,7 +588,7 @@ func (d *Deliverer) matchToDevice(ctx context.Context, reg *Registration, batch 
 		}
 		rec, err := m.Decode()
 		if err != nil {
-			d.Logger.Warn("application service delivery passes over a record it cannot decode", "stream", m.Stream, "stream_seq", m.Seq, "err", err)
+			d.Logger.Warn("application service delivery passes over a record it cannot decode", eventlog.LogStream, m.Stream, eventlog.LogSeq, m.Seq, eventlog.LogErr, err)
 			continue
 		}
 		r := rec.(*eventlog.ToDeviceSent)
