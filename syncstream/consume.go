@@ -243,6 +243,7 @@ func touchedEphemeral(ctx context.Context, c *change, st *store.Store, eph *Ephe
 	case *eventlog.TypingSet:
 		eph.apply(m.Seq, m.Time, r)
 		c.rooms = []string{r.RoomID}
+		c.typing = live
 	case *eventlog.PresenceSet:
 		eph.apply(m.Seq, m.Time, r)
 		c.users = []string{r.UserID}
@@ -252,6 +253,7 @@ func touchedEphemeral(ctx context.Context, c *change, st *store.Store, eph *Ephe
 				return err
 			}
 			c.rooms = rooms
+			c.presence = r
 		}
 	}
 	return nil

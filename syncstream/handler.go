@@ -108,6 +108,10 @@ type Handler struct {
 	stopMu   sync.Mutex
 	stop     chan struct{}
 
+	// marked is this worker's own newest presence write per user
+	// (markedPresence), which its ephemeral view may not have read back.
+	marked sync.Map
+
 	rooms   roomsCache
 	filters filterCache
 	e2ee    deviceState
@@ -200,7 +204,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		// from the window of recent events).
 		if req.since != nil && !req.fullState {
 			if cached, ok := h.rooms.get(ss.UserID, *req.since); ok && h.notifierCurrent() {
-				changes, roomsHead, known := h.Notifier.Since(ss.UserID, cached.rooms, seenOf(*req.since))
+				changes, heads, known := h.Notifier.Since(ss.UserID, cached.rooms, seenOf(*req.since))
 				switch {
 				case known && len(changes) == 0:
 					if !time.Now().Before(deadline) {
@@ -218,7 +222,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 					woken = true
 					continue
 				case known:
-					if resp, next, base, ok := fromWindow(req, cached.base, changes, roomsHead, time.Now()); ok {
+					if resp, next, base, ok := fromWindow(req, cached.base, changes, heads, h.Ephemeral, time.Now()); ok {
 						h.rooms.put(ss.UserID, next, cached.rooms, base)
 						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
 						if !resp.empty() || !time.Now().Before(deadline) {
@@ -375,8 +379,18 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 		return
 	}
 	now := time.Now()
+	fresh := func(presence string, lastActive int64) bool {
+		return presence == setPresence && now.UnixMilli()-lastActive < time.Minute.Milliseconds()
+	}
 	cur, ok := h.Ephemeral.presenceOf(user)
-	if ok && cur.Presence == setPresence && now.UnixMilli()-cur.LastActiveTS < time.Minute.Milliseconds() {
+	if ok && fresh(cur.Presence, cur.LastActiveTS) {
+		h.marked.Delete(user) // read back: the view knows
+		return
+	}
+	// A client's next request often comes before the view has read back
+	// the record its last one wrote: without this, each would write again,
+	// and every write wakes everyone sharing a room with the user.
+	if m, ok := h.marked.Load(user); ok && fresh(m.(markedPresence).presence, m.(markedPresence).at) {
 		return
 	}
 	rec := &eventlog.PresenceSet{UserID: user, Presence: setPresence, LastActiveTS: now.UnixMilli()}
@@ -385,7 +399,15 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 	}
 	if _, err := h.Log.Append(ctx, eventlog.PresenceSubject(user), rec, eventlog.AppendOptions{}); err != nil {
 		h.Logger.Warn("could not record presence", "user_id", user, "err", err)
+		return
 	}
+	h.marked.Store(user, markedPresence{presence: setPresence, at: rec.LastActiveTS})
+}
+
+// markedPresence is a presence a worker wrote for a syncing user, and when.
+type markedPresence struct {
+	presence string
+	at       int64
 }
 
 // wait blocks until a change concerning the user arrives (woke true), or
