@@ -344,3 +344,22 @@ func guideRoomAndSyncSteps(t *testing.T, c *apitest.Client, tok string) {
 		t.Fatalf("messages: %.500s", msgs.Raw)
 	}
 }
+
+// An ops or pprof address that cannot be bound stops the process with an
+// error naming the flag, instead of logging that it listens.
+func TestListenersThatCannotBind(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, flag := range []string{"--ops-listen", "--pprof-listen"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		err := run(ctx, []string{"serve", "--listen", freeAddr(t), "--data-dir", t.TempDir(), "--database-url", storetest.NewURL(t),
+			flag, busy.Addr().String()})
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%s on a bound address: %v, want an error naming it", flag, err)
+		}
+	}
+}
