@@ -151,7 +151,7 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.int(&c.ThumbnailJobs, "thumbnail-jobs", "STRAND_THUMBNAIL_JOBS", 2, "thumbnails one process makes at once")
 	e.int(&c.PendingMediaMax, "media-pending-max", "STRAND_MEDIA_PENDING_MAX", api.DefaultMaxPendingMedia, "media IDs one user may have created (POST /media/v1/create) and not uploaded yet")
 	e.dur(&c.PendingMediaTTL, "media-pending-expiry", "STRAND_MEDIA_PENDING_EXPIRY", api.DefaultMediaPendingExpiry, "how long a created media ID waits for its upload")
-	e.str(&c.OutboundAllow, "outbound-allow", "STRAND_OUTBOUND_ALLOW", "", "comma-separated CIDRs that URL previews may reach although they are loopback, private or otherwise internal (none by default)")
+	e.str(&c.OutboundAllow, "outbound-allow", "STRAND_OUTBOUND_ALLOW", "", "comma-separated CIDRs that outbound requests (URL previews, push gateways) may reach although they are loopback, private or otherwise internal (none by default)")
 	e.dur(&c.PreviewCacheTTL, "preview-cache-ttl", "STRAND_PREVIEW_CACHE_TTL", api.DefaultPreviewCacheTTL, "how long a URL preview is served from the cache (at most 24h)")
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
 	def := api.DefaultRateLimits()
