@@ -23,6 +23,7 @@ var allowedImports = map[string][]string{
 	"strand/syncstream":                {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
 	"strand/api/outbound":              {},
 	"strand/api":                       {"strand/api/outbound", "strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
+	"strand/api/pushgateway":           {"strand/api/outbound", "strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
 	"strand/api/apitest": {"strand/api", "strand/syncstream", "strand/projector", "strand/projector/store", "strand/projector/store/storetest",
 		"strand/eventlog", "strand/eventlog/matrix", "strand/eventlog/logtest", "github.com/nats-io/nats.go", "github.com/nats-io/nats-server/v2"},
 	"strand/cmd/strand/bench": {},

@@ -1,0 +1,171 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"strand/eventlog"
+)
+
+// What push delivery (api/pushgateway) reads from the projection: the
+// events of a room record, the pushers of the users an event may notify,
+// the room's names, and unread counts.
+
+// PushEvent is one event of a room record, as push delivery needs it.
+type PushEvent struct {
+	Pos      int64
+	EventID  string
+	RoomID   string
+	Type     string
+	StateKey *string
+	Sender   string
+	// Client is the event as clients see it.
+	Client json.RawMessage
+}
+
+// PushEvents returns the events the room record at seq holds, in order
+// (none when the projection set the record aside or it held no events).
+func (s *Store) PushEvents(ctx context.Context, seq uint64) ([]PushEvent, error) {
+	lo := eventlog.EventPos(seq, 0)
+	rows, err := s.pool.Query(ctx, `SELECT pos, event_id, room_id, type, state_key, sender, client FROM events
+		WHERE pos >= $1 AND pos < $2 ORDER BY pos`, lo, lo+eventlog.MaxEventsPerRecord)
+	if err != nil {
+		return nil, fmt.Errorf("push events of record %d: %w", seq, err)
+	}
+	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PushEvent, error) {
+		var e PushEvent
+		var client []byte
+		err := row.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &client)
+		e.Client = client
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("push events of record %d: %w", seq, err)
+	}
+	return evs, nil
+}
+
+// PushTarget is one http pusher of a user an event may notify.
+type PushTarget struct {
+	UserID   string
+	AppID    string
+	Pushkey  string
+	DeviceID string
+	Data     json.RawMessage
+	// TS is when the pusher was last set, in milliseconds.
+	TS int64
+}
+
+// PushTargets returns, in one query, the http pushers of the users who
+// are joined to roomID as of the event at pos (its own effect included),
+// and of the users in also (an invitee, whom the invite itself may
+// notify), leaving out except (the event's sender). Users without a
+// pusher are not listed.
+func (s *Store) PushTargets(ctx context.Context, roomID string, pos int64, except string, also []string) ([]PushTarget, error) {
+	if also == nil {
+		also = []string{}
+	}
+	rows, err := s.pool.Query(ctx, `SELECT p.user_id, p.app_id, p.pushkey, p.device_id, p.data, p.ts
+		FROM pushers p
+		WHERE p.kind = 'http' AND p.user_id <> $3 AND (p.user_id = ANY($4) OR EXISTS (
+			SELECT 1 FROM room_state s WHERE s.room_id = $1 AND s.type = 'm.room.member' AND s.state_key = p.user_id
+				AND s.membership = 'join' AND s.from_pos <= $2 AND (s.to_pos IS NULL OR s.to_pos > $2)))
+		ORDER BY p.user_id, p.app_id, p.pushkey`, roomID, pos, except, also)
+	if err != nil {
+		return nil, fmt.Errorf("push targets in %s: %w", roomID, err)
+	}
+	ts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PushTarget, error) {
+		var t PushTarget
+		var data []byte
+		err := row.Scan(&t.UserID, &t.AppID, &t.Pushkey, &t.DeviceID, &data, &t.TS)
+		t.Data = data
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("push targets in %s: %w", roomID, err)
+	}
+	return ts, nil
+}
+
+// PushRoom is what a notification says about its room and sender.
+type PushRoom struct {
+	Name              string
+	CanonicalAlias    string
+	SenderDisplayName string
+	JoinedMembers     int
+}
+
+// PushRoomInfo returns the room's current name, canonical alias and
+// joined member count, and the sender's current display name in it.
+func (s *Store) PushRoomInfo(ctx context.Context, roomID, sender string) (PushRoom, error) {
+	var r PushRoom
+	var name, alias, display *string
+	err := s.pool.QueryRow(ctx, `SELECT r.name, r.canonical_alias, r.joined_members,
+			(SELECT convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' FROM room_state st
+				JOIN events e ON e.event_id = st.event_id
+				WHERE st.room_id = r.room_id AND st.type = 'm.room.member' AND st.state_key = $2 AND st.to_pos IS NULL)
+		FROM rooms r WHERE r.room_id = $1`, roomID, sender).Scan(&name, &alias, &r.JoinedMembers, &display)
+	if isNoRows(err) {
+		return r, nil
+	}
+	if err != nil {
+		return r, fmt.Errorf("push room info of %s: %w", roomID, err)
+	}
+	if name != nil {
+		r.Name = *name
+	}
+	if alias != nil {
+		r.CanonicalAlias = *alias
+	}
+	if display != nil {
+		r.SenderDisplayName = *display
+	}
+	return r, nil
+}
+
+// UnreadTotals returns, for each of users, the number of unread
+// notifications (see SyncTx.UnreadCounts) over every room the user is
+// joined to, as of the projection now: the push gateway API's
+// counts.unread, "across all of the rooms they are a member of". One
+// query for all the users.
+func (s *Store) UnreadTotals(ctx context.Context, users []string) (map[string]int, error) {
+	out := map[string]int{}
+	if len(users) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT m.state_key, count(e.pos)
+		FROM room_state m
+		LEFT JOIN LATERAL (SELECT max(x.event_pos) AS read_pos FROM receipts x
+			WHERE x.room_id = m.room_id AND x.user_id = m.state_key AND x.type IN ('m.read', 'm.read.private')) rr ON true
+		JOIN events e ON e.room_id = m.room_id AND e.notify AND e.pos > GREATEST(COALESCE(rr.read_pos, 0), m.from_pos)
+			AND e.sender <> m.state_key
+		WHERE m.type = 'm.room.member' AND m.state_key = ANY($1) AND m.to_pos IS NULL AND m.membership = 'join'
+		GROUP BY m.state_key`, users)
+	if err != nil {
+		return nil, fmt.Errorf("unread totals: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u string
+		var n int
+		if err := rows.Scan(&u, &n); err != nil {
+			return nil, fmt.Errorf("unread totals: %w", err)
+		}
+		out[u] = n
+	}
+	return out, rows.Err()
+}
+
+// PusherExists reports whether the user still has the pusher.
+func (s *Store) PusherExists(ctx context.Context, userID, appID, pushkey string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3)`,
+		userID, appID, pushkey).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("pusher of %s: %w", userID, err)
+	}
+	return ok, nil
+}
