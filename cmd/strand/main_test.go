@@ -141,7 +141,7 @@ func TestServeUnreachableDatabase(t *testing.T) {
 }
 
 func TestRolesNeedNATSURL(t *testing.T) {
-	for _, role := range []string{"api", "projector", "sync"} {
+	for _, role := range []string{"api", "projector", "sync", "pusher"} {
 		err := run(context.Background(), []string{role, "--data-dir", t.TempDir()})
 		if err == nil || !strings.Contains(err.Error(), "--nats-url") {
 			t.Fatalf("%s without --nats-url: %v", role, err)

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"strand/api"
+	"strand/api/outbound"
+	"strand/api/pushgateway"
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector"
@@ -23,7 +25,7 @@ import (
 	"strand/syncstream"
 )
 
-type roleSet struct{ api, projector, sync bool }
+type roleSet struct{ api, projector, sync, pusher bool }
 
 // roleCommand runs one or more roles in this process.
 type roleCommand struct {
@@ -106,6 +108,12 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	if c.roles.api || c.roles.sync {
 		c.cfg.registerServer(fs)
 	}
+	if c.roles.api || c.roles.pusher {
+		c.cfg.registerOutbound(fs)
+	}
+	if c.roles.pusher {
+		c.cfg.registerPusher(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,6 +121,13 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		if err := c.cfg.validateServer(); err != nil {
 			return err
 		}
+	}
+	allow, err := c.cfg.outboundAllow()
+	if err != nil {
+		return err
+	}
+	if c.cfg.PushSenders < 0 || c.cfg.PushMatchers < 0 {
+		return errors.New("--push-senders and --push-matchers must be positive")
 	}
 	logger, err := c.cfg.logger()
 	if err != nil {
@@ -143,6 +158,19 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 			defer ps.Close()
 		}
 		p := &projector.Projector{Log: d.log, Store: ps, Logger: logger}
+		if err := p.RegisterMetrics(reg); err != nil {
+			return err
+		}
+		g.Go(func() error { return p.Run(ctx) })
+	}
+	if c.roles.pusher {
+		wm, err := eventlog.NewWatermark(d.nc, d.store.Position)
+		if err != nil {
+			return err
+		}
+		defer wm.Close()
+		p := &pushgateway.Pusher{Log: d.log, Store: d.store, Watermark: wm, Client: outbound.NewClient(allow),
+			Logger: logger.With("part", "pusher"), Senders: c.cfg.PushSenders, Matchers: c.cfg.PushMatchers}
 		if err := p.RegisterMetrics(reg); err != nil {
 			return err
 		}
