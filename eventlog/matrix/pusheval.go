@@ -1,0 +1,703 @@
+package matrix
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+)
+
+// Push rule evaluation (client-server API, "Push Rules"). A user's rules
+// are parsed once into a PushRuleset (their stored m.push_rules merged
+// with the server defaults); each event is decoded once into a PushEvent;
+// Evaluate then decides, per recipient, whether the event notifies and
+// with which tweaks. Everything here is pure: the caller supplies what
+// the conditions read from the room (PushConditionContext).
+
+// pushRuleKinds are the kinds in the order the spec checks them.
+// postcontent (MSC4306) sits between content and room; Strand ships no
+// rules of that kind and clients may not add any.
+var pushRuleKinds = [...]string{"override", "content", "postcontent", "room", "sender", "underride"}
+
+// PushRuleset is one user's rules in evaluation order. It is immutable
+// once parsed and safe for concurrent use.
+type PushRuleset struct {
+	rules []compiledRule
+}
+
+// PushDecision is what a user's rules say about one event. Notify is the
+// spec's "notify" action of the first matching rule; Highlight is that
+// rule's highlight tweak and is only ever true together with Notify (an
+// event that does not notify is not counted as a highlight either, as
+// Synapse counts). Actions is the matched rule's action list without
+// the historical no-ops (dont_notify, coalesce), as GET /notifications
+// and a push gateway's tweaks want it. RuleID is empty when no rule
+// matched (then nothing notifies).
+type PushDecision struct {
+	Notify    bool
+	Highlight bool
+	Sound     string
+	Tweaks    map[string]any
+	Actions   []any
+	RuleID    string
+}
+
+// PushConditionContext is what the room-dependent conditions need for
+// one recipient: the recipient's user ID and display name in the room
+// (contains_display_name; an empty name never matches), the room's
+// joined member count (room_member_count), the sender's power level and
+// the room's notifications power levels (sender_notification_permission;
+// a key missing from NotificationLevels needs 50, the spec's default).
+type PushConditionContext struct {
+	UserID             string
+	DisplayName        string
+	MemberCount        int
+	SenderPowerLevel   int64
+	NotificationLevels map[string]int64
+}
+
+// PushEvent is an event decoded for evaluation: every property reachable
+// through objects, under its dot-separated path (appendix "Dot-separated
+// property paths": dots and backslashes in a name escaped with a
+// backslash), each string also lower-cased once for event_match. Build
+// it once per event with NewPushEvent and evaluate it for every
+// recipient; it is read-only afterwards.
+type PushEvent struct {
+	RoomID string
+	Sender string
+	Type   string
+	props  map[string]pushValue
+	// body is content.body lower-cased, in runes, for the word-boundary
+	// matching of content rules and event_match on content.body.
+	body    []rune
+	hasBody bool
+}
+
+type pushValue struct {
+	v     any // string, json.Number, bool, nil, or []any of those (arrays are leaves)
+	lower string
+}
+
+// maxPushFlattenDepth bounds how deep NewPushEvent walks: events are at
+// most 64 KiB, but a rule can only name a path, and nothing useful lies
+// deeper than this.
+const maxPushFlattenDepth = 32
+
+// NewPushEvent decodes a client-format or PDU event (type, sender,
+// room_id, state_key, content and any other top-level property;
+// unsigned is left out, it is not part of the event others see).
+func NewPushEvent(event json.RawMessage) (*PushEvent, error) {
+	dec := json.NewDecoder(bytes.NewReader(event))
+	dec.UseNumber()
+	var top map[string]any
+	if err := dec.Decode(&top); err != nil {
+		return nil, err
+	}
+	delete(top, "unsigned")
+	pe := &PushEvent{props: make(map[string]pushValue, 16)}
+	pe.RoomID, _ = top["room_id"].(string)
+	pe.Sender, _ = top["sender"].(string)
+	pe.Type, _ = top["type"].(string)
+	pe.flatten("", top, 0)
+	if v, ok := pe.props["content.body"]; ok {
+		if _, ok := v.v.(string); ok {
+			pe.body = []rune(v.lower)
+			pe.hasBody = true
+		}
+	}
+	return pe, nil
+}
+
+func (pe *PushEvent) flatten(prefix string, obj map[string]any, depth int) {
+	if depth > maxPushFlattenDepth {
+		return
+	}
+	for k, v := range obj {
+		path := escapePathSegment(k)
+		if prefix != "" {
+			path = prefix + "." + path
+		}
+		switch x := v.(type) {
+		case map[string]any:
+			pe.flatten(path, x, depth+1)
+		case string:
+			pe.props[path] = pushValue{v: x, lower: strings.ToLower(x)}
+		default:
+			pe.props[path] = pushValue{v: x}
+		}
+	}
+}
+
+func escapePathSegment(s string) string {
+	if !strings.ContainsAny(s, `.\`) {
+		return s
+	}
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	return strings.ReplaceAll(s, `.`, `\.`)
+}
+
+// canonicalPushKey rewrites a rule's key into the escaping NewPushEvent
+// uses: `\.` is a dot inside a name, `\\` a backslash, and any other
+// backslash is itself (so `\x` and `\\x` name the same property).
+func canonicalPushKey(key string) string {
+	if !strings.Contains(key, `\`) {
+		return key
+	}
+	var segs []string
+	var cur strings.Builder
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case c == '\\' && i+1 < len(key) && (key[i+1] == '.' || key[i+1] == '\\'):
+			cur.WriteByte(key[i+1])
+			i++
+		case c == '.':
+			segs = append(segs, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	segs = append(segs, cur.String())
+	for i, s := range segs {
+		segs[i] = escapePathSegment(s)
+	}
+	return strings.Join(segs, ".")
+}
+
+// ParsePushRules builds a user's ruleset from their stored m.push_rules
+// account data (nil when they have none): either {"global": {kind:
+// [rules]}} as PUT /pushrules stores it, or the bare {kind: [rules]}.
+//
+// Stored rulesets hold a copy of the server defaults from when they were
+// first saved, so the defaults are merged rather than taken from the
+// copy: every server-default rule (rule_id starting with ".") is the
+// current definition from DefaultPushRules, keeping the stored copy's
+// enabled and actions (what a user may change of a default); a default
+// the server no longer has is dropped; one missing from the copy is
+// inserted after the default that precedes it (or after the user's
+// rules of its kind). .m.rule.master always comes first. User rules keep
+// their stored order. A malformed rule never matches rather than failing
+// the whole set; only content that is not a JSON object is an error.
+func ParsePushRules(userID string, stored json.RawMessage) (*PushRuleset, error) {
+	var defaults map[string][]map[string]any
+	if err := json.Unmarshal(DefaultPushRules(userID), &defaults); err != nil {
+		return nil, err
+	}
+	user := map[string][]map[string]any{}
+	trimmed := bytes.TrimSpace(stored)
+	hasStored := len(trimmed) > 0 && !bytes.Equal(trimmed, []byte("null"))
+	if hasStored {
+		var wrapper struct {
+			Global map[string]json.RawMessage `json:"global"`
+		}
+		if err := json.Unmarshal(stored, &wrapper); err != nil {
+			return nil, err
+		}
+		kinds := wrapper.Global
+		if kinds == nil {
+			if err := json.Unmarshal(stored, &kinds); err != nil {
+				return nil, err
+			}
+		}
+		for _, k := range pushRuleKinds {
+			raw, ok := kinds[k]
+			if !ok {
+				continue
+			}
+			var list []json.RawMessage
+			if json.Unmarshal(raw, &list) != nil {
+				continue
+			}
+			for _, r := range list {
+				var rule map[string]any
+				if json.Unmarshal(r, &rule) == nil && rule != nil {
+					user[k] = append(user[k], rule)
+				}
+			}
+		}
+	}
+	rs := &PushRuleset{}
+	for _, k := range pushRuleKinds {
+		for _, r := range mergeKind(k, user[k], defaults[k], hasStored) {
+			rs.rules = append(rs.rules, compileRule(k, r))
+		}
+	}
+	return rs, nil
+}
+
+// mergeKind returns one kind's rules in order, as ParsePushRules
+// describes.
+func mergeKind(kind string, stored, defaults []map[string]any, hasStored bool) []map[string]any {
+	if !hasStored {
+		return defaults
+	}
+	byID := make(map[string]map[string]any, len(defaults))
+	for _, d := range defaults {
+		byID[d["rule_id"].(string)] = d
+	}
+	out := make([]map[string]any, 0, len(stored)+len(defaults))
+	seen := map[string]bool{}
+	for _, r := range stored {
+		id, _ := r["rule_id"].(string)
+		if seen[id] {
+			continue
+		}
+		if !strings.HasPrefix(id, ".") {
+			seen[id] = true
+			out = append(out, r)
+			continue
+		}
+		d, ok := byID[id]
+		if !ok {
+			continue
+		}
+		seen[id] = true
+		m := make(map[string]any, len(d))
+		for k, v := range d {
+			m[k] = v
+		}
+		if e, ok := r["enabled"].(bool); ok {
+			m["enabled"] = e
+		}
+		if a, ok := r["actions"].([]any); ok {
+			m["actions"] = a
+		}
+		out = append(out, m)
+	}
+	prev := ""
+	for _, d := range defaults {
+		id := d["rule_id"].(string)
+		if seen[id] {
+			prev = id
+			continue
+		}
+		pos := len(out)
+		if prev != "" {
+			for i, r := range out {
+				if r["rule_id"] == prev {
+					pos = i + 1
+					break
+				}
+			}
+		} else {
+			for i, r := range out {
+				if s, _ := r["rule_id"].(string); strings.HasPrefix(s, ".") {
+					pos = i
+					break
+				}
+			}
+		}
+		out = append(out[:pos], append([]map[string]any{d}, out[pos:]...)...)
+		seen[id] = true
+		prev = id
+	}
+	if kind == "override" {
+		for i, r := range out {
+			if r["rule_id"] == ".m.rule.master" && i > 0 {
+				out = append([]map[string]any{r}, append(out[:i:i], out[i+1:]...)...)
+				break
+			}
+		}
+	}
+	return out
+}
+
+type condKind uint8
+
+const (
+	condNever condKind = iota // unrecognised or malformed: never matches
+	condEventMatch
+	condPropertyIs
+	condPropertyContains
+	condDisplayName
+	condMemberCount
+	condSenderPermission
+	condRoomID
+	condSender
+)
+
+type compiledCond struct {
+	kind  condKind
+	key   string // canonical property path, or the power-level key, or the ID
+	glob  *pushGlob
+	word  bool // event_match on content.body: word-boundary substring match
+	value any  // event_property_is / _contains: string, int64, bool or nil
+	op    string
+	n     int64
+}
+
+type compiledRule struct {
+	id      string
+	enabled bool
+	conds   []compiledCond
+	actions []any
+	notify  bool
+	high    bool
+	sound   string
+	tweaks  map[string]any
+}
+
+func compileRule(kind string, r map[string]any) compiledRule {
+	cr := compiledRule{enabled: true}
+	cr.id, _ = r["rule_id"].(string)
+	if e, ok := r["enabled"].(bool); ok {
+		cr.enabled = e
+	}
+	switch kind {
+	case "override", "underride":
+		if list, ok := r["conditions"].([]any); ok {
+			for _, c := range list {
+				m, _ := c.(map[string]any)
+				cr.conds = append(cr.conds, compileCond(m))
+			}
+		} else if _, present := r["conditions"]; present {
+			cr.conds = []compiledCond{{kind: condNever}}
+		}
+	case "content":
+		p, ok := r["pattern"].(string)
+		if !ok {
+			cr.conds = []compiledCond{{kind: condNever}}
+		} else {
+			cr.conds = []compiledCond{{kind: condEventMatch, key: "content.body", glob: compileGlob(p), word: true}}
+		}
+	case "room":
+		cr.conds = []compiledCond{{kind: condRoomID, key: cr.id}}
+	case "sender":
+		cr.conds = []compiledCond{{kind: condSender, key: cr.id}}
+	default:
+		// postcontent rules test thread subscriptions, which Strand
+		// does not keep.
+		cr.conds = []compiledCond{{kind: condNever}}
+	}
+	acts, _ := r["actions"].([]any)
+	cr.actions = []any{}
+	for _, a := range acts {
+		switch x := a.(type) {
+		case string:
+			switch x {
+			case "notify":
+				cr.notify = true
+			case "dont_notify", "coalesce":
+				continue // historical no-ops, stripped as the spec asks
+			}
+		case map[string]any:
+			name, _ := x["set_tweak"].(string)
+			if name == "" {
+				break
+			}
+			v, present := x["value"]
+			if name == "highlight" && !present {
+				v, present = true, true // "a highlight tweak with no value is true"
+			}
+			if !present {
+				break
+			}
+			switch name {
+			case "highlight":
+				cr.high, _ = v.(bool)
+			case "sound":
+				cr.sound, _ = v.(string)
+			}
+			if cr.tweaks == nil {
+				cr.tweaks = map[string]any{}
+			}
+			cr.tweaks[name] = v
+		}
+		cr.actions = append(cr.actions, a)
+	}
+	return cr
+}
+
+func compileCond(m map[string]any) compiledCond {
+	kind, _ := m["kind"].(string)
+	switch kind {
+	case "event_match":
+		key, ok1 := m["key"].(string)
+		pat, ok2 := m["pattern"].(string)
+		if !ok1 || !ok2 {
+			return compiledCond{kind: condNever}
+		}
+		key = canonicalPushKey(key)
+		return compiledCond{kind: condEventMatch, key: key, glob: compileGlob(pat), word: key == "content.body"}
+	case "event_property_is", "event_property_contains":
+		key, ok := m["key"].(string)
+		v, present := m["value"]
+		sv, okv := pushScalar(v)
+		if !ok || !present || !okv {
+			return compiledCond{kind: condNever}
+		}
+		k := condPropertyIs
+		if kind == "event_property_contains" {
+			k = condPropertyContains
+		}
+		return compiledCond{kind: k, key: canonicalPushKey(key), value: sv}
+	case "contains_display_name":
+		return compiledCond{kind: condDisplayName}
+	case "room_member_count":
+		is, ok := m["is"].(string)
+		if !ok {
+			return compiledCond{kind: condNever}
+		}
+		op := "=="
+		for _, p := range []string{"==", "<=", ">=", "<", ">"} {
+			if strings.HasPrefix(is, p) {
+				op, is = p, is[len(p):]
+				break
+			}
+		}
+		n, err := strconv.ParseInt(is, 10, 64)
+		if err != nil {
+			return compiledCond{kind: condNever}
+		}
+		return compiledCond{kind: condMemberCount, op: op, n: n}
+	case "sender_notification_permission":
+		key, ok := m["key"].(string)
+		if !ok {
+			return compiledCond{kind: condNever}
+		}
+		return compiledCond{kind: condSenderPermission, key: key}
+	}
+	return compiledCond{kind: condNever}
+}
+
+// pushScalar normalises a value for exact comparison: strings, booleans,
+// null, and integers within the canonical JSON range (as int64). Other
+// values (floats, objects, arrays) report false.
+func pushScalar(v any) (any, bool) {
+	switch x := v.(type) {
+	case nil, string, bool:
+		return x, true
+	case json.Number:
+		n, err := strconv.ParseInt(string(x), 10, 64)
+		if err != nil || n > maxCanonicalInt || n < -maxCanonicalInt {
+			return nil, false
+		}
+		return n, true
+	case float64:
+		if x != float64(int64(x)) || x > maxCanonicalInt || x < -maxCanonicalInt {
+			return nil, false
+		}
+		return int64(x), true
+	}
+	return nil, false
+}
+
+const maxCanonicalInt = 1<<53 - 1
+
+// Evaluate runs the ruleset against one event for one recipient. An
+// event the recipient sent themselves never notifies (the spec's "MUST
+// NOT notify ... for events that the user has sent themselves").
+func (rs *PushRuleset) Evaluate(ev *PushEvent, c PushConditionContext) PushDecision {
+	if rs == nil || ev == nil || (c.UserID != "" && ev.Sender == c.UserID) {
+		return PushDecision{}
+	}
+	for i := range rs.rules {
+		r := &rs.rules[i]
+		if !r.enabled || !r.matches(ev, &c) {
+			continue
+		}
+		d := PushDecision{RuleID: r.id, Notify: r.notify, Actions: r.actions}
+		if r.notify {
+			d.Highlight, d.Sound, d.Tweaks = r.high, r.sound, r.tweaks
+		}
+		return d
+	}
+	return PushDecision{}
+}
+
+func (r *compiledRule) matches(ev *PushEvent, c *PushConditionContext) bool {
+	for i := range r.conds {
+		if !r.conds[i].holds(ev, c) {
+			return false
+		}
+	}
+	return true
+}
+
+func (cd *compiledCond) holds(ev *PushEvent, c *PushConditionContext) bool {
+	switch cd.kind {
+	case condEventMatch:
+		if cd.word {
+			return ev.hasBody && cd.glob.matchWords(ev.body)
+		}
+		v, ok := ev.props[cd.key]
+		if !ok {
+			return false
+		}
+		if _, isString := v.v.(string); !isString {
+			return false
+		}
+		return cd.glob.matchWhole(v.lower)
+	case condPropertyIs:
+		v, ok := ev.props[cd.key]
+		if !ok {
+			return false
+		}
+		s, ok := pushScalar(v.v)
+		return ok && s == cd.value
+	case condPropertyContains:
+		v, ok := ev.props[cd.key]
+		if !ok {
+			return false
+		}
+		arr, ok := v.v.([]any)
+		if !ok {
+			return false
+		}
+		for _, x := range arr {
+			if s, ok := pushScalar(x); ok && s == cd.value {
+				return true
+			}
+		}
+		return false
+	case condDisplayName:
+		if c.DisplayName == "" || !ev.hasBody {
+			return false
+		}
+		return literalGlob(strings.ToLower(c.DisplayName)).matchWords(ev.body)
+	case condMemberCount:
+		n := int64(c.MemberCount)
+		switch cd.op {
+		case "<":
+			return n < cd.n
+		case ">":
+			return n > cd.n
+		case "<=":
+			return n <= cd.n
+		case ">=":
+			return n >= cd.n
+		}
+		return n == cd.n
+	case condSenderPermission:
+		need, ok := c.NotificationLevels[cd.key]
+		if !ok {
+			need = 50
+		}
+		return c.SenderPowerLevel >= need
+	case condRoomID:
+		return ev.RoomID == cd.key
+	case condSender:
+		return ev.Sender == cd.key
+	}
+	return false
+}
+
+// pushGlob is a lower-cased glob pattern: '*' any run of characters, '?'
+// exactly one, everything else itself. Matching is a set simulation over
+// positions (pattern length × value length at worst), never
+// backtracking, so a hostile pattern costs no more than a plain one.
+type pushGlob struct {
+	lit   string // the pattern when it has no wildcards
+	runes []rune
+	wild  bool
+}
+
+func compileGlob(p string) *pushGlob {
+	p = strings.ToLower(p)
+	g := &pushGlob{lit: p, runes: []rune(p), wild: strings.ContainsAny(p, "*?")}
+	return g
+}
+
+func literalGlob(p string) *pushGlob {
+	return &pushGlob{lit: p, runes: []rune(p)}
+}
+
+// matchWhole reports whether the whole (lower-cased) value matches.
+func (g *pushGlob) matchWhole(s string) bool {
+	if !g.wild {
+		return s == g.lit
+	}
+	sr := []rune(s)
+	starts := make([]bool, len(sr)+1)
+	starts[0] = true
+	ends := g.run(sr, starts)
+	return ends[len(sr)]
+}
+
+// matchWords reports whether some substring of s (lower-cased runes)
+// matches, starting and ending at a word boundary: the start or end of
+// the value, or next to a character outside [A-Za-z0-9_] (on either side,
+// so "@room" also matches in "x@room", as a regular expression's \b
+// would).
+func (g *pushGlob) matchWords(s []rune) bool {
+	if len(g.runes) == 0 {
+		return false
+	}
+	if !g.wild {
+		n := len(g.runes)
+		for i := 0; i+n <= len(s); i++ {
+			if !boundaryAt(s, i) || !boundaryAt(s, i+n) {
+				continue
+			}
+			if runesEqual(s[i:i+n], g.runes) {
+				return true
+			}
+		}
+		return false
+	}
+	starts := make([]bool, len(s)+1)
+	for i := range starts {
+		starts[i] = boundaryAt(s, i)
+	}
+	ends := g.run(s, starts)
+	for j, ok := range ends {
+		if ok && boundaryAt(s, j) {
+			return true
+		}
+	}
+	return false
+}
+
+// run advances the set of positions reachable in s through the pattern.
+func (g *pushGlob) run(s []rune, cur []bool) []bool {
+	next := make([]bool, len(cur))
+	for _, pr := range g.runes {
+		clear(next)
+		switch pr {
+		case '*':
+			on := false
+			for j := range cur {
+				on = on || cur[j]
+				next[j] = on
+			}
+		case '?':
+			for j := 0; j < len(s); j++ {
+				if cur[j] {
+					next[j+1] = true
+				}
+			}
+		default:
+			for j := 0; j < len(s); j++ {
+				if cur[j] && s[j] == pr {
+					next[j+1] = true
+				}
+			}
+		}
+		cur, next = next, cur
+	}
+	return cur
+}
+
+func boundaryAt(s []rune, i int) bool {
+	if i <= 0 || i >= len(s) {
+		return true
+	}
+	return !isWordRune(s[i-1]) || !isWordRune(s[i])
+}
+
+func isWordRune(r rune) bool {
+	return r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
+}
+
+func runesEqual(a, b []rune) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
