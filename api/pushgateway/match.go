@@ -91,7 +91,7 @@ func (p *Pusher) queueRecord(ctx context.Context, m *eventlog.WorkMsg) error {
 		return errorf("wait for the projection of record %d: %w", m.Seq, err)
 	}
 	_ = m.InProgress() // the wait may have been long: restart the ack wait
-	evs, err := p.Store.PushEvents(ctx, m.Seq)
+	evs, err := p.Store.RecordEvents(ctx, m.Seq)
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ func (p *Pusher) queueRecord(ctx context.Context, m *eventlog.WorkMsg) error {
 	return nil
 }
 
-func (p *Pusher) queueEvent(ctx context.Context, ev *store.PushEvent) error {
+func (p *Pusher) queueEvent(ctx context.Context, ev *store.RecordEvent) error {
 	var e struct {
 		Content json.RawMessage `json:"content"`
 	}
@@ -120,21 +120,20 @@ func (p *Pusher) queueEvent(ctx context.Context, ev *store.PushEvent) error {
 	if err != nil || len(targets) == 0 {
 		return err
 	}
-	room, err := p.Store.PushRoomInfo(ctx, ev.RoomID, ev.Sender)
+	room, err := p.Store.NotifyRoomInfo(ctx, ev.RoomID, ev.Sender)
 	if err != nil {
 		return err
 	}
-	users := distinctUsers(targets)
-	decisions, err := p.Rules.Decide(ctx, ev, room, users)
-	if err != nil || len(decisions) == 0 {
-		return err
+	decisions := p.decide(ev, room, targets)
+	if len(decisions) == 0 {
+		return nil
 	}
 	notified := make([]string, 0, len(decisions))
 	for u := range decisions {
 		notified = append(notified, u)
 	}
 	sort.Strings(notified)
-	unread, err := p.Rules.Unread(ctx, notified)
+	unread, err := p.unread(ctx, notified)
 	if err != nil {
 		return err
 	}
@@ -153,7 +152,7 @@ func (p *Pusher) queueEvent(ctx context.Context, ev *store.PushEvent) error {
 		// High priority wakes the phone at once: for what rings or
 		// highlights, and for encrypted events, whose content the
 		// server cannot judge (as Synapse does).
-		if d.Highlight || d.Tweaks["sound"] != nil || ev.Type == "m.room.encrypted" {
+		if d.Highlight || d.Sound != "" || ev.Type == "m.room.encrypted" {
 			n.Prio = "high"
 		}
 		tweaks := d.Tweaks
@@ -187,14 +186,4 @@ func pushMsgID(eventID string, t store.PushTarget) string {
 		h.Write([]byte{0})
 	}
 	return "push-" + base64.RawURLEncoding.EncodeToString(h.Sum(nil))
-}
-
-func distinctUsers(ts []store.PushTarget) []string {
-	var out []string
-	for i, t := range ts {
-		if i == 0 || ts[i-1].UserID != t.UserID { // ts is ordered by user
-			out = append(out, t.UserID)
-		}
-	}
-	return out
 }

@@ -61,8 +61,6 @@ type Pusher struct {
 	// --outbound-allow says so.
 	Client *http.Client
 	Logger *slog.Logger
-	// Rules decides who an event notifies; nil means DefaultRules.
-	Rules Rules
 
 	// Senders is how many notifications this process sends at once, and
 	// Matchers how many room records it matches at once.
@@ -77,6 +75,7 @@ type Pusher struct {
 	// notification whose gateway failed (doubling from RetryMin).
 	RetryMin, RetryMax time.Duration
 
+	rules                          rulesCache
 	sent, failed, rejected, queued prometheus.Counter
 }
 
@@ -107,9 +106,6 @@ func (p *Pusher) initMetrics() {
 
 func (p *Pusher) defaults() {
 	p.initMetrics()
-	if p.Rules == nil {
-		p.Rules = DefaultRules{Store: p.Store}
-	}
 	if p.Senders <= 0 {
 		p.Senders = DefaultSenders
 	}

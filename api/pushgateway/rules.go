@@ -3,82 +3,107 @@ package pushgateway
 import (
 	"context"
 	"encoding/json"
-	"strings"
+	"sync"
 
+	"strand/eventlog/matrix"
 	"strand/projector/store"
 )
 
-// Decision is what one recipient's push rules say about an event.
-type Decision struct {
-	Notify    bool
-	Highlight bool
-	// Tweaks are the matched rule's set_tweak actions (sound, highlight,
-	// others), as the gateway's devices[].tweaks carries them.
-	Tweaks map[string]any
+// Push rule evaluation for the recipients of one event, with the
+// evaluator of eventlog/matrix. Each user's ruleset is parsed once and
+// kept until their m.push_rules account data changes (its stream
+// sequence, read with the pushers, tells).
+
+// maxCachedRulesets bounds the ruleset cache; past it the cache starts
+// again empty (a rare, cheap event: parsing is microseconds).
+const maxCachedRulesets = 100_000
+
+type rulesCache struct {
+	mu sync.Mutex
+	m  map[string]cachedRules
 }
 
-// Rules decides whom an event notifies, and counts what they have unread.
-type Rules interface {
-	// Decide evaluates the rules of each of users for ev (in room) and
-	// returns the decisions of those it notifies.
-	Decide(ctx context.Context, ev *store.PushEvent, room store.PushRoom, users []string) (map[string]Decision, error)
-	// Unread returns each user's unread notification count over all
-	// their rooms (the gateway's counts.unread).
-	Unread(ctx context.Context, users []string) (map[string]int, error)
+type cachedRules struct {
+	seq int64
+	rs  *matrix.PushRuleset
 }
 
-// DefaultRules stands in for push rule evaluation with the fixed rule the
-// unread counts of /sync use: messages and encrypted events notify, an
-// event mentioning the user (by ID in m.mentions, or by localpart in
-// the body) highlights, and an invite notifies its invitee; a one-to-one
-// room and highlights ring.
-type DefaultRules struct {
-	Store *store.Store
-}
-
-// Decide implements Rules.
-func (r DefaultRules) Decide(_ context.Context, ev *store.PushEvent, room store.PushRoom, users []string) (map[string]Decision, error) {
-	var e struct {
-		Content struct {
-			Membership string `json:"membership"`
-			Body       string `json:"body"`
-			Mentions   struct {
-				UserIDs []string `json:"user_ids"`
-			} `json:"m.mentions"`
-		} `json:"content"`
+// get returns userID's ruleset as set by the record at seq.
+func (c *rulesCache) get(userID string, seq int64, raw json.RawMessage) *matrix.PushRuleset {
+	c.mu.Lock()
+	if r, ok := c.m[userID]; ok && r.seq == seq {
+		c.mu.Unlock()
+		return r.rs
 	}
-	_ = json.Unmarshal(ev.Client, &e) // an odd event notifies by type alone
-	out := map[string]Decision{}
-	body := strings.ToLower(e.Content.Body)
-	for _, u := range users {
-		if u == ev.Sender {
+	c.mu.Unlock()
+	rs, err := matrix.ParsePushRules(userID, raw)
+	if err != nil {
+		// Stored rules are canonical JSON objects (PUT /pushrules
+		// checks): this is not reached, but the defaults are the
+		// right answer if it were.
+		rs, _ = matrix.ParsePushRules(userID, nil)
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedRulesets {
+		c.m = map[string]cachedRules{}
+	}
+	c.m[userID] = cachedRules{seq: seq, rs: rs}
+	c.mu.Unlock()
+	return rs
+}
+
+// decide evaluates the rules of each target's user for ev and returns
+// the decisions of the users it notifies.
+func (p *Pusher) decide(ev *store.RecordEvent, room store.NotifyRoom, targets []store.PushTarget) map[string]matrix.PushDecision {
+	pe, err := matrix.NewPushEvent(ev.Client)
+	if err != nil {
+		p.Logger.Warn("push: event not evaluable", "event_id", ev.EventID, "err", err)
+		return nil
+	}
+	senderLevel, levels := senderPower(room.PowerLevels, ev.Sender)
+	out := map[string]matrix.PushDecision{}
+	for i, t := range targets {
+		if i > 0 && targets[i-1].UserID == t.UserID { // targets are ordered by user
 			continue
 		}
-		switch {
-		case ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == u && e.Content.Membership == "invite":
-			out[u] = Decision{Notify: true, Tweaks: map[string]any{"sound": "default"}}
-		case ev.Type == "m.room.message" || ev.Type == "m.room.encrypted":
-			d := Decision{Notify: true, Tweaks: map[string]any{}}
-			local := strings.ToLower(strings.SplitN(strings.TrimPrefix(u, "@"), ":", 2)[0])
-			for _, m := range e.Content.Mentions.UserIDs {
-				d.Highlight = d.Highlight || m == u
-			}
-			if local != "" && strings.Contains(body, local) {
-				d.Highlight = true
-			}
-			if d.Highlight {
-				d.Tweaks["highlight"] = true
-			}
-			if d.Highlight || room.JoinedMembers == 2 {
-				d.Tweaks["sound"] = "default"
-			}
-			out[u] = d
+		rs := p.rules.get(t.UserID, t.RulesSeq, t.Rules)
+		d := rs.Evaluate(pe, matrix.PushConditionContext{UserID: t.UserID, DisplayName: t.DisplayName,
+			MemberCount: room.JoinedMembers, SenderPowerLevel: senderLevel, NotificationLevels: levels})
+		if d.Notify {
+			out[t.UserID] = d
 		}
 	}
-	return out, nil
+	return out
 }
 
-// Unread implements Rules.
-func (r DefaultRules) Unread(ctx context.Context, users []string) (map[string]int, error) {
-	return r.Store.UnreadTotals(ctx, users)
+// senderPower reads the sender's power level and the notification
+// levels from a power_levels content (the spec's defaults without one).
+func senderPower(content json.RawMessage, sender string) (int64, map[string]int64) {
+	var pl struct {
+		Users         map[string]json.Number `json:"users"`
+		UsersDefault  json.Number            `json:"users_default"`
+		Notifications map[string]json.Number `json:"notifications"`
+	}
+	if len(content) == 0 || json.Unmarshal(content, &pl) != nil {
+		return 0, nil
+	}
+	level := func(n json.Number) int64 { v, _ := n.Int64(); return v }
+	l := level(pl.UsersDefault)
+	if v, ok := pl.Users[sender]; ok {
+		l = level(v)
+	}
+	var ns map[string]int64
+	if len(pl.Notifications) > 0 {
+		ns = map[string]int64{}
+		for k, v := range pl.Notifications {
+			ns[k] = level(v)
+		}
+	}
+	return l, ns
+}
+
+// unread returns each user's unread notification count over all their
+// rooms, the gateway's counts.unread.
+func (p *Pusher) unread(ctx context.Context, users []string) (map[string]int, error) {
+	return p.Store.UnreadTotals(ctx, users)
 }

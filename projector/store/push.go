@@ -14,8 +14,8 @@ import (
 // events of a room record, the pushers of the users an event may notify,
 // the room's names, and unread counts.
 
-// PushEvent is one event of a room record, as push delivery needs it.
-type PushEvent struct {
+// RecordEvent is one event of a room record, as push delivery needs it.
+type RecordEvent struct {
 	Pos      int64
 	EventID  string
 	RoomID   string
@@ -26,17 +26,17 @@ type PushEvent struct {
 	Client json.RawMessage
 }
 
-// PushEvents returns the events the room record at seq holds, in order
+// RecordEvents returns the events the room record at seq holds, in order
 // (none when the projection set the record aside or it held no events).
-func (s *Store) PushEvents(ctx context.Context, seq uint64) ([]PushEvent, error) {
+func (s *Store) RecordEvents(ctx context.Context, seq uint64) ([]RecordEvent, error) {
 	lo := eventlog.EventPos(seq, 0)
 	rows, err := s.pool.Query(ctx, `SELECT pos, event_id, room_id, type, state_key, sender, client FROM events
 		WHERE pos >= $1 AND pos < $2 ORDER BY pos`, lo, lo+eventlog.MaxEventsPerRecord)
 	if err != nil {
 		return nil, fmt.Errorf("push events of record %d: %w", seq, err)
 	}
-	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PushEvent, error) {
-		var e PushEvent
+	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (RecordEvent, error) {
+		var e RecordEvent
 		var client []byte
 		err := row.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &client)
 		e.Client = client
@@ -57,9 +57,17 @@ type PushTarget struct {
 	Data     json.RawMessage
 	// TS is when the pusher was last set, in milliseconds.
 	TS int64
+	// DisplayName is the user's display name in the room now.
+	DisplayName string
+	// Rules is the user's m.push_rules account data (nil when they have
+	// none) and RulesSeq the stream sequence that set it: a parsed
+	// ruleset can be cached until RulesSeq changes.
+	Rules    json.RawMessage
+	RulesSeq int64
 }
 
-// PushTargets returns, in one query, the http pushers of the users who
+// PushTargets returns, in one query, the http pushers (with what push
+// rule evaluation needs of their users) of the users who
 // are joined to roomID as of the event at pos (its own effect included),
 // and of the users in also (an invitee, whom the invite itself may
 // notify), leaving out except (the event's sender). Users without a
@@ -68,8 +76,13 @@ func (s *Store) PushTargets(ctx context.Context, roomID string, pos int64, excep
 	if also == nil {
 		also = []string{}
 	}
-	rows, err := s.pool.Query(ctx, `SELECT p.user_id, p.app_id, p.pushkey, p.device_id, p.data, p.ts
+	rows, err := s.pool.Query(ctx, `SELECT p.user_id, p.app_id, p.pushkey, p.device_id, p.data, p.ts,
+			(SELECT convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' FROM room_state st
+				JOIN events e ON e.event_id = st.event_id
+				WHERE st.room_id = $1 AND st.type = 'm.room.member' AND st.state_key = p.user_id AND st.to_pos IS NULL),
+			a.content, COALESCE(a.stream_seq, 0)
 		FROM pushers p
+		LEFT JOIN account_data a ON a.user_id = p.user_id AND a.room_id = '' AND a.type = 'm.push_rules'
 		WHERE p.kind = 'http' AND p.user_id <> $3 AND (p.user_id = ANY($4) OR EXISTS (
 			SELECT 1 FROM room_state s WHERE s.room_id = $1 AND s.type = 'm.room.member' AND s.state_key = p.user_id
 				AND s.membership = 'join' AND s.from_pos <= $2 AND (s.to_pos IS NULL OR s.to_pos > $2)))
@@ -79,9 +92,13 @@ func (s *Store) PushTargets(ctx context.Context, roomID string, pos int64, excep
 	}
 	ts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (PushTarget, error) {
 		var t PushTarget
-		var data []byte
-		err := row.Scan(&t.UserID, &t.AppID, &t.Pushkey, &t.DeviceID, &data, &t.TS)
-		t.Data = data
+		var data, rules []byte
+		var display *string
+		err := row.Scan(&t.UserID, &t.AppID, &t.Pushkey, &t.DeviceID, &data, &t.TS, &display, &rules, &t.RulesSeq)
+		t.Data, t.Rules = data, rules
+		if display != nil {
+			t.DisplayName = *display
+		}
 		return t, err
 	})
 	if err != nil {
@@ -90,24 +107,33 @@ func (s *Store) PushTargets(ctx context.Context, roomID string, pos int64, excep
 	return ts, nil
 }
 
-// PushRoom is what a notification says about its room and sender.
-type PushRoom struct {
+// NotifyRoom is what a notification says about its room and sender,
+// and what push rule evaluation needs of the room.
+type NotifyRoom struct {
 	Name              string
 	CanonicalAlias    string
 	SenderDisplayName string
 	JoinedMembers     int
+	// PowerLevels is the content of the room's m.room.power_levels
+	// (nil when it has none).
+	PowerLevels json.RawMessage
 }
 
-// PushRoomInfo returns the room's current name, canonical alias and
-// joined member count, and the sender's current display name in it.
-func (s *Store) PushRoomInfo(ctx context.Context, roomID, sender string) (PushRoom, error) {
-	var r PushRoom
+// NotifyRoomInfo returns the room's current name, canonical alias,
+// joined member count and power levels, and the sender's current display
+// name in it.
+func (s *Store) NotifyRoomInfo(ctx context.Context, roomID, sender string) (NotifyRoom, error) {
+	var r NotifyRoom
 	var name, alias, display *string
+	var pl []byte
 	err := s.pool.QueryRow(ctx, `SELECT r.name, r.canonical_alias, r.joined_members,
 			(SELECT convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' FROM room_state st
 				JOIN events e ON e.event_id = st.event_id
-				WHERE st.room_id = r.room_id AND st.type = 'm.room.member' AND st.state_key = $2 AND st.to_pos IS NULL)
-		FROM rooms r WHERE r.room_id = $1`, roomID, sender).Scan(&name, &alias, &r.JoinedMembers, &display)
+				WHERE st.room_id = r.room_id AND st.type = 'm.room.member' AND st.state_key = $2 AND st.to_pos IS NULL),
+			(SELECT convert_from(e.client, 'UTF8')::jsonb -> 'content' FROM room_state st
+				JOIN events e ON e.event_id = st.event_id
+				WHERE st.room_id = r.room_id AND st.type = 'm.room.power_levels' AND st.state_key = '' AND st.to_pos IS NULL)
+		FROM rooms r WHERE r.room_id = $1`, roomID, sender).Scan(&name, &alias, &r.JoinedMembers, &display, &pl)
 	if isNoRows(err) {
 		return r, nil
 	}
@@ -123,6 +149,7 @@ func (s *Store) PushRoomInfo(ctx context.Context, roomID, sender string) (PushRo
 	if display != nil {
 		r.SenderDisplayName = *display
 	}
+	r.PowerLevels = pl
 	return r, nil
 }
 
