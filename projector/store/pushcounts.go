@@ -463,3 +463,16 @@ func (s *Store) PushRecipients(ctx context.Context, roomID string) (*PushRoom, [
 	})
 	return room, out, err
 }
+
+// NewPushRoom builds a PushRoom from a room's create and power levels
+// events (either may be nil): for callers that hold them already, and
+// tests.
+func NewPushRoom(roomID string, memberCount int, create, powerLevels *matrix.Event) *PushRoom {
+	p := &PushRoom{RoomID: roomID, MemberCount: memberCount}
+	for _, ev := range []*matrix.Event{create, powerLevels} {
+		if ev != nil {
+			p.state = matrix.Apply(p.state, ev)
+		}
+	}
+	return p
+}
