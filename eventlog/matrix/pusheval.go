@@ -3,8 +3,10 @@ package matrix
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Push rule evaluation (client-server API, "Push Rules"). A user's rules
@@ -69,8 +71,9 @@ type PushEvent struct {
 	props  map[string]pushValue
 	// body is content.body lower-cased, in runes, for the word-boundary
 	// matching of content rules and event_match on content.body.
-	body    []rune
-	hasBody bool
+	body      []rune
+	bodyLower string
+	hasBody   bool
 }
 
 type pushValue struct {
@@ -101,7 +104,7 @@ func NewPushEvent(event json.RawMessage) (*PushEvent, error) {
 	pe.flatten("", top, 0)
 	if v, ok := pe.props["content.body"]; ok {
 		if _, ok := v.v.(string); ok {
-			pe.body = []rune(v.lower)
+			pe.body, pe.bodyLower = []rune(v.lower), v.lower
 			pe.hasBody = true
 		}
 	}
@@ -180,63 +183,77 @@ func canonicalPushKey(key string) string {
 // their stored order. A malformed rule never matches rather than failing
 // the whole set; only content that is not a JSON object is an error.
 func ParsePushRules(userID string, stored json.RawMessage) (*PushRuleset, error) {
-	var defaults map[string][]map[string]any
-	if err := json.Unmarshal(DefaultPushRules(userID), &defaults); err != nil {
+	defaults, err := compiledDefaults()
+	if err != nil {
 		return nil, err
 	}
-	user := map[string][]map[string]any{}
 	trimmed := bytes.TrimSpace(stored)
-	hasStored := len(trimmed) > 0 && !bytes.Equal(trimmed, []byte("null"))
-	if hasStored {
-		var wrapper struct {
-			Global map[string]json.RawMessage `json:"global"`
-		}
-		if err := json.Unmarshal(stored, &wrapper); err != nil {
+	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+		// The defaults name the recipient only through the condition
+		// context, so every user without rules of their own shares them.
+		return defaults.all, nil
+	}
+	var wrapper struct {
+		Global map[string]json.RawMessage `json:"global"`
+	}
+	if err := json.Unmarshal(stored, &wrapper); err != nil {
+		return nil, err
+	}
+	kinds := wrapper.Global
+	if kinds == nil {
+		if err := json.Unmarshal(stored, &kinds); err != nil {
 			return nil, err
-		}
-		kinds := wrapper.Global
-		if kinds == nil {
-			if err := json.Unmarshal(stored, &kinds); err != nil {
-				return nil, err
-			}
-		}
-		for _, k := range pushRuleKinds {
-			raw, ok := kinds[k]
-			if !ok {
-				continue
-			}
-			var list []json.RawMessage
-			if json.Unmarshal(raw, &list) != nil {
-				continue
-			}
-			for _, r := range list {
-				var rule map[string]any
-				if json.Unmarshal(r, &rule) == nil && rule != nil {
-					user[k] = append(user[k], rule)
-				}
-			}
 		}
 	}
 	rs := &PushRuleset{}
 	for _, k := range pushRuleKinds {
-		for _, r := range mergeKind(k, user[k], defaults[k], hasStored) {
-			rs.rules = append(rs.rules, compileRule(k, r))
+		var user []map[string]any
+		var list []json.RawMessage
+		if raw, ok := kinds[k]; ok && json.Unmarshal(raw, &list) == nil {
+			for _, r := range list {
+				var rule map[string]any
+				if json.Unmarshal(r, &rule) == nil && rule != nil {
+					user = append(user, rule)
+				}
+			}
 		}
+		rs.rules = append(rs.rules, mergeKind(k, user, defaults.byKind[k])...)
 	}
 	return rs, nil
 }
 
+// defaultRules are the server defaults compiled once from their template
+// (pushrules.json before the user is filled in): the conditions on the
+// recipient's ID and localpart read them from the PushConditionContext.
+type defaultRules struct {
+	byKind map[string][]compiledRule
+	all    *PushRuleset
+}
+
+var compiledDefaults = sync.OnceValues(func() (*defaultRules, error) {
+	var tmpl map[string][]map[string]any
+	if err := json.Unmarshal([]byte(defaultPushRulesJSON), &tmpl); err != nil {
+		return nil, err
+	}
+	d := &defaultRules{byKind: map[string][]compiledRule{}, all: &PushRuleset{}}
+	for _, k := range pushRuleKinds {
+		for _, r := range tmpl[k] {
+			cr := compileRule(k, r, true)
+			d.byKind[k] = append(d.byKind[k], cr)
+			d.all.rules = append(d.all.rules, cr)
+		}
+	}
+	return d, nil
+})
+
 // mergeKind returns one kind's rules in order, as ParsePushRules
 // describes.
-func mergeKind(kind string, stored, defaults []map[string]any, hasStored bool) []map[string]any {
-	if !hasStored {
-		return defaults
+func mergeKind(kind string, stored []map[string]any, defaults []compiledRule) []compiledRule {
+	byID := make(map[string]*compiledRule, len(defaults))
+	for i := range defaults {
+		byID[defaults[i].id] = &defaults[i]
 	}
-	byID := make(map[string]map[string]any, len(defaults))
-	for _, d := range defaults {
-		byID[d["rule_id"].(string)] = d
-	}
-	out := make([]map[string]any, 0, len(stored)+len(defaults))
+	out := make([]compiledRule, 0, len(stored)+len(defaults))
 	seen := map[string]bool{}
 	for _, r := range stored {
 		id, _ := r["rule_id"].(string)
@@ -245,7 +262,7 @@ func mergeKind(kind string, stored, defaults []map[string]any, hasStored bool) [
 		}
 		if !strings.HasPrefix(id, ".") {
 			seen[id] = true
-			out = append(out, r)
+			out = append(out, compileRule(kind, r, false))
 			continue
 		}
 		d, ok := byID[id]
@@ -253,49 +270,46 @@ func mergeKind(kind string, stored, defaults []map[string]any, hasStored bool) [
 			continue
 		}
 		seen[id] = true
-		m := make(map[string]any, len(d))
-		for k, v := range d {
-			m[k] = v
-		}
+		cr := *d // shares the compiled conditions
 		if e, ok := r["enabled"].(bool); ok {
-			m["enabled"] = e
+			cr.enabled = e
 		}
 		if a, ok := r["actions"].([]any); ok {
-			m["actions"] = a
+			cr.setActions(a)
 		}
-		out = append(out, m)
+		out = append(out, cr)
 	}
 	prev := ""
 	for _, d := range defaults {
-		id := d["rule_id"].(string)
-		if seen[id] {
-			prev = id
+		if seen[d.id] {
+			prev = d.id
 			continue
 		}
 		pos := len(out)
 		if prev != "" {
-			for i, r := range out {
-				if r["rule_id"] == prev {
+			for i := range out {
+				if out[i].id == prev {
 					pos = i + 1
 					break
 				}
 			}
 		} else {
-			for i, r := range out {
-				if s, _ := r["rule_id"].(string); strings.HasPrefix(s, ".") {
+			for i := range out {
+				if strings.HasPrefix(out[i].id, ".") {
 					pos = i
 					break
 				}
 			}
 		}
-		out = append(out[:pos], append([]map[string]any{d}, out[pos:]...)...)
-		seen[id] = true
-		prev = id
+		out = slices.Insert(out, pos, d)
+		seen[d.id] = true
+		prev = d.id
 	}
 	if kind == "override" {
-		for i, r := range out {
-			if r["rule_id"] == ".m.rule.master" && i > 0 {
-				out = append([]map[string]any{r}, append(out[:i:i], out[i+1:]...)...)
+		for i := range out {
+			if out[i].id == ".m.rule.master" && i > 0 {
+				m := out[i]
+				out = slices.Insert(slices.Delete(out, i, i+1), 0, m)
 				break
 			}
 		}
@@ -315,6 +329,10 @@ const (
 	condSenderPermission
 	condRoomID
 	condSender
+	// Conditions of the default rules on the recipient themselves.
+	condMatchesUserID  // event_match pattern "@USER_ID@": the value is the recipient's ID
+	condContainsUserID // event_property_contains value "@USER_ID@"
+	condBodyLocalpart  // content pattern "@LOCALPART@": the recipient's localpart as a word
 )
 
 type compiledCond struct {
@@ -338,7 +356,9 @@ type compiledRule struct {
 	tweaks  map[string]any
 }
 
-func compileRule(kind string, r map[string]any) compiledRule {
+// compileRule compiles one rule; template is set for the server defaults'
+// template, whose placeholders stand for the recipient.
+func compileRule(kind string, r map[string]any, template bool) compiledRule {
 	cr := compiledRule{enabled: true}
 	cr.id, _ = r["rule_id"].(string)
 	if e, ok := r["enabled"].(bool); ok {
@@ -349,16 +369,19 @@ func compileRule(kind string, r map[string]any) compiledRule {
 		if list, ok := r["conditions"].([]any); ok {
 			for _, c := range list {
 				m, _ := c.(map[string]any)
-				cr.conds = append(cr.conds, compileCond(m))
+				cr.conds = append(cr.conds, compileCond(m, template))
 			}
 		} else if _, present := r["conditions"]; present {
 			cr.conds = []compiledCond{{kind: condNever}}
 		}
 	case "content":
 		p, ok := r["pattern"].(string)
-		if !ok {
+		switch {
+		case !ok:
 			cr.conds = []compiledCond{{kind: condNever}}
-		} else {
+		case template && p == "@LOCALPART@":
+			cr.conds = []compiledCond{{kind: condBodyLocalpart}}
+		default:
 			cr.conds = []compiledCond{{kind: condEventMatch, key: "content.body", glob: compileGlob(p), word: true}}
 		}
 	case "room":
@@ -371,7 +394,14 @@ func compileRule(kind string, r map[string]any) compiledRule {
 		cr.conds = []compiledCond{{kind: condNever}}
 	}
 	acts, _ := r["actions"].([]any)
+	cr.setActions(acts)
+	return cr
+}
+
+// setActions compiles a rule's actions.
+func (cr *compiledRule) setActions(acts []any) {
 	cr.actions = []any{}
+	cr.notify, cr.high, cr.sound, cr.tweaks = false, false, "", nil
 	for _, a := range acts {
 		switch x := a.(type) {
 		case string:
@@ -406,10 +436,9 @@ func compileRule(kind string, r map[string]any) compiledRule {
 		}
 		cr.actions = append(cr.actions, a)
 	}
-	return cr
 }
 
-func compileCond(m map[string]any) compiledCond {
+func compileCond(m map[string]any, template bool) compiledCond {
 	kind, _ := m["kind"].(string)
 	switch kind {
 	case "event_match":
@@ -419,6 +448,9 @@ func compileCond(m map[string]any) compiledCond {
 			return compiledCond{kind: condNever}
 		}
 		key = canonicalPushKey(key)
+		if template && pat == "@USER_ID@" {
+			return compiledCond{kind: condMatchesUserID, key: key}
+		}
 		return compiledCond{kind: condEventMatch, key: key, glob: compileGlob(pat), word: key == "content.body"}
 	case "event_property_is", "event_property_contains":
 		key, ok := m["key"].(string)
@@ -430,6 +462,9 @@ func compileCond(m map[string]any) compiledCond {
 		k := condPropertyIs
 		if kind == "event_property_contains" {
 			k = condPropertyContains
+			if template && sv == "@USER_ID@" {
+				k = condContainsUserID
+			}
 		}
 		return compiledCond{kind: k, key: canonicalPushKey(key), value: sv}
 	case "contains_display_name":
@@ -519,6 +554,9 @@ func (cd *compiledCond) holds(ev *PushEvent, c *PushConditionContext) bool {
 	switch cd.kind {
 	case condEventMatch:
 		if cd.word {
+			if !cd.glob.wild {
+				return ev.hasBody && containsWord(ev.bodyLower, cd.glob.lit)
+			}
 			return ev.hasBody && cd.glob.matchWords(ev.body)
 		}
 		v, ok := ev.props[cd.key]
@@ -555,7 +593,7 @@ func (cd *compiledCond) holds(ev *PushEvent, c *PushConditionContext) bool {
 		if c.DisplayName == "" || !ev.hasBody {
 			return false
 		}
-		return literalGlob(strings.ToLower(c.DisplayName)).matchWords(ev.body)
+		return containsWord(ev.bodyLower, strings.ToLower(c.DisplayName))
 	case condMemberCount:
 		n := int64(c.MemberCount)
 		switch cd.op {
@@ -575,6 +613,20 @@ func (cd *compiledCond) holds(ev *PushEvent, c *PushConditionContext) bool {
 			need = 50
 		}
 		return c.SenderPowerLevel >= need
+	case condMatchesUserID:
+		v, ok := ev.props[cd.key]
+		s, isString := v.v.(string)
+		return ok && isString && c.UserID != "" && strings.EqualFold(s, c.UserID)
+	case condContainsUserID:
+		v, ok := ev.props[cd.key]
+		arr, isArray := v.v.([]any)
+		return ok && isArray && c.UserID != "" && slices.Contains(arr, any(c.UserID))
+	case condBodyLocalpart:
+		lp := strings.TrimPrefix(c.UserID, "@")
+		if i := strings.IndexByte(lp, ':'); i >= 0 {
+			lp = lp[:i]
+		}
+		return ev.hasBody && lp != "" && containsWord(ev.bodyLower, strings.ToLower(lp))
 	case condRoomID:
 		return ev.RoomID == cd.key
 	case condSender:
@@ -599,10 +651,6 @@ func compileGlob(p string) *pushGlob {
 	return g
 }
 
-func literalGlob(p string) *pushGlob {
-	return &pushGlob{lit: p, runes: []rune(p)}
-}
-
 // matchWhole reports whether the whole (lower-cased) value matches.
 func (g *pushGlob) matchWhole(s string) bool {
 	if !g.wild {
@@ -622,18 +670,6 @@ func (g *pushGlob) matchWhole(s string) bool {
 // would).
 func (g *pushGlob) matchWords(s []rune) bool {
 	if len(g.runes) == 0 {
-		return false
-	}
-	if !g.wild {
-		n := len(g.runes)
-		for i := 0; i+n <= len(s); i++ {
-			if !boundaryAt(s, i) || !boundaryAt(s, i+n) {
-				continue
-			}
-			if runesEqual(s[i:i+n], g.runes) {
-				return true
-			}
-		}
 		return false
 	}
 	starts := make([]bool, len(s)+1)
@@ -690,14 +726,28 @@ func isWordRune(r rune) bool {
 	return r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
 }
 
-func runesEqual(a, b []rune) bool {
-	if len(a) != len(b) {
+// containsWord reports whether word occurs in s at word boundaries (both
+// lower-cased). Word characters are ASCII, so a byte of a multi-byte
+// character is never one and boundaries can be told byte by byte.
+func containsWord(s, word string) bool {
+	if word == "" {
 		return false
 	}
-	for i := range a {
-		if a[i] != b[i] {
+	for off := 0; off+len(word) <= len(s); {
+		i := strings.Index(s[off:], word)
+		if i < 0 {
 			return false
 		}
+		i += off
+		j := i + len(word)
+		if (i == 0 || !isWordByte(s[i-1]) || !isWordByte(s[i])) && (j == len(s) || !isWordByte(s[j]) || !isWordByte(s[j-1])) {
+			return true
+		}
+		off = i + 1
 	}
-	return true
+	return false
 }
+
+func isWordByte(b byte) bool { return b < utf8RuneSelf && isWordRune(rune(b)) }
+
+const utf8RuneSelf = 0x80

@@ -176,6 +176,31 @@ func TestPushDefaultRules(t *testing.T) {
 	}
 }
 
+// TestPushDefaultsShared: users without rules of their own share one
+// compiled default ruleset; the rules about the recipient read them from
+// the context.
+func TestPushDefaultsShared(t *testing.T) {
+	bob, carol := mustRules(t, "@bob:x", ""), mustRules(t, "@carol:x", "")
+	if bob != carol {
+		t.Fatal("two users without rules got two rulesets")
+	}
+	mention := mustPushEvent(t, `{"type":"m.room.message","sender":"@a:x","content":{"body":"hi","m.mentions":{"user_ids":["@bob:x"]}}}`)
+	invite := mustPushEvent(t, `{"type":"m.room.member","state_key":"@BOB:x","sender":"@a:x","content":{"membership":"invite"}}`)
+	name := mustPushEvent(t, `{"type":"m.room.message","sender":"@a:x","content":{"body":"carol?"}}`)
+	for _, tc := range []struct {
+		ev         *PushEvent
+		user, rule string
+	}{
+		{mention, "@bob:x", ".m.rule.is_user_mention"}, {mention, "@carol:x", ".m.rule.message"},
+		{invite, "@bob:x", ".m.rule.invite_for_me"}, {invite, "@carol:x", ".m.rule.member_event"},
+		{name, "@carol:x", ".m.rule.contains_user_name"}, {name, "@bob:x", ".m.rule.message"},
+	} {
+		if d := bob.Evaluate(tc.ev, PushConditionContext{UserID: tc.user, MemberCount: 3}); d.RuleID != tc.rule {
+			t.Errorf("%s: rule %q, want %q", tc.user, d.RuleID, tc.rule)
+		}
+	}
+}
+
 // TestPushUserRules follows the spec's examples of rules a user adds
 // ("Push Rules: Events, Examples") and the kind order.
 func TestPushUserRules(t *testing.T) {
