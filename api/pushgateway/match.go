@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"sort"
 
 	"strand/eventlog"
 	"strand/projector/store"
@@ -120,20 +119,19 @@ func (p *Pusher) queueEvent(ctx context.Context, ev *store.RecordEvent) error {
 	if err != nil || len(targets) == 0 {
 		return err
 	}
+	pr, err := p.Store.PushRoom(ctx, ev.RoomID)
+	if err != nil {
+		return err
+	}
+	decisions, rulesets := p.decide(ev, pr, targets)
+	if len(decisions) == 0 {
+		return nil
+	}
 	room, err := p.Store.NotifyRoomInfo(ctx, ev.RoomID, ev.Sender)
 	if err != nil {
 		return err
 	}
-	decisions := p.decide(ev, room, targets)
-	if len(decisions) == 0 {
-		return nil
-	}
-	notified := make([]string, 0, len(decisions))
-	for u := range decisions {
-		notified = append(notified, u)
-	}
-	sort.Strings(notified)
-	unread, err := p.unread(ctx, notified)
+	unread, err := p.unread(ctx, rulesets)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
+
 	"strand/eventlog/matrix"
 	"strand/projector/store"
 )
@@ -53,57 +55,57 @@ func (c *rulesCache) get(userID string, seq int64, raw json.RawMessage) *matrix.
 }
 
 // decide evaluates the rules of each target's user for ev and returns
-// the decisions of the users it notifies.
-func (p *Pusher) decide(ev *store.RecordEvent, room store.NotifyRoom, targets []store.PushTarget) map[string]matrix.PushDecision {
+// the decisions of the users it notifies, with their rulesets (for the
+// counts).
+func (p *Pusher) decide(ev *store.RecordEvent, room *store.PushRoom, targets []store.PushTarget) (map[string]matrix.PushDecision, map[string]*matrix.PushRuleset) {
 	pe, err := matrix.NewPushEvent(ev.Client)
 	if err != nil {
 		p.Logger.Warn("push: event not evaluable", "event_id", ev.EventID, "err", err)
-		return nil
+		return nil, nil
 	}
-	senderLevel, levels := senderPower(room.PowerLevels, ev.Sender)
 	out := map[string]matrix.PushDecision{}
+	rulesets := map[string]*matrix.PushRuleset{}
 	for i, t := range targets {
 		if i > 0 && targets[i-1].UserID == t.UserID { // targets are ordered by user
 			continue
 		}
 		rs := p.rules.get(t.UserID, t.RulesSeq, t.Rules)
-		d := rs.Evaluate(pe, matrix.PushConditionContext{UserID: t.UserID, DisplayName: t.DisplayName,
-			MemberCount: room.JoinedMembers, SenderPowerLevel: senderLevel, NotificationLevels: levels})
-		if d.Notify {
+		if d := rs.Evaluate(pe, room.Context(t.UserID, t.DisplayName, ev.Sender)); d.Notify {
 			out[t.UserID] = d
+			rulesets[t.UserID] = rs
 		}
 	}
-	return out
+	return out, rulesets
 }
 
-// senderPower reads the sender's power level and the notification
-// levels from a power_levels content (the spec's defaults without one).
-func senderPower(content json.RawMessage, sender string) (int64, map[string]int64) {
-	var pl struct {
-		Users         map[string]json.Number `json:"users"`
-		UsersDefault  json.Number            `json:"users_default"`
-		Notifications map[string]json.Number `json:"notifications"`
-	}
-	if len(content) == 0 || json.Unmarshal(content, &pl) != nil {
-		return 0, nil
-	}
-	level := func(n json.Number) int64 { v, _ := n.Int64(); return v }
-	l := level(pl.UsersDefault)
-	if v, ok := pl.Users[sender]; ok {
-		l = level(v)
-	}
-	var ns map[string]int64
-	if len(pl.Notifications) > 0 {
-		ns = map[string]int64{}
-		for k, v := range pl.Notifications {
-			ns[k] = level(v)
-		}
-	}
-	return l, ns
-}
+// countReaders bounds the unread counts one event reads at once.
+const countReaders = 4
 
-// unread returns each user's unread notification count over all their
-// rooms, the gateway's counts.unread.
-func (p *Pusher) unread(ctx context.Context, users []string) (map[string]int, error) {
-	return p.Store.UnreadTotals(ctx, users)
+// unread returns each user's unread notifications over all their rooms
+// (the gateway's counts.unread: "the number of unread messages a user
+// has across all of the rooms they are a member of"), counted by their
+// rules as /sync counts them. One read per user: counts are evaluated
+// when read, not stored.
+func (p *Pusher) unread(ctx context.Context, rulesets map[string]*matrix.PushRuleset) (map[string]int, error) {
+	out := make(map[string]int, len(rulesets))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(countReaders)
+	for u, rs := range rulesets {
+		g.Go(func() error {
+			rooms, err := p.Store.UnreadNotifications(gctx, u, rs)
+			if err != nil {
+				return err
+			}
+			n := 0
+			for _, r := range rooms {
+				n += r.Total().Notifications
+			}
+			mu.Lock()
+			out[u] = n
+			mu.Unlock()
+			return nil
+		})
+	}
+	return out, g.Wait()
 }

@@ -107,33 +107,23 @@ func (s *Store) PushTargets(ctx context.Context, roomID string, pos int64, excep
 	return ts, nil
 }
 
-// NotifyRoom is what a notification says about its room and sender,
-// and what push rule evaluation needs of the room.
+// NotifyRoom is what a notification says about its room and sender.
 type NotifyRoom struct {
 	Name              string
 	CanonicalAlias    string
 	SenderDisplayName string
-	JoinedMembers     int
-	// PowerLevels is the content of the room's m.room.power_levels
-	// (nil when it has none).
-	PowerLevels json.RawMessage
 }
 
-// NotifyRoomInfo returns the room's current name, canonical alias,
-// joined member count and power levels, and the sender's current display
-// name in it.
+// NotifyRoomInfo returns the room's current name and canonical alias,
+// and the sender's current display name in it.
 func (s *Store) NotifyRoomInfo(ctx context.Context, roomID, sender string) (NotifyRoom, error) {
 	var r NotifyRoom
 	var name, alias, display *string
-	var pl []byte
-	err := s.pool.QueryRow(ctx, `SELECT r.name, r.canonical_alias, r.joined_members,
+	err := s.pool.QueryRow(ctx, `SELECT r.name, r.canonical_alias,
 			(SELECT convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' FROM room_state st
 				JOIN events e ON e.event_id = st.event_id
-				WHERE st.room_id = r.room_id AND st.type = 'm.room.member' AND st.state_key = $2 AND st.to_pos IS NULL),
-			(SELECT convert_from(e.client, 'UTF8')::jsonb -> 'content' FROM room_state st
-				JOIN events e ON e.event_id = st.event_id
-				WHERE st.room_id = r.room_id AND st.type = 'm.room.power_levels' AND st.state_key = '' AND st.to_pos IS NULL)
-		FROM rooms r WHERE r.room_id = $1`, roomID, sender).Scan(&name, &alias, &r.JoinedMembers, &display, &pl)
+				WHERE st.room_id = r.room_id AND st.type = 'm.room.member' AND st.state_key = $2 AND st.to_pos IS NULL)
+		FROM rooms r WHERE r.room_id = $1`, roomID, sender).Scan(&name, &alias, &display)
 	if isNoRows(err) {
 		return r, nil
 	}
@@ -149,41 +139,7 @@ func (s *Store) NotifyRoomInfo(ctx context.Context, roomID, sender string) (Noti
 	if display != nil {
 		r.SenderDisplayName = *display
 	}
-	r.PowerLevels = pl
 	return r, nil
-}
-
-// UnreadTotals returns, for each of users, the number of unread
-// notifications (see SyncTx.UnreadCounts) over every room the user is
-// joined to, as of the projection now: the push gateway API's
-// counts.unread, "across all of the rooms they are a member of". One
-// query for all the users.
-func (s *Store) UnreadTotals(ctx context.Context, users []string) (map[string]int, error) {
-	out := map[string]int{}
-	if len(users) == 0 {
-		return out, nil
-	}
-	rows, err := s.pool.Query(ctx, `SELECT m.state_key, count(e.pos)
-		FROM room_state m
-		LEFT JOIN LATERAL (SELECT max(x.event_pos) AS read_pos FROM receipts x
-			WHERE x.room_id = m.room_id AND x.user_id = m.state_key AND x.type IN ('m.read', 'm.read.private')) rr ON true
-		JOIN events e ON e.room_id = m.room_id AND e.notify AND e.pos > GREATEST(COALESCE(rr.read_pos, 0), m.from_pos)
-			AND e.sender <> m.state_key
-		WHERE m.type = 'm.room.member' AND m.state_key = ANY($1) AND m.to_pos IS NULL AND m.membership = 'join'
-		GROUP BY m.state_key`, users)
-	if err != nil {
-		return nil, fmt.Errorf("unread totals: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var u string
-		var n int
-		if err := rows.Scan(&u, &n); err != nil {
-			return nil, fmt.Errorf("unread totals: %w", err)
-		}
-		out[u] = n
-	}
-	return out, rows.Err()
 }
 
 // PusherExists reports whether the user still has the pusher.
