@@ -289,6 +289,12 @@ func TestPushDelivery(t *testing.T) {
 	if n := g.received()[2]; n["event_id"] != third || counts(n) != 1 {
 		t.Fatalf("push after the receipt %v (unread %v), want %s with unread 1", n["event_id"], counts(n), third)
 	}
+	sync := d.bob.MustDo("GET", "/_matrix/client/v3/sync", nil)
+	joined, _ := sync.Body["rooms"].(map[string]any)["join"].(map[string]any)
+	un, _ := joined[room].(map[string]any)["unread_notifications"].(map[string]any)
+	if un["notification_count"] != float64(1) {
+		t.Errorf("/sync unread_notifications after the receipt and one message: %v", un)
+	}
 
 	// A keyword rule highlights.
 	d.bob.MustDo("PUT", "/_matrix/client/v3/pushrules/global/content/cake", map[string]any{
@@ -319,6 +325,22 @@ func TestPushDelivery(t *testing.T) {
 	}
 	if got := g.forEvent(loud); len(got) != 1 {
 		t.Errorf("the other room pushed %d times", len(got))
+	}
+
+	// An invite notifies its invitee, who is not in the room yet.
+	invited := d.alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"name": "Invite", "invite": []string{d.bob.UserID}}).Str("room_id")
+	settle(t, p)
+	var invite map[string]any
+	for _, n := range g.received() {
+		if n["room_id"] == invited {
+			if invite != nil {
+				t.Errorf("two pushes for the invite room: %v and %v", invite, n)
+			}
+			invite = n
+		}
+	}
+	if invite == nil || invite["type"] != "m.room.member" || invite["membership"] != "invite" || invite["user_is_target"] != true {
+		t.Errorf("invite push %v", invite)
 	}
 
 	// Everything once, nothing for bob's own message.
