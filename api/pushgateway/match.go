@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 
 	"strand/eventlog"
 	"strand/projector/store"
@@ -87,7 +88,7 @@ func (p *Pusher) queueRecord(ctx context.Context, m *eventlog.WorkMsg) error {
 	err := p.Watermark.Wait(wctx, eventlog.StreamRooms, m.Seq)
 	cancel()
 	if err != nil {
-		return errorf("wait for the projection of record %d: %w", m.Seq, err)
+		return fmt.Errorf("wait for the projection of record %d: %w", m.Seq, err)
 	}
 	_ = m.InProgress() // the wait may have been long: restart the ack wait
 	evs, err := p.Store.RecordEvents(ctx, m.Seq)
@@ -161,7 +162,7 @@ func (p *Pusher) queueEvent(ctx context.Context, ev *store.RecordEvent) error {
 			Tweaks: tweaks, Notification: n}
 		data, err := json.Marshal(q)
 		if err != nil {
-			return errorf("encode notification: %w", err)
+			return fmt.Errorf("encode notification: %w", err)
 		}
 		dup, err := p.Log.Enqueue(ctx, eventlog.PushSubject(t.UserID), queuedType, data, pushMsgID(ev.EventID, t))
 		if err != nil {

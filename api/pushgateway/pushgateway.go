@@ -22,7 +22,6 @@ package pushgateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -187,8 +186,6 @@ func (p *Pusher) ack(ctx context.Context, m *eventlog.WorkMsg, stage string) {
 		p.Logger.Warn("push: acknowledgement failed", "stage", stage, "seq", m.Seq, "err", err)
 	}
 }
-
-func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
 
 // Backlog returns how much delivery work is left: room records not yet
 // matched plus notifications not yet sent (or waiting for a retry). Zero

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -70,7 +71,7 @@ func (p *Pusher) send(ctx context.Context, m *eventlog.WorkMsg) {
 		p.ack(ctx, m, "send")
 	case again:
 		p.failed.Inc()
-		p.retry(m, "send", errorf("push gateway of %s unavailable", q.UserID))
+		p.retry(m, "send", fmt.Errorf("push gateway of %s unavailable", q.UserID))
 	}
 }
 
