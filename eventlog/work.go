@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -58,14 +59,66 @@ func (m *WorkMsg) Retry(delay time.Duration) error { return m.raw.NakWithDelay(d
 // InProgress resets the record's AckWait: its handler is still at it.
 func (m *WorkMsg) InProgress() error { return m.raw.InProgress() }
 
-// Enqueue appends raw data to a work stream with a Nats-Msg-Id, reporting
-// whether JetStream recognised msgID as a duplicate (and stored nothing).
-func (l *Log) Enqueue(ctx context.Context, subject, typ string, data []byte, msgID string) (dup bool, err error) {
-	ack, err := l.publish(ctx, subject, typ, data, AppendOptions{MsgID: msgID})
-	if err != nil {
-		return false, err
+// WorkItem is one record for a work stream.
+type WorkItem struct {
+	Subject string
+	Type    string
+	Data    []byte
+	// MsgID makes the enqueue idempotent within DuplicateWindow.
+	MsgID string
+}
+
+// Enqueue appends items to a work stream, all published before any
+// acknowledgement is awaited (a room's notifications are many small
+// records), and returns once JetStream has stored every one, with how
+// many it recognised as duplicates of earlier items (and did not store).
+// On an error some items may be stored; enqueueing them all again
+// stores each at most once.
+func (l *Log) Enqueue(ctx context.Context, items []WorkItem) (dups int, err error) {
+	for len(items) > 0 {
+		n := min(len(items), enqueueWindow)
+		d, err := l.enqueue(ctx, items[:n])
+		dups += d
+		if err != nil {
+			return dups, err
+		}
+		items = items[n:]
 	}
-	return ack.Duplicate, nil
+	return dups, nil
+}
+
+// enqueueWindow bounds the publications awaiting acknowledgement, well
+// under the client's limit on outstanding asynchronous publications
+// (which it answers by stalling, then failing).
+const enqueueWindow = 256
+
+func (l *Log) enqueue(ctx context.Context, items []WorkItem) (dups int, err error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(items))
+	for _, it := range items {
+		m := nats.NewMsg(it.Subject)
+		m.Data = it.Data
+		m.Header.Set(HeaderType, it.Type)
+		f, err := l.js.PublishMsgAsync(m, jetstream.WithMsgID(it.MsgID))
+		if err != nil {
+			return 0, fmt.Errorf("enqueue %s: %w", it.Type, err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if ack.Duplicate {
+				dups++
+			} else if l.appends != nil {
+				l.appends.WithLabelValues(f.Msg().Header.Get(HeaderType)).Inc()
+			}
+		case err := <-f.Err():
+			return dups, fmt.Errorf("enqueue to %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return dups, ctx.Err()
+		}
+	}
+	return dups, nil
 }
 
 // Work delivers stream's records through the durable consumer o.Durable

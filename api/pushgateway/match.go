@@ -136,6 +136,7 @@ func (p *Pusher) queueEvent(ctx context.Context, ev *store.RecordEvent) error {
 	if err != nil {
 		return err
 	}
+	var items []eventlog.WorkItem
 	for _, t := range targets {
 		d, ok := decisions[t.UserID]
 		if !ok || !d.Notify {
@@ -164,14 +165,14 @@ func (p *Pusher) queueEvent(ctx context.Context, ev *store.RecordEvent) error {
 		if err != nil {
 			return fmt.Errorf("encode notification: %w", err)
 		}
-		dup, err := p.Log.Enqueue(ctx, eventlog.PushSubject(t.UserID), queuedType, data, pushMsgID(ev.EventID, t))
-		if err != nil {
-			return err
-		}
-		if !dup {
-			p.queued.Inc()
-		}
+		items = append(items, eventlog.WorkItem{Subject: eventlog.PushSubject(t.UserID), Type: queuedType, Data: data,
+			MsgID: pushMsgID(ev.EventID, t)})
 	}
+	dups, err := p.Log.Enqueue(ctx, items)
+	if err != nil {
+		return err
+	}
+	p.queued.Add(float64(len(items) - dups))
 	return nil
 }
 
