@@ -138,6 +138,15 @@ func newDeployment(t *testing.T) *deployment {
 // Loopback is allowed as --outbound-allow 127.0.0.0/8 allows it.
 func (d *deployment) startPusher(t *testing.T) (p *pushgateway.Pusher, stop func()) {
 	t.Helper()
+	p, stop, _ = d.startPusherAckWait(t, 10*time.Second)
+	return p, stop
+}
+
+// startPusherAckWait is startPusher with the given ack wait, also
+// returning kill: the process's NATS connection drops at once (no
+// acknowledgement of what it was doing gets out), then it stops.
+func (d *deployment) startPusherAckWait(t *testing.T, ackWait time.Duration) (p *pushgateway.Pusher, stop, kill func()) {
+	t.Helper()
 	l := d.env.Conn()
 	st := d.env.Store()
 	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
@@ -146,7 +155,7 @@ func (d *deployment) startPusher(t *testing.T) (p *pushgateway.Pusher, stop func
 	}
 	p = &pushgateway.Pusher{Log: l, Store: st, Watermark: wm, Logger: apitest.Logger(),
 		Client:   outbound.NewClient([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
-		AckWait:  10 * time.Second,
+		AckWait:  ackWait,
 		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond}
 	d.reg = prometheus.NewRegistry()
 	if err := p.RegisterMetrics(d.reg); err != nil {
@@ -162,8 +171,9 @@ func (d *deployment) startPusher(t *testing.T) (p *pushgateway.Pusher, stop func
 	}()
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
+	kill = func() { l.Conn().Close(); stop() }
 	t.Cleanup(stop)
-	return p, stop
+	return p, stop, kill
 }
 
 // settle waits until the pusher has finished everything on the log so
@@ -452,6 +462,47 @@ func TestPushKillAndRestart(t *testing.T) {
 		}
 	}
 	p2, _ := d.startPusher(t)
+	g.waitFor(t, "every message", func(got []map[string]any, _ int) bool { return len(got) >= total })
+	settle(t, p2)
+	seen := map[string]int{}
+	for _, n := range g.received() {
+		seen[n["event_id"].(string)]++
+	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Errorf("event %s pushed %d times", id, seen[id])
+		}
+	}
+	if len(seen) != total {
+		t.Errorf("gateway got %d distinct events, want %d", len(seen), total)
+	}
+}
+
+// Killing the pusher role abruptly (its NATS connection gone: nothing it
+// was matching or sending is acknowledged) while its gateway is failing,
+// then starting another: every message arrives once when the gateway
+// recovers. Records the dead process held come back after their ack
+// wait; the match stage queues nothing twice for them.
+func TestPushKilledAbruptly(t *testing.T) {
+	d := newDeployment(t)
+	g := newGateway(t)
+	const ackWait = 3 * time.Second
+	_, _, kill := d.startPusherAckWait(t, ackWait)
+	room := d.room(t, "Chat")
+	setPusher(t, d.bob, "bob-key", g.url(), "")
+	g.set(func(g *gateway) { g.status = http.StatusServiceUnavailable })
+
+	const total = 60
+	ids := make([]string, 0, total)
+	for i := range total {
+		ids = append(ids, send(t, d.alice, room, fmt.Sprintf("message %d", i)))
+		if i == total/2 {
+			g.waitFor(t, "failing attempts", func(_ []map[string]any, attempts int) bool { return attempts >= 10 })
+			kill()
+		}
+	}
+	p2, _, _ := d.startPusherAckWait(t, ackWait)
+	g.set(func(g *gateway) { g.status = 0 })
 	g.waitFor(t, "every message", func(got []map[string]any, _ int) bool { return len(got) >= total })
 	settle(t, p2)
 	seen := map[string]int{}
