@@ -3,6 +3,7 @@ package syncstream
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"sync"
@@ -59,6 +60,18 @@ func (c *rulesCache) get(userID string, raw []byte) *matrix.PushRuleset {
 	c.m[userID] = cachedRules{raw: slices.Clone(raw), rules: rules}
 	c.mu.Unlock()
 	return rules
+}
+
+// pushRulesContent is the m.push_rules account data a client is sent: the
+// stored rules merged with the current server defaults, as they are
+// evaluated (and as GET /pushrules lists them).
+func pushRulesContent(userID string, stored json.RawMessage) json.RawMessage {
+	merged, err := matrix.MergePushRules(userID, stored)
+	if err != nil {
+		return stored
+	}
+	c, _ := json.Marshal(map[string]json.RawMessage{"global": merged})
+	return c
 }
 
 // threadCounts reports whether the filter asks for MSC3773's per-thread
