@@ -659,13 +659,6 @@ func receiptContents(rs []store.Receipt) map[string]map[string]map[string]map[st
 	return out
 }
 
-func localpart(userID string) string {
-	if i := strings.IndexByte(userID, ':'); i > 1 {
-		return userID[1:i]
-	}
-	return userID
-}
-
 // wasMember reports whether the user was joined or invited in the room
 // just before position at, so that a leave is news to them.
 // joinedSince reports whether the user's membership that ended at pos was
