@@ -109,6 +109,10 @@ func buildUnread(ctx context.Context, tx *store.SyncTx, req *request, out *built
 		inResp = append(inResp, roomID)
 	}
 	slices.Sort(inResp)
+	if len(inResp) == 0 {
+		out.base.unread = map[string]*store.UnreadRoom{}
+		return nil
+	}
 	raw, err := tx.PushRulesContent(ctx, req.user)
 	if err != nil {
 		return err
