@@ -134,3 +134,42 @@ func TestNotificationsAndReplayedCounts(t *testing.T) {
 		t.Fatalf("counts live %+v replayed %+v, want %+v", live, replayed, want)
 	}
 }
+
+// store.PushRecipients gives delivery the room's members holding a
+// pusher, with their display name and rules, and the room's levels.
+func TestPushRecipients(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	a := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
+	a.Register("pia", "pw")
+	b := apitest.NewClient(t, a.Base)
+	b.Register("quin", "pw")
+	c := apitest.NewClient(t, a.Base)
+	c.Register("rolf", "pw")
+	room := a.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat",
+		"power_level_content_override": map[string]any{"notifications": map[string]any{"room": 20}}}).Str("room_id")
+	for _, u := range []*apitest.Client{b, c} {
+		u.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), nil)
+	}
+	b.MustDo("PUT", "/_matrix/client/v3/profile/"+url.PathEscape(b.UserID)+"/displayname", map[string]any{"displayname": "Quin Q"})
+	b.MustDo("POST", "/_matrix/client/v3/pushers/set", pusherBody("org.example.app", "key-q", "Q"))
+	b.MustDo("PUT", "/_matrix/client/v3/pushrules/global/content/tea", map[string]any{"pattern": "tea", "actions": []any{"notify"}})
+
+	pr, recips, err := env.Store().PushRecipients(context.Background(), room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recips) != 1 || recips[0].UserID != b.UserID || recips[0].DisplayName != "Quin Q" || !json.Valid(recips[0].Rules) {
+		t.Fatalf("recipients %+v", recips)
+	}
+	if pr.MemberCount != 3 {
+		t.Fatalf("member count %d", pr.MemberCount)
+	}
+	ctx := pr.Context(b.UserID, recips[0].DisplayName, a.UserID)
+	if ctx.SenderPowerLevel != 100 || ctx.NotificationLevels["room"] != 20 || ctx.MemberCount != 3 {
+		t.Fatalf("context %+v", ctx)
+	}
+	if lvl := pr.Context(b.UserID, "", c.UserID).SenderPowerLevel; lvl != 0 {
+		t.Fatalf("a member's level %d", lvl)
+	}
+}

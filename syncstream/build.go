@@ -584,6 +584,9 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCac
 			ad = append(ad, store.AccountDataItem{Type: "m.push_rules", Content: c})
 		}
 		for _, item := range ad {
+			if item.RoomID == "" && item.Type == "m.push_rules" {
+				item.Content = pushRulesContent(req.user, item.Content)
+			}
 			ev, _ := json.Marshal(map[string]any{"type": item.Type, "content": item.Content})
 			if item.RoomID == "" {
 				if f.AccountData.Allows(item.Type, "", "", nil) {
@@ -654,13 +657,6 @@ func receiptContents(rs []store.Receipt) map[string]map[string]map[string]map[st
 		users[r.UserID] = v
 	}
 	return out
-}
-
-func localpart(userID string) string {
-	if i := strings.IndexByte(userID, ':'); i > 1 {
-		return userID[1:i]
-	}
-	return userID
 }
 
 // wasMember reports whether the user was joined or invited in the room

@@ -3,6 +3,7 @@ package syncstream
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"sync"
@@ -61,6 +62,18 @@ func (c *rulesCache) get(userID string, raw []byte) *matrix.PushRuleset {
 	return rules
 }
 
+// pushRulesContent is the m.push_rules account data a client is sent: the
+// stored rules merged with the current server defaults, as they are
+// evaluated (and as GET /pushrules lists them).
+func pushRulesContent(userID string, stored json.RawMessage) json.RawMessage {
+	merged, err := matrix.MergePushRules(userID, stored)
+	if err != nil {
+		return stored
+	}
+	c, _ := json.Marshal(map[string]json.RawMessage{"global": merged})
+	return c
+}
+
 // threadCounts reports whether the filter asks for MSC3773's per-thread
 // counts.
 func (f *filter) threadCounts() bool {
@@ -96,6 +109,10 @@ func buildUnread(ctx context.Context, tx *store.SyncTx, req *request, out *built
 		inResp = append(inResp, roomID)
 	}
 	slices.Sort(inResp)
+	if len(inResp) == 0 {
+		out.base.unread = map[string]*store.UnreadRoom{}
+		return nil
+	}
 	raw, err := tx.PushRulesContent(ctx, req.user)
 	if err != nil {
 		return err

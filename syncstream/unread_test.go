@@ -2,11 +2,13 @@ package syncstream_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"reflect"
 	"testing"
 
 	"strand/api/apitest"
+	"strand/projector/store"
 )
 
 type counts struct {
@@ -156,4 +158,54 @@ func TestUnreadFollowsPushRules(t *testing.T) {
 	send(t, bob, r1, "cake from bob")
 	st = compare("own message", st.NextBatch, threads, true)
 	want("own message", st, r1, counts{}, nil)
+}
+
+// TestUnreadBound: past store.MaxUnreadExamined unread events a room's
+// count stops growing for plain messages but still counts mentions, in
+// the window as in the build.
+func TestUnreadBound(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	apiSrv := env.API(apitest.DefaultConfig())
+	wA, hA, _ := env.SyncWorkerHandler()
+	alice := user(t, apiSrv.URL, "alice")
+	bob := user(t, apiSrv.URL, "bob")
+	room := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/rooms/"+esc(room)+"/join"), nil)
+	onA := bob.As(bob.Token)
+	onA.Base = wA.URL
+	syncOn := func(c *apitest.Client, since string) unreadResp {
+		t.Helper()
+		r := c.MustDo("GET", v3("/sync")+"?set_presence=offline&since="+url.QueryEscape(since), nil)
+		var s unreadResp
+		if err := json.Unmarshal(r.Raw, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	first := doSync(t, onA, "")
+	for i := 0; i < store.MaxUnreadExamined+3; i++ {
+		send(t, alice, room, fmt.Sprintf("message %d", i))
+	}
+	s := syncOn(onA, first.NextBatch)
+	if got := *s.Rooms.Join[room].Unread; got != (counts{Notification: store.MaxUnreadExamined}) {
+		t.Fatalf("past the bound: %+v", got)
+	}
+	send(t, alice, room, "one more")
+	alice.MustDo("POST", v3("/rooms/"+esc(room)+"/send/m.room.message"), map[string]any{"msgtype": "m.text", "body": "look",
+		"m.mentions": map[string]any{"user_ids": []string{bob.UserID}}})
+	_, w0, _ := hA.Paths()
+	win := syncOn(onA, s.NextBatch)
+	if _, w1, _ := hA.Paths(); w1 != w0+1 {
+		t.Fatal("not answered from the window")
+	}
+	wB, _, stopB := env.SyncWorkerHandler()
+	defer stopB()
+	onB := bob.As(bob.Token)
+	onB.Base = wB.URL
+	built := syncOn(onB, s.NextBatch)
+	want := counts{Notification: store.MaxUnreadExamined + 1, Highlight: 1}
+	if *win.Rooms.Join[room].Unread != want || *built.Rooms.Join[room].Unread != want {
+		t.Fatalf("window %+v build %+v, want %+v", *win.Rooms.Join[room].Unread, *built.Rooms.Join[room].Unread, want)
+	}
 }

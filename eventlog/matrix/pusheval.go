@@ -187,37 +187,18 @@ func ParsePushRules(userID string, stored json.RawMessage) (*PushRuleset, error)
 	if err != nil {
 		return nil, err
 	}
-	trimmed := bytes.TrimSpace(stored)
-	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+	kinds, err := storedKinds(stored)
+	if err != nil {
+		return nil, err
+	}
+	if kinds == nil {
 		// The defaults name the recipient only through the condition
 		// context, so every user without rules of their own shares them.
 		return defaults.all, nil
 	}
-	var wrapper struct {
-		Global map[string]json.RawMessage `json:"global"`
-	}
-	if err := json.Unmarshal(stored, &wrapper); err != nil {
-		return nil, err
-	}
-	kinds := wrapper.Global
-	if kinds == nil {
-		if err := json.Unmarshal(stored, &kinds); err != nil {
-			return nil, err
-		}
-	}
 	rs := &PushRuleset{}
 	for _, k := range pushRuleKinds {
-		var user []map[string]any
-		var list []json.RawMessage
-		if raw, ok := kinds[k]; ok && json.Unmarshal(raw, &list) == nil {
-			for _, r := range list {
-				var rule map[string]any
-				if json.Unmarshal(r, &rule) == nil && rule != nil {
-					user = append(user, rule)
-				}
-			}
-		}
-		rs.rules = append(rs.rules, mergeKind(k, user, defaults.byKind[k])...)
+		rs.rules = append(rs.rules, mergeKind(k, storedRules(kinds, k), defaults.byKind[k])...)
 	}
 	return rs, nil
 }
@@ -246,14 +227,36 @@ var compiledDefaults = sync.OnceValues(func() (*defaultRules, error) {
 	return d, nil
 })
 
-// mergeKind returns one kind's rules in order, as ParsePushRules
-// describes.
+// mergeKind returns one kind's compiled rules in order, as
+// ParsePushRules describes.
 func mergeKind(kind string, stored []map[string]any, defaults []compiledRule) []compiledRule {
-	byID := make(map[string]*compiledRule, len(defaults))
+	return mergeRules(kind, stored, defaults, func(c *compiledRule) string { return c.id },
+		func(d compiledRule, r map[string]any) compiledRule {
+			// A copy shares the compiled conditions.
+			if e, ok := r["enabled"].(bool); ok {
+				d.enabled = e
+			}
+			if a, ok := r["actions"].([]any); ok {
+				d.setActions(a)
+			}
+			return d
+		},
+		func(r map[string]any) compiledRule { return compileRule(kind, r, false) })
+}
+
+// mergeRules orders one kind's rules: the stored ones in their order (a
+// server default among them replaced by fromStored of its current
+// definition, a default the server no longer has dropped), then every
+// current default missing from them after the default before it in the
+// server's order (or before the first default, or at the end), and
+// .m.rule.master first.
+func mergeRules[T any](kind string, stored []map[string]any, defaults []T, idOf func(*T) string,
+	fromStored func(def T, r map[string]any) T, userRule func(r map[string]any) T) []T {
+	byID := make(map[string]int, len(defaults))
 	for i := range defaults {
-		byID[defaults[i].id] = &defaults[i]
+		byID[idOf(&defaults[i])] = i
 	}
-	out := make([]compiledRule, 0, len(stored)+len(defaults))
+	out := make([]T, 0, len(stored)+len(defaults))
 	seen := map[string]bool{}
 	for _, r := range stored {
 		id, _ := r["rule_id"].(string)
@@ -262,55 +265,124 @@ func mergeKind(kind string, stored []map[string]any, defaults []compiledRule) []
 		}
 		if !strings.HasPrefix(id, ".") {
 			seen[id] = true
-			out = append(out, compileRule(kind, r, false))
+			out = append(out, userRule(r))
 			continue
 		}
-		d, ok := byID[id]
+		i, ok := byID[id]
 		if !ok {
 			continue
 		}
 		seen[id] = true
-		cr := *d // shares the compiled conditions
-		if e, ok := r["enabled"].(bool); ok {
-			cr.enabled = e
-		}
-		if a, ok := r["actions"].([]any); ok {
-			cr.setActions(a)
-		}
-		out = append(out, cr)
+		out = append(out, fromStored(defaults[i], r))
 	}
 	prev := ""
 	for _, d := range defaults {
-		if seen[d.id] {
-			prev = d.id
+		id := idOf(&d)
+		if seen[id] {
+			prev = id
 			continue
 		}
 		pos := len(out)
-		if prev != "" {
-			for i := range out {
-				if out[i].id == prev {
-					pos = i + 1
-					break
-				}
+		for i := range out {
+			oid := idOf(&out[i])
+			if prev != "" && oid == prev {
+				pos = i + 1
+				break
 			}
-		} else {
-			for i := range out {
-				if strings.HasPrefix(out[i].id, ".") {
-					pos = i
-					break
-				}
+			if prev == "" && strings.HasPrefix(oid, ".") {
+				pos = i
+				break
 			}
 		}
 		out = slices.Insert(out, pos, d)
-		seen[d.id] = true
-		prev = d.id
+		seen[id] = true
+		prev = id
 	}
 	if kind == "override" {
 		for i := range out {
-			if out[i].id == ".m.rule.master" && i > 0 {
+			if idOf(&out[i]) == ".m.rule.master" && i > 0 {
 				m := out[i]
 				out = slices.Insert(slices.Delete(out, i, i+1), 0, m)
 				break
+			}
+		}
+	}
+	return out
+}
+
+// MergePushRules returns the user's ruleset as clients see it (GET
+// /pushrules, the bare {kind: [rules]} form): their stored m.push_rules
+// content (nil: none) merged with the current server defaults exactly as
+// ParsePushRules merges them for evaluation, so what a client reads and
+// changes is what is evaluated.
+func MergePushRules(userID string, stored json.RawMessage) (json.RawMessage, error) {
+	var defaults map[string][]map[string]any
+	if err := json.Unmarshal(DefaultPushRules(userID), &defaults); err != nil {
+		return nil, err
+	}
+	kinds, err := storedKinds(stored)
+	if err != nil {
+		return nil, err
+	}
+	if kinds == nil {
+		return DefaultPushRules(userID), nil
+	}
+	out := map[string][]map[string]any{}
+	for _, k := range pushRuleKinds {
+		out[k] = mergeRules(k, storedRules(kinds, k), defaults[k], func(m *map[string]any) string { id, _ := (*m)["rule_id"].(string); return id },
+			func(d map[string]any, r map[string]any) map[string]any {
+				m := make(map[string]any, len(d))
+				for key, v := range d {
+					m[key] = v
+				}
+				if e, ok := r["enabled"].(bool); ok {
+					m["enabled"] = e
+				}
+				if a, ok := r["actions"].([]any); ok {
+					m["actions"] = a
+				}
+				return m
+			},
+			func(r map[string]any) map[string]any { return r })
+		if out[k] == nil {
+			out[k] = []map[string]any{}
+		}
+	}
+	return json.Marshal(out)
+}
+
+// storedKinds reads stored m.push_rules content, {"global": {...}} or
+// bare; nil for none.
+func storedKinds(stored json.RawMessage) (map[string]json.RawMessage, error) {
+	trimmed := bytes.TrimSpace(stored)
+	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+		return nil, nil
+	}
+	var wrapper struct {
+		Global map[string]json.RawMessage `json:"global"`
+	}
+	if err := json.Unmarshal(stored, &wrapper); err != nil {
+		return nil, err
+	}
+	if wrapper.Global != nil {
+		return wrapper.Global, nil
+	}
+	kinds := map[string]json.RawMessage{}
+	if err := json.Unmarshal(stored, &kinds); err != nil {
+		return nil, err
+	}
+	return kinds, nil
+}
+
+// storedRules returns the rules of one kind that are JSON objects.
+func storedRules(kinds map[string]json.RawMessage, kind string) []map[string]any {
+	var out []map[string]any
+	var list []json.RawMessage
+	if raw, ok := kinds[kind]; ok && json.Unmarshal(raw, &list) == nil {
+		for _, r := range list {
+			var rule map[string]any
+			if json.Unmarshal(r, &rule) == nil && rule != nil {
+				out = append(out, rule)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 )
 
@@ -323,6 +324,48 @@ func TestPushRulesMerge(t *testing.T) {
 			t.Fatal("a list parsed as a ruleset")
 		}
 	})
+}
+
+// TestMergePushRulesJSON: what clients read is the merge the evaluator
+// uses.
+func TestMergePushRulesJSON(t *testing.T) {
+	stored := `{"global":{"override":[{"rule_id":"mine","enabled":true,"default":false,"conditions":[],"actions":[]},
+	  {"rule_id":".m.rule.master","default":true,"enabled":false,"conditions":[],"actions":[]},
+	  {"rule_id":".m.rule.server_acl","default":true,"enabled":true,"conditions":[],"actions":[]}],
+	  "underride":[{"rule_id":".m.rule.message","default":true,"enabled":false,"conditions":[],"actions":["notify"]}]}}`
+	raw, err := MergePushRules("@bob:x", json.RawMessage(stored))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string][]map[string]any
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(kind string) []string {
+		var out []string
+		for _, r := range got[kind] {
+			out = append(out, r["rule_id"].(string))
+		}
+		return out
+	}
+	over := ids("override")
+	if over[0] != ".m.rule.master" || over[1] != "mine" || slices.Contains(over, ".m.rule.server_acl") || !slices.Contains(over, ".m.rule.room.server_acl") {
+		t.Fatalf("override %v", over)
+	}
+	under := ids("underride")
+	if !slices.Contains(under, ".org.matrix.msc3930.rule.poll_start") || got["underride"][slices.Index(under, ".m.rule.message")]["enabled"] != false {
+		t.Fatalf("underride %v", got["underride"])
+	}
+	if c := got["content"]; len(c) != 1 || c[0]["pattern"] != "bob" {
+		t.Fatalf("content %v", c)
+	}
+	if got["postcontent"] == nil || got["room"] == nil {
+		t.Fatalf("kinds missing: %s", raw)
+	}
+	def, _ := MergePushRules("@bob:x", nil)
+	if string(def) != string(DefaultPushRules("@bob:x")) {
+		t.Fatal("no stored rules: not the defaults")
+	}
 }
 
 // TestPushGlobBounded: a pattern of many stars against a long body is a
