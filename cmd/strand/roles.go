@@ -102,6 +102,9 @@ func openDeps(ctx context.Context, cfg *config, logger *slog.Logger, allowEmbedd
 // spare. Its leases hold connections of their own.
 const projectorConns = 4
 
+// pusherConns is the pool of a pusher running beside request handlers.
+const pusherConns = 8
+
 func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	c.cfg.registerCommon(fs)
@@ -164,12 +167,22 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		g.Go(func() error { return p.Run(ctx) })
 	}
 	if c.roles.pusher {
-		wm, err := eventlog.NewWatermark(d.nc, d.store.Position)
+		ps := d.store
+		if c.roles.api || c.roles.sync {
+			// Its own connections: a burst of notifications for a large
+			// room (a count read per member) must not hold the request
+			// handlers' pool.
+			if ps, err = store.OpenSized(ctx, c.cfg.DatabaseURL, pusherConns); err != nil {
+				return err
+			}
+			defer ps.Close()
+		}
+		wm, err := eventlog.NewWatermark(d.nc, ps.Position)
 		if err != nil {
 			return err
 		}
 		defer wm.Close()
-		p := &pushgateway.Pusher{Log: d.log, Store: d.store, Watermark: wm, Client: outbound.NewClient(allow),
+		p := &pushgateway.Pusher{Log: d.log, Store: ps, Watermark: wm, Client: outbound.NewClient(allow),
 			Logger: logger.With("part", "pusher"), Senders: c.cfg.PushSenders, Matchers: c.cfg.PushMatchers}
 		if err := p.RegisterMetrics(reg); err != nil {
 			return err
