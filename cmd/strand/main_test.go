@@ -149,6 +149,21 @@ func TestRolesNeedNATSURL(t *testing.T) {
 	}
 }
 
+// The pusher role takes --outbound-allow and its own flags, checked
+// before it connects anywhere.
+func TestPusherFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"pusher", "--push-senders", "0"},
+		{"pusher", "--push-matchers", "-1"},
+		{"pusher", "--outbound-allow", "not-a-cidr"},
+	} {
+		err := run(context.Background(), append(args, "--nats-url", "nats://127.0.0.1:1"))
+		if err == nil || !strings.Contains(err.Error(), args[1]) {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
+
 func TestUnknownCommand(t *testing.T) {
 	if err := run(context.Background(), []string{"frobnicate"}); err == nil {
 		t.Fatal("unknown command accepted")

@@ -129,8 +129,8 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.cfg.PushSenders < 0 || c.cfg.PushMatchers < 0 {
-		return errors.New("--push-senders and --push-matchers must be positive")
+	if c.roles.pusher && (c.cfg.PushSenders < 1 || c.cfg.PushMatchers < 1) {
+		return errors.New("--push-senders and --push-matchers must be at least 1")
 	}
 	logger, err := c.cfg.logger()
 	if err != nil {
