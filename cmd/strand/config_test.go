@@ -17,7 +17,7 @@ func parseServerFlags(t *testing.T, args ...string) (*config, error) {
 	c.registerCommon(fs)
 	c.registerServer(fs)
 	c.registerOutbound(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	return &c, c.validateServer()
