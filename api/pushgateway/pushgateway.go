@@ -67,8 +67,8 @@ type Pusher struct {
 	// AckWait is how long a stage may hold a record unacknowledged
 	// before JetStream delivers it again (to any process): a process
 	// that died is taken over after it. A gateway request is bounded by
-	// half of it, so a slow gateway cannot make a notification be sent
-	// twice.
+	// half of it, so JetStream never delivers a notification again while
+	// a request for it is still running.
 	AckWait time.Duration
 	// RetryMin and RetryMax bound the back-off between attempts at a
 	// notification whose gateway failed (doubling from RetryMin).
