@@ -182,6 +182,10 @@ func canonicalPushKey(key string) string {
 // rules of its kind). .m.rule.master always comes first. User rules keep
 // their stored order. A malformed rule never matches rather than failing
 // the whole set; only content that is not a JSON object is an error.
+//
+// The result does not depend on userID (the rules about the recipient
+// read PushConditionContext.UserID), so a user without stored rules gets
+// the one shared default ruleset; userID names whose rules these are.
 func ParsePushRules(userID string, stored json.RawMessage) (*PushRuleset, error) {
 	defaults, err := compiledDefaults()
 	if err != nil {
