@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/html/atom"
 	"golang.org/x/sync/singleflight"
 
+	"strand/api/outbound"
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 )
@@ -69,7 +70,7 @@ type previewer struct {
 }
 
 func newPreviewer(cfg Config) *previewer {
-	return &previewer{client: newOutboundClient(cfg.OutboundAllow), slots: make(chan struct{}, previewJobs)}
+	return &previewer{client: outbound.NewClient(cfg.OutboundAllow), slots: make(chan struct{}, previewJobs)}
 }
 
 // GET /_matrix/media/v3/preview_url
@@ -170,7 +171,7 @@ func (s *Server) outboundGet(ctx context.Context, u string, accept string) (*htt
 	req.Header.Set("Accept", accept)
 	res, err := s.previews.client.Do(req)
 	if err != nil {
-		if isForbiddenAddress(err) {
+		if outbound.IsForbidden(err) {
 			return nil, matrix.Forbidden("url previews may not reach that address")
 		}
 		s.logger.Debug("url preview fetch failed", "err", err)

@@ -50,6 +50,9 @@ type joinedRoom struct {
 	AccountData eventList    `json:"account_data"`
 	Summary     summary      `json:"summary"`
 	Unread      unreadCounts `json:"unread_notifications"`
+	// UnreadThreads (MSC3773) is set only when the filter asks for it,
+	// and then only for threads with something unread.
+	UnreadThreads map[string]unreadCounts `json:"unread_thread_notifications,omitempty"`
 }
 
 type invitedRoom struct {
@@ -150,7 +153,7 @@ type roomPlan struct {
 
 // build assembles a response from one projection snapshot, with a fixed
 // number of queries however many rooms the user is in.
-func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (*built, error) {
+func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCache, req *request) (*built, error) {
 	out := &built{resp: newResponse()}
 	err := st.SyncSnapshot(ctx, func(tx *store.SyncTx) error {
 		out.pos = tx.Pos
@@ -575,6 +578,9 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			ad = append(ad, store.AccountDataItem{Type: "m.push_rules", Content: c})
 		}
 		for _, item := range ad {
+			if item.RoomID == "" && item.Type == "m.push_rules" {
+				item.Content = pushRulesContent(req.user, item.Content)
+			}
 			ev, _ := json.Marshal(map[string]any{"type": item.Type, "content": item.Content})
 			if item.RoomID == "" {
 				if f.AccountData.Allows(item.Type, "", "", nil) {
@@ -598,20 +604,8 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		}
 
 		// Unread counts for every joined room in the response.
-		var inResp []string
-		for roomID := range out.resp.Rooms.Join {
-			inResp = append(inResp, roomID)
-		}
-		slices.Sort(inResp)
-		unread, err := tx.UnreadCounts(ctx, req.user, localpart(req.user), inResp)
-		if err != nil {
+		if err := buildUnread(ctx, tx, req, out, rules); err != nil {
 			return err
-		}
-		out.base.unread = make(map[string]unreadCounts, len(out.resp.Rooms.Join))
-		for roomID, jr := range out.resp.Rooms.Join {
-			u := unread[roomID]
-			jr.Unread = unreadCounts{Highlight: u.Highlights, Notification: u.Notifications}
-			out.base.unread[roomID] = jr.Unread
 		}
 		return nil
 	})
@@ -669,13 +663,6 @@ func receiptContents(rs []store.Receipt) map[string]map[string]map[string]map[st
 		users[r.UserID] = v
 	}
 	return out
-}
-
-func localpart(userID string) string {
-	if i := strings.IndexByte(userID, ':'); i > 1 {
-		return userID[1:i]
-	}
-	return userID
 }
 
 // wasMember reports whether the user was joined or invited in the room

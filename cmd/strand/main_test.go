@@ -141,10 +141,25 @@ func TestServeUnreachableDatabase(t *testing.T) {
 }
 
 func TestRolesNeedNATSURL(t *testing.T) {
-	for _, role := range []string{"api", "projector", "sync"} {
+	for _, role := range []string{"api", "projector", "sync", "pusher"} {
 		err := run(context.Background(), []string{role, "--data-dir", t.TempDir()})
 		if err == nil || !strings.Contains(err.Error(), "--nats-url") {
 			t.Fatalf("%s without --nats-url: %v", role, err)
+		}
+	}
+}
+
+// The pusher role takes --outbound-allow and its own flags, checked
+// before it connects anywhere.
+func TestPusherFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"pusher", "--push-senders", "0"},
+		{"pusher", "--push-matchers", "-1"},
+		{"pusher", "--outbound-allow", "not-a-cidr"},
+	} {
+		err := run(context.Background(), append(args, "--nats-url", "nats://127.0.0.1:1"))
+		if err == nil || !strings.Contains(err.Error(), args[1]) {
+			t.Errorf("%v: %v", args, err)
 		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"strand/api"
+	"strand/api/outbound"
+	"strand/api/pushgateway"
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector"
@@ -24,7 +26,7 @@ import (
 	"strand/syncstream"
 )
 
-type roleSet struct{ api, projector, sync bool }
+type roleSet struct{ api, projector, sync, pusher bool }
 
 // roleCommand runs one or more roles in this process.
 type roleCommand struct {
@@ -101,11 +103,20 @@ func openDeps(ctx context.Context, cfg *config, logger *slog.Logger, allowEmbedd
 // spare. Its leases hold connections of their own.
 const projectorConns = 4
 
+// pusherConns is the pool of a pusher running beside request handlers.
+const pusherConns = 8
+
 func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	c.cfg.registerCommon(fs)
 	if c.roles.api || c.roles.sync {
 		c.cfg.registerServer(fs)
+	}
+	if c.roles.api || c.roles.pusher {
+		c.cfg.registerOutbound(fs)
+	}
+	if c.roles.pusher {
+		c.cfg.registerPusher(fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -114,6 +125,13 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		if err := c.cfg.validateServer(); err != nil {
 			return err
 		}
+	}
+	allow, err := c.cfg.outboundAllow()
+	if err != nil {
+		return err
+	}
+	if c.roles.pusher && (c.cfg.PushSenders < 1 || c.cfg.PushMatchers < 1) {
+		return errors.New("--push-senders and --push-matchers must be at least 1")
 	}
 	logger, err := c.cfg.logger()
 	if err != nil {
@@ -144,6 +162,29 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 			defer ps.Close()
 		}
 		p := &projector.Projector{Log: d.log, Store: ps, Logger: logger}
+		if err := p.RegisterMetrics(reg); err != nil {
+			return err
+		}
+		g.Go(func() error { return p.Run(ctx) })
+	}
+	if c.roles.pusher {
+		ps := d.store
+		if c.roles.api || c.roles.sync {
+			// Its own connections: a burst of notifications for a large
+			// room (a count read per member) must not hold the request
+			// handlers' pool.
+			if ps, err = store.OpenSized(ctx, c.cfg.DatabaseURL, pusherConns); err != nil {
+				return err
+			}
+			defer ps.Close()
+		}
+		wm, err := eventlog.NewWatermark(d.nc, ps.Position)
+		if err != nil {
+			return err
+		}
+		defer wm.Close()
+		p := &pushgateway.Pusher{Log: d.log, Store: ps, Watermark: wm, Client: outbound.NewClient(allow),
+			Logger: logger.With("part", "pusher"), Senders: c.cfg.PushSenders, Matchers: c.cfg.PushMatchers}
 		if err := p.RegisterMetrics(reg); err != nil {
 			return err
 		}
