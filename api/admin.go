@@ -64,6 +64,7 @@ func (s *Server) nonceValid(nonce string, now time.Time) bool {
 	return now.Sub(issued) <= nonceLifetime && issued.Sub(now) < time.Minute
 }
 
+// GET /_synapse/admin/v1/register
 func (s *Server) adminRegisterNonce(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.SharedSecret == "" {
 		return matrix.Errorf("M_FORBIDDEN", http.StatusBadRequest, "shared secret registration is not enabled")
@@ -99,6 +100,7 @@ type adminRegisterRequest struct {
 	MAC         string  `json:"mac"`
 }
 
+// POST /_synapse/admin/v1/register
 func (s *Server) adminRegister(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.SharedSecret == "" {
 		return matrix.Errorf("M_FORBIDDEN", http.StatusBadRequest, "shared secret registration is not enabled")

@@ -139,6 +139,7 @@ func parseAliasVar(r *http.Request) (matrix.RoomAlias, error) {
 	return a, nil
 }
 
+// PUT /_matrix/client/v3/directory/room/{roomAlias}
 func (s *Server) putAlias(w http.ResponseWriter, r *http.Request) error {
 	alias, err := parseAliasVar(r)
 	if err != nil {
@@ -172,6 +173,7 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/directory/room/{roomAlias}
 func (s *Server) getAlias(w http.ResponseWriter, r *http.Request) error {
 	alias, err := parseAliasVar(r)
 	if err != nil {
@@ -188,6 +190,7 @@ func (s *Server) getAlias(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// DELETE /_matrix/client/v3/directory/room/{roomAlias}
 func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request) error {
 	alias, err := parseAliasVar(r)
 	if err != nil {
@@ -263,6 +266,7 @@ func (s *Server) dropCanonicalAlias(ctx context.Context, roomID, alias string, s
 	}
 }
 
+// GET /_matrix/client/v3/rooms/{roomId}/aliases
 func (s *Server) roomAliases(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {

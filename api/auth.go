@@ -12,33 +12,12 @@ import (
 	"strand/projector/store"
 )
 
-type ctxKey int
-
-const sessionKey ctxKey = iota
-
-// session returns the authenticated caller of the request.
-func session(r *http.Request) store.Session {
-	ss, _ := r.Context().Value(sessionKey).(store.Session)
-	return ss
-}
-
 // authenticated requires a valid access token and puts the caller's
 // session in the request context.
 func (s *Server) authenticated(h handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		tok, err := matrix.AccessToken(r)
+		ss, err := s.sessions.Authenticate(r)
 		if err != nil {
-			return err
-		}
-		ss, err := s.sessions.Resolve(r.Context(), s.log, hashToken(tok), s.cfg.ApplyTimeout)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return matrix.RevokedToken()
-		case errors.Is(err, store.ErrTokenExpired):
-			return matrix.SoftLoggedOut("the access token has expired; refresh it")
-		case errors.Is(err, store.ErrCatchingUp):
-			return matrix.Unavailable("the server is catching up with its log; retry")
-		case err != nil:
 			return err
 		}
 		r = r.WithContext(context.WithValue(r.Context(), sessionKey, ss))

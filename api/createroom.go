@@ -38,6 +38,7 @@ type createRoomRequest struct {
 // eventlog.MaxEventsPerRecord together with its other events.
 const maxInvitesAtCreation = 500
 
+// POST /_matrix/client/v3/createRoom
 func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	var req createRoomRequest

@@ -20,6 +20,8 @@ type publicRoomsRequest struct {
 	} `json:"filter"`
 }
 
+// GET /_matrix/client/v3/publicRooms
+// POST /_matrix/client/v3/publicRooms
 func (s *Server) publicRooms(w http.ResponseWriter, r *http.Request) error {
 	var req publicRoomsRequest
 	if r.Method == http.MethodPost {
@@ -93,6 +95,7 @@ func (s *Server) publicRooms(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/directory/list/room/{roomId}
 func (s *Server) getDirectoryVisibility(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -113,6 +116,7 @@ func (s *Server) getDirectoryVisibility(w http.ResponseWriter, r *http.Request) 
 	return nil
 }
 
+// PUT /_matrix/client/v3/directory/list/room/{roomId}
 func (s *Server) putDirectoryVisibility(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {

@@ -2,28 +2,9 @@ package api
 
 import (
 	"net/http"
-	"net/url"
-
-	"github.com/gorilla/mux"
 
 	"strand/eventlog/matrix"
 )
-
-// pathVar returns a path variable decoded exactly once. The router
-// matches the encoded path (see New), so an ID holding "/", "%", "?" or
-// "#" arrives here still escaped and never splits or shifts a route;
-// decoding here, and nowhere else, means "%2F" is "/" and "%252F" stays
-// "%2F".
-func pathVar(r *http.Request, name string) string {
-	v := mux.Vars(r)[name]
-	d, err := url.PathUnescape(v)
-	if err != nil {
-		// Unreachable: net/http refuses a request line with a bad
-		// escape, and the router matches a correctly escaped path.
-		return v
-	}
-	return d
-}
 
 // specVersions are the spec versions whose client-server API Strand
 // claims. Clients use this to decide which endpoints to call.
@@ -70,11 +51,13 @@ func (s *Server) wellKnownBody() map[string]any {
 	return map[string]any{"m.homeserver": map[string]string{"base_url": s.cfg.PublicBaseURL}}
 }
 
+// GET /.well-known/matrix/client
 func (s *Server) wellKnown(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, s.wellKnownBody())
 	return nil
 }
 
+// GET /_matrix/client/v3/capabilities
 func (s *Server) capabilities(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"capabilities": map[string]any{
 		"m.change_password":    map[string]bool{"enabled": true},

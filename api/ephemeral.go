@@ -27,6 +27,7 @@ func (s *Server) joinedView(r *http.Request, roomID string) (*visibility, error)
 	return v, nil
 }
 
+// PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}
 func (s *Server) typing(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -92,6 +93,7 @@ func (s *Server) setFullyRead(r *http.Request, roomID, eventID string) error {
 	return s.appendAccount(r.Context(), uid, &eventlog.AccountDataSet{UserID: uid, RoomID: roomID, Type: "m.fully_read", Content: c}, nil)
 }
 
+// POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
 func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -140,6 +142,7 @@ func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// POST /_matrix/client/v3/rooms/{roomId}/read_markers
 func (s *Server) readMarkers(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -186,6 +189,7 @@ func (s *Server) readMarkers(w http.ResponseWriter, r *http.Request) error {
 // Presence. The newest PresenceSet on a user's subject is their presence;
 // "online" decays with inactivity when read.
 
+// GET /_matrix/client/v3/presence/{userId}/status
 func (s *Server) getPresence(w http.ResponseWriter, r *http.Request) error {
 	uid, err := matrix.ParseUserID(pathVar(r, "userId"))
 	if err != nil {
@@ -231,6 +235,7 @@ func (s *Server) getPresence(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// PUT /_matrix/client/v3/presence/{userId}/status
 func (s *Server) putPresence(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	if pathVar(r, "userId") != ss.UserID {

@@ -12,6 +12,7 @@ import (
 //go:embed static/login.html
 var loginFallbackPage []byte
 
+// GET /_matrix/static/client/login/
 func (s *Server) loginFallback(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")

@@ -43,6 +43,7 @@ func (q *backupVersionReq) check() (json.RawMessage, error) {
 	return canonicalObject(q.AuthData, "auth_data")
 }
 
+// POST /_matrix/client/v3/room_keys/version
 func (s *Server) createBackupVersion(w http.ResponseWriter, r *http.Request) error {
 	var req backupVersionReq
 	if err := matrix.DecodeJSON(r, &req, false); err != nil {
@@ -95,6 +96,8 @@ func (s *Server) backupVersion(r *http.Request, user string, version int64) (sto
 	return v, err
 }
 
+// GET /_matrix/client/v3/room_keys/version
+// GET /_matrix/client/v3/room_keys/version/{version}
 func (s *Server) getBackupVersion(w http.ResponseWriter, r *http.Request) error {
 	var version int64
 	if p := pathVar(r, "version"); p != "" {
@@ -111,6 +114,7 @@ func (s *Server) getBackupVersion(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
+// PUT /_matrix/client/v3/room_keys/version/{version}
 func (s *Server) updateBackupVersion(w http.ResponseWriter, r *http.Request) error {
 	version, err := backupVersionParam(pathVar(r, "version"))
 	if err != nil {
@@ -143,6 +147,7 @@ func (s *Server) updateBackupVersion(w http.ResponseWriter, r *http.Request) err
 	return nil
 }
 
+// DELETE /_matrix/client/v3/room_keys/version/{version}
 func (s *Server) deleteBackupVersion(w http.ResponseWriter, r *http.Request) error {
 	version, err := backupVersionParam(pathVar(r, "version"))
 	if err != nil {
@@ -190,6 +195,9 @@ func (s *Server) keysVersion(r *http.Request) (int64, error) {
 	return backupVersionParam(q)
 }
 
+// PUT /_matrix/client/v3/room_keys/keys
+// PUT /_matrix/client/v3/room_keys/keys/{roomId}
+// PUT /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
 func (s *Server) putRoomKeys(w http.ResponseWriter, r *http.Request) error {
 	version, err := s.keysVersion(r)
 	if err != nil {
@@ -282,6 +290,9 @@ func (s *Server) answerKeysChange(w http.ResponseWriter, r *http.Request, user s
 	return nil
 }
 
+// GET /_matrix/client/v3/room_keys/keys
+// GET /_matrix/client/v3/room_keys/keys/{roomId}
+// GET /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
 func (s *Server) getRoomKeys(w http.ResponseWriter, r *http.Request) error {
 	user, version, err := s.liveKeysVersion(r)
 	if err != nil {
@@ -318,6 +329,9 @@ func (s *Server) getRoomKeys(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// DELETE /_matrix/client/v3/room_keys/keys
+// DELETE /_matrix/client/v3/room_keys/keys/{roomId}
+// DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
 func (s *Server) deleteRoomKeys(w http.ResponseWriter, r *http.Request) error {
 	user, version, err := s.liveKeysVersion(r)
 	if err != nil {

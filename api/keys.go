@@ -89,6 +89,7 @@ func checkKeyMap(m map[string]json.RawMessage, what string) (map[string]json.Raw
 	return out, nil
 }
 
+// POST /_matrix/client/v3/keys/upload
 func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	var req struct {
@@ -195,6 +196,7 @@ func localUsers[V any](s *Server, m map[string]V) ([]string, error) {
 	return out, nil
 }
 
+// POST /_matrix/client/v3/keys/query
 func (s *Server) queryKeys(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
@@ -223,6 +225,7 @@ func (s *Server) queryKeys(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// POST /_matrix/client/v3/keys/claim
 func (s *Server) claimKeys(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
@@ -308,6 +311,7 @@ func (s *Server) claimFrom(ctx context.Context, user string, want map[string]str
 	return nil, matrix.Errorf("M_LIMIT_EXCEEDED", http.StatusTooManyRequests, "the keys of %s are too busy; retry", user)
 }
 
+// GET /_matrix/client/v3/keys/changes
 func (s *Server) keyChanges(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	from, err := eventlog.ParseSyncToken(q.Get("from"))
@@ -351,6 +355,7 @@ func (s *Server) keyChanges(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}
 func (s *Server) sendToDevice(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	typ, err := eventTypeVar(r)
@@ -412,6 +417,7 @@ var crossSigningTypes = []struct{ field, usage string }{
 	{"master_key", "master"}, {"self_signing_key", "self_signing"}, {"user_signing_key", "user_signing"},
 }
 
+// POST /_matrix/client/v3/keys/device_signing/upload
 func (s *Server) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	var req map[string]json.RawMessage
@@ -479,6 +485,8 @@ func (s *Server) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request) 
 	return nil
 }
 
+// POST /_matrix/client/v3/keys/signatures/upload
+//
 // uploadSignatures stores the signatures the caller made of keys (their
 // own devices and cross-signing keys, or other users' master keys).
 // Clients verify every signature themselves; the server relays them.

@@ -10,6 +10,7 @@ import (
 	"strand/projector/store"
 )
 
+// GET /_matrix/client/v3/login
 func (s *Server) loginFlows(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{
 		"flows": []map[string]any{{"type": "m.login.password"}},
@@ -27,6 +28,7 @@ type loginRequest struct {
 	RefreshToken             bool        `json:"refresh_token"`
 }
 
+// POST /_matrix/client/v3/login
 func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
 	if err := matrix.DecodeJSON(r, &req, false); err != nil {
@@ -108,6 +110,7 @@ func checkNewDevice(deviceID, displayName *string) error {
 	return nil
 }
 
+// POST /_matrix/client/v3/logout
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	rec := &eventlog.DevicesDeleted{UserID: ss.UserID, DeviceIDs: []string{ss.DeviceID}}
@@ -118,6 +121,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// POST /_matrix/client/v3/logout/all
 func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	rec := &eventlog.DevicesDeleted{UserID: ss.UserID, All: true}
@@ -128,6 +132,7 @@ func (s *Server) logoutAll(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/account/whoami
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"user_id": ss.UserID, "device_id": ss.DeviceID, "is_guest": false})
@@ -140,6 +145,7 @@ type passwordRequest struct {
 	LogoutDevices *bool     `json:"logout_devices"`
 }
 
+// POST /_matrix/client/v3/account/password
 func (s *Server) changePassword(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	var req passwordRequest
@@ -168,6 +174,7 @@ type deactivateRequest struct {
 	Erase bool      `json:"erase"`
 }
 
+// POST /_matrix/client/v3/account/deactivate
 func (s *Server) deactivate(w http.ResponseWriter, r *http.Request) error {
 	ss := session(r)
 	var req deactivateRequest
@@ -194,6 +201,7 @@ func deviceJSON(d store.Device) map[string]any {
 	return m
 }
 
+// GET /_matrix/client/v3/devices
 func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) error {
 	ds, err := s.store.Devices(r.Context(), session(r).UserID)
 	if err != nil {
@@ -215,6 +223,7 @@ func (s *Server) findDevice(r *http.Request) (store.Device, error) {
 	return d, err
 }
 
+// GET /_matrix/client/v3/devices/{deviceId}
 func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) error {
 	d, err := s.findDevice(r)
 	if err != nil {
@@ -224,6 +233,7 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// PUT /_matrix/client/v3/devices/{deviceId}
 func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		DisplayName *string `json:"display_name"`
@@ -251,6 +261,7 @@ func (s *Server) updateDevice(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// DELETE /_matrix/client/v3/devices/{deviceId}
 func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Auth *authData `json:"auth"`
@@ -265,6 +276,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	return s.removeDevices(w, r, []string{d.DeviceID}, req.Auth)
 }
 
+// POST /_matrix/client/v3/delete_devices
 func (s *Server) deleteDevices(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Devices *[]string `json:"devices"`

@@ -34,11 +34,15 @@ func isMediaUpload(r *http.Request) bool {
 	return strings.HasPrefix(r.URL.Path, "/_matrix/media/") && strings.Contains(r.URL.Path, "/upload")
 }
 
+// GET /_matrix/media/v3/config
+// GET /_matrix/client/v1/media/config
 func (s *Server) mediaConfig(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"m.upload.size": s.cfg.MaxUploadBytes})
 	return nil
 }
 
+// POST /_matrix/media/v3/upload
+//
 // uploadMedia serves POST /_matrix/media/{r0,v3}/upload: the content
 // goes under a new media ID.
 func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
@@ -201,6 +205,11 @@ func setMediaHeaders(w http.ResponseWriter, contentType, fileName string, size i
 	h.Set("Cache-Control", "public, max-age=86400, immutable")
 }
 
+// GET /_matrix/media/v3/download/{serverName}/{mediaId}
+// GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}
+// GET /_matrix/client/v1/media/download/{serverName}/{mediaId}
+// GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}
+//
 // downloadMedia serves GET and HEAD /_matrix/media/{r0,v3}/download/...
 // and /_matrix/client/v1/media/download/..., with Range requests.
 func (s *Server) downloadMedia(w http.ResponseWriter, r *http.Request) error {

@@ -66,6 +66,8 @@ func cannotOverwrite(id string) error {
 	return matrix.Errorf("M_CANNOT_OVERWRITE_MEDIA", http.StatusConflict, "media %s has already been uploaded", id)
 }
 
+// PUT /_matrix/media/v3/upload/{serverName}/{mediaId}
+//
 // uploadMediaTo serves PUT /_matrix/media/{r0,v3}/upload/{serverName}/{mediaId}:
 // the content of an ID the caller created. An ID is uploaded to once: a
 // claim on its pending entry (compare-and-set) admits one upload, on

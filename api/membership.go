@@ -50,6 +50,7 @@ func (s *Server) changeMembership(r *http.Request, roomID string, target matrix.
 	return err
 }
 
+// POST /_matrix/client/v3/rooms/{roomId}/invite
 func (s *Server) invite(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -89,6 +90,9 @@ func (s *Server) invite(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// POST /_matrix/client/v3/rooms/{roomId}/join
+// POST /_matrix/client/v3/join/{roomIdOrAlias}
+//
 // join joins the caller to a room given by ID or alias; joining a room one
 // is already in changes nothing.
 func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
@@ -189,6 +193,8 @@ func (s *Server) resolveRoom(r *http.Request, target string) (string, error) {
 	return id, err
 }
 
+// POST /_matrix/client/v3/knock/{roomIdOrAlias}
+//
 // knock asks to join a room whose join rule is knock or knock_restricted
 // (room versions 7+): POST /knock/{roomIdOrAlias}. Whether the knock is
 // allowed (join rule, version, current membership) is the auth rules'
@@ -238,6 +244,7 @@ func (s *Server) knock(w http.ResponseWriter, r *http.Request) error {
 // server may set, and reason is handled on its own.
 var joinKeysNotContent = map[string]bool{"membership": true, "third_party_signed": true, "join_authorised_via_users_server": true, "reason": true}
 
+// POST /_matrix/client/v3/rooms/{roomId}/leave
 func (s *Server) leave(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -274,6 +281,7 @@ func (s *Server) leave(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// POST /_matrix/client/v3/rooms/{roomId}/forget
 func (s *Server) forget(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -310,6 +318,10 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// POST /_matrix/client/v3/rooms/{roomId}/kick
+// POST /_matrix/client/v3/rooms/{roomId}/ban
+// POST /_matrix/client/v3/rooms/{roomId}/unban
+//
 // moderate is kick, ban and unban: a membership change of another user.
 func (s *Server) moderate(membership string, requireCurrent func(string) bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {

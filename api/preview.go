@@ -74,6 +74,9 @@ func newPreviewer(cfg Config) *previewer {
 	return &previewer{client: newOutboundClient(cfg.OutboundAllow), slots: make(chan struct{}, previewJobs)}
 }
 
+// GET /_matrix/media/v3/preview_url
+// GET /_matrix/client/v1/media/preview_url
+//
 // previewURL serves the preview_url routes.
 func (s *Server) previewURL(w http.ResponseWriter, r *http.Request) error {
 	u, err := previewTarget(r.URL.Query())

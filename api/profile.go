@@ -34,6 +34,9 @@ func profileBody(u store.User, field string) map[string]any {
 	return out
 }
 
+// GET /_matrix/client/v3/profile/{userId}
+// GET /_matrix/client/v3/profile/{userId}/displayname
+// GET /_matrix/client/v3/profile/{userId}/avatar_url
 func (s *Server) getProfile(field string) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		u, err := s.profileUser(r)
@@ -49,6 +52,9 @@ func (s *Server) getProfile(field string) handlerFunc {
 	}
 }
 
+// PUT /_matrix/client/v3/profile/{userId}/displayname
+// PUT /_matrix/client/v3/profile/{userId}/avatar_url
+//
 // putProfile sets a profile field, then updates the user's membership
 // event in every room they are joined to, as the spec asks.
 func (s *Server) putProfile(field string) handlerFunc {
@@ -117,6 +123,8 @@ func (s *Server) putProfile(field string) handlerFunc {
 	}
 }
 
+// POST /_matrix/client/v3/user_directory/search
+//
 // searchUserDirectory is POST /user_directory/search: users the caller
 // shares a room with, or who are in a public room, by ID or display name.
 func (s *Server) searchUserDirectory(w http.ResponseWriter, r *http.Request) error {

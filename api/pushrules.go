@@ -63,6 +63,8 @@ func (s *Server) saveRuleset(r *http.Request, rs ruleset) error {
 	return s.appendAccount(r.Context(), uid, &eventlog.AccountDataSet{UserID: uid, Type: "m.push_rules", Content: b}, nil)
 }
 
+// GET /_matrix/client/v3/pushrules/
+// GET /_matrix/client/v3/pushrules/global/
 func (s *Server) getPushRules(w http.ResponseWriter, r *http.Request) error {
 	rs, err := s.loadRuleset(r)
 	if err != nil {
@@ -100,6 +102,8 @@ func findRule(rs ruleset, kind, id string) int {
 	return -1
 }
 
+// GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
+// GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/{attr}
 func (s *Server) getPushRule(w http.ResponseWriter, r *http.Request) error {
 	if pathVar(r, "scope") == "global" && !slices.Contains(pushKinds, pathVar(r, "kind")) {
 		// A kind this server does not have (a newer one such as MSC4306's
@@ -133,6 +137,8 @@ func (s *Server) getPushRule(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
+// PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/{attr}
 func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 	kind, id, err := ruleRef(r)
 	if err != nil {
@@ -234,6 +240,7 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// DELETE /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}
 func (s *Server) deletePushRule(w http.ResponseWriter, r *http.Request) error {
 	kind, id, err := ruleRef(r)
 	if err != nil {

@@ -41,6 +41,9 @@ func (s *Server) withRefreshToken(dev *eventlog.DeviceCreated, resp map[string]a
 	resp["expires_in_ms"] = s.cfg.AccessTokenLifetime.Milliseconds()
 }
 
+// POST /_matrix/client/v1/refresh
+// POST /_matrix/client/v3/refresh
+//
 // refresh answers POST /refresh: the refresh token is exchanged for a new
 // access token and a new refresh token. Each refresh token works once,
 // across every api process: the exchange is decided on the projection as

@@ -36,6 +36,8 @@ func (s *Server) registrationAllowed() error {
 	return nil
 }
 
+// GET /_matrix/client/v3/register
+//
 // registerFlows answers GET /register, which some clients use to learn the
 // flows: there is no GET in the spec, so it answers like a POST without
 // auth would.
@@ -46,6 +48,7 @@ func (s *Server) registerFlows(w http.ResponseWriter, r *http.Request) error {
 	return uiaChallenge(s.registrationStages(), "", nil)
 }
 
+// POST /_matrix/client/v3/register
 func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	if kind := r.URL.Query().Get("kind"); kind == "guest" {
 		return matrix.Errorf("M_GUEST_ACCESS_FORBIDDEN", http.StatusForbidden, "guest accounts are not supported")
@@ -203,6 +206,7 @@ func (s *Server) createUser(ctx context.Context, userID string, rec *eventlog.Us
 	}
 }
 
+// GET /_matrix/client/v3/register/available
 func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request) error {
 	if err := s.registrationAllowed(); err != nil {
 		return err
@@ -226,6 +230,8 @@ func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request) error
 	return nil
 }
 
+// GET /_matrix/client/v1/register/m.login.registration_token/validity
+// GET /_matrix/client/v3/register/m.login.registration_token/validity
 func (s *Server) registrationTokenValidity(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Registration != RegistrationToken {
 		return matrix.Forbidden("registration tokens are not used on this server")

@@ -10,6 +10,10 @@ import (
 	"strand/projector/store"
 )
 
+// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}
+// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}
+// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}
+//
 // relations is GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]:
 // the events relating to a parent the caller can see, newest first by
 // default, paginated with the same position tokens as /messages.
@@ -75,6 +79,8 @@ func (s *Server) relations(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v1/rooms/{roomId}/threads
+//
 // threads is GET /rooms/{roomId}/threads: the room's thread roots the
 // caller can see, by latest reply, each with its thread summary
 // (unsigned.m.relations.m.thread) as clients show it. Roots, replies and

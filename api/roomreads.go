@@ -46,6 +46,7 @@ func renderTimeline(evs []store.StoredEvent, viewer store.Session, v *visibility
 	return out
 }
 
+// GET /_matrix/client/v3/rooms/{roomId}/state
 func (s *Server) roomState(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -64,6 +65,8 @@ func (s *Server) roomState(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}
+// GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey:.*}
 func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -100,6 +103,7 @@ func (s *Server) getStateEvent(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/rooms/{roomId}/members
 func (s *Server) members(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -144,6 +148,7 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/rooms/{roomId}/joined_members
 func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -177,6 +182,7 @@ func (s *Server) joinedMembers(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/joined_rooms
 func (s *Server) joinedRooms(w http.ResponseWriter, r *http.Request) error {
 	ids, err := s.store.JoinedRooms(r.Context(), session(r).UserID)
 	if err != nil {
@@ -296,6 +302,7 @@ func contentOf(client []byte) json.RawMessage {
 	return c.Content
 }
 
+// GET /_matrix/client/v3/rooms/{roomId}/messages
 func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -409,6 +416,7 @@ func (s *Server) eventVisibleTo(r *http.Request, roomID, eventID string, v *visi
 	return &e, nil
 }
 
+// GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
 func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -426,6 +434,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}
 func (s *Server) eventContext(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {

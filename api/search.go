@@ -13,6 +13,8 @@ import (
 	"strand/projector/store"
 )
 
+// POST /_matrix/client/v3/search
+//
 // search is POST /search: full-text search of message bodies, room names
 // and topics in the rooms the caller is joined to, best match or newest
 // first, each result checked against the room's history visibility.

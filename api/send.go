@@ -14,22 +14,6 @@ import (
 // maxTypeBytes bounds event types and state keys (the spec's 255 bytes).
 const maxTypeBytes = matrix.MaxEventTypeBytes
 
-func eventTypeVar(r *http.Request) (string, error) {
-	t := pathVar(r, "eventType")
-	if t == "" || len(t) > maxTypeBytes {
-		return "", matrix.InvalidParam("invalid event type")
-	}
-	return t, nil
-}
-
-// txnIDVar is the path's {txnId}, "" when the route has none. It is keyed
-// in the events_txn index and carried in the append's Nats-Msg-Id, so it
-// is bounded like every client-chosen key.
-func txnIDVar(r *http.Request) (string, error) {
-	id := pathVar(r, "txnId")
-	return id, matrix.CheckMaxLength("the transaction ID", id, matrix.MaxTxnIDBytes)
-}
-
 // readContent reads an event content object from the body.
 func readContent(r *http.Request) (json.RawMessage, error) {
 	var c map[string]json.RawMessage
@@ -46,6 +30,9 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 	return b, nil
 }
 
+// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
+// POST /_matrix/client/v3/rooms/{roomId}/send/{eventType}
+//
 // send is PUT .../send/{eventType}/{txnId} (idempotent per device) and the
 // classic guide's POST .../send/{eventType}.
 func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
@@ -175,6 +162,8 @@ func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, roomID stri
 	return nil
 }
 
+// PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}
+// PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey:.*}
 func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {
@@ -252,6 +241,8 @@ func canonicalEqual(a, b json.RawMessage) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(ca, cb)
 }
 
+// PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
+// POST /_matrix/client/v3/rooms/{roomId}/redact/{eventId}
 func (s *Server) redactEvent(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
 	if err != nil {

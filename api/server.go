@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
+	"strand/sessions"
 )
 
 // Registration policies.
@@ -105,6 +105,15 @@ type Config struct {
 	// room_version, announced in the m.room_versions capability;
 	// matrix.DefaultRoomVersion if empty.
 	DefaultRoomVersion matrix.RoomVersion
+
+	// Sessions resolves access tokens: the process's session cache, which
+	// the caller keeps following the log (sessions.Cache.Follow) and shares
+	// with the process's sync worker. When nil, the api makes one that
+	// follows nothing, so every lookup reads the database.
+	Sessions *sessions.Cache
+	// Readers, when set, makes writes also wait until every sync worker
+	// reporting to it has read them (see eventlog.Readers).
+	Readers *eventlog.Readers
 }
 
 func (c *Config) setDefaults() {
@@ -173,10 +182,12 @@ type Server struct {
 	log       *eventlog.Log
 	store     *store.Store
 	watermark *eventlog.Watermark
-	sessions  *store.Sessions // until UseSessions: one that follows nothing, so reads the database
+	sessions  *sessions.Cache
 	readers   *eventlog.Readers
 	logger    *slog.Logger
+	respond   *matrix.Responder
 	router    *mux.Router
+	shell     http.Handler // respond.Shell around dispatch
 	events    eventCache
 	rooms     roomCache
 	thumbs    *thumbnailer
@@ -217,13 +228,16 @@ type routeKey struct{}
 
 type routeHolder struct{ template string }
 
-// New builds the api handler. extra handlers (the sync worker, in the
-// all-in-one process) are mounted before the api's own routes.
+// New builds the api handler. Other handlers (the sync worker, in the
+// all-in-one process) are added with Mount.
 func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark, logger *slog.Logger) *Server {
 	cfg.setDefaults()
+	if cfg.Sessions == nil {
+		cfg.Sessions = sessions.New(sessions.Config{Store: st, Log: log, Watermark: wm, Logger: logger, Wait: cfg.ApplyTimeout})
+	}
 	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
-		sessions: store.NewSessions(st, wm, nil, logger), thumbs: newThumbnailer(cfg.ThumbnailJobs),
-		previews: newPreviewer(cfg)}
+		sessions: cfg.Sessions, readers: cfg.Readers, thumbs: newThumbnailer(cfg.ThumbnailJobs),
+		previews: newPreviewer(cfg), respond: &matrix.Responder{Logger: logger, Unavailable: store.Unavailable}}
 	if cfg.RateLimits != nil {
 		s.limits = newLimiters(*cfg.RateLimits)
 	}
@@ -241,6 +255,7 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 		matrix.WriteError(w, matrix.MethodNotAllowed("method %s not allowed on %s", r.Method, r.URL.Path))
 	})
 	s.routes()
+	s.shell = s.respond.Shell(http.HandlerFunc(s.dispatch))
 	s.router.Use(func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if h, ok := r.Context().Value(routeKey{}).(*routeHolder); ok {
@@ -254,14 +269,6 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 	return s
 }
 
-// UseSessions makes token lookups go through c, a cache the caller keeps
-// following the log (store.Sessions.Follow).
-func (s *Server) UseSessions(c *store.Sessions) { s.sessions = c }
-
-// UseReaders makes writes also wait until every sync worker reporting to
-// r has read them (see eventlog.Readers).
-func (s *Server) UseReaders(r *eventlog.Readers) { s.readers = r }
-
 // syncReadersWait bounds how long a write waits for the sync workers.
 const syncReadersWait = 2 * time.Second
 
@@ -274,8 +281,9 @@ func (s *Server) Mount(pathSuffix string, h http.Handler) {
 	}
 }
 
-// ServeHTTP applies the cross-cutting concerns (CORS, body limit, panic
-// recovery, access log) and dispatches.
+// ServeHTTP measures and logs each request and runs it through the shell
+// shared with the sync workers (matrix.Responder.Shell: panics, CORS,
+// request text), then applies the body limit and dispatches.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -285,32 +293,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.latency != nil {
 			s.latency.WithLabelValues(route.template, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
 		}
-		if p := recover(); p != nil {
-			s.logger.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
-			if !rec.wrote {
-				matrix.WriteError(rec, errors.New("panic"))
-			}
-		}
 		s.logger.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
 	}()
-	matrix.SetCORS(rec.Header())
-	if r.Method == http.MethodOptions {
-		// CORS preflight: answered for any path, without authentication.
-		rec.WriteHeader(http.StatusOK)
-		return
-	}
-	if err := matrix.CheckRequestText(r); err != nil {
-		matrix.WriteError(rec, err)
-		return
-	}
+	s.shell.ServeHTTP(rec, r)
+}
+
+// dispatch is what runs inside the shell.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		limit := s.cfg.MaxBodyBytes
 		if isMediaUpload(r) {
 			limit = s.cfg.MaxUploadBytes
 		}
-		r.Body = http.MaxBytesReader(rec, r.Body, limit)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
-	s.router.ServeHTTP(rec, r)
+	s.router.ServeHTTP(w, r)
 }
 
 type statusRecorder struct {
@@ -345,13 +342,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func (s *Server) wrap(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
-			if _, ok := matrix.AsError(err); !ok && !errors.Is(err, context.Canceled) {
-				s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-				if store.Unavailable(err) {
-					err = matrix.Unavailable("the database is unavailable; retry")
-				}
-			}
-			matrix.WriteError(w, err)
+			s.respond.Error(w, r, err)
 		}
 	})
 }
@@ -369,7 +360,7 @@ func (s *Server) appendAccount(ctx context.Context, userID string, rec eventlog.
 	if err := s.awaitApplied(ctx, eventlog.StreamAccounts, seq); err != nil {
 		return err
 	}
-	if store.Revokes(rec.RecordType()) {
+	if eventlog.Revokes(rec.RecordType()) {
 		// Logout holds at once on every process: wait until every
 		// session cache has read the revocation.
 		if err := s.sessions.AwaitEvicted(ctx, seq); err != nil {
@@ -390,7 +381,7 @@ func (s *Server) awaitApplied(ctx context.Context, stream string, seq uint64) er
 		// The input checks should have refused it: it is on the log but
 		// will never be readable, and answering 200 would be a false
 		// success (strand projection set-aside lists it).
-		s.logger.Error("a write was set aside by the projection", "stream", stream, "stream_seq", seq)
+		s.logger.Error("a write was set aside by the projection", eventlog.LogStream, stream, eventlog.LogSeq, seq)
 		return matrix.BadJSON("the request was stored but can never be applied; it was set aside")
 	}
 	return nil
@@ -412,7 +403,7 @@ func (s *Server) awaitPosition(ctx context.Context, stream string, seq uint64) e
 		// (not from the projection): they must have read it too. They
 		// usually have, as they get each record when it is stored.
 		if err := s.readers.Await(ctx, eventlog.SyncReadersTopic(stream), seq, syncReadersWait); err != nil && ctx.Err() == nil {
-			s.logger.Warn("a sync worker has not read a write yet", "stream", stream, "seq", seq, "err", err)
+			s.logger.Warn("a sync worker has not read a write yet", eventlog.LogStream, stream, eventlog.LogSeq, seq, eventlog.LogErr, err)
 		}
 	}
 	return nil

@@ -51,6 +51,7 @@ func tagTarget(r *http.Request) (uid, roomID string, err error) {
 	return uid, string(id), nil
 }
 
+// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags
 func (s *Server) getTags(w http.ResponseWriter, r *http.Request) error {
 	uid, roomID, err := tagTarget(r)
 	if err != nil {
@@ -64,6 +65,7 @@ func (s *Server) getTags(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
 func (s *Server) putTag(w http.ResponseWriter, r *http.Request) error {
 	uid, roomID, err := tagTarget(r)
 	if err != nil {
@@ -96,6 +98,7 @@ func (s *Server) putTag(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}
 func (s *Server) deleteTag(w http.ResponseWriter, r *http.Request) error {
 	uid, roomID, err := tagTarget(r)
 	if err != nil {
@@ -115,6 +118,8 @@ func (s *Server) deleteTag(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/voip/turnServer
+//
 // turnServer answers that this server offers no TURN relay: clients then
 // place calls peer to peer (the spec's response for an unconfigured relay
 // is an empty object).
@@ -123,6 +128,8 @@ func (s *Server) turnServer(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/thirdparty/protocols
+//
 // thirdPartyProtocols lists the bridged protocols: none.
 func (s *Server) thirdPartyProtocols(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})

@@ -262,6 +262,9 @@ func cannotThumbnail(format string, a ...any) error {
 	return matrix.Errorf("M_UNKNOWN", http.StatusBadRequest, format, a...)
 }
 
+// GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}
+// GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}
+//
 // thumbnailMedia serves GET /_matrix/media/{r0,v3}/thumbnail/{serverName}/{mediaId}
 // and /_matrix/client/v1/media/thumbnail/...: the nearest size of the
 // fixed set, from the store if it was made before.

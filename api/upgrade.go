@@ -69,6 +69,7 @@ var upgradeAllKeys = []string{"m.space.child"}
 // eventlog.MaxEventsPerRecord and maxRecordBytes.
 const maxBansPerRecord = 500
 
+// POST /_matrix/client/v3/rooms/{roomId}/upgrade
 func (s *Server) upgradeRoom(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	roomID, err := roomIDVar(r)

@@ -31,6 +31,7 @@ func newFilterID() string {
 	return n.String()
 }
 
+// POST /_matrix/client/v3/user/{userId}/filter
 func (s *Server) createFilter(w http.ResponseWriter, r *http.Request) error {
 	uid, err := ownUser(r)
 	if err != nil {
@@ -60,6 +61,7 @@ func (s *Server) createFilter(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/user/{userId}/filter/{filterId}
 func (s *Server) getFilter(w http.ResponseWriter, r *http.Request) error {
 	uid, err := ownUser(r)
 	if err != nil {
@@ -95,6 +97,8 @@ func accountDataTarget(r *http.Request) (uid, roomID, typ string, err error) {
 	return
 }
 
+// PUT /_matrix/client/v3/user/{userId}/account_data/{type}
+// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
 func (s *Server) putAccountData(w http.ResponseWriter, r *http.Request) error {
 	uid, roomID, typ, err := accountDataTarget(r)
 	if err != nil {
@@ -119,6 +123,8 @@ func (s *Server) putAccountData(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/user/{userId}/account_data/{type}
+// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
 func (s *Server) getAccountData(w http.ResponseWriter, r *http.Request) error {
 	uid, roomID, typ, err := accountDataTarget(r)
 	if err != nil {
@@ -136,6 +142,8 @@ func (s *Server) getAccountData(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// GET /_matrix/client/v3/account/3pid
+//
 // threePIDs lists the caller's third-party identifiers: Strand binds
 // none (no e-mail or phone verification), so the list is empty.
 func (s *Server) threePIDs(w http.ResponseWriter, r *http.Request) error {

@@ -3,19 +3,10 @@ package api
 import (
 	"context"
 	"errors"
-	"net/http"
 
 	"strand/eventlog/matrix"
 	"strand/projector/store"
 )
-
-func roomIDVar(r *http.Request) (string, error) {
-	id, err := matrix.ParseRoomID(pathVar(r, "roomId"))
-	if err != nil {
-		return "", matrix.InvalidParam("invalid room ID: %v", err)
-	}
-	return string(id), nil
-}
 
 // visibility is a user's view of one room's history.
 type visibility = store.Visibility

@@ -32,6 +32,14 @@ case "$SYNC" in ''|*[!0-9]*) echo "run-local: --sync needs a number" >&2; exit 2
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$WORK" ] || WORK=$(mktemp -d -t strand-local.XXXXXX)
 mkdir -p "$WORK/bin" "$WORK/nats" "$WORK/data" "$WORK/nginx" "$WORK/logs"
+# nginx's worker writes request bodies over its buffer (16 KB) and large
+# upstream responses to temp files. Run as root, the worker is "nobody",
+# which cannot enter a work directory of mode 0700 (what mktemp -d and Go's
+# t.TempDir make): every upload would get nginx's 500. Its temp files go to
+# a directory of their own that any user may enter (not list); nginx, as
+# root, creates the subdirectories there owned by its worker's user.
+NGINX_TMP=$(mktemp -d -t strand-nginx.XXXXXX)
+chmod 0711 "$NGINX_TMP"
 NGINX=$(command -v nginx || true)
 [ -n "$NGINX" ] || NGINX=/usr/sbin/nginx
 [ -x "$NGINX" ] || { echo "run-local: nginx is not installed (apt-get install nginx-light)" >&2; exit 1; }
@@ -47,6 +55,7 @@ cleanup() {
   trap - TERM INT EXIT
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$NGINX_TMP"
 }
 trap 'cleanup; exit 0' TERM INT
 trap cleanup EXIT
@@ -113,7 +122,7 @@ for i in $(seq 1 "$SYNC"); do
 "
 done
 
-sed -e "s|@WORK@|$WORK/nginx|g" -e "s|@PORT@|$PORT|g" -e "s|@API@|    server 127.0.0.1:$API_PORT;|" \
+sed -e "s|@WORK@|$WORK/nginx|g" -e "s|@TMP@|$NGINX_TMP|g" -e "s|@PORT@|$PORT|g" -e "s|@API@|    server 127.0.0.1:$API_PORT;|" \
   "$ROOT/deploy/nginx-local.conf.in" | awk -v servers="$SYNC_SERVERS" '{ if ($0 ~ /@SYNC@/) printf "%s", servers; else print }' >"$WORK/nginx/nginx.conf"
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/logs/nginx-error.log" &
 PIDS+=($!)

@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"encoding/json"
-	"fmt"
 	"time"
 )
 
@@ -393,79 +392,3 @@ func (KeyBackupVersionSet) RecordType() string     { return "key_backup.version_
 func (KeyBackupVersionDeleted) RecordType() string { return "key_backup.version_deleted" }
 func (RoomKeysPut) RecordType() string             { return "room_keys.put" }
 func (RoomKeysDeleted) RecordType() string         { return "room_keys.deleted" }
-
-// Decode parses a record body given its type header. An unknown type is an
-// error: a projector must never skip a fact silently.
-func Decode(typ string, data []byte) (Record, error) {
-	var r Record
-	switch typ {
-	case "user.registered":
-		r = &UserRegistered{}
-	case "device.created":
-		r = &DeviceCreated{}
-	case "token.refreshed":
-		r = &TokenRefreshed{}
-	case "token.used":
-		r = &TokenUsed{}
-	case "device.updated":
-		r = &DeviceUpdated{}
-	case "pusher.set":
-		r = &PusherSet{}
-	case "devices.deleted":
-		r = &DevicesDeleted{}
-	case "password.changed":
-		r = &PasswordChanged{}
-	case "user.deactivated":
-		r = &UserDeactivated{}
-	case "filter.created":
-		r = &FilterCreated{}
-	case "account_data.set":
-		r = &AccountDataSet{}
-	case "profile.set":
-		r = &ProfileSet{}
-	case "keys.uploaded":
-		r = &KeysUploaded{}
-	case "keys.claimed":
-		r = &KeysClaimed{}
-	case "to_device.sent":
-		r = &ToDeviceSent{}
-	case "to_device.acked":
-		r = &ToDeviceAcked{}
-	case "cross_signing.set":
-		r = &CrossSigningKeysSet{}
-	case "signatures.added":
-		r = &SignaturesAdded{}
-	case "key_backup.version_set":
-		r = &KeyBackupVersionSet{}
-	case "key_backup.version_deleted":
-		r = &KeyBackupVersionDeleted{}
-	case "room_keys.put":
-		r = &RoomKeysPut{}
-	case "room_keys.deleted":
-		r = &RoomKeysDeleted{}
-	case "room.events":
-		r = &RoomEvents{}
-	case "room.published":
-		r = &RoomPublished{}
-	case "alias.set":
-		r = &AliasSet{}
-	case "alias.deleted":
-		r = &AliasDeleted{}
-	case "room.forgotten":
-		r = &RoomForgotten{}
-	case "receipt.set":
-		r = &ReceiptSet{}
-	case "typing.set":
-		r = &TypingSet{}
-	case "presence.set":
-		r = &PresenceSet{}
-	case "nonce.used":
-		r = &NonceUsed{}
-	default:
-		return nil, fmt.Errorf("unknown record type %q", typ)
-	}
-	if err := json.Unmarshal(data, r); err != nil {
-		return nil, fmt.Errorf("decode %s record: %w", typ, err)
-	}
-	return r, nil
-}

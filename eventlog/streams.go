@@ -60,8 +60,10 @@ func streamConfigs(o StreamOptions) []jetstream.StreamConfig {
 	if r < 1 {
 		r = 1
 	}
-	// Both streams keep everything forever (Limits retention with no limits)
-	// and refuse deletes and purges: projections are rebuilt from them.
+	// ROOMS, ACCOUNTS and RECEIPTS keep everything forever (Limits
+	// retention with no limits) and refuse deletes and purges: projections
+	// are rebuilt from them. EPHEMERAL and NONCES keep records for a
+	// maximum age only: nothing is rebuilt from them.
 	return []jetstream.StreamConfig{
 		{
 			Name:        StreamRooms,

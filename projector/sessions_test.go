@@ -10,6 +10,7 @@ import (
 	"strand/eventlog"
 	"strand/projector"
 	"strand/projector/store"
+	"strand/sessions"
 )
 
 // The session cache answers repeat lookups from memory, and a revocation
@@ -30,10 +31,10 @@ func TestSessionCacheFollowsRevocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer readers.Close()
-	sess := store.NewSessions(st, wm, readers, nil)
+	sess := sessions.New(sessions.Config{Store: st, Log: l, Watermark: wm, Readers: readers})
 	fctx, stopFollow := context.WithCancel(ctx)
 	followed := make(chan struct{})
-	go func() { defer close(followed); sess.Follow(fctx, l) }()
+	go func() { defer close(followed); sess.Follow(fctx) }()
 	defer func() { stopFollow(); <-followed }()
 
 	hashOf := func(tok string) []byte { return store.TokenHash(tok) }

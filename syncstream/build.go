@@ -573,13 +573,7 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 				if (p.UserID != req.user && !audience[p.UserID]) || !f.Presence.Allows("m.presence", p.UserID, "", nil) {
 					continue
 				}
-				presence, ago, active := p.Effective(now)
-				c := map[string]any{"presence": presence, "last_active_ago": ago, "currently_active": active}
-				if p.StatusMsg != nil {
-					c["status_msg"] = *p.StatusMsg
-				}
-				ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": c})
-				out.resp.Presence.Events = append(out.resp.Presence.Events, ev)
+				out.resp.Presence.Events = append(out.resp.Presence.Events, presenceEvent(&p, now))
 			}
 		}
 
@@ -638,6 +632,18 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		return nil, err
 	}
 	return out, nil
+}
+
+// presenceEvent renders a presence record as an m.presence event, as read
+// at now.
+func presenceEvent(p *eventlog.PresenceSet, now time.Time) json.RawMessage {
+	presence, ago, active := p.Effective(now)
+	c := map[string]any{"presence": presence, "last_active_ago": ago, "currently_active": active}
+	if p.StatusMsg != nil {
+		c["status_msg"] = *p.StatusMsg
+	}
+	ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": p.UserID, "content": c})
+	return ev
 }
 
 func hasMemberEvent(evs []store.StoredEvent) bool {

@@ -40,8 +40,12 @@ func TestPresenceDecayRecords(t *testing.T) {
 	}
 	r1, r2 := readers(), readers()
 	done := make(chan error, 2)
-	go func() { done <- Consume(ctx, l, st, NewNotifier(DefaultRecent), eph, r1) }()
-	go func() { done <- Consume(ctx, l, st, NewNotifier(DefaultRecent), eph2, r2) }()
+	go func() {
+		done <- (&Consumer{Log: l, Store: st, Notifier: NewNotifier(DefaultRecent), Ephemeral: eph, Readers: r1}).Run(ctx)
+	}()
+	go func() {
+		done <- (&Consumer{Log: l, Store: st, Notifier: NewNotifier(DefaultRecent), Ephemeral: eph2, Readers: r2}).Run(ctx)
+	}()
 
 	user := "@idle:localhost"
 	if _, err := l.Append(ctx, eventlog.PresenceSubject(user), &eventlog.PresenceSet{UserID: user, Presence: "online",

@@ -2,6 +2,7 @@ package syncstream
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -178,10 +179,25 @@ func (e *Ephemeral) typingSince(rooms []string, since uint64, now time.Time) map
 			if typing == nil {
 				typing = []string{}
 			}
+			slices.Sort(typing)
 			out[room] = typing
 		}
 	}
 	return out
+}
+
+// typingNow returns who is typing in room at now, sorted.
+func (e *Ephemeral) typingNow(room string, now time.Time) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	typing := []string{}
+	for u, t := range e.typing[room] {
+		if t.expires > now.UnixMilli() {
+			typing = append(typing, u)
+		}
+	}
+	slices.Sort(typing)
+	return typing
 }
 
 // presenceSince returns the presence records newer than since. Callers

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
+	"strand/sessions"
 )
 
 // RegisterMetrics exposes the number of long-polls waiting and how
@@ -86,7 +86,8 @@ func parseTimeout(s string) (time.Duration, error) {
 	return time.Duration(min(ms, MaxTimeout.Milliseconds())) * time.Millisecond, nil
 }
 
-// Handler serves GET /sync.
+// Handler serves GET /sync. It is made, with its log consumer, by
+// NewWorker.
 type Handler struct {
 	Store     *store.Store
 	Log       *eventlog.Log
@@ -95,12 +96,21 @@ type Handler struct {
 	Ephemeral *Ephemeral
 	Logger    *slog.Logger
 	// Sessions resolves access tokens (from memory when it follows the
-	// log; see store.Sessions). Required.
-	Sessions *store.Sessions
+	// log; see sessions.Cache). Required.
+	Sessions *sessions.Cache
+	// ApplyTimeout bounds how long a request waits for the projection to
+	// reach the positions of its token (the api's --apply-timeout).
+	ApplyTimeout time.Duration
+
+	respond matrix.Responder
 
 	stopOnce sync.Once
 	stopMu   sync.Mutex
 	stop     chan struct{}
+
+	// marked is this worker's own newest presence write per user
+	// (markedPresence), which its ephemeral view may not have read back.
+	marked sync.Map
 
 	rooms   roomsCache
 	filters filterCache
@@ -115,22 +125,7 @@ func (h *Handler) Routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /_matrix/client/r0/sync", h)
 	mux.Handle("GET /_matrix/client/v3/sync", h)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if p := recover(); p != nil {
-				h.Logger.Error("panic serving sync", "panic", p, "stack", string(debug.Stack()))
-				matrix.WriteError(w, errors.New("panic"))
-			}
-		}()
-		matrix.SetCORS(w.Header())
-		if r.Method == http.MethodOptions {
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		if err := matrix.CheckRequestText(r); err != nil {
-			matrix.WriteError(w, err)
-			return
-		}
+	return h.respond.Shell(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hd, pattern := mux.Handler(r); pattern != "" {
 			hd.ServeHTTP(w, r)
 			return
@@ -140,36 +135,20 @@ func (h *Handler) Routes() http.Handler {
 			return
 		}
 		matrix.WriteError(w, matrix.Unrecognized("this is a sync worker: %s %s is served elsewhere", r.Method, r.URL.Path))
-	})
+	}))
 }
 
+// GET /_matrix/client/v3/sync (and r0)
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := h.serve(w, r); err != nil {
-		if _, ok := matrix.AsError(err); !ok && !errors.Is(err, context.Canceled) {
-			h.Logger.Error("sync failed", "err", err)
-			if store.Unavailable(err) {
-				err = matrix.Unavailable("the database is unavailable; retry")
-			}
-		}
-		matrix.WriteError(w, err)
+		h.respond.Error(w, r, err)
 	}
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	tok, err := matrix.AccessToken(r)
+	ss, err := h.Sessions.Authenticate(r)
 	if err != nil {
-		return err
-	}
-	ss, err := h.Sessions.Resolve(ctx, h.Log, store.TokenHash(tok), 10*time.Second)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return matrix.RevokedToken()
-	case errors.Is(err, store.ErrTokenExpired):
-		return matrix.SoftLoggedOut("the access token has expired; refresh it")
-	case errors.Is(err, store.ErrCatchingUp):
-		return matrix.Unavailable("the server is catching up with its log; retry")
-	case err != nil:
 		return err
 	}
 	q := r.URL.Query()
@@ -225,7 +204,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		// from the window of recent events).
 		if req.since != nil && !req.fullState {
 			if cached, ok := h.rooms.get(ss.UserID, *req.since); ok && h.notifierCurrent() {
-				changes, roomsHead, known := h.Notifier.Since(ss.UserID, cached.rooms, seenOf(*req.since))
+				changes, heads, known := h.Notifier.Since(ss.UserID, cached.rooms, seenOf(*req.since))
 				switch {
 				case known && len(changes) == 0:
 					if !time.Now().Before(deadline) {
@@ -243,7 +222,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 					woken = true
 					continue
 				case known:
-					if resp, next, base, ok := fromWindow(req, cached.base, changes, roomsHead, time.Now()); ok {
+					if resp, next, base, ok := fromWindow(req, cached.base, changes, heads, h.Ephemeral, time.Now()); ok {
 						h.rooms.put(ss.UserID, next, cached.rooms, base)
 						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
 						if !resp.empty() || !time.Now().Before(deadline) {
@@ -362,7 +341,7 @@ func (h *Handler) checkSince(ctx context.Context, t *Token) error {
 		if s.seq > head {
 			return matrix.InvalidParam("sync token is from the future")
 		}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, h.ApplyTimeout)
 		err = h.Watermark.Wait(wctx, s.stream, s.seq)
 		cancel()
 		if err != nil {
@@ -400,8 +379,18 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 		return
 	}
 	now := time.Now()
+	fresh := func(presence string, lastActive int64) bool {
+		return presence == setPresence && now.UnixMilli()-lastActive < time.Minute.Milliseconds()
+	}
 	cur, ok := h.Ephemeral.presenceOf(user)
-	if ok && cur.Presence == setPresence && now.UnixMilli()-cur.LastActiveTS < time.Minute.Milliseconds() {
+	if ok && fresh(cur.Presence, cur.LastActiveTS) {
+		h.marked.Delete(user) // read back: the view knows
+		return
+	}
+	// A client's next request often comes before the view has read back
+	// the record its last one wrote: without this, each would write again,
+	// and every write wakes everyone sharing a room with the user.
+	if m, ok := h.marked.Load(user); ok && fresh(m.(markedPresence).presence, m.(markedPresence).at) {
 		return
 	}
 	rec := &eventlog.PresenceSet{UserID: user, Presence: setPresence, LastActiveTS: now.UnixMilli()}
@@ -410,7 +399,15 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 	}
 	if _, err := h.Log.Append(ctx, eventlog.PresenceSubject(user), rec, eventlog.AppendOptions{}); err != nil {
 		h.Logger.Warn("could not record presence", "user_id", user, "err", err)
+		return
 	}
+	h.marked.Store(user, markedPresence{presence: setPresence, at: rec.LastActiveTS})
+}
+
+// markedPresence is a presence a worker wrote for a syncing user, and when.
+type markedPresence struct {
+	presence string
+	at       int64
 }
 
 // wait blocks until a change concerning the user arrives (woke true), or

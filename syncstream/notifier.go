@@ -16,7 +16,16 @@ type change struct {
 	// events are a live room record's events, for the window (nil for
 	// other records and for records read before the worker started).
 	events []windowEvent
+	// presence is a live presence record, and typing marks a live typing
+	// record, for the window (EPHEMERAL records read before the worker
+	// started have neither: their audience is not known).
+	presence *eventlog.PresenceSet
+	typing   bool
 }
+
+// heads are the newest sequences the notifier has seen of the streams the
+// window answers from, read together with the changes.
+type heads struct{ rooms, ephemeral uint64 }
 
 // Notifier wakes long-polling requests when a log record touches their
 // user or one of their rooms. It keeps the most recent changes, so that a
@@ -198,25 +207,28 @@ func (n *Notifier) Register(user string, rooms []string, seen map[string]uint64)
 }
 
 // Since returns the changes after the positions in seen that concern user
-// or rooms, oldest first, and the newest ROOMS sequence the notifier has
-// seen, read together. ok is false if the notifier has forgotten changes
-// that recent.
-func (n *Notifier) Since(user string, rooms []string, seen map[string]uint64) (changes []change, roomsHead uint64, ok bool) {
+// or rooms, oldest first, and the newest ROOMS and EPHEMERAL sequences the
+// notifier has seen, read together. ok is false if the notifier has
+// forgotten changes that recent.
+func (n *Notifier) Since(user string, rooms []string, seen map[string]uint64) (changes []change, h heads, ok bool) {
 	w := &waiter{user: user, rooms: rooms}
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	for stream, seq := range seen {
 		if seq < n.floor[stream] {
-			return nil, 0, false
+			return nil, heads{}, false
 		}
 	}
-	roomsHead = max(n.floor[eventlog.StreamRooms], n.last[eventlog.StreamRooms])
+	h = heads{
+		rooms:     max(n.floor[eventlog.StreamRooms], n.last[eventlog.StreamRooms]),
+		ephemeral: max(n.floor[eventlog.StreamEphemeral], n.last[eventlog.StreamEphemeral]),
+	}
 	for _, c := range n.after(seen) {
 		if w.concerns(c) {
 			changes = append(changes, c)
 		}
 	}
-	return changes, roomsHead, true
+	return changes, h, true
 }
 
 // Unregister removes a waiter. A waiter Notify woke is already out, and

@@ -38,6 +38,9 @@ type syncResp struct {
 	AccountData struct {
 		Events []json.RawMessage `json:"events"`
 	} `json:"account_data"`
+	Presence struct {
+		Events []event `json:"events"`
+	} `json:"presence"`
 	Rooms struct {
 		Join map[string]struct {
 			State struct {
@@ -51,6 +54,9 @@ type syncResp struct {
 			AccountData struct {
 				Events []event `json:"events"`
 			} `json:"account_data"`
+			Ephemeral struct {
+				Events []event `json:"events"`
+			} `json:"ephemeral"`
 			Summary map[string]any `json:"summary"`
 		} `json:"join"`
 		Invite map[string]struct {

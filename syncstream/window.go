@@ -3,6 +3,7 @@ package syncstream
 import (
 	"cmp"
 	"encoding/json"
+	"maps"
 	"slices"
 	"time"
 
@@ -84,13 +85,26 @@ func (b *windowBase) learnMember(e store.StoredEvent) {
 // fromWindow answers an incremental sync from the changes after since, all
 // of which concern the user, if they are within the window's case. It
 // returns the response, its token and the base for the next one.
-func fromWindow(req *request, base windowBase, changes []change, roomsHead uint64, now time.Time) (*response, Token, windowBase, bool) {
+func fromWindow(req *request, base windowBase, changes []change, h heads, eph *Ephemeral, now time.Time) (*response, Token, windowBase, bool) {
 	f := req.filter
 	lazy := f.Room.State != nil && f.Room.State.LazyLoadMembers
 	byRoom := map[string][]*windowEvent{}
+	// Presence and typing changes are answered from the changes and the
+	// ephemeral view: a room's members going online or typing would
+	// otherwise make every member's long-poll a build.
+	presence := map[string]*eventlog.PresenceSet{}
+	typing := map[string]bool{}
 	for i := range changes {
 		c := &changes[i]
-		if c.stream != eventlog.StreamRooms || c.events == nil {
+		switch {
+		case c.stream == eventlog.StreamRooms && c.events != nil:
+		case c.stream == eventlog.StreamEphemeral && c.presence != nil:
+			presence[c.presence.UserID] = c.presence // changes are oldest first
+			continue
+		case c.stream == eventlog.StreamEphemeral && c.typing && len(c.rooms) == 1 && base.joined[c.rooms[0]]:
+			typing[c.rooms[0]] = true
+			continue
+		default:
 			return nil, Token{}, windowBase{}, false
 		}
 		for j := range c.events {
@@ -101,7 +115,12 @@ func fromWindow(req *request, base windowBase, changes []change, roomsHead uint6
 			byRoom[e.RoomID] = append(byRoom[e.RoomID], e)
 		}
 	}
-	next := Token{Rooms: roomsHead, Accounts: req.since.Accounts, Receipts: req.since.Receipts, Ephemeral: req.since.Ephemeral}
+	next := Token{Rooms: h.rooms, Accounts: req.since.Accounts, Receipts: req.since.Receipts, Ephemeral: req.since.Ephemeral}
+	if len(presence) > 0 || len(typing) > 0 {
+		// Every EPHEMERAL change up to the head that concerns the user is
+		// among the changes (Since read them together).
+		next.Ephemeral = max(next.Ephemeral, h.ephemeral)
+	}
 	resp := newResponse()
 	nb := windowBase{joined: base.joined, unread: make(map[string]unreadCounts, len(base.unread)), members: base.members}
 	for k, v := range base.unread {
@@ -179,5 +198,47 @@ func fromWindow(req *request, base windowBase, changes []change, roomsHead uint6
 			AccountData: eventList{[]json.RawMessage{}}, Unread: u,
 		}
 	}
+	if !windowTyping(req, resp, nb, typing, eph, next, now) {
+		return nil, Token{}, windowBase{}, false
+	}
+	windowPresence(req, resp, presence, now)
 	return resp, next, nb, true
+}
+
+// windowTyping adds who is typing now in the rooms whose typing changed,
+// as the build does; false if a room's counts are not known to the window.
+func windowTyping(req *request, resp *response, base windowBase, rooms map[string]bool, eph *Ephemeral, next Token, now time.Time) bool {
+	f := req.filter
+	if len(rooms) == 0 || !f.Room.Ephemeral.Allows("m.typing", "", "", nil) {
+		return true
+	}
+	for _, roomID := range slices.Sorted(maps.Keys(rooms)) {
+		if !f.Room.Ephemeral.AllowsRoom(roomID) {
+			continue
+		}
+		jr, ok := resp.Rooms.Join[roomID]
+		if !ok {
+			u, known := base.unread[roomID]
+			if !known {
+				return false
+			}
+			jr = &joinedRoom{State: eventList{[]json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}, PrevBatch: eventlog.FormatRoomPoint(eventlog.EventPos(next.Rooms+1, 0))},
+				Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{}}, Unread: u}
+			resp.Rooms.Join[roomID] = jr
+		}
+		ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": eph.typingNow(roomID, now)}})
+		jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+	}
+	return true
+}
+
+// windowPresence adds the presence changes: each concerned the user (it is
+// theirs, or its user shared a room with them when it was read).
+func windowPresence(req *request, resp *response, changed map[string]*eventlog.PresenceSet, now time.Time) {
+	for _, userID := range slices.SortedFunc(maps.Keys(changed), compare) {
+		if !req.filter.Presence.Allows("m.presence", userID, "", nil) {
+			continue
+		}
+		resp.Presence.Events = append(resp.Presence.Events, presenceEvent(changed[userID], now))
+	}
 }

@@ -1,6 +1,7 @@
 package syncstream_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -9,13 +10,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"strand/api/apitest"
+	"strand/eventlog"
 	"strand/syncstream"
 )
 
 // normalised drops what legitimately differs between two correct answers
 // to the same request: the token (each worker names the position it
-// reflects) and each event's age.
+// reflects), each event's age and a presence's last_active_ago (both read
+// off the clock when answering).
 func normalised(t *testing.T, raw []byte) any {
 	t.Helper()
 	var v any
@@ -28,6 +33,11 @@ func normalised(t *testing.T, raw []byte) any {
 		case map[string]any:
 			if u, ok := x["unsigned"].(map[string]any); ok {
 				delete(u, "age")
+			}
+			if x["type"] == "m.presence" {
+				if c, ok := x["content"].(map[string]any); ok {
+					delete(c, "last_active_ago")
+				}
 			}
 			for _, c := range x {
 				walk(c)
@@ -70,6 +80,16 @@ func TestWindowMatchesBuild(t *testing.T) {
 		q := "?set_presence=offline&since=" + url.QueryEscape(token)
 		if filter != "" {
 			q += "&filter=" + url.QueryEscape(filter)
+		}
+		// Typing and presence are not awaited by the writes that make
+		// them: let worker A's notifier have them all first, as the fresh
+		// worker B will have.
+		head := ephemeralHead(t, env)
+		for deadline := time.Now().Add(10 * time.Second); hA.Notifier.Consumed(eventlog.StreamEphemeral) < head; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: worker A did not read EPHEMERAL up to %d", step, head)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 		_, winBefore, _ := hA.Paths()
 		ra := onA.MustDo("GET", v3("/sync")+q, nil)
@@ -168,15 +188,53 @@ func TestWindowMatchesBuild(t *testing.T) {
 	if st := s.Rooms.Join[r1].State.Events; len(st) != 2 {
 		t.Errorf("lazy window response carries %d member events, want alice's and bob's", len(st))
 	}
+
+	// Presence and typing: a room's members going online or typing are
+	// answered from the window too, as the build answers them.
+	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online", "status_msg": "here"})
+	s = compare("presence", s.NextBatch, "", true)
+	if len(s.Presence.Events) != 1 {
+		t.Fatalf("presence change: %d presence events, want alice's", len(s.Presence.Events))
+	}
+	alice.MustDo("PUT", v3("/rooms/"+esc(r1)+"/typing/"+esc(alice.UserID)), map[string]any{"typing": true, "timeout": 30000})
+	s = compare("typing", s.NextBatch, "", true)
+	if len(s.Rooms.Join[r1].Ephemeral.Events) != 1 {
+		t.Fatalf("typing: room ephemeral %v, want one m.typing", s.Rooms.Join[r1].Ephemeral.Events)
+	}
+	alice.MustDo("PUT", v3("/rooms/"+esc(r1)+"/typing/"+esc(alice.UserID)), map[string]any{"typing": false})
+	send(t, alice, r1, "typed it")
+	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "unavailable"})
+	s = compare("typing stopped, a message and presence", s.NextBatch, `{"presence":{"not_senders":["@nobody:localhost"]}}`, true)
+	// A presence filter that leaves alice out: the window filters as the
+	// build does.
+	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online"})
+	s = compare("presence filtered out", s.NextBatch, `{"presence":{"not_senders":["`+alice.UserID+`"]}}`, true)
+	if len(s.Presence.Events) != 0 {
+		t.Errorf("presence of a filtered-out sender: %d events", len(s.Presence.Events))
+	}
+}
+
+// ephemeralHead is the newest sequence of the EPHEMERAL stream.
+func ephemeralHead(t *testing.T, env *apitest.Env) uint64 {
+	t.Helper()
+	js, err := jetstream.New(env.NATS.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), eventlog.StreamEphemeral)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo().State.LastSeq
 }
 
 // waitWaiting waits until n long-polls wait on h.
-func waitWaiting(t *testing.T, h *syncstream.Handler, n int) {
+func waitWaiting(t *testing.T, h *syncstream.Worker, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for h.Notifier.Waiting() < n {
+	for h.Waiting() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d long-polls waiting, want %d", h.Notifier.Waiting(), n)
+			t.Fatalf("%d long-polls waiting, want %d", h.Waiting(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -216,7 +274,7 @@ func TestSyncChainExactlyOnceWindowAndBuild(t *testing.T) {
 	var trace []string
 	for i := 0; ; i++ {
 		c := apitest.NewClient(t, workers[(i/4)%2]).As(reader.Token)
-		hs := []*syncstream.Handler{h1, h2}[(i/4)%2]
+		hs := []*syncstream.Worker{h1, h2}[(i/4)%2]
 		i0, w0, b0 := hs.Paths()
 		s := doSync(t, c, "?timeout=500&filter="+filter+"&since="+url.QueryEscape(since))
 		i1, w1_, b1 := hs.Paths()

@@ -28,6 +28,7 @@ import (
 	"strand/projector"
 	"strand/projector/store"
 	"strand/projector/store/storetest"
+	"strand/sessions"
 	"strand/syncstream"
 )
 
@@ -154,88 +155,90 @@ func (e *Env) API(cfg api.Config) *httptest.Server {
 // when nil), for tests that count what the api did.
 func (e *Env) APIWithMetrics(cfg api.Config, reg prometheus.Registerer) *httptest.Server {
 	e.T.Helper()
-	l := e.Conn()
-	st := e.Store()
-	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	a := api.New(cfg, l, st, wm, Logger())
+	p := e.process(cfg.ApplyTimeout)
+	a := p.api(cfg)
 	if reg != nil {
 		if err := a.RegisterMetrics(reg); err != nil {
 			e.T.Fatal(err)
 		}
 	}
-	readers := e.readers(l)
-	a.UseSessions(e.sessions(l, st, wm, readers))
-	a.UseReaders(readers)
 	srv := httptest.NewServer(a)
 	e.T.Cleanup(srv.Close)
 	return srv
 }
 
-// readers is a "process's" eventlog.Readers.
-func (e *Env) readers(l *eventlog.Log) *eventlog.Readers {
-	r, err := eventlog.NewReaders(l.Conn())
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	e.T.Cleanup(r.Close)
-	return r
+// process is what one "process" opens once and its roles share, built as
+// cmd/strand builds it: its own log connection and pool, a watermark,
+// readers, and a session cache that follows the log until the test ends.
+type process struct {
+	e        *Env
+	log      *eventlog.Log
+	store    *store.Store
+	wm       *eventlog.Watermark
+	readers  *eventlog.Readers
+	sessions *sessions.Cache
 }
 
-// sessions starts a "process's" session cache, following the log until
-// the test ends, as strand's roles do.
-func (e *Env) sessions(l *eventlog.Log, st *store.Store, wm *eventlog.Watermark, readers *eventlog.Readers) *store.Sessions {
-	c := store.NewSessions(st, wm, readers, Logger())
+func (e *Env) process(applyTimeout time.Duration) *process {
+	e.T.Helper()
+	p := &process{e: e, log: e.Conn(), store: e.Store()}
+	var err error
+	if p.wm, err = eventlog.NewWatermark(p.log.Conn(), p.store.Position); err != nil {
+		e.T.Fatal(err)
+	}
+	if p.readers, err = eventlog.NewReaders(p.log.Conn()); err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(p.readers.Close)
+	p.sessions = sessions.New(sessions.Config{Store: p.store, Log: p.log, Watermark: p.wm, Readers: p.readers,
+		Logger: Logger(), Wait: applyTimeout})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.Follow(ctx, l)
+		p.sessions.Follow(ctx)
 	}()
 	e.T.Cleanup(func() { cancel(); <-done })
-	return c
+	return p
 }
 
-// syncWorker builds a sync worker on its own connections and starts its
-// log consumer until stop.
-func (e *Env) syncWorker() (h *syncstream.Handler, wm *eventlog.Watermark, l *eventlog.Log, st *store.Store, stop func()) {
+// api builds the process's api.
+func (p *process) api(cfg api.Config) *api.Server {
+	cfg.Sessions, cfg.Readers = p.sessions, p.readers
+	return api.New(cfg, p.log, p.store, p.wm, Logger())
+}
+
+// syncWorker builds the process's sync worker and runs it until stop.
+func (p *process) syncWorker(applyTimeout time.Duration) (w *syncstream.Worker, stop func()) {
+	e := p.e
 	e.T.Helper()
-	l = e.Conn()
-	st = e.Store()
-	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
+	w, err := syncstream.NewWorker(syncstream.WorkerConfig{Store: p.store, Log: p.log, Watermark: p.wm, Readers: p.readers,
+		Sessions: p.sessions, Logger: Logger(), ApplyTimeout: applyTimeout})
 	if err != nil {
 		e.T.Fatal(err)
 	}
-	n := syncstream.NewNotifier(syncstream.DefaultRecent)
-	eph := syncstream.NewEphemeral()
-	readers := e.readers(l)
-	h = &syncstream.Handler{Store: st, Log: l, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: Logger(),
-		Sessions: e.sessions(l, st, wm, readers)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := syncstream.Consume(ctx, l, st, n, eph, readers); err != nil && !errors.Is(err, context.Canceled) {
-			e.T.Errorf("sync consumer: %v", err)
+		if err := w.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			e.T.Errorf("sync worker: %v", err)
 		}
 	}()
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	e.T.Cleanup(stop)
-	return h, wm, l, st, stop
+	return w, stop
 }
 
 // Serve starts what "strand serve" runs over HTTP: an api with a sync
 // worker mounted on /sync. It needs a projector (Env.Projector).
 func (e *Env) Serve(cfg api.Config) *httptest.Server {
 	e.T.Helper()
-	h, wm, l, st, _ := e.syncWorker()
-	a := api.New(cfg, l, st, wm, Logger())
-	a.UseSessions(h.Sessions) // one cache per process
-	a.UseReaders(e.readers(l))
-	a.Mount("/sync", h)
+	p := e.process(cfg.ApplyTimeout)
+	w, _ := p.syncWorker(cfg.ApplyTimeout)
+	a := p.api(cfg)
+	a.Mount("/sync", w)
 	srv := httptest.NewServer(a)
 	e.T.Cleanup(srv.Close)
 	return srv
@@ -249,14 +252,14 @@ func (e *Env) SyncWorker() (srv *httptest.Server, stop func()) {
 	return srv, stop
 }
 
-// SyncWorkerHandler is SyncWorker that also returns the worker's handler,
-// for tests that look at how it answered.
-func (e *Env) SyncWorkerHandler() (srv *httptest.Server, h *syncstream.Handler, stop func()) {
+// SyncWorkerHandler is SyncWorker that also returns the worker, for tests
+// that look at how it answered.
+func (e *Env) SyncWorkerHandler() (srv *httptest.Server, w *syncstream.Worker, stop func()) {
 	e.T.Helper()
-	h, _, _, _, stopConsumer := e.syncWorker()
-	srv = httptest.NewServer(h.Routes())
+	w, stopWorker := e.process(DefaultConfig().ApplyTimeout).syncWorker(DefaultConfig().ApplyTimeout)
+	srv = httptest.NewServer(w.Routes())
 	e.T.Cleanup(srv.Close)
-	return srv, h, func() { srv.CloseClientConnections(); srv.Close(); stopConsumer() }
+	return srv, w, func() { srv.CloseClientConnections(); srv.Close(); stopWorker() }
 }
 
 // Client is a minimal Matrix client for tests.

@@ -13,7 +13,7 @@ import (
 	"strand/cmd/strand/bench"
 )
 
-// benchCommand is "strand bench": the load generator of issue 6, speaking
+// benchCommand is "strand bench": the load generator of BENCHMARKS.md, speaking
 // only the public client-server API, so it can be pointed at any
 // homeserver.
 type benchCommand struct{}
@@ -25,7 +25,7 @@ func (c *benchCommand) Run(ctx context.Context, args []string) error {
 	var jsonOut bool
 	e.str(&hs, "hs", "STRAND_URL", "http://127.0.0.1:8008", "homeserver base URL")
 	fs.StringVar(&scenario, "scenario", "all", "scenario to run: "+strings.Join(bench.Names(), ", ")+", or all (comma-separated for several); replay runs only when named")
-	fs.StringVar(&scale, "scale", "small", "tiny, small or medium (issue 6's numbers)")
+	fs.StringVar(&scale, "scale", "small", "tiny, small or medium (the scale of BENCHMARKS.md's targets)")
 	fs.StringVar(&pids, "pids", "", "comma-separated PIDs of the server processes: report their CPU seconds and RSS")
 	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of tables")
 	var rb replayBench
@@ -34,7 +34,7 @@ func (c *benchCommand) Run(ctx context.Context, args []string) error {
 	e.int(&rb.replicas, "replicas", "STRAND_REPLICAS", 1, "replay scenario: the streams' replicas (3 on a NATS cluster)")
 	fs.StringVar(&rb.into, "replay-database-url", "", "replay scenario: an empty database to rebuild the projection into")
 	fs.StringVar(&rb.compare, "compare-database-url", "", "replay scenario: the live database to compare the rebuild with (its servers stopped or idle)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

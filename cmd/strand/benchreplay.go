@@ -14,7 +14,7 @@ import (
 	"strand/projector/store"
 )
 
-// replayBench is issue 6's replay scenario: rebuild the projection of a log
+// replayBench is the bench's replay scenario: rebuild the projection of a log
 // into an empty database and report records per second. Unlike the other
 // scenarios it does not speak the client-server API (a rebuild has no
 // client side), so it lives here, next to "strand replay", and runs only

@@ -1,12 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -76,43 +76,80 @@ var limitFlags = []struct {
 	{"limit-request", "STRAND_LIMIT_REQUEST", "authenticated requests per access token (not /sync)", func(l *api.RateLimits) *api.Limit { return &l.Request }},
 }
 
-// envFlags registers flags whose defaults come from the environment.
+// envFlags registers flags whose defaults come from the environment. An
+// environment value that does not parse is an error of parseFlags (unless
+// the command line sets the flag), never a silent fallback to the default.
 type envFlags struct {
 	fs *flag.FlagSet
 }
 
 func (e envFlags) str(p *string, name, env, def, help string) {
-	if v, ok := os.LookupEnv(env); ok {
-		def = v
-	}
 	e.fs.StringVar(p, name, def, fmt.Sprintf("%s (env %s)", help, env))
+	e.fromEnv(name, env)
 }
 
 func (e envFlags) int(p *int, name, env string, def int, help string) {
-	if v, ok := os.LookupEnv(env); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			def = n
-		}
-	}
 	e.fs.IntVar(p, name, def, fmt.Sprintf("%s (env %s)", help, env))
+	e.fromEnv(name, env)
 }
 
 func (e envFlags) bool(p *bool, name, env string, def bool, help string) {
-	if v, ok := os.LookupEnv(env); ok {
-		if b, err := strconv.ParseBool(v); err == nil {
-			def = b
-		}
-	}
 	e.fs.BoolVar(p, name, def, fmt.Sprintf("%s (env %s)", help, env))
+	e.fromEnv(name, env)
 }
 
 func (e envFlags) dur(p *time.Duration, name, env string, def time.Duration, help string) {
-	if v, ok := os.LookupEnv(env); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			def = d
-		}
-	}
 	e.fs.DurationVar(p, name, def, fmt.Sprintf("%s (env %s)", help, env))
+	e.fromEnv(name, env)
+}
+
+// fromEnv makes the environment variable's value, if set, the flag's
+// default. One that does not parse stays with the flag (envError) until
+// parseFlags reports it.
+func (e envFlags) fromEnv(name, env string) {
+	v, ok := os.LookupEnv(env)
+	if !ok {
+		return
+	}
+	f := e.fs.Lookup(name)
+	if err := f.Value.Set(v); err != nil {
+		f.Value = &envError{Value: f.Value, err: fmt.Errorf("environment variable %s=%q (for --%s): %v", env, v, name, err)}
+		return
+	}
+	f.DefValue = f.Value.String()
+}
+
+// envError is a flag whose environment variable did not parse. Setting
+// the flag on the command line clears the error.
+type envError struct {
+	flag.Value
+	err error
+}
+
+func (e *envError) Set(s string) error {
+	e.err = nil
+	return e.Value.Set(s)
+}
+
+// IsBoolFlag keeps "--flag" without a value working for boolean flags.
+func (e *envError) IsBoolFlag() bool {
+	b, ok := e.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// parseFlags parses args and then reports every environment variable that
+// did not parse, for a flag the command line did not set.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if e, ok := f.Value.(*envError); ok && e.err != nil {
+			errs = append(errs, e.err)
+		}
+	})
+	return errors.Join(errs...)
 }
 
 // registerCommon adds the flags every role shares.

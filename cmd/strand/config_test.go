@@ -16,7 +16,7 @@ func parseServerFlags(t *testing.T, args ...string) (*config, error) {
 	fs.SetOutput(io.Discard)
 	c.registerCommon(fs)
 	c.registerServer(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	return &c, c.validateServer()

@@ -20,9 +20,10 @@ var allowedImports = map[string][]string{
 	"strand/projector/store":           {"strand/eventlog", "strand/eventlog/matrix"},
 	"strand/projector/store/storetest": {"strand/projector/store", "strand/eventlog", "strand/eventlog/matrix"},
 	"strand/projector":                 {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
-	"strand/syncstream":                {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
-	"strand/api":                       {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
-	"strand/api/apitest": {"strand/api", "strand/syncstream", "strand/projector", "strand/projector/store", "strand/projector/store/storetest",
+	"strand/sessions":                  {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
+	"strand/syncstream":                {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store", "strand/sessions"},
+	"strand/api":                       {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store", "strand/sessions"},
+	"strand/api/apitest": {"strand/api", "strand/syncstream", "strand/sessions", "strand/projector", "strand/projector/store", "strand/projector/store/storetest",
 		"strand/eventlog", "strand/eventlog/matrix", "strand/eventlog/logtest", "github.com/nats-io/nats.go", "github.com/nats-io/nats-server/v2"},
 	"strand/cmd/strand/bench": {},
 }

@@ -4,9 +4,13 @@
 //	strand api          the client API (needs --nats-url)
 //	strand projector    folds the log into Postgres (needs --nats-url)
 //	strand sync         a /sync worker (needs --nats-url)
-//	strand replay       rebuilds the projections from the log
+//	strand replay       rebuilds the projections from the log (--swap: under traffic)
 //	strand migrate      applies database migrations and exits
-//	strand user create  registers a user through the shared-secret API
+//	strand projection   inspects the projection (set-aside records)
+//	strand user         user administration: create, reset-password, deactivate
+//	strand bench        the load generator (BENCHMARKS.md)
+//
+// The usage text below lists the same commands.
 package main
 
 import (
@@ -81,7 +85,7 @@ commands:
   migrate     apply database migrations and exit
   projection  inspect the projection (set-aside: records it could not apply)
   user        user administration (create, reset-password, deactivate)
-  bench       load generator over the client-server API (issue 6)
+  bench       load generator over the client-server API (BENCHMARKS.md)
 
 Run "strand <command> -h" for the flags of a command. Every flag can also be
 set from the environment variable shown in its help.

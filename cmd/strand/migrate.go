@@ -15,7 +15,7 @@ type migrateCommand struct{ cfg config }
 func (c *migrateCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	c.cfg.registerCommon(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	s, err := store.Open(ctx, c.cfg.DatabaseURL)

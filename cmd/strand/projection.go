@@ -36,7 +36,7 @@ func (c *projectionCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("projection set-aside", flag.ContinueOnError)
 	c.cfg.registerCommon(fs)
 	asJSON := fs.Bool("json", false, "print one JSON object per record")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	s, err := store.Open(ctx, c.cfg.DatabaseURL)

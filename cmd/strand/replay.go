@@ -61,7 +61,7 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 		fmt.Fprint(fs.Output(), replayUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if c.keepOld && !c.swap {

@@ -20,6 +20,7 @@ import (
 	"strand/eventlog/matrix"
 	"strand/projector"
 	"strand/projector/store"
+	"strand/sessions"
 	"strand/syncstream"
 )
 
@@ -106,7 +107,7 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	if c.roles.api || c.roles.sync {
 		c.cfg.registerServer(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if c.roles.api || c.roles.sync {
@@ -118,7 +119,7 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	logger = logger.With("role", c.name)
+	logger = logger.With(eventlog.LogRole, c.name)
 	d, err := openDeps(ctx, &c.cfg, logger, c.name == "serve")
 	if err != nil {
 		return err
@@ -149,15 +150,21 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		g.Go(func() error { return p.Run(ctx) })
 	}
 	if c.cfg.PprofListen != "" {
-		serveHTTP(ctx, g, c.cfg.PprofListen, pprofHandler(), nil)
-		logger.Info("pprof listening", "addr", c.cfg.PprofListen)
+		addr, err := serveHTTP(ctx, g, c.cfg.PprofListen, pprofHandler(), nil)
+		if err != nil {
+			return fmt.Errorf("--pprof-listen: %w", err)
+		}
+		logger.Info("pprof listening", "addr", addr)
 	}
 	if c.cfg.OpsListen != "" {
-		serveHTTP(ctx, g, c.cfg.OpsListen, ops, nil)
-		logger.Info("metrics and health listening", "addr", c.cfg.OpsListen)
+		addr, err := serveHTTP(ctx, g, c.cfg.OpsListen, ops, nil)
+		if err != nil {
+			return fmt.Errorf("--ops-listen: %w", err)
+		}
+		logger.Info("metrics and health listening", "addr", addr)
 	}
 	if c.roles.api || c.roles.sync {
-		handler, syncHandler, err := c.httpHandler(ctx, g, d, reg, logger)
+		handler, worker, err := c.httpHandler(ctx, g, d, reg, logger)
 		if err != nil {
 			return err
 		}
@@ -165,8 +172,8 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		// and which routes it serves: on the client port only if asked.
 		handler = withOps(ops, handler, c.cfg.OpsListen == "", c.cfg.MetricsOnListen)
 		var beforeShutdown func()
-		if syncHandler != nil {
-			beforeShutdown = syncHandler.Stop // answer waiting long-polls first
+		if worker != nil {
+			beforeShutdown = worker.Stop // answer waiting long-polls first
 		}
 		addr, err := serveHTTP(ctx, g, c.cfg.Listen, handler, beforeShutdown)
 		if err != nil {
@@ -187,7 +194,7 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 // httpHandler builds what this process serves: the api, a sync worker, or
 // both with /sync routed to the worker. Background work the handlers need
 // (the sync worker's log consumer) joins g.
-func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *deps, reg prometheus.Registerer, logger *slog.Logger) (http.Handler, *syncstream.Handler, error) {
+func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *deps, reg prometheus.Registerer, logger *slog.Logger) (http.Handler, *syncstream.Worker, error) {
 	wm, err := eventlog.NewWatermark(d.nc, d.store.Position)
 	if err != nil {
 		return nil, nil, err
@@ -197,25 +204,20 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 	if err != nil {
 		return nil, nil, err
 	}
-	// One session cache for the process's api and sync handlers.
-	sessions := store.NewSessions(d.store, wm, readers, logger)
-	g.Go(func() error { sessions.Follow(ctx, d.log); return nil })
-	var syncHandler *syncstream.Handler
+	// One session cache for the process's api and sync worker.
+	cache := sessions.New(sessions.Config{Store: d.store, Log: d.log, Watermark: wm, Readers: readers, Logger: logger,
+		Wait: c.cfg.ApplyTimeout})
+	g.Go(func() error { cache.Follow(ctx); return nil })
+	var worker *syncstream.Worker
 	if c.roles.sync {
-		n := syncstream.NewNotifier(syncstream.DefaultRecent)
-		eph := syncstream.NewEphemeral()
-		syncHandler = &syncstream.Handler{Store: d.store, Log: d.log, Watermark: wm, Notifier: n, Ephemeral: eph, Logger: logger,
-			Sessions: sessions}
-		if err := syncHandler.RegisterMetrics(reg); err != nil {
+		worker, err = syncstream.NewWorker(syncstream.WorkerConfig{Store: d.store, Log: d.log, Watermark: wm, Readers: readers,
+			Sessions: cache, Logger: logger, ApplyTimeout: c.cfg.ApplyTimeout, Metrics: reg})
+		if err != nil {
 			return nil, nil, err
 		}
-		consumer := &syncstream.Consumer{Log: d.log, Store: d.store, Notifier: n, Ephemeral: eph, Readers: readers, Logger: logger}
-		if err := consumer.RegisterMetrics(reg); err != nil {
-			return nil, nil, err
-		}
-		g.Go(func() error { return consumer.Run(ctx) })
+		g.Go(func() error { return worker.Run(ctx) })
 		if !c.roles.api {
-			return syncHandler.Routes(), syncHandler, nil
+			return worker.Routes(), worker, nil
 		}
 	}
 	sn, err := matrix.ParseServerName(c.cfg.ServerName)
@@ -269,16 +271,16 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		PreviewCacheTTL:          c.cfg.PreviewCacheTTL,
 		SigningKey:               key,
 		DefaultRoomVersion:       matrix.RoomVersion(c.cfg.DefaultRoomVer),
+		Sessions:                 cache,
+		Readers:                  readers,
 	}, d.log, d.store, wm, logger)
-	srv.UseSessions(sessions)
-	srv.UseReaders(readers)
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return nil, nil, err
 	}
-	if syncHandler != nil {
-		srv.Mount("/sync", syncHandler)
+	if worker != nil {
+		srv.Mount("/sync", worker)
 	}
-	return srv, syncHandler, nil
+	return srv, worker, nil
 }
 
 // serveHTTP listens on addr and serves h until ctx ends, then shuts the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -143,6 +144,19 @@ func TestRunLocalTopology(t *testing.T) {
 	roomID := alice.MustDo("POST", "/_matrix/client/r0/createRoom", `{"room_alias_name":"tutorial"}`).Str("room_id")
 	alice.MustDo("POST", "/_matrix/client/r0/rooms/"+url.PathEscape(roomID)+"/invite", map[string]any{"user_id": bob.UserID})
 	bob.MustDo("POST", "/_matrix/client/r0/join/"+url.PathEscape("#tutorial:localhost"), `{}`)
+
+	// A body over nginx's 16 KB buffer goes through its temp files, which
+	// its worker must be able to write (run as root, the worker is nobody
+	// and the work directory is 0700): 1 MB up and back down.
+	blob := make([]byte, 1<<20)
+	for i := range blob {
+		blob[i] = byte('a' + i%26)
+	}
+	mxc := alice.MustDo("POST", "/_matrix/media/v3/upload?filename=big.bin", blob).Str("content_uri")
+	serverAndID := strings.TrimPrefix(mxc, "mxc://")
+	if got := bob.Do("GET", "/_matrix/client/v1/media/download/"+serverAndID, nil); got.Status != http.StatusOK || !bytes.Equal(got.Raw, blob) {
+		t.Fatalf("download of a 1 MB upload through the proxy: status %d, %d bytes, equal %v", got.Status, len(got.Raw), bytes.Equal(got.Raw, blob))
+	}
 
 	next := bob.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline", nil).Str("next_batch")
 	// The proxy keeps a client on one worker; find bob's, to kill it.

@@ -52,7 +52,7 @@ func (c *userCommand) admin(ctx context.Context, action string, args []string) e
 		fs.StringVar(&password, "password", "", "the new password")
 		fs.BoolVar(&keep, "keep-devices", false, "do not log out the user's devices")
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if token == "" || user == "" || (action == "reset-password" && password == "") {
@@ -88,7 +88,7 @@ func (c *userCommand) create(ctx context.Context, args []string) error {
 	fs.StringVar(&password, "password", "", "password of the new user")
 	fs.StringVar(&displayname, "displayname", "", "display name")
 	fs.BoolVar(&admin, "admin", false, "make the user a server admin")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if secret == "" || username == "" || password == "" {

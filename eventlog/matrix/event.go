@@ -167,6 +167,14 @@ func ParseEvent(v RoomVersion, raw []byte) (*Event, error) {
 	return parseCanonicalEvent(rules, canon, "")
 }
 
+// eventParse is what parseCanonicalEvent learns member by member.
+type eventParse struct {
+	e     *Event
+	rules versionRules
+	have  struct{ typ, sender, content, prev, auth, hashes, sigs bool }
+	ownID EventID // event_id, versions 1 and 2
+}
+
 // parseCanonicalEvent builds an Event from canonical JSON. If id is empty it
 // is computed from the reference hash.
 func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, error) {
@@ -177,113 +185,9 @@ func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, 
 		return nil, BadJSON("event is not a JSON object")
 	}
 	e := &Event{raw: canon, version: rules.version, rules: rules, depth: -1, originTS: -1}
-	var have struct{ typ, sender, content, prev, auth, hashes, sigs bool }
-	var ownID EventID // event_id, versions 1 and 2
+	p := &eventParse{e: e, rules: rules}
 	err := eachMember(canon, func(k, v []byte) (bool, error) {
-		var ok bool
-		switch string(k) {
-		case "type":
-			e.typ, ok = decodeString(v)
-			if !ok || len(e.typ) > maxKeyBytes {
-				return false, BadJSON("event type must be a string of at most %d bytes", maxKeyBytes)
-			}
-			have.typ = true
-		case "state_key":
-			var sk string
-			sk, ok = decodeString(v)
-			if !ok || len(sk) > maxKeyBytes {
-				return false, BadJSON("state_key must be a string of at most %d bytes", maxKeyBytes)
-			}
-			e.stateKey = &sk
-		case "sender":
-			s, ok := decodeString(v)
-			if !ok {
-				return false, BadJSON("sender must be a string")
-			}
-			u, err := ParseUserID(s)
-			if err != nil {
-				return false, BadJSON("sender: %v", err)
-			}
-			e.sender, have.sender = u, true
-		case "room_id":
-			s, ok := decodeString(v)
-			if !ok {
-				return false, BadJSON("room_id must be a string")
-			}
-			r, err := ParseRoomID(s)
-			if err != nil {
-				return false, BadJSON("room_id: %v", err)
-			}
-			if r.Hashed() != rules.hashRoomIDs {
-				return false, BadJSON("room_id %q does not have the form room version %s uses", s, rules.version)
-			}
-			e.roomID, e.hasRoomID = r, true
-		case "content":
-			if !isObject(v) {
-				return false, BadJSON("content must be an object")
-			}
-			e.content, have.content = v, true
-		case "prev_events", "auth_events":
-			ids, err := parseEventIDList(rules, v, string(k))
-			if err != nil {
-				return false, err
-			}
-			if string(k) == "prev_events" {
-				e.prevEvents, have.prev = ids, true
-			} else {
-				e.authEvents, have.auth = ids, true
-			}
-		case "depth":
-			if e.depth, ok = decodeInt(v); !ok || e.depth < 0 {
-				return false, BadJSON("depth must be a non-negative integer")
-			}
-		case "origin_server_ts":
-			if e.originTS, ok = decodeInt(v); !ok {
-				return false, BadJSON("origin_server_ts must be an integer")
-			}
-		case "hashes":
-			if !isObject(v) {
-				return false, BadJSON("hashes must be an object")
-			}
-			e.hashes, have.hashes = v, true
-		case "signatures":
-			if !isObject(v) {
-				return false, BadJSON("signatures must be an object")
-			}
-			e.signatures, have.sigs = v, true
-		case "unsigned":
-			if !isObject(v) {
-				return false, BadJSON("unsigned must be an object")
-			}
-			e.unsigned = v
-		case "redacts":
-			if rules.topLevelRedacts {
-				s, ok := decodeString(v)
-				if !ok {
-					return false, BadJSON("redacts must be a string")
-				}
-				id, err := parseVersionEventID(rules, s)
-				if err != nil {
-					return false, BadJSON("redacts: %v", err)
-				}
-				e.redacts = id
-			}
-		case "event_id":
-			// Only versions 1 and 2 carry their ID; later versions'
-			// event_id (added by careless senders) is not the ID.
-			if rules.eventID == idOpaque {
-				s, ok := decodeString(v)
-				if !ok {
-					return false, BadJSON("event_id must be a string")
-				}
-				id, err := parseVersionEventID(rules, s)
-				if err != nil {
-					return false, BadJSON("event_id: %v", err)
-				}
-				ownID = id
-			}
-		}
-		return true, nil
+		return true, p.member(string(k), v)
 	})
 	if err != nil {
 		if _, ok := AsError(err); ok {
@@ -291,21 +195,8 @@ func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, 
 		}
 		return nil, BadJSON("event: %v", err)
 	}
-	switch {
-	case !have.typ:
-		return nil, BadJSON("event has no type")
-	case !have.sender:
-		return nil, BadJSON("event has no sender")
-	case !have.content:
-		return nil, BadJSON("event has no content")
-	case !have.prev || !have.auth:
-		return nil, BadJSON("event lacks prev_events or auth_events")
-	case e.depth < 0:
-		return nil, BadJSON("event has no depth")
-	case e.originTS < 0:
-		return nil, BadJSON("event has no origin_server_ts")
-	case !have.hashes || !have.sigs:
-		return nil, BadJSON("event lacks hashes or signatures")
+	if err := p.complete(); err != nil {
+		return nil, err
 	}
 	isV12Create := rules.hashRoomIDs && e.typ == TypeCreate
 	if !e.hasRoomID && !isV12Create {
@@ -313,13 +204,13 @@ func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, 
 	}
 	switch {
 	case rules.eventID == idOpaque:
-		if ownID == "" {
+		if p.ownID == "" {
 			return nil, BadJSON("event of room version %s has no event_id", rules.version)
 		}
-		if id != "" && id != ownID {
-			return nil, BadJSON("event_id %s is not %s", ownID, id)
+		if id != "" && id != p.ownID {
+			return nil, BadJSON("event_id %s is not %s", p.ownID, id)
 		}
-		id = ownID
+		id = p.ownID
 	case id == "":
 		sum, err := referenceHash(rules, canon)
 		if err != nil {
@@ -340,6 +231,136 @@ func parseCanonicalEvent(rules versionRules, canon []byte, id EventID) (*Event, 
 	}
 	e.parseAuthContent()
 	return e, nil
+}
+
+// member reads one top-level member of an event (key k, raw value v).
+func (p *eventParse) member(k string, v []byte) error {
+	rules := p.rules
+	var ok bool
+	switch k {
+	case "type":
+		p.e.typ, ok = decodeString(v)
+		if !ok || len(p.e.typ) > maxKeyBytes {
+			return BadJSON("event type must be a string of at most %d bytes", maxKeyBytes)
+		}
+		p.have.typ = true
+	case "state_key":
+		var sk string
+		sk, ok = decodeString(v)
+		if !ok || len(sk) > maxKeyBytes {
+			return BadJSON("state_key must be a string of at most %d bytes", maxKeyBytes)
+		}
+		p.e.stateKey = &sk
+	case "sender":
+		s, ok := decodeString(v)
+		if !ok {
+			return BadJSON("sender must be a string")
+		}
+		u, err := ParseUserID(s)
+		if err != nil {
+			return BadJSON("sender: %v", err)
+		}
+		p.e.sender, p.have.sender = u, true
+	case "room_id":
+		s, ok := decodeString(v)
+		if !ok {
+			return BadJSON("room_id must be a string")
+		}
+		r, err := ParseRoomID(s)
+		if err != nil {
+			return BadJSON("room_id: %v", err)
+		}
+		if r.Hashed() != rules.hashRoomIDs {
+			return BadJSON("room_id %q does not have the form room version %s uses", s, rules.version)
+		}
+		p.e.roomID, p.e.hasRoomID = r, true
+	case "content":
+		if !isObject(v) {
+			return BadJSON("content must be an object")
+		}
+		p.e.content, p.have.content = v, true
+	case "prev_events", "auth_events":
+		ids, err := parseEventIDList(rules, v, k)
+		if err != nil {
+			return err
+		}
+		if k == "prev_events" {
+			p.e.prevEvents, p.have.prev = ids, true
+		} else {
+			p.e.authEvents, p.have.auth = ids, true
+		}
+	case "depth":
+		if p.e.depth, ok = decodeInt(v); !ok || p.e.depth < 0 {
+			return BadJSON("depth must be a non-negative integer")
+		}
+	case "origin_server_ts":
+		if p.e.originTS, ok = decodeInt(v); !ok {
+			return BadJSON("origin_server_ts must be an integer")
+		}
+	case "hashes":
+		if !isObject(v) {
+			return BadJSON("hashes must be an object")
+		}
+		p.e.hashes, p.have.hashes = v, true
+	case "signatures":
+		if !isObject(v) {
+			return BadJSON("signatures must be an object")
+		}
+		p.e.signatures, p.have.sigs = v, true
+	case "unsigned":
+		if !isObject(v) {
+			return BadJSON("unsigned must be an object")
+		}
+		p.e.unsigned = v
+	case "redacts":
+		if rules.topLevelRedacts {
+			s, ok := decodeString(v)
+			if !ok {
+				return BadJSON("redacts must be a string")
+			}
+			id, err := parseVersionEventID(rules, s)
+			if err != nil {
+				return BadJSON("redacts: %v", err)
+			}
+			p.e.redacts = id
+		}
+	case "event_id":
+		// Only versions 1 and 2 carry their ID; later versions'
+		// event_id (added by careless senders) is not the ID.
+		if rules.eventID == idOpaque {
+			s, ok := decodeString(v)
+			if !ok {
+				return BadJSON("event_id must be a string")
+			}
+			id, err := parseVersionEventID(rules, s)
+			if err != nil {
+				return BadJSON("event_id: %v", err)
+			}
+			p.ownID = id
+		}
+	}
+	return nil
+}
+
+// complete refuses an event that lacks a member every event has.
+func (p *eventParse) complete() error {
+	switch {
+	case !p.have.typ:
+		return BadJSON("event has no type")
+	case !p.have.sender:
+		return BadJSON("event has no sender")
+	case !p.have.content:
+		return BadJSON("event has no content")
+	case !p.have.prev || !p.have.auth:
+		return BadJSON("event lacks prev_events or auth_events")
+	case p.e.depth < 0:
+		return BadJSON("event has no depth")
+	case p.e.originTS < 0:
+		return BadJSON("event has no origin_server_ts")
+	case !p.have.hashes || !p.have.sigs:
+		return BadJSON("event lacks hashes or signatures")
+	}
+	return nil
 }
 
 // parseAuthContent caches the content fields the authorisation rules read,

@@ -2,17 +2,108 @@ package matrix
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 )
 
 // This file is the one place where errors become Matrix JSON on the wire,
-// shared by the api and the sync workers so both answer alike.
+// and where the HTTP shell around every client-facing handler is, shared
+// by the api and the sync workers so both answer alike.
+
+// Responder is what the api and the sync workers share around their
+// handlers: the shell (Shell) and the rule for errors that are not Matrix
+// errors (Error).
+type Responder struct {
+	Logger *slog.Logger
+	// Unavailable reports whether an internal error means that the
+	// database is unreachable (store.Unavailable): the client is told to
+	// retry (503) rather than that the server failed (500).
+	Unavailable func(error) bool
+}
+
+// Shell wraps a client-facing handler: a panic becomes a logged 500 (when
+// nothing was written yet), every response carries the CORS headers, a
+// CORS preflight (OPTIONS) is answered for any path without
+// authentication, and a path or query holding a NUL or invalid UTF-8 is
+// refused before next sees it.
+func (rs *Responder) Shell(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tw := &wroteTracker{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				rs.logger().Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+				if !tw.wrote {
+					WriteError(tw, errors.New("panic"))
+				}
+			}
+		}()
+		SetCORS(tw.Header())
+		if r.Method == http.MethodOptions {
+			tw.WriteHeader(http.StatusOK)
+			return
+		}
+		if err := CheckRequestText(r); err != nil {
+			WriteError(tw, err)
+			return
+		}
+		next.ServeHTTP(tw, r)
+	})
+}
+
+// Error writes a handler's error. One that is not a Matrix error is
+// internal: it is logged (unless the client went away) and answered 500,
+// or 503 when the database is unavailable.
+func (rs *Responder) Error(w http.ResponseWriter, r *http.Request, err error) {
+	if _, ok := AsError(err); !ok && !errors.Is(err, context.Canceled) {
+		rs.logger().Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		if rs.Unavailable != nil && rs.Unavailable(err) {
+			err = Unavailable("the database is unavailable; retry")
+		}
+	}
+	WriteError(w, err)
+}
+
+func (rs *Responder) logger() *slog.Logger {
+	if rs.Logger == nil {
+		return slog.Default()
+	}
+	return rs.Logger
+}
+
+// wroteTracker remembers whether anything was written, so that a panic
+// after a response began does not write a second one.
+type wroteTracker struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *wroteTracker) WriteHeader(code int) {
+	t.wrote = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *wroteTracker) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+
+// Flush lets long responses stream through the tracker.
+func (t *wroteTracker) Flush() {
+	if f, ok := t.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the writer underneath.
+func (t *wroteTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
 // WriteJSON writes v as a JSON response with the given status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {

@@ -1,4 +1,4 @@
-// Package bench is Strand's load generator (issue 6). It speaks only the
+// Package bench is Strand's load generator (BENCHMARKS.md). It speaks only the
 // public Matrix client-server API over HTTP, so it can be pointed at any
 // homeserver, and every scenario checks correctness while it measures:
 // status codes, every event received exactly once, order where the
@@ -31,6 +31,9 @@ type Params struct {
 	// fanout: one message to a room of Members members, all long-polling;
 	// Rounds such messages, one after the other.
 	FanoutMembers, FanoutRounds int
+	// population: Members join a new room concurrently and sync as clients
+	// do; Rounds messages, half a second apart.
+	PopMembers, PopRounds int
 	// initialsync: a user in Rooms rooms with Msgs messages each, initial
 	// sync with timeline limit Limit, Repeats times.
 	InitRooms, InitMsgs, InitLimit, InitRepeats int
@@ -50,12 +53,13 @@ type Params struct {
 }
 
 // Scales are the named sizes: tiny for the test suite, small for a quick
-// look, medium for issue 6's numbers.
+// look, medium for the numbers of BENCHMARKS.md's targets.
 var Scales = map[string]Params{
 	"tiny": {
 		SendMsgs: 24, SendUsers: 3, SendRooms: 2, SendInFlight: 4,
 		DeliveryReceivers: 3, DeliveryMsgs: 6, DeliveryInterval: 20 * time.Millisecond,
 		FanoutMembers: 4, FanoutRounds: 2,
+		PopMembers: 4, PopRounds: 2,
 		InitRooms: 3, InitMsgs: 12, InitLimit: 10, InitRepeats: 2,
 		IdleRooms: 2, IdleRequests: 40, IdleInFlight: 4,
 		HistEvents: 30, HistLimit: 10, HistRepeats: 1,
@@ -68,6 +72,7 @@ var Scales = map[string]Params{
 		SendMsgs: 1000, SendUsers: 10, SendRooms: 5, SendInFlight: 16,
 		DeliveryReceivers: 5, DeliveryMsgs: 50, DeliveryInterval: 20 * time.Millisecond,
 		FanoutMembers: 20, FanoutRounds: 3,
+		PopMembers: 20, PopRounds: 3,
 		InitRooms: 20, InitMsgs: 20, InitLimit: 10, InitRepeats: 10,
 		IdleRooms: 10, IdleRequests: 2000, IdleInFlight: 8,
 		HistEvents: 300, HistLimit: 100, HistRepeats: 3,
@@ -80,6 +85,7 @@ var Scales = map[string]Params{
 		SendMsgs: 10000, SendUsers: 50, SendRooms: 20, SendInFlight: 32,
 		DeliveryReceivers: 20, DeliveryMsgs: 200, DeliveryInterval: 20 * time.Millisecond,
 		FanoutMembers: 100, FanoutRounds: 5,
+		PopMembers: 100, PopRounds: 3,
 		InitRooms: 100, InitMsgs: 50, InitLimit: 10, InitRepeats: 20,
 		IdleRooms: 20, IdleRequests: 20000, IdleInFlight: 8,
 		HistEvents: 1000, HistLimit: 100, HistRepeats: 5,

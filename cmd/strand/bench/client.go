@@ -60,6 +60,10 @@ type Client struct {
 	DeviceID string
 	Password string
 	Local    string // localpart the client registered with
+	// Online makes the client's syncs mark it online, as a real client's
+	// do (no set_presence). Off, syncs say set_presence=offline, so that
+	// a scenario's own syncs do not wake the others with presence.
+	Online bool
 }
 
 const prefix = "/_matrix/client/v3"
@@ -327,8 +331,9 @@ type SyncResponse struct {
 }
 
 // Sync calls /sync. since empty is an initial sync; filter is inline JSON
-// or empty. Presence is left alone (set_presence=offline), so a bench
-// client's own syncs do not wake the others' long-polls with presence.
+// or empty. Unless c.Online, presence is left alone
+// (set_presence=offline), so a bench client's own syncs do not wake the
+// others' long-polls with presence.
 // It returns the response size in bytes.
 func (c *Client) Sync(ctx context.Context, since string, timeout time.Duration, filter string) (*SyncResponse, int, error) {
 	q := url.Values{}
@@ -339,7 +344,9 @@ func (c *Client) Sync(ctx context.Context, since string, timeout time.Duration, 
 	if filter != "" {
 		q.Set("filter", filter)
 	}
-	q.Set("set_presence", "offline")
+	if !c.Online {
+		q.Set("set_presence", "offline")
+	}
 	var r SyncResponse
 	n, err := c.do(ctx, http.MethodGet, prefix+"/sync?"+q.Encode(), nil, &r)
 	if err != nil {

@@ -50,11 +50,30 @@ func newListenerSet(r *runner, room, filter string, n int, clients []*Client, si
 
 // start launches every listener's loop; stop ends them.
 func (s *listenerSet) start(ctx context.Context) {
+	s.startEach(ctx, nil)
+}
+
+// startEach launches a goroutine per listener that first runs setup (when
+// not nil), which gives the listener's initial position, then its loop:
+// each listener starts polling as soon as its own set-up is done, as
+// independent clients do. A set-up error fails the run and ends that
+// listener.
+func (s *listenerSet) startEach(ctx context.Context, setup func(ctx context.Context, i int) (string, error)) {
 	ctx, s.cancel = context.WithCancel(ctx)
 	for i := range s.ls {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			if setup != nil {
+				since, err := setup(ctx, i)
+				if err != nil {
+					if ctx.Err() == nil {
+						s.r.chk.fail("set-up of %s: %v", s.ls[i].c.UserID, err)
+					}
+					return
+				}
+				s.ls[i].since = since
+			}
 			s.loop(ctx, i)
 		}()
 	}

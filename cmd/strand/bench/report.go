@@ -103,6 +103,13 @@ func (c *checker) fail(format string, args ...any) {
 	}
 }
 
+// failed reports whether any failure was recorded.
+func (c *checker) failed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.count > 0
+}
+
 func (c *checker) into(r *Result) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

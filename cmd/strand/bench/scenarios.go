@@ -9,8 +9,9 @@ import (
 	"time"
 )
 
-// scenarios are every scenario, in the order "all" runs them. (Issue 6's
-// replay scenario is measured by "strand replay", not over the API.)
+// scenarios are every scenario over the API, in the order "all" runs them.
+// (The replay scenario reads the log, not the API: cmd/strand's
+// benchreplay.go.)
 var scenarios = []scenario{
 	{name: "send", short: "s", run: runSend, params: func(p Params) string {
 		return fmt.Sprintf("%d msgs, %d users, %d rooms, %d in flight", p.SendMsgs, p.SendUsers, p.SendRooms, p.SendInFlight)
@@ -20,6 +21,9 @@ var scenarios = []scenario{
 	}},
 	{name: "fanout", short: "f", run: runFanout, params: func(p Params) string {
 		return fmt.Sprintf("%d members long-polling, %d rounds of one message", p.FanoutMembers, p.FanoutRounds)
+	}},
+	{name: "population", short: "o", run: runPopulation, params: func(p Params) string {
+		return fmt.Sprintf("%d members join a new room concurrently and sync as clients do (presence on, inline filter), %d rounds of one message", p.PopMembers, p.PopRounds)
 	}},
 	{name: "initialsync", short: "i", run: runInitialSync, params: func(p Params) string {
 		return fmt.Sprintf("%d rooms x %d msgs, timeline limit %d, %d syncs", p.InitRooms, p.InitMsgs, p.InitLimit, p.InitRepeats)
@@ -351,10 +355,90 @@ func runFanout(ctx context.Context, r *runner) {
 	}
 	r.endMeasure()
 	ls.stop()
+	reportDeliveries(r, ls, starts, ids)
+}
 
+// population: fan-out as a client population does it, unlike fanout's
+// orderly set-up. The members join a fresh public room concurrently, right
+// after it is made; each then syncs as a client does (presence left to the
+// server, so online; an inline filter naming the room; an initial sync with
+// timeout=0, then long-polls from the previous next_batch) as soon as its
+// own join is done, while the others are still joining. Once every member
+// has its initial sync, and after half a second, the creator sends one
+// message; the rounds are half a second apart. No waiting for the server
+// to go idle: what the members' own joins, syncs and presence set off is
+// part of what is measured.
+func runPopulation(ctx context.Context, r *runner) {
+	p := r.p
+	users := r.newUsers(ctx, p.PopMembers+1)
+	if users == nil {
+		return
+	}
+	creator, members := users[0], users[1:]
+	room, err := creator.CreateRoom(ctx, true)
+	if err != nil {
+		r.chk.fail("set-up: %v", err)
+		return
+	}
+	filter := fmt.Sprintf(`{"room":{"rooms":[%q],"timeline":{"limit":50}}}`, room)
+	for _, m := range members {
+		m.Online = true
+	}
+	ls := newListenerSet(r, room, filter, p.PopRounds, members, make([]string, len(members)))
+	var synced sync.WaitGroup
+	synced.Add(len(members))
+	begin := time.Now()
+	ls.startEach(ctx, func(ctx context.Context, i int) (string, error) {
+		defer synced.Done()
+		if err := members[i].Join(ctx, room); err != nil {
+			return "", err
+		}
+		resp, _, err := members[i].Sync(ctx, "", 0, filter)
+		if err != nil {
+			return "", err
+		}
+		return resp.NextBatch, nil
+	})
+	defer ls.stop()
+	synced.Wait()
+	if r.chk.failed() || ctx.Err() != nil {
+		return
+	}
+	r.res.add("all joined and synced", ms(time.Since(begin)), "ms")
+	starts := make([]time.Time, p.PopRounds)
+	ids := make([]string, p.PopRounds)
+	minHeld := int64(len(members))
+	r.beginMeasure()
+	for k := range p.PopRounds {
+		sleep(ctx, 500*time.Millisecond)
+		minHeld = min(minHeld, ls.held.Load())
+		starts[k] = time.Now()
+		id, err := creator.Send(ctx, room, r.txn(k), Tag{Run: r.run, Seq: k})
+		if err != nil {
+			r.chk.fail("round %d: send: %v", k, err)
+			break
+		}
+		ids[k] = id
+		if !ls.waitAll(ctx, k, time.Now().Add(10*time.Second)) {
+			r.chk.fail("round %d: only %d of %d members had the message 10 s after it was sent", k, ls.counts[k].Load(), len(members))
+			break
+		}
+	}
+	r.endMeasure()
+	ls.stop()
+	// Fewer than every member means some were between polls when the
+	// message went out: still busy with what the set-up set off.
+	r.res.add("polls held at send (min)", float64(minHeld), "")
+	reportDeliveries(r, ls, starts, ids)
+}
+
+// reportDeliveries adds the first- and last-member times per round (from
+// the send's start) and checks that every member had every message once,
+// in order.
+func reportDeliveries(r *runner, ls *listenerSet, starts []time.Time, ids []string) {
 	var last, first, all []time.Duration
 	missed := 0
-	for k := range p.FanoutRounds {
+	for k := range ids {
 		if ids[k] == "" {
 			continue
 		}

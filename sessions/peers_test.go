@@ -1,4 +1,4 @@
-package store_test
+package sessions_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"strand/eventlog/logtest"
 	"strand/projector/store"
 	"strand/projector/store/storetest"
+	"strand/sessions"
 )
 
 // A revocation waits until every process's session cache has read it: a
@@ -34,10 +35,10 @@ func TestRevocationWaitsForEverySessionCache(t *testing.T) {
 	}
 	defer wm.Close()
 
-	follow := func(c *store.Sessions) (stop func()) {
+	follow := func(c *sessions.Cache) (stop func()) {
 		fctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); c.Follow(fctx, l) }()
+		go func() { defer close(done); c.Follow(fctx) }()
 		return func() { cancel(); <-done }
 	}
 	// Two processes' caches: each reports through its own Readers.
@@ -50,12 +51,12 @@ func TestRevocationWaitsForEverySessionCache(t *testing.T) {
 		return r
 	}
 	ra := newReaders()
-	a, b := store.NewSessions(st, wm, ra, nil), store.NewSessions(st, wm, newReaders(), nil)
+	a, b := sessions.New(sessions.Config{Store: st, Log: l, Watermark: wm, Readers: ra}), sessions.New(sessions.Config{Store: st, Log: l, Watermark: wm, Readers: newReaders()})
 	held := make(chan struct{})
 	release := make(chan struct{})
 	var holdFrom atomic.Uint64
 	holdFrom.Store(1 << 62)
-	store.SetBeforeEvict(b, func(seq uint64) {
+	sessions.SetBeforeEvict(b, func(seq uint64) {
 		if seq >= holdFrom.Load() {
 			close(held)
 			<-release

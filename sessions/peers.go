@@ -1,4 +1,4 @@
-package store
+package sessions
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 )
 
 // Revocation across processes. A session cache is exact within its
-// process (see Sessions); so that a logout answered by one process also
+// process (see Cache); so that a logout answered by one process also
 // holds at once on every other, each following cache reports how far it
 // has read ACCOUNTS (eventlog.Readers, topic "sessions"), and the process
 // that appended a revocation waits, before answering, until every cache
@@ -22,7 +22,7 @@ const (
 
 // position is how far this cache has read (HoldsNothing when it is not
 // following, so holds nothing).
-func (c *Sessions) position() uint64 {
+func (c *Cache) position() uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if !c.following {
@@ -35,6 +35,6 @@ func (c *Sessions) position() uint64 {
 // read the ACCOUNTS stream through seq, the position of a revocation: from
 // then on no process answers from a session the revocation ended. It
 // gives up after evictWait and names the caches still behind.
-func (c *Sessions) AwaitEvicted(ctx context.Context, seq uint64) error {
+func (c *Cache) AwaitEvicted(ctx context.Context, seq uint64) error {
 	return c.readers.Await(ctx, sessionsTopic, seq, evictWait)
 }

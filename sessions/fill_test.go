@@ -1,4 +1,4 @@
-package store_test
+package sessions_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"strand/eventlog/logtest"
 	"strand/projector/store"
 	"strand/projector/store/storetest"
+	"strand/sessions"
 )
 
 // A session read from a projection that has not applied everything the
@@ -40,10 +41,10 @@ func TestSessionCacheKeepsNothingReadBehindItsReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer readers.Close()
-	sess := store.NewSessions(st, wm, readers, nil)
+	sess := sessions.New(sessions.Config{Store: st, Log: l, Watermark: wm, Readers: readers})
 	fctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); sess.Follow(fctx, l) }()
+	go func() { defer close(done); sess.Follow(fctx) }()
 	defer func() { stop(); <-done }()
 	for deadline := time.Now().Add(10 * time.Second); readers.Count("sessions") < 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -1,5 +1,5 @@
-package store
+package sessions
 
 // SetBeforeEvict lets tests hold a session cache's reader before it
 // evicts a batch.
-func SetBeforeEvict(c *Sessions, f func(seq uint64)) { c.beforeEvict = f }
+func SetBeforeEvict(c *Cache, f func(seq uint64)) { c.beforeEvict = f }

@@ -1,4 +1,9 @@
-package store
+// Package sessions resolves access tokens to sessions for the api and the
+// sync workers: a cache over the projection's devices that follows the
+// ACCOUNTS stream, so that repeat lookups need no database round trip and
+// a revocation still holds at once (Cache), and the mapping of what it
+// finds to the Matrix errors a client sees (Authenticate).
+package sessions
 
 import (
 	"context"
@@ -10,9 +15,10 @@ import (
 	"time"
 
 	"strand/eventlog"
+	"strand/projector/store"
 )
 
-// Sessions resolves access tokens like SessionByToken, answering repeat
+// Cache resolves access tokens like store.SessionByToken, answering repeat
 // lookups from memory: every authenticated request (every /sync poll
 // included) needs its session, and a database round trip for it is the
 // largest part of an idle sync and a fifth of a send.
@@ -29,19 +35,20 @@ import (
 // heard that the projection applied the logout; the revocation record
 // reaches its reader as soon as it is stored, before the projector
 // commits it, so in practice before the logout is even answered.
-type Sessions struct {
-	store     *Store
+type Cache struct {
+	store     *store.Store
+	log       *eventlog.Log
 	watermark *eventlog.Watermark
 	logger    *slog.Logger
+	wait      time.Duration
 
 	mu             sync.RWMutex
-	byHash         map[string]Session
+	byHash         map[string]store.Session
 	byUser         map[string][]string // user -> token hashes cached for them
 	consumed       uint64              // ACCOUNTS records read (and evicted) through here
 	revokedThrough uint64              // the last ACCOUNTS record read that evicted sessions
 	following      bool                // Follow is reading and current
 	evictions      uint64              // bumped by every eviction, to spot racing fills
-	log            *eventlog.Log
 
 	readers *eventlog.Readers // reports this cache's position to every process
 	// beforeEvict, when set (tests), runs before a batch's evictions.
@@ -51,18 +58,39 @@ type Sessions struct {
 // sessionsMax bounds the cache; when full it starts over.
 const sessionsMax = 200000
 
-// NewSessions returns a cache over st. Until Follow runs, every lookup
-// goes to the database.
-func NewSessions(st *Store, wm *eventlog.Watermark, readers *eventlog.Readers, logger *slog.Logger) *Sessions {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return &Sessions{store: st, watermark: wm, readers: readers, logger: logger,
-		byHash: map[string]Session{}, byUser: map[string][]string{}}
+// Config is what a Cache needs.
+type Config struct {
+	Store     *store.Store
+	Log       *eventlog.Log
+	Watermark *eventlog.Watermark
+	// Readers carries this cache's position to every process, and theirs
+	// to it (AwaitEvicted).
+	Readers *eventlog.Readers
+	Logger  *slog.Logger
+	// Wait bounds how long a lookup that finds nothing waits for the
+	// accounts projection to catch up with the log (Resolve);
+	// DefaultWait when 0. A process's api and sync worker share it.
+	Wait time.Duration
 }
 
-// Lookup resolves the SHA-256 of an access token, or ErrNotFound.
-func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
+// DefaultWait is Config.Wait's default, the api's default apply timeout.
+const DefaultWait = 10 * time.Second
+
+// New returns a cache. Until Follow runs, every lookup goes to the
+// database.
+func New(cfg Config) *Cache {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = DefaultWait
+	}
+	return &Cache{store: cfg.Store, log: cfg.Log, watermark: cfg.Watermark, readers: cfg.Readers, logger: cfg.Logger,
+		wait: cfg.Wait, byHash: map[string]store.Session{}, byUser: map[string][]string{}}
+}
+
+// Lookup resolves the SHA-256 of an access token, or store.ErrNotFound.
+func (c *Cache) Lookup(ctx context.Context, hash []byte) (store.Session, error) {
 	key := string(hash)
 	applied := c.watermark.Applied(eventlog.StreamAccounts)
 	c.mu.RLock()
@@ -104,7 +132,7 @@ func (c *Sessions) Lookup(ctx context.Context, hash []byte) (Session, error) {
 
 // ErrCatchingUp is returned by Resolve when the accounts projection did not
 // reach the log's head in time to tell whether a token exists.
-var ErrCatchingUp = errors.New("store: the accounts projection is catching up with the log")
+var ErrCatchingUp = errors.New("sessions: the accounts projection is catching up with the log")
 
 // Resolve is Lookup that does not answer "not found" from a projection
 // that is behind the log: it waits (up to wait) for the accounts
@@ -115,8 +143,8 @@ var ErrCatchingUp = errors.New("store: the accounts projection is catching up wi
 // A token issued with a refresh token is refused with ErrTokenExpired once
 // its time is up. The first use of a token from a refresh revokes the
 // token it replaced (see retirePrevious).
-func (c *Sessions) Resolve(ctx context.Context, log *eventlog.Log, hash []byte, wait time.Duration) (Session, error) {
-	ss, err := c.resolve(ctx, log, hash, wait)
+func (c *Cache) Resolve(ctx context.Context, hash []byte) (store.Session, error) {
+	ss, err := c.resolve(ctx, hash)
 	if err != nil {
 		return ss, err
 	}
@@ -124,19 +152,19 @@ func (c *Sessions) Resolve(ctx context.Context, log *eventlog.Log, hash []byte, 
 		return ss, ErrTokenExpired
 	}
 	if ss.RetiresPrevious {
-		c.retirePrevious(ctx, log, ss, hash)
+		c.retirePrevious(ctx, ss, hash)
 	}
 	return ss, nil
 }
 
-func (c *Sessions) resolve(ctx context.Context, log *eventlog.Log, hash []byte, wait time.Duration) (Session, error) {
+func (c *Cache) resolve(ctx context.Context, hash []byte) (store.Session, error) {
 	ss, err := c.Lookup(ctx, hash)
-	if !errors.Is(err, ErrNotFound) {
+	if !errors.Is(err, store.ErrNotFound) {
 		return ss, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
+	wctx, cancel := context.WithTimeout(ctx, c.wait)
 	defer cancel()
-	waited, werr := c.watermark.CatchUp(wctx, log, eventlog.StreamAccounts)
+	waited, werr := c.watermark.CatchUp(wctx, c.log, eventlog.StreamAccounts)
 	switch {
 	case werr != nil:
 		return ss, ErrCatchingUp
@@ -148,7 +176,7 @@ func (c *Sessions) resolve(ctx context.Context, log *eventlog.Log, hash []byte, 
 
 // ErrTokenExpired is returned by Resolve for an access token past its
 // expiry: the client should use its refresh token (a soft logout).
-var ErrTokenExpired = errors.New("store: the access token has expired")
+var ErrTokenExpired = errors.New("sessions: the access token has expired")
 
 // retirePrevious appends token.used for the first use of a refreshed
 // token, which revokes the token it replaced (the spec keeps that one
@@ -159,32 +187,32 @@ var ErrTokenExpired = errors.New("store: the access token has expired")
 // few milliseconds longer. Requests racing on the same first use append
 // one record between them (the Nats-Msg-Id is the token's hash); a failed
 // append is logged and tried again by the next request.
-func (c *Sessions) retirePrevious(ctx context.Context, log *eventlog.Log, ss Session, hash []byte) {
+func (c *Cache) retirePrevious(ctx context.Context, ss store.Session, hash []byte) {
 	h := hex.EncodeToString(hash)
 	rec := &eventlog.TokenUsed{UserID: ss.UserID, DeviceID: ss.DeviceID, TokenHash: h}
-	_, err := log.Append(ctx, eventlog.UserSubject(ss.UserID), rec, eventlog.AppendOptions{MsgID: "token.used:" + h})
+	_, err := c.log.Append(ctx, eventlog.UserSubject(ss.UserID), rec, eventlog.AppendOptions{MsgID: "token.used:" + h})
 	if err != nil {
 		c.logger.Warn("could not record the first use of a refreshed access token", "user_id", ss.UserID, "err", err)
 	}
 }
 
 // Len is the number of cached sessions.
-func (c *Sessions) Len() int {
+func (c *Cache) Len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.byHash)
 }
 
 // clearLocked forgets everything. Lock held.
-func (c *Sessions) clearLocked() {
-	c.byHash = map[string]Session{}
+func (c *Cache) clearLocked() {
+	c.byHash = map[string]store.Session{}
 	c.byUser = map[string][]string{}
 	c.evictions++
 }
 
 // evict drops the cached sessions of users (nil: everybody) and records
 // that the ACCOUNTS stream has been read through seq.
-func (c *Sessions) evict(users []string, all bool, seq uint64) {
+func (c *Cache) evict(users []string, all bool, seq uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if all {
@@ -206,9 +234,9 @@ func (c *Sessions) evict(users []string, all bool, seq uint64) {
 // Follow reads the ACCOUNTS stream and keeps the cache exact until ctx
 // ends. When the reader fails, the cache is off (lookups go to the
 // database) until it has started again from the stream's head.
-func (c *Sessions) Follow(ctx context.Context, log *eventlog.Log) {
+func (c *Cache) Follow(ctx context.Context) {
 	for ctx.Err() == nil {
-		err := c.follow(ctx, log)
+		err := c.follow(ctx)
 		c.mu.Lock()
 		c.following = false
 		c.clearLocked()
@@ -224,14 +252,14 @@ func (c *Sessions) Follow(ctx context.Context, log *eventlog.Log) {
 	}
 }
 
-func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
-	head, err := log.Head(ctx, eventlog.StreamAccounts)
+func (c *Cache) follow(ctx context.Context) error {
+	head, err := c.log.Head(ctx, eventlog.StreamAccounts)
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
 	c.clearLocked()
-	c.consumed, c.following, c.log = head, true, log
+	c.consumed, c.following = head, true
 	c.mu.Unlock()
 	bctx, stopBeat := context.WithCancel(ctx)
 	beaten := make(chan struct{})
@@ -244,11 +272,11 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 		stopBeat() // reports "holds nothing" once the cache is empty
 		<-beaten
 	}()
-	return log.Read(ctx, eventlog.StreamAccounts, eventlog.ReadOptions{From: head + 1}, func(_ context.Context, batch []eventlog.Msg) error {
+	return c.log.Read(ctx, eventlog.StreamAccounts, eventlog.ReadOptions{From: head + 1}, func(_ context.Context, batch []eventlog.Msg) error {
 		var users []string
 		all := false
 		for _, m := range batch {
-			if !Revokes(m.Type) {
+			if !eventlog.Revokes(m.Type) {
 				continue
 			}
 			var r struct {
@@ -268,22 +296,4 @@ func (c *Sessions) follow(ctx context.Context, log *eventlog.Log) error {
 		c.readers.Report(sessionsTopic, last)
 		return nil
 	})
-}
-
-// Revokes reports whether an ACCOUNTS record of this type can end a
-// session. Unknown types count as revoking: a record type added later
-// fails safe.
-func Revokes(recordType string) bool {
-	switch recordType {
-	case (eventlog.UserRegistered{}).RecordType(), (eventlog.DeviceUpdated{}).RecordType(), (eventlog.PusherSet{}).RecordType(),
-		(eventlog.FilterCreated{}).RecordType(), (eventlog.AccountDataSet{}).RecordType(),
-		(eventlog.ProfileSet{}).RecordType(), (eventlog.KeysUploaded{}).RecordType(),
-		(eventlog.KeysClaimed{}).RecordType(), (eventlog.ToDeviceSent{}).RecordType(),
-		(eventlog.ToDeviceAcked{}).RecordType(), (eventlog.CrossSigningKeysSet{}).RecordType(),
-		(eventlog.SignaturesAdded{}).RecordType(), (eventlog.KeyBackupVersionSet{}).RecordType(),
-		(eventlog.KeyBackupVersionDeleted{}).RecordType(), (eventlog.RoomKeysPut{}).RecordType(),
-		(eventlog.RoomKeysDeleted{}).RecordType():
-		return false
-	}
-	return true
 }

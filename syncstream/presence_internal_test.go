@@ -1,0 +1,39 @@
+package syncstream
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"strand/eventlog"
+	"strand/eventlog/logtest"
+)
+
+// A client's syncs mark it online once: a request that comes before the
+// worker has read back the presence record the previous one wrote does not
+// write it again (each write wakes everyone sharing a room with the user).
+// The view here reads nothing back at all, as a worker's may lag.
+func TestMarkPresenceWritesOnceBeforeReadBack(t *testing.T) {
+	ctx := context.Background()
+	l, err := eventlog.New(logtest.Start(t).Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Log: l, Ephemeral: NewEphemeral(), Logger: slog.New(slog.DiscardHandler)}
+	const alice = "@alice:localhost"
+	for range 3 {
+		h.markPresence(ctx, alice, "online")
+	}
+	h.markPresence(ctx, "@bob:localhost", "online")
+	if head, err := l.Head(ctx, eventlog.StreamEphemeral); err != nil || head != 2 {
+		t.Fatalf("three syncs of alice and one of bob wrote %d presence records (%v), want 2", head, err)
+	}
+	// A change of presence is written at once.
+	h.markPresence(ctx, alice, "unavailable")
+	if head, err := l.Head(ctx, eventlog.StreamEphemeral); err != nil || head != 3 {
+		t.Fatalf("a change to unavailable: %d records (%v), want 3", head, err)
+	}
+}
