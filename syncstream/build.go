@@ -149,6 +149,8 @@ type roomPlan struct {
 	membership string
 	lo, hi     int64 // timeline range [lo, hi)
 	fullState  bool
+	// joinedNew: joined since the token of an incremental sync.
+	joinedNew bool
 }
 
 // build assembles a response from one projection snapshot, with a fixed
@@ -204,7 +206,7 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCac
 			case "join":
 				newlyJoined := changedInRange && !prevJoined[roomID]
 				plans = append(plans, roomPlan{id: roomID, membership: "join", lo: lo, hi: hi,
-					fullState: initial || req.fullState || newlyJoined})
+					fullState: initial || req.fullState || newlyJoined, joinedNew: newlyJoined && !initial})
 				if newlyJoined {
 					plans[len(plans)-1].lo = 0
 				}
@@ -330,6 +332,17 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCac
 		states, err := tx.StateAtPoints(ctx, stateRanges)
 		if err != nil {
 			return err
+		}
+		// A room joined since the token gets as its state section all the
+		// state before its timeline, which the client did not have. The
+		// spec's sync note: in an incremental sync that section "will
+		// therefore be empty unless the timeline was limited". So such a
+		// timeline that does not reach back to the room's start (cut by
+		// the limit, or by the filter's types) is limited.
+		for i, p := range plans {
+			if p.joinedNew && len(states[p.id]) > 0 {
+				outs[i].tl.Limited = true
+			}
 		}
 		lazy := f.Room.State != nil && f.Room.State.LazyLoadMembers
 		stateOf := func(i int, p roomPlan) []json.RawMessage {

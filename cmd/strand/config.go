@@ -74,6 +74,7 @@ var limitFlags = []struct {
 	{"limit-create-room", "STRAND_LIMIT_CREATE_ROOM", "rooms created per user", func(l *api.RateLimits) *api.Limit { return &l.CreateRoom }},
 	{"limit-join", "STRAND_LIMIT_JOIN", "room joins per user", func(l *api.RateLimits) *api.Limit { return &l.Join }},
 	{"limit-upload", "STRAND_LIMIT_UPLOAD", "media uploads per user", func(l *api.RateLimits) *api.Limit { return &l.Upload }},
+	{"limit-preview", "STRAND_LIMIT_PREVIEW", "URL previews per user that are not cached (each fetches a page)", func(l *api.RateLimits) *api.Limit { return &l.Preview }},
 	{"limit-request", "STRAND_LIMIT_REQUEST", "authenticated requests per access token (not /sync)", func(l *api.RateLimits) *api.Limit { return &l.Request }},
 }
 
