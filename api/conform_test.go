@@ -212,3 +212,25 @@ func TestPushRuleOfUnknownKindIsNotFound(t *testing.T) {
 		t.Fatalf("PUT enabled: %d %s", r.Status, r.Raw)
 	}
 }
+
+// A /messages page with events carries end even when it reaches the start
+// of the room (here through a contains_url filter); following end gives an
+// empty page without one.
+func TestMessagesEndOnLastPage(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("me_owner", "pw")
+	roomID := createRoom(t, c, map[string]any{})
+	rp := func(p string) string { return v3("/rooms/" + esc(roomID) + p) }
+	c.MustDo("PUT", rp("/send/m.room.message/t1"), map[string]any{"msgtype": "m.text", "body": "text"})
+	c.MustDo("PUT", rp("/send/m.room.message/t2"), map[string]any{"msgtype": "m.file", "body": "f.png", "url": "mxc://localhost/abc"})
+	q := url.Values{"dir": {"b"}, "filter": {`{"contains_url":true}`}}
+	r := c.MustDo("GET", rp("/messages?"+q.Encode()), nil)
+	if n := len(r.Body["chunk"].([]any)); n != 1 || r.Str("end") == "" {
+		t.Fatalf("filtered page: %d events, end %q: %s", n, r.Str("end"), r.Raw)
+	}
+	q.Set("from", r.Str("end"))
+	r = c.MustDo("GET", rp("/messages?"+q.Encode()), nil)
+	if n := len(r.Body["chunk"].([]any)); n != 0 || r.Body["end"] != nil {
+		t.Fatalf("page after the last: %d events, end %v: %s", n, r.Body["end"], r.Raw)
+	}
+}

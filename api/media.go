@@ -51,7 +51,7 @@ func (s *Server) uploadMedia(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := randomString(24, mediaIDAlphabet)
-	if err := s.storeUpload(r, id, info); err != nil {
+	if _, err := s.storeUpload(r, id, info); err != nil {
 		return err
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]string{"content_uri": "mxc://" + string(s.cfg.ServerName) + "/" + id})
@@ -80,7 +80,14 @@ func uploadInfo(r *http.Request) (eventlog.MediaInfo, error) {
 
 // storeUpload stores the request's body as media id of the caller and
 // counts it against their quota. On any error nothing stays stored.
-func (s *Server) storeUpload(r *http.Request, id string, info eventlog.MediaInfo) error {
+// storedUpload is an upload that storeUpload stored and counted.
+type storedUpload struct {
+	user string
+	size uint64
+	nuid string // the object store write (eventlog.PutMediaWrite)
+}
+
+func (s *Server) storeUpload(r *http.Request, id string, info eventlog.MediaInfo) (storedUpload, error) {
 	user := session(r).UserID
 	quota := uint64(s.cfg.MediaQuotaBytes)
 	if quota > 0 {
@@ -88,20 +95,20 @@ func (s *Server) storeUpload(r *http.Request, id string, info eventlog.MediaInfo
 		// is the compare-and-set after the upload.
 		used, err := s.log.MediaUsage(r.Context(), user)
 		if err != nil {
-			return logUnavailable(err)
+			return storedUpload{}, logUnavailable(err)
 		}
 		if used >= quota || (r.ContentLength > 0 && used+uint64(r.ContentLength) > quota) {
-			return quotaExceeded(used, quota)
+			return storedUpload{}, quotaExceeded(used, quota)
 		}
 	}
-	size, err := s.log.PutMedia(r.Context(), id, user, info, r.Body)
+	size, nuid, err := s.log.PutMediaWrite(r.Context(), id, user, info, r.Body)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return matrix.TooLarge("uploads are limited to %d bytes", s.cfg.MaxUploadBytes)
+			return storedUpload{}, matrix.TooLarge("uploads are limited to %d bytes", s.cfg.MaxUploadBytes)
 		}
 		s.logger.Error("store media failed", "err", err)
-		return logUnavailable(err)
+		return storedUpload{}, logUnavailable(err)
 	}
 	// Every upload is counted, quota or not, so that a quota set later
 	// sees what came before it. The upload is stored first because its
@@ -110,14 +117,14 @@ func (s *Server) storeUpload(r *http.Request, id string, info eventlog.MediaInfo
 	// another api process, was counted meanwhile) or fails, the file is
 	// removed again and the client never learns its URI.
 	if used, err := s.log.AddMediaUsage(r.Context(), user, size, quota); err != nil {
-		s.discardUpload(r.Context(), id)
+		s.discardUpload(r.Context(), id, nuid)
 		if errors.Is(err, eventlog.ErrMediaQuota) {
-			return quotaExceeded(used, quota)
+			return storedUpload{}, quotaExceeded(used, quota)
 		}
 		s.logger.Error("count media usage failed", "err", err)
-		return logUnavailable(err)
+		return storedUpload{}, logUnavailable(err)
 	}
-	return nil
+	return storedUpload{user: user, size: size, nuid: nuid}, nil
 }
 
 // quotaExceeded is the spec's answer for an upload past the user's quota:
@@ -129,12 +136,14 @@ func quotaExceeded(used, quota uint64) error {
 	return matrix.Forbidden("media quota reached: %d of %d bytes used", used, quota)
 }
 
-// discardUpload removes an upload that will not be acknowledged. It runs
-// even when the request has ended, so as not to leave the file behind.
-func (s *Server) discardUpload(ctx context.Context, id string) {
+// discardUpload removes an upload that will not be acknowledged, unless
+// id has been written again since (write nuid): an upload that lost its
+// created ID to another must not remove the other's file. It runs even
+// when the request has ended, so as not to leave the file behind.
+func (s *Server) discardUpload(ctx context.Context, id, nuid string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := s.log.DeleteMedia(ctx, id); err != nil {
+	if err := s.log.DeleteMediaWrite(ctx, id, nuid); err != nil {
 		s.logger.Warn("could not remove refused upload", "media_id", id, "err", err)
 	}
 }

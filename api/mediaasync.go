@@ -122,17 +122,35 @@ func (s *Server) uploadMediaTo(w http.ResponseWriter, r *http.Request) error {
 		defer close(kept)
 		claim.Keep(storeCtx, func() { lost.Store(true); stopStore() })
 	}()
-	err = s.storeUpload(r.WithContext(storeCtx), id, info)
+	stored, err := s.storeUpload(r.WithContext(storeCtx), id, info)
 	stopStore()
 	<-kept
-	if lost.Load() {
-		s.logger.Warn("media upload claim lost to another upload", "media_id", id)
-		return matrix.Errorf("M_CANNOT_OVERWRITE_MEDIA", http.StatusConflict, "another upload to media %s took over", id)
-	}
 	// The claim is settled even when the request has ended, so that an
 	// interrupted upload does not leave the ID claimed.
 	settle, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 	defer cancel()
+	if err == nil && !lost.Load() {
+		// Keep renews only now and then: the ID may have been taken over
+		// since its last renewal, while the body was still arriving.
+		if cerr := claim.Confirm(settle); errors.Is(cerr, eventlog.ErrMediaClaimed) {
+			lost.Store(true)
+		} else if cerr != nil {
+			s.logger.Warn("could not confirm media upload claim", "media_id", id, "err", cerr)
+		}
+	}
+	if lost.Load() {
+		s.logger.Warn("media upload claim lost to another upload", "media_id", id)
+		if err == nil {
+			// Stored and counted, but the client is told 409: neither the
+			// file (unless the upload that took over wrote it again) nor
+			// its size on the user's quota may remain.
+			s.discardUpload(settle, id, stored.nuid)
+			if rerr := s.log.RefundMediaUsage(settle, stored.user, stored.size); rerr != nil {
+				s.logger.Warn("could not refund media usage", "media_id", id, "err", rerr)
+			}
+		}
+		return matrix.Errorf("M_CANNOT_OVERWRITE_MEDIA", http.StatusConflict, "another upload to media %s took over", id)
+	}
 	if err != nil {
 		if rerr := claim.Release(settle); rerr != nil {
 			s.logger.Warn("could not release media upload claim", "media_id", id, "err", rerr)

@@ -346,3 +346,74 @@ func TestAsyncUploadClaimLease(t *testing.T) {
 		t.Fatalf("slow upload's content: %d %s", r.Status, r.Raw)
 	}
 }
+
+// An upload whose ID is taken over by another while its body is still
+// arriving (its claim lapsed) is refused once the body is in, though its
+// claim was not renewed in between: the client gets 409, and neither the
+// file nor its size on the user's quota remains.
+func TestAsyncUploadClaimTakenOverWhileStoring(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	cfg := apitest.DefaultConfig()
+	// No renewal during the test: only the check before the answer can
+	// see that the claim was taken over.
+	cfg.MediaClaimLease = time.Hour
+	a := apitest.NewClient(t, env.API(cfg).URL)
+	a.Register("fay", "pw")
+	user := a.UserID
+	id, _ := createMedia(t, a)
+	ctx := context.Background()
+	other := env.Conn()
+
+	pr, pw := io.Pipe()
+	done := make(chan apitest.Response, 1)
+	go func() {
+		req, _ := http.NewRequest("PUT", a.Base+"/_matrix/media/v3/upload/localhost/"+id, pr)
+		req.Header.Set("Authorization", "Bearer "+a.Token)
+		req.Header.Set("Content-Type", "text/plain")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- apitest.Response{}
+			return
+		}
+		defer res.Body.Close()
+		raw, _ := io.ReadAll(res.Body)
+		done <- apitest.Response{Status: res.StatusCode, Raw: raw}
+	}()
+	if _, err := pw.Write([]byte("first half ")); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the upload's claim, then take the ID over as an upload on
+	// another process would once the claim had lapsed.
+	for {
+		p, _, err := other.GetPendingMedia(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.ClaimedAt.IsZero() {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p, rev, err := other.GetPendingMedia(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ClaimPendingMedia(ctx, p, rev, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pw.Write([]byte("second half")); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	r := <-done
+	if r.Status != 409 || !bytes.Contains(r.Raw, []byte("M_CANNOT_OVERWRITE_MEDIA")) {
+		t.Fatalf("upload whose ID was taken over: %d %s", r.Status, r.Raw)
+	}
+	if ok, err := other.MediaExists(ctx, id); err != nil || ok {
+		t.Fatalf("file of the refused upload exists: %v %v", ok, err)
+	}
+	if used, err := other.MediaUsage(ctx, user); err != nil || used != 0 {
+		t.Fatalf("usage after the refused upload: %d %v", used, err)
+	}
+}

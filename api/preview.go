@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"image"
@@ -19,6 +21,7 @@ import (
 	"golang.org/x/net/html/atom"
 	"golang.org/x/sync/singleflight"
 
+	"strand/api/outbound"
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 )
@@ -69,7 +72,7 @@ type previewer struct {
 }
 
 func newPreviewer(cfg Config) *previewer {
-	return &previewer{client: newOutboundClient(cfg.OutboundAllow), slots: make(chan struct{}, previewJobs)}
+	return &previewer{client: outbound.NewClient(cfg.OutboundAllow), slots: make(chan struct{}, previewJobs)}
 }
 
 // GET /_matrix/media/v3/preview_url
@@ -88,6 +91,11 @@ func (s *Server) previewURL(w http.ResponseWriter, r *http.Request) error {
 	} else if err != nil && !errors.Is(err, eventlog.ErrMediaNotFound) {
 		// The cache is an optimisation; without it the page is fetched.
 		s.logger.Warn("url preview cache unavailable", "err", err)
+	}
+	// Only a preview that is not cached costs an outbound fetch, so only
+	// that is limited.
+	if err := s.limitUser(r, limitPreview); err != nil {
+		return err
 	}
 	// One fetch per URL at a time in this process, on a context of its
 	// own (bounded by PreviewTimeout), since it belongs to every request
@@ -170,7 +178,7 @@ func (s *Server) outboundGet(ctx context.Context, u string, accept string) (*htt
 	req.Header.Set("Accept", accept)
 	res, err := s.previews.client.Do(req)
 	if err != nil {
-		if isForbiddenAddress(err) {
+		if outbound.IsForbidden(err) {
 			return nil, matrix.Forbidden("url previews may not reach that address")
 		}
 		s.logger.Debug("url preview fetch failed", "err", err)
@@ -262,12 +270,19 @@ func (s *Server) storePreviewImage(ctx context.Context, res *http.Response, og m
 	if len(body) > previewImageBytes {
 		return previewFailed("the image is larger than %d bytes", previewImageBytes)
 	}
-	id := randomString(24, mediaIDAlphabet)
-	// Stored with no uploader: the server fetched it, so it counts against
-	// nobody's quota.
-	size, err := s.log.PutMedia(ctx, id, "", eventlog.MediaInfo{ContentType: mt, FileName: previewFileName(res.Request.URL)}, bytes.NewReader(body))
-	if err != nil {
+	// Stored with no uploader (the server fetched it, so it counts
+	// against nobody's quota), under an ID that is the hash of its type
+	// and bytes: an image already stored, for another page or an earlier
+	// fetch of this one, is not stored again.
+	sum := sha256.Sum256(append([]byte(mt+"\x00"), body...))
+	id := "preview" + hex.EncodeToString(sum[:20])
+	size := uint64(len(body))
+	if ok, err := s.log.MediaExists(ctx, id); err != nil {
 		return logUnavailable(err)
+	} else if !ok {
+		if _, err := s.log.PutMedia(ctx, id, "", eventlog.MediaInfo{ContentType: mt, FileName: previewFileName(res.Request.URL)}, bytes.NewReader(body)); err != nil {
+			return logUnavailable(err)
+		}
 	}
 	og["og:image"] = "mxc://" + string(s.cfg.ServerName) + "/" + id
 	og["og:image:type"] = mt

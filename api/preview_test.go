@@ -304,3 +304,34 @@ func TestPreviewURLTimeout(t *testing.T) {
 		t.Fatalf("two previews bounded at 500 ms took %s", d)
 	}
 }
+
+// A preview image is stored under the hash of its type and bytes: the
+// same image for two pages (or for one page fetched again) is one file,
+// and one mxc:// URI, not a new file per preview.
+func TestPreviewImageStoredOnce(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	cfg := apitest.DefaultConfig()
+	cfg.OutboundAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	a := apitest.NewClient(t, env.API(cfg).URL)
+	a.Register("pim", "pw")
+	pic := testPNG(t, 20, 10)
+	png := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/png")
+		_, _ = w.Write(pic)
+	}
+	web := startPages(t, "127.0.0.1:0", map[string]http.HandlerFunc{
+		"/a.html":  htmlPage(`<meta property="og:image" content="/one.png">`),
+		"/b.html":  htmlPage(`<meta property="og:image" content="/two.png">`),
+		"/one.png": png, "/two.png": png,
+	})
+	const v3 = "/_matrix/media/v3/preview_url"
+	first := a.MustDo("GET", previewPath(v3, web.URL+"/a.html"), nil).Str("og:image")
+	second := a.MustDo("GET", previewPath(v3, web.URL+"/b.html"), nil).Str("og:image")
+	if first == "" || first != second {
+		t.Fatalf("one image, two previews: %q and %q", first, second)
+	}
+	if got := a.Do("GET", "/_matrix/client/v1/media/download/localhost/"+strings.TrimPrefix(first, "mxc://localhost/"), nil); got.Status != 200 || !bytes.Equal(got.Raw, pic) {
+		t.Fatalf("preview image: %d (%d bytes)", got.Status, len(got.Raw))
+	}
+}

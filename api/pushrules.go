@@ -31,27 +31,27 @@ func (s *Server) loadRuleset(r *http.Request) (ruleset, error) {
 	uid := session(r).UserID
 	raw, err := s.store.AccountData(r.Context(), uid, "", "m.push_rules")
 	if errors.Is(err, store.ErrNotFound) {
-		raw = matrix.DefaultPushRules(uid)
+		raw = nil
 	} else if err != nil {
 		return nil, err
 	}
-	var wrapper struct {
-		Global ruleset `json:"global"`
+	// The stored copy merged with the current server defaults, as the
+	// evaluator merges it (matrix.ParsePushRules): a default added or
+	// renamed since the user first saved their rules is listed too.
+	merged, err := matrix.MergePushRules(uid, raw)
+	if err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(raw, &wrapper); err != nil || wrapper.Global == nil {
-		// Stored without the wrapper, or the defaults (which are bare).
-		var rs ruleset
-		if err := json.Unmarshal(raw, &rs); err != nil {
-			return nil, err
-		}
-		wrapper.Global = rs
+	var rs ruleset
+	if err := json.Unmarshal(merged, &rs); err != nil {
+		return nil, err
 	}
 	for _, k := range pushKinds {
-		if wrapper.Global[k] == nil {
-			wrapper.Global[k] = []pushRule{}
+		if rs[k] == nil {
+			rs[k] = []pushRule{}
 		}
 	}
-	return wrapper.Global, nil
+	return rs, nil
 }
 
 func (s *Server) saveRuleset(r *http.Request, rs ruleset) error {

@@ -72,6 +72,9 @@ type RateLimits struct {
 	CreateRoom, Join Limit
 	// Upload bounds media uploads per user.
 	Upload Limit
+	// Preview bounds the URL previews per user that are not in the cache
+	// (each is an outbound fetch of a page and its image).
+	Preview Limit
 	// Request bounds every authenticated request per access token.
 	Request Limit
 	// TrustedProxies are the peers whose X-Forwarded-For names the
@@ -94,6 +97,7 @@ func DefaultRateLimits() RateLimits {
 		CreateRoom:      Limit{Rate: 0.1, Burst: 20},
 		Join:            Limit{Rate: 0.5, Burst: 20},
 		Upload:          Limit{Rate: 2, Burst: 30},
+		Preview:         Limit{Rate: 1, Burst: 30},
 		Request:         Limit{Rate: 50, Burst: 300},
 		TrustedProxies:  []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 	}
@@ -110,6 +114,7 @@ const (
 	limitCreateRoom
 	limitJoin
 	limitUpload
+	limitPreview
 	limitRequest
 	numLimits
 )
@@ -117,11 +122,11 @@ const (
 // limitWhat says in an error what the client did too often.
 var limitWhat = [numLimits]string{
 	"login attempts from this address", "login attempts for this account", "registrations from this address",
-	"room events", "rooms created", "joins", "uploads", "requests",
+	"room events", "rooms created", "joins", "uploads", "URL previews", "requests",
 }
 
 func (c RateLimits) limit(k limitKind) Limit {
-	return [numLimits]Limit{c.LoginAddress, c.LoginAccount, c.Register, c.Message, c.CreateRoom, c.Join, c.Upload, c.Request}[k]
+	return [numLimits]Limit{c.LoginAddress, c.LoginAccount, c.Register, c.Message, c.CreateRoom, c.Join, c.Upload, c.Preview, c.Request}[k]
 }
 
 // limiters holds the buckets of every limit of a process.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ func strictLimits(burst int) *api.RateLimits {
 	never := api.Limit{Rate: 0.0001, Burst: burst}
 	l.LoginAddress, l.LoginAccount, l.Register, l.Message = never, never, never, never
 	l.CreateRoom, l.Join, l.Upload, l.Request = never, never, never, never
+	l.Preview = never
 	return &l
 }
 
@@ -328,4 +330,37 @@ func TestRateLimitsOff(t *testing.T) {
 			t.Fatalf("login with limits off: %d %s", r.Status, r.Raw)
 		}
 	}
+}
+
+// URL previews that are not cached are limited per user (each is an
+// outbound fetch); a cached one is not, nor is another user held back.
+func TestRateLimitPreview(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	cfg := apitest.DefaultConfig()
+	const burst = 3
+	cfg.RateLimits = strictLimits(burst)
+	cfg.RateLimits.Request = api.Limit{Rate: 0.0001, Burst: 60}
+	cfg.RateLimits.Register = api.Limit{Rate: 0.0001, Burst: 60}
+	cfg.OutboundAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	base := env.Serve(cfg).URL
+	alice := apitest.NewClient(t, base)
+	alice.Register("palice", "pw")
+	bob := alice.As("")
+	bob.Register("pbob", "pw")
+	web := startPages(t, "127.0.0.1:0", map[string]http.HandlerFunc{"/p": htmlPage(`<title>page</title>`)})
+	page := func(i int) string {
+		return previewPath("/_matrix/media/v3/preview_url", fmt.Sprintf("%s/p?n=%d", web.URL, i))
+	}
+
+	for i := range burst {
+		bob.MustDo("GET", page(i), nil)
+	}
+	st, h, b := rawDo(t, base, "GET", page(burst), bob.Token, nil, nil)
+	checkLimited(t, "uncached preview", st, h, b)
+	if web.Hits("/p") != burst {
+		t.Fatalf("%d fetches, want %d", web.Hits("/p"), burst)
+	}
+	bob.MustDo("GET", page(0), nil) // cached
+	alice.MustDo("GET", page(burst), nil)
 }

@@ -117,7 +117,8 @@ func TestRestrictedJoins(t *testing.T) {
 // GET /v1/room_summary describes a room before joining: a restricted
 // room's allowed_room_ids (absent for other join rules), the version and
 // the caller's membership; a private room the caller cannot join is 404,
-// like a room that does not exist.
+// like a room that does not exist, and so is a public room to a user
+// banned from it.
 func TestRoomSummary(t *testing.T) {
 	_, alice := newServer(t)
 	alice.Register("salice", "pw")
@@ -156,4 +157,13 @@ func TestRoomSummary(t *testing.T) {
 	}
 	bob.MustDo("POST", v3("/join/"+esc(space)), map[string]any{})
 	bob.MustDo("GET", "/_matrix/client/v1/room_summary/"+esc(restricted), nil)
+	// Banned from the public space: its summary is hidden from bob, as
+	// the hierarchy is (one rule for both).
+	alice.MustDo("POST", v3("/rooms/"+esc(space)+"/ban"), map[string]any{"user_id": bob.UserID})
+	if r := bob.Do("GET", "/_matrix/client/v1/room_summary/"+esc(space), nil); r.Status != 404 || r.Errcode() != "M_NOT_FOUND" {
+		t.Fatalf("summary of a public room for a banned user: %d %s", r.Status, r.Raw)
+	}
+	if r := bob.Do("GET", "/_matrix/client/v1/rooms/"+esc(space)+"/hierarchy", nil); r.Status != 403 {
+		t.Fatalf("hierarchy of a public room for a banned user: %d %s", r.Status, r.Raw)
+	}
 }

@@ -358,7 +358,13 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	resp := map[string]any{"start": eventlog.FormatRoomPoint(from), "chunk": renderTimeline(evs, ss, v)}
-	if more {
+	// end is omitted only on a page that has nothing and nothing beyond
+	// it. A page that holds the room's first (or, forwards, newest)
+	// events still gets one, from which the next request answers an
+	// empty chunk without end: the spec omits end once no further events
+	// are available, but clients and Synapse expect a token with every
+	// page that has events, and paging loops end either way.
+	if more || len(evs) > 0 {
 		resp["end"] = eventlog.FormatRoomPoint(next)
 	}
 	if f.LazyLoadMembers && len(evs) > 0 {

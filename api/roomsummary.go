@@ -41,15 +41,17 @@ func (s *Server) roomSummary(w http.ResponseWriter, r *http.Request) error {
 	membership := st.Membership(uid)
 	rule := st.JoinRule()
 	worldReadable := get(matrix.TypeHistoryVis, "history_visibility") == "world_readable"
-	visible := worldReadable || rule == matrix.JoinRulePublic || rule == matrix.JoinRuleKnock || rule == matrix.JoinRuleKnockRestricted
-	switch membership {
-	case matrix.MembershipJoin, matrix.MembershipInvite, matrix.MembershipKnock:
-		visible = true
-	}
-	if !visible && rule == matrix.JoinRuleRestricted {
-		if visible, err = s.meetsAllow(r.Context(), st, uid); err != nil {
-			return err
-		}
+	visible, err := roomVisible(string(membership), get(matrix.TypeHistoryVis, "history_visibility"), string(rule), allowedRoomIDs(st),
+		func() (map[string]bool, error) {
+			ids, err := s.store.JoinedRooms(r.Context(), string(uid))
+			in := make(map[string]bool, len(ids))
+			for _, id := range ids {
+				in[id] = true
+			}
+			return in, err
+		})
+	if err != nil {
+		return err
 	}
 	if !visible {
 		return matrix.NotFound("room %s not found", roomID)

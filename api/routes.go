@@ -193,6 +193,7 @@ func (s *Server) routes() {
 		{http.MethodGet, "/thirdparty/user", s.thirdPartyLookup("user"), true},
 		{http.MethodGet, "/pushers", s.getPushers, true},
 		{http.MethodPost, "/pushers/set", s.setPusher, true},
+		{http.MethodGet, "/notifications", s.getNotifications, true},
 		{http.MethodGet, "/pushrules/", s.getPushRules, true},
 		{http.MethodGet, "/pushrules/global/", s.getPushRules, true},
 		{http.MethodGet, "/pushrules/{scope}/{kind}/{ruleId}", s.getPushRule, true},

@@ -206,34 +206,53 @@ func spaceAllowedRoomIDs(r *store.SpaceRoom) []string {
 }
 
 // hierarchyVisible is the spec's rule for which rooms the hierarchy
-// shows: the caller is joined or invited (or has knocked, as the room
-// summary counts it), may join (public, or restricted to a room they are
-// in), may knock, or the room is world-readable. A banned user sees
-// nothing of the room.
+// shows, and the room summary too: the caller is joined or invited (or
+// has knocked, as the room summary counts it), may join (public, or
+// restricted to a room they are in), may knock, or the room is
+// world-readable. A banned user sees nothing of the room.
 func hierarchyVisible(r *store.SpaceRoom, joined map[string]bool) bool {
-	switch r.Membership {
+	hv, rule := "", ""
+	if r.HistoryVisibility != nil {
+		hv = *r.HistoryVisibility
+	}
+	if r.JoinRule != nil {
+		rule = *r.JoinRule
+	}
+	ok, _ := roomVisible(r.Membership, hv, rule, spaceAllowedRoomIDs(r), func() (map[string]bool, error) { return joined, nil })
+	return ok
+}
+
+// roomVisible is hierarchyVisible's rule on its parts, for callers that
+// have a room's state rather than a store.SpaceRoom. joined (the rooms the
+// caller is joined to) is called only for a restricted room.
+func roomVisible(membership, historyVisibility, joinRule string, allowed []string, joined func() (map[string]bool, error)) (bool, error) {
+	switch membership {
 	case "join", "invite", "knock":
-		return true
+		return true, nil
 	case "ban":
-		return false
+		return false, nil
 	}
-	if r.HistoryVisibility != nil && *r.HistoryVisibility == "world_readable" {
-		return true
+	if historyVisibility == "world_readable" {
+		return true, nil
 	}
-	if r.JoinRule == nil {
-		return false
-	}
-	switch *r.JoinRule {
+	switch joinRule {
 	case "public", "knock", "knock_restricted":
-		return true
+		return true, nil
 	case "restricted":
-		for _, id := range spaceAllowedRoomIDs(r) {
-			if joined[id] {
-				return true
+		if len(allowed) == 0 {
+			return false, nil
+		}
+		in, err := joined()
+		if err != nil {
+			return false, err
+		}
+		for _, id := range allowed {
+			if in[id] {
+				return true, nil
 			}
 		}
 	}
-	return false
+	return false, nil
 }
 
 // hierarchy answers GET /_matrix/client/v1/rooms/{roomId}/hierarchy.

@@ -39,7 +39,8 @@ import (
 // within the duplicate window reuses the replacement. A repeated request for a
 // room this user has already upgraded to the same version redoes steps 3
 // and 4 (both only move what still belongs to the old room) and returns
-// the same replacement.
+// the same replacement; any other upgrade of a room whose tombstone names
+// an existing room is 400 M_BAD_STATE.
 
 type upgradeRequest struct {
 	NewVersion         *string  `json:"new_version"`
@@ -103,6 +104,9 @@ func (s *Server) upgradeRoom(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !done {
+		if err := s.notReplaced(ctx, old); err != nil {
+			return err
+		}
 		profile, err := s.store.User(ctx, string(user))
 		if err != nil {
 			return err
@@ -167,6 +171,31 @@ func (s *Server) mayUpgrade(ctx context.Context, old *roomState, user matrix.Use
 		return err
 	}
 	return nil
+}
+
+// notReplaced refuses to upgrade a room whose tombstone names a room that
+// exists: a second upgrade (by another user with the power to, or to
+// another version) would leave two replacements and point the old room's
+// members at the later one only. A tombstone naming no existing room does
+// not stop an upgrade.
+func (s *Server) notReplaced(ctx context.Context, old *roomState) error {
+	tomb := old.state.Get(matrix.StateKey{Type: "m.room.tombstone"})
+	if tomb == nil {
+		return nil
+	}
+	var tc struct {
+		ReplacementRoom string `json:"replacement_room"`
+	}
+	if json.Unmarshal(tomb.Content(), &tc) != nil || tc.ReplacementRoom == "" {
+		return nil
+	}
+	if _, err := s.loadRoom(ctx, tc.ReplacementRoom); err != nil {
+		if me, ok := matrix.AsError(err); ok && me.Code == "M_NOT_FOUND" {
+			return nil
+		}
+		return err
+	}
+	return matrix.Errorf("M_BAD_STATE", http.StatusBadRequest, "room %s has already been upgraded to %s", old.head.RoomID, tc.ReplacementRoom)
 }
 
 // finishedUpgrade reports the replacement if the room is already
@@ -575,6 +604,11 @@ func (s *Server) tombstone(ctx context.Context, roomID, repl string, user matrix
 		} else if done && other != repl {
 			twin = other
 			return nil, errTwin
+		} else if !done {
+			// Upgraded by someone else meanwhile.
+			if err := s.notReplaced(ctx, rs); err != nil {
+				return nil, err
+			}
 		}
 		return s.tombstoneEvents(ctx, rs, repl, user)
 	})

@@ -375,3 +375,38 @@ func TestUpgradeRoomCarriesSettings(t *testing.T) {
 	}
 	projectionReplays(t, env, 5)
 }
+
+// TestUpgradeRoomOnce: a room already upgraded (its tombstone names a
+// room that exists) is not upgraded again, neither by another user with
+// the power to nor by the same user to another version: 400 M_BAD_STATE,
+// and the tombstone still names the first replacement. A tombstone that
+// names no existing room does not stop an upgrade.
+func TestUpgradeRoomOnce(t *testing.T) {
+	_, alice, bob, _ := upgradeUsers(t)
+	old := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", roomPath(old, "/join"), map[string]any{})
+	alice.MustDo("PUT", roomPath(old, "/state/m.room.power_levels/"), map[string]any{
+		"users": map[string]any{alice.UserID: 100, bob.UserID: 100},
+	})
+	repl := alice.MustDo("POST", roomPath(old, "/upgrade"), map[string]any{"new_version": "11"}).Str("replacement_room")
+	for _, tc := range []struct {
+		who     *apitest.Client
+		version string
+	}{{bob, "11"}, {bob, "12"}, {alice, "12"}} {
+		r := tc.who.Do("POST", roomPath(old, "/upgrade"), map[string]any{"new_version": tc.version})
+		if r.Status != 400 || r.Errcode() != "M_BAD_STATE" {
+			t.Errorf("second upgrade by %s to %s: %d %s", tc.who.UserID, tc.version, r.Status, r.Raw)
+		}
+	}
+	if tomb := getState(t, alice, old, "m.room.tombstone", ""); tomb["replacement_room"] != repl {
+		t.Errorf("tombstone names %v, want %s", tomb["replacement_room"], repl)
+	}
+
+	other := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	alice.MustDo("PUT", roomPath(other, "/state/m.room.tombstone/"), map[string]any{
+		"body": "gone", "replacement_room": "!nowhere:localhost",
+	})
+	if r := alice.Do("POST", roomPath(other, "/upgrade"), map[string]any{"new_version": "11"}); r.Status != 200 {
+		t.Errorf("upgrade of a room tombstoned towards no room: %d %s", r.Status, r.Raw)
+	}
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Strand's multi-process topology on this machine, without Docker:
 # a real nats-server with JetStream, the given PostgreSQL, one api, one
-# projector, N sync workers, and nginx routing /sync to the sync workers
+# projector, N sync workers, one pusher, and nginx routing /sync to the sync workers
 # and everything else to the api, all on loopback. It prints the public URL
 # when everything answers, restarts nats-server or a Strand role that dies
 # (as compose's restart policy would), and stops every process on SIGTERM/SIGINT/exit.
@@ -114,6 +114,11 @@ export NATS_URL DATABASE_URL STRAND_DATA_DIR="$WORK/data" STRAND_LOG_FORMAT=json
 PROJ_OPS=$(free_port)
 supervise projector "$WORK/bin/strand" projector --ops-listen "127.0.0.1:$PROJ_OPS"
 
+# The pusher role reaches push gateways only at public addresses unless
+# STRAND_OUTBOUND_ALLOW (inherited) opens more.
+PUSH_OPS=$(free_port)
+supervise pusher "$WORK/bin/strand" pusher --ops-listen "127.0.0.1:$PUSH_OPS"
+
 API_PORT=$(free_port)
 supervise api "$WORK/bin/strand" api --listen "127.0.0.1:$API_PORT" --public-base-url "http://127.0.0.1:$PORT" ${APPSERVICES[@]+"${APPSERVICES[@]}"}
 
@@ -140,9 +145,10 @@ PIDS+=($!)
 
 wait_http "http://127.0.0.1:$PROJ_OPS/ready" projector
 wait_http "http://127.0.0.1:$API_PORT/ready" api
+wait_http "http://127.0.0.1:$PUSH_OPS/ready" pusher
 [ -z "$AS_OPS" ] || wait_http "http://127.0.0.1:$AS_OPS/ready" appservice
 wait_http "http://127.0.0.1:$PORT/_matrix/client/versions" nginx
-echo "Strand is ready at http://127.0.0.1:$PORT (api 1, projector 1, sync $SYNC; nats $NATS_URL; work dir $WORK)"
+echo "Strand is ready at http://127.0.0.1:$PORT (api 1, projector 1, sync $SYNC, pusher 1; nats $NATS_URL; work dir $WORK)"
 
 # Run until told to stop, or until nginx dies (nats-server and the Strand
 # roles are restarted by their supervisors).

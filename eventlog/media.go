@@ -228,17 +228,74 @@ func (l *Log) AddMediaUsage(ctx context.Context, user string, n, quota uint64) (
 // PutMedia stores a file under name, streaming r in chunks, and returns
 // its size. It is durable in JetStream when PutMedia returns.
 func (l *Log) PutMedia(ctx context.Context, name, uploader string, info MediaInfo, r io.Reader) (uint64, error) {
+	size, _, err := l.PutMediaWrite(ctx, name, uploader, info, r)
+	return size, err
+}
+
+// PutMediaWrite is PutMedia that also returns the write's NUID, which
+// names this one write of name: another write of the same name (an
+// upload that took over the ID) gets another. DeleteMediaWrite takes it.
+func (l *Log) PutMediaWrite(ctx context.Context, name, uploader string, info MediaInfo, r io.Reader) (size uint64, nuid string, err error) {
 	obs, err := l.media(ctx)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	oi, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{
 		metaContentType: info.ContentType, metaFileName: info.FileName, metaUploader: uploader,
 	}}, r)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	return oi.Size, nil
+	return oi.Size, oi.NUID, nil
+}
+
+// DeleteMediaWrite removes file name only while it is still the write
+// nuid (PutMediaWrite), so that an upload that lost its media ID to
+// another never removes the other's file; gone or rewritten is not an
+// error.
+func (l *Log) DeleteMediaWrite(ctx context.Context, name, nuid string) error {
+	obs, err := l.media(ctx)
+	if err != nil {
+		return err
+	}
+	oi, err := obs.GetInfo(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("media %s: %w", name, err)
+	}
+	if oi.NUID != nuid {
+		return nil
+	}
+	if err := obs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("delete media %s: %w", name, err)
+	}
+	return nil
+}
+
+// RefundMediaUsage takes n bytes off user's total (never below 0): the
+// size of an upload that was counted and then not kept.
+func (l *Log) RefundMediaUsage(ctx context.Context, user string, n uint64) error {
+	kv, err := l.mediaUsage(ctx)
+	if err != nil {
+		return err
+	}
+	for range mediaUsageAttempts {
+		used, rev, err := l.readMediaUsage(ctx, user)
+		if err != nil {
+			return err
+		}
+		_, err = kv.Update(ctx, key(user), []byte(strconv.FormatUint(used-min(n, used), 10)), rev)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("refund media usage of %s: %w", user, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("refund media usage of %s: %w", user, ErrConflict)
 }
 
 // MediaReader is a stored file being read.

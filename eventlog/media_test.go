@@ -3,6 +3,7 @@ package eventlog_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -66,5 +67,61 @@ func TestMediaUsageQuota(t *testing.T) {
 	used, err := first.MediaUsage(ctx, "@b:x")
 	if err != nil || counted != 10 || used != 10 {
 		t.Fatalf("%d of 20 additions counted, usage %d (%v); want 10 and 10", counted, used, err)
+	}
+}
+
+// DeleteMediaWrite removes a file only while it is the write it names:
+// the file written again by another upload stays. RefundMediaUsage takes
+// a counted size off again, never below zero.
+func TestDeleteMediaWriteAndRefund(t *testing.T) {
+	srv := logtest.Start(t)
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	l, err := eventlog.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, first, err := l.PutMediaWrite(ctx, "m1", "@a:x", eventlog.MediaInfo{}, strings.NewReader("first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, second, err := l.PutMediaWrite(ctx, "m1", "@a:x", eventlog.MediaInfo{}, strings.NewReader("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DeleteMediaWrite(ctx, "m1", first); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := l.MediaExists(ctx, "m1"); err != nil || !ok {
+		t.Fatalf("the second write was removed by the first's delete: %v %v", ok, err)
+	}
+	if err := l.DeleteMediaWrite(ctx, "m1", second); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := l.MediaExists(ctx, "m1"); err != nil || ok {
+		t.Fatalf("the second write's delete left it: %v %v", ok, err)
+	}
+
+	if _, err := l.AddMediaUsage(ctx, "@a:x", 10, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RefundMediaUsage(ctx, "@a:x", 4); err != nil {
+		t.Fatal(err)
+	}
+	if used, err := l.MediaUsage(ctx, "@a:x"); err != nil || used != 6 {
+		t.Fatalf("usage after a refund: %d %v", used, err)
+	}
+	if err := l.RefundMediaUsage(ctx, "@a:x", 100); err != nil {
+		t.Fatal(err)
+	}
+	if used, err := l.MediaUsage(ctx, "@a:x"); err != nil || used != 0 {
+		t.Fatalf("usage after a refund past it: %d %v", used, err)
 	}
 }

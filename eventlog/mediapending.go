@@ -303,19 +303,34 @@ func (c *MediaClaim) Keep(ctx context.Context, lost func()) {
 			return
 		case <-t.C:
 		}
-		c.mu.Lock()
-		p := c.p
-		p.ClaimedAt = time.Now()
-		next, err := c.l.putPending(ctx, p, c.rev)
-		if err == nil {
-			c.p, c.rev = p, next
-		}
-		c.mu.Unlock()
-		if errors.Is(err, ErrMediaClaimed) {
+		if errors.Is(c.renew(ctx), ErrMediaClaimed) {
 			lost()
 			return
 		}
 	}
+}
+
+// renew writes the claim again; ErrMediaClaimed means another upload took
+// it over.
+func (c *MediaClaim) renew(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.p
+	p.ClaimedAt = time.Now()
+	next, err := c.l.putPending(ctx, p, c.rev)
+	if err == nil {
+		c.p, c.rev = p, next
+	}
+	return err
+}
+
+// Confirm checks, once the content is stored and before it is
+// acknowledged, that the claim is still this upload's (and renews it, so
+// that it holds until Finish): ErrMediaClaimed means another upload took
+// the ID over since Keep's last renewal, and the stored content must not
+// be acknowledged.
+func (c *MediaClaim) Confirm(ctx context.Context) error {
+	return c.renew(ctx)
 }
 
 // Release gives the claim of a failed upload back, so the client can try

@@ -28,7 +28,14 @@ const (
 	StreamReceipts  = "RECEIPTS"
 	StreamEphemeral = "EPHEMERAL"
 	StreamNonces    = "NONCES"
+	StreamPushes    = "PUSHES"
 )
+
+// PushesMaxAge is how long a push notification waits on the PUSHES work
+// queue for its gateway: one still undelivered after a day (the gateway
+// down all that time) is dropped, as Synapse gives up on a pusher's
+// backlog, since a phone woken a day late for a message is no help.
+const PushesMaxAge = 24 * time.Hour
 
 // EphemeralMaxAge is how long typing notices and presence stay on the log.
 // They are worth nothing older: a presence older than this reads as
@@ -134,6 +141,23 @@ func streamConfigs(o StreamOptions) []jetstream.StreamConfig {
 			Duplicates:  time.Minute,
 			Replicas:    r,
 		},
+		{
+			// Push notifications waiting for delivery, one message per
+			// (event, pusher), removed when acknowledged (work queue).
+			// Not a fact: derived from ROOMS and ACCOUNTS by the pusher
+			// role, never projected or replayed. The Nats-Msg-Id of each
+			// (event ID and pusher) makes a redelivered room event enqueue
+			// nothing twice within DuplicateWindow.
+			Name:        StreamPushes,
+			Description: "Strand push notifications waiting for their push gateway (work queue)",
+			Subjects:    []string{"push.>"},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.WorkQueuePolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      PushesMaxAge,
+			Duplicates:  DuplicateWindow,
+			Replicas:    r,
+		},
 	}
 }
 
@@ -197,6 +221,10 @@ func TypingSubject(roomID string) string { return "eph.typing." + key(roomID) }
 
 // PresenceSubject is the subject of a user's presence.
 func PresenceSubject(userID string) string { return "eph.presence." + key(userID) }
+
+// PushSubject is the subject of the push notifications queued for one
+// user's pushers.
+func PushSubject(userID string) string { return "push." + key(userID) }
 
 // NonceSubject is the subject whose first record marks nonce used.
 func NonceSubject(nonce string) string { return "nonce." + key(nonce) }

@@ -395,7 +395,7 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 	case *eventlog.DeviceUpdated:
 		tx.RenameDevice(r)
 	case *eventlog.PusherSet:
-		tx.SetPusher(m.Seq, r)
+		tx.SetPusher(m.Seq, m.Time.UnixMilli(), r)
 	case *eventlog.DevicesDeleted:
 		tx.DeleteDevices(m.Seq, r)
 	case *eventlog.PasswordChanged:

@@ -50,6 +50,9 @@ type joinedRoom struct {
 	AccountData eventList    `json:"account_data"`
 	Summary     summary      `json:"summary"`
 	Unread      unreadCounts `json:"unread_notifications"`
+	// UnreadThreads (MSC3773) is set only when the filter asks for it,
+	// and then only for threads with something unread.
+	UnreadThreads map[string]unreadCounts `json:"unread_thread_notifications,omitempty"`
 }
 
 type invitedRoom struct {
@@ -146,11 +149,13 @@ type roomPlan struct {
 	membership string
 	lo, hi     int64 // timeline range [lo, hi)
 	fullState  bool
+	// joinedNew: joined since the token of an incremental sync.
+	joinedNew bool
 }
 
 // build assembles a response from one projection snapshot, with a fixed
 // number of queries however many rooms the user is in.
-func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (*built, error) {
+func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCache, req *request) (*built, error) {
 	out := &built{resp: newResponse()}
 	err := st.SyncSnapshot(ctx, func(tx *store.SyncTx) error {
 		out.pos = tx.Pos
@@ -201,7 +206,7 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			case "join":
 				newlyJoined := changedInRange && !prevJoined[roomID]
 				plans = append(plans, roomPlan{id: roomID, membership: "join", lo: lo, hi: hi,
-					fullState: initial || req.fullState || newlyJoined})
+					fullState: initial || req.fullState || newlyJoined, joinedNew: newlyJoined && !initial})
 				if newlyJoined {
 					plans[len(plans)-1].lo = 0
 				}
@@ -327,6 +332,17 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		states, err := tx.StateAtPoints(ctx, stateRanges)
 		if err != nil {
 			return err
+		}
+		// A room joined since the token gets as its state section all the
+		// state before its timeline, which the client did not have. The
+		// spec's sync note: in an incremental sync that section "will
+		// therefore be empty unless the timeline was limited". So such a
+		// timeline that does not reach back to the room's start (cut by
+		// the limit, or by the filter's types) is limited.
+		for i, p := range plans {
+			if p.joinedNew && len(states[p.id]) > 0 {
+				outs[i].tl.Limited = true
+			}
 		}
 		lazy := f.Room.State != nil && f.Room.State.LazyLoadMembers
 		stateOf := func(i int, p roomPlan) []json.RawMessage {
@@ -575,6 +591,9 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 			ad = append(ad, store.AccountDataItem{Type: "m.push_rules", Content: c})
 		}
 		for _, item := range ad {
+			if item.RoomID == "" && item.Type == "m.push_rules" {
+				item.Content = pushRulesContent(req.user, item.Content)
+			}
 			ev, _ := json.Marshal(map[string]any{"type": item.Type, "content": item.Content})
 			if item.RoomID == "" {
 				if f.AccountData.Allows(item.Type, "", "", nil) {
@@ -598,20 +617,8 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, req *request) (
 		}
 
 		// Unread counts for every joined room in the response.
-		var inResp []string
-		for roomID := range out.resp.Rooms.Join {
-			inResp = append(inResp, roomID)
-		}
-		slices.Sort(inResp)
-		unread, err := tx.UnreadCounts(ctx, req.user, localpart(req.user), inResp)
-		if err != nil {
+		if err := buildUnread(ctx, tx, req, out, rules); err != nil {
 			return err
-		}
-		out.base.unread = make(map[string]unreadCounts, len(out.resp.Rooms.Join))
-		for roomID, jr := range out.resp.Rooms.Join {
-			u := unread[roomID]
-			jr.Unread = unreadCounts{Highlight: u.Highlights, Notification: u.Notifications}
-			out.base.unread[roomID] = jr.Unread
 		}
 		return nil
 	})
@@ -669,13 +676,6 @@ func receiptContents(rs []store.Receipt) map[string]map[string]map[string]map[st
 		users[r.UserID] = v
 	}
 	return out
-}
-
-func localpart(userID string) string {
-	if i := strings.IndexByte(userID, ':'); i > 1 {
-		return userID[1:i]
-	}
-	return userID
 }
 
 // wasMember reports whether the user was joined or invited in the room

@@ -2,6 +2,7 @@ package syncstream_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"strand/api/apitest"
@@ -272,5 +273,42 @@ func TestStateEventsCarryPrevContent(t *testing.T) {
 	u := find(rawRoomTimeline(t, r, roomID), after)
 	if u["replaces_state"] != secret || u["prev_content"] != nil {
 		t.Fatalf("carol's view of a topic change over one she may not see: %v", u)
+	}
+}
+
+// A room joined since the token comes with all the state before its
+// timeline; when that is not empty (the timeline, here cut by the
+// filter's types, does not reach back to the room's start) the timeline is
+// limited, as the spec's sync note has it ("empty unless the timeline was
+// limited"). A room small enough that its whole history is the timeline
+// is not.
+func TestNewlyJoinedRoomLimited(t *testing.T) {
+	_, base := newServe(t)
+	alice := user(t, base, "nj_alice")
+	bob := user(t, base, "nj_bob")
+	filter := bob.MustDo("POST", v3("/user/"+esc(bob.UserID)+"/filter"), map[string]any{
+		"room": map[string]any{"timeline": map[string]any{"limit": 10, "types": []string{"m.room.message"}}, "state": map[string]any{"types": []string{}}},
+	}).Str("filter_id")
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	for i := range 4 {
+		send(t, alice, roomID, fmt.Sprint("before ", i))
+	}
+	since := doSync(t, bob, "?filter="+filter).NextBatch
+	for i := range 4 {
+		send(t, alice, roomID, fmt.Sprint("after ", i))
+	}
+	bob.MustDo("POST", v3("/join/"+esc(roomID)), map[string]any{})
+	room, ok := doSync(t, bob, "?filter="+filter+"&since="+since).Rooms.Join[roomID]
+	if !ok || len(room.Timeline.Events) != 8 || !room.Timeline.Limited {
+		t.Fatalf("newly joined room with a type filter: %d events, limited %v", len(room.Timeline.Events), room.Timeline.Limited)
+	}
+
+	// Unfiltered, a new room's whole history fits the timeline.
+	small := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	since = doSync(t, bob, "").NextBatch
+	bob.MustDo("POST", v3("/join/"+esc(small)), map[string]any{})
+	room, ok = doSync(t, bob, "?since="+since).Rooms.Join[small]
+	if !ok || room.Timeline.Limited {
+		t.Fatalf("newly joined room whose history is the timeline: limited %v (%d events)", room.Timeline.Limited, len(room.Timeline.Events))
 	}
 }

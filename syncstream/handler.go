@@ -112,11 +112,12 @@ type Handler struct {
 	// (markedPresence), which its ephemeral view may not have read back.
 	marked sync.Map
 
-	rooms   roomsCache
-	filters filterCache
-	e2ee    deviceState
-	builds  coalescer[*built]
-	paths   struct{ idle, window, build atomic.Uint64 }
+	rooms     roomsCache
+	filters   filterCache
+	pushRules rulesCache
+	e2ee      deviceState
+	builds    coalescer[*built]
+	paths     struct{ idle, window, build atomic.Uint64 }
 }
 
 // Routes returns a handler for a standalone sync worker: /sync under both
@@ -311,7 +312,7 @@ func (h *Handler) build(ctx context.Context, req *request, filterKey string) (*b
 	return h.builds.do(ctx, key, func() (*built, error) {
 		// Detached from the first caller: its disconnect must not fail
 		// the others sharing the build.
-		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, req)
+		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, &h.pushRules, req)
 	})
 }
 

@@ -24,9 +24,13 @@ import (
 // windowEvent is a room event as this worker read it from the log.
 type windowEvent struct {
 	store.StoredEvent
-	notify    bool
-	bodyLower *string
-	mentions  []string
+	mentions []string // m.mentions.user_ids, as the projection's column
+	// thread is the root of the thread the event is in by its own
+	// m.thread relation; related is set for any other relation (its
+	// thread is then its parent's, unknown here).
+	thread  string
+	related bool
+	push    *lazyPushEvent // decoded for push rules on first use
 }
 
 // windowEvents parses a room record read live from the log.
@@ -47,7 +51,15 @@ func windowEvents(seq uint64, r *eventlog.RoomEvents) ([]windowEvent, error) {
 		if len(r.Events) == 1 && r.TxnID != "" && r.Sender == we.Sender {
 			we.TxnDevice, we.TxnID = r.DeviceID, r.TxnID
 		}
-		we.notify, we.bodyLower, we.mentions = matrix.UnreadFacts(ev)
+		_, _, we.mentions = matrix.UnreadFacts(ev)
+		if parent, rel, ok := matrix.Relation(ev); ok {
+			if rel == "m.thread" {
+				we.thread = string(parent)
+			} else {
+				we.related = true
+			}
+		}
+		we.push = &lazyPushEvent{}
 		out = append(out, we)
 	}
 	return out, nil
@@ -56,8 +68,12 @@ func windowEvents(seq uint64, r *eventlog.RoomEvents) ([]windowEvent, error) {
 // windowBase is what a worker remembers of the last response it gave a
 // user, which the window extends.
 type windowBase struct {
-	joined map[string]bool         // rooms the user is joined to, whatever the filter
-	unread map[string]unreadCounts // counts as of the token, for the rooms known
+	joined map[string]bool // rooms the user is joined to, whatever the filter
+	// unread is the counting state as of the token of the rooms known
+	// (unread.go), rules the push rules it was counted with. Shared
+	// between bases: never modified, only replaced.
+	unread map[string]*store.UnreadRoom
+	rules  *matrix.PushRuleset
 	// members holds current member events (room, then user) the user was
 	// sent, for lazy-loading responses: those carry the member events of
 	// the timeline's senders.
@@ -122,7 +138,7 @@ func fromWindow(req *request, base windowBase, changes []change, h heads, eph *E
 		next.Ephemeral = max(next.Ephemeral, h.ephemeral)
 	}
 	resp := newResponse()
-	nb := windowBase{joined: base.joined, unread: make(map[string]unreadCounts, len(base.unread)), members: base.members}
+	nb := windowBase{joined: base.joined, unread: make(map[string]*store.UnreadRoom, len(base.unread)), rules: base.rules, members: base.members}
 	for k, v := range base.unread {
 		nb.unread[k] = v
 	}
@@ -143,16 +159,14 @@ func fromWindow(req *request, base windowBase, changes []change, h heads, eph *E
 		if !known {
 			return nil, Token{}, windowBase{}, false
 		}
+		u, ok := windowUnread(base.rules, u, evs)
+		if !ok {
+			return nil, Token{}, windowBase{}, false
+		}
 		tl := timeline{Events: []json.RawMessage{}}
 		start := int64(0)
 		var senders []string
 		for _, e := range evs {
-			if e.notify && e.Sender != req.user {
-				u.Notification++
-				if matrix.Highlights(req.user, e.bodyLower, e.mentions) {
-					u.Highlight++
-				}
-			}
 			if !f.Room.Timeline.Allows(e.Type, e.Sender, e.RoomID, contentFunc(&e.StoredEvent)) {
 				continue
 			}
@@ -193,10 +207,12 @@ func fromWindow(req *request, base windowBase, changes []change, h heads, eph *E
 				state = append(state, selectFields(mems[i].Render(req.user, req.device, now), f.EventFields))
 			}
 		}
-		resp.Rooms.Join[roomID] = &joinedRoom{
+		jr := &joinedRoom{
 			State: eventList{state}, Timeline: tl, Ephemeral: eventList{[]json.RawMessage{}},
-			AccountData: eventList{[]json.RawMessage{}}, Unread: u,
+			AccountData: eventList{[]json.RawMessage{}},
 		}
+		jr.Unread, jr.UnreadThreads = countsOf(u.Counts, f.threadCounts())
+		resp.Rooms.Join[roomID] = jr
 	}
 	if !windowTyping(req, resp, nb, typing, eph, next, now) {
 		return nil, Token{}, windowBase{}, false
@@ -223,7 +239,8 @@ func windowTyping(req *request, resp *response, base windowBase, rooms map[strin
 				return false
 			}
 			jr = &joinedRoom{State: eventList{[]json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}, PrevBatch: eventlog.FormatRoomPoint(eventlog.EventPos(next.Rooms+1, 0))},
-				Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{}}, Unread: u}
+				Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{}}}
+			jr.Unread, jr.UnreadThreads = countsOf(u.Counts, f.threadCounts())
 			resp.Rooms.Join[roomID] = jr
 		}
 		ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": eph.typingNow(roomID, now)}})

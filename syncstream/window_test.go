@@ -100,6 +100,12 @@ func TestWindowMatchesBuild(t *testing.T) {
 		// A fresh worker B has never answered bob, so it builds.
 		wB, hB, stopB := env.SyncWorkerHandler()
 		defer stopB()
+		// A fresh worker reads the EPHEMERAL backlog in the background; a
+		// build before it has would be right for its own token, but not
+		// the same response.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		hB.Ephemeral.WaitFor(ctx, head)
+		cancel()
 		onB := bob.As(bob.Token)
 		onB.Base = wB.URL
 		rb := onB.MustDo("GET", v3("/sync")+q, nil)

@@ -24,10 +24,12 @@ func (c *benchCommand) Run(ctx context.Context, args []string) error {
 	var hs, scenario, scale, pids string
 	var jsonOut bool
 	e.str(&hs, "hs", "STRAND_URL", "http://127.0.0.1:8008", "homeserver base URL")
-	fs.StringVar(&scenario, "scenario", "all", "scenario to run: "+strings.Join(bench.Names(), ", ")+", or all (comma-separated for several); replay runs only when named")
+	fs.StringVar(&scenario, "scenario", "all", "scenario to run: "+strings.Join(bench.Names(), ", ")+", or all (comma-separated for several); replay and push run only when named")
 	fs.StringVar(&scale, "scale", "small", "tiny, small or medium (the scale of BENCHMARKS.md's targets)")
 	fs.StringVar(&pids, "pids", "", "comma-separated PIDs of the server processes: report their CPU seconds and RSS")
 	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON instead of tables")
+	var pushListen string
+	fs.StringVar(&pushListen, "push-listen", "127.0.0.1:0", "push scenario: address of the bench's push gateway (the server's pusher role must reach it: --outbound-allow)")
 	var rb replayBench
 	e.str(&rb.natsURL, "nats-url", "NATS_URL", "", "replay scenario: the log's NATS URL (empty: the embedded store in --data-dir, while no server uses it)")
 	e.str(&rb.dataDir, "data-dir", "STRAND_DATA_DIR", "./data", "replay scenario: the data directory holding the embedded JetStream store")
@@ -40,7 +42,7 @@ func (c *benchCommand) Run(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
 	}
-	opts := bench.Options{HS: hs, Scale: scale, Progress: os.Stderr}
+	opts := bench.Options{HS: hs, Scale: scale, Progress: os.Stderr, PushListen: pushListen}
 	withReplay := false
 	for _, s := range strings.Split(scenario, ",") {
 		switch s = strings.TrimSpace(s); s {

@@ -40,6 +40,8 @@ type config struct {
 	PendingMediaMax   int
 	PendingMediaTTL   time.Duration
 	OutboundAllow     string
+	PushSenders       int
+	PushMatchers      int
 	PreviewCacheTTL   time.Duration
 	PasswordMinLength int
 	TokenLifetime     time.Duration
@@ -75,6 +77,7 @@ var limitFlags = []struct {
 	{"limit-create-room", "STRAND_LIMIT_CREATE_ROOM", "rooms created per user", func(l *api.RateLimits) *api.Limit { return &l.CreateRoom }},
 	{"limit-join", "STRAND_LIMIT_JOIN", "room joins per user", func(l *api.RateLimits) *api.Limit { return &l.Join }},
 	{"limit-upload", "STRAND_LIMIT_UPLOAD", "media uploads per user", func(l *api.RateLimits) *api.Limit { return &l.Upload }},
+	{"limit-preview", "STRAND_LIMIT_PREVIEW", "URL previews per user that are not cached (each fetches a page)", func(l *api.RateLimits) *api.Limit { return &l.Preview }},
 	{"limit-request", "STRAND_LIMIT_REQUEST", "authenticated requests per access token (not /sync)", func(l *api.RateLimits) *api.Limit { return &l.Request }},
 }
 
@@ -169,6 +172,20 @@ func (c *config) registerCommon(fs *flag.FlagSet) {
 	e.str(&c.LogFormat, "log-format", "STRAND_LOG_FORMAT", "text", "log format: text or json")
 }
 
+// registerOutbound adds the flag of roles that make requests to URLs
+// users named (api: URL previews; pusher: push gateways).
+func (c *config) registerOutbound(fs *flag.FlagSet) {
+	e := envFlags{fs}
+	e.str(&c.OutboundAllow, "outbound-allow", "STRAND_OUTBOUND_ALLOW", "", "comma-separated CIDRs that outbound requests (URL previews, push gateways) may reach although they are loopback, private or otherwise internal (none by default)")
+}
+
+// registerPusher adds the flags of the pusher role.
+func (c *config) registerPusher(fs *flag.FlagSet) {
+	e := envFlags{fs}
+	e.int(&c.PushSenders, "push-senders", "STRAND_PUSH_SENDERS", 16, "notifications this process sends to push gateways at once")
+	e.int(&c.PushMatchers, "push-matchers", "STRAND_PUSH_MATCHERS", 4, "room events this process matches against pushers and push rules at once")
+}
+
 // registerServer adds the flags of roles that answer HTTP.
 func (c *config) registerServer(fs *flag.FlagSet) {
 	e := envFlags{fs}
@@ -191,7 +208,6 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.int(&c.ThumbnailJobs, "thumbnail-jobs", "STRAND_THUMBNAIL_JOBS", 2, "thumbnails one process makes at once")
 	e.int(&c.PendingMediaMax, "media-pending-max", "STRAND_MEDIA_PENDING_MAX", api.DefaultMaxPendingMedia, "media IDs one user may have created (POST /media/v1/create) and not uploaded yet")
 	e.dur(&c.PendingMediaTTL, "media-pending-expiry", "STRAND_MEDIA_PENDING_EXPIRY", api.DefaultMediaPendingExpiry, "how long a created media ID waits for its upload")
-	e.str(&c.OutboundAllow, "outbound-allow", "STRAND_OUTBOUND_ALLOW", "", "comma-separated CIDRs that URL previews may reach although they are loopback, private or otherwise internal (none by default)")
 	e.dur(&c.PreviewCacheTTL, "preview-cache-ttl", "STRAND_PREVIEW_CACHE_TTL", api.DefaultPreviewCacheTTL, "how long a URL preview is served from the cache (at most 24h)")
 	c.registerAppservices(fs)
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")

@@ -16,6 +16,7 @@ func parseServerFlags(t *testing.T, args ...string) (*config, error) {
 	fs.SetOutput(io.Discard)
 	c.registerCommon(fs)
 	c.registerServer(fs)
+	c.registerOutbound(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}

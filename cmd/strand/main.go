@@ -1,9 +1,10 @@
 // Command strand is the Strand homeserver: one binary, several roles.
 //
-//	strand [serve]      api + projector + sync in one process (the default)
+//	strand [serve]      api + projector + sync + pusher in one process (the default)
 //	strand api          the client API (needs --nats-url)
 //	strand projector    folds the log into Postgres (needs --nats-url)
 //	strand sync         a /sync worker (needs --nats-url)
+//	strand pusher       delivers push notifications to push gateways (needs --nats-url)
 //	strand replay       rebuilds the projections from the log (--swap: under traffic)
 //	strand migrate      applies database migrations and exits
 //	strand projection   inspects the projection (set-aside records)
@@ -48,7 +49,7 @@ func run(ctx context.Context, args []string) error {
 	var cmd command
 	switch name {
 	case "serve":
-		cmd = &roleCommand{roles: roleSet{api: true, projector: true, sync: true, appservice: true}, name: "serve"}
+		cmd = &roleCommand{roles: roleSet{api: true, projector: true, sync: true, pusher: true, appservice: true}, name: "serve"}
 	case "api":
 		cmd = &roleCommand{roles: roleSet{api: true}, name: "api"}
 	case "projector":
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string) error {
 		cmd = &roleCommand{roles: roleSet{sync: true}, name: "sync"}
 	case "appservice":
 		cmd = &roleCommand{roles: roleSet{appservice: true}, name: "appservice"}
+	case "pusher":
+		cmd = &roleCommand{roles: roleSet{pusher: true}, name: "pusher"}
 	case "replay":
 		cmd = &replayCommand{}
 	case "migrate":
@@ -79,11 +82,12 @@ func run(ctx context.Context, args []string) error {
 const usage = `usage: strand <command> [flags]
 
 commands:
-  serve       api + projector + sync in one process (default)
+  serve       api + projector + sync + pusher in one process (default)
   api         the client-server API role
   projector   the projector role
   sync        a sync worker role
   appservice  delivers events to the application services (--appservice)
+  pusher      the push notification role (delivery to push gateways)
   replay      rebuild the projections from the log into a database
   migrate     apply database migrations and exit
   projection  inspect the projection (set-aside: records it could not apply)

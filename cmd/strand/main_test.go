@@ -141,10 +141,25 @@ func TestServeUnreachableDatabase(t *testing.T) {
 }
 
 func TestRolesNeedNATSURL(t *testing.T) {
-	for _, role := range []string{"api", "projector", "sync"} {
+	for _, role := range []string{"api", "projector", "sync", "pusher"} {
 		err := run(context.Background(), []string{role, "--data-dir", t.TempDir()})
 		if err == nil || !strings.Contains(err.Error(), "--nats-url") {
 			t.Fatalf("%s without --nats-url: %v", role, err)
+		}
+	}
+}
+
+// The pusher role takes --outbound-allow and its own flags, checked
+// before it connects anywhere.
+func TestPusherFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"pusher", "--push-senders", "0"},
+		{"pusher", "--push-matchers", "-1"},
+		{"pusher", "--outbound-allow", "not-a-cidr"},
+	} {
+		err := run(context.Background(), append(args, "--nats-url", "nats://127.0.0.1:1"))
+		if err == nil || !strings.Contains(err.Error(), args[1]) {
+			t.Errorf("%v: %v", args, err)
 		}
 	}
 }
@@ -342,5 +357,24 @@ func guideRoomAndSyncSteps(t *testing.T, c *apitest.Client, tok string) {
 	msgs := c.MustDo("GET", "/_matrix/client/r0/rooms/"+enc+"/messages?dir=b&limit=10&access_token="+tok, nil)
 	if !strings.Contains(string(msgs.Raw), `"body":"hello"`) {
 		t.Fatalf("messages: %.500s", msgs.Raw)
+	}
+}
+
+// An ops or pprof address that cannot be bound stops the process with an
+// error naming the flag, instead of logging that it listens.
+func TestListenersThatCannotBind(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, flag := range []string{"--ops-listen", "--pprof-listen"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		err := run(ctx, []string{"serve", "--listen", freeAddr(t), "--data-dir", t.TempDir(), "--database-url", storetest.NewURL(t),
+			flag, busy.Addr().String()})
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), flag) {
+			t.Errorf("%s on a bound address: %v, want an error naming it", flag, err)
+		}
 	}
 }

@@ -17,6 +17,8 @@ import (
 
 	"strand/api"
 	"strand/api/appservice"
+	"strand/api/outbound"
+	"strand/api/pushgateway"
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector"
@@ -25,7 +27,7 @@ import (
 	"strand/syncstream"
 )
 
-type roleSet struct{ api, projector, sync, appservice bool }
+type roleSet struct{ api, projector, sync, pusher, appservice bool }
 
 // roleCommand runs one or more roles in this process.
 type roleCommand struct {
@@ -103,6 +105,9 @@ func openDeps(ctx context.Context, cfg *config, logger *slog.Logger, allowEmbedd
 // spare. Its leases hold connections of their own.
 const projectorConns = 4
 
+// pusherConns is the pool of a pusher running beside request handlers.
+const pusherConns = 8
+
 func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	c.cfg.registerCommon(fs)
@@ -110,6 +115,12 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		c.cfg.registerServer(fs)
 	} else if c.roles.appservice {
 		c.cfg.registerAppserviceRole(fs)
+	}
+	if c.roles.api || c.roles.pusher {
+		c.cfg.registerOutbound(fs)
+	}
+	if c.roles.pusher {
+		c.cfg.registerPusher(fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -127,6 +138,13 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	}
 	if c.name == "appservice" && len(appservices.All()) == 0 {
 		return errors.New("the appservice role needs at least one --appservice FILE (STRAND_APPSERVICES)")
+	}
+	allow, err := c.cfg.outboundAllow()
+	if err != nil {
+		return err
+	}
+	if c.roles.pusher && (c.cfg.PushSenders < 1 || c.cfg.PushMatchers < 1) {
+		return errors.New("--push-senders and --push-matchers must be at least 1")
 	}
 	logger, err := c.cfg.logger()
 	if err != nil {
@@ -164,16 +182,32 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		g.Go(func() error { return p.Run(ctx) })
 	}
 	if c.roles.appservice && len(c.appservices.All()) > 0 {
-		wm, err := eventlog.NewWatermark(d.nc, d.store.Position)
+		if err := c.runDeliverer(ctx, g, d, reg, logger); err != nil {
+			return err
+		}
+	}
+	if c.roles.pusher {
+		ps := d.store
+		if c.roles.api || c.roles.sync {
+			// Its own connections: a burst of notifications for a large
+			// room (a count read per member) must not hold the request
+			// handlers' pool.
+			if ps, err = store.OpenSized(ctx, c.cfg.DatabaseURL, pusherConns); err != nil {
+				return err
+			}
+			defer ps.Close()
+		}
+		wm, err := eventlog.NewWatermark(d.nc, ps.Position)
 		if err != nil {
 			return err
 		}
-		dl := &appservice.Deliverer{Log: d.log, Store: d.store, Watermark: wm, Services: c.appservices,
-			Client: appservice.NewClient(appserviceTxnTimeout), Server: matrix.ServerName(c.cfg.ServerName), Logger: logger}
-		if err := dl.RegisterMetrics(reg); err != nil {
+		defer wm.Close()
+		p := &pushgateway.Pusher{Log: d.log, Store: ps, Watermark: wm, Client: outbound.NewClient(allow),
+			Logger: logger.With("part", "pusher"), Senders: c.cfg.PushSenders, Matchers: c.cfg.PushMatchers}
+		if err := p.RegisterMetrics(reg); err != nil {
 			return err
 		}
-		g.Go(func() error { return dl.Run(ctx) })
+		g.Go(func() error { return p.Run(ctx) })
 	}
 	if c.cfg.PprofListen != "" {
 		addr, err := serveHTTP(ctx, g, c.cfg.PprofListen, pprofHandler(), nil)
@@ -362,4 +396,19 @@ func ensureAppserviceSenders(ctx context.Context, srv *api.Server, logger *slog.
 		}
 		wait = min(2*wait, time.Minute)
 	}
+}
+
+// runDeliverer starts the appservice role: delivery to the services.
+func (c *roleCommand) runDeliverer(ctx context.Context, g *errgroup.Group, d *deps, reg prometheus.Registerer, logger *slog.Logger) error {
+	wm, err := eventlog.NewWatermark(d.nc, d.store.Position)
+	if err != nil {
+		return err
+	}
+	dl := &appservice.Deliverer{Log: d.log, Store: d.store, Watermark: wm, Services: c.appservices,
+		Client: appservice.NewClient(appserviceTxnTimeout), Server: matrix.ServerName(c.cfg.ServerName), Logger: logger}
+	if err := dl.RegisterMetrics(reg); err != nil {
+		return err
+	}
+	g.Go(func() error { return dl.Run(ctx) })
+	return nil
 }

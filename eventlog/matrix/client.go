@@ -33,8 +33,10 @@ func ClientEvent(ev *Event) []byte {
 	return b
 }
 
-// UnreadFacts extracts what unread counting needs from an event: whether
-// its type notifies, its lower-cased body, and the users it mentions.
+// UnreadFacts extracts the projected facts of a message: whether its type
+// is a message (the events column notify), its lower-cased body, and the
+// users it mentions (which counting past its bound looks up, see
+// projector/store/pushcounts.go).
 func UnreadFacts(ev *Event) (notify bool, bodyLower *string, mentions []string) {
 	if ev.Type() != "m.room.message" && ev.Type() != "m.room.encrypted" {
 		return false, nil, nil
@@ -56,25 +58,6 @@ func UnreadFacts(ev *Event) (notify bool, bodyLower *string, mentions []string) 
 		}
 	}
 	return true, bodyLower, mentions
-}
-
-// Highlights reports whether a notifying event highlights userID: it
-// mentions the user, or its body holds the user's localpart. Sync's
-// unread counts in SQL (projector/store UnreadCounts) apply the same rule.
-func Highlights(userID string, bodyLower *string, mentions []string) bool {
-	for _, m := range mentions {
-		if m == userID {
-			return true
-		}
-	}
-	if bodyLower == nil {
-		return false
-	}
-	local := userID
-	if i := strings.IndexByte(userID, ':'); i > 1 {
-		local = userID[1:i]
-	}
-	return strings.Contains(*bodyLower, strings.ToLower(local))
 }
 
 // Relation returns the event this event relates to and how

@@ -23,10 +23,11 @@ type Pusher struct {
 	DeviceID          string          `json:"-"`
 }
 
-// SetPusher applies a pusher.set record. A pusher set by a device that no
+// SetPusher applies a pusher.set record, written at ts (the record's log
+// time, in milliseconds). A pusher set by a device that no
 // longer exists (deleted between the request and this record) is not
 // kept, as it would have been deleted with the device.
-func (t *Tx) SetPusher(seq uint64, r *eventlog.PusherSet) {
+func (t *Tx) SetPusher(seq uint64, ts int64, r *eventlog.PusherSet) {
 	if r.Kind == "" {
 		t.queue("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3", r.UserID, r.AppID, r.Pushkey)
 		return
@@ -38,13 +39,13 @@ func (t *Tx) SetPusher(seq uint64, r *eventlog.PusherSet) {
 	if len(data) == 0 {
 		data = []byte("{}")
 	}
-	t.queue(`INSERT INTO pushers (user_id, app_id, pushkey, device_id, kind, app_display_name, device_display_name, profile_tag, lang, data, stream_seq)
-		SELECT $1::text, $2::text, $3::text, $4::text, $5, $6, $7, $8, $9, $10::jsonb, $11
+	t.queue(`INSERT INTO pushers (user_id, app_id, pushkey, device_id, kind, app_display_name, device_display_name, profile_tag, lang, data, stream_seq, ts)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5, $6, $7, $8, $9, $10::jsonb, $11, $12
 		WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $4)
 		ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET device_id = EXCLUDED.device_id, kind = EXCLUDED.kind,
 			app_display_name = EXCLUDED.app_display_name, device_display_name = EXCLUDED.device_display_name,
-			profile_tag = EXCLUDED.profile_tag, lang = EXCLUDED.lang, data = EXCLUDED.data, stream_seq = EXCLUDED.stream_seq`,
-		r.UserID, r.AppID, r.Pushkey, r.DeviceID, r.Kind, r.AppDisplayName, r.DeviceDisplayName, r.ProfileTag, r.Lang, data, int64(seq))
+			profile_tag = EXCLUDED.profile_tag, lang = EXCLUDED.lang, data = EXCLUDED.data, stream_seq = EXCLUDED.stream_seq, ts = EXCLUDED.ts`,
+		r.UserID, r.AppID, r.Pushkey, r.DeviceID, r.Kind, r.AppDisplayName, r.DeviceDisplayName, r.ProfileTag, r.Lang, data, int64(seq), ts)
 }
 
 // Pushers returns a user's pushers, oldest first.

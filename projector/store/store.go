@@ -35,6 +35,9 @@ var ErrNotFound = errors.New("store: not found")
 // Store is a pool of connections to one Strand database.
 type Store struct {
 	pool *pgxpool.Pool
+	// pushEvents shares parsed create and power levels events between
+	// users' notification counts (pushcounts.go).
+	pushEvents pushEventCache
 }
 
 // Open connects to the database at url, creating the database if it does

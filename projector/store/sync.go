@@ -39,15 +39,16 @@ type AccountDataItem struct {
 
 // SyncTx is a read-only snapshot for assembling one sync response.
 type SyncTx struct {
-	tx  pgx.Tx
-	Pos Positions
+	tx         pgx.Tx
+	Pos        Positions
+	pushEvents *pushEventCache
 }
 
 // SyncSnapshot runs fn in a read-only snapshot whose Pos holds the applied
 // positions of the rooms and accounts projections.
 func (s *Store) SyncSnapshot(ctx context.Context, fn func(*SyncTx) error) error {
 	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		st := &SyncTx{tx: tx}
+		st := &SyncTx{tx: tx, pushEvents: &s.pushEvents}
 		rows, err := tx.Query(ctx, "SELECT stream, seq FROM projector_positions")
 		if err != nil {
 			return fmt.Errorf("sync positions: %w", err)
@@ -370,45 +371,6 @@ func (t *SyncTx) ReceiptsSince(ctx context.Context, userID string, roomIDs []str
 		return nil, fmt.Errorf("sync receipts: %w", err)
 	}
 	return pgx.CollectRows(rows, pgx.RowToStructByPos[Receipt])
-}
-
-// Unread counts, per room, the messages from others after the user's
-// newest read receipt (public or private), and those of them that mention
-// the user.
-type Unread struct {
-	RoomID        string
-	Notifications int
-	Highlights    int
-}
-
-// UnreadCounts computes Unread for each room, as of the snapshot.
-func (t *SyncTx) UnreadCounts(ctx context.Context, userID, localpart string, roomIDs []string) (map[string]Unread, error) {
-	out := map[string]Unread{}
-	if len(roomIDs) == 0 {
-		return out, nil
-	}
-	hi := int64(t.Pos.Rooms+1) * 1024
-	rows, err := t.tx.Query(ctx, `SELECT r.room_id, count(e.pos),
-			count(e.pos) FILTER (WHERE $2 = ANY(e.mentions) OR strpos(e.body_lower, lower($3)) > 0)
-		FROM unnest($1::text[]) AS r(room_id)
-		LEFT JOIN LATERAL (SELECT max(x.event_pos) AS read_pos FROM receipts x
-			WHERE x.room_id = r.room_id AND x.user_id = $2 AND x.type IN ('m.read', 'm.read.private')) rr ON true
-		LEFT JOIN LATERAL (SELECT s.from_pos AS pos FROM room_state s WHERE s.room_id = r.room_id AND s.type = 'm.room.member'
-			AND s.state_key = $2 AND s.to_pos IS NULL) jm ON true
-		LEFT JOIN events e ON e.room_id = r.room_id AND e.notify AND e.pos > GREATEST(COALESCE(rr.read_pos, 0), COALESCE(jm.pos, 0))
-			AND e.pos < $4 AND e.sender <> $2
-		GROUP BY r.room_id`, roomIDs, userID, localpart, hi)
-	if err != nil {
-		return nil, fmt.Errorf("sync unread counts: %w", err)
-	}
-	us, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Unread])
-	if err != nil {
-		return nil, fmt.Errorf("sync unread counts: %w", err)
-	}
-	for _, u := range us {
-		out[u.RoomID] = u
-	}
-	return out, nil
 }
 
 // SharingRooms returns which of users share a joined room with userID

@@ -47,6 +47,9 @@ type Params struct {
 	LoginCount, LoginInFlight int
 	// heldpolls: Polls concurrent idle long-polls spread over Users users.
 	HeldPolls, HeldUsers int
+	// push: a room of Members members, each with a pusher; Msgs
+	// messages from one of them, InFlight at once.
+	PushMembers, PushMsgs, PushInFlight int
 	// SetupInFlight bounds the concurrency of set-up work (registrations,
 	// joins, filler messages).
 	SetupInFlight int
@@ -66,6 +69,7 @@ var Scales = map[string]Params{
 		RegCount: 4, RegInFlight: 2,
 		LoginCount: 4, LoginInFlight: 2,
 		HeldPolls: 20, HeldUsers: 2,
+		PushMembers: 4, PushMsgs: 5, PushInFlight: 2,
 		SetupInFlight: 4,
 	},
 	"small": {
@@ -79,6 +83,7 @@ var Scales = map[string]Params{
 		RegCount: 40, RegInFlight: 8,
 		LoginCount: 40, LoginInFlight: 8,
 		HeldPolls: 500, HeldUsers: 20,
+		PushMembers: 100, PushMsgs: 50, PushInFlight: 8,
 		SetupInFlight: 8,
 	},
 	"medium": {
@@ -92,6 +97,7 @@ var Scales = map[string]Params{
 		RegCount: 200, RegInFlight: 8,
 		LoginCount: 200, LoginInFlight: 8,
 		HeldPolls: 5000, HeldUsers: 100,
+		PushMembers: 1000, PushMsgs: 100, PushInFlight: 8,
 		SetupInFlight: 16,
 	},
 }
@@ -108,9 +114,14 @@ type Options struct {
 	PIDs []int
 	// Progress receives one line per scenario step (nil: discarded).
 	Progress io.Writer
+	// PushListen is the address the push scenario's gateway listens on
+	// (default 127.0.0.1:0); the server's pusher role must be allowed to
+	// reach it (--outbound-allow).
+	PushListen string
 }
 
-// Names are the scenarios, in the order "all" runs them.
+// Names are the scenarios, in the order "all" runs them (then those that
+// run only when named).
 func Names() []string {
 	out := make([]string, len(scenarios))
 	for i, s := range scenarios {
@@ -133,7 +144,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	var chosen []scenario
 	if len(opts.Scenarios) == 0 || (len(opts.Scenarios) == 1 && opts.Scenarios[0] == "all") {
-		chosen = scenarios
+		for _, sc := range scenarios {
+			if !sc.whenNamed {
+				chosen = append(chosen, sc)
+			}
+		}
 	} else {
 		for _, name := range opts.Scenarios {
 			i := slices.IndexFunc(scenarios, func(s scenario) bool { return s.name == name })
@@ -150,13 +165,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	maxConns := max(p.HeldPolls, p.SendInFlight, p.FanoutMembers, p.DeliveryReceivers) + 64
 	tr := newTransport(maxConns)
 	defer tr.CloseIdleConnections()
+	if opts.PushListen == "" {
+		opts.PushListen = "127.0.0.1:0"
+	}
 	rep := &Report{HS: hs, Scale: opts.Scale, Date: time.Now().UTC().Truncate(time.Second), PIDs: opts.PIDs}
 	run := randomID(4)
 	for _, sc := range chosen {
 		r := &runner{
 			hs: hs, p: p, pids: opts.PIDs, http: &http.Client{Transport: tr},
 			run:      run + sc.short,
-			progress: progress, name: sc.name,
+			progress: progress, name: sc.name, pushListen: opts.PushListen,
 			res: &Result{Scenario: sc.name, Params: sc.params(p)},
 		}
 		r.logf("start [%s]", r.res.Params)
@@ -187,6 +205,9 @@ type scenario struct {
 	short  string // goes into user names and tags, so runs never collide
 	params func(Params) string
 	run    func(context.Context, *runner)
+	// whenNamed scenarios need more than a homeserver (push: a pusher
+	// role allowed to reach the bench's gateway), so "all" leaves them out.
+	whenNamed bool
 }
 
 // runner is one scenario's run: its clients' HTTP, its checker, its result.
@@ -202,6 +223,8 @@ type runner struct {
 	chk      checker
 	watch    *procWatch
 	users    atomic.Int64
+	// pushListen is where the push scenario's gateway listens.
+	pushListen string
 }
 
 func randomID(n int) string {

@@ -43,6 +43,9 @@ var scenarios = []scenario{
 	{name: "heldpolls", short: "p", run: runHeldPolls, params: func(p Params) string {
 		return fmt.Sprintf("%d idle long-polls over %d users, then one message", p.HeldPolls, p.HeldUsers)
 	}},
+	{name: "push", short: "n", run: runPush, whenNamed: true, params: func(p Params) string {
+		return fmt.Sprintf("%d members each with a pusher, %d msgs from one, %d in flight", p.PushMembers, p.PushMsgs, p.PushInFlight)
+	}},
 }
 
 // timelineFilter is an inline sync filter with a timeline limit.

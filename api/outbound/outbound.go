@@ -1,4 +1,7 @@
-package api
+// Package outbound is the HTTP client for requests Strand makes to URLs
+// that users or their clients named: URL previews, push gateways,
+// application services. It refuses internal addresses unless allowed.
+package outbound
 
 import (
 	"errors"
@@ -11,7 +14,7 @@ import (
 )
 
 // Outbound requests: the URLs Strand fetches because a user named them
-// (URL previews). Without care these let any user make the server reach
+// (URL previews, push gateways). Without care these let any user make the server reach
 // what only the server can: its own loopback services, the cloud
 // metadata endpoint at 169.254.169.254, the private network behind it.
 // So every connection is checked where it is made, on the address
@@ -22,8 +25,8 @@ import (
 // same. Proxies from the environment are not used, since a proxy would
 // dial on Strand's behalf where no check runs.
 
-// errForbiddenAddress is the dialler's refusal.
-var errForbiddenAddress = errors.New("destination address is not allowed")
+// ErrForbiddenAddress is the dialler's refusal.
+var ErrForbiddenAddress = errors.New("destination address is not allowed")
 
 // specialPrefixes are address ranges that are not the public internet
 // and that netip's predicates (loopback, private, link-local, multicast,
@@ -47,9 +50,9 @@ var specialPrefixes = func() []netip.Prefix {
 	return ps
 }()
 
-// outboundAllowed reports whether a connection to addr may be made: any
+// Allowed reports whether a connection to addr may be made: any
 // address in allow may, otherwise only public unicast ones.
-func outboundAllowed(addr netip.Addr, allow []netip.Prefix) bool {
+func Allowed(addr netip.Addr, allow []netip.Prefix) bool {
 	addr = addr.Unmap()
 	for _, p := range allow {
 		if p.Contains(addr) {
@@ -78,16 +81,16 @@ const (
 	outboundHeaderTimeout = 10 * time.Second
 )
 
-// newOutboundClient returns the HTTP client for outbound requests,
-// refusing every address outboundAllowed refuses.
-func newOutboundClient(allow []netip.Prefix) *http.Client {
+// NewClient returns the HTTP client for outbound requests,
+// refusing every address Allowed refuses.
+func NewClient(allow []netip.Prefix) *http.Client {
 	d := &net.Dialer{Timeout: outboundDialTimeout, Control: func(network, address string, _ syscall.RawConn) error {
 		ap, err := netip.ParseAddrPort(address)
 		if err != nil {
-			return fmt.Errorf("%w: %s", errForbiddenAddress, address)
+			return fmt.Errorf("%w: %s", ErrForbiddenAddress, address)
 		}
-		if !outboundAllowed(ap.Addr(), allow) {
-			return fmt.Errorf("%w: %s", errForbiddenAddress, ap.Addr())
+		if !Allowed(ap.Addr(), allow) {
+			return fmt.Errorf("%w: %s", ErrForbiddenAddress, ap.Addr())
 		}
 		return nil
 	}}
@@ -112,6 +115,6 @@ func newOutboundClient(allow []netip.Prefix) *http.Client {
 	}}
 }
 
-// isForbiddenAddress reports whether a fetch failed because it would have
+// IsForbidden reports whether a fetch failed because it would have
 // reached an address that is not allowed.
-func isForbiddenAddress(err error) bool { return errors.Is(err, errForbiddenAddress) }
+func IsForbidden(err error) bool { return errors.Is(err, ErrForbiddenAddress) }

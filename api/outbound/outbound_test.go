@@ -1,4 +1,4 @@
-package api
+package outbound
 
 import (
 	"net/netip"
@@ -21,14 +21,14 @@ func TestPreviewOutboundAddresses(t *testing.T) {
 		"64:ff9b::7f00:1": false, "2002:7f00:1::": false, "2001:0:4136:e378::": false, "::127.0.0.1": false,
 		"2001:db8::1": false, "fec0::1": false,
 	} {
-		if got := outboundAllowed(netip.MustParseAddr(addr), allow); got != want {
-			t.Errorf("outboundAllowed(%s) = %v, want %v", addr, got, want)
+		if got := Allowed(netip.MustParseAddr(addr), allow); got != want {
+			t.Errorf("Allowed(%s) = %v, want %v", addr, got, want)
 		}
 	}
-	if outboundAllowed(netip.MustParseAddr("127.0.0.1"), nil) {
+	if Allowed(netip.MustParseAddr("127.0.0.1"), nil) {
 		t.Error("loopback allowed without an allow-list")
 	}
-	if !outboundAllowed(netip.MustParseAddr("::ffff:127.0.0.1"), []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}) {
+	if !Allowed(netip.MustParseAddr("::ffff:127.0.0.1"), []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}) {
 		t.Error("an IPv4-mapped address is not checked as IPv4 against the allow-list")
 	}
 }
