@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"strand/api/apitest"
+	"strand/eventlog/matrix"
 	"strand/projector/store"
 )
 
@@ -132,6 +133,40 @@ func TestNotificationsAndReplayedCounts(t *testing.T) {
 	want := map[string]store.RoomUnread{room: {Main: store.NotificationCounts{Notifications: 2, Highlights: 1}}, muted: {}}
 	if !reflect.DeepEqual(live, want) || !reflect.DeepEqual(replayed, want) {
 		t.Fatalf("counts live %+v replayed %+v, want %+v", live, replayed, want)
+	}
+
+	// Delivery counts many recipients in one read (store.UnreadTotals):
+	// each user's total over their rooms, by their own rules, as counted
+	// one user at a time.
+	b.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message", map[string]any{"msgtype": "m.text", "body": "to nina"})
+	st := env.Store()
+	rules := map[string]*matrix.PushRuleset{}
+	for _, u := range []string{a.UserID, b.UserID} {
+		rs, err := st.PushRules(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules[u] = rs
+	}
+	totals, err := st.UnreadTotals(ctx, rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for u, rs := range rules {
+		one, err := st.UnreadNotifications(ctx, u, rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := 0
+		for _, c := range one {
+			sum += c.Total().Notifications
+		}
+		if totals[u] != sum {
+			t.Errorf("%s: batched total %d, one by one %d", u, totals[u], sum)
+		}
+	}
+	if totals[a.UserID] == 0 || totals[b.UserID] != 2 {
+		t.Errorf("totals %v, want otto 2 and some for nina", totals)
 	}
 }
 

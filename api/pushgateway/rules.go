@@ -3,6 +3,8 @@ package pushgateway
 import (
 	"context"
 	"encoding/json"
+	"maps"
+	"slices"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -78,31 +80,37 @@ func (p *Pusher) decide(ev *store.RecordEvent, room *store.PushRoom, targets []s
 	return out, rulesets
 }
 
-// countReaders bounds the unread counts one event reads at once.
-const countReaders = 4
+// countReaders bounds the unread counts one event reads at once, and
+// countBatch how many recipients one read counts for.
+const (
+	countReaders = 4
+	countBatch   = 128
+)
 
 // unread returns each user's unread notifications over all their rooms
 // (the gateway's counts.unread: "the number of unread messages a user
 // has across all of the rooms they are a member of"), counted by their
-// rules as /sync counts them. One read per user: counts are evaluated
-// when read, not stored.
+// rules as /sync counts them. Counts are evaluated when read, not stored:
+// one read per countBatch recipients (store.UnreadTotals), which decodes
+// an event that is unread for many of them once.
 func (p *Pusher) unread(ctx context.Context, rulesets map[string]*matrix.PushRuleset) (map[string]int, error) {
 	out := make(map[string]int, len(rulesets))
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(countReaders)
-	for u, rs := range rulesets {
+	users := slices.Sorted(maps.Keys(rulesets))
+	for chunk := range slices.Chunk(users, countBatch) {
+		batch := make(map[string]*matrix.PushRuleset, len(chunk))
+		for _, u := range chunk {
+			batch[u] = rulesets[u]
+		}
 		g.Go(func() error {
-			rooms, err := p.Store.UnreadNotifications(gctx, u, rs)
+			totals, err := p.Store.UnreadTotals(gctx, batch)
 			if err != nil {
 				return err
 			}
-			n := 0
-			for _, r := range rooms {
-				n += r.Total().Notifications
-			}
 			mu.Lock()
-			out[u] = n
+			maps.Copy(out, totals)
 			mu.Unlock()
 			return nil
 		})

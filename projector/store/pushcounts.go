@@ -259,6 +259,50 @@ func (s *Store) UnreadNotifications(ctx context.Context, userID string, rules *m
 	return out, err
 }
 
+// UnreadTotals returns, for each user of rules, the unread notifications
+// over every room they are joined to (RoomUnread.Total summed), counted by
+// their rules, from one snapshot in three queries whatever the number of
+// users: a push's counts.unread for every recipient of an event at once.
+func (s *Store) UnreadTotals(ctx context.Context, rules map[string]*matrix.PushRuleset) (map[string]int, error) {
+	out := make(map[string]int, len(rules))
+	if len(rules) == 0 {
+		return out, nil
+	}
+	users := make([]string, 0, len(rules))
+	for u := range rules {
+		users = append(users, u)
+		out[u] = 0
+	}
+	err := s.SyncSnapshot(ctx, func(t *SyncTx) error {
+		rows, err := t.tx.Query(ctx, `SELECT room_id, state_key FROM room_state WHERE type = 'm.room.member' AND state_key = ANY($1)
+			AND to_pos IS NULL AND membership = 'join'`, users)
+		if err != nil {
+			return fmt.Errorf("unread totals: %w", err)
+		}
+		var roomIDs, members []string
+		for rows.Next() {
+			var r, u string
+			if err := rows.Scan(&r, &u); err != nil {
+				rows.Close()
+				return fmt.Errorf("unread totals: %w", err)
+			}
+			roomIDs, members = append(roomIDs, r), append(members, u)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("unread totals: %w", err)
+		}
+		pairs, err := unreadPairs(ctx, t.tx, t.pushEvents, roomIDs, members, func(u string) *matrix.PushRuleset { return rules[u] }, int64(t.Pos.Rooms+1)*1024)
+		if err != nil {
+			return err
+		}
+		for k, u := range pairs {
+			out[k.user] += u.Counts.Total().Notifications
+		}
+		return nil
+	})
+	return out, err
+}
+
 // PushRoom returns what push conditions need of a room as of now.
 func (s *Store) PushRoom(ctx context.Context, roomID string) (*PushRoom, error) {
 	var p *PushRoom
@@ -280,38 +324,59 @@ func (s *Store) PushRoom(ctx context.Context, roomID string) (*PushRoom, error) 
 // display name and read receipts: the first of the two counting queries.
 // With userID "" every room is returned with only its PushRoom.
 func pushRooms(ctx context.Context, q rowsQueryer, cache *pushEventCache, userID string, roomIDs []string) (map[string]*UnreadRoom, error) {
-	rows, err := q.Query(ctx, `SELECT r.room_id, rm.room_version, rm.joined_members,
+	users := make([]string, len(roomIDs))
+	for i := range users {
+		users[i] = userID
+	}
+	pairs, err := pushRoomPairs(ctx, q, cache, roomIDs, users)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*UnreadRoom, len(pairs))
+	for k, u := range pairs {
+		out[k.room] = u
+	}
+	return out, nil
+}
+
+// roomUser is one user in one room.
+type roomUser struct{ room, user string }
+
+// pushRoomPairs is pushRooms for many users at once: roomIDs[i] with
+// users[i]. A pair whose user ("" aside) is not joined is left out.
+func pushRoomPairs(ctx context.Context, q rowsQueryer, cache *pushEventCache, roomIDs, users []string) (map[roomUser]*UnreadRoom, error) {
+	rows, err := q.Query(ctx, `SELECT r.room_id, r.user_id, rm.room_version, rm.joined_members,
 			COALESCE(jm.from_pos, -1), COALESCE(jm.displayname, ''),
 			cr.event_id, cr.pdu, pl.event_id, pl.pdu, rc.threads, rc.positions
-		FROM unnest($1::text[]) AS r(room_id)
+		FROM unnest($1::text[], $2::text[]) AS r(room_id, user_id)
 		JOIN rooms rm ON rm.room_id = r.room_id
 		LEFT JOIN LATERAL (SELECT s.from_pos,
 				CASE WHEN jsonb_typeof(convert_from(e.client, 'UTF8')::jsonb #> '{content,displayname}') = 'string'
 					THEN convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' END AS displayname
 			FROM room_state s JOIN events e ON e.event_id = s.event_id
-			WHERE s.room_id = r.room_id AND s.type = 'm.room.member' AND s.state_key = $2 AND s.to_pos IS NULL
+			WHERE s.room_id = r.room_id AND s.type = 'm.room.member' AND s.state_key = r.user_id AND s.to_pos IS NULL
 				AND s.membership = 'join') jm ON true
 		LEFT JOIN LATERAL (SELECT e.event_id, e.pdu FROM room_state s JOIN events e ON e.event_id = s.event_id
 			WHERE s.room_id = r.room_id AND s.type = 'm.room.create' AND s.state_key = '' AND s.to_pos IS NULL) cr ON true
 		LEFT JOIN LATERAL (SELECT e.event_id, e.pdu FROM room_state s JOIN events e ON e.event_id = s.event_id
 			WHERE s.room_id = r.room_id AND s.type = 'm.room.power_levels' AND s.state_key = '' AND s.to_pos IS NULL) pl ON true
 		LEFT JOIN LATERAL (SELECT array_agg(x.thread_id) AS threads, array_agg(x.event_pos) AS positions FROM receipts x
-			WHERE x.room_id = r.room_id AND x.user_id = $2 AND x.type IN ('m.read', 'm.read.private')) rc ON true`,
-		roomIDs, userID)
+			WHERE x.room_id = r.room_id AND x.user_id = r.user_id AND x.type IN ('m.read', 'm.read.private')) rc ON true`,
+		roomIDs, users)
 	if err != nil {
 		return nil, fmt.Errorf("push rooms: %w", err)
 	}
 	defer rows.Close()
-	out := make(map[string]*UnreadRoom, len(roomIDs))
+	out := make(map[roomUser]*UnreadRoom, len(roomIDs))
 	for rows.Next() {
-		var roomID, version, displayName string
+		var roomID, userID, version, displayName string
 		var members int
 		var joinPos int64
 		var createID, plID *string
 		var createPDU, plPDU []byte
 		var threads []string
 		var positions []int64
-		if err := rows.Scan(&roomID, &version, &members, &joinPos, &displayName, &createID, &createPDU, &plID, &plPDU, &threads, &positions); err != nil {
+		if err := rows.Scan(&roomID, &userID, &version, &members, &joinPos, &displayName, &createID, &createPDU, &plID, &plPDU, &threads, &positions); err != nil {
 			return nil, fmt.Errorf("push rooms: %w", err)
 		}
 		if userID != "" && joinPos < 0 {
@@ -339,7 +404,7 @@ func pushRooms(ctx context.Context, q rowsQueryer, cache *pushEventCache, userID
 				u.Read[threads[i]] = positions[i]
 			}
 		}
-		out[roomID] = u
+		out[roomUser{roomID, userID}] = u
 	}
 	return out, rows.Err()
 }
@@ -357,56 +422,81 @@ const threadJoinsSQL = `LEFT JOIN event_relations r1 ON r1.event_id = c.event_id
 	LEFT JOIN event_relations r3 ON r2.rel_type <> 'm.thread' AND r3.event_id = r2.relates_to AND r3.room_id = c.room_id`
 
 func unreadRooms(ctx context.Context, q rowsQueryer, cache *pushEventCache, userID string, rules *matrix.PushRuleset, roomIDs []string, hi int64) (map[string]*UnreadRoom, error) {
-	if len(roomIDs) == 0 {
-		return map[string]*UnreadRoom{}, nil
+	users := make([]string, len(roomIDs))
+	for i := range users {
+		users[i] = userID
 	}
-	rooms, err := pushRooms(ctx, q, cache, userID, roomIDs)
+	pairs, err := unreadPairs(ctx, q, cache, roomIDs, users, func(string) *matrix.PushRuleset { return rules }, hi)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*UnreadRoom, len(pairs))
+	for k, u := range pairs {
+		out[k.room] = u
+	}
+	return out, nil
+}
+
+// unreadPairs is unreadRooms for many users at once (roomIDs[i] with
+// users[i], each counted by rulesOf(user)): two queries in all. An event
+// that is a candidate for several users is decoded once.
+func unreadPairs(ctx context.Context, q rowsQueryer, cache *pushEventCache, roomIDs, users []string, rulesOf func(user string) *matrix.PushRuleset, hi int64) (map[roomUser]*UnreadRoom, error) {
+	if len(roomIDs) == 0 {
+		return map[roomUser]*UnreadRoom{}, nil
+	}
+	rooms, err := pushRoomPairs(ctx, q, cache, roomIDs, users)
 	if err != nil {
 		return nil, err
 	}
 	ids := make([]string, 0, len(rooms))
 	floors := make([]int64, 0, len(rooms))
-	for id, u := range rooms {
-		ids, floors = append(ids, id), append(floors, u.Floor())
+	us := make([]string, 0, len(rooms))
+	for k, u := range rooms {
+		ids, floors, us = append(ids, k.room), append(floors, u.Floor()), append(us, k.user)
 	}
-	// The candidates: per room the first MaxUnreadExamined events from
-	// others after the floor, then up to MaxUnreadMentions later ones
-	// that mention the user; redacted events are no longer counted.
-	rows, err := q.Query(ctx, `SELECT c.room_id, c.pos, c.client, c.mentioned, `+threadOfSQL+`
-		FROM unnest($1::text[], $2::bigint[]) AS r(room_id, lo)
+	// The candidates: per room and user the first MaxUnreadExamined events
+	// from others after the user's floor, then up to MaxUnreadMentions
+	// later ones that mention the user; redacted events are no longer
+	// counted.
+	rows, err := q.Query(ctx, `SELECT c.room_id, c.user_id, c.pos, c.client, c.mentioned, `+threadOfSQL+`
+		FROM unnest($1::text[], $2::bigint[], $3::text[]) AS r(room_id, lo, user_id)
 		CROSS JOIN LATERAL (
-			(SELECT e.room_id, e.pos, e.event_id, e.client, COALESCE($4 = ANY(e.mentions), false) AS mentioned FROM events e
-			 WHERE e.room_id = r.room_id AND e.pos > r.lo AND e.pos < $3 AND e.sender <> $4 AND e.redacted_because IS NULL
+			(SELECT e.room_id, r.user_id, e.pos, e.event_id, e.client, COALESCE(r.user_id = ANY(e.mentions), false) AS mentioned FROM events e
+			 WHERE e.room_id = r.room_id AND e.pos > r.lo AND e.pos < $4 AND e.sender <> r.user_id AND e.redacted_because IS NULL
 			 ORDER BY e.pos LIMIT $5)
 			UNION ALL
-			(SELECT e.room_id, e.pos, e.event_id, e.client, true FROM events e
-			 WHERE e.room_id = r.room_id AND e.mentions @> ARRAY[$4::text] AND e.pos < $3 AND e.sender <> $4 AND e.redacted_because IS NULL
-			   AND e.pos > (SELECT n.pos FROM events n WHERE n.room_id = r.room_id AND n.pos > r.lo AND n.pos < $3 AND n.sender <> $4
+			(SELECT e.room_id, r.user_id, e.pos, e.event_id, e.client, true FROM events e
+			 WHERE e.room_id = r.room_id AND e.mentions @> ARRAY[r.user_id] AND e.pos < $4 AND e.sender <> r.user_id AND e.redacted_because IS NULL
+			   AND e.pos > (SELECT n.pos FROM events n WHERE n.room_id = r.room_id AND n.pos > r.lo AND n.pos < $4 AND n.sender <> r.user_id
 			                  AND n.redacted_because IS NULL ORDER BY n.pos OFFSET $5 - 1 LIMIT 1)
 			 ORDER BY e.pos LIMIT $6)) c
 		`+threadJoinsSQL+`
-		ORDER BY c.room_id, c.pos`, ids, floors, hi, userID, MaxUnreadExamined, MaxUnreadMentions)
+		ORDER BY c.room_id, c.user_id, c.pos`, ids, floors, us, hi, MaxUnreadExamined, MaxUnreadMentions)
 	if err != nil {
 		return nil, fmt.Errorf("unread candidates: %w", err)
 	}
 	defer rows.Close()
+	decoded := map[int64]*matrix.PushEvent{} // by position: one decode per event
 	for rows.Next() {
-		var roomID, thread string
+		var roomID, userID, thread string
 		var pos int64
 		var client []byte
 		var mentioned bool
-		if err := rows.Scan(&roomID, &pos, &client, &mentioned, &thread); err != nil {
+		if err := rows.Scan(&roomID, &userID, &pos, &client, &mentioned, &thread); err != nil {
 			return nil, fmt.Errorf("unread candidates: %w", err)
 		}
-		u := rooms[roomID]
+		u := rooms[roomUser{roomID, userID}]
 		if u == nil {
 			continue
 		}
-		ev, err := matrix.NewPushEvent(client)
-		if err != nil {
-			continue // projected events are JSON objects; never expected
+		ev, ok := decoded[pos]
+		if !ok {
+			if ev, err = matrix.NewPushEvent(client); err != nil {
+				continue // projected events are JSON objects; never expected
+			}
+			decoded[pos] = ev
 		}
-		u.Add(rules, ev, pos, thread, mentioned)
+		u.Add(rulesOf(userID), ev, pos, thread, mentioned)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("unread candidates: %w", err)
