@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"net/url"
+	"strconv"
 	"testing"
 
 	"strand/api/apitest"
@@ -232,5 +233,77 @@ func TestMessagesEndOnLastPage(t *testing.T) {
 	r = c.MustDo("GET", rp("/messages?"+q.Encode()), nil)
 	if n := len(r.Body["chunk"].([]any)); n != 0 || r.Body["end"] != nil {
 		t.Fatalf("page after the last: %d events, end %v: %s", n, r.Body["end"], r.Raw)
+	}
+}
+
+// /members?at= takes the tokens /sync hands out and answers the state at
+// that point: a prev_batch gives the members at the start of its timeline
+// (the state the sync's state section describes), a next_batch (what
+// matrix-js-sdk sends) the members as of that sync. A timeline that reaches
+// the room's create event starts before any state, so its prev_batch has
+// no members, and /messages from it has nothing earlier: clients paginating
+// back from it get no event twice. (Complement's TestGetRoomMembersAtPoint
+// expects the creator there, which only a prev_batch after the timeline's
+// events gives, as Synapse's initial sync does: synapse#1509.)
+func TestMembersAtSyncTokens(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	c := apitest.NewClient(t, env.Serve(apitest.DefaultConfig()).URL)
+	c.Register("ma_owner", "pw")
+	bob := apitest.NewClient(t, c.Base)
+	bob.Register("ma_bob", "pw")
+	roomID := createRoom(t, c, map[string]any{"preset": "public_chat"})
+	rp := func(p string) string { return v3("/rooms/" + esc(roomID) + p) }
+	c.MustDo("PUT", rp("/send/m.room.message/m1"), map[string]any{"msgtype": "m.text", "body": "one"})
+	c.MustDo("PUT", rp("/send/m.room.message/m2"), map[string]any{"msgtype": "m.text", "body": "two"})
+
+	syncRoom := func(limit int) (prevBatch, nextBatch string, timeline []any, limited bool) {
+		t.Helper()
+		f := url.QueryEscape(`{"room":{"timeline":{"limit":` + strconv.Itoa(limit) + `}}}`)
+		r := c.MustDo("GET", v3("/sync?filter="+f), nil)
+		room := r.Body["rooms"].(map[string]any)["join"].(map[string]any)[roomID].(map[string]any)
+		tl := room["timeline"].(map[string]any)
+		pb, _ := tl["prev_batch"].(string)
+		lim, _ := tl["limited"].(bool)
+		return pb, r.Str("next_batch"), tl["events"].([]any), lim
+	}
+	short, next, _, limited := syncRoom(1) // only "two"
+	full, _, whole, fullLimited := syncRoom(100)
+	if !limited || fullLimited || whole[0].(map[string]any)["type"] != "m.room.create" {
+		t.Fatalf("limited %v, full limited %v, full timeline starts with %v", limited, fullLimited, whole[0])
+	}
+
+	bob.MustDo("POST", rp("/join"), map[string]any{})
+	c.MustDo("PUT", rp("/send/m.room.message/m3"), map[string]any{"msgtype": "m.text", "body": "three"})
+
+	membersAt := func(tok string) map[string]string {
+		t.Helper()
+		return memberships(t, c.MustDo("GET", rp("/members?at="+url.QueryEscape(tok)), nil))
+	}
+	for name, tok := range map[string]string{"prev_batch of a limited timeline": short, "next_batch": next} {
+		if got := membersAt(tok); len(got) != 1 || got[c.UserID] != "join" {
+			t.Errorf("members at %s: %v", name, got)
+		}
+	}
+	if got := membersAt(full); len(got) != 0 {
+		t.Errorf("members at the prev_batch of a timeline from the create event: %v", got)
+	}
+	if got := memberships(t, c.MustDo("GET", rp("/members"), nil)); len(got) != 2 || got[bob.UserID] != "join" {
+		t.Errorf("members now: %v", got)
+	}
+
+	// Back from that prev_batch: nothing, so nothing twice; forward from
+	// it: the synced timeline, then what came after.
+	if r := c.MustDo("GET", rp("/messages?dir=b&from="+url.QueryEscape(full)), nil); len(r.Body["chunk"].([]any)) != 0 {
+		t.Fatalf("messages before a timeline from the create event: %s", r.Raw)
+	}
+	fwd := c.MustDo("GET", rp("/messages?dir=f&limit=100&from="+url.QueryEscape(full)), nil).Body["chunk"].([]any)
+	if len(fwd) != len(whole)+2 {
+		t.Fatalf("forward from prev_batch: %d events, want %d synced + bob's join + three", len(fwd), len(whole))
+	}
+	for i, e := range whole {
+		if id := e.(map[string]any)["event_id"]; fwd[i].(map[string]any)["event_id"] != id {
+			t.Fatalf("forward event %d: %v, synced %v", i, fwd[i].(map[string]any)["event_id"], id)
+		}
 	}
 }
