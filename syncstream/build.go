@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
-	"strings"
 	"time"
 
 	"strand/eventlog"
@@ -552,7 +551,7 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCac
 					if e.Type != "m.room.member" || e.StateKey == nil || *e.StateKey == req.user || known[*e.StateKey] {
 						continue
 					}
-					if !outs[i].needFull && !strings.Contains(string(e.Client), `"membership":"join"`) {
+					if !outs[i].needFull && e.Membership() != "join" {
 						continue
 					}
 					if pr, ok := eph.presenceOf(*e.StateKey); ok {
