@@ -160,6 +160,9 @@ func (s *Server) putAlias(w http.ResponseWriter, r *http.Request) error {
 	if alias.Server() != s.cfg.ServerName {
 		return matrix.InvalidParam("alias must be on this server (%s)", s.cfg.ServerName)
 	}
+	if err := s.checkAliasNamespace(r, string(alias)); err != nil {
+		return err
+	}
 	if err := s.mayAddAlias(r.Context(), *req.RoomID, session(r)); err != nil {
 		return err
 	}
@@ -180,6 +183,13 @@ func (s *Server) getAlias(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	roomID, _, err := s.store.AliasRoom(r.Context(), string(alias))
+	if errors.Is(err, store.ErrNotFound) && s.queryAlias(r.Context(), string(alias)) {
+		// The service created it before answering: read it again.
+		roomID, err = lookupCaughtUp(r.Context(), s, eventlog.StreamRooms, func(ctx context.Context) (string, error) {
+			id, _, err := s.store.AliasRoom(ctx, string(alias))
+			return id, err
+		})
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return matrix.NotFound("room alias %s not found", alias)
 	}
@@ -204,7 +214,9 @@ func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ss := session(r)
-	if creator != ss.UserID && !ss.Admin {
+	// A service manages the aliases of its namespaces, whoever made them.
+	asOwns := appserviceOf(r) != nil && appserviceOf(r).OwnsAlias(string(alias))
+	if creator != ss.UserID && !ss.Admin && !asOwns {
 		// Room moderators may remove aliases too: joined members who
 		// could change the canonical alias.
 		rs, err := s.loadRoom(r.Context(), roomID)

@@ -16,6 +16,22 @@ import (
 // session in the request context.
 func (s *Server) authenticated(h handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
+		// An application service's as_token is no access token: a map
+		// lookup, before the session cache.
+		if tok, err := matrix.AccessToken(r); err == nil {
+			if reg := s.cfg.Appservices.ByASToken(tok); reg != nil {
+				ss, err := s.appserviceSession(r, reg)
+				if err != nil {
+					return err
+				}
+				ctx := context.WithValue(r.Context(), appserviceKey, reg)
+				r = r.WithContext(context.WithValue(ctx, sessionKey, ss))
+				if err := s.limitUser(r, limitRequest); err != nil {
+					return err
+				}
+				return h(w, r)
+			}
+		}
 		ss, err := s.sessions.Authenticate(r)
 		if err != nil {
 			return err

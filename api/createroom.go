@@ -101,6 +101,9 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request) error {
 		if err != nil || *req.RoomAliasName == "" {
 			return matrix.InvalidParam("invalid room_alias_name")
 		}
+		if err := s.checkAliasNamespace(r, string(a)); err != nil {
+			return err
+		}
 		alias = a
 	}
 	creator := matrix.UserID(ss.UserID)

@@ -91,6 +91,9 @@ func checkKeyMap(m map[string]json.RawMessage, what string) (map[string]json.Raw
 
 // POST /_matrix/client/v3/keys/upload
 func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request) error {
+	if err := requireDevice(r); err != nil {
+		return err
+	}
 	ss := session(r)
 	var req struct {
 		DeviceKeys      json.RawMessage            `json:"device_keys"`

@@ -13,7 +13,7 @@ import (
 // GET /_matrix/client/v3/login
 func (s *Server) loginFlows(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{
-		"flows": []map[string]any{{"type": "m.login.password"}},
+		"flows": []map[string]any{{"type": "m.login.password"}, {"type": "m.login.application_service"}},
 	})
 	return nil
 }
@@ -36,6 +36,13 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	if req.Type == "" {
 		return matrix.MissingParam("type is required")
+	}
+	if req.Type == "m.login.application_service" {
+		u, err := s.appserviceLoginUser(r, &req)
+		if err != nil {
+			return err
+		}
+		return s.loginAs(w, r, &req, u)
 	}
 	if req.Type != "m.login.password" {
 		return matrix.Errorf("M_UNKNOWN", http.StatusBadRequest, "unsupported login type %q", req.Type)
@@ -66,6 +73,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if u.Deactivated {
 		return matrix.Errorf("M_USER_DEACTIVATED", http.StatusForbidden, "this account has been deactivated")
 	}
+	return s.loginAs(w, r, &req, u)
+}
+
+// loginAs gives u a new device and access token.
+func (s *Server) loginAs(w http.ResponseWriter, r *http.Request, req *loginRequest, u store.User) error {
 	if err := checkNewDevice(req.DeviceID, req.InitialDeviceDisplayName); err != nil {
 		return err
 	}
@@ -112,6 +124,9 @@ func checkNewDevice(deviceID, displayName *string) error {
 
 // POST /_matrix/client/v3/logout
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
+	if err := requireDevice(r); err != nil {
+		return err
+	}
 	ss := session(r)
 	rec := &eventlog.DevicesDeleted{UserID: ss.UserID, DeviceIDs: []string{ss.DeviceID}}
 	if err := s.appendAccount(r.Context(), ss.UserID, rec, nil); err != nil {

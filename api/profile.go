@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -17,6 +18,12 @@ func (s *Server) profileUser(r *http.Request) (store.User, error) {
 		return store.User{}, matrix.InvalidParam("invalid user ID: %v", err)
 	}
 	u, err := s.store.User(r.Context(), string(uid))
+	if errors.Is(err, store.ErrNotFound) && s.queryUser(r.Context(), string(uid)) {
+		// The service created the user before answering: read again.
+		u, err = lookupCaughtUp(r.Context(), s, eventlog.StreamAccounts, func(ctx context.Context) (store.User, error) {
+			return s.store.User(ctx, string(uid))
+		})
+	}
 	if errors.Is(err, store.ErrNotFound) || (err == nil && u.Deactivated) {
 		return u, matrix.NotFound("profile not found")
 	}

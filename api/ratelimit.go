@@ -316,7 +316,7 @@ func (s *Server) limitUser(r *http.Request, k limitKind) error {
 		return nil
 	}
 	ss := session(r)
-	if ss.Admin {
+	if ss.Admin || appserviceExempt(r, ss) {
 		return nil
 	}
 	key := ss.UserID

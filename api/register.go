@@ -12,6 +12,9 @@ import (
 )
 
 type registerRequest struct {
+	// Type m.login.application_service: a service registers a user of
+	// its namespace.
+	Type                     string    `json:"type"`
 	Auth                     *authData `json:"auth"`
 	Username                 *string   `json:"username"`
 	Password                 *string   `json:"password"`
@@ -55,11 +58,18 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	} else if kind != "" && kind != "user" {
 		return matrix.InvalidParam("unknown kind %q", kind)
 	}
-	if err := s.registrationAllowed(); err != nil {
-		return err
-	}
 	var req registerRequest
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
+		if aerr := s.registrationAllowed(); aerr != nil {
+			return aerr // closed says so before anything is read
+		}
+		return err
+	}
+	if req.Type == "m.login.application_service" {
+		// Services register their users whatever the policy for people.
+		return s.registerAppservice(w, r, &req)
+	}
+	if err := s.registrationAllowed(); err != nil {
 		return err
 	}
 	// Check the username before authentication, so the client learns it is
@@ -68,6 +78,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	if req.Username != nil {
 		uid, err := s.validateNewUsername(*req.Username)
 		if err != nil {
+			return err
+		}
+		if err := s.checkUserNamespace(uid, nil); err != nil {
 			return err
 		}
 		if taken, err := s.userTaken(r.Context(), uid); err != nil {
@@ -217,6 +230,9 @@ func (s *Server) registerAvailable(w http.ResponseWriter, r *http.Request) error
 	}
 	uid, err := s.validateNewUsername(name)
 	if err != nil {
+		return err
+	}
+	if err := s.checkUserNamespace(uid, nil); err != nil {
 		return err
 	}
 	taken, err := s.userTaken(r.Context(), uid)

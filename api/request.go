@@ -40,6 +40,15 @@ func pathVar(r *http.Request, name string) string {
 	return d
 }
 
+// pathVarOK is pathVar that also reports whether the route has the
+// variable.
+func pathVarOK(r *http.Request, name string) (string, bool) {
+	if _, ok := mux.Vars(r)[name]; !ok {
+		return "", false
+	}
+	return pathVar(r, name), true
+}
+
 // roomIDVar is the path's {roomId}, which must be a valid room ID.
 func roomIDVar(r *http.Request) (string, error) {
 	id, err := matrix.ParseRoomID(pathVar(r, "roomId"))

@@ -35,6 +35,7 @@ func (s *Server) routes() {
 	// Refresh is a v3 endpoint; some clients ask for it under v1, where
 	// it was first specified (MSC2918).
 	r.Handle("/_matrix/client/v1/refresh", s.wrap(s.refresh)).Methods(http.MethodPost)
+	r.Handle("/_matrix/client/v1/appservice/{appserviceId}/ping", s.wrap(s.appservicePing)).Methods(http.MethodPost)
 	// The space hierarchy is a v1 endpoint only.
 	r.Handle("/_matrix/client/v1/rooms/{roomId}/hierarchy", s.wrap(s.authenticated(s.hierarchy))).Methods(http.MethodGet)
 	r.Handle("/_synapse/admin/v1/register", s.wrap(s.adminRegisterNonce)).Methods(http.MethodGet)
@@ -185,6 +186,11 @@ func (s *Server) routes() {
 		{http.MethodPost, "/user_directory/search", s.searchUserDirectory, true},
 		{http.MethodGet, "/voip/turnServer", s.turnServer, true},
 		{http.MethodGet, "/thirdparty/protocols", s.thirdPartyProtocols, true},
+		{http.MethodGet, "/thirdparty/protocol/{protocol}", s.thirdPartyProtocol, true},
+		{http.MethodGet, "/thirdparty/location/{protocol}", s.thirdPartyLookup("location"), true},
+		{http.MethodGet, "/thirdparty/user/{protocol}", s.thirdPartyLookup("user"), true},
+		{http.MethodGet, "/thirdparty/location", s.thirdPartyLookup("location"), true},
+		{http.MethodGet, "/thirdparty/user", s.thirdPartyLookup("user"), true},
 		{http.MethodGet, "/pushers", s.getPushers, true},
 		{http.MethodPost, "/pushers/set", s.setPusher, true},
 		{http.MethodGet, "/notifications", s.getNotifications, true},

@@ -80,8 +80,12 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	ts, err := massagedTS(r)
+	if err != nil {
+		return err
+	}
 	evs, err := s.writeRoom(r.Context(), roomID, txn, func(rs *roomState) ([]*matrix.ProtoEvent, error) {
-		return []*matrix.ProtoEvent{{Type: typ, Sender: matrix.UserID(ss.UserID), Content: c, Redacts: redacts}}, nil
+		return []*matrix.ProtoEvent{{Type: typ, Sender: matrix.UserID(ss.UserID), Content: c, Redacts: redacts, OriginServerTS: ts}}, nil
 	})
 	return s.answerWrite(w, r, roomID, txn, evs, err)
 }
@@ -200,6 +204,10 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	ss := session(r)
+	ts, err := massagedTS(r)
+	if err != nil {
+		return err
+	}
 	if typ == matrix.TypeMember {
 		if _, err := matrix.ParseUserID(stateKey); err != nil {
 			return matrix.InvalidParam("the state key of m.room.member must be a user ID")
@@ -226,7 +234,7 @@ func (s *Server) putState(w http.ResponseWriter, r *http.Request) error {
 			existing = string(cur.ID())
 			return nil, nil
 		}
-		return []*matrix.ProtoEvent{{Type: typ, StateKey: stateKeyPtr(stateKey), Sender: matrix.UserID(ss.UserID), Content: c, Redacts: redacts}}, nil
+		return []*matrix.ProtoEvent{{Type: typ, StateKey: stateKeyPtr(stateKey), Sender: matrix.UserID(ss.UserID), Content: c, Redacts: redacts, OriginServerTS: ts}}, nil
 	})
 	if err == nil && existing != "" {
 		matrix.WriteJSON(w, http.StatusOK, map[string]string{"event_id": existing})

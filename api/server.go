@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"strand/api/appservice"
 	"strand/eventlog"
 	"strand/eventlog/matrix"
 	"strand/projector/store"
@@ -105,6 +106,11 @@ type Config struct {
 	// room_version, announced in the m.room_versions capability;
 	// matrix.DefaultRoomVersion if empty.
 	DefaultRoomVersion matrix.RoomVersion
+	// Appservices are the application services registered with this
+	// server (none when nil).
+	Appservices *appservice.Set
+	// AppserviceTimeout bounds a query to a service (30 s when 0).
+	AppserviceTimeout time.Duration
 
 	// Sessions resolves access tokens: the process's session cache, which
 	// the caller keeps following the log (sessions.Cache.Follow) and shares
@@ -171,6 +177,9 @@ func (c *Config) setDefaults() {
 	if c.PublicBaseURL == "" {
 		c.PublicBaseURL = "http://" + string(c.ServerName)
 	}
+	if c.AppserviceTimeout <= 0 {
+		c.AppserviceTimeout = 30 * time.Second
+	}
 	if !c.DefaultRoomVersion.Supported() {
 		c.DefaultRoomVersion = matrix.DefaultRoomVersion
 	}
@@ -192,6 +201,7 @@ type Server struct {
 	rooms     roomCache
 	thumbs    *thumbnailer
 	previews  *previewer
+	asClient  *appservice.Client
 
 	dummyOnce sync.Once
 	dummyHash []byte
@@ -237,7 +247,8 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 	}
 	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
 		sessions: cfg.Sessions, readers: cfg.Readers, thumbs: newThumbnailer(cfg.ThumbnailJobs),
-		previews: newPreviewer(cfg), respond: &matrix.Responder{Logger: logger, Unavailable: store.Unavailable}}
+		previews: newPreviewer(cfg), respond: &matrix.Responder{Logger: logger, Unavailable: store.Unavailable},
+		asClient: appservice.NewClient(cfg.AppserviceTimeout)}
 	if cfg.RateLimits != nil {
 		s.limits = newLimiters(*cfg.RateLimits)
 	}

@@ -127,11 +127,3 @@ func (s *Server) turnServer(w http.ResponseWriter, r *http.Request) error {
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
 	return nil
 }
-
-// GET /_matrix/client/v3/thirdparty/protocols
-//
-// thirdPartyProtocols lists the bridged protocols: none.
-func (s *Server) thirdPartyProtocols(w http.ResponseWriter, r *http.Request) error {
-	matrix.WriteJSON(w, http.StatusOK, struct{}{})
-	return nil
-}

@@ -7,6 +7,9 @@
 # (as compose's restart policy would), and stops every process on SIGTERM/SIGINT/exit.
 #
 #   deploy/run-local.sh --sync N --port P --database-url URL [--workdir DIR]
+#                       [--appservice FILE]...
+# With --appservice (repeatable), the api knows the application services
+# and an appservice role delivers events to them.
 #
 # nginx must be installed (Debian: apt-get install nginx-light); the
 # nats-server and strand binaries are built from this module.
@@ -16,13 +19,15 @@ SYNC=2
 PORT=8008
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/strand_local?sslmode=disable}
 WORK=""
+APPSERVICES=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --sync) SYNC=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
     --database-url) DATABASE_URL=$2; shift 2 ;;
     --workdir) WORK=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --appservice) APPSERVICES+=(--appservice "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "run-local: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -115,7 +120,13 @@ PUSH_OPS=$(free_port)
 supervise pusher "$WORK/bin/strand" pusher --ops-listen "127.0.0.1:$PUSH_OPS"
 
 API_PORT=$(free_port)
-supervise api "$WORK/bin/strand" api --listen "127.0.0.1:$API_PORT" --public-base-url "http://127.0.0.1:$PORT"
+supervise api "$WORK/bin/strand" api --listen "127.0.0.1:$API_PORT" --public-base-url "http://127.0.0.1:$PORT" ${APPSERVICES[@]+"${APPSERVICES[@]}"}
+
+AS_OPS=""
+if [ ${#APPSERVICES[@]} -gt 0 ]; then
+  AS_OPS=$(free_port)
+  supervise appservice "$WORK/bin/strand" appservice --ops-listen "127.0.0.1:$AS_OPS" "${APPSERVICES[@]}"
+fi
 
 SYNC_SERVERS=""
 for i in $(seq 1 "$SYNC"); do
@@ -135,6 +146,7 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$PROJ_OPS/ready" projector
 wait_http "http://127.0.0.1:$API_PORT/ready" api
 wait_http "http://127.0.0.1:$PUSH_OPS/ready" pusher
+[ -z "$AS_OPS" ] || wait_http "http://127.0.0.1:$AS_OPS/ready" appservice
 wait_http "http://127.0.0.1:$PORT/_matrix/client/versions" nginx
 echo "Strand is ready at http://127.0.0.1:$PORT (api 1, projector 1, sync $SYNC, pusher 1; nats $NATS_URL; work dir $WORK)"
 

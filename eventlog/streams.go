@@ -188,6 +188,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 			return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
 		}
 	}
+	if err := ensureAppservices(ctx, js, mediaConfig(o).Replicas); err != nil {
+		return err
+	}
 	return ensureMedia(ctx, js, o)
 }
 

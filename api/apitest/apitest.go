@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"strand/api"
+	"strand/api/appservice"
 	"strand/eventlog"
 	"strand/eventlog/logtest"
 	"strand/eventlog/matrix"
@@ -205,7 +206,9 @@ func (e *Env) process(applyTimeout time.Duration) *process {
 // api builds the process's api.
 func (p *process) api(cfg api.Config) *api.Server {
 	cfg.Sessions, cfg.Readers = p.sessions, p.readers
-	return api.New(cfg, p.log, p.store, p.wm, Logger())
+	a := api.New(cfg, p.log, p.store, p.wm, Logger())
+	p.e.ensureSenders(a, cfg)
+	return a
 }
 
 // syncWorker builds the process's sync worker and runs it until stop.
@@ -260,6 +263,58 @@ func (e *Env) SyncWorkerHandler() (srv *httptest.Server, w *syncstream.Worker, s
 	srv = httptest.NewServer(w.Routes())
 	e.T.Cleanup(srv.Close)
 	return srv, w, func() { srv.CloseClientConnections(); srv.Close(); stopWorker() }
+}
+
+// ensureSenders registers the application services' senders, as the
+// api role does at start (it needs a running projector).
+func (e *Env) ensureSenders(a *api.Server, cfg api.Config) {
+	if len(cfg.Appservices.All()) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.EnsureAppserviceSenders(ctx); err != nil {
+		e.T.Fatalf("register application service senders: %v", err)
+	}
+}
+
+// AppserviceWorker runs an appservice role "process" delivering to the
+// services of set until the returned stop is called (or the test ends),
+// retrying failed transactions quickly.
+func (e *Env) AppserviceWorker(set *appservice.Set) (stop func()) {
+	e.T.Helper()
+	l := e.Conn()
+	st := e.Store()
+	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	d := &appservice.Deliverer{Log: l, Store: st, Watermark: wm, Services: set, Client: appservice.NewClient(10 * time.Second),
+		Server: "localhost", Logger: Logger(), MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			e.T.Errorf("appservice worker: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; _ = wm.Close() }) }
+	e.T.Cleanup(stop)
+	// A service new to the log starts at its head: wait until each has
+	// its position, so what the test sends next is delivered.
+	for _, reg := range set.All() {
+		for reg.HasURL() {
+			if _, rev, err := l.AppserviceState(ctx, reg.ID); err != nil {
+				e.T.Fatal(err)
+			} else if rev != 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return stop
 }
 
 // Client is a minimal Matrix client for tests.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"strand/api"
+	"strand/api/appservice"
 	"strand/eventlog/matrix"
 )
 
@@ -52,6 +53,8 @@ type config struct {
 	LogLevel          string
 	LogFormat         string
 	DefaultRoomVer    string
+	// Appservices are the registration files (--appservice, repeatable).
+	Appservices appserviceFiles
 
 	// Rate limits (api role): on or off, and each limit as RATE/BURST.
 	RateLimits      string
@@ -206,6 +209,7 @@ func (c *config) registerServer(fs *flag.FlagSet) {
 	e.int(&c.PendingMediaMax, "media-pending-max", "STRAND_MEDIA_PENDING_MAX", api.DefaultMaxPendingMedia, "media IDs one user may have created (POST /media/v1/create) and not uploaded yet")
 	e.dur(&c.PendingMediaTTL, "media-pending-expiry", "STRAND_MEDIA_PENDING_EXPIRY", api.DefaultMediaPendingExpiry, "how long a created media ID waits for its upload")
 	e.dur(&c.PreviewCacheTTL, "preview-cache-ttl", "STRAND_PREVIEW_CACHE_TTL", api.DefaultPreviewCacheTTL, "how long a URL preview is served from the cache (at most 24h)")
+	c.registerAppservices(fs)
 	e.dur(&c.ApplyTimeout, "apply-timeout", "STRAND_APPLY_TIMEOUT", 10*time.Second, "how long a write waits to become readable before answering 503")
 	def := api.DefaultRateLimits()
 	e.str(&c.RateLimits, "rate-limits", "STRAND_RATE_LIMITS", "on", "rate limits: on, or off (benchmarks, tests)")
@@ -345,4 +349,68 @@ func (c *config) logger() (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format must be text or json")
+}
+
+// appserviceFiles is the repeatable --appservice flag. Its default comes
+// from STRAND_APPSERVICES, a comma-separated list; giving the flag
+// replaces that list.
+type appserviceFiles struct {
+	paths   []string
+	fromEnv bool
+	err     error // a malformed STRAND_APPSERVICES, reported by appservices()
+}
+
+func (a *appserviceFiles) String() string { return strings.Join(a.paths, ",") }
+
+func (a *appserviceFiles) Set(v string) error {
+	if a.fromEnv {
+		a.paths, a.fromEnv = nil, false
+	}
+	if strings.TrimSpace(v) == "" {
+		return errors.New("empty registration file path")
+	}
+	a.paths = append(a.paths, v)
+	return nil
+}
+
+// registerAppservices adds --appservice.
+func (c *config) registerAppservices(fs *flag.FlagSet) {
+	c.Appservices = appserviceFiles{}
+	if v, ok := os.LookupEnv("STRAND_APPSERVICES"); ok && strings.TrimSpace(v) != "" {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				c.Appservices.err = fmt.Errorf("STRAND_APPSERVICES: empty entry in %q", v)
+				break
+			}
+			c.Appservices.paths = append(c.Appservices.paths, p)
+		}
+		c.Appservices.fromEnv = true
+	}
+	fs.Var(&c.Appservices, "appservice", "application service registration file (YAML); repeat for several (env STRAND_APPSERVICES, comma-separated)")
+}
+
+// registerAppserviceRole adds the flags of the appservice role alone.
+func (c *config) registerAppserviceRole(fs *flag.FlagSet) {
+	envFlags{fs}.str(&c.ServerName, "server-name", "STRAND_SERVER_NAME", "localhost", "the homeserver's name, the part after ':' in user IDs")
+	c.registerAppservices(fs)
+}
+
+// appservices loads and checks the registration files.
+func (c *config) appservices() (*appservice.Set, error) {
+	if c.Appservices.err != nil {
+		return nil, c.Appservices.err
+	}
+	if len(c.Appservices.paths) == 0 {
+		return nil, nil
+	}
+	sn, err := matrix.ParseServerName(c.ServerName)
+	if err != nil {
+		return nil, fmt.Errorf("--server-name: %w", err)
+	}
+	set, err := appservice.Load(c.Appservices.paths, sn)
+	if err != nil {
+		return nil, fmt.Errorf("--appservice: %w", err)
+	}
+	return set, nil
 }

@@ -23,9 +23,10 @@ var allowedImports = map[string][]string{
 	"strand/sessions":                  {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
 	"strand/syncstream":                {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store", "strand/sessions"},
 	"strand/api/outbound":              {},
-	"strand/api":                       {"strand/api/outbound", "strand/eventlog", "strand/eventlog/matrix", "strand/projector/store", "strand/sessions"},
+	"strand/api/appservice":            {"strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
+	"strand/api":                       {"strand/api/appservice", "strand/api/outbound", "strand/eventlog", "strand/eventlog/matrix", "strand/projector/store", "strand/sessions"},
 	"strand/api/pushgateway":           {"strand/api/outbound", "strand/eventlog", "strand/eventlog/matrix", "strand/projector/store"},
-	"strand/api/apitest": {"strand/api", "strand/syncstream", "strand/sessions", "strand/projector", "strand/projector/store", "strand/projector/store/storetest",
+	"strand/api/apitest": {"strand/api", "strand/api/appservice", "strand/syncstream", "strand/sessions", "strand/projector", "strand/projector/store", "strand/projector/store/storetest",
 		"strand/eventlog", "strand/eventlog/matrix", "strand/eventlog/logtest", "github.com/nats-io/nats.go", "github.com/nats-io/nats-server/v2"},
 	"strand/cmd/strand/bench": {},
 }

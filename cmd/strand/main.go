@@ -49,13 +49,15 @@ func run(ctx context.Context, args []string) error {
 	var cmd command
 	switch name {
 	case "serve":
-		cmd = &roleCommand{roles: roleSet{api: true, projector: true, sync: true, pusher: true}, name: "serve"}
+		cmd = &roleCommand{roles: roleSet{api: true, projector: true, sync: true, pusher: true, appservice: true}, name: "serve"}
 	case "api":
 		cmd = &roleCommand{roles: roleSet{api: true}, name: "api"}
 	case "projector":
 		cmd = &roleCommand{roles: roleSet{projector: true}, name: "projector"}
 	case "sync":
 		cmd = &roleCommand{roles: roleSet{sync: true}, name: "sync"}
+	case "appservice":
+		cmd = &roleCommand{roles: roleSet{appservice: true}, name: "appservice"}
 	case "pusher":
 		cmd = &roleCommand{roles: roleSet{pusher: true}, name: "pusher"}
 	case "replay":
@@ -84,6 +86,7 @@ commands:
   api         the client-server API role
   projector   the projector role
   sync        a sync worker role
+  appservice  delivers events to the application services (--appservice)
   pusher      the push notification role (delivery to push gateways)
   replay      rebuild the projections from the log into a database
   migrate     apply database migrations and exit

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"strand/api"
+	"strand/api/appservice"
 	"strand/api/outbound"
 	"strand/api/pushgateway"
 	"strand/eventlog"
@@ -26,13 +27,14 @@ import (
 	"strand/syncstream"
 )
 
-type roleSet struct{ api, projector, sync, pusher bool }
+type roleSet struct{ api, projector, sync, pusher, appservice bool }
 
 // roleCommand runs one or more roles in this process.
 type roleCommand struct {
-	name  string
-	roles roleSet
-	cfg   config
+	name        string
+	roles       roleSet
+	cfg         config
+	appservices *appservice.Set
 }
 
 // deps are the connections a process opens once and shares between its
@@ -111,6 +113,8 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 	c.cfg.registerCommon(fs)
 	if c.roles.api || c.roles.sync {
 		c.cfg.registerServer(fs)
+	} else if c.roles.appservice {
+		c.cfg.registerAppserviceRole(fs)
 	}
 	if c.roles.api || c.roles.pusher {
 		c.cfg.registerOutbound(fs)
@@ -126,6 +130,15 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	// Registration files are checked before anything starts: a bad one
+	// is a clear error and exit, not a half-working bridge.
+	appservices, err := c.cfg.appservices()
+	if err != nil {
+		return err
+	}
+	if c.name == "appservice" && len(appservices.All()) == 0 {
+		return errors.New("the appservice role needs at least one --appservice FILE (STRAND_APPSERVICES)")
+	}
 	allow, err := c.cfg.outboundAllow()
 	if err != nil {
 		return err
@@ -138,6 +151,7 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 	logger = logger.With(eventlog.LogRole, c.name)
+	c.appservices = appservices
 	d, err := openDeps(ctx, &c.cfg, logger, c.name == "serve")
 	if err != nil {
 		return err
@@ -166,6 +180,11 @@ func (c *roleCommand) Run(ctx context.Context, args []string) error {
 			return err
 		}
 		g.Go(func() error { return p.Run(ctx) })
+	}
+	if c.roles.appservice && len(c.appservices.All()) > 0 {
+		if err := c.runDeliverer(ctx, g, d, reg, logger); err != nil {
+			return err
+		}
 	}
 	if c.roles.pusher {
 		ps := d.store
@@ -314,7 +333,11 @@ func (c *roleCommand) httpHandler(ctx context.Context, g *errgroup.Group, d *dep
 		DefaultRoomVersion:       matrix.RoomVersion(c.cfg.DefaultRoomVer),
 		Sessions:                 cache,
 		Readers:                  readers,
+		Appservices:              c.appservices,
 	}, d.log, d.store, wm, logger)
+	if len(c.appservices.All()) > 0 {
+		g.Go(func() error { ensureAppserviceSenders(ctx, srv, logger); return nil })
+	}
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return nil, nil, err
 	}
@@ -349,4 +372,43 @@ func serveHTTP(ctx context.Context, g *errgroup.Group, addr string, h http.Handl
 		return srv.Shutdown(sctx)
 	})
 	return ln.Addr().String(), nil
+}
+
+// appserviceTxnTimeout bounds one transaction pushed to a service; a
+// service that takes longer gets the same transaction again.
+const appserviceTxnTimeout = 60 * time.Second
+
+// ensureAppserviceSenders registers the services' sender users, trying
+// again until it works (the projector that the registration waits for
+// may still be starting) or the process stops.
+func ensureAppserviceSenders(ctx context.Context, srv *api.Server, logger *slog.Logger) {
+	wait := time.Second
+	for {
+		err := srv.EnsureAppserviceSenders(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		logger.Warn("could not register the application service senders yet", eventlog.LogErr, err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Minute)
+	}
+}
+
+// runDeliverer starts the appservice role: delivery to the services.
+func (c *roleCommand) runDeliverer(ctx context.Context, g *errgroup.Group, d *deps, reg prometheus.Registerer, logger *slog.Logger) error {
+	wm, err := eventlog.NewWatermark(d.nc, d.store.Position)
+	if err != nil {
+		return err
+	}
+	dl := &appservice.Deliverer{Log: d.log, Store: d.store, Watermark: wm, Services: c.appservices,
+		Client: appservice.NewClient(appserviceTxnTimeout), Server: matrix.ServerName(c.cfg.ServerName), Logger: logger}
+	if err := dl.RegisterMetrics(reg); err != nil {
+		return err
+	}
+	g.Go(func() error { return dl.Run(ctx) })
+	return nil
 }
