@@ -235,7 +235,7 @@ type builder struct {
 	// Set by state, summaries and lazyMembers.
 	states    map[string][]store.StoredEvent
 	sums      map[string]store.RoomSummary
-	lazy      bool                         // the filter lazy-loads members
+	lazy      bool                         // the filter lazy-loads members (set by newBuilder)
 	lazyState map[string][]json.RawMessage // per room, the senders' member events the state lacks
 
 	// view is typing and presence as of one position of the ephemeral
@@ -253,6 +253,7 @@ type roomOut struct {
 	limited  bool
 }
 
+// newBuilder starts a build of req at the snapshot's positions pos.
 func newBuilder(req *request, out *built, pos store.Positions, eph *Ephemeral) *builder {
 	out.pos = pos
 	b := &builder{req: req, f: req.filter, out: out, eph: eph, initial: req.since == nil}
