@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
-	"strings"
 	"time"
 
 	"strand/eventlog"
@@ -154,478 +153,631 @@ type roomPlan struct {
 }
 
 // build assembles a response from one projection snapshot, with a fixed
-// number of queries however many rooms the user is in.
+// number of queries however many rooms the user is in. Each phase fills
+// one section of the response (or what later ones read), in this order,
+// all inside the one snapshot.
 func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCache, req *request) (*built, error) {
 	out := &built{resp: newResponse()}
 	err := st.SyncSnapshot(ctx, func(tx *store.SyncTx) error {
-		out.pos = tx.Pos
-		initial := req.since == nil
-		var lo int64
-		var sinceAccounts, sinceReceipts, sinceEph uint64
-		if !initial {
-			lo = eventlog.EventPos(req.since.Rooms+1, 0)
-			sinceAccounts, sinceReceipts, sinceEph = req.since.Accounts, req.since.Receipts, req.since.Ephemeral
-		}
-		hi := eventlog.EventPos(tx.Pos.Rooms+1, 0)
-		f := req.filter
-
-		mems, err := tx.Memberships(ctx, req.user, lo, !initial)
-		if err != nil {
+		b := newBuilder(req, out, tx.Pos, eph)
+		if err := b.memberships(ctx, tx); err != nil {
 			return err
 		}
-		// Per room: the current membership, and whether the user was
-		// joined just before it began.
-		current := map[string]store.UserMembership{}
-		prevJoined := map[string]bool{}
-		for _, m := range mems {
-			if m.ToPos == 0 {
-				current[m.RoomID] = m
-			}
-		}
-		for _, m := range mems {
-			if c, ok := current[m.RoomID]; ok && m.ToPos != 0 && m.ToPos == c.FromPos && m.Membership == "join" {
-				prevJoined[m.RoomID] = true
-			}
-		}
-		var plans []roomPlan
-		var invites, knocks []string
-		for roomID, m := range current {
-			// A knocked room is not among them: its knock_state is sent
-			// once, and what the knocker waits for (an invite, a kick) is
-			// a member event naming them, which wakes them anyway.
-			if m.Membership == "join" || m.Membership == "invite" {
-				// Only these rooms' changes can concern the user; a left
-				// room must not wake their long-polls.
-				out.rooms = append(out.rooms, roomID)
-			}
-			if !f.allowsRoom(roomID) {
-				continue
-			}
-			changedInRange := !initial && m.FromPos >= lo
-			switch m.Membership {
-			case "join":
-				newlyJoined := changedInRange && !prevJoined[roomID]
-				plans = append(plans, roomPlan{id: roomID, membership: "join", lo: lo, hi: hi,
-					fullState: initial || req.fullState || newlyJoined, joinedNew: newlyJoined && !initial})
-				if newlyJoined {
-					plans[len(plans)-1].lo = 0
-				}
-			case "invite":
-				if initial || changedInRange {
-					invites = append(invites, roomID)
-				}
-			case "knock":
-				if initial || changedInRange {
-					knocks = append(knocks, roomID)
-				}
-			case "leave", "ban":
-				if (changedInRange && (prevJoined[roomID] || wasMember(mems, roomID, m.FromPos))) || (initial && f.Room.IncludeLeave) || (req.fullState && f.Room.IncludeLeave) {
-					from := lo
-					if initial || req.fullState {
-						from = 0
-					}
-					// The state section is the change since the token, as
-					// for joined rooms, when the client already had the room
-					// (joined since before the token); a room joined and
-					// left within the range is new to it and gets it all.
-					full := initial || req.fullState || !joinedSince(mems, roomID, m.FromPos, lo)
-					plans = append(plans, roomPlan{id: roomID, membership: "leave", lo: from, hi: m.FromPos + 1, fullState: full})
-				}
-			}
-		}
-		slices.SortFunc(plans, func(a, b roomPlan) int { return compare(a.id, b.id) })
-		slices.Sort(out.rooms)
-
-		limit := f.timelineLimit()
-		ranges := make([]store.RoomRange, len(plans))
-		ids := make([]string, len(plans))
-		for i, p := range plans {
-			ranges[i] = store.RoomRange{RoomID: p.id, From: p.lo, To: p.hi}
-			ids[i] = p.id
-		}
-		var match store.EventMatch
-		if tf := f.Room.Timeline; tf != nil {
-			match = store.EventMatch{Types: tf.Types, NotTypes: tf.NotTypes, Senders: tf.Senders, NotSenders: tf.NotSenders}
-		}
-		timelines, err := tx.Timelines(ctx, ranges, match, limit+1)
-		if err != nil {
+		if err := b.timelines(ctx, tx); err != nil {
 			return err
 		}
-		// History visibility only needs checking where the user was not
-		// joined for the whole range: a user whose current join began
-		// before the range was joined at every event in it.
-		var checkIDs []string
-		for _, p := range plans {
-			if p.membership != "join" || p.fullState || current[p.id].FromPos >= p.lo {
-				checkIDs = append(checkIDs, p.id)
-			}
-		}
-		histories, err := tx.Histories(ctx, req.user, checkIDs)
-		if err != nil {
+		if err := b.state(ctx, tx); err != nil {
 			return err
 		}
-		now := time.Now()
-		// prevVisible says whether the user may see the state event e
-		// replaced (for unsigned.prev_content): by the history read for
-		// the room, or, where none was read (joined throughout the
-		// range), when the current join is older than that event. A room
-		// with neither leaves prev_content out rather than guess.
-		prevVisible := func(e *store.StoredEvent) bool {
-			prev := e.Prev()
-			if prev == nil {
-				return false
-			}
-			if v, ok := histories[e.RoomID]; ok {
-				return v.CanSee(prev)
-			}
-			c, ok := current[e.RoomID]
-			return ok && c.Membership == "join" && prev.Pos >= c.FromPos
-		}
-		render := func(e *store.StoredEvent) json.RawMessage {
-			return selectFields(e.RenderFor(req.user, req.device, "", prevVisible(e), now), f.EventFields)
-		}
-
-		type roomOut struct {
-			tl       timeline
-			start    int64 // the timeline's first position (its state point)
-			senders  map[string]bool
-			needFull bool
-			limited  bool
-		}
-		outs := make([]roomOut, len(plans))
-		var stateRanges []store.RoomRange
-		for i, p := range plans {
-			raw := timelines[p.id] // newest first
-			ro := roomOut{tl: timeline{Events: []json.RawMessage{}}, start: p.hi, senders: map[string]bool{}, needFull: p.fullState}
-			if len(raw) > limit {
-				ro.limited = true
-				raw = raw[:limit]
-			}
-			if len(raw) > 0 {
-				ro.start = raw[len(raw)-1].Pos
-			}
-			v, check := histories[p.id]
-			for j := len(raw) - 1; j >= 0; j-- {
-				e := &raw[j]
-				if (check && !v.CanSee(e)) || !f.Room.Timeline.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
-					continue
-				}
-				// unsigned.membership: a room whose history was not read
-				// is one the user was joined to throughout the range.
-				membership := "join"
-				if check {
-					membership = v.MembershipAt(e.Pos)
-				}
-				ro.tl.Events = append(ro.tl.Events, selectFields(e.RenderFor(req.user, req.device, membership, prevVisible(e), now), f.EventFields))
-				ro.senders[e.Sender] = true
-			}
-			ro.tl.Limited = ro.limited
-			ro.tl.PrevBatch = eventlog.FormatRoomPoint(ro.start)
-			outs[i] = ro
-			switch {
-			case ro.needFull:
-				stateRanges = append(stateRanges, store.RoomRange{RoomID: p.id, From: 0, To: ro.start})
-			case ro.limited:
-				stateRanges = append(stateRanges, store.RoomRange{RoomID: p.id, From: p.lo, To: ro.start})
-			}
-		}
-		states, err := tx.StateAtPoints(ctx, stateRanges)
-		if err != nil {
+		if err := b.summaries(ctx, tx); err != nil {
 			return err
 		}
-		// A room joined since the token gets as its state section all the
-		// state before its timeline, which the client did not have. The
-		// spec's sync note: in an incremental sync that section "will
-		// therefore be empty unless the timeline was limited". So such a
-		// timeline that does not reach back to the room's start (cut by
-		// the limit, or by the filter's types) is limited.
-		for i, p := range plans {
-			if p.joinedNew && len(states[p.id]) > 0 {
-				outs[i].tl.Limited = true
-			}
-		}
-		lazy := f.Room.State != nil && f.Room.State.LazyLoadMembers
-		stateOf := func(i int, p roomPlan) []json.RawMessage {
-			evs := []json.RawMessage{}
-			for j := range states[p.id] {
-				e := &states[p.id][j]
-				if !f.Room.State.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
-					continue
-				}
-				if lazy && e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey != req.user && !outs[i].senders[*e.StateKey] {
-					continue
-				}
-				evs = append(evs, render(e))
-			}
-			return evs
-		}
-
-		var joinedNow []string
-		out.base.joined = map[string]bool{}
-		for roomID, m := range current {
-			if m.Membership == "join" {
-				out.base.joined[roomID] = true
-				if f.allowsRoom(roomID) {
-					joinedNow = append(joinedNow, roomID)
-				}
-			}
-		}
-		slices.Sort(joinedNow)
-		var sumIDs []string
-		for i, p := range plans {
-			if p.membership != "join" {
-				continue
-			}
-			if outs[i].needFull || outs[i].limited || hasMemberEvent(timelines[p.id]) {
-				sumIDs = append(sumIDs, p.id)
-			}
-		}
-		sums, err := tx.Summaries(ctx, req.user, sumIDs)
-		if err != nil {
+		if err := b.lazyMembers(ctx, tx); err != nil {
 			return err
 		}
-		// Lazy-loading clients need the member events of the senders they
-		// see, also when the state section would otherwise be empty.
-		lazyMembers := map[string][]json.RawMessage{}
-		if lazy {
-			var pairRooms, pairUsers []string
-			for i, p := range plans {
-				if outs[i].needFull || outs[i].limited {
-					continue // their state section already carries them
-				}
-				for sender := range outs[i].senders {
-					pairRooms, pairUsers = append(pairRooms, p.id), append(pairUsers, sender)
-				}
-			}
-			members, err := tx.MemberEvents(ctx, pairRooms, pairUsers)
-			if err != nil {
-				return err
-			}
-			starts := map[string]int64{}
-			for i, p := range plans {
-				starts[p.id] = outs[i].start
-			}
-			for roomID, evs := range members {
-				for j := range evs {
-					out.base.learnMember(evs[j])
-					if evs[j].Pos >= starts[roomID] {
-						continue // in the timeline already
-					}
-					lazyMembers[roomID] = append(lazyMembers[roomID], render(&evs[j]))
-				}
-			}
-		}
-		if lazy {
-			// Remember the member events this response gave of its
-			// senders, for the window's lazy-loading responses.
-			for i, p := range plans {
-				if p.membership != "join" {
-					continue
-				}
-				for _, e := range states[p.id] {
-					if e.Type == "m.room.member" && e.StateKey != nil && outs[i].senders[*e.StateKey] {
-						out.base.learnMember(e)
-					}
-				}
-				raw := timelines[p.id]
-				for j := len(raw) - 1; j >= 0; j-- {
-					if e := raw[j]; e.Type == "m.room.member" && e.StateKey != nil {
-						out.base.learnMember(e)
-					}
-				}
-			}
-		}
-		for i, p := range plans {
-			ro := outs[i]
-			st := stateOf(i, p)
-			st = append(st, lazyMembers[p.id]...)
-			if p.membership == "join" {
-				// An unchanged room is left out of an incremental response.
-				if !p.fullState && len(ro.tl.Events) == 0 && len(st) == 0 {
-					continue
-				}
-				s, ok := sums[p.id]
-				out.resp.Rooms.Join[p.id] = &joinedRoom{
-					State: eventList{st}, Timeline: ro.tl, Ephemeral: eventList{[]json.RawMessage{}},
-					AccountData: eventList{[]json.RawMessage{}},
-					Summary:     summaryOf(s, ok),
-				}
-			} else {
-				out.resp.Rooms.Leave[p.id] = &leftRoom{State: eventList{st}, Timeline: ro.tl, AccountData: eventList{[]json.RawMessage{}}}
-			}
-		}
-
-		slices.Sort(invites)
-		slices.Sort(knocks)
-		stripped, err := tx.StrippedState(ctx, req.user, append(slices.Clip(invites), knocks...))
-		if err != nil {
+		b.roomSections()
+		if err := b.invitesAndKnocks(ctx, tx); err != nil {
 			return err
 		}
-		// Invites from users the user ignores are not shown (client-server
-		// API, "Ignoring users"); the list is read only when there are
-		// invites to show.
-		var ignored map[string]bool
-		if len(invites) > 0 {
-			if ignored, err = tx.IgnoredUsers(ctx, req.user); err != nil {
-				return err
-			}
-		}
-		// strippedOf is a room's stripped state; ok is false for an
-		// invite sent by an ignored user.
-		strippedOf := func(roomID string) (eventList, bool) {
-			evs := []json.RawMessage{}
-			for _, e := range stripped[roomID] {
-				if e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == req.user && ignored[e.Sender] {
-					return eventList{}, false
-				}
-				evs = append(evs, strip(&e))
-			}
-			return eventList{evs}, true
-		}
-		for _, roomID := range invites {
-			if st, ok := strippedOf(roomID); ok {
-				out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: st}
-			}
-		}
-		for _, roomID := range knocks {
-			st, _ := strippedOf(roomID)
-			out.resp.Rooms.Knock[roomID] = &knockedRoom{KnockState: st}
-		}
-
-		// Typing and presence as of one position of the ephemeral view.
-		ev := eph.snapshot(joinedNow, sinceEph, now)
-		out.ephPos = ev.pos
-
-		// Ephemeral events (receipts, typing) of the joined rooms.
-		joinEntry := func(roomID string) *joinedRoom {
-			if jr, ok := out.resp.Rooms.Join[roomID]; ok {
-				return jr
-			}
-			jr := &joinedRoom{State: eventList{[]json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}, PrevBatch: eventlog.FormatRoomPoint(hi)},
-				Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{}}}
-			out.resp.Rooms.Join[roomID] = jr
-			return jr
-		}
-		if f.Room.Ephemeral.Allows("m.receipt", "", "", nil) {
-			receipts, err := tx.ReceiptsSince(ctx, req.user, joinedNow, sinceReceipts)
-			if err != nil {
-				return err
-			}
-			for roomID, content := range receiptContents(receipts) {
-				if !f.Room.Ephemeral.AllowsRoom(roomID) {
-					continue
-				}
-				ev, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
-				jr := joinEntry(roomID)
-				jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
-			}
-		}
-		if f.Room.Ephemeral.Allows("m.typing", "", "", nil) {
-			for roomID, users := range ev.typing {
-				if !f.Room.Ephemeral.AllowsRoom(roomID) {
-					continue
-				}
-				ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
-				jr := joinEntry(roomID)
-				jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
-			}
-		}
-		// Presence of the users who share a room with this one.
-		// Users who newly share a room with this one (they joined one of
-		// its rooms, or it joined theirs) get their presence sent even if
-		// it did not change: the client has not seen it.
-		if !initial {
-			known := map[string]bool{}
-			for _, p := range ev.presence {
-				known[p.UserID] = true
-			}
-			for i, p := range plans {
-				if p.membership != "join" {
-					continue
-				}
-				var evs []store.StoredEvent
-				if outs[i].needFull {
-					evs = append(evs, states[p.id]...)
-				}
-				evs = append(evs, timelines[p.id]...)
-				for _, e := range evs {
-					if e.Type != "m.room.member" || e.StateKey == nil || *e.StateKey == req.user || known[*e.StateKey] {
-						continue
-					}
-					if !outs[i].needFull && !strings.Contains(string(e.Client), `"membership":"join"`) {
-						continue
-					}
-					if pr, ok := eph.presenceOf(*e.StateKey); ok {
-						known[*e.StateKey] = true
-						ev.presence = append(ev.presence, pr)
-					}
-				}
-			}
-		}
-		if changed := ev.presence; len(changed) > 0 {
-			ids := make([]string, len(changed))
-			for i, p := range changed {
-				ids[i] = p.UserID
-			}
-			audience, err := tx.SharingRooms(ctx, req.user, ids)
-			if err != nil {
-				return err
-			}
-			slices.SortFunc(changed, func(a, b eventlog.PresenceSet) int { return compare(a.UserID, b.UserID) })
-			for _, p := range changed {
-				if (p.UserID != req.user && !audience[p.UserID]) || !f.Presence.Allows("m.presence", p.UserID, "", nil) {
-					continue
-				}
-				out.resp.Presence.Events = append(out.resp.Presence.Events, presenceEvent(&p, now))
-			}
-		}
-
-		ad, err := tx.AccountDataSince(ctx, req.user, sinceAccounts)
-		if err != nil {
+		if err := b.ephemeral(ctx, tx); err != nil {
 			return err
 		}
-		if initial && !slices.ContainsFunc(ad, func(a store.AccountDataItem) bool { return a.RoomID == "" && a.Type == "m.push_rules" }) {
-			// Clients read their push rules from the initial sync; until a
-			// user changes them they are the defaults.
-			c, _ := json.Marshal(map[string]json.RawMessage{"global": matrix.DefaultPushRules(req.user)})
-			ad = append(ad, store.AccountDataItem{Type: "m.push_rules", Content: c})
-		}
-		for _, item := range ad {
-			if item.RoomID == "" && item.Type == "m.push_rules" {
-				item.Content = pushRulesContent(req.user, item.Content)
-			}
-			ev, _ := json.Marshal(map[string]any{"type": item.Type, "content": item.Content})
-			if item.RoomID == "" {
-				if f.AccountData.Allows(item.Type, "", "", nil) {
-					out.resp.AccountData.Events = append(out.resp.AccountData.Events, ev)
-				}
-				continue
-			}
-			if !f.Room.AccountData.Allows(item.Type, "", item.RoomID, nil) {
-				continue
-			}
-			if jr, ok := out.resp.Rooms.Join[item.RoomID]; ok {
-				jr.AccountData.Events = append(jr.AccountData.Events, ev)
-			} else if c, ok := current[item.RoomID]; ok && c.Membership == "join" && f.allowsRoom(item.RoomID) {
-				jr := joinEntry(item.RoomID)
-				jr.AccountData.Events = append(jr.AccountData.Events, ev)
-			}
-		}
-
-		if err := buildE2EE(ctx, tx, req, out, lo, hi); err != nil {
+		if err := b.presence(ctx, tx); err != nil {
 			return err
 		}
-
+		if err := b.accountData(ctx, tx); err != nil {
+			return err
+		}
+		if err := buildE2EE(ctx, tx, req, out, b.lo, b.hi); err != nil {
+			return err
+		}
 		// Unread counts for every joined room in the response.
-		if err := buildUnread(ctx, tx, req, out, rules); err != nil {
-			return err
-		}
-		return nil
+		return buildUnread(ctx, tx, req, out, rules)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// builder is one build under way: the request, and what each phase worked
+// out for the phases after it.
+type builder struct {
+	req *request
+	f   *filter
+	out *built
+	eph *Ephemeral
+	now time.Time
+
+	initial bool
+	// lo and hi are the rooms range of the response, [lo, hi): lo is 0
+	// for an initial sync.
+	lo, hi                                 int64
+	sinceAccounts, sinceReceipts, sinceEph uint64
+
+	// Set by memberships: the user's memberships that matter to the
+	// range; per room the current one, and whether the user was joined
+	// just before it began; the rooms the response covers.
+	mems            []store.UserMembership
+	current         map[string]store.UserMembership
+	prevJoined      map[string]bool
+	plans           []roomPlan // joined and left rooms, by ID
+	invites, knocks []string
+	joinedNow       []string // joined rooms the filter allows, sorted
+
+	// Set by timelines: each planned room's events in range (newest
+	// first), the user's history in the rooms where visibility needs
+	// checking, and each plan's timeline section.
+	raw       map[string][]store.StoredEvent
+	histories map[string]*store.Visibility
+	outs      []roomOut
+
+	// Set by state, summaries and lazyMembers.
+	states    map[string][]store.StoredEvent
+	sums      map[string]store.RoomSummary
+	lazy      bool                         // the filter lazy-loads members (set by newBuilder)
+	lazyState map[string][]json.RawMessage // per room, the senders' member events the state lacks
+
+	// view is typing and presence as of one position of the ephemeral
+	// view (set by ephemeral; presence adds to it).
+	view view
+}
+
+// roomOut is a planned room's timeline section and what the other
+// sections need to know of it.
+type roomOut struct {
+	tl       timeline
+	start    int64 // the timeline's first position (its state point)
+	senders  map[string]bool
+	needFull bool
+	limited  bool
+}
+
+// newBuilder starts a build of req at the snapshot's positions pos.
+func newBuilder(req *request, out *built, pos store.Positions, eph *Ephemeral) *builder {
+	out.pos = pos
+	b := &builder{req: req, f: req.filter, out: out, eph: eph, initial: req.since == nil}
+	if !b.initial {
+		b.lo = eventlog.EventPos(req.since.Rooms+1, 0)
+		b.sinceAccounts, b.sinceReceipts, b.sinceEph = req.since.Accounts, req.since.Receipts, req.since.Ephemeral
+	}
+	b.hi = eventlog.EventPos(pos.Rooms+1, 0)
+	b.lazy = b.f.Room.State != nil && b.f.Room.State.LazyLoadMembers
+	return b
+}
+
+// memberships reads the user's memberships and plans the rooms of the
+// response: joined and left rooms (with their ranges), invites and knocks,
+// and the rooms whose changes concern the user.
+func (b *builder) memberships(ctx context.Context, tx *store.SyncTx) error {
+	req, f, lo, hi, initial := b.req, b.f, b.lo, b.hi, b.initial
+	mems, err := tx.Memberships(ctx, req.user, lo, !initial)
+	if err != nil {
+		return err
+	}
+	b.mems = mems
+	b.current = map[string]store.UserMembership{}
+	b.prevJoined = map[string]bool{}
+	for _, m := range mems {
+		if m.ToPos == 0 {
+			b.current[m.RoomID] = m
+		}
+	}
+	for _, m := range mems {
+		if c, ok := b.current[m.RoomID]; ok && m.ToPos != 0 && m.ToPos == c.FromPos && m.Membership == "join" {
+			b.prevJoined[m.RoomID] = true
+		}
+	}
+	for roomID, m := range b.current {
+		// A knocked room is not among them: its knock_state is sent
+		// once, and what the knocker waits for (an invite, a kick) is
+		// a member event naming them, which wakes them anyway.
+		if m.Membership == "join" || m.Membership == "invite" {
+			// Only these rooms' changes can concern the user; a left
+			// room must not wake their long-polls.
+			b.out.rooms = append(b.out.rooms, roomID)
+		}
+		if !f.allowsRoom(roomID) {
+			continue
+		}
+		changedInRange := !initial && m.FromPos >= lo
+		switch m.Membership {
+		case "join":
+			newlyJoined := changedInRange && !b.prevJoined[roomID]
+			b.plans = append(b.plans, roomPlan{id: roomID, membership: "join", lo: lo, hi: hi,
+				fullState: initial || req.fullState || newlyJoined, joinedNew: newlyJoined && !initial})
+			if newlyJoined {
+				b.plans[len(b.plans)-1].lo = 0
+			}
+		case "invite":
+			if initial || changedInRange {
+				b.invites = append(b.invites, roomID)
+			}
+		case "knock":
+			if initial || changedInRange {
+				b.knocks = append(b.knocks, roomID)
+			}
+		case "leave", "ban":
+			if (changedInRange && (b.prevJoined[roomID] || wasMember(mems, roomID, m.FromPos))) || (initial && f.Room.IncludeLeave) || (req.fullState && f.Room.IncludeLeave) {
+				from := lo
+				if initial || req.fullState {
+					from = 0
+				}
+				// The state section is the change since the token, as
+				// for joined rooms, when the client already had the room
+				// (joined since before the token); a room joined and
+				// left within the range is new to it and gets it all.
+				full := initial || req.fullState || !joinedSince(mems, roomID, m.FromPos, lo)
+				b.plans = append(b.plans, roomPlan{id: roomID, membership: "leave", lo: from, hi: m.FromPos + 1, fullState: full})
+			}
+		}
+	}
+	slices.SortFunc(b.plans, func(a, b roomPlan) int { return compare(a.id, b.id) })
+	slices.Sort(b.out.rooms)
+
+	b.out.base.joined = map[string]bool{}
+	for roomID, m := range b.current {
+		if m.Membership == "join" {
+			b.out.base.joined[roomID] = true
+			if f.allowsRoom(roomID) {
+				b.joinedNow = append(b.joinedNow, roomID)
+			}
+		}
+	}
+	slices.Sort(b.joinedNow)
+	return nil
+}
+
+// timelines reads the planned rooms' events and the history visibility
+// they need, and makes each room's timeline section.
+func (b *builder) timelines(ctx context.Context, tx *store.SyncTx) error {
+	f := b.f
+	ranges := make([]store.RoomRange, len(b.plans))
+	for i, p := range b.plans {
+		ranges[i] = store.RoomRange{RoomID: p.id, From: p.lo, To: p.hi}
+	}
+	var match store.EventMatch
+	if tf := f.Room.Timeline; tf != nil {
+		match = store.EventMatch{Types: tf.Types, NotTypes: tf.NotTypes, Senders: tf.Senders, NotSenders: tf.NotSenders}
+	}
+	raw, err := tx.Timelines(ctx, ranges, match, f.timelineLimit()+1)
+	if err != nil {
+		return err
+	}
+	b.raw = raw
+	if err := b.visibility(ctx, tx); err != nil {
+		return err
+	}
+	b.now = time.Now()
+	b.outs = make([]roomOut, len(b.plans))
+	for i, p := range b.plans {
+		b.outs[i] = b.timelineOf(p)
+	}
+	return nil
+}
+
+// visibility reads the user's history in the rooms where it needs
+// checking: those where the user was not joined for the whole range. A
+// user whose current join began before the range was joined at every
+// event in it.
+func (b *builder) visibility(ctx context.Context, tx *store.SyncTx) error {
+	var checkIDs []string
+	for _, p := range b.plans {
+		if p.membership != "join" || p.fullState || b.current[p.id].FromPos >= p.lo {
+			checkIDs = append(checkIDs, p.id)
+		}
+	}
+	histories, err := tx.Histories(ctx, b.req.user, checkIDs)
+	if err != nil {
+		return err
+	}
+	b.histories = histories
+	return nil
+}
+
+// timelineOf makes a planned room's timeline section from its events.
+func (b *builder) timelineOf(p roomPlan) roomOut {
+	f, limit := b.f, b.f.timelineLimit()
+	raw := b.raw[p.id] // newest first
+	ro := roomOut{tl: timeline{Events: []json.RawMessage{}}, start: p.hi, senders: map[string]bool{}, needFull: p.fullState}
+	if len(raw) > limit {
+		ro.limited = true
+		raw = raw[:limit]
+	}
+	if len(raw) > 0 {
+		ro.start = raw[len(raw)-1].Pos
+	}
+	v, check := b.histories[p.id]
+	for j := len(raw) - 1; j >= 0; j-- {
+		e := &raw[j]
+		if (check && !v.CanSee(e)) || !f.Room.Timeline.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
+			continue
+		}
+		// unsigned.membership: a room whose history was not read
+		// is one the user was joined to throughout the range.
+		membership := "join"
+		if check {
+			membership = v.MembershipAt(e.Pos)
+		}
+		ro.tl.Events = append(ro.tl.Events, selectFields(e.RenderFor(b.req.user, b.req.device, membership, b.prevVisible(e), b.now), f.EventFields))
+		ro.senders[e.Sender] = true
+	}
+	ro.tl.Limited = ro.limited
+	ro.tl.PrevBatch = eventlog.FormatRoomPoint(ro.start)
+	return ro
+}
+
+// prevVisible says whether the user may see the state event e replaced
+// (for unsigned.prev_content): by the history read for the room, or,
+// where none was read (joined throughout the range), when the current
+// join is older than that event. A room with neither leaves prev_content
+// out rather than guess.
+func (b *builder) prevVisible(e *store.StoredEvent) bool {
+	prev := e.Prev()
+	if prev == nil {
+		return false
+	}
+	if v, ok := b.histories[e.RoomID]; ok {
+		return v.CanSee(prev)
+	}
+	c, ok := b.current[e.RoomID]
+	return ok && c.Membership == "join" && prev.Pos >= c.FromPos
+}
+
+// render renders a state event as the syncing device sees it.
+func (b *builder) render(e *store.StoredEvent) json.RawMessage {
+	return selectFields(e.RenderFor(b.req.user, b.req.device, "", b.prevVisible(e), b.now), b.f.EventFields)
+}
+
+// state reads the state the planned rooms' state sections come from: all
+// of it before the timeline for a full state, the changes in the range
+// before the timeline for a limited one.
+func (b *builder) state(ctx context.Context, tx *store.SyncTx) error {
+	var stateRanges []store.RoomRange
+	for i, p := range b.plans {
+		switch ro := b.outs[i]; {
+		case ro.needFull:
+			stateRanges = append(stateRanges, store.RoomRange{RoomID: p.id, From: 0, To: ro.start})
+		case ro.limited:
+			stateRanges = append(stateRanges, store.RoomRange{RoomID: p.id, From: p.lo, To: ro.start})
+		}
+	}
+	states, err := tx.StateAtPoints(ctx, stateRanges)
+	if err != nil {
+		return err
+	}
+	b.states = states
+	// A room joined since the token gets as its state section all the
+	// state before its timeline, which the client did not have. The
+	// spec's sync note: in an incremental sync that section "will
+	// therefore be empty unless the timeline was limited". So such a
+	// timeline that does not reach back to the room's start (cut by
+	// the limit, or by the filter's types) is limited.
+	for i, p := range b.plans {
+		if p.joinedNew && len(states[p.id]) > 0 {
+			b.outs[i].tl.Limited = true
+		}
+	}
+	return nil
+}
+
+// stateOf is the state section of plan i, from the state read for it.
+func (b *builder) stateOf(i int, p roomPlan) []json.RawMessage {
+	evs := []json.RawMessage{}
+	for j := range b.states[p.id] {
+		e := &b.states[p.id][j]
+		if !b.f.Room.State.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
+			continue
+		}
+		if b.lazy && e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey != b.req.user && !b.outs[i].senders[*e.StateKey] {
+			continue
+		}
+		evs = append(evs, b.render(e))
+	}
+	return evs
+}
+
+// summaries reads the room summaries of the joined rooms whose membership
+// may have changed for the client.
+func (b *builder) summaries(ctx context.Context, tx *store.SyncTx) error {
+	var sumIDs []string
+	for i, p := range b.plans {
+		if p.membership != "join" {
+			continue
+		}
+		if b.outs[i].needFull || b.outs[i].limited || hasMemberEvent(b.raw[p.id]) {
+			sumIDs = append(sumIDs, p.id)
+		}
+	}
+	sums, err := tx.Summaries(ctx, b.req.user, sumIDs)
+	if err != nil {
+		return err
+	}
+	b.sums = sums
+	return nil
+}
+
+// lazyMembers reads, for lazy-loading clients, the member events of the
+// senders they see, also when the state section would otherwise be empty,
+// and remembers the member events the response gives for the window.
+func (b *builder) lazyMembers(ctx context.Context, tx *store.SyncTx) error {
+	b.lazyState = map[string][]json.RawMessage{}
+	if !b.lazy {
+		return nil
+	}
+	var pairRooms, pairUsers []string
+	for i, p := range b.plans {
+		if b.outs[i].needFull || b.outs[i].limited {
+			continue // their state section already carries them
+		}
+		for sender := range b.outs[i].senders {
+			pairRooms, pairUsers = append(pairRooms, p.id), append(pairUsers, sender)
+		}
+	}
+	members, err := tx.MemberEvents(ctx, pairRooms, pairUsers)
+	if err != nil {
+		return err
+	}
+	starts := map[string]int64{}
+	for i, p := range b.plans {
+		starts[p.id] = b.outs[i].start
+	}
+	for roomID, evs := range members {
+		for j := range evs {
+			b.out.base.learnMember(evs[j])
+			if evs[j].Pos >= starts[roomID] {
+				continue // in the timeline already
+			}
+			b.lazyState[roomID] = append(b.lazyState[roomID], b.render(&evs[j]))
+		}
+	}
+	// Remember the member events this response gave of its senders, for
+	// the window's lazy-loading responses.
+	for i, p := range b.plans {
+		if p.membership != "join" {
+			continue
+		}
+		for _, e := range b.states[p.id] {
+			if e.Type == "m.room.member" && e.StateKey != nil && b.outs[i].senders[*e.StateKey] {
+				b.out.base.learnMember(e)
+			}
+		}
+		raw := b.raw[p.id]
+		for j := len(raw) - 1; j >= 0; j-- {
+			if e := raw[j]; e.Type == "m.room.member" && e.StateKey != nil {
+				b.out.base.learnMember(e)
+			}
+		}
+	}
+	return nil
+}
+
+// roomSections puts the joined and left rooms into the response.
+func (b *builder) roomSections() {
+	for i, p := range b.plans {
+		ro := b.outs[i]
+		st := b.stateOf(i, p)
+		st = append(st, b.lazyState[p.id]...)
+		if p.membership == "join" {
+			// An unchanged room is left out of an incremental response.
+			if !p.fullState && len(ro.tl.Events) == 0 && len(st) == 0 {
+				continue
+			}
+			s, ok := b.sums[p.id]
+			b.out.resp.Rooms.Join[p.id] = &joinedRoom{
+				State: eventList{st}, Timeline: ro.tl, Ephemeral: eventList{[]json.RawMessage{}},
+				AccountData: eventList{[]json.RawMessage{}},
+				Summary:     summaryOf(s, ok),
+			}
+		} else {
+			b.out.resp.Rooms.Leave[p.id] = &leftRoom{State: eventList{st}, Timeline: ro.tl, AccountData: eventList{[]json.RawMessage{}}}
+		}
+	}
+}
+
+// joinEntry returns the response's entry for a joined room, adding an
+// empty one (for its ephemeral events or account data) if the room has
+// none yet.
+func (b *builder) joinEntry(roomID string) *joinedRoom {
+	if jr, ok := b.out.resp.Rooms.Join[roomID]; ok {
+		return jr
+	}
+	jr := &joinedRoom{State: eventList{[]json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}, PrevBatch: eventlog.FormatRoomPoint(b.hi)},
+		Ephemeral: eventList{[]json.RawMessage{}}, AccountData: eventList{[]json.RawMessage{}}}
+	b.out.resp.Rooms.Join[roomID] = jr
+	return jr
+}
+
+// invitesAndKnocks puts the invited and knocked rooms, with their stripped
+// state, into the response.
+func (b *builder) invitesAndKnocks(ctx context.Context, tx *store.SyncTx) error {
+	user := b.req.user
+	slices.Sort(b.invites)
+	slices.Sort(b.knocks)
+	stripped, err := tx.StrippedState(ctx, user, append(slices.Clip(b.invites), b.knocks...))
+	if err != nil {
+		return err
+	}
+	// Invites from users the user ignores are not shown (client-server
+	// API, "Ignoring users"); the list is read only when there are
+	// invites to show.
+	var ignored map[string]bool
+	if len(b.invites) > 0 {
+		if ignored, err = tx.IgnoredUsers(ctx, user); err != nil {
+			return err
+		}
+	}
+	// strippedOf is a room's stripped state; ok is false for an
+	// invite sent by an ignored user.
+	strippedOf := func(roomID string) (eventList, bool) {
+		evs := []json.RawMessage{}
+		for _, e := range stripped[roomID] {
+			if e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == user && ignored[e.Sender] {
+				return eventList{}, false
+			}
+			evs = append(evs, strip(&e))
+		}
+		return eventList{evs}, true
+	}
+	for _, roomID := range b.invites {
+		if st, ok := strippedOf(roomID); ok {
+			b.out.resp.Rooms.Invite[roomID] = &invitedRoom{InviteState: st}
+		}
+	}
+	for _, roomID := range b.knocks {
+		st, _ := strippedOf(roomID)
+		b.out.resp.Rooms.Knock[roomID] = &knockedRoom{KnockState: st}
+	}
+	return nil
+}
+
+// ephemeral puts the joined rooms' ephemeral events (receipts, typing)
+// into the response, typing (and, for presence, the presence changes) as
+// of one position of the ephemeral view.
+func (b *builder) ephemeral(ctx context.Context, tx *store.SyncTx) error {
+	f := b.f
+	b.view = b.eph.snapshot(b.joinedNow, b.sinceEph, b.now)
+	b.out.ephPos = b.view.pos
+	if f.Room.Ephemeral.Allows("m.receipt", "", "", nil) {
+		receipts, err := tx.ReceiptsSince(ctx, b.req.user, b.joinedNow, b.sinceReceipts)
+		if err != nil {
+			return err
+		}
+		for roomID, content := range receiptContents(receipts) {
+			if !f.Room.Ephemeral.AllowsRoom(roomID) {
+				continue
+			}
+			ev, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+			jr := b.joinEntry(roomID)
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+		}
+	}
+	if f.Room.Ephemeral.Allows("m.typing", "", "", nil) {
+		for roomID, users := range b.view.typing {
+			if !f.Room.Ephemeral.AllowsRoom(roomID) {
+				continue
+			}
+			ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+			jr := b.joinEntry(roomID)
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+		}
+	}
+	return nil
+}
+
+// presence puts the presence of the users who share a room with this one
+// into the response: those whose presence changed since the token, and
+// (incrementally) those who newly share a room with the user (they joined
+// one of its rooms, or it joined theirs), even if it did not change: the
+// client has not seen it.
+func (b *builder) presence(ctx context.Context, tx *store.SyncTx) error {
+	user := b.req.user
+	if !b.initial {
+		known := map[string]bool{}
+		for _, p := range b.view.presence {
+			known[p.UserID] = true
+		}
+		for i, p := range b.plans {
+			if p.membership != "join" {
+				continue
+			}
+			var evs []store.StoredEvent
+			if b.outs[i].needFull {
+				evs = append(evs, b.states[p.id]...)
+			}
+			evs = append(evs, b.raw[p.id]...)
+			for _, e := range evs {
+				if e.Type != "m.room.member" || e.StateKey == nil || *e.StateKey == user || known[*e.StateKey] {
+					continue
+				}
+				if !b.outs[i].needFull && e.Membership() != "join" {
+					continue
+				}
+				if pr, ok := b.eph.presenceOf(*e.StateKey); ok {
+					known[*e.StateKey] = true
+					b.view.presence = append(b.view.presence, pr)
+				}
+			}
+		}
+	}
+	changed := b.view.presence
+	if len(changed) == 0 {
+		return nil
+	}
+	ids := make([]string, len(changed))
+	for i, p := range changed {
+		ids[i] = p.UserID
+	}
+	audience, err := tx.SharingRooms(ctx, user, ids)
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(changed, func(a, b eventlog.PresenceSet) int { return compare(a.UserID, b.UserID) })
+	for _, p := range changed {
+		if (p.UserID != user && !audience[p.UserID]) || !b.f.Presence.Allows("m.presence", p.UserID, "", nil) {
+			continue
+		}
+		b.out.resp.Presence.Events = append(b.out.resp.Presence.Events, presenceEvent(&p, b.now))
+	}
+	return nil
+}
+
+// accountData puts the user's global and joined rooms' account data that
+// changed since the token into the response.
+func (b *builder) accountData(ctx context.Context, tx *store.SyncTx) error {
+	f, user := b.f, b.req.user
+	ad, err := tx.AccountDataSince(ctx, user, b.sinceAccounts)
+	if err != nil {
+		return err
+	}
+	if b.initial && !slices.ContainsFunc(ad, func(a store.AccountDataItem) bool { return a.RoomID == "" && a.Type == "m.push_rules" }) {
+		// Clients read their push rules from the initial sync; until a
+		// user changes them they are the defaults.
+		c, _ := json.Marshal(map[string]json.RawMessage{"global": matrix.DefaultPushRules(user)})
+		ad = append(ad, store.AccountDataItem{Type: "m.push_rules", Content: c})
+	}
+	for _, item := range ad {
+		if item.RoomID == "" && item.Type == "m.push_rules" {
+			item.Content = pushRulesContent(user, item.Content)
+		}
+		ev, _ := json.Marshal(map[string]any{"type": item.Type, "content": item.Content})
+		if item.RoomID == "" {
+			if f.AccountData.Allows(item.Type, "", "", nil) {
+				b.out.resp.AccountData.Events = append(b.out.resp.AccountData.Events, ev)
+			}
+			continue
+		}
+		if !f.Room.AccountData.Allows(item.Type, "", item.RoomID, nil) {
+			continue
+		}
+		if jr, ok := b.out.resp.Rooms.Join[item.RoomID]; ok {
+			jr.AccountData.Events = append(jr.AccountData.Events, ev)
+		} else if c, ok := b.current[item.RoomID]; ok && c.Membership == "join" && f.allowsRoom(item.RoomID) {
+			jr := b.joinEntry(item.RoomID)
+			jr.AccountData.Events = append(jr.AccountData.Events, ev)
+		}
+	}
+	return nil
 }
 
 // presenceEvent renders a presence record as an m.presence event, as read
@@ -678,9 +830,7 @@ func receiptContents(rs []store.Receipt) map[string]map[string]map[string]map[st
 	return out
 }
 
-// wasMember reports whether the user was joined or invited in the room
-// just before position at, so that a leave is news to them.
-// joinedSince reports whether the user's membership that ended at pos was
+// joinedSince reports whether the user's membership that ended at at was
 // a join that began before lo.
 func joinedSince(mems []store.UserMembership, roomID string, at, lo int64) bool {
 	for _, m := range mems {
@@ -691,6 +841,8 @@ func joinedSince(mems []store.UserMembership, roomID string, at, lo int64) bool 
 	return false
 }
 
+// wasMember reports whether the user was joined, invited or knocking in
+// the room just before position at, so that a leave is news to them.
 func wasMember(mems []store.UserMembership, roomID string, at int64) bool {
 	for _, m := range mems {
 		if m.RoomID == roomID && m.ToPos == at && (m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock") {

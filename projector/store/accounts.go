@@ -3,12 +3,18 @@ package store
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
+	"strand/eventlog"
+
 	"github.com/jackc/pgx/v5"
 )
+
+// Accounts: users, their devices and access/refresh tokens, passwords,
+// deactivation, profiles and the user directory; the projection of the
+// account records and the reads the api needs.
 
 // User is an account as the api needs it.
 type User struct {
@@ -140,33 +146,6 @@ func (s *Store) Device(ctx context.Context, userID, deviceID string) (Device, er
 	return d, nil
 }
 
-// Filter returns a stored sync filter, or ErrNotFound.
-func (s *Store) Filter(ctx context.Context, userID, filterID string) (json.RawMessage, error) {
-	var f []byte
-	err := s.pool.QueryRow(ctx, "SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2", userID, filterID).Scan(&f)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("filter %s of %s: %w", filterID, userID, err)
-	}
-	return f, nil
-}
-
-// AccountData returns one global (roomID "") or room account data item.
-func (s *Store) AccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error) {
-	var c []byte
-	err := s.pool.QueryRow(ctx, "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
-		userID, roomID, typ).Scan(&c)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("account data %s of %s: %w", typ, userID, err)
-	}
-	return c, nil
-}
-
 // DirectoryUser is one result of a user directory search.
 type DirectoryUser struct {
 	UserID      string
@@ -204,4 +183,167 @@ func (s *Store) SearchUsers(ctx context.Context, searcher, term string, limit in
 		return us[:limit], true, nil
 	}
 	return us, false, nil
+}
+
+func tokenHash(h string) ([]byte, error) {
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) == 0 {
+		return nil, Unappliable(errors.New("bad token hash"))
+	}
+	return b, nil
+}
+
+// AddUser inserts a registered account.
+func (t *Tx) AddUser(r *eventlog.UserRegistered) error {
+	var dn *string
+	if r.Displayname != "" {
+		dn = &r.Displayname
+	}
+	t.queue(`INSERT INTO users (user_id, password_hash, admin, displayname, created_ts)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING`,
+		r.UserID, r.PasswordHash, r.Admin, dn, r.TS)
+	if r.Device != nil {
+		return t.PutDevice(r.Device)
+	}
+	return nil
+}
+
+// PutDevice adds a device or gives an existing one a new token.
+func (t *Tx) PutDevice(d *eventlog.DeviceCreated) error {
+	h, err := tokenHash(d.TokenHash)
+	if err != nil {
+		return err
+	}
+	var dn *string
+	if d.DisplayName != "" {
+		dn = &d.DisplayName
+	}
+	var refresh []byte
+	if d.RefreshHash != "" {
+		if refresh, err = tokenHash(d.RefreshHash); err != nil {
+			return err
+		}
+	}
+	// A new token for an existing device replaces everything that
+	// authenticated it: the access token, the refresh token and a previous
+	// token left valid by a refresh.
+	t.queue(`INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts, expires_ts, refresh_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (user_id, device_id) DO UPDATE SET
+			token_hash = EXCLUDED.token_hash,
+			display_name = COALESCE(EXCLUDED.display_name, devices.display_name),
+			expires_ts = EXCLUDED.expires_ts,
+			refresh_hash = EXCLUDED.refresh_hash,
+			prev_token_hash = NULL,
+			prev_expires_ts = NULL`,
+		d.UserID, d.DeviceID, dn, h, d.TS, nullTS(d.ExpiresTS), refresh)
+	return nil
+}
+
+// nullTS maps the log's "0: never" to NULL.
+func nullTS(ts int64) *int64 {
+	if ts == 0 {
+		return nil
+	}
+	return &ts
+}
+
+// RefreshToken applies a refresh: only if r.RefreshHash is still the
+// device's refresh token (the api's append was a compare-and-set on the
+// user's subject, so this holds for every record it wrote; the condition
+// keeps the projection right for any log). The current access token
+// becomes the previous one, still valid until the new one is used.
+func (t *Tx) RefreshToken(r *eventlog.TokenRefreshed) error {
+	old, err := tokenHash(r.RefreshHash)
+	if err != nil {
+		return err
+	}
+	tok, err := tokenHash(r.NewTokenHash)
+	if err != nil {
+		return err
+	}
+	refresh, err := tokenHash(r.NewRefreshHash)
+	if err != nil {
+		return err
+	}
+	t.queue(`UPDATE devices SET prev_token_hash = token_hash, prev_expires_ts = expires_ts,
+			token_hash = $4, expires_ts = $5, refresh_hash = $6
+		WHERE user_id = $1 AND device_id = $2 AND refresh_hash = $3`,
+		r.UserID, r.DeviceID, old, tok, nullTS(r.ExpiresTS), refresh)
+	return nil
+}
+
+// UseToken applies the first use of a refreshed token: the device's
+// previous token is revoked, if r.TokenHash is still its current one.
+func (t *Tx) UseToken(r *eventlog.TokenUsed) error {
+	h, err := tokenHash(r.TokenHash)
+	if err != nil {
+		return err
+	}
+	t.queue(`UPDATE devices SET prev_token_hash = NULL, prev_expires_ts = NULL
+		WHERE user_id = $1 AND device_id = $2 AND token_hash = $3`, r.UserID, r.DeviceID, h)
+	return nil
+}
+
+// RenameDevice sets a device's display name.
+func (t *Tx) RenameDevice(r *eventlog.DeviceUpdated) {
+	t.queue("UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+		r.UserID, r.DeviceID, r.DisplayName)
+}
+
+// DeleteDevices removes devices (and so their tokens and keys).
+func (t *Tx) DeleteDevices(seq uint64, r *eventlog.DevicesDeleted) {
+	if r.All {
+		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", r.UserID, r.Keep)
+	} else {
+		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)", r.UserID, r.DeviceIDs)
+	}
+	t.dropDeviceData(seq, r.UserID)
+}
+
+// SetPassword changes a password hash, optionally logging out the other
+// devices.
+func (t *Tx) SetPassword(seq uint64, r *eventlog.PasswordChanged) {
+	t.queue("UPDATE users SET password_hash = $2 WHERE user_id = $1", r.UserID, r.PasswordHash)
+	// Pushers of the other devices go even when the devices stay: after
+	// a password change (perhaps because the account was taken over) no
+	// notification should go where the user did not just ask for it.
+	t.queue("DELETE FROM pushers WHERE user_id = $1 AND device_id <> $2", r.UserID, r.KeepDevice)
+	if r.LogoutDevices {
+		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", r.UserID, r.KeepDevice)
+		t.dropDeviceData(seq, r.UserID)
+	}
+}
+
+// Deactivate disables an account, clears its profile (a deactivated user
+// shows no name or avatar anywhere, as in Synapse) and removes its devices.
+func (t *Tx) Deactivate(seq uint64, r *eventlog.UserDeactivated) {
+	t.queue("UPDATE users SET deactivated = true, password_hash = '', displayname = NULL, avatar_url = NULL WHERE user_id = $1", r.UserID)
+	t.queue("DELETE FROM devices WHERE user_id = $1", r.UserID)
+	t.queue("DELETE FROM cross_signing_keys WHERE user_id = $1", r.UserID)
+	t.dropDeviceData(seq, r.UserID)
+}
+
+// SetProfile updates the profile fields that are set.
+func (t *Tx) SetProfile(r *eventlog.ProfileSet) {
+	if r.Displayname != nil {
+		t.queue("UPDATE users SET displayname = NULLIF($2, '') WHERE user_id = $1", r.UserID, *r.Displayname)
+	}
+	if r.AvatarURL != nil {
+		t.queue("UPDATE users SET avatar_url = NULLIF($2, '') WHERE user_id = $1", r.UserID, *r.AvatarURL)
+	}
+}
+
+// dropDeviceData removes the keys and pending messages of user's devices
+// that no longer exist (queued after the device rows were deleted).
+func (t *Tx) dropDeviceData(seq uint64, user string) {
+	for _, table := range []string{"device_keys", "one_time_keys", "fallback_keys", "to_device", "pushers"} {
+		t.queue(`DELETE FROM `+table+` k WHERE k.user_id = $1
+			AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.user_id = k.user_id AND d.device_id = k.device_id)`, user)
+	}
+	t.queue(`DELETE FROM key_signatures s WHERE s.target_user = $1
+		AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.user_id = s.target_user AND d.device_id = s.target_key)
+		AND NOT EXISTS (SELECT 1 FROM cross_signing_keys c WHERE c.user_id = s.target_user
+			AND c.key->'keys' ?| array[s.target_key, 'ed25519:' || s.target_key])`, user)
+	t.deviceListChanged(seq, user)
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -138,164 +137,14 @@ func pgxBatch() pgx.Batch { return pgx.Batch{} }
 
 func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 
-func tokenHash(h string) ([]byte, error) {
-	b, err := hex.DecodeString(h)
-	if err != nil || len(b) == 0 {
-		return nil, Unappliable(errors.New("bad token hash"))
-	}
-	return b, nil
-}
-
-// AddUser inserts a registered account.
-func (t *Tx) AddUser(r *eventlog.UserRegistered) error {
-	var dn *string
-	if r.Displayname != "" {
-		dn = &r.Displayname
-	}
-	t.queue(`INSERT INTO users (user_id, password_hash, admin, displayname, created_ts)
-		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING`,
-		r.UserID, r.PasswordHash, r.Admin, dn, r.TS)
-	if r.Device != nil {
-		return t.PutDevice(r.Device)
-	}
-	return nil
-}
-
-// PutDevice adds a device or gives an existing one a new token.
-func (t *Tx) PutDevice(d *eventlog.DeviceCreated) error {
-	h, err := tokenHash(d.TokenHash)
-	if err != nil {
-		return err
-	}
-	var dn *string
-	if d.DisplayName != "" {
-		dn = &d.DisplayName
-	}
-	var refresh []byte
-	if d.RefreshHash != "" {
-		if refresh, err = tokenHash(d.RefreshHash); err != nil {
-			return err
-		}
-	}
-	// A new token for an existing device replaces everything that
-	// authenticated it: the access token, the refresh token and a previous
-	// token left valid by a refresh.
-	t.queue(`INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts, expires_ts, refresh_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (user_id, device_id) DO UPDATE SET
-			token_hash = EXCLUDED.token_hash,
-			display_name = COALESCE(EXCLUDED.display_name, devices.display_name),
-			expires_ts = EXCLUDED.expires_ts,
-			refresh_hash = EXCLUDED.refresh_hash,
-			prev_token_hash = NULL,
-			prev_expires_ts = NULL`,
-		d.UserID, d.DeviceID, dn, h, d.TS, nullTS(d.ExpiresTS), refresh)
-	return nil
-}
-
-// nullTS maps the log's "0: never" to NULL.
-func nullTS(ts int64) *int64 {
-	if ts == 0 {
+// flush sends the queued writes so that a read in the same transaction
+// sees them.
+func (t *Tx) flush(ctx context.Context) error {
+	t.pending()
+	if t.batch.Len() == 0 {
 		return nil
 	}
-	return &ts
-}
-
-// RefreshToken applies a refresh: only if r.RefreshHash is still the
-// device's refresh token (the api's append was a compare-and-set on the
-// user's subject, so this holds for every record it wrote; the condition
-// keeps the projection right for any log). The current access token
-// becomes the previous one, still valid until the new one is used.
-func (t *Tx) RefreshToken(r *eventlog.TokenRefreshed) error {
-	old, err := tokenHash(r.RefreshHash)
-	if err != nil {
-		return err
-	}
-	tok, err := tokenHash(r.NewTokenHash)
-	if err != nil {
-		return err
-	}
-	refresh, err := tokenHash(r.NewRefreshHash)
-	if err != nil {
-		return err
-	}
-	t.queue(`UPDATE devices SET prev_token_hash = token_hash, prev_expires_ts = expires_ts,
-			token_hash = $4, expires_ts = $5, refresh_hash = $6
-		WHERE user_id = $1 AND device_id = $2 AND refresh_hash = $3`,
-		r.UserID, r.DeviceID, old, tok, nullTS(r.ExpiresTS), refresh)
-	return nil
-}
-
-// UseToken applies the first use of a refreshed token: the device's
-// previous token is revoked, if r.TokenHash is still its current one.
-func (t *Tx) UseToken(r *eventlog.TokenUsed) error {
-	h, err := tokenHash(r.TokenHash)
-	if err != nil {
-		return err
-	}
-	t.queue(`UPDATE devices SET prev_token_hash = NULL, prev_expires_ts = NULL
-		WHERE user_id = $1 AND device_id = $2 AND token_hash = $3`, r.UserID, r.DeviceID, h)
-	return nil
-}
-
-// RenameDevice sets a device's display name.
-func (t *Tx) RenameDevice(r *eventlog.DeviceUpdated) {
-	t.queue("UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
-		r.UserID, r.DeviceID, r.DisplayName)
-}
-
-// DeleteDevices removes devices (and so their tokens and keys).
-func (t *Tx) DeleteDevices(seq uint64, r *eventlog.DevicesDeleted) {
-	if r.All {
-		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", r.UserID, r.Keep)
-	} else {
-		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)", r.UserID, r.DeviceIDs)
-	}
-	t.dropDeviceData(seq, r.UserID)
-}
-
-// SetPassword changes a password hash, optionally logging out the other
-// devices.
-func (t *Tx) SetPassword(seq uint64, r *eventlog.PasswordChanged) {
-	t.queue("UPDATE users SET password_hash = $2 WHERE user_id = $1", r.UserID, r.PasswordHash)
-	// Pushers of the other devices go even when the devices stay: after
-	// a password change (perhaps because the account was taken over) no
-	// notification should go where the user did not just ask for it.
-	t.queue("DELETE FROM pushers WHERE user_id = $1 AND device_id <> $2", r.UserID, r.KeepDevice)
-	if r.LogoutDevices {
-		t.queue("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2", r.UserID, r.KeepDevice)
-		t.dropDeviceData(seq, r.UserID)
-	}
-}
-
-// Deactivate disables an account, clears its profile (a deactivated user
-// shows no name or avatar anywhere, as in Synapse) and removes its devices.
-func (t *Tx) Deactivate(seq uint64, r *eventlog.UserDeactivated) {
-	t.queue("UPDATE users SET deactivated = true, password_hash = '', displayname = NULL, avatar_url = NULL WHERE user_id = $1", r.UserID)
-	t.queue("DELETE FROM devices WHERE user_id = $1", r.UserID)
-	t.queue("DELETE FROM cross_signing_keys WHERE user_id = $1", r.UserID)
-	t.dropDeviceData(seq, r.UserID)
-}
-
-// AddFilter stores a sync filter.
-func (t *Tx) AddFilter(r *eventlog.FilterCreated) {
-	t.queue(`INSERT INTO filters (user_id, filter_id, filter) VALUES ($1, $2, $3)
-		ON CONFLICT DO NOTHING`, r.UserID, r.FilterID, []byte(r.Filter))
-}
-
-// SetAccountData upserts one account data item.
-func (t *Tx) SetAccountData(seq uint64, r *eventlog.AccountDataSet) {
-	t.queue(`INSERT INTO account_data (user_id, room_id, type, content, stream_seq) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = EXCLUDED.content, stream_seq = EXCLUDED.stream_seq`,
-		r.UserID, r.RoomID, r.Type, []byte(r.Content), int64(seq))
-}
-
-// SetProfile updates the profile fields that are set.
-func (t *Tx) SetProfile(r *eventlog.ProfileSet) {
-	if r.Displayname != nil {
-		t.queue("UPDATE users SET displayname = NULLIF($2, '') WHERE user_id = $1", r.UserID, *r.Displayname)
-	}
-	if r.AvatarURL != nil {
-		t.queue("UPDATE users SET avatar_url = NULLIF($2, '') WHERE user_id = $1", r.UserID, *r.AvatarURL)
-	}
+	err := t.tx.SendBatch(ctx, &t.batch).Close()
+	t.batch = pgxBatch()
+	return err
 }

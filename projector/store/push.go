@@ -141,14 +141,3 @@ func (s *Store) NotifyRoomInfo(ctx context.Context, roomID, sender string) (Noti
 	}
 	return r, nil
 }
-
-// PusherExists reports whether the user still has the pusher.
-func (s *Store) PusherExists(ctx context.Context, userID, appID, pushkey string) (bool, error) {
-	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3)`,
-		userID, appID, pushkey).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("pusher of %s: %w", userID, err)
-	}
-	return ok, nil
-}

@@ -67,3 +67,14 @@ func (s *Store) Pushers(ctx context.Context, userID string) ([]Pusher, error) {
 	}
 	return out, nil
 }
+
+// PusherExists reports whether the user still has the pusher.
+func (s *Store) PusherExists(ctx context.Context, userID, appID, pushkey string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3)`,
+		userID, appID, pushkey).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("pusher of %s: %w", userID, err)
+	}
+	return ok, nil
+}

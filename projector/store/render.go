@@ -29,6 +29,23 @@ func (e *StoredEvent) Prev() *StoredEvent {
 	return &StoredEvent{Pos: e.PrevPos, EventID: id.EventID, RoomID: e.RoomID, Type: e.Type, StateKey: e.StateKey, Sender: id.Sender, Client: e.PrevClient}
 }
 
+// Membership returns the membership a member event sets (content.membership,
+// which redaction keeps), or "" for any other event. It is decoded when
+// asked for, as Prev is: few readers need it, and most events read are not
+// member events.
+func (e *StoredEvent) Membership() string {
+	if e.Type != "m.room.member" || e.StateKey == nil {
+		return ""
+	}
+	var m struct {
+		Content struct {
+			Membership string `json:"membership"`
+		} `json:"content"`
+	}
+	_ = json.Unmarshal(e.Client, &m)
+	return m.Content.Membership
+}
+
 // RenderFor is Render that also gives unsigned.membership (MSC4115, spec
 // 1.11): the viewer's membership at the event, including the event's own
 // change, when the caller knows it (empty: left out, which the spec

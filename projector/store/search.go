@@ -87,3 +87,14 @@ func (s *Store) Search(ctx context.Context, q SearchQuery) (hits []SearchHit, to
 	}
 	return hits, total, nil
 }
+
+// AddSearchText indexes an event's searchable text.
+func (t *Tx) AddSearchText(eventID, roomID, sender, key, text string, pos int64) {
+	t.queue(`INSERT INTO event_search (event_id, room_id, pos, sender, key, vec)
+		VALUES ($1, $2, $3, $4, $5, to_tsvector('simple', $6)) ON CONFLICT DO NOTHING`, eventID, roomID, pos, sender, key, text)
+}
+
+// DeleteSearchText forgets a redacted event's text.
+func (t *Tx) DeleteSearchText(eventID string) {
+	t.queue("DELETE FROM event_search WHERE event_id = $1", eventID)
+}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -13,6 +12,10 @@ import (
 // projector positions, so a response holds exactly the records up to the
 // positions it reports: the next_batch built from them can never skip or
 // repeat an event.
+//
+// SyncTx's reads of rooms are here; those of one other entity live with
+// it (accountdata.go, filters.go, receipts.go, todevice.go, keys.go,
+// devicelists.go, pushcounts.go).
 
 // Positions are the applied stream positions a sync snapshot reflects.
 type Positions struct {
@@ -28,13 +31,6 @@ type UserMembership struct {
 	EventID    string
 	FromPos    int64
 	ToPos      int64 // 0: current
-}
-
-// AccountDataItem is one account data entry.
-type AccountDataItem struct {
-	RoomID  string
-	Type    string
-	Content json.RawMessage
 }
 
 // SyncTx is a read-only snapshot for assembling one sync response.
@@ -271,29 +267,6 @@ func (t *SyncTx) StrippedState(ctx context.Context, userID string, roomIDs []str
 	return out, nil
 }
 
-// IgnoredUsers returns the users in the user's m.ignored_user_list
-// account data (empty when there is none or it is malformed).
-func (t *SyncTx) IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
-	var c []byte
-	err := t.tx.QueryRow(ctx, `SELECT content FROM account_data
-		WHERE user_id = $1 AND room_id = '' AND type = 'm.ignored_user_list'`, userID).Scan(&c)
-	if isNoRows(err) {
-		return map[string]bool{}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sync ignored users: %w", err)
-	}
-	var l struct {
-		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
-	}
-	_ = json.Unmarshal(c, &l) // a malformed list ignores nobody
-	out := make(map[string]bool, len(l.IgnoredUsers))
-	for u := range l.IgnoredUsers {
-		out[u] = true
-	}
-	return out, nil
-}
-
 // RoomSummary is the summary of a joined room.
 type RoomSummary struct {
 	RoomID         string
@@ -324,53 +297,6 @@ func (t *SyncTx) Summaries(ctx context.Context, userID string, roomIDs []string)
 		out[s.RoomID] = s
 	}
 	return out, nil
-}
-
-// AccountDataSince returns the account data set after accounts position
-// since (all of it for since 0).
-func (t *SyncTx) AccountDataSince(ctx context.Context, userID string, since uint64) ([]AccountDataItem, error) {
-	rows, err := t.tx.Query(ctx, `SELECT room_id, type, content FROM account_data
-		WHERE user_id = $1 AND stream_seq > $2 AND stream_seq <= $3 ORDER BY stream_seq`, userID, int64(since), int64(t.Pos.Accounts))
-	if err != nil {
-		return nil, fmt.Errorf("sync account data: %w", err)
-	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[AccountDataItem])
-}
-
-// Filter returns a stored filter (see Store.Filter) inside the snapshot.
-func (t *SyncTx) Filter(ctx context.Context, userID, filterID string) (json.RawMessage, error) {
-	var f []byte
-	err := t.tx.QueryRow(ctx, "SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2", userID, filterID).Scan(&f)
-	if isNoRows(err) {
-		return nil, ErrNotFound
-	}
-	return f, err
-}
-
-// Receipt is one read receipt.
-type Receipt struct {
-	RoomID   string
-	UserID   string
-	Type     string
-	ThreadID string
-	EventID  string
-	TS       int64
-}
-
-// ReceiptsSince returns the receipts in rooms set after receipts position
-// since (all current ones for since 0), leaving out other users' private
-// receipts.
-func (t *SyncTx) ReceiptsSince(ctx context.Context, userID string, roomIDs []string, since uint64) ([]Receipt, error) {
-	if len(roomIDs) == 0 {
-		return nil, nil
-	}
-	rows, err := t.tx.Query(ctx, `SELECT room_id, user_id, type, thread_id, event_id, ts FROM receipts
-		WHERE room_id = ANY($1) AND stream_seq > $2 AND stream_seq <= $3 AND (type <> 'm.read.private' OR user_id = $4)
-		ORDER BY room_id, stream_seq`, roomIDs, int64(since), int64(t.Pos.Receipts), userID)
-	if err != nil {
-		return nil, fmt.Errorf("sync receipts: %w", err)
-	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[Receipt])
 }
 
 // SharingRooms returns which of users share a joined room with userID

@@ -4,15 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+
+	"strand/eventlog"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// Reads of the end-to-end encryption projection. The functions take a
-// querier so that the api (on the pool) and /sync (in its snapshot) share
-// one query for each question.
+// End-to-end encryption keys: device keys, one-time and fallback keys,
+// cross-signing keys and signatures; their projection and reads. Readers
+// take a querier so that the api (on the pool) and /sync (in its snapshot)
+// share one query for each question. Map iteration is sorted wherever it
+// decides row contents, so a replay writes the same rows. To-device
+// messages are in todevice.go, device list changes in devicelists.go.
 
 // KeysQuery is the answer to /keys/query, as the spec shapes it.
 type KeysQuery struct {
@@ -285,73 +291,6 @@ func (s *Store) ChooseClaims(ctx context.Context, user string, want map[string]s
 	return out, nil
 }
 
-// ToDeviceTxn reports whether a sendToDevice transaction was applied.
-func (s *Store) ToDeviceTxn(ctx context.Context, sender, device, txn string) (bool, error) {
-	var ok bool
-	err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM to_device_txns WHERE sender = $1 AND device_id = $2 AND txn_id = $3)",
-		sender, device, txn).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("to-device transaction: %w", err)
-	}
-	return ok, nil
-}
-
-// DeviceListChanges returns the users among user and those sharing a
-// room with user whose device lists changed at ACCOUNTS positions in
-// (from, to].
-func (s *Store) DeviceListChanges(ctx context.Context, user string, from, to uint64) ([]string, error) {
-	return deviceListChanges(ctx, s.pool, user, from, to)
-}
-
-func deviceListChanges(ctx context.Context, q querier, user string, from, to uint64) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT DISTINCT c.user_id FROM device_list_changes c
-		WHERE c.pos > $2 AND c.pos <= $3 AND (c.user_id = $1 OR EXISTS (
-			SELECT 1 FROM room_state me JOIN room_state o ON o.room_id = me.room_id
-			WHERE me.type = 'm.room.member' AND me.state_key = $1 AND me.to_pos IS NULL AND me.membership = 'join'
-			  AND o.type = 'm.room.member' AND o.state_key = c.user_id AND o.to_pos IS NULL AND o.membership = 'join'))
-		ORDER BY c.user_id`, user, int64(from), int64(to))
-	if err != nil {
-		return nil, fmt.Errorf("device list changes: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("device list changes: %w", err)
-	}
-	return out, nil
-}
-
-// ToDeviceMessage is a pending to-device message.
-type ToDeviceMessage struct {
-	Pos     uint64
-	Sender  string
-	Type    string
-	Content json.RawMessage
-}
-
-// PendingToDevice returns a device's undelivered to-device messages up
-// to ACCOUNTS position through, oldest first.
-func (t *SyncTx) PendingToDevice(ctx context.Context, user, device string, through uint64) ([]ToDeviceMessage, error) {
-	rows, err := t.tx.Query(ctx, `SELECT pos, sender, type, content FROM to_device
-		WHERE user_id = $1 AND device_id = $2 AND pos <= $3 ORDER BY pos, idx`, user, device, int64(through))
-	if err != nil {
-		return nil, fmt.Errorf("pending to-device: %w", err)
-	}
-	var out []ToDeviceMessage
-	var m ToDeviceMessage
-	var pos int64
-	var content []byte
-	_, err = pgx.ForEachRow(rows, []any{&pos, &m.Sender, &m.Type, &content}, func() error {
-		m.Pos = uint64(pos)
-		m.Content = append(json.RawMessage(nil), content...)
-		out = append(out, m)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("pending to-device: %w", err)
-	}
-	return out, nil
-}
-
 // DeviceKeyCounts returns a device's one-time key counts by algorithm
 // and the algorithms of its unused fallback keys, in one query.
 func (t *SyncTx) DeviceKeyCounts(ctx context.Context, user, device string) (counts map[string]int, unusedFallbacks []string, err error) {
@@ -381,34 +320,86 @@ func (t *SyncTx) DeviceKeyCounts(ctx context.Context, user, device string) (coun
 	return counts, unusedFallbacks, nil
 }
 
-// DeviceListChanges is Store.DeviceListChanges in the snapshot.
-func (t *SyncTx) DeviceListChanges(ctx context.Context, user string, from, to uint64) ([]string, error) {
-	return deviceListChanges(ctx, t.tx, user, from, to)
+// keyAlgorithm is the algorithm part of an "algorithm:key_id".
+func keyAlgorithm(keyID string) string {
+	alg, _, _ := strings.Cut(keyID, ":")
+	return alg
 }
 
-// MembershipMoves returns, for the rooms user is or was joined to, the
-// other users whose membership began in the rooms position range [lo,
-// hi): those who joined, and those who stopped being joined.
-func (t *SyncTx) MembershipMoves(ctx context.Context, user string, lo, hi int64) (joined, departed []string, err error) {
-	rows, err := t.tx.Query(ctx, `SELECT DISTINCT o.state_key, o.membership = 'join' FROM room_state o
-		JOIN room_state me ON me.room_id = o.room_id AND me.type = 'm.room.member' AND me.state_key = $1
-			AND (me.to_pos IS NULL OR me.to_pos >= $2) AND me.membership = 'join'
-		WHERE o.type = 'm.room.member' AND o.state_key <> $1 AND o.from_pos >= $2 AND o.from_pos < $3`, user, lo, hi)
-	if err != nil {
-		return nil, nil, fmt.Errorf("membership moves: %w", err)
+// UploadKeys stores a device's uploaded keys. Keys of a device that no
+// longer exists are dropped.
+func (t *Tx) UploadKeys(seq uint64, r *eventlog.KeysUploaded) {
+	if len(r.DeviceKeys) > 0 {
+		t.queue(`INSERT INTO device_keys (user_id, device_id, keys) SELECT $1::text, $2::text, $3::jsonb
+		WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2)
+		ON CONFLICT (user_id, device_id) DO UPDATE SET keys = EXCLUDED.keys`,
+			r.UserID, r.DeviceID, []byte(r.DeviceKeys))
+		t.deviceListChanged(seq, r.UserID)
 	}
-	var who string
-	var isJoin bool
-	_, err = pgx.ForEachRow(rows, []any{&who, &isJoin}, func() error {
-		if isJoin {
-			joined = append(joined, who)
-		} else {
-			departed = append(departed, who)
+	for _, id := range slices.Sorted(maps.Keys(r.OneTimeKeys)) {
+		t.queue(`INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key, stream_seq) SELECT $1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::bigint
+			WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2)
+			ON CONFLICT DO NOTHING`, r.UserID, r.DeviceID, keyAlgorithm(id), id, []byte(r.OneTimeKeys[id]), int64(seq))
+	}
+	// Uploading the same fallback key again leaves whether it was used as
+	// it is; a new one is unused.
+	for _, id := range slices.Sorted(maps.Keys(r.FallbackKeys)) {
+		t.queue(`INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key) SELECT $1::text, $2::text, $3::text, $4::text, $5::jsonb
+			WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2)
+			ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
+				used = fallback_keys.used AND fallback_keys.key_id = EXCLUDED.key_id AND fallback_keys.key = EXCLUDED.key,
+				key_id = EXCLUDED.key_id, key = EXCLUDED.key`,
+			r.UserID, r.DeviceID, keyAlgorithm(id), id, []byte(r.FallbackKeys[id]))
+	}
+}
+
+// ClaimKeys consumes claimed one-time keys and marks claimed fallback
+// keys used.
+func (t *Tx) ClaimKeys(r *eventlog.KeysClaimed) {
+	for _, c := range r.Claims {
+		if c.Fallback {
+			t.queue("UPDATE fallback_keys SET used = true WHERE user_id = $1 AND device_id = $2 AND key_id = $3",
+				r.UserID, c.DeviceID, c.KeyID)
+			continue
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("membership moves: %w", err)
+		t.queue("DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND key_id = $3", r.UserID, c.DeviceID, c.KeyID)
 	}
-	return joined, departed, nil
+}
+
+// SetCrossSigningKeys stores the cross-signing keys that are set.
+func (t *Tx) SetCrossSigningKeys(seq uint64, r *eventlog.CrossSigningKeysSet) {
+	for _, k := range []struct {
+		typ string
+		key json.RawMessage
+	}{{"master", r.Master}, {"self_signing", r.SelfSigning}, {"user_signing", r.UserSigning}} {
+		if len(k.key) == 0 {
+			continue
+		}
+		t.queue(`INSERT INTO cross_signing_keys (user_id, key_type, key) VALUES ($1, $2, $3)
+			ON CONFLICT (user_id, key_type) DO UPDATE SET key = EXCLUDED.key`, r.UserID, k.typ, []byte(k.key))
+	}
+	t.deviceListChanged(seq, r.UserID)
+}
+
+// AddSignatures stores signatures of keys, each under its signer and
+// signing key.
+func (t *Tx) AddSignatures(seq uint64, r *eventlog.SignaturesAdded) error {
+	for _, target := range slices.Sorted(maps.Keys(r.Signatures)) {
+		for _, keyID := range slices.Sorted(maps.Keys(r.Signatures[target])) {
+			var sigs map[string]map[string]string
+			if err := json.Unmarshal(r.Signatures[target][keyID], &sigs); err != nil {
+				return Unappliable(fmt.Errorf("signatures of %s %s: %w", target, keyID, err))
+			}
+			for _, signer := range slices.Sorted(maps.Keys(sigs)) {
+				for _, signingKey := range slices.Sorted(maps.Keys(sigs[signer])) {
+					t.queue(`INSERT INTO key_signatures (target_user, target_key, signer, signing_key, signature)
+						VALUES ($1, $2, $3, $4, $5)
+						ON CONFLICT (target_user, target_key, signer, signing_key) DO UPDATE SET signature = EXCLUDED.signature`,
+						target, keyID, signer, signingKey, sigs[signer][signingKey])
+				}
+			}
+		}
+		t.deviceListChanged(seq, target)
+	}
+	return nil
 }

@@ -2,11 +2,17 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
+
+// Rooms: creation, heads (what the next event builds on), room events and
+// their state entries, the denormalised summary, state at a position,
+// memberships, history, and forgetting.
 
 // RoomHead is what the next event of a room is built on.
 type RoomHead struct {
@@ -83,88 +89,6 @@ func (s *Store) RoomHeadOf(ctx context.Context, roomID string) (RoomHead, error)
 	}
 	h.LastSeq = uint64(lastSeq)
 	return h, nil
-}
-
-// StoredEvent is an event as readers get it.
-type StoredEvent struct {
-	Pos             int64
-	EventID         string
-	RoomID          string
-	Type            string
-	StateKey        *string
-	Sender          string
-	OriginServerTS  int64
-	Client          []byte
-	RedactedBecause []byte
-	TxnDevice       string
-	TxnID           string
-	// PrevPos and PrevClient are the position and stored client form of
-	// the state event this one replaced (its state entry was closed at
-	// this event's position); zero and nil for anything else.
-	PrevPos    int64
-	PrevClient []byte
-}
-
-// storedEventCols reads an event and, for a state event, the state event
-// it replaced: two lookups that the planner skips (a one-time filter on
-// e.state_key) for events that are not state.
-const storedEventCols = `e.pos, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.origin_server_ts, e.client, e.redacted_because, COALESCE(e.txn_device, ''), COALESCE(e.txn_id, ''),
-	COALESCE((SELECT ps.from_pos FROM room_state ps WHERE e.state_key IS NOT NULL AND ps.room_id = e.room_id AND ps.type = e.type
-		AND ps.state_key = e.state_key AND ps.to_pos = e.pos), 0),
-	(SELECT pe.client FROM room_state ps JOIN events pe ON pe.event_id = ps.event_id WHERE e.state_key IS NOT NULL
-		AND ps.room_id = e.room_id AND ps.type = e.type AND ps.state_key = e.state_key AND ps.to_pos = e.pos)`
-
-func scanEvent(row pgx.CollectableRow) (StoredEvent, error) {
-	var e StoredEvent
-	err := row.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.OriginServerTS, &e.Client, &e.RedactedBecause, &e.TxnDevice, &e.TxnID,
-		&e.PrevPos, &e.PrevClient)
-	return e, err
-}
-
-// Event returns one event of roomID by ID, or ErrNotFound, also when the
-// event is in another room: a lookup by event ID never crosses rooms.
-func (s *Store) Event(ctx context.Context, roomID, eventID string) (StoredEvent, error) {
-	rows, err := s.pool.Query(ctx, "SELECT "+storedEventCols+" FROM events e WHERE e.event_id = $1 AND e.room_id = $2", eventID, roomID)
-	if err != nil {
-		return StoredEvent{}, fmt.Errorf("event %s: %w", eventID, err)
-	}
-	e, err := pgx.CollectExactlyOneRow(rows, scanEvent)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return e, ErrNotFound
-	}
-	if err != nil {
-		return e, fmt.Errorf("event %s: %w", eventID, err)
-	}
-	return e, nil
-}
-
-// EventPDU returns the signed PDU of an event of roomID, or ErrNotFound
-// (also for an event of another room).
-func (s *Store) EventPDU(ctx context.Context, roomID, eventID string) ([]byte, error) {
-	var pdu []byte
-	err := s.pool.QueryRow(ctx, "SELECT pdu FROM events WHERE event_id = $1 AND room_id = $2", eventID, roomID).Scan(&pdu)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("event %s: %w", eventID, err)
-	}
-	return pdu, nil
-}
-
-// EventByTxn finds the event a client transaction sent into a room, or
-// ErrNotFound. Transactions are scoped to the room, as the request path is.
-func (s *Store) EventByTxn(ctx context.Context, roomID, sender, device, txnID string) (string, error) {
-	var id string
-	err := s.pool.QueryRow(ctx, "SELECT event_id FROM events WHERE room_id = $1 AND sender = $2 AND txn_device = $3 AND txn_id = $4",
-		roomID, sender, device, txnID).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
-	}
-	if err != nil {
-		return "", fmt.Errorf("event by txn: %w", err)
-	}
-	return id, nil
 }
 
 // atPos is the SQL condition for the state entries of room_state s in
@@ -271,23 +195,6 @@ func (s *Store) UserRoomHistory(ctx context.Context, roomID, userID string) (Roo
 	return h, rows.Err()
 }
 
-// RoomEvents pages through a room's events from the point from (a
-// position: events before it have pos < from). Backwards it returns events
-// with pos < from, newest first; forwards events with pos >= from, oldest
-// first. to, when non-zero, bounds the page: backwards pos >= to, forwards
-// pos < to.
-func (s *Store) RoomEvents(ctx context.Context, roomID string, from int64, backwards bool, to int64, limit int) ([]StoredEvent, error) {
-	var q string
-	if backwards {
-		q = `SELECT ` + storedEventCols + ` FROM events e WHERE e.room_id = $1 AND e.pos < $2 AND ($3::bigint = 0 OR e.pos >= $3)
-			ORDER BY e.pos DESC LIMIT $4`
-	} else {
-		q = `SELECT ` + storedEventCols + ` FROM events e WHERE e.room_id = $1 AND e.pos >= $2 AND ($3::bigint = 0 OR e.pos < $3)
-			ORDER BY e.pos ASC LIMIT $4`
-	}
-	return s.stateQuery(ctx, q, roomID, from, to, limit)
-}
-
 // JoinedRooms lists the rooms a user is joined to.
 func (s *Store) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
 	rows, err := s.pool.Query(ctx, `SELECT room_id FROM room_state
@@ -317,86 +224,6 @@ func (s *Store) RoomsWithMembership(ctx context.Context, userID string, membersh
 	return ids, nil
 }
 
-// AliasRoom resolves an alias, or ErrNotFound.
-func (s *Store) AliasRoom(ctx context.Context, alias string) (roomID, creator string, err error) {
-	// Only aliases of rooms that exist: an alias whose room creation never
-	// completed resolves to nothing.
-	err = s.pool.QueryRow(ctx, `SELECT a.room_id, a.creator FROM room_aliases a JOIN rooms r ON r.room_id = a.room_id
-		WHERE a.alias = $1`, alias).Scan(&roomID, &creator)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", "", ErrNotFound
-	}
-	if err != nil {
-		return "", "", fmt.Errorf("alias %s: %w", alias, err)
-	}
-	return roomID, creator, nil
-}
-
-// RoomAliases lists a room's aliases.
-func (s *Store) RoomAliases(ctx context.Context, roomID string) ([]string, error) {
-	rows, err := s.pool.Query(ctx, "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias", roomID)
-	if err != nil {
-		return nil, fmt.Errorf("aliases of %s: %w", roomID, err)
-	}
-	as, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("aliases of %s: %w", roomID, err)
-	}
-	return as, nil
-}
-
-// PublicRoom is one entry of the public room directory.
-type PublicRoom struct {
-	RoomID            string
-	Name              *string
-	Topic             *string
-	AvatarURL         *string
-	CanonicalAlias    *string
-	JoinRule          *string
-	HistoryVisibility *string
-	GuestAccess       *string
-	RoomType          *string
-	JoinedMembers     int
-}
-
-// PublicRooms lists published rooms, most members first, skipping offset,
-// optionally filtered by a search term over name, topic and alias. It also
-// returns the total number of matching rooms.
-func (s *Store) PublicRooms(ctx context.Context, offset, limit int, search string) ([]PublicRoom, int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT room_id, name, topic, avatar_url, canonical_alias, join_rule, history_visibility,
-			guest_access, room_type, joined_members, count(*) OVER ()
-		FROM rooms WHERE published AND ($3 = '' OR
-			strpos(lower(coalesce(name, '')), lower($3)) > 0 OR strpos(lower(coalesce(topic, '')), lower($3)) > 0 OR
-			strpos(lower(coalesce(canonical_alias, '')), lower($3)) > 0)
-		ORDER BY joined_members DESC, room_id OFFSET $1 LIMIT $2`, offset, limit, search)
-	if err != nil {
-		return nil, 0, fmt.Errorf("public rooms: %w", err)
-	}
-	defer rows.Close()
-	var out []PublicRoom
-	total := 0
-	for rows.Next() {
-		var r PublicRoom
-		if err := rows.Scan(&r.RoomID, &r.Name, &r.Topic, &r.AvatarURL, &r.CanonicalAlias, &r.JoinRule, &r.HistoryVisibility,
-			&r.GuestAccess, &r.RoomType, &r.JoinedMembers, &total); err != nil {
-			return nil, 0, fmt.Errorf("public rooms: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, err
-	}
-	if len(out) == 0 && offset == 0 {
-		total = 0
-	} else if len(out) == 0 {
-		// Past the end: count separately so the estimate stays right.
-		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM rooms WHERE published`).Scan(&total); err != nil {
-			return nil, 0, err
-		}
-	}
-	return out, total, nil
-}
-
 // SharesRoom reports whether two users are both joined to some room.
 func (s *Store) SharesRoom(ctx context.Context, a, b string) (bool, error) {
 	var ok bool
@@ -417,4 +244,162 @@ func (s *Store) Forgotten(ctx context.Context, userID, roomID string) (bool, err
 		return false, fmt.Errorf("forgotten: %w", err)
 	}
 	return ok, nil
+}
+
+// RoomEventRow is one room event as the projector writes it.
+type RoomEventRow struct {
+	Pos            int64
+	EventID        string
+	RoomID         string
+	Type           string
+	StateKey       *string
+	Sender         string
+	OriginServerTS int64
+	Depth          int64
+	Membership     string // for m.room.member
+	Client         []byte // client-format JSON, without unsigned
+	PDU            []byte
+	TxnDevice      string
+	TxnID          string
+	// For unread counts: a notifying type, the lower-cased body, and the
+	// user IDs in m.mentions.
+	Notify    bool
+	BodyLower *string
+	Mentions  []string
+}
+
+// CreateRoom inserts the room row of a create event.
+func (t *Tx) CreateRoom(roomID, version, creator string, ts int64) {
+	t.queue(`INSERT INTO rooms (room_id, room_version, creator, created_ts, last_seq, last_event_id, last_pos, depth)
+		VALUES ($1, $2, $3, $4, 0, '', 0, 0) ON CONFLICT DO NOTHING`, roomID, version, creator, ts)
+}
+
+// AddRoomEvent stores an event and, for a state event, makes it the
+// current state entry for its key.
+func (t *Tx) AddRoomEvent(e *RoomEventRow) {
+	t.events = append(t.events, e)
+	if e.StateKey == nil {
+		return
+	}
+	var membership *string
+	if e.Type == "m.room.member" {
+		membership = &e.Membership
+	}
+	if e.Type != "m.room.member" {
+		t.queue(`UPDATE room_state SET to_pos = $4 WHERE room_id = $1 AND type = $2 AND state_key = $3 AND to_pos IS NULL`,
+			e.RoomID, e.Type, *e.StateKey, e.Pos)
+	} else {
+		// Close the member's previous entry and adjust the member counts
+		// by what it was and what it becomes: constant work per change,
+		// however large the room.
+		t.queue(`WITH closed AS (
+				UPDATE room_state SET to_pos = $3 WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2 AND to_pos IS NULL
+				RETURNING membership)
+			UPDATE rooms SET
+				joined_members = joined_members + (CASE WHEN $4 = 'join' THEN 1 ELSE 0 END)
+					- (SELECT count(*) FROM closed WHERE membership = 'join'),
+				invited_members = invited_members + (CASE WHEN $4 = 'invite' THEN 1 ELSE 0 END)
+					- (SELECT count(*) FROM closed WHERE membership = 'invite')
+			WHERE room_id = $1`, e.RoomID, *e.StateKey, e.Pos, e.Membership)
+	}
+	t.queue(`INSERT INTO room_state (room_id, type, state_key, event_id, membership, from_pos) VALUES ($1, $2, $3, $4, $5, $6)`,
+		e.RoomID, e.Type, *e.StateKey, e.EventID, membership, e.Pos)
+	if e.Type == "m.room.member" {
+		if e.Membership == "join" || e.Membership == "invite" {
+			t.queue("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2", *e.StateKey, e.RoomID)
+		}
+	}
+}
+
+// summaryColumns maps the state types whose content is denormalised onto
+// rooms to the column and content field.
+var summaryColumns = map[string][2]string{
+	"m.room.name":               {"name", "name"},
+	"m.room.topic":              {"topic", "topic"},
+	"m.room.avatar":             {"avatar_url", "url"},
+	"m.room.canonical_alias":    {"canonical_alias", "alias"},
+	"m.room.join_rules":         {"join_rule", "join_rule"},
+	"m.room.history_visibility": {"history_visibility", "history_visibility"},
+	"m.room.guest_access":       {"guest_access", "guest_access"},
+	"m.room.create":             {"room_type", "type"},
+}
+
+// UpdateSummary refreshes the denormalised column for a current-state
+// event with empty state key (content as it now reads, maybe redacted).
+func (t *Tx) UpdateSummary(roomID, typ string, content json.RawMessage) {
+	col, ok := summaryColumns[typ]
+	if !ok {
+		return
+	}
+	var c map[string]any
+	_ = json.Unmarshal(content, &c)
+	var val *string
+	if s, ok := c[col[1]].(string); ok && s != "" {
+		val = &s
+	}
+	t.queue(fmt.Sprintf("UPDATE rooms SET %s = $2 WHERE room_id = $1", col[0]), roomID, val)
+}
+
+// AdvanceRoom records the newest record and event of a room (an empty
+// lastEventID: a record without events, which moves only last_seq).
+func (t *Tx) AdvanceRoom(roomID string, seq uint64, lastEventID string, lastPos, depth int64) {
+	if t.heads == nil {
+		t.heads = map[string]roomHead{}
+	}
+	h, ok := t.heads[roomID]
+	if !ok {
+		t.order = append(t.order, roomID)
+	}
+	h.seq = seq
+	if lastEventID != "" {
+		h.eventID, h.pos, h.depth = lastEventID, lastPos, depth
+	}
+	t.heads[roomID] = h
+}
+
+// pending queues the coalesced writes: the batch's room events in one
+// multi-row insert, then each room's head once.
+func (t *Tx) pending() {
+	if n := len(t.events); n > 0 {
+		pos := make([]int64, n)
+		ids, rooms, types, senders := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		keys, txnDevs, txnIDs, bodies := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+		ts := make([]int64, n)
+		clients, pdus := make([][]byte, n), make([][]byte, n)
+		notify := make([]bool, n)
+		// text[][] needs rectangular arrays, so mentions travel as one
+		// joined string per event and are split back in SQL.
+		mentions := make([]string, n)
+		for i, e := range t.events {
+			pos[i], ids[i], rooms[i], types[i], keys[i], senders[i], ts[i] = e.Pos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.OriginServerTS
+			clients[i], pdus[i], notify[i], bodies[i] = e.Client, e.PDU, e.Notify, e.BodyLower
+			mentions[i] = strings.Join(e.Mentions, "\n")
+			if e.TxnID != "" {
+				txnDevs[i], txnIDs[i] = &e.TxnDevice, &e.TxnID
+			}
+		}
+		t.queue(`INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, client, pdu, txn_device, txn_id,
+				notify, body_lower, mentions)
+			SELECT p, id, r, ty, k, se, ts, c, pd, td, ti, nt, bl, CASE WHEN m = '' THEN NULL ELSE string_to_array(m, E'\n') END
+			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+				$8::bytea[], $9::bytea[], $10::text[], $11::text[], $12::boolean[], $13::text[], $14::text[])
+				AS x(p, id, r, ty, k, se, ts, c, pd, td, ti, nt, bl, m)`,
+			pos, ids, rooms, types, keys, senders, ts, clients, pdus, txnDevs, txnIDs, notify, bodies, mentions)
+		t.events = t.events[:0]
+	}
+	for _, roomID := range t.order {
+		h := t.heads[roomID]
+		if h.eventID == "" {
+			t.queue("UPDATE rooms SET last_seq = $2 WHERE room_id = $1", roomID, int64(h.seq))
+		} else {
+			t.queue("UPDATE rooms SET last_seq = $2, last_event_id = $3, last_pos = $4, depth = $5 WHERE room_id = $1",
+				roomID, int64(h.seq), h.eventID, h.pos, h.depth)
+		}
+	}
+	t.heads, t.order = nil, nil
+}
+
+// ForgetRoom hides a room from a user.
+func (t *Tx) ForgetRoom(userID, roomID string) {
+	t.queue("INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", userID, roomID)
 }

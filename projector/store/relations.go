@@ -7,6 +7,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// Event relations and threads: the relations index, and the reads of
+// /relations and /threads.
+
 // RelatedEvents returns the events relating to parent in roomID (only
 // of relType and of eventType when those are set), in position order
 // from from (exclusive going backwards, inclusive going forwards) up to
@@ -72,30 +75,30 @@ func (s *Store) Threads(ctx context.Context, v *Visibility, onlyParticipated boo
 	return out, nil
 }
 
-// EventsByID returns the events with the given IDs that exist in one of
-// rooms, by ID.
-func (s *Store) EventsByID(ctx context.Context, rooms, ids []string) (map[string]StoredEvent, error) {
-	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM events e WHERE e.event_id = ANY($1) AND e.room_id = ANY($2)`, ids, rooms)
-	if err != nil {
-		return nil, err
+// AddRelation records that eventID relates to parent with relType, if
+// parent is an event of the same room: a relation never links two rooms
+// (invariant 12), whatever a client wrote into m.relates_to. The parent is
+// always earlier on the log than the event relating to it (its ID is a
+// hash of it), so whether it is there when the relation is applied is the
+// same live and in replay.
+func (t *Tx) AddRelation(eventID, roomID, parent, relType string, pos int64) {
+	// Events of this batch not yet written are in t.events: a parent there
+	// is checked here, one already written by the statement.
+	for i := len(t.events) - 1; i >= 0; i-- {
+		if e := t.events[i]; e.EventID == parent {
+			if e.RoomID == roomID {
+				t.queue(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, pos) VALUES ($1, $2, $3, $4, $5)
+					ON CONFLICT DO NOTHING`, eventID, roomID, parent, relType, pos)
+			}
+			return
+		}
 	}
-	out := make(map[string]StoredEvent, len(evs))
-	for _, e := range evs {
-		out[e.EventID] = e
-	}
-	return out, nil
+	t.queue(`INSERT INTO event_relations (event_id, room_id, relates_to, rel_type, pos)
+		SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM events WHERE event_id = $3 AND room_id = $2)
+		ON CONFLICT DO NOTHING`, eventID, roomID, parent, relType, pos)
 }
 
-// EventsAtPositions returns the events of roomID at the given positions,
-// by position.
-func (s *Store) EventsAtPositions(ctx context.Context, roomID string, positions []int64) (map[int64]StoredEvent, error) {
-	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM events e WHERE e.pos = ANY($1) AND e.room_id = $2`, positions, roomID)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[int64]StoredEvent, len(evs))
-	for _, e := range evs {
-		out[e.Pos] = e
-	}
-	return out, nil
+// DeleteRelation forgets a redacted event's relation.
+func (t *Tx) DeleteRelation(eventID string) {
+	t.queue("DELETE FROM event_relations WHERE event_id = $1", eventID)
 }

@@ -1,0 +1,197 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Room events as readers get them (StoredEvent), by ID, transaction and
+// position, and redaction. Rows are written with the room (rooms.go:
+// AddRoomEvent).
+
+// StoredEvent is an event as readers get it.
+type StoredEvent struct {
+	Pos             int64
+	EventID         string
+	RoomID          string
+	Type            string
+	StateKey        *string
+	Sender          string
+	OriginServerTS  int64
+	Client          []byte
+	RedactedBecause []byte
+	TxnDevice       string
+	TxnID           string
+	// PrevPos and PrevClient are the position and stored client form of
+	// the state event this one replaced (its state entry was closed at
+	// this event's position); zero and nil for anything else.
+	PrevPos    int64
+	PrevClient []byte
+}
+
+// storedEventCols reads an event and, for a state event, the state event
+// it replaced: two lookups that the planner skips (a one-time filter on
+// e.state_key) for events that are not state.
+const storedEventCols = `e.pos, e.event_id, e.room_id, e.type, e.state_key, e.sender, e.origin_server_ts, e.client, e.redacted_because, COALESCE(e.txn_device, ''), COALESCE(e.txn_id, ''),
+	COALESCE((SELECT ps.from_pos FROM room_state ps WHERE e.state_key IS NOT NULL AND ps.room_id = e.room_id AND ps.type = e.type
+		AND ps.state_key = e.state_key AND ps.to_pos = e.pos), 0),
+	(SELECT pe.client FROM room_state ps JOIN events pe ON pe.event_id = ps.event_id WHERE e.state_key IS NOT NULL
+		AND ps.room_id = e.room_id AND ps.type = e.type AND ps.state_key = e.state_key AND ps.to_pos = e.pos)`
+
+func scanEvent(row pgx.CollectableRow) (StoredEvent, error) {
+	var e StoredEvent
+	err := row.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.OriginServerTS, &e.Client, &e.RedactedBecause, &e.TxnDevice, &e.TxnID,
+		&e.PrevPos, &e.PrevClient)
+	return e, err
+}
+
+// Event returns one event of roomID by ID, or ErrNotFound, also when the
+// event is in another room: a lookup by event ID never crosses rooms.
+func (s *Store) Event(ctx context.Context, roomID, eventID string) (StoredEvent, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+storedEventCols+" FROM events e WHERE e.event_id = $1 AND e.room_id = $2", eventID, roomID)
+	if err != nil {
+		return StoredEvent{}, fmt.Errorf("event %s: %w", eventID, err)
+	}
+	e, err := pgx.CollectExactlyOneRow(rows, scanEvent)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return e, ErrNotFound
+	}
+	if err != nil {
+		return e, fmt.Errorf("event %s: %w", eventID, err)
+	}
+	return e, nil
+}
+
+// EventPDU returns the signed PDU of an event of roomID, or ErrNotFound
+// (also for an event of another room).
+func (s *Store) EventPDU(ctx context.Context, roomID, eventID string) ([]byte, error) {
+	var pdu []byte
+	err := s.pool.QueryRow(ctx, "SELECT pdu FROM events WHERE event_id = $1 AND room_id = $2", eventID, roomID).Scan(&pdu)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("event %s: %w", eventID, err)
+	}
+	return pdu, nil
+}
+
+// EventByTxn finds the event a client transaction sent into a room, or
+// ErrNotFound. Transactions are scoped to the room, as the request path is.
+func (s *Store) EventByTxn(ctx context.Context, roomID, sender, device, txnID string) (string, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, "SELECT event_id FROM events WHERE room_id = $1 AND sender = $2 AND txn_device = $3 AND txn_id = $4",
+		roomID, sender, device, txnID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("event by txn: %w", err)
+	}
+	return id, nil
+}
+
+// RoomEvents pages through a room's events from the point from (a
+// position: events before it have pos < from). Backwards it returns events
+// with pos < from, newest first; forwards events with pos >= from, oldest
+// first. to, when non-zero, bounds the page: backwards pos >= to, forwards
+// pos < to.
+func (s *Store) RoomEvents(ctx context.Context, roomID string, from int64, backwards bool, to int64, limit int) ([]StoredEvent, error) {
+	var q string
+	if backwards {
+		q = `SELECT ` + storedEventCols + ` FROM events e WHERE e.room_id = $1 AND e.pos < $2 AND ($3::bigint = 0 OR e.pos >= $3)
+			ORDER BY e.pos DESC LIMIT $4`
+	} else {
+		q = `SELECT ` + storedEventCols + ` FROM events e WHERE e.room_id = $1 AND e.pos >= $2 AND ($3::bigint = 0 OR e.pos < $3)
+			ORDER BY e.pos ASC LIMIT $4`
+	}
+	return s.stateQuery(ctx, q, roomID, from, to, limit)
+}
+
+// EventsByID returns the events with the given IDs that exist in one of
+// rooms, by ID.
+func (s *Store) EventsByID(ctx context.Context, rooms, ids []string) (map[string]StoredEvent, error) {
+	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM events e WHERE e.event_id = ANY($1) AND e.room_id = ANY($2)`, ids, rooms)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]StoredEvent, len(evs))
+	for _, e := range evs {
+		out[e.EventID] = e
+	}
+	return out, nil
+}
+
+// EventsAtPositions returns the events of roomID at the given positions,
+// by position.
+func (s *Store) EventsAtPositions(ctx context.Context, roomID string, positions []int64) (map[int64]StoredEvent, error) {
+	evs, err := s.stateQuery(ctx, `SELECT `+storedEventCols+` FROM events e WHERE e.pos = ANY($1) AND e.room_id = $2`, positions, roomID)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int64]StoredEvent, len(evs))
+	for _, e := range evs {
+		out[e.Pos] = e
+	}
+	return out, nil
+}
+
+// RedactionTarget is what applying a redaction needs of the event it
+// names.
+type RedactionTarget struct {
+	RoomID   string
+	PDU      []byte
+	Type     string
+	StateKey *string
+	Current  bool // the current state entry for its key
+}
+
+// EventForRedaction returns what deciding and applying a redaction in
+// roomID needs: the event it names (ok false for an unknown event; a
+// redaction may name any event ID), and the room's current m.room.create
+// and m.room.power_levels events, with whether each was redacted. It reads
+// after everything queued so far, so within a batch the state is as of the
+// record being applied. The caller checks that the target is in roomID
+// before it uses anything else of it.
+func (t *Tx) EventForRedaction(ctx context.Context, eventID, roomID string) (target RedactionTarget, ok bool, auth []IDPDU, err error) {
+	if err = t.flush(ctx); err != nil {
+		return
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT e.room_id, e.pdu, e.type, e.state_key,
+			EXISTS (SELECT 1 FROM room_state s WHERE s.event_id = e.event_id AND s.to_pos IS NULL)
+		FROM events e WHERE e.event_id = $1`, eventID)
+	b.Queue(`SELECT e.event_id, e.pdu, e.redacted_because IS NOT NULL FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND s.type IN ('m.room.create', 'm.room.power_levels') AND s.state_key = '' AND s.to_pos IS NULL`, roomID)
+	br := t.tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	err = br.QueryRow().Scan(&target.RoomID, &target.PDU, &target.Type, &target.StateKey, &target.Current)
+	switch {
+	case isNoRows(err):
+		target, err = RedactionTarget{}, nil
+	case err != nil:
+		return RedactionTarget{}, false, nil, fmt.Errorf("redaction target %s: %w", eventID, err)
+	default:
+		ok = true
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return RedactionTarget{}, false, nil, fmt.Errorf("room %s auth state: %w", roomID, err)
+	}
+	if auth, err = pgx.CollectRows(rows, pgx.RowToStructByPos[IDPDU]); err != nil {
+		return RedactionTarget{}, false, nil, fmt.Errorf("room %s auth state: %w", roomID, err)
+	}
+	return target, ok, auth, nil
+}
+
+// RedactEvent replaces an event's client form with its redacted form.
+func (t *Tx) RedactEvent(eventID string, redactedClient, redactedBecause []byte) {
+	t.queue("UPDATE events SET client = $2, redacted_because = $3 WHERE event_id = $1", eventID, redactedClient, redactedBecause)
+}
