@@ -3,6 +3,7 @@ package matrix
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -379,6 +380,101 @@ func TestPushGlobBounded(t *testing.T) {
 	g := compileGlob("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b")
 	if g.matchWhole(string(body)) || g.matchWords([]rune(string(body))) {
 		t.Fatal("matched without a b")
+	}
+}
+
+// TestPushGlobLongPatternLongBody: a content rule's longest pattern
+// (MaxPushPatternBytes, all wildcards and one letter) against a 64 KiB
+// body, many times over, as one event evaluated for many recipients with
+// such a rule. Each match is a pass of len(body)/64 words per pattern
+// character: a few milliseconds each. The set simulation over one bool
+// per position took a quarter of a second per match (over four minutes
+// for this test: it fails under go test -timeout 60s).
+func TestPushGlobLongPatternLongBody(t *testing.T) {
+	body := []rune(strings.Repeat("a ", 32*1024))
+	g := compileGlob(strings.Repeat("*a", MaxPushPatternBytes/2-1) + "*b")
+	for range 1000 {
+		if g.matchWords(body) {
+			t.Fatal("matched without a b")
+		}
+	}
+}
+
+// TestPushGlobAgainstReference compares the matcher with the plain set
+// simulation (one bool per position) on every short pattern and value
+// over a small alphabet, and on long values that cross the bitsets'
+// 64-position words, word boundaries included.
+func TestPushGlobAgainstReference(t *testing.T) {
+	// ends returns the positions of s at which p, started at position
+	// i, can end: one step per pattern character over all positions.
+	ends := func(p, s []rune, i int) []bool {
+		cur := make([]bool, len(s)+1)
+		cur[i] = true
+		for _, c := range p {
+			next := make([]bool, len(s)+1)
+			on := false
+			for j := range cur {
+				switch {
+				case c == '*':
+					on = on || cur[j]
+					next[j] = on
+				case j < len(s) && cur[j] && (c == '?' || c == s[j]):
+					next[j+1] = true
+				}
+			}
+			cur = next
+		}
+		return cur
+	}
+	ref := func(p, s []rune) bool { return ends(p, s, 0)[len(s)] }
+	refWords := func(p, s []rune) bool {
+		if len(p) == 0 {
+			return false
+		}
+		for i := 0; i <= len(s); i++ {
+			if !boundaryAt(s, i) {
+				continue
+			}
+			for j, ok := range ends(p, s, i) {
+				if ok && boundaryAt(s, j) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	all := func(alphabet string, n int) []string {
+		out := []string{""}
+		cur := []string{""}
+		for range n {
+			var nx []string
+			for _, c := range cur {
+				for _, r := range alphabet {
+					nx = append(nx, c+string(r))
+				}
+			}
+			out, cur = append(out, nx...), nx
+		}
+		return out
+	}
+	values := all("ab é", 4)
+	// Long values cross the 64-position words of the sets.
+	values = append(values, strings.Repeat("ab ", 50), strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a", 65)+"b",
+		strings.Repeat("é", 127)+" b", strings.Repeat("b", 200)+"a")
+	for _, p := range all("ab*?é", 4) {
+		if !strings.ContainsAny(p, "*?") {
+			continue // literals are matched without the sets
+		}
+		g := compileGlob(p)
+		for _, v := range values {
+			pr, vr := []rune(p), []rune(v)
+			if got, want := g.matchWhole(v), ref(pr, vr); got != want {
+				t.Fatalf("matchWhole(%q, %q) = %v, want %v", p, v, got, want)
+			}
+			if got, want := g.matchWords(vr), refWords(pr, vr); got != want {
+				t.Fatalf("matchWords(%q, %q) = %v, want %v", p, v, got, want)
+			}
+		}
 	}
 }
 
