@@ -196,6 +196,17 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 			if conds == nil {
 				conds = []any{}
 			}
+			// A condition's glob is bounded as a content rule's is: its
+			// length multiplies the cost of every event it is matched
+			// against, for the pusher and for sync's counts.
+			for _, c := range conds {
+				m, _ := c.(map[string]any)
+				if p, ok := m["pattern"].(string); ok {
+					if err := matrix.CheckMaxLength("a condition's pattern", p, matrix.MaxPushPatternBytes); err != nil {
+						return err
+					}
+				}
+			}
 			rule["conditions"] = conds
 		case "content":
 			var pattern string

@@ -521,7 +521,10 @@ func compileCond(m map[string]any, template bool) compiledCond {
 	case "event_match":
 		key, ok1 := m["key"].(string)
 		pat, ok2 := m["pattern"].(string)
-		if !ok1 || !ok2 {
+		if !ok1 || !ok2 || len(pat) > MaxPushPatternBytes {
+			// An over-long glob (PUT /pushrules refuses them; one
+			// stored before it did) is not matched: its length
+			// multiplies the cost of every event it meets.
 			return compiledCond{kind: condNever}
 		}
 		key = canonicalPushKey(key)

@@ -400,6 +400,22 @@ func TestPushGlobLongPatternLongBody(t *testing.T) {
 	}
 }
 
+// TestPushPatternOverLimitNeverMatches: a condition's glob longer than
+// MaxPushPatternBytes (stored before PUT /pushrules refused them) is not
+// evaluated; one at the limit is.
+func TestPushPatternOverLimitNeverMatches(t *testing.T) {
+	ev, err := NewPushEvent(json.RawMessage(`{"type":"m.room.message","sender":"@a:x","content":{"body":"hello"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[int]bool{MaxPushPatternBytes: true, MaxPushPatternBytes + 1: false} {
+		rs := mustRules(t, "@bob:x", condRule(`{"kind":"event_match","key":"content.body","pattern":"`+strings.Repeat("*", n)+`"}`))
+		if got := rs.Evaluate(ev, PushConditionContext{UserID: "@bob:x"}).RuleID == "t"; got != want {
+			t.Errorf("pattern of %d stars: rule t matched %v, want %v", n, got, want)
+		}
+	}
+}
+
 // TestPushGlobAgainstReference compares the matcher with the plain set
 // simulation (one bool per position) on every short pattern and value
 // over a small alphabet, and on long values that cross the bitsets'
