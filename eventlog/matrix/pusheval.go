@@ -70,9 +70,11 @@ type PushEvent struct {
 	Sender string
 	Type   string
 	props  map[string]pushValue
-	// body is content.body lower-cased, in runes, for the word-boundary
-	// matching of content rules and event_match on content.body.
-	body      []rune
+	// bodyLower is content.body lower-cased, for the word-boundary
+	// matching of content rules and event_match on content.body. Not
+	// kept in runes: a sync worker holds the events of its window's
+	// recent records decoded, and a 64 KiB body in runes is 256 KiB; the
+	// wildcard patterns that need runes convert it when they run.
 	bodyLower string
 	hasBody   bool
 }
@@ -105,7 +107,7 @@ func NewPushEvent(event json.RawMessage) (*PushEvent, error) {
 	pe.flatten("", top, 0)
 	if v, ok := pe.props["content.body"]; ok {
 		if _, ok := v.v.(string); ok {
-			pe.body, pe.bodyLower = []rune(v.lower), v.lower
+			pe.bodyLower = v.lower
 			pe.hasBody = true
 		}
 	}
@@ -637,7 +639,7 @@ func (cd *compiledCond) holds(ev *PushEvent, c *PushConditionContext) bool {
 			if !cd.glob.wild {
 				return ev.hasBody && containsWord(ev.bodyLower, cd.glob.lit)
 			}
-			return ev.hasBody && cd.glob.matchWords(ev.body)
+			return ev.hasBody && cd.glob.matchWords([]rune(ev.bodyLower))
 		}
 		v, ok := ev.props[cd.key]
 		if !ok {

@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"encoding/json"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -414,6 +415,34 @@ func TestPushPatternOverLimitNeverMatches(t *testing.T) {
 			t.Errorf("pattern of %d stars: rule t matched %v, want %v", n, got, want)
 		}
 	}
+}
+
+// TestPushEventRetainsLittle: a decoded event holds about its own size,
+// not several times it (sync workers keep the events of their window's
+// recent records decoded; the body used to be kept in runes as well, five
+// times the event's size in all).
+func TestPushEventRetainsLittle(t *testing.T) {
+	body := strings.Repeat("hello world ", 5000)
+	raw, _ := json.Marshal(map[string]any{"type": "m.room.message", "sender": "@a:x", "content": map[string]any{"body": body, "msgtype": "m.text"}})
+	const n = 50
+	keep := make([]*PushEvent, 0, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		pe, err := NewPushEvent(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep = append(keep, pe)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	if per > 2*int64(len(raw)) {
+		t.Fatalf("a decoded event of %d bytes retains %d bytes", len(raw), per)
+	}
+	runtime.KeepAlive(keep)
 }
 
 // TestPushGlobAgainstReference compares the matcher with the plain set
