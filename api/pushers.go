@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"unicode/utf8"
 
 	"strand/eventlog"
@@ -54,6 +55,16 @@ func (s *Server) setPusher(w http.ResponseWriter, r *http.Request) error {
 	rec, err := req.record(ss.UserID, ss.DeviceID)
 	if err != nil {
 		return err
+	}
+	if rec.Kind != "" {
+		have, err := s.store.Pushers(r.Context(), ss.UserID)
+		if err != nil {
+			return err
+		}
+		replaces := slices.ContainsFunc(have, func(p store.Pusher) bool { return p.AppID == rec.AppID && p.Pushkey == rec.Pushkey })
+		if !replaces && len(have) >= matrix.MaxPushersPerUser {
+			return matrix.Forbidden("a user has at most %d pushers: delete one first", matrix.MaxPushersPerUser)
+		}
 	}
 	if err := s.appendAccount(r.Context(), ss.UserID, rec, nil); err != nil {
 		return err
