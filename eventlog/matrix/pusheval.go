@@ -26,6 +26,43 @@ var pushRuleKinds = [...]string{"override", "content", "postcontent", "room", "s
 // once parsed and safe for concurrent use.
 type PushRuleset struct {
 	rules []compiledRule
+	// overGlobBudget is set when the rules' wildcard patterns total more
+	// than MaxPushGlobRunes (the ones past it never match).
+	overGlobBudget bool
+}
+
+// MaxPushGlobRunes bounds the total length of a user's wildcard patterns
+// (content rules, event_match conditions with '*' or '?'). Matching one
+// costs its length times len(value)/64 words for every event the user
+// could be notified of, by the pusher and by sync's counts; a literal
+// pattern is a comparison and is not counted. Eight patterns of the
+// longest kind (MaxPushPatternBytes) fit.
+const MaxPushGlobRunes = 8 * MaxPushPatternBytes
+
+// GlobBudgetExceeded reports whether the rules' wildcard patterns total
+// more than MaxPushGlobRunes: PUT /pushrules refuses such a set.
+func (rs *PushRuleset) GlobBudgetExceeded() bool { return rs.overGlobBudget }
+
+// limitGlobs makes the wildcard patterns past MaxPushGlobRunes, in rule
+// order, never match.
+func (rs *PushRuleset) limitGlobs() {
+	left := MaxPushGlobRunes
+	for i := range rs.rules {
+		r := &rs.rules[i]
+		for j := range r.conds {
+			cd := &r.conds[j]
+			if cd.kind != condEventMatch || !cd.glob.wild {
+				continue
+			}
+			if left -= len(cd.glob.runes); left < 0 {
+				// Compiled conditions may be shared with the
+				// defaults: replace the slice, not the element.
+				r.conds = slices.Clone(r.conds)
+				r.conds[j] = compiledCond{kind: condNever}
+				rs.overGlobBudget = true
+			}
+		}
+	}
 }
 
 // PushDecision is what a user's rules say about one event. Notify is the
@@ -207,6 +244,7 @@ func ParsePushRules(userID string, stored json.RawMessage) (*PushRuleset, error)
 	for _, k := range pushRuleKinds {
 		rs.rules = append(rs.rules, mergeKind(k, storedRules(kinds, k), defaults.byKind[k])...)
 	}
+	rs.limitGlobs()
 	return rs, nil
 }
 

@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"encoding/json"
+	"fmt"
 	"runtime"
 	"slices"
 	"strings"
@@ -414,6 +415,37 @@ func TestPushPatternOverLimitNeverMatches(t *testing.T) {
 		if got := rs.Evaluate(ev, PushConditionContext{UserID: "@bob:x"}).RuleID == "t"; got != want {
 			t.Errorf("pattern of %d stars: rule t matched %v, want %v", n, got, want)
 		}
+	}
+}
+
+// TestPushGlobBudget: past MaxPushGlobRunes of wildcard patterns (in
+// rule order) a rule's glob never matches, and the set says it is over;
+// literal patterns are not counted.
+func TestPushGlobBudget(t *testing.T) {
+	long := strings.Repeat("*", MaxPushPatternBytes)
+	var rules []string
+	for i := range MaxPushGlobRunes / len(long) {
+		rules = append(rules, fmt.Sprintf(`{"rule_id":"g%d","enabled":true,"default":false,"pattern":%q,"actions":[]}`, i, long))
+	}
+	rules = append(rules, `{"rule_id":"lit","enabled":true,"default":false,"pattern":"`+strings.Repeat("b", MaxPushPatternBytes)+`","actions":[]}`)
+	within := `{"global":{"content":[` + strings.Join(rules, ",") + `,{"rule_id":"last","enabled":true,"default":false,"pattern":"hel*","actions":["notify"]}]}}`
+	ev, err := NewPushEvent(json.RawMessage(`{"type":"m.room.message","sender":"@a:x","content":{"body":"hello"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The budget's first rules (which do not notify) match first; with
+	// them disabled, "last" is over the budget and does not match.
+	rs := mustRules(t, "@bob:x", within)
+	if !rs.GlobBudgetExceeded() {
+		t.Fatal("budget plus one rule: not over")
+	}
+	disabled := strings.ReplaceAll(within, `"enabled":true,"default":false,"pattern":"*`, `"enabled":false,"default":false,"pattern":"*`)
+	if d := mustRules(t, "@bob:x", disabled).Evaluate(ev, PushConditionContext{UserID: "@bob:x"}); d.RuleID == "last" {
+		t.Fatal("a rule past the budget matched")
+	}
+	exact := strings.Replace(within, `,{"rule_id":"last"`, `],"override":[{"rule_id":"last","conditions":[]`, 1)
+	if mustRules(t, "@bob:x", exact).GlobBudgetExceeded() {
+		t.Fatal("exactly the budget (and a literal pattern): over")
 	}
 }
 
