@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"slices"
 	"unicode/utf8"
 
@@ -15,10 +14,6 @@ import (
 // Pushers say where a user's notifications go (push rules decide which
 // events notify). They are account facts on the user's subject, and
 // belong to the device whose token set them.
-
-// pushGatewayNotifyPath is the path the spec requires of an http
-// pusher's URL.
-const pushGatewayNotifyPath = "/_matrix/push/v1/notify"
 
 // GET /_matrix/client/v3/pushers
 func (s *Server) getPushers(w http.ResponseWriter, r *http.Request) error {
@@ -119,9 +114,8 @@ func (req *pusherRequest) record(userID, deviceID string) (*eventlog.PusherSet, 
 	if d.URL == nil {
 		return nil, matrix.MissingParam("data.url is required for an http pusher")
 	}
-	u, err := url.Parse(*d.URL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != pushGatewayNotifyPath {
-		return nil, matrix.InvalidParam("data.url must be an http(s) URL with the path %s", pushGatewayNotifyPath)
+	if _, ok := matrix.PushGatewayURL(*d.URL); !ok {
+		return nil, matrix.InvalidParam("data.url must be an http(s) URL with the path %s", matrix.PushGatewayNotifyPath)
 	}
 	rec.Kind, rec.AppDisplayName, rec.DeviceDisplayName = *req.Kind, req.AppDisplayName, req.DeviceDisplayName
 	rec.ProfileTag, rec.Lang, rec.Data, rec.Append = req.ProfileTag, req.Lang, data, req.Append
