@@ -390,9 +390,15 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 	}
 	// A client's next request often comes before the view has read back
 	// the record its last one wrote: without this, each would write again,
-	// and every write wakes everyone sharing a room with the user.
-	if m, ok := h.marked.Load(user); ok && fresh(m.(markedPresence).presence, m.(markedPresence).at) {
-		return
+	// and every write wakes everyone sharing a room with the user. Only
+	// while the view holds nothing newer than that write: a presence set
+	// since (PUT /presence to unavailable) is overridden as before.
+	if m, found := h.marked.Load(user); found {
+		mp := m.(markedPresence)
+		if fresh(mp.presence, mp.at) && (!ok || cur.LastActiveTS < mp.at) {
+			return
+		}
+		h.marked.Delete(user)
 	}
 	rec := &eventlog.PresenceSet{UserID: user, Presence: setPresence, LastActiveTS: now.UnixMilli()}
 	if ok {
