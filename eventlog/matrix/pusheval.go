@@ -816,16 +816,33 @@ func (g *pushGlob) matchWords(s []rune) bool {
 	return g.run(s, starts).intersects(bounds)
 }
 
+// denseLiteral is how often a pattern's literal must occur in a value to
+// get a bitset of its positions; rarer ones keep a list. So a step costs
+// at most len(value)/64 words plus denseLiteral positions, and the
+// bitsets at most len(value)/denseLiteral of them whatever the pattern
+// (a pattern of a thousand distinct characters does not cost a thousand
+// bitsets).
+const denseLiteral = 512
+
 // run advances the set of positions (0 to len(s)) reachable in s through
 // the pattern, from cur.
 func (g *pushGlob) run(s []rune, cur posSet) posSet {
-	// masks[k] holds the positions j < len(s) where s[j] is the pattern's
-	// k-th distinct literal; one pass over s fills them all.
 	words := len(cur)
-	masks := make(posSet, len(g.lits)*words)
+	// Where each of the pattern's literals occurs in s.
+	at := make([][]int32, len(g.lits))
 	for j, r := range s {
 		if k, ok := g.lits[r]; ok {
-			masks[k*words+(j>>6)] |= 1 << (j & 63)
+			at[k] = append(at[k], int32(j))
+		}
+	}
+	dense := make([]posSet, len(g.lits))
+	for k, js := range at {
+		if len(js) >= denseLiteral {
+			m := make(posSet, words)
+			for _, j := range js {
+				m.set(int(j))
+			}
+			dense[k] = m
 		}
 	}
 	chars := newPosSet(len(s)) // positions 0 to len(s)-1: before some character
@@ -856,7 +873,16 @@ func (g *pushGlob) run(s []rune, cur posSet) posSet {
 			next.shiftFrom(cur, chars)
 		default:
 			k := g.lits[pr]
-			next.shiftFrom(cur, masks[k*words:(k+1)*words])
+			if dense[k] != nil {
+				next.shiftFrom(cur, dense[k])
+				break
+			}
+			clear(next)
+			for _, j := range at[k] {
+				if cur.has(int(j)) {
+					next.set(int(j) + 1)
+				}
+			}
 		}
 		cur, next = next, cur
 	}

@@ -477,6 +477,30 @@ func TestPushEventRetainsLittle(t *testing.T) {
 	runtime.KeepAlive(keep)
 }
 
+// TestPushGlobDistinctLiteralsAllocateLittle: a pattern of 340 distinct
+// characters against a 64 KiB body holding each of them 192 times does
+// not get a bitset per character (340 bitsets of the body's length,
+// 2.8 MB a match; a content rule's 1,024 ASCII characters against a body
+// of them made it 8 MB).
+func TestPushGlobDistinctLiteralsAllocateLittle(t *testing.T) {
+	var pat, body []rune
+	for i := range (MaxPushPatternBytes - 2) / 3 {
+		r := rune(0x4e00 + i) // 3 bytes each in UTF-8
+		pat = append(pat, r)
+		for range 192 {
+			body = append(body, r)
+		}
+	}
+	g := compileGlob("*" + string(pat) + "*")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	g.matchWords(body)
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 3<<19 {
+		t.Fatalf("one match of %d distinct characters against %d allocated %d bytes", len(pat), len(body), n)
+	}
+}
+
 // TestPushGlobAgainstReference compares the matcher with the plain set
 // simulation (one bool per position) on every short pattern and value
 // over a small alphabet, and on long values that cross the bitsets'
@@ -538,6 +562,19 @@ func TestPushGlobAgainstReference(t *testing.T) {
 	// Long values cross the 64-position words of the sets.
 	values = append(values, strings.Repeat("ab ", 50), strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a", 65)+"b",
 		strings.Repeat("é", 127)+" b", strings.Repeat("b", 200)+"a")
+	// A value where literals occur often enough for their positions to
+	// be bitsets (denseLiteral), and one where only one does.
+	for _, v := range []string{strings.Repeat("ab ", denseLiteral+5), strings.Repeat("a", denseLiteral+70) + " ab b"} {
+		for _, p := range []string{"a*b", "*a?", "b a*", "?b*a", "a*", "ab*ab", "*b ab*", "*a", "a?", "b?*"} {
+			g, pr, vr := compileGlob(p), []rune(p), []rune(v)
+			if got, want := g.matchWhole(v), ref(pr, vr); got != want {
+				t.Fatalf("matchWhole(%q, long %q...) = %v, want %v", p, v[:8], got, want)
+			}
+			if got, want := g.matchWords(vr), refWords(pr, vr); got != want {
+				t.Fatalf("matchWords(%q, long %q...) = %v, want %v", p, v[:8], got, want)
+			}
+		}
+	}
 	for _, p := range all("ab*?é", 4) {
 		if !strings.ContainsAny(p, "*?") {
 			continue // literals are matched without the sets
