@@ -2,6 +2,7 @@ package syncstream
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -62,5 +63,29 @@ func TestMarkPresenceAfterAnExplicitChange(t *testing.T) {
 	h.markPresence(ctx, alice, "online")
 	if head, err := l.Head(ctx, eventlog.StreamEphemeral); err != nil || head != 2 {
 		t.Fatalf("sync after an explicit unavailable: %d presence records (%v), want 2 (online again)", head, err)
+	}
+}
+
+// The presence writes a worker remembers are bounded: users who sync once
+// and never again do not stay in memory for good.
+func TestMarkedPresenceBounded(t *testing.T) {
+	ctx := context.Background()
+	l, err := eventlog.New(logtest.Start(t).Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func(m int64) { markedMax = m }(markedMax)
+	markedMax = 3
+	h := &Handler{Log: l, Ephemeral: NewEphemeral(), Logger: slog.New(slog.DiscardHandler)}
+	for i := range 10 {
+		h.markPresence(ctx, fmt.Sprintf("@u%d:localhost", i), "online")
+	}
+	n := 0
+	h.marked.Range(func(any, any) bool { n++; return true })
+	if n > 3 {
+		t.Fatalf("%d remembered presence writes, bound 3", n)
 	}
 }
