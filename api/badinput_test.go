@@ -221,6 +221,9 @@ func idSlots() []idSlot {
 		{"push rule pattern", matrix.MaxPushPatternBytes, func(f *badFixture, v string) badCase {
 			return c("PUT", v3("/pushrules/global/content/r1"), `{"actions":["notify"],"pattern":`+jsonStr(v)+`}`)
 		}},
+		{"push rule condition pattern", matrix.MaxPushPatternBytes, func(f *badFixture, v string) badCase {
+			return c("PUT", v3("/pushrules/global/override/r2"), `{"actions":["notify"],"conditions":[{"kind":"event_match","key":"content.body","pattern":`+jsonStr(v)+`}]}`)
+		}},
 		{"alias", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
 			return c("PUT", v3("/directory/room/"+url.PathEscape("#"+v+":localhost")), `{"room_id":`+jsonStr(f.rawRoom)+`}`)
 		}},

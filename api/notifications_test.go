@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/url"
 	"reflect"
 	"testing"
@@ -170,9 +171,10 @@ func TestNotificationsAndReplayedCounts(t *testing.T) {
 	}
 }
 
-// store.PushRecipients gives delivery the room's members holding a
-// pusher, with their display name and rules, and the room's levels.
-func TestPushRecipients(t *testing.T) {
+// store.PushTargets gives delivery the room's members holding a pusher,
+// with their display name (only a string one, as the counts read it) and
+// rules, leaving out the sender; store.PushRoom the room's levels.
+func TestPushTargets(t *testing.T) {
 	env := apitest.New(t)
 	env.Projector()
 	a := apitest.NewClient(t, env.API(apitest.DefaultConfig()).URL)
@@ -181,28 +183,44 @@ func TestPushRecipients(t *testing.T) {
 	b.Register("quin", "pw")
 	c := apitest.NewClient(t, a.Base)
 	c.Register("rolf", "pw")
+	d := apitest.NewClient(t, a.Base)
+	d.Register("sven", "pw")
 	room := a.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat",
 		"power_level_content_override": map[string]any{"notifications": map[string]any{"room": 20}}}).Str("room_id")
-	for _, u := range []*apitest.Client{b, c} {
+	for _, u := range []*apitest.Client{b, c, d} {
 		u.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), nil)
 	}
 	b.MustDo("PUT", "/_matrix/client/v3/profile/"+url.PathEscape(b.UserID)+"/displayname", map[string]any{"displayname": "Quin Q"})
-	b.MustDo("POST", "/_matrix/client/v3/pushers/set", pusherBody("org.example.app", "key-q", "Q"))
+	// A display name that is not a string is no display name (the
+	// counts do not read 123 into it either).
+	d.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(d.UserID), map[string]any{"membership": "join", "displayname": 123})
+	for _, u := range []*apitest.Client{a, b, d} {
+		u.MustDo("POST", "/_matrix/client/v3/pushers/set", pusherBody("org.example.app", "key-"+u.UserID, "Q"))
+	}
 	b.MustDo("PUT", "/_matrix/client/v3/pushrules/global/content/tea", map[string]any{"pattern": "tea", "actions": []any{"notify"}})
 
-	pr, recips, err := env.Store().PushRecipients(context.Background(), room)
+	ctx := context.Background()
+	targets, err := env.Store().PushTargets(ctx, room, math.MaxInt64, a.UserID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(recips) != 1 || recips[0].UserID != b.UserID || recips[0].DisplayName != "Quin Q" || !json.Valid(recips[0].Rules) {
-		t.Fatalf("recipients %+v", recips)
+	if len(targets) != 2 || targets[0].UserID != b.UserID || targets[0].DisplayName != "Quin Q" || !json.Valid(targets[0].Rules) ||
+		targets[1].UserID != d.UserID || targets[1].DisplayName != "" {
+		t.Fatalf("targets %+v", targets)
 	}
-	if pr.MemberCount != 3 {
+	if info, err := env.Store().NotifyRoomInfo(ctx, room, d.UserID); err != nil || info.SenderDisplayName != "" {
+		t.Fatalf("sender display name %+v %v", info, err)
+	}
+	pr, err := env.Store().PushRoom(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr.MemberCount != 4 {
 		t.Fatalf("member count %d", pr.MemberCount)
 	}
-	ctx := pr.Context(b.UserID, recips[0].DisplayName, a.UserID)
-	if ctx.SenderPowerLevel != 100 || ctx.NotificationLevels["room"] != 20 || ctx.MemberCount != 3 {
-		t.Fatalf("context %+v", ctx)
+	pc := pr.Context(b.UserID, targets[0].DisplayName, a.UserID)
+	if pc.SenderPowerLevel != 100 || pc.NotificationLevels["room"] != 20 || pc.MemberCount != 4 {
+		t.Fatalf("context %+v", pc)
 	}
 	if lvl := pr.Context(b.UserID, "", c.UserID).SenderPowerLevel; lvl != 0 {
 		t.Fatalf("a member's level %d", lvl)

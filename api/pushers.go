@@ -3,7 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
-	"net/url"
+	"slices"
 	"unicode/utf8"
 
 	"strand/eventlog"
@@ -14,10 +14,6 @@ import (
 // Pushers say where a user's notifications go (push rules decide which
 // events notify). They are account facts on the user's subject, and
 // belong to the device whose token set them.
-
-// pushGatewayNotifyPath is the path the spec requires of an http
-// pusher's URL.
-const pushGatewayNotifyPath = "/_matrix/push/v1/notify"
 
 // GET /_matrix/client/v3/pushers
 func (s *Server) getPushers(w http.ResponseWriter, r *http.Request) error {
@@ -54,6 +50,16 @@ func (s *Server) setPusher(w http.ResponseWriter, r *http.Request) error {
 	rec, err := req.record(ss.UserID, ss.DeviceID)
 	if err != nil {
 		return err
+	}
+	if rec.Kind != "" {
+		have, err := s.store.Pushers(r.Context(), ss.UserID)
+		if err != nil {
+			return err
+		}
+		replaces := slices.ContainsFunc(have, func(p store.Pusher) bool { return p.AppID == rec.AppID && p.Pushkey == rec.Pushkey })
+		if !replaces && len(have) >= matrix.MaxPushersPerUser {
+			return matrix.Forbidden("a user has at most %d pushers: delete one first", matrix.MaxPushersPerUser)
+		}
 	}
 	if err := s.appendAccount(r.Context(), ss.UserID, rec, nil); err != nil {
 		return err
@@ -108,9 +114,8 @@ func (req *pusherRequest) record(userID, deviceID string) (*eventlog.PusherSet, 
 	if d.URL == nil {
 		return nil, matrix.MissingParam("data.url is required for an http pusher")
 	}
-	u, err := url.Parse(*d.URL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != pushGatewayNotifyPath {
-		return nil, matrix.InvalidParam("data.url must be an http(s) URL with the path %s", pushGatewayNotifyPath)
+	if _, ok := matrix.PushGatewayURL(*d.URL); !ok {
+		return nil, matrix.InvalidParam("data.url must be an http(s) URL with the path %s", matrix.PushGatewayNotifyPath)
 	}
 	rec.Kind, rec.AppDisplayName, rec.DeviceDisplayName = *req.Kind, req.AppDisplayName, req.DeviceDisplayName
 	rec.ProfileTag, rec.Lang, rec.Data, rec.Append = req.ProfileTag, req.Lang, data, req.Append

@@ -1,10 +1,16 @@
 package api_test
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"strand/api/apitest"
+	"strand/eventlog"
+	"strand/eventlog/matrix"
 )
 
 func pusherBody(appID, pushkey, name string) map[string]any {
@@ -112,4 +118,36 @@ func TestPushers(t *testing.T) {
 		}
 	}
 	projectionReplays(t, env, 0)
+}
+
+// A user has at most matrix.MaxPushersPerUser pushers: POST /pushers/set
+// refuses one more (403), still replaces an existing one, and the
+// projection does not keep one more that reached the log anyway (two
+// concurrent requests can both pass the api's check).
+func TestPushersPerUserBounded(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	c := apitest.NewClient(t, env.Serve(apitest.DefaultConfig()).URL)
+	c.Register("many", "pw")
+	for i := range matrix.MaxPushersPerUser {
+		c.MustDo("POST", "/_matrix/client/v3/pushers/set", pusherBody("org.example.app", fmt.Sprintf("key-%d", i), "A"))
+	}
+	if r := c.Do("POST", "/_matrix/client/v3/pushers/set", pusherBody("org.example.app", "one-more", "A")); r.Status != 403 || r.Errcode() != "M_FORBIDDEN" {
+		t.Fatalf("pusher %d: %d %s, want 403 M_FORBIDDEN", matrix.MaxPushersPerUser+1, r.Status, r.Raw)
+	}
+
+	// Past the api's check, straight onto the log: not kept.
+	rec := &eventlog.PusherSet{UserID: c.UserID, DeviceID: c.Device, AppID: "org.example.app", Pushkey: "raced", Kind: "http",
+		AppDisplayName: "A", DeviceDisplayName: "phone", Lang: "en", Data: json.RawMessage(`{"url":"https://push.example.org/_matrix/push/v1/notify"}`)}
+	if _, err := env.Conn().Append(context.Background(), eventlog.UserSubject(c.UserID), rec, eventlog.AppendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A replacement is still accepted (and, answered after it is
+	// applied, orders the read after the raced record).
+	c.MustDo("POST", "/_matrix/client/v3/pushers/set", pusherBody("org.example.app", "key-0", "A2"))
+	got := pusherKeys(t, c)
+	if len(got) != matrix.MaxPushersPerUser || slices.Contains(got, "org.example.app/raced/A") || !slices.Contains(got, "org.example.app/key-0/A2") {
+		t.Fatalf("%d pushers: %v", len(got), got)
+	}
+	projectionReplays(t, env, 64)
 }

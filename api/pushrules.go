@@ -196,6 +196,17 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 			if conds == nil {
 				conds = []any{}
 			}
+			// A condition's glob is bounded as a content rule's is: its
+			// length multiplies the cost of every event it is matched
+			// against, for the pusher and for sync's counts.
+			for _, c := range conds {
+				m, _ := c.(map[string]any)
+				if p, ok := m["pattern"].(string); ok {
+					if err := matrix.CheckMaxLength("a condition's pattern", p, matrix.MaxPushPatternBytes); err != nil {
+						return err
+					}
+				}
+			}
 			rule["conditions"] = conds
 		case "content":
 			var pattern string
@@ -230,6 +241,9 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 			pos++
 		}
 		rs[kind] = slices.Insert(rs[kind], pos, rule)
+		if err := checkGlobBudget(session(r).UserID, rs); err != nil {
+			return err
+		}
 	default:
 		return matrix.Unrecognized("unknown push rule attribute %q", attr)
 	}
@@ -262,5 +276,24 @@ func (s *Server) deletePushRule(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// checkGlobBudget refuses a ruleset whose wildcard patterns total more
+// than matrix.MaxPushGlobRunes: each costs its length for every event the
+// user could be notified of (the evaluator would not match those past
+// the bound).
+func checkGlobBudget(userID string, rs ruleset) error {
+	b, err := json.Marshal(map[string]any{"global": rs})
+	if err != nil {
+		return err
+	}
+	parsed, err := matrix.ParsePushRules(userID, b)
+	if err != nil {
+		return err
+	}
+	if parsed.GlobBudgetExceeded() {
+		return matrix.InvalidParam("the wildcard patterns of a user's push rules total at most %d characters", matrix.MaxPushGlobRunes)
+	}
 	return nil
 }

@@ -1,8 +1,11 @@
 package api_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+
+	"strand/eventlog/matrix"
 )
 
 func TestPushRules(t *testing.T) {
@@ -83,5 +86,28 @@ func TestPushRulesPostcontent(t *testing.T) {
 	c.MustDo("PUT", v3("/pushrules/global/room/!r:localhost"), map[string]any{"actions": []any{}})
 	if _, ok := c.MustDo("GET", v3("/pushrules/global/"), nil).Body["postcontent"].([]any); !ok {
 		t.Fatal("postcontent missing after a change")
+	}
+}
+
+// A user's wildcard patterns total at most matrix.MaxPushGlobRunes: a
+// rule that would pass it is refused (400), literal patterns are not
+// counted, and replacing a rule counts its new pattern instead of the old.
+func TestPushRulesGlobBudget(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("globber", "pw")
+	long := strings.Repeat("a*", matrix.MaxPushPatternBytes/2)
+	n := matrix.MaxPushGlobRunes / len(long)
+	for i := range n {
+		c.MustDo("PUT", v3(fmt.Sprintf("/pushrules/global/content/g%d", i)), map[string]any{"pattern": long, "actions": []any{"notify"}})
+	}
+	r := c.Do("PUT", v3("/pushrules/global/override/one-more"), map[string]any{"actions": []any{"notify"},
+		"conditions": []any{map[string]any{"kind": "event_match", "key": "content.topic", "pattern": "x*"}}})
+	if r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+		t.Fatalf("wildcard pattern past the budget: %d %s", r.Status, r.Raw)
+	}
+	c.MustDo("PUT", v3("/pushrules/global/content/literal"), map[string]any{"pattern": strings.Repeat("b", matrix.MaxPushPatternBytes), "actions": []any{"notify"}})
+	c.MustDo("PUT", v3("/pushrules/global/content/g0"), map[string]any{"pattern": "short*", "actions": []any{"notify"}})
+	if r := c.Do("GET", v3("/pushrules/global/override/one-more"), nil); r.Status != 404 {
+		t.Fatalf("refused rule stored: %d %s", r.Status, r.Raw)
 	}
 }

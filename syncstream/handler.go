@@ -110,7 +110,8 @@ type Handler struct {
 
 	// marked is this worker's own newest presence write per user
 	// (markedPresence), which its ephemeral view may not have read back.
-	marked sync.Map
+	marked      sync.Map
+	markedCount atomic.Int64 // about how many entries marked holds
 
 	rooms     roomsCache
 	filters   filterCache
@@ -385,14 +386,20 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 	}
 	cur, ok := h.Ephemeral.presenceOf(user)
 	if ok && fresh(cur.Presence, cur.LastActiveTS) {
-		h.marked.Delete(user) // read back: the view knows
+		h.forgetMarked(user) // read back: the view knows
 		return
 	}
 	// A client's next request often comes before the view has read back
 	// the record its last one wrote: without this, each would write again,
-	// and every write wakes everyone sharing a room with the user.
-	if m, ok := h.marked.Load(user); ok && fresh(m.(markedPresence).presence, m.(markedPresence).at) {
-		return
+	// and every write wakes everyone sharing a room with the user. Only
+	// while the view holds nothing newer than that write: a presence set
+	// since (PUT /presence to unavailable) is overridden as before.
+	if m, found := h.marked.Load(user); found {
+		mp := m.(markedPresence)
+		if fresh(mp.presence, mp.at) && (!ok || cur.LastActiveTS < mp.at) {
+			return
+		}
+		h.forgetMarked(user)
 	}
 	rec := &eventlog.PresenceSet{UserID: user, Presence: setPresence, LastActiveTS: now.UnixMilli()}
 	if ok {
@@ -402,7 +409,25 @@ func (h *Handler) markPresence(ctx context.Context, user, setPresence string) {
 		h.Logger.Warn("could not record presence", "user_id", user, "err", err)
 		return
 	}
-	h.marked.Store(user, markedPresence{presence: setPresence, at: rec.LastActiveTS})
+	if _, loaded := h.marked.Swap(user, markedPresence{presence: setPresence, at: rec.LastActiveTS}); !loaded {
+		// An entry stays until its user syncs again after the view has
+		// read it back: users who never come back would fill the map.
+		// Past the bound it starts again empty, which costs each user at
+		// most one more write.
+		if h.markedCount.Add(1) > markedMax {
+			h.marked.Clear()
+			h.markedCount.Store(0)
+		}
+	}
+}
+
+// markedMax bounds how many users' presence writes a worker remembers.
+var markedMax int64 = 100_000
+
+func (h *Handler) forgetMarked(user string) {
+	if _, loaded := h.marked.LoadAndDelete(user); loaded {
+		h.markedCount.Add(-1)
+	}
 }
 
 // markedPresence is a presence a worker wrote for a syncing user, and when.

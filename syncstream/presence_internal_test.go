@@ -2,8 +2,10 @@ package syncstream
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
+	"time"
 
 	"strand/eventlog"
 	"strand/eventlog/logtest"
@@ -35,5 +37,55 @@ func TestMarkPresenceWritesOnceBeforeReadBack(t *testing.T) {
 	h.markPresence(ctx, alice, "unavailable")
 	if head, err := l.Head(ctx, eventlog.StreamEphemeral); err != nil || head != 3 {
 		t.Fatalf("a change to unavailable: %d records (%v), want 3", head, err)
+	}
+}
+
+// A presence set since the worker's own write (PUT /presence to
+// unavailable, read back by the view) is overridden by the next sync as
+// it was before the worker remembered its writes: the remembered write is
+// older than what the view holds.
+func TestMarkPresenceAfterAnExplicitChange(t *testing.T) {
+	ctx := context.Background()
+	l, err := eventlog.New(logtest.Start(t).Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Log: l, Ephemeral: NewEphemeral(), Logger: slog.New(slog.DiscardHandler)}
+	const alice = "@alice:localhost"
+	h.markPresence(ctx, alice, "online")
+	// The view reads a later explicit change (its own record, not the
+	// sync's, which the view here never reads back).
+	later := time.Now().Add(time.Millisecond).UnixMilli()
+	h.Ephemeral.apply(100, time.Now(), &eventlog.PresenceSet{UserID: alice, Presence: "unavailable", LastActiveTS: later})
+	h.markPresence(ctx, alice, "online")
+	if head, err := l.Head(ctx, eventlog.StreamEphemeral); err != nil || head != 2 {
+		t.Fatalf("sync after an explicit unavailable: %d presence records (%v), want 2 (online again)", head, err)
+	}
+}
+
+// The presence writes a worker remembers are bounded: users who sync once
+// and never again do not stay in memory for good.
+func TestMarkedPresenceBounded(t *testing.T) {
+	ctx := context.Background()
+	l, err := eventlog.New(logtest.Start(t).Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func(m int64) { markedMax = m }(markedMax)
+	markedMax = 3
+	h := &Handler{Log: l, Ephemeral: NewEphemeral(), Logger: slog.New(slog.DiscardHandler)}
+	for i := range 10 {
+		h.markPresence(ctx, fmt.Sprintf("@u%d:localhost", i), "online")
+	}
+	n := 0
+	h.marked.Range(func(any, any) bool { n++; return true })
+	if n > 3 {
+		t.Fatalf("%d remembered presence writes, bound 3", n)
 	}
 }

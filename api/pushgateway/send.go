@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 
 	"strand/api/outbound"
 	"strand/eventlog"
+	"strand/eventlog/matrix"
 )
 
 // NotifyPath is the path the spec requires of an http pusher's URL.
-const NotifyPath = "/_matrix/push/v1/notify"
+const NotifyPath = matrix.PushGatewayNotifyPath
 
 // maxGatewayResponse bounds how much of a gateway's answer is read.
 const maxGatewayResponse = 64 << 10
@@ -85,8 +85,8 @@ func (p *Pusher) post(ctx context.Context, q *queued) outcome {
 	var rawURL, format string
 	_ = json.Unmarshal(data["url"], &rawURL)
 	_ = json.Unmarshal(data["format"], &format)
-	u, err := url.Parse(rawURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != NotifyPath {
+	u, ok := matrix.PushGatewayURL(rawURL)
+	if !ok {
 		// POST /pushers/set refuses such URLs; one from elsewhere is
 		// not worth a request.
 		p.Logger.Warn("push: pusher URL is not a push gateway's", "user_id", q.UserID)

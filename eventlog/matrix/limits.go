@@ -47,6 +47,13 @@ const (
 	MaxPusherFieldBytes = 255
 	MaxPusherDataBytes  = 4096
 
+	// MaxPushersPerUser bounds a user's pushers. Each is sent its own
+	// request for every event that notifies the user: without a bound,
+	// one account could have every message in its rooms become as many
+	// POSTs to any public address as it registered pushers. Clients set
+	// one per device.
+	MaxPushersPerUser = 64
+
 	// MaxTagBytes bounds room tags (a key of m.tag). The spec sets no
 	// limit; a tag is a name a client shows.
 	MaxTagBytes = 255

@@ -3,6 +3,7 @@ package matrix
 import (
 	"bytes"
 	"encoding/json"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,43 @@ var pushRuleKinds = [...]string{"override", "content", "postcontent", "room", "s
 // once parsed and safe for concurrent use.
 type PushRuleset struct {
 	rules []compiledRule
+	// overGlobBudget is set when the rules' wildcard patterns total more
+	// than MaxPushGlobRunes (the ones past it never match).
+	overGlobBudget bool
+}
+
+// MaxPushGlobRunes bounds the total length of a user's wildcard patterns
+// (content rules, event_match conditions with '*' or '?'). Matching one
+// costs its length times len(value)/64 words for every event the user
+// could be notified of, by the pusher and by sync's counts; a literal
+// pattern is a comparison and is not counted. Eight patterns of the
+// longest kind (MaxPushPatternBytes) fit.
+const MaxPushGlobRunes = 8 * MaxPushPatternBytes
+
+// GlobBudgetExceeded reports whether the rules' wildcard patterns total
+// more than MaxPushGlobRunes: PUT /pushrules refuses such a set.
+func (rs *PushRuleset) GlobBudgetExceeded() bool { return rs.overGlobBudget }
+
+// limitGlobs makes the wildcard patterns past MaxPushGlobRunes, in rule
+// order, never match.
+func (rs *PushRuleset) limitGlobs() {
+	left := MaxPushGlobRunes
+	for i := range rs.rules {
+		r := &rs.rules[i]
+		for j := range r.conds {
+			cd := &r.conds[j]
+			if cd.kind != condEventMatch || !cd.glob.wild {
+				continue
+			}
+			if left -= len(cd.glob.runes); left < 0 {
+				// Compiled conditions may be shared with the
+				// defaults: replace the slice, not the element.
+				r.conds = slices.Clone(r.conds)
+				r.conds[j] = compiledCond{kind: condNever}
+				rs.overGlobBudget = true
+			}
+		}
+	}
 }
 
 // PushDecision is what a user's rules say about one event. Notify is the
@@ -69,9 +107,11 @@ type PushEvent struct {
 	Sender string
 	Type   string
 	props  map[string]pushValue
-	// body is content.body lower-cased, in runes, for the word-boundary
-	// matching of content rules and event_match on content.body.
-	body      []rune
+	// bodyLower is content.body lower-cased, for the word-boundary
+	// matching of content rules and event_match on content.body. Not
+	// kept in runes: a sync worker holds the events of its window's
+	// recent records decoded, and a 64 KiB body in runes is 256 KiB; the
+	// wildcard patterns that need runes convert it when they run.
 	bodyLower string
 	hasBody   bool
 }
@@ -104,7 +144,7 @@ func NewPushEvent(event json.RawMessage) (*PushEvent, error) {
 	pe.flatten("", top, 0)
 	if v, ok := pe.props["content.body"]; ok {
 		if _, ok := v.v.(string); ok {
-			pe.body, pe.bodyLower = []rune(v.lower), v.lower
+			pe.bodyLower = v.lower
 			pe.hasBody = true
 		}
 	}
@@ -204,6 +244,7 @@ func ParsePushRules(userID string, stored json.RawMessage) (*PushRuleset, error)
 	for _, k := range pushRuleKinds {
 		rs.rules = append(rs.rules, mergeKind(k, storedRules(kinds, k), defaults.byKind[k])...)
 	}
+	rs.limitGlobs()
 	return rs, nil
 }
 
@@ -520,7 +561,10 @@ func compileCond(m map[string]any, template bool) compiledCond {
 	case "event_match":
 		key, ok1 := m["key"].(string)
 		pat, ok2 := m["pattern"].(string)
-		if !ok1 || !ok2 {
+		if !ok1 || !ok2 || len(pat) > MaxPushPatternBytes {
+			// An over-long glob (PUT /pushrules refuses them; one
+			// stored before it did) is not matched: its length
+			// multiplies the cost of every event it meets.
 			return compiledCond{kind: condNever}
 		}
 		key = canonicalPushKey(key)
@@ -633,7 +677,7 @@ func (cd *compiledCond) holds(ev *PushEvent, c *PushConditionContext) bool {
 			if !cd.glob.wild {
 				return ev.hasBody && containsWord(ev.bodyLower, cd.glob.lit)
 			}
-			return ev.hasBody && cd.glob.matchWords(ev.body)
+			return ev.hasBody && cd.glob.matchWords([]rune(ev.bodyLower))
 		}
 		v, ok := ev.props[cd.key]
 		if !ok {
@@ -713,17 +757,31 @@ func (cd *compiledCond) holds(ev *PushEvent, c *PushConditionContext) bool {
 
 // pushGlob is a lower-cased glob pattern: '*' any run of characters, '?'
 // exactly one, everything else itself. Matching is a set simulation over
-// positions (pattern length × value length at worst), never
-// backtracking, so a hostile pattern costs no more than a plain one.
+// positions, never backtracking, so a hostile pattern costs no more than
+// a plain one; the sets are bitsets, so each pattern character costs one
+// pass over len(value)/64 words: a content rule's 1,024 characters
+// against a 64 KiB body is a million word operations, not 67 million
+// steps (a quarter of a second per event and recipient, per rule).
 type pushGlob struct {
 	lit   string // the pattern when it has no wildcards
 	runes []rune
 	wild  bool
+	// lits maps each literal character of the pattern to its index in
+	// the per-value masks.
+	lits map[rune]int
 }
 
 func compileGlob(p string) *pushGlob {
 	p = strings.ToLower(p)
 	g := &pushGlob{lit: p, runes: []rune(p), wild: strings.ContainsAny(p, "*?")}
+	if g.wild {
+		g.lits = map[rune]int{}
+		for _, r := range g.runes {
+			if _, ok := g.lits[r]; !ok && r != '*' && r != '?' {
+				g.lits[r] = len(g.lits)
+			}
+		}
+	}
 	return g
 }
 
@@ -733,10 +791,9 @@ func (g *pushGlob) matchWhole(s string) bool {
 		return s == g.lit
 	}
 	sr := []rune(s)
-	starts := make([]bool, len(sr)+1)
-	starts[0] = true
-	ends := g.run(sr, starts)
-	return ends[len(sr)]
+	starts := newPosSet(len(sr))
+	starts.set(0)
+	return g.run(sr, starts).has(len(sr))
 }
 
 // matchWords reports whether some substring of s (lower-cased runes)
@@ -748,47 +805,122 @@ func (g *pushGlob) matchWords(s []rune) bool {
 	if len(g.runes) == 0 {
 		return false
 	}
-	starts := make([]bool, len(s)+1)
-	for i := range starts {
-		starts[i] = boundaryAt(s, i)
-	}
-	ends := g.run(s, starts)
-	for j, ok := range ends {
-		if ok && boundaryAt(s, j) {
-			return true
+	bounds := newPosSet(len(s))
+	for i := 0; i <= len(s); i++ {
+		if boundaryAt(s, i) {
+			bounds.set(i)
 		}
 	}
-	return false
+	starts := newPosSet(len(s))
+	copy(starts, bounds)
+	return g.run(s, starts).intersects(bounds)
 }
 
-// run advances the set of positions reachable in s through the pattern.
-func (g *pushGlob) run(s []rune, cur []bool) []bool {
-	next := make([]bool, len(cur))
+// denseLiteral is how often a pattern's literal must occur in a value to
+// get a bitset of its positions; rarer ones keep a list. So a step costs
+// at most len(value)/64 words plus denseLiteral positions, and the
+// bitsets at most len(value)/denseLiteral of them whatever the pattern
+// (a pattern of a thousand distinct characters does not cost a thousand
+// bitsets).
+const denseLiteral = 512
+
+// run advances the set of positions (0 to len(s)) reachable in s through
+// the pattern, from cur.
+func (g *pushGlob) run(s []rune, cur posSet) posSet {
+	words := len(cur)
+	// Where each of the pattern's literals occurs in s.
+	at := make([][]int32, len(g.lits))
+	for j, r := range s {
+		if k, ok := g.lits[r]; ok {
+			at[k] = append(at[k], int32(j))
+		}
+	}
+	dense := make([]posSet, len(g.lits))
+	for k, js := range at {
+		if len(js) >= denseLiteral {
+			m := make(posSet, words)
+			for _, j := range js {
+				m.set(int(j))
+			}
+			dense[k] = m
+		}
+	}
+	chars := newPosSet(len(s)) // positions 0 to len(s)-1: before some character
+	for j := range s {
+		chars.set(j)
+	}
+	next := make(posSet, words)
 	for _, pr := range g.runes {
-		clear(next)
 		switch pr {
 		case '*':
-			on := false
-			for j := range cur {
-				on = on || cur[j]
-				next[j] = on
-			}
-		case '?':
-			for j := 0; j < len(s); j++ {
-				if cur[j] {
-					next[j+1] = true
+			// Every position from the first reachable one on.
+			clear(next)
+			first := -1
+			for w, x := range cur {
+				if x != 0 {
+					first = w<<6 + bits.TrailingZeros64(x)
+					break
 				}
 			}
+			if first >= 0 {
+				for w := first >> 6; w < words; w++ {
+					next[w] = ^uint64(0)
+				}
+				next[first>>6] &^= 1<<(first&63) - 1
+				next.trim(len(s))
+			}
+		case '?':
+			next.shiftFrom(cur, chars)
 		default:
-			for j := 0; j < len(s); j++ {
-				if cur[j] && s[j] == pr {
-					next[j+1] = true
+			k := g.lits[pr]
+			if dense[k] != nil {
+				next.shiftFrom(cur, dense[k])
+				break
+			}
+			clear(next)
+			for _, j := range at[k] {
+				if cur.has(int(j)) {
+					next.set(int(j) + 1)
 				}
 			}
 		}
 		cur, next = next, cur
 	}
 	return cur
+}
+
+// posSet is a set of positions in a value, 0 to its length, as a bitset.
+type posSet []uint64
+
+func newPosSet(n int) posSet { return make(posSet, (n+1+63)/64) }
+
+func (p posSet) set(i int)      { p[i>>6] |= 1 << (i & 63) }
+func (p posSet) has(i int) bool { return p[i>>6]&(1<<(i&63)) != 0 }
+
+// trim clears the bits past position n.
+func (p posSet) trim(n int) {
+	if r := (n + 1) & 63; r != 0 {
+		p[len(p)-1] &= 1<<r - 1
+	}
+}
+
+func (p posSet) intersects(q posSet) bool {
+	for i := range p {
+		if p[i]&q[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// shiftFrom sets p to the positions j+1 for every j in both cur and mask.
+func (p posSet) shiftFrom(cur, mask posSet) {
+	var carry uint64
+	for i := range p {
+		x := cur[i] & mask[i]
+		p[i] = x<<1 | carry
+		carry = x >> 63
+	}
 }
 
 func boundaryAt(s []rune, i int) bool {

@@ -2,7 +2,10 @@ package matrix
 
 import (
 	"encoding/json"
+	"fmt"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -379,6 +382,213 @@ func TestPushGlobBounded(t *testing.T) {
 	g := compileGlob("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b")
 	if g.matchWhole(string(body)) || g.matchWords([]rune(string(body))) {
 		t.Fatal("matched without a b")
+	}
+}
+
+// TestPushGlobLongPatternLongBody: a content rule's longest pattern
+// (MaxPushPatternBytes, all wildcards and one letter) against a 64 KiB
+// body, many times over, as one event evaluated for many recipients with
+// such a rule. Each match is a pass of len(body)/64 words per pattern
+// character: a few milliseconds each. The set simulation over one bool
+// per position took a quarter of a second per match (over four minutes
+// for this test: it fails under go test -timeout 60s).
+func TestPushGlobLongPatternLongBody(t *testing.T) {
+	body := []rune(strings.Repeat("a ", 32*1024))
+	g := compileGlob(strings.Repeat("*a", MaxPushPatternBytes/2-1) + "*b")
+	for range 1000 {
+		if g.matchWords(body) {
+			t.Fatal("matched without a b")
+		}
+	}
+}
+
+// TestPushPatternOverLimitNeverMatches: a condition's glob longer than
+// MaxPushPatternBytes (stored before PUT /pushrules refused them) is not
+// evaluated; one at the limit is.
+func TestPushPatternOverLimitNeverMatches(t *testing.T) {
+	ev, err := NewPushEvent(json.RawMessage(`{"type":"m.room.message","sender":"@a:x","content":{"body":"hello"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[int]bool{MaxPushPatternBytes: true, MaxPushPatternBytes + 1: false} {
+		rs := mustRules(t, "@bob:x", condRule(`{"kind":"event_match","key":"content.body","pattern":"`+strings.Repeat("*", n)+`"}`))
+		if got := rs.Evaluate(ev, PushConditionContext{UserID: "@bob:x"}).RuleID == "t"; got != want {
+			t.Errorf("pattern of %d stars: rule t matched %v, want %v", n, got, want)
+		}
+	}
+}
+
+// TestPushGlobBudget: past MaxPushGlobRunes of wildcard patterns (in
+// rule order) a rule's glob never matches, and the set says it is over;
+// literal patterns are not counted.
+func TestPushGlobBudget(t *testing.T) {
+	long := strings.Repeat("*", MaxPushPatternBytes)
+	var rules []string
+	for i := range MaxPushGlobRunes / len(long) {
+		rules = append(rules, fmt.Sprintf(`{"rule_id":"g%d","enabled":true,"default":false,"pattern":%q,"actions":[]}`, i, long))
+	}
+	rules = append(rules, `{"rule_id":"lit","enabled":true,"default":false,"pattern":"`+strings.Repeat("b", MaxPushPatternBytes)+`","actions":[]}`)
+	within := `{"global":{"content":[` + strings.Join(rules, ",") + `,{"rule_id":"last","enabled":true,"default":false,"pattern":"hel*","actions":["notify"]}]}}`
+	ev, err := NewPushEvent(json.RawMessage(`{"type":"m.room.message","sender":"@a:x","content":{"body":"hello"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The budget's first rules (which do not notify) match first; with
+	// them disabled, "last" is over the budget and does not match.
+	rs := mustRules(t, "@bob:x", within)
+	if !rs.GlobBudgetExceeded() {
+		t.Fatal("budget plus one rule: not over")
+	}
+	disabled := strings.ReplaceAll(within, `"enabled":true,"default":false,"pattern":"*`, `"enabled":false,"default":false,"pattern":"*`)
+	if d := mustRules(t, "@bob:x", disabled).Evaluate(ev, PushConditionContext{UserID: "@bob:x"}); d.RuleID == "last" {
+		t.Fatal("a rule past the budget matched")
+	}
+	exact := strings.Replace(within, `,{"rule_id":"last"`, `],"override":[{"rule_id":"last","conditions":[]`, 1)
+	if mustRules(t, "@bob:x", exact).GlobBudgetExceeded() {
+		t.Fatal("exactly the budget (and a literal pattern): over")
+	}
+}
+
+// TestPushEventRetainsLittle: a decoded event holds about its own size,
+// not several times it (sync workers keep the events of their window's
+// recent records decoded; the body used to be kept in runes as well, five
+// times the event's size in all).
+func TestPushEventRetainsLittle(t *testing.T) {
+	body := strings.Repeat("hello world ", 5000)
+	raw, _ := json.Marshal(map[string]any{"type": "m.room.message", "sender": "@a:x", "content": map[string]any{"body": body, "msgtype": "m.text"}})
+	const n = 50
+	keep := make([]*PushEvent, 0, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		pe, err := NewPushEvent(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep = append(keep, pe)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	if per > 2*int64(len(raw)) {
+		t.Fatalf("a decoded event of %d bytes retains %d bytes", len(raw), per)
+	}
+	runtime.KeepAlive(keep)
+}
+
+// TestPushGlobDistinctLiteralsAllocateLittle: a pattern of 340 distinct
+// characters against a 64 KiB body holding each of them 192 times does
+// not get a bitset per character (340 bitsets of the body's length,
+// 2.8 MB a match; a content rule's 1,024 ASCII characters against a body
+// of them made it 8 MB).
+func TestPushGlobDistinctLiteralsAllocateLittle(t *testing.T) {
+	var pat, body []rune
+	for i := range (MaxPushPatternBytes - 2) / 3 {
+		r := rune(0x4e00 + i) // 3 bytes each in UTF-8
+		pat = append(pat, r)
+		for range 192 {
+			body = append(body, r)
+		}
+	}
+	g := compileGlob("*" + string(pat) + "*")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	g.matchWords(body)
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 3<<19 {
+		t.Fatalf("one match of %d distinct characters against %d allocated %d bytes", len(pat), len(body), n)
+	}
+}
+
+// TestPushGlobAgainstReference compares the matcher with the plain set
+// simulation (one bool per position) on every short pattern and value
+// over a small alphabet, and on long values that cross the bitsets'
+// 64-position words, word boundaries included.
+func TestPushGlobAgainstReference(t *testing.T) {
+	// ends returns the positions of s at which p, started at position
+	// i, can end: one step per pattern character over all positions.
+	ends := func(p, s []rune, i int) []bool {
+		cur := make([]bool, len(s)+1)
+		cur[i] = true
+		for _, c := range p {
+			next := make([]bool, len(s)+1)
+			on := false
+			for j := range cur {
+				switch {
+				case c == '*':
+					on = on || cur[j]
+					next[j] = on
+				case j < len(s) && cur[j] && (c == '?' || c == s[j]):
+					next[j+1] = true
+				}
+			}
+			cur = next
+		}
+		return cur
+	}
+	ref := func(p, s []rune) bool { return ends(p, s, 0)[len(s)] }
+	refWords := func(p, s []rune) bool {
+		if len(p) == 0 {
+			return false
+		}
+		for i := 0; i <= len(s); i++ {
+			if !boundaryAt(s, i) {
+				continue
+			}
+			for j, ok := range ends(p, s, i) {
+				if ok && boundaryAt(s, j) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	all := func(alphabet string, n int) []string {
+		out := []string{""}
+		cur := []string{""}
+		for range n {
+			var nx []string
+			for _, c := range cur {
+				for _, r := range alphabet {
+					nx = append(nx, c+string(r))
+				}
+			}
+			out, cur = append(out, nx...), nx
+		}
+		return out
+	}
+	values := all("ab é", 4)
+	// Long values cross the 64-position words of the sets.
+	values = append(values, strings.Repeat("ab ", 50), strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a", 65)+"b",
+		strings.Repeat("é", 127)+" b", strings.Repeat("b", 200)+"a")
+	// A value where literals occur often enough for their positions to
+	// be bitsets (denseLiteral), and one where only one does.
+	for _, v := range []string{strings.Repeat("ab ", denseLiteral+5), strings.Repeat("a", denseLiteral+70) + " ab b"} {
+		for _, p := range []string{"a*b", "*a?", "b a*", "?b*a", "a*", "ab*ab", "*b ab*", "*a", "a?", "b?*"} {
+			g, pr, vr := compileGlob(p), []rune(p), []rune(v)
+			if got, want := g.matchWhole(v), ref(pr, vr); got != want {
+				t.Fatalf("matchWhole(%q, long %q...) = %v, want %v", p, v[:8], got, want)
+			}
+			if got, want := g.matchWords(vr), refWords(pr, vr); got != want {
+				t.Fatalf("matchWords(%q, long %q...) = %v, want %v", p, v[:8], got, want)
+			}
+		}
+	}
+	for _, p := range all("ab*?é", 4) {
+		if !strings.ContainsAny(p, "*?") {
+			continue // literals are matched without the sets
+		}
+		g := compileGlob(p)
+		for _, v := range values {
+			pr, vr := []rune(p), []rune(v)
+			if got, want := g.matchWhole(v), ref(pr, vr); got != want {
+				t.Fatalf("matchWhole(%q, %q) = %v, want %v", p, v, got, want)
+			}
+			if got, want := g.matchWords(vr), refWords(pr, vr); got != want {
+				t.Fatalf("matchWords(%q, %q) = %v, want %v", p, v, got, want)
+			}
+		}
 	}
 }
 

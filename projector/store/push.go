@@ -77,7 +77,7 @@ func (s *Store) PushTargets(ctx context.Context, roomID string, pos int64, excep
 		also = []string{}
 	}
 	rows, err := s.pool.Query(ctx, `SELECT p.user_id, p.app_id, p.pushkey, p.device_id, p.data, p.ts,
-			(SELECT convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' FROM room_state st
+			(SELECT `+memberDisplayNameSQL+` FROM room_state st
 				JOIN events e ON e.event_id = st.event_id
 				WHERE st.room_id = $1 AND st.type = 'm.room.member' AND st.state_key = p.user_id AND st.to_pos IS NULL),
 			a.content, COALESCE(a.stream_seq, 0)
@@ -120,7 +120,7 @@ func (s *Store) NotifyRoomInfo(ctx context.Context, roomID, sender string) (Noti
 	var r NotifyRoom
 	var name, alias, display *string
 	err := s.pool.QueryRow(ctx, `SELECT r.name, r.canonical_alias,
-			(SELECT convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' FROM room_state st
+			(SELECT `+memberDisplayNameSQL+` FROM room_state st
 				JOIN events e ON e.event_id = st.event_id
 				WHERE st.room_id = r.room_id AND st.type = 'm.room.member' AND st.state_key = $2 AND st.to_pos IS NULL)
 		FROM rooms r WHERE r.room_id = $1`, roomID, sender).Scan(&name, &alias, &display)

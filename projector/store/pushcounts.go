@@ -320,6 +320,12 @@ func (s *Store) PushRoom(ctx context.Context, roomID string) (*PushRoom, error) 
 	return p, err
 }
 
+// memberDisplayNameSQL is the display name of the member event e (its
+// client form), NULL unless a string: the one reading of it for push
+// rules (contains_display_name), whether counted or delivered.
+const memberDisplayNameSQL = `CASE WHEN jsonb_typeof(convert_from(e.client, 'UTF8')::jsonb #> '{content,displayname}') = 'string'
+	THEN convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' END`
+
 // pushRooms reads, per room, the PushRoom and (for userID) the join,
 // display name and read receipts: the first of the two counting queries.
 // With userID "" every room is returned with only its PushRoom.
@@ -351,8 +357,7 @@ func pushRoomPairs(ctx context.Context, q rowsQueryer, cache *pushEventCache, ro
 		FROM unnest($1::text[], $2::text[]) AS r(room_id, user_id)
 		JOIN rooms rm ON rm.room_id = r.room_id
 		LEFT JOIN LATERAL (SELECT s.from_pos,
-				CASE WHEN jsonb_typeof(convert_from(e.client, 'UTF8')::jsonb #> '{content,displayname}') = 'string'
-					THEN convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' END AS displayname
+				`+memberDisplayNameSQL+` AS displayname
 			FROM room_state s JOIN events e ON e.event_id = s.event_id
 			WHERE s.room_id = r.room_id AND s.type = 'm.room.member' AND s.state_key = r.user_id AND s.to_pos IS NULL
 				AND s.membership = 'join') jm ON true
@@ -502,56 +507,6 @@ func unreadPairs(ctx context.Context, q rowsQueryer, cache *pushEventCache, room
 		return nil, fmt.Errorf("unread candidates: %w", err)
 	}
 	return rooms, nil
-}
-
-// PushRecipient is a joined member of a room who has at least one
-// pusher: whom delivery evaluates an event for.
-type PushRecipient struct {
-	UserID      string
-	DisplayName string          // in the room; "" if none
-	Rules       json.RawMessage // stored m.push_rules content, nil if none (matrix.ParsePushRules reads either)
-}
-
-// PushRecipients returns, from one snapshot of now, what delivering a
-// room's event needs: the room's PushRoom and its joined members who hold
-// a pusher, in user ID order. One query for the members however many.
-func (s *Store) PushRecipients(ctx context.Context, roomID string) (*PushRoom, []PushRecipient, error) {
-	var room *PushRoom
-	var out []PushRecipient
-	err := s.SyncSnapshot(ctx, func(t *SyncTx) error {
-		rooms, err := pushRooms(ctx, t.tx, t.pushEvents, "", []string{roomID})
-		if err != nil {
-			return err
-		}
-		r, ok := rooms[roomID]
-		if !ok {
-			return ErrNotFound
-		}
-		room = r.Room
-		rows, err := t.tx.Query(ctx, `SELECT s.state_key,
-				CASE WHEN jsonb_typeof(convert_from(e.client, 'UTF8')::jsonb #> '{content,displayname}') = 'string'
-					THEN convert_from(e.client, 'UTF8')::jsonb #>> '{content,displayname}' ELSE '' END,
-				a.content
-			FROM room_state s JOIN events e ON e.event_id = s.event_id
-			LEFT JOIN account_data a ON a.user_id = s.state_key AND a.room_id = '' AND a.type = 'm.push_rules'
-			WHERE s.room_id = $1 AND s.type = 'm.room.member' AND s.to_pos IS NULL AND s.membership = 'join'
-				AND EXISTS (SELECT 1 FROM pushers p WHERE p.user_id = s.state_key)
-			ORDER BY s.state_key`, roomID)
-		if err != nil {
-			return fmt.Errorf("push recipients of %s: %w", roomID, err)
-		}
-		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (PushRecipient, error) {
-			var p PushRecipient
-			var rules []byte
-			err := row.Scan(&p.UserID, &p.DisplayName, &rules)
-			if rules != nil {
-				p.Rules = rules
-			}
-			return p, err
-		})
-		return err
-	})
-	return room, out, err
 }
 
 // NewPushRoom builds a PushRoom from a room's create and power levels

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"strand/eventlog"
+	"strand/eventlog/matrix"
 )
 
 // Pusher is one of a user's pushers, as GET /pushers lists it.
@@ -26,7 +27,9 @@ type Pusher struct {
 // SetPusher applies a pusher.set record, written at ts (the record's log
 // time, in milliseconds). A pusher set by a device that no
 // longer exists (deleted between the request and this record) is not
-// kept, as it would have been deleted with the device.
+// kept, as it would have been deleted with the device; nor is a new one
+// past matrix.MaxPushersPerUser (POST /pushers/set refuses it, but two
+// concurrent requests can both pass that check).
 func (t *Tx) SetPusher(seq uint64, ts int64, r *eventlog.PusherSet) {
 	if r.Kind == "" {
 		t.queue("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3", r.UserID, r.AppID, r.Pushkey)
@@ -42,10 +45,12 @@ func (t *Tx) SetPusher(seq uint64, ts int64, r *eventlog.PusherSet) {
 	t.queue(`INSERT INTO pushers (user_id, app_id, pushkey, device_id, kind, app_display_name, device_display_name, profile_tag, lang, data, stream_seq, ts)
 		SELECT $1::text, $2::text, $3::text, $4::text, $5, $6, $7, $8, $9, $10::jsonb, $11, $12
 		WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $4)
+			AND ((SELECT count(*) FROM pushers WHERE user_id = $1) < $13
+				OR EXISTS (SELECT 1 FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3))
 		ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET device_id = EXCLUDED.device_id, kind = EXCLUDED.kind,
 			app_display_name = EXCLUDED.app_display_name, device_display_name = EXCLUDED.device_display_name,
 			profile_tag = EXCLUDED.profile_tag, lang = EXCLUDED.lang, data = EXCLUDED.data, stream_seq = EXCLUDED.stream_seq, ts = EXCLUDED.ts`,
-		r.UserID, r.AppID, r.Pushkey, r.DeviceID, r.Kind, r.AppDisplayName, r.DeviceDisplayName, r.ProfileTag, r.Lang, data, int64(seq), ts)
+		r.UserID, r.AppID, r.Pushkey, r.DeviceID, r.Kind, r.AppDisplayName, r.DeviceDisplayName, r.ProfileTag, r.Lang, data, int64(seq), ts, matrix.MaxPushersPerUser)
 }
 
 // Pushers returns a user's pushers, oldest first.
