@@ -209,3 +209,78 @@ func TestUnreadBound(t *testing.T) {
 		t.Fatalf("window %+v build %+v, want %+v", *win.Rooms.Join[room].Unread, *built.Rooms.Join[room].Unread, want)
 	}
 }
+
+// TestThreadedReceiptCounts follows Complement's TestThreadedReceipts:
+// A, then B, C (mentions bob), E in A's thread, D (mentions bob) in the
+// main timeline, F referencing A, G (an m.room.reaction, which no rule
+// notifies) annotating F; then receipts main@A, A-thread@B, unthreaded@D
+// and A-thread@G.
+func TestThreadedReceiptCounts(t *testing.T) {
+	_, base := newServe(t)
+	alice, bob := user(t, base, "alice"), user(t, base, "bob")
+	room := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	bob.MustDo("POST", v3("/rooms/"+esc(room)+"/join"), nil)
+	since := doSync(t, bob, "").NextBatch
+	post := func(typ string, c map[string]any) string {
+		return alice.MustDo("POST", v3("/rooms/"+esc(room)+"/send/"+typ), c).Str("event_id")
+	}
+	msg := func(body string, rel map[string]any) map[string]any {
+		c := map[string]any{"msgtype": "m.text", "body": body}
+		if rel != nil {
+			c["m.relates_to"] = rel
+		}
+		return c
+	}
+	a := post("m.room.message", msg("Hello world!", nil))
+	inA := map[string]any{"event_id": a, "rel_type": "m.thread"}
+	b := post("m.room.message", msg("Start thread!", inA))
+	post("m.room.message", msg("Thread response "+bob.UserID+"!", inA))
+	d := post("m.room.message", msg("Hello "+bob.UserID+"!", nil))
+	post("m.room.message", msg("End thread", inA))
+	f := post("m.room.message", msg("Reference!", map[string]any{"event_id": a, "rel_type": "m.reference"}))
+	g := post("m.room.reaction", map[string]any{"m.relates_to": map[string]any{"event_id": f, "rel_type": "m.annotation", "key": "test"}})
+
+	const threads = `{"room":{"timeline":{"unread_thread_notifications":true}}}`
+	check := func(step string, main counts, thread *counts, total counts) {
+		t.Helper()
+		for _, filter := range []string{"", threads} {
+			q := "?set_presence=offline&since=" + url.QueryEscape(since)
+			if filter != "" {
+				q += "&filter=" + url.QueryEscape(filter)
+			}
+			var s unreadResp
+			if err := json.Unmarshal(bob.MustDo("GET", v3("/sync")+q, nil).Raw, &s); err != nil {
+				t.Fatal(err)
+			}
+			jr := s.Rooms.Join[room]
+			if jr.Unread == nil {
+				t.Fatalf("%s: no unread_notifications", step)
+			}
+			if filter == "" {
+				if *jr.Unread != total || jr.Threads != nil {
+					t.Fatalf("%s: %+v %+v, want %+v and no threads", step, *jr.Unread, jr.Threads, total)
+				}
+				continue
+			}
+			var want map[string]counts
+			if thread != nil {
+				want = map[string]counts{a: *thread}
+			}
+			if *jr.Unread != main || !reflect.DeepEqual(jr.Threads, want) {
+				t.Fatalf("%s (threads): %+v %+v, want %+v %+v", step, *jr.Unread, jr.Threads, main, want)
+			}
+		}
+	}
+	check("all unread", counts{1, 3}, &counts{1, 3}, counts{2, 6})
+	receipt := func(event string, body map[string]any) {
+		bob.MustDo("POST", v3("/rooms/"+esc(room)+"/receipt/m.read/"+esc(event)), body)
+	}
+	receipt(a, map[string]any{"thread_id": "main"})
+	check("main receipt at A", counts{1, 2}, &counts{1, 3}, counts{2, 5})
+	receipt(b, map[string]any{"thread_id": a})
+	check("thread receipt at B", counts{1, 2}, &counts{1, 2}, counts{2, 4})
+	receipt(d, map[string]any{})
+	check("unthreaded receipt at D", counts{0, 1}, &counts{0, 1}, counts{0, 2})
+	receipt(g, map[string]any{"thread_id": a})
+	check("thread receipt at G", counts{0, 1}, nil, counts{0, 1})
+}
