@@ -24,36 +24,6 @@ type roomState struct {
 	state matrix.State
 }
 
-// eventCache keeps parsed events by ID. Events never change, so cached
-// entries never go stale; the cache only saves re-parsing and re-hashing
-// the same state events on every write.
-type eventCache struct {
-	mu sync.Mutex
-	m  map[string]*matrix.Event
-}
-
-const eventCacheMax = 50000
-
-func (c *eventCache) parse(v matrix.RoomVersion, k string, pdu []byte) (*matrix.Event, error) {
-	c.mu.Lock()
-	ev, ok := c.m[k]
-	c.mu.Unlock()
-	if ok {
-		return ev, nil
-	}
-	ev, err := matrix.ParseEvent(v, pdu)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= eventCacheMax {
-		c.m = make(map[string]*matrix.Event)
-	}
-	c.m[k] = ev
-	c.mu.Unlock()
-	return ev, nil
-}
-
 // loadRoom reads a room's head and current state from the projection.
 func (s *Server) loadRoom(ctx context.Context, roomID string) (*roomState, error) {
 	snap, err := s.store.RoomAuthSnapshot(ctx, roomID)
@@ -66,7 +36,7 @@ func (s *Server) loadRoom(ctx context.Context, roomID string) (*roomState, error
 	v := matrix.RoomVersion(snap.Head.Version)
 	st := matrix.State{}
 	for _, e := range snap.Events {
-		ev, err := s.events.parse(v, e.EventID, e.PDU)
+		ev, err := s.events.Parse(v, e.EventID, e.PDU)
 		if err != nil {
 			return nil, fmt.Errorf("room %s: stored state event: %w", roomID, err)
 		}
@@ -324,7 +294,7 @@ func (s *Server) authorizeRedaction(ctx context.Context, rs *roomState, redactio
 		if err != nil {
 			return err
 		}
-		if target, err = s.events.parse(matrix.RoomVersion(rs.head.Version), string(redaction.Redacts()), pdu); err != nil {
+		if target, err = s.events.Parse(matrix.RoomVersion(rs.head.Version), string(redaction.Redacts()), pdu); err != nil {
 			return fmt.Errorf("redaction target %s: %w", redaction.Redacts(), err)
 		}
 	}

@@ -197,7 +197,7 @@ type Server struct {
 	respond   *matrix.Responder
 	router    *mux.Router
 	shell     http.Handler // respond.Shell around dispatch
-	events    eventCache
+	events    matrix.EventCache
 	rooms     roomCache
 	thumbs    *thumbnailer
 	previews  *previewer
@@ -245,7 +245,7 @@ func New(cfg Config, log *eventlog.Log, st *store.Store, wm *eventlog.Watermark,
 	if cfg.Sessions == nil {
 		cfg.Sessions = sessions.New(sessions.Config{Store: st, Log: log, Watermark: wm, Logger: logger, Wait: cfg.ApplyTimeout})
 	}
-	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger,
+	s := &Server{cfg: cfg, log: log, store: st, watermark: wm, logger: logger, events: matrix.EventCache{Max: 50000},
 		sessions: cfg.Sessions, readers: cfg.Readers, thumbs: newThumbnailer(cfg.ThumbnailJobs),
 		previews: newPreviewer(cfg), respond: &matrix.Responder{Logger: logger, Unavailable: store.Unavailable},
 		asClient: appservice.NewClient(cfg.AppserviceTimeout)}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -171,37 +170,6 @@ func (u *UnreadRoom) Add(rules *matrix.PushRuleset, ev *matrix.PushEvent, pos in
 	return d, true
 }
 
-// pushEventCache keeps parsed create and power levels events by event ID,
-// so that the PushRooms of many users' counts share one copy of a room's
-// (possibly large) power levels. Events never change under their ID, so
-// entries never go stale; the map is reset when full.
-type pushEventCache struct {
-	mu sync.Mutex
-	m  map[string]*matrix.Event
-}
-
-const pushEventCacheMax = 8192
-
-func (c *pushEventCache) parse(v matrix.RoomVersion, eventID string, pdu []byte) (*matrix.Event, error) {
-	c.mu.Lock()
-	ev, ok := c.m[eventID]
-	c.mu.Unlock()
-	if ok {
-		return ev, nil
-	}
-	ev, err := matrix.ParseEvent(v, pdu)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= pushEventCacheMax {
-		c.m = map[string]*matrix.Event{}
-	}
-	c.m[eventID] = ev
-	c.mu.Unlock()
-	return ev, nil
-}
-
 // PushRules returns the user's push rules: their m.push_rules account
 // data merged with the server defaults.
 func (s *Store) PushRules(ctx context.Context, userID string) (*matrix.PushRuleset, error) {
@@ -329,7 +297,7 @@ const memberDisplayNameSQL = `CASE WHEN jsonb_typeof(convert_from(e.client, 'UTF
 // pushRooms reads, per room, the PushRoom and (for userID) the join,
 // display name and read receipts: the first of the two counting queries.
 // With userID "" every room is returned with only its PushRoom.
-func pushRooms(ctx context.Context, q rowsQueryer, cache *pushEventCache, userID string, roomIDs []string) (map[string]*UnreadRoom, error) {
+func pushRooms(ctx context.Context, q rowsQueryer, cache *matrix.EventCache, userID string, roomIDs []string) (map[string]*UnreadRoom, error) {
 	users := make([]string, len(roomIDs))
 	for i := range users {
 		users[i] = userID
@@ -350,7 +318,7 @@ type roomUser struct{ room, user string }
 
 // pushRoomPairs is pushRooms for many users at once: roomIDs[i] with
 // users[i]. A pair whose user ("" aside) is not joined is left out.
-func pushRoomPairs(ctx context.Context, q rowsQueryer, cache *pushEventCache, roomIDs, users []string) (map[roomUser]*UnreadRoom, error) {
+func pushRoomPairs(ctx context.Context, q rowsQueryer, cache *matrix.EventCache, roomIDs, users []string) (map[roomUser]*UnreadRoom, error) {
 	rows, err := q.Query(ctx, `SELECT r.room_id, r.user_id, rm.room_version, rm.joined_members,
 			COALESCE(jm.from_pos, -1), COALESCE(jm.displayname, ''),
 			cr.event_id, cr.pdu, pl.event_id, pl.pdu, rc.threads, rc.positions
@@ -399,7 +367,7 @@ func pushRoomPairs(ctx context.Context, q rowsQueryer, cache *pushEventCache, ro
 			// A state event the projection holds was authorised when it
 			// was appended; one that does not parse here is left out
 			// (the defaults apply) rather than failing the user's sync.
-			if ev, err := cache.parse(v, *x.id, x.pdu); err == nil {
+			if ev, err := cache.Parse(v, *x.id, x.pdu); err == nil {
 				p.state = matrix.Apply(p.state, ev)
 			}
 		}
@@ -426,7 +394,7 @@ const threadJoinsSQL = `LEFT JOIN event_relations r1 ON r1.event_id = c.event_id
 	LEFT JOIN event_relations r2 ON r1.rel_type <> 'm.thread' AND r2.event_id = r1.relates_to AND r2.room_id = c.room_id
 	LEFT JOIN event_relations r3 ON r2.rel_type <> 'm.thread' AND r3.event_id = r2.relates_to AND r3.room_id = c.room_id`
 
-func unreadRooms(ctx context.Context, q rowsQueryer, cache *pushEventCache, userID string, rules *matrix.PushRuleset, roomIDs []string, hi int64) (map[string]*UnreadRoom, error) {
+func unreadRooms(ctx context.Context, q rowsQueryer, cache *matrix.EventCache, userID string, rules *matrix.PushRuleset, roomIDs []string, hi int64) (map[string]*UnreadRoom, error) {
 	users := make([]string, len(roomIDs))
 	for i := range users {
 		users[i] = userID
@@ -445,7 +413,7 @@ func unreadRooms(ctx context.Context, q rowsQueryer, cache *pushEventCache, user
 // unreadPairs is unreadRooms for many users at once (roomIDs[i] with
 // users[i], each counted by rulesOf(user)): two queries in all. An event
 // that is a candidate for several users is decoded once.
-func unreadPairs(ctx context.Context, q rowsQueryer, cache *pushEventCache, roomIDs, users []string, rulesOf func(user string) *matrix.PushRuleset, hi int64) (map[roomUser]*UnreadRoom, error) {
+func unreadPairs(ctx context.Context, q rowsQueryer, cache *matrix.EventCache, roomIDs, users []string, rulesOf func(user string) *matrix.PushRuleset, hi int64) (map[roomUser]*UnreadRoom, error) {
 	if len(roomIDs) == 0 {
 		return map[roomUser]*UnreadRoom{}, nil
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"strand/eventlog/matrix"
 )
 
 //go:embed migrations/*.sql
@@ -37,7 +39,7 @@ type Store struct {
 	pool *pgxpool.Pool
 	// pushEvents shares parsed create and power levels events between
 	// users' notification counts (pushcounts.go).
-	pushEvents pushEventCache
+	pushEvents matrix.EventCache
 }
 
 // Open connects to the database at url, creating the database if it does

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"strand/eventlog/matrix"
 )
 
 // Sync reads happen in one REPEATABLE READ snapshot that also reads the
@@ -37,7 +39,7 @@ type UserMembership struct {
 type SyncTx struct {
 	tx         pgx.Tx
 	Pos        Positions
-	pushEvents *pushEventCache
+	pushEvents *matrix.EventCache
 }
 
 // SyncSnapshot runs fn in a read-only snapshot whose Pos holds the applied
