@@ -344,15 +344,7 @@ func runFanout(ctx context.Context, r *runner) {
 			break
 		}
 		r.settle(ctx, len(users))
-		starts[k] = time.Now()
-		id, err := sender.Send(ctx, room, r.txn(k), Tag{Run: r.run, Seq: k})
-		if err != nil {
-			r.chk.fail("round %d: send: %v", k, err)
-			break
-		}
-		ids[k] = id
-		if !ls.waitAll(ctx, k, time.Now().Add(10*time.Second)) {
-			r.chk.fail("round %d: only %d of %d members had the message 10 s after it was sent", k, ls.counts[k].Load(), len(users))
+		if !sendRound(ctx, r, ls, sender, room, k, starts, ids) {
 			break
 		}
 	}
@@ -415,15 +407,7 @@ func runPopulation(ctx context.Context, r *runner) {
 	for k := range p.PopRounds {
 		sleep(ctx, 500*time.Millisecond)
 		minHeld = min(minHeld, ls.held.Load())
-		starts[k] = time.Now()
-		id, err := creator.Send(ctx, room, r.txn(k), Tag{Run: r.run, Seq: k})
-		if err != nil {
-			r.chk.fail("round %d: send: %v", k, err)
-			break
-		}
-		ids[k] = id
-		if !ls.waitAll(ctx, k, time.Now().Add(10*time.Second)) {
-			r.chk.fail("round %d: only %d of %d members had the message 10 s after it was sent", k, ls.counts[k].Load(), len(members))
+		if !sendRound(ctx, r, ls, creator, room, k, starts, ids) {
 			break
 		}
 	}
@@ -433,6 +417,24 @@ func runPopulation(ctx context.Context, r *runner) {
 	// message went out: still busy with what the set-up set off.
 	r.res.add("polls held at send (min)", float64(minHeld), "")
 	reportDeliveries(r, ls, starts, ids)
+}
+
+// sendRound sends round k's tagged message, noting when it started and
+// its event ID, and waits until every listener has it; false (a failure
+// recorded) if the send failed or some listener did not have it in 10 s.
+func sendRound(ctx context.Context, r *runner, ls *listenerSet, sender *Client, room string, k int, starts []time.Time, ids []string) bool {
+	starts[k] = time.Now()
+	id, err := sender.Send(ctx, room, r.txn(k), Tag{Run: r.run, Seq: k})
+	if err != nil {
+		r.chk.fail("round %d: send: %v", k, err)
+		return false
+	}
+	ids[k] = id
+	if !ls.waitAll(ctx, k, time.Now().Add(10*time.Second)) {
+		r.chk.fail("round %d: only %d of %d members had the message 10 s after it was sent", k, ls.counts[k].Load(), len(ls.ls))
+		return false
+	}
+	return true
 }
 
 // reportDeliveries adds the first- and last-member times per round (from
