@@ -3,7 +3,10 @@ package api_test
 import (
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"strand/api/apitest"
 )
@@ -305,5 +308,48 @@ func TestMembersAtSyncTokens(t *testing.T) {
 		if id := e.(map[string]any)["event_id"]; fwd[i].(map[string]any)["event_id"] != id {
 			t.Fatalf("forward event %d: %v, synced %v", i, fwd[i].(map[string]any)["event_id"], id)
 		}
+	}
+}
+
+// Request latency is labelled with the status each request was answered
+// with: 200 for a success, the error's status for an error.
+func TestRequestMetricsStatus(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	reg := prometheus.NewRegistry()
+	c := apitest.NewClient(t, env.APIWithMetrics(apitest.DefaultConfig(), reg).URL)
+	c.Register("rm_user", "pw")
+	c.MustDo("GET", v3("/account/whoami"), nil)
+	if r := c.Do("GET", v3("/rooms/!nowhere:localhost/state"), nil); r.Status != 403 && r.Status != 404 {
+		t.Fatalf("state of an unknown room: %d", r.Status)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]string{}
+	for _, mf := range mfs {
+		if mf.GetName() != "strand_http_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			codes[l["route"]] = l["code"]
+		}
+	}
+	var whoami, state string
+	for route, code := range codes {
+		switch {
+		case strings.HasSuffix(route, "/account/whoami"):
+			whoami = code
+		case strings.HasSuffix(route, "/state"):
+			state = code
+		}
+	}
+	if whoami != "200" || (state != "403" && state != "404") {
+		t.Fatalf("status labels: whoami %q, state %q (all: %v)", whoami, state, codes)
 	}
 }

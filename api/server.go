@@ -297,16 +297,25 @@ func (s *Server) Mount(pathSuffix string, h http.Handler) {
 // request text), then applies the body limit and dispatches.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	rec := &matrix.ResponseRecorder{ResponseWriter: w}
 	route := &routeHolder{template: "unmatched"}
 	r = r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
 	defer func() {
 		if s.latency != nil {
-			s.latency.WithLabelValues(route.template, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
+			s.latency.WithLabelValues(route.template, r.Method, strconv.Itoa(status(rec))).Observe(time.Since(start).Seconds())
 		}
-		s.logger.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
+		s.logger.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status(rec), "duration", time.Since(start))
 	}()
 	s.shell.ServeHTTP(rec, r)
+}
+
+// status is the status a request was answered with (200 for a handler
+// that wrote nothing: net/http sends that).
+func status(rec *matrix.ResponseRecorder) int {
+	if rec.Status() == 0 {
+		return http.StatusOK
+	}
+	return rec.Status()
 }
 
 // dispatch is what runs inside the shell.
@@ -319,31 +328,6 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	s.router.ServeHTTP(w, r)
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	r.wrote = true
-	return r.ResponseWriter.Write(b)
-}
-
-// Flush lets long responses stream through the recorder.
-func (r *statusRecorder) Flush() {
-	if f, ok := r.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
 }
 
 // handlerFunc is an endpoint that returns its error instead of writing it,

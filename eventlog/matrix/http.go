@@ -36,11 +36,11 @@ type Responder struct {
 // refused before next sees it.
 func (rs *Responder) Shell(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tw := &wroteTracker{ResponseWriter: w}
+		tw := &ResponseRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
 				rs.logger().Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
-				if !tw.wrote {
+				if !tw.Wrote() {
 					WriteError(tw, errors.New("panic"))
 				}
 			}
@@ -78,32 +78,45 @@ func (rs *Responder) logger() *slog.Logger {
 	return rs.Logger
 }
 
-// wroteTracker remembers whether anything was written, so that a panic
-// after a response began does not write a second one.
-type wroteTracker struct {
+// ResponseRecorder passes a response through and remembers its status
+// and whether anything was written: the shell must not write a second
+// response after a panic, and the api's metrics label requests by status.
+type ResponseRecorder struct {
 	http.ResponseWriter
-	wrote bool
+	status int
+	wrote  bool
 }
 
-func (t *wroteTracker) WriteHeader(code int) {
-	t.wrote = true
-	t.ResponseWriter.WriteHeader(code)
+// Status is the response's status: the first one written, 200 if the
+// handler wrote a body without one, 0 if nothing was written.
+func (r *ResponseRecorder) Status() int { return r.status }
+
+// Wrote reports whether anything was written.
+func (r *ResponseRecorder) Wrote() bool { return r.wrote }
+
+func (r *ResponseRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
 }
 
-func (t *wroteTracker) Write(b []byte) (int, error) {
-	t.wrote = true
-	return t.ResponseWriter.Write(b)
+func (r *ResponseRecorder) Write(b []byte) (int, error) {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	return r.ResponseWriter.Write(b)
 }
 
-// Flush lets long responses stream through the tracker.
-func (t *wroteTracker) Flush() {
-	if f, ok := t.ResponseWriter.(http.Flusher); ok {
+// Flush lets long responses stream through the recorder.
+func (r *ResponseRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
 }
 
 // Unwrap gives http.ResponseController the writer underneath.
-func (t *wroteTracker) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+func (r *ResponseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // WriteJSON writes v as a JSON response with the given status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
