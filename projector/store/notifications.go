@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
-
 	"strand/eventlog/matrix"
 )
 
@@ -37,12 +35,7 @@ func (s *Store) Notifications(ctx context.Context, userID string, rules *matrix.
 		if before > 0 && before < hi {
 			hi = before
 		}
-		rows, err := t.tx.Query(ctx, `SELECT room_id FROM room_state WHERE type = 'm.room.member' AND state_key = $1
-			AND to_pos IS NULL AND membership = 'join'`, userID)
-		if err != nil {
-			return fmt.Errorf("notifications of %s: %w", userID, err)
-		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		ids, err := joinedRooms(ctx, t.tx, userID)
 		if err != nil {
 			return err
 		}
@@ -57,7 +50,7 @@ func (s *Store) Notifications(ctx context.Context, userID string, rules *matrix.
 		// Positions first (per room the newest MaxNotificationsExamined,
 		// then the newest of those overall), then the events: so no room
 		// has more than that many rows read, however many rooms.
-		rows, err = t.tx.Query(ctx, `SELECT `+storedEventCols+`, `+threadOfSQL+`
+		rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+`, `+threadOfSQL+`
 			FROM (SELECT p.pos FROM unnest($1::text[], $2::bigint[]) AS r(room_id, lo)
 				CROSS JOIN LATERAL (SELECT e.pos FROM events e WHERE e.room_id = r.room_id AND e.pos > r.lo AND e.pos < $3
 					AND e.sender <> $4 AND e.redacted_because IS NULL ORDER BY e.pos DESC LIMIT $5) p

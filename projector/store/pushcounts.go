@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
-
 	"strand/eventlog/matrix"
 )
 
@@ -206,12 +204,7 @@ func (t *SyncTx) UnreadRooms(ctx context.Context, userID string, rules *matrix.P
 func (s *Store) UnreadNotifications(ctx context.Context, userID string, rules *matrix.PushRuleset) (map[string]RoomUnread, error) {
 	out := map[string]RoomUnread{}
 	err := s.SyncSnapshot(ctx, func(t *SyncTx) error {
-		rows, err := t.tx.Query(ctx, `SELECT room_id FROM room_state WHERE type = 'm.room.member' AND state_key = $1
-			AND to_pos IS NULL AND membership = 'join'`, userID)
-		if err != nil {
-			return fmt.Errorf("unread notifications of %s: %w", userID, err)
-		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		ids, err := joinedRooms(ctx, t.tx, userID)
 		if err != nil {
 			return err
 		}

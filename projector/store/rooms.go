@@ -197,7 +197,12 @@ func (s *Store) UserRoomHistory(ctx context.Context, roomID, userID string) (Roo
 
 // JoinedRooms lists the rooms a user is joined to.
 func (s *Store) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT room_id FROM room_state
+	return joinedRooms(ctx, s.pool, userID)
+}
+
+// joinedRooms is JoinedRooms through q (the pool, or a snapshot).
+func joinedRooms(ctx context.Context, q rowsQueryer, userID string) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT room_id FROM room_state
 		WHERE type = 'm.room.member' AND state_key = $1 AND to_pos IS NULL AND membership = 'join' ORDER BY room_id`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("joined rooms: %w", err)
