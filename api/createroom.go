@@ -138,6 +138,21 @@ var errRoomIDTaken = errors.New("room ID taken")
 // maxRecordBytes keeps a record within NATS's default 1 MiB message limit.
 const maxRecordBytes = 900 << 10
 
+// newRoomState is the state a new room of version is built against: none
+// yet, and its ID where the version does not derive it from the create
+// event.
+func (s *Server) newRoomState(version matrix.RoomVersion) (*roomState, error) {
+	rs := &roomState{head: store.RoomHead{Version: string(version)}}
+	if !version.HashedRoomIDs() {
+		id, err := matrix.NewRoomID(s.cfg.ServerName)
+		if err != nil {
+			return nil, err
+		}
+		rs.head.RoomID = string(id)
+	}
+	return rs, nil
+}
+
 // createRoomOnce builds and appends one attempt at the room.
 func (s *Server) createRoomOnce(r *http.Request, version matrix.RoomVersion, creator matrix.UserID, preset string, req *createRoomRequest,
 	invites []matrix.UserID, alias matrix.RoomAlias, profile store.User) (string, error) {
@@ -146,13 +161,9 @@ func (s *Server) createRoomOnce(r *http.Request, version matrix.RoomVersion, cre
 	if err != nil {
 		return "", err
 	}
-	rs := &roomState{head: store.RoomHead{Version: string(version)}}
-	if !version.HashedRoomIDs() {
-		id, err := matrix.NewRoomID(s.cfg.ServerName)
-		if err != nil {
-			return "", err
-		}
-		rs.head.RoomID = string(id)
+	rs, err := s.newRoomState(version)
+	if err != nil {
+		return "", err
 	}
 	events, err := s.buildEvents(r.Context(), rs, protos)
 	if err != nil {

@@ -264,13 +264,9 @@ func (s *Server) createReplacementOnce(ctx context.Context, old *roomState, vers
 	if err != nil {
 		return "", err
 	}
-	rs := &roomState{head: store.RoomHead{Version: string(version)}}
-	if !version.HashedRoomIDs() {
-		id, err := matrix.NewRoomID(s.cfg.ServerName)
-		if err != nil {
-			return "", err
-		}
-		rs.head.RoomID = string(id)
+	rs, err := s.newRoomState(version)
+	if err != nil {
+		return "", err
 	}
 	// The first record holds everything but the bans that do not fit; the
 	// restored power levels come after the last ban.
