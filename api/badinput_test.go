@@ -123,6 +123,18 @@ func idSlots() []idSlot {
 		{"pusher app_display_name", matrix.MaxPusherFieldBytes, func(f *badFixture, v string) badCase {
 			return c("POST", v3("/pushers/set"), pusherJSON(`"a"`, `"k"`, jsonStr(v)))
 		}},
+		{"pusher device_display_name", matrix.MaxPusherFieldBytes, func(f *badFixture, v string) badCase {
+			return c("POST", v3("/pushers/set"), `{"kind":"http","app_id":"a","pushkey":"k","app_display_name":"n","device_display_name":`+jsonStr(v)+
+				`,"lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify"}}`)
+		}},
+		{"pusher lang", matrix.MaxPusherFieldBytes, func(f *badFixture, v string) badCase {
+			return c("POST", v3("/pushers/set"), `{"kind":"http","app_id":"a","pushkey":"k","app_display_name":"n","device_display_name":"d","lang":`+jsonStr(v)+
+				`,"data":{"url":"https://push.example.org/_matrix/push/v1/notify"}}`)
+		}},
+		{"pusher profile_tag", matrix.MaxPusherFieldBytes, func(f *badFixture, v string) badCase {
+			return c("POST", v3("/pushers/set"), `{"kind":"http","app_id":"a","pushkey":"k","app_display_name":"n","device_display_name":"d","lang":"en","profile_tag":`+jsonStr(v)+
+				`,"data":{"url":"https://push.example.org/_matrix/push/v1/notify"}}`)
+		}},
 		{"send txnId", matrix.MaxTxnIDBytes, func(f *badFixture, v string) badCase {
 			return c("PUT", v3("/rooms/"+f.room+"/send/m.room.message/"+v), `{"msgtype":"m.text","body":"hi"}`)
 		}},
@@ -303,6 +315,7 @@ func jsonSlots(f *badFixture) []badCase {
 		{name: "push rule actions", method: "PUT", path: v3("/pushrules/global/override/.m.rule.master/actions"), body: `{"actions":[%V]}`},
 		{name: "profile", method: "PUT", path: v3("/profile/" + f.me + "/displayname"), body: `{"displayname":"x","k":%V}`},
 		{name: "presence", method: "PUT", path: v3("/presence/" + f.me + "/status"), body: `{"presence":"online","k":%V}`},
+		{name: "pusher data", method: "POST", path: v3("/pushers/set"), body: `{"kind":"http","app_id":"a","pushkey":"k","app_display_name":"n","device_display_name":"d","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify","k":%V}}`},
 		{name: "message", method: "PUT", path: v3("/rooms/" + f.room + "/send/m.room.message/json"), body: `{"msgtype":"m.text","body":"x","k":%V}`},
 		{name: "state", method: "PUT", path: v3("/rooms/" + f.room + "/state/m.room.topic/"), body: `{"topic":"x","k":%V}`},
 		{name: "createRoom", method: "POST", path: v3("/createRoom"), body: `{"creation_content":{"k":%V}}`},

@@ -52,9 +52,15 @@ func UnreadFacts(ev *Event) (notify bool, bodyLower *string, mentions []string) 
 		l := strings.ToLower(b)
 		bodyLower = &l
 	}
+	// Only user IDs are kept: the strings are the sender's, and anything
+	// else mentions nobody, while a long one would not fit the
+	// events_mentions index (about 2,700 bytes an entry), so the record
+	// could never be applied. ParseUserID bounds them to MaxIDLength.
 	for _, u := range c.Mentions.UserIDs {
 		if s, ok := u.(string); ok && !strings.ContainsRune(s, '\n') {
-			mentions = append(mentions, s)
+			if _, err := ParseUserID(s); err == nil {
+				mentions = append(mentions, s)
+			}
 		}
 	}
 	return true, bodyLower, mentions
