@@ -70,6 +70,10 @@ func (r *Registration) Ephemeral() bool { return r.ReceiveEphemeral || r.Receive
 // users are rate-limited.
 func (r *Registration) LimitsUsers() bool { return r.RateLimited == nil || *r.RateLimited }
 
+// MaxIDBytes bounds a registration's id, which becomes part of the key
+// that holds the service's delivery position.
+const MaxIDBytes = 255
+
 // Parse reads one registration file's contents for a server named
 // server. Every error names what is wrong.
 func Parse(data []byte, server matrix.ServerName) (*Registration, error) {
@@ -92,6 +96,9 @@ func Parse(data []byte, server matrix.ServerName) (*Registration, error) {
 	switch {
 	case r.ID == "":
 		return nil, errors.New(`"id" must not be empty`)
+	case len(r.ID) > MaxIDBytes:
+		// The id names the service's delivery position in a KV key.
+		return nil, fmt.Errorf(`"id" is longer than %d bytes`, MaxIDBytes)
 	case strings.ContainsFunc(r.ID, func(c rune) bool { return c < ' ' || c == 0x7f }):
 		return nil, errors.New(`"id" must not contain control characters`)
 	case r.ASToken == "":

@@ -81,6 +81,7 @@ func TestRegistrationErrors(t *testing.T) {
 		{"missing sender_localpart", without("sender_localpart"), `missing required field "sender_localpart"`},
 		{"missing namespaces", strings.Split(good, "namespaces:")[0], `missing required field "namespaces"`},
 		{"empty id", strings.Replace(good, `id: "IRC Bridge"`, `id: ""`, 1), `"id" must not be empty`},
+		{"long id", strings.Replace(good, `id: "IRC Bridge"`, `id: "`+strings.Repeat("x", MaxIDBytes+1)+`"`, 1), "longer than"},
 		{"empty as_token", strings.Replace(good, `as_token: "as1"`, `as_token: ""`, 1), `"as_token" must not be empty`},
 		{"same tokens", strings.Replace(good, `hs_token: "hs1"`, `hs_token: "as1"`, 1), "must differ"},
 		{"bad sender", strings.Replace(good, `sender_localpart: "_irc_bot"`, `sender_localpart: "a:b"`, 1), "not a localpart"},
