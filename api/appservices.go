@@ -162,13 +162,7 @@ func (s *Server) registerAppservice(w http.ResponseWriter, r *http.Request, req 
 	rec := &eventlog.UserRegistered{TS: time.Now().UnixMilli()}
 	resp := map[string]any{"home_server": string(s.cfg.ServerName), "user_id": string(uid)}
 	if !req.InhibitLogin {
-		dev := &eventlog.DeviceCreated{DeviceID: newDeviceID(), TS: rec.TS}
-		if req.DeviceID != nil && *req.DeviceID != "" {
-			dev.DeviceID = *req.DeviceID
-		}
-		if req.InitialDeviceDisplayName != nil {
-			dev.DisplayName = *req.InitialDeviceDisplayName
-		}
+		dev := registeredDevice(req.DeviceID, req.InitialDeviceDisplayName, rec.TS)
 		var token string
 		token, dev.TokenHash = newAccessToken()
 		rec.Device = dev
@@ -241,31 +235,25 @@ func (s *Server) EnsureAppserviceSenders(ctx context.Context) error {
 // queryUser asks the services whose namespaces hold uid whether it exists
 // (they create it before answering yes) and reports whether one did.
 func (s *Server) queryUser(ctx context.Context, uid string) bool {
-	for _, reg := range s.cfg.Appservices.All() {
-		if !reg.HasURL() || !reg.OwnsUser(uid) {
-			continue
-		}
-		ok, err := s.asClient.QueryUser(ctx, reg, uid)
-		if err != nil {
-			s.logger.Warn("application service user query failed", "appservice", reg.ID, eventlog.LogUser, uid, eventlog.LogErr, err)
-			continue
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
+	return s.queryServices(ctx, "user", uid, (*appservice.Registration).OwnsUser, s.asClient.QueryUser)
 }
 
 // queryAlias is queryUser for room aliases.
 func (s *Server) queryAlias(ctx context.Context, alias string) bool {
+	return s.queryServices(ctx, "alias", alias, (*appservice.Registration).OwnsAlias, s.asClient.QueryAlias)
+}
+
+// queryServices asks each service that owns name (of kind what) by query
+// until one answers yes; a service that fails is logged and passed over.
+func (s *Server) queryServices(ctx context.Context, what, name string, owns func(*appservice.Registration, string) bool,
+	query func(context.Context, *appservice.Registration, string) (bool, error)) bool {
 	for _, reg := range s.cfg.Appservices.All() {
-		if !reg.HasURL() || !reg.OwnsAlias(alias) {
+		if !reg.HasURL() || !owns(reg, name) {
 			continue
 		}
-		ok, err := s.asClient.QueryAlias(ctx, reg, alias)
+		ok, err := query(ctx, reg, name)
 		if err != nil {
-			s.logger.Warn("application service alias query failed", "appservice", reg.ID, "alias", alias, eventlog.LogErr, err)
+			s.logger.Warn("application service query failed", "appservice", reg.ID, what, name, eventlog.LogErr, err)
 			continue
 		}
 		if ok {

@@ -117,13 +117,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	rec := &eventlog.UserRegistered{PasswordHash: hash, TS: time.Now().UnixMilli()}
 	var token string
 	if !req.InhibitLogin {
-		dev := &eventlog.DeviceCreated{DeviceID: newDeviceID(), TS: rec.TS}
-		if req.DeviceID != nil && *req.DeviceID != "" {
-			dev.DeviceID = *req.DeviceID
-		}
-		if req.InitialDeviceDisplayName != nil {
-			dev.DisplayName = *req.InitialDeviceDisplayName
-		}
+		dev := registeredDevice(req.DeviceID, req.InitialDeviceDisplayName, rec.TS)
 		token, dev.TokenHash = newAccessToken()
 		rec.Device = dev
 	}
@@ -258,4 +252,17 @@ func (s *Server) registrationTokenValidity(w http.ResponseWriter, r *http.Reques
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]bool{"valid": s.registrationTokenValid(tok)})
 	return nil
+}
+
+// registeredDevice is the device a registration logs in with: the one the
+// request names (checked by checkNewDevice), or a new ID.
+func registeredDevice(deviceID, displayName *string, ts int64) *eventlog.DeviceCreated {
+	dev := &eventlog.DeviceCreated{DeviceID: newDeviceID(), TS: ts}
+	if deviceID != nil && *deviceID != "" {
+		dev.DeviceID = *deviceID
+	}
+	if displayName != nil {
+		dev.DisplayName = *displayName
+	}
+	return dev
 }
