@@ -545,11 +545,12 @@ func TestAppserviceEphemeral(t *testing.T) {
 	}
 }
 
-// TestAppserviceMembershipAsOfEvent: whether a room concerns a service
-// through a joined namespace user is decided as of each event, so what
-// was said while a ghost was in the room is delivered even when the
-// service reads it after the ghost has left, and nothing after.
-func TestAppserviceMembershipAsOfEvent(t *testing.T) {
+// refusingService starts a server with the bridge service registered and
+// its worker running, the service refusing every transaction (its
+// hs_token not yet set), and alice registered with a public room. It
+// returns the service, the service's client, alice and the room.
+func refusingService(t *testing.T) (*fakeService, *apitest.Client, *apitest.Client, string) {
+	t.Helper()
 	env := apitest.New(t)
 	env.Projector()
 	svc := newFakeService(t, "not yet")
@@ -562,6 +563,15 @@ func TestAppserviceMembershipAsOfEvent(t *testing.T) {
 	alice := apitest.NewClient(t, base)
 	alice.Register("alice", "pw")
 	room := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
+	return svc, as, alice, room
+}
+
+// TestAppserviceMembershipAsOfEvent: whether a room concerns a service
+// through a joined namespace user is decided as of each event, so what
+// was said while a ghost was in the room is delivered even when the
+// service reads it after the ghost has left, and nothing after.
+func TestAppserviceMembershipAsOfEvent(t *testing.T) {
+	svc, as, alice, room := refusingService(t)
 	ghost := "@bridge_ghost:localhost"
 	as.MustDo("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "bridge_ghost", "inhibit_login": true})
 	// The service is refusing everything while the ghost comes and goes.
@@ -583,18 +593,7 @@ func TestAppserviceMembershipAsOfEvent(t *testing.T) {
 // down are sent in several transactions when they are large (each built
 // from at most 256 KiB of records), in order, each event once.
 func TestAppserviceLargeRecordsSplit(t *testing.T) {
-	env := apitest.New(t)
-	env.Projector()
-	svc := newFakeService(t, "not yet")
-	cfg := apitest.DefaultConfig()
-	set := appserviceSet(t, bridgeYAML(svc.srv.URL))
-	cfg.Appservices = set
-	base := env.API(cfg).URL
-	env.AppserviceWorker(set)
-	as := apitest.NewClient(t, base).As("as_secret")
-	alice := apitest.NewClient(t, base)
-	alice.Register("alice", "pw")
-	room := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Str("room_id")
+	svc, as, alice, room := refusingService(t)
 	as.MustDo("POST", "/_matrix/client/v3/join/"+esc(room), nil)
 	pad := strings.Repeat("x", 50000)
 	var want []string

@@ -716,7 +716,14 @@ func TestAuthorizationMatrix(t *testing.T) {
 			}
 		})
 	}
-	t.Cleanup(func() { t.Logf("%d cells checked", cells) })
+	// The cells are counted after the parallel rooms have run; an empty
+	// table (no columns, no rooms) would otherwise pass unnoticed.
+	t.Cleanup(func() {
+		t.Logf("%d cells checked", cells)
+		if len(authzColumns) == 0 || cells < len(rooms)*len(authzColumns) {
+			t.Errorf("%d cells checked for %d rooms and %d columns", cells, len(rooms), len(authzColumns))
+		}
+	})
 }
 
 // Server admins may manage any room's listing and aliases without being in

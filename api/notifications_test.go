@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/url"
 	"reflect"
+	"strings"
 	"testing"
 
 	"strand/api/apitest"
@@ -205,7 +206,8 @@ func TestPushTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(targets) != 2 || targets[0].UserID != b.UserID || targets[0].DisplayName != "Quin Q" || !json.Valid(targets[0].Rules) ||
-		targets[1].UserID != d.UserID || targets[1].DisplayName != "" {
+		!strings.Contains(string(targets[0].Rules), `"tea"`) || targets[0].RulesSeq == 0 ||
+		targets[1].UserID != d.UserID || targets[1].DisplayName != "" || targets[1].Rules != nil {
 		t.Fatalf("targets %+v", targets)
 	}
 	if info, err := env.Store().NotifyRoomInfo(ctx, room, d.UserID); err != nil || info.SenderDisplayName != "" {

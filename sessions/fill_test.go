@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"strand/eventlog"
-	"strand/eventlog/logtest"
 	"strand/projector/store"
-	"strand/projector/store/storetest"
 	"strand/sessions"
 )
 
@@ -22,20 +20,7 @@ import (
 func TestSessionCacheKeepsNothingReadBehindItsReader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ns := logtest.Start(t)
-	l, err := eventlog.New(ns.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := storetest.Open(t)
-	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wm.Close()
+	l, st, wm := logAndStore(t)
 	readers, err := eventlog.NewReaders(l.Conn())
 	if err != nil {
 		t.Fatal(err)

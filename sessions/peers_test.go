@@ -3,14 +3,13 @@ package sessions_test
 import (
 	"context"
 	"encoding/hex"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"strand/eventlog"
-	"strand/eventlog/logtest"
 	"strand/projector/store"
-	"strand/projector/store/storetest"
 	"strand/sessions"
 )
 
@@ -20,20 +19,7 @@ import (
 func TestRevocationWaitsForEverySessionCache(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ns := logtest.Start(t)
-	l, err := eventlog.New(ns.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := storetest.Open(t)
-	wm, err := eventlog.NewWatermark(l.Conn(), st.Position)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wm.Close()
+	l, st, wm := logAndStore(t)
 
 	follow := func(c *sessions.Cache) (stop func()) {
 		fctx, cancel := context.WithCancel(ctx)
@@ -108,7 +94,28 @@ func TestRevocationWaitsForEverySessionCache(t *testing.T) {
 
 	// A cache that stops following says it holds nothing: a later
 	// revocation does not wait for it.
+	// Its last word is that it holds nothing (watched on the readers'
+	// subject): without it, b would stop counting only when its reports
+	// age past eventlog.ReaderTTL, which can come within the bound below.
+	reports, err := l.Conn().SubscribeSync("strand.read.sessions.*") // eventlog.Readers' subject for the topic
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reports.Unsubscribe() }()
+	if err := l.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
 	stopB()
+	holdsNothing := strconv.FormatUint(eventlog.HoldsNothing, 10)
+	for {
+		m, err := reports.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("a stopped cache never reported that it holds nothing: %v", err)
+		}
+		if string(m.Data) == holdsNothing {
+			break
+		}
+	}
 	later := appendRec(&eventlog.DevicesDeleted{UserID: "@a:x", DeviceIDs: []string{"E"}})
 	start := time.Now()
 	if err := a.AwaitEvicted(ctx, later); err != nil {

@@ -11,20 +11,27 @@ import (
 	"strand/eventlog/logtest"
 )
 
+// presenceHandler returns a handler on a fresh log (its streams made) and
+// that log; its view reads nothing back from the log.
+func presenceHandler(t *testing.T) (*Handler, *eventlog.Log) {
+	t.Helper()
+	l, err := eventlog.New(logtest.Start(t).Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eventlog.EnsureStreams(context.Background(), l.JetStream(), eventlog.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &Handler{Log: l, Ephemeral: NewEphemeral(), Logger: slog.New(slog.DiscardHandler)}, l
+}
+
 // A client's syncs mark it online once: a request that comes before the
 // worker has read back the presence record the previous one wrote does not
 // write it again (each write wakes everyone sharing a room with the user).
 // The view here reads nothing back at all, as a worker's may lag.
 func TestMarkPresenceWritesOnceBeforeReadBack(t *testing.T) {
 	ctx := context.Background()
-	l, err := eventlog.New(logtest.Start(t).Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	h := &Handler{Log: l, Ephemeral: NewEphemeral(), Logger: slog.New(slog.DiscardHandler)}
+	h, l := presenceHandler(t)
 	const alice = "@alice:localhost"
 	for range 3 {
 		h.markPresence(ctx, alice, "online")
@@ -46,14 +53,7 @@ func TestMarkPresenceWritesOnceBeforeReadBack(t *testing.T) {
 // older than what the view holds.
 func TestMarkPresenceAfterAnExplicitChange(t *testing.T) {
 	ctx := context.Background()
-	l, err := eventlog.New(logtest.Start(t).Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	h := &Handler{Log: l, Ephemeral: NewEphemeral(), Logger: slog.New(slog.DiscardHandler)}
+	h, l := presenceHandler(t)
 	const alice = "@alice:localhost"
 	h.markPresence(ctx, alice, "online")
 	// The view reads a later explicit change (its own record, not the
@@ -70,16 +70,9 @@ func TestMarkPresenceAfterAnExplicitChange(t *testing.T) {
 // and never again do not stay in memory for good.
 func TestMarkedPresenceBounded(t *testing.T) {
 	ctx := context.Background()
-	l, err := eventlog.New(logtest.Start(t).Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eventlog.EnsureStreams(ctx, l.JetStream(), eventlog.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	h, _ := presenceHandler(t)
 	defer func(m int64) { markedMax = m }(markedMax)
 	markedMax = 3
-	h := &Handler{Log: l, Ephemeral: NewEphemeral(), Logger: slog.New(slog.DiscardHandler)}
 	for i := range 10 {
 		h.markPresence(ctx, fmt.Sprintf("@u%d:localhost", i), "online")
 	}

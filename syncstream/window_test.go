@@ -105,7 +105,11 @@ func TestWindowMatchesBuild(t *testing.T) {
 		// the same response.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		hB.Ephemeral.WaitFor(ctx, head)
+		timedOut := ctx.Err() != nil
 		cancel()
+		if timedOut {
+			t.Fatalf("%s: worker B did not read EPHEMERAL up to %d", step, head)
+		}
 		onB := bob.As(bob.Token)
 		onB.Base = wB.URL
 		rb := onB.MustDo("GET", v3("/sync")+q, nil)
@@ -199,18 +203,24 @@ func TestWindowMatchesBuild(t *testing.T) {
 	// answered from the window too, as the build answers them.
 	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online", "status_msg": "here"})
 	s = compare("presence", s.NextBatch, "", true)
-	if len(s.Presence.Events) != 1 {
-		t.Fatalf("presence change: %d presence events, want alice's", len(s.Presence.Events))
+	if p := s.Presence.Events; len(p) != 1 || p[0].Sender != alice.UserID || p[0].Content["presence"] != "online" || p[0].Content["status_msg"] != "here" {
+		t.Fatalf("presence change: %+v, want alice online with her status", s.Presence.Events)
 	}
 	alice.MustDo("PUT", v3("/rooms/"+esc(r1)+"/typing/"+esc(alice.UserID)), map[string]any{"typing": true, "timeout": 30000})
 	s = compare("typing", s.NextBatch, "", true)
-	if len(s.Rooms.Join[r1].Ephemeral.Events) != 1 {
-		t.Fatalf("typing: room ephemeral %v, want one m.typing", s.Rooms.Join[r1].Ephemeral.Events)
+	if e := s.Rooms.Join[r1].Ephemeral.Events; len(e) != 1 || e[0].Type != "m.typing" || fmt.Sprint(e[0].Content["user_ids"]) != fmt.Sprint([]any{alice.UserID}) {
+		t.Fatalf("typing: room ephemeral %+v, want one m.typing of alice", s.Rooms.Join[r1].Ephemeral.Events)
 	}
 	alice.MustDo("PUT", v3("/rooms/"+esc(r1)+"/typing/"+esc(alice.UserID)), map[string]any{"typing": false})
 	send(t, alice, r1, "typed it")
 	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "unavailable"})
 	s = compare("typing stopped, a message and presence", s.NextBatch, `{"presence":{"not_senders":["@nobody:localhost"]}}`, true)
+	if e := s.Rooms.Join[r1].Ephemeral.Events; len(e) != 1 || e[0].Type != "m.typing" || fmt.Sprint(e[0].Content["user_ids"]) != "[]" {
+		t.Errorf("typing stopped: room ephemeral %+v, want one m.typing with nobody", e)
+	}
+	if p := s.Presence.Events; len(p) != 1 || p[0].Sender != alice.UserID || p[0].Content["presence"] != "unavailable" {
+		t.Errorf("presence through a filter that keeps alice: %+v, want alice unavailable", p)
+	}
 	// A presence filter that leaves alice out: the window filters as the
 	// build does.
 	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online"})
