@@ -245,6 +245,11 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 			}
 			pos++
 		}
+		if ref := q.Get("before") + q.Get("after"); ref != "" && strings.HasPrefix(ref, ".") {
+			// The spec: "It is not possible to add a rule relative to a
+			// predefined server rule."
+			return matrix.InvalidParam("a rule can only be placed relative to a user rule, not %s", ref)
+		}
 		rs[kind] = slices.Insert(rs[kind], pos, rule)
 		if err := checkGlobBudget(session(r).UserID, rs); err != nil {
 			return err

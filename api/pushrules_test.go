@@ -134,3 +134,17 @@ func TestPushRulesMalformedActions(t *testing.T) {
 	c.MustDo("PUT", v3("/pushrules/global/override/ok"), map[string]any{"actions": []any{"notify", map[string]any{"set_tweak": "sound", "value": "default"}},
 		"conditions": []any{map[string]any{"kind": "event_match", "key": "type", "pattern": "m.room.message"}}})
 }
+
+// before and after name a user's rule; relative to a server rule is 400.
+func TestPushRulesRelativeToServerRule(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("placer", "pw")
+	for _, q := range []string{"?before=.m.rule.master", "?after=.m.rule.suppress_notices"} {
+		if r := c.Do("PUT", v3("/pushrules/global/override/mine"+q), map[string]any{"actions": []any{}}); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+			t.Fatalf("PUT%s: %d %s", q, r.Status, r.Raw)
+		}
+	}
+	if r := c.Do("GET", v3("/pushrules/global/override/mine"), nil); r.Status != 404 {
+		t.Fatalf("refused rule stored: %d %s", r.Status, r.Raw)
+	}
+}
