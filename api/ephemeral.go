@@ -130,6 +130,19 @@ func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 	if err := s.receiptTarget(r, roomID, eventID, v); err != nil {
 		return err
 	}
+	if thread != "" && thread != "main" {
+		// A thread is named by its root: an event of this room the user
+		// may see, not one of another room or no event at all.
+		if _, err := matrix.ParseEventID(thread); err != nil {
+			return matrix.InvalidParam("thread_id must be main or an event ID: %v", err)
+		}
+		if _, err := s.eventVisibleTo(r, roomID, thread, v); err != nil {
+			if me, ok := matrix.AsError(err); ok && me.Code == "M_NOT_FOUND" {
+				return matrix.InvalidParam("thread_id %s is not an event of room %s", thread, roomID)
+			}
+			return err
+		}
+	}
 	if typ == "m.fully_read" {
 		err = s.setFullyRead(r, roomID, eventID)
 	} else {

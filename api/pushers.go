@@ -106,10 +106,16 @@ func (req *pusherRequest) record(userID, deviceID string) (*eventlog.PusherSet, 
 		return nil, err
 	}
 	var d struct {
-		URL *string `json:"url"`
+		URL    *string `json:"url"`
+		Format any     `json:"format"`
 	}
 	if err := json.Unmarshal(data, &d); err != nil || data[0] != '{' {
 		return nil, matrix.BadJSON("data must be an object")
+	}
+	if _, isString := d.Format.(string); d.Format != nil && !isString {
+		// The sender reads format as a string; another type would be
+		// stored and silently read as the full format.
+		return nil, matrix.BadJSON("data.format must be a string")
 	}
 	if d.URL == nil {
 		return nil, matrix.MissingParam("data.url is required for an http pusher")

@@ -151,3 +151,16 @@ func TestPushersPerUserBounded(t *testing.T) {
 	}
 	projectionReplays(t, env, 64)
 }
+
+// data.format of another type than a string is refused, not stored.
+func TestPusherFormatMustBeString(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("formatter", "pw")
+	r := c.Do("POST", v3("/pushers/set"), `{"app_id":"a","pushkey":"k","kind":"http","app_display_name":"a","device_display_name":"d","lang":"en","data":{"url":"https://push.example/_matrix/push/v1/notify","format":5}}`)
+	if r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+		t.Fatalf("format 5: %d %s", r.Status, r.Raw)
+	}
+	if ps := c.MustDo("GET", v3("/pushers"), nil).Body["pushers"].([]any); len(ps) != 0 {
+		t.Fatalf("refused pusher stored: %v", ps)
+	}
+}

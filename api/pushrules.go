@@ -169,8 +169,8 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 		if _, isBool := v.(bool); attr == "enabled" && !isBool {
 			return matrix.BadJSON("enabled must be a boolean")
 		}
-		if _, isList := v.([]any); attr == "actions" && !isList {
-			return matrix.BadJSON("actions must be a list")
+		if l, isList := v.([]any); attr == "actions" && (!isList || !validPushActions(l)) {
+			return matrix.BadJSON("actions must be a list of action names and set_tweak objects")
 		}
 		rs[kind][i][attr] = v
 	case "":
@@ -183,8 +183,8 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 			return matrix.InvalidParam("clients may not create postcontent rules")
 		}
 		var actions []any
-		if raw, ok := body["actions"]; !ok || json.Unmarshal(raw, &actions) != nil {
-			return matrix.BadJSON("actions must be a list")
+		if raw, ok := body["actions"]; !ok || json.Unmarshal(raw, &actions) != nil || !validPushActions(actions) {
+			return matrix.BadJSON("actions must be a list of action names and set_tweak objects")
 		}
 		rule := pushRule{"rule_id": id, "default": false, "enabled": true, "actions": actions}
 		switch kind {
@@ -201,6 +201,11 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 			// against, for the pusher and for sync's counts.
 			for _, c := range conds {
 				m, _ := c.(map[string]any)
+				if k, _ := m["kind"].(string); k == "" {
+					// Stored as given, a condition that is no object with
+					// a kind would be on the user's ruleset for every client.
+					return matrix.BadJSON("each condition must be an object with a kind")
+				}
 				if p, ok := m["pattern"].(string); ok {
 					if err := matrix.CheckMaxLength("a condition's pattern", p, matrix.MaxPushPatternBytes); err != nil {
 						return err
@@ -239,6 +244,11 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 				return matrix.NotFound("no push rule %s to put this one after", a)
 			}
 			pos++
+		}
+		if ref := q.Get("before") + q.Get("after"); ref != "" && strings.HasPrefix(ref, ".") {
+			// The spec: "It is not possible to add a rule relative to a
+			// predefined server rule."
+			return matrix.InvalidParam("a rule can only be placed relative to a user rule, not %s", ref)
 		}
 		rs[kind] = slices.Insert(rs[kind], pos, rule)
 		if err := checkGlobBudget(session(r).UserID, rs); err != nil {
@@ -296,4 +306,22 @@ func checkGlobBudget(userID string, rs ruleset) error {
 		return matrix.InvalidParam("the wildcard patterns of a user's push rules total at most %d characters", matrix.MaxPushGlobRunes)
 	}
 	return nil
+}
+
+// validPushActions reports whether each action is a name (a string) or a
+// tweak (an object with a string set_tweak): anything else would be stored
+// and served to every client of the user as their rule.
+func validPushActions(actions []any) bool {
+	for _, a := range actions {
+		switch a := a.(type) {
+		case string:
+		case map[string]any:
+			if _, ok := a["set_tweak"].(string); !ok {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }

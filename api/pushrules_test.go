@@ -111,3 +111,40 @@ func TestPushRulesGlobBudget(t *testing.T) {
 		t.Fatalf("refused rule stored: %d %s", r.Status, r.Raw)
 	}
 }
+
+// Actions and conditions of the wrong shape are refused, not stored on
+// the user's ruleset.
+func TestPushRulesMalformedActions(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("shaper", "pw")
+	for _, tc := range []struct{ path, body string }{
+		{"/pushrules/global/override/x", `{"actions":["notify"],"conditions":[1,"a",null]}`},
+		{"/pushrules/global/override/x", `{"actions":["notify"],"conditions":[{"key":"type"}]}`},
+		{"/pushrules/global/room/!r:localhost", `{"actions":[1]}`},
+		{"/pushrules/global/sender/@a:localhost", `{"actions":[{"set_tweak":5}]}`},
+		{"/pushrules/global/override/.m.rule.master/actions", `{"actions":[5,null]}`},
+	} {
+		if r := c.Do("PUT", v3(tc.path), tc.body); r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+			t.Errorf("PUT %s %s: %d %s", tc.path, tc.body, r.Status, r.Raw)
+		}
+	}
+	if r := c.MustDo("GET", v3("/pushrules/global/override/.m.rule.master/actions"), nil); len(r.Body["actions"].([]any)) != 0 {
+		t.Fatalf("master's actions changed: %s", r.Raw)
+	}
+	c.MustDo("PUT", v3("/pushrules/global/override/ok"), map[string]any{"actions": []any{"notify", map[string]any{"set_tweak": "sound", "value": "default"}},
+		"conditions": []any{map[string]any{"kind": "event_match", "key": "type", "pattern": "m.room.message"}}})
+}
+
+// before and after name a user's rule; relative to a server rule is 400.
+func TestPushRulesRelativeToServerRule(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("placer", "pw")
+	for _, q := range []string{"?before=.m.rule.master", "?after=.m.rule.suppress_notices"} {
+		if r := c.Do("PUT", v3("/pushrules/global/override/mine"+q), map[string]any{"actions": []any{}}); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+			t.Fatalf("PUT%s: %d %s", q, r.Status, r.Raw)
+		}
+	}
+	if r := c.Do("GET", v3("/pushrules/global/override/mine"), nil); r.Status != 404 {
+		t.Fatalf("refused rule stored: %d %s", r.Status, r.Raw)
+	}
+}

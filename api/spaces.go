@@ -278,8 +278,12 @@ func (s *Server) hierarchy(w http.ResponseWriter, r *http.Request) error {
 	}
 	order := walkSpaceTree(rooms, joined, root, p)
 	out := []json.RawMessage{}
-	end := min(len(order), p.offset+p.limit)
-	for i := p.offset; i < end; i++ {
+	// The offset comes from the client's token: clamped, so that one past
+	// the walk (up to the largest int) cannot overflow end into a bogus
+	// next_batch.
+	start := min(p.offset, len(order))
+	end := min(len(order), start+p.limit)
+	for i := start; i < end; i++ {
 		out = append(out, hierarchyEntry(rooms[order[i]], p.suggestedOnly))
 	}
 	resp := map[string]any{"rooms": out}

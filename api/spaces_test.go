@@ -230,3 +230,24 @@ func TestSpacesHierarchyJoinRules(t *testing.T) {
 		t.Fatalf("invalid room ID: %d %s", r.Status, r.Raw)
 	}
 }
+
+// A from token past the end of the walk, up to the largest offset, is an
+// empty last page: the offset must not overflow into a next_batch.
+func TestSpacesHierarchyFromPastEnd(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	base := env.API(apitest.DefaultConfig()).URL
+	alice := apitest.NewClient(t, base)
+	alice.Register("alice", "pw")
+	root := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{
+		"preset": "public_chat", "creation_content": map[string]any{"type": "m.space"}}).Str("room_id")
+	for _, from := range []string{"h5_10_0", "h9223372036854775807_10_0"} {
+		r := hierarchyOf(t, alice, root, "?from="+url.QueryEscape(from))
+		if ids := hierarchyIDs(r); len(ids) != 0 {
+			t.Fatalf("from=%s: rooms %v, want none", from, ids)
+		}
+		if _, ok := r.Body["next_batch"]; ok {
+			t.Fatalf("from=%s: next_batch %v on a page past the end", from, r.Body["next_batch"])
+		}
+	}
+}
