@@ -116,14 +116,12 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	if tok := q.Get("at"); tok != "" {
-		p, err := eventlog.ParseRoomPoint(tok)
+		p, err := s.membersPoint(r.Context(), roomID, tok)
 		if err != nil {
-			return matrix.InvalidParam("invalid at token")
+			return err
 		}
-		// The state just before the point: after the event at p-1.
-		p--
 		if at == 0 || p < at {
-			at = max(p, 1)
+			at = p
 		}
 	}
 	valid := map[string]bool{"join": true, "invite": true, "leave": true, "ban": true, "knock": true}
@@ -146,6 +144,31 @@ func (s *Server) members(w http.ResponseWriter, r *http.Request) error {
 	}
 	matrix.WriteJSON(w, http.StatusOK, map[string]any{"chunk": renderEvents(evs, ss)})
 	return nil
+}
+
+// membersPoint turns /members' at token into the position whose state it
+// answers. A point inside the room's history names the state just before
+// it (after the event at p-1), as a prev_batch is the start of its
+// timeline. A point at or before the room's first event names a moment the
+// room did not exist yet (the prev_batch of a timeline that starts with
+// m.room.create); rather than an empty list, that answers the membership
+// the room was created with: the state after the creation record, since
+// createRoom appends its initial events as one record.
+func (s *Server) membersPoint(ctx context.Context, roomID, tok string) (int64, error) {
+	p, err := eventlog.ParseRoomPoint(tok)
+	if err != nil {
+		return 0, matrix.InvalidParam("invalid at token")
+	}
+	created, err := s.store.CreatePos(ctx, roomID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return 0, err
+	case p <= created:
+		first := created - created%eventlog.MaxEventsPerRecord
+		return first + eventlog.MaxEventsPerRecord - 1, nil
+	}
+	return max(p-1, 1), nil
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/joined_members

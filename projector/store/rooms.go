@@ -91,6 +91,21 @@ func (s *Store) RoomHeadOf(ctx context.Context, roomID string) (RoomHead, error)
 	return h, nil
 }
 
+// CreatePos returns the position of a room's m.room.create event, or
+// ErrNotFound when the projection holds none (an unknown room).
+func (s *Store) CreatePos(ctx context.Context, roomID string) (int64, error) {
+	var pos int64
+	err := s.pool.QueryRow(ctx, `SELECT from_pos FROM room_state
+		WHERE room_id = $1 AND type = 'm.room.create' AND state_key = '' ORDER BY from_pos LIMIT 1`, roomID).Scan(&pos)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("room %s create position: %w", roomID, err)
+	}
+	return pos, nil
+}
+
 // atPos is the SQL condition for the state entries of room_state s in
 // force just after position $2, or the current ones when $2 is 0.
 const atPos = `(CASE WHEN $2::bigint = 0 THEN s.to_pos IS NULL ELSE s.from_pos <= $2 AND (s.to_pos IS NULL OR s.to_pos > $2) END)`
