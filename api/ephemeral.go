@@ -93,6 +93,69 @@ func (s *Server) setFullyRead(r *http.Request, roomID, eventID string) error {
 	return s.appendAccount(r.Context(), uid, &eventlog.AccountDataSet{UserID: uid, RoomID: roomID, Type: "m.fully_read", Content: c}, nil)
 }
 
+// maxThreadHops bounds how many relations a receipt's event is followed
+// through to find its thread: the spec treats three levels as sufficient.
+const maxThreadHops = 3
+
+// checkThreadReceipt refuses a receipt in the thread rooted at root for an
+// event that is not in that thread (400, as the spec lists "the event_id is
+// not related to the thread_id"). A thread is named by its root, an event
+// of this room the user may see; an event is in it when it is the root or
+// its relations lead, within maxThreadHops, to an m.thread relation to the
+// root (a reaction to or an edit of a threaded message is in its thread).
+func (s *Server) checkThreadReceipt(r *http.Request, roomID string, target *store.StoredEvent, root string, v *visibility) error {
+	if _, err := matrix.ParseEventID(root); err != nil {
+		return matrix.InvalidParam("thread_id must be main or an event ID: %v", err)
+	}
+	if _, err := s.eventVisibleTo(r, roomID, root, v); err != nil {
+		if me, ok := matrix.AsError(err); ok && me.Code == "M_NOT_FOUND" {
+			return matrix.InvalidParam("thread_id %s is not an event of room %s", root, roomID)
+		}
+		return err
+	}
+	e := target
+	for range maxThreadHops + 1 {
+		if e.EventID == root {
+			return nil
+		}
+		parent, relType := clientRelation(e.Client)
+		if parent == "" {
+			break
+		}
+		if relType == "m.thread" {
+			if parent == root {
+				return nil
+			}
+			break
+		}
+		next, err := s.eventByID(r.Context(), roomID, parent)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && next.RoomID != roomID) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		e = &next
+	}
+	return matrix.InvalidParam("event %s is not in thread %s", target.EventID, root)
+}
+
+// clientRelation reads m.relates_to from an event's stored client form.
+func clientRelation(client []byte) (parent, relType string) {
+	var ev struct {
+		Content struct {
+			RelatesTo struct {
+				EventID string `json:"event_id"`
+				RelType string `json:"rel_type"`
+			} `json:"m.relates_to"`
+		} `json:"content"`
+	}
+	if json.Unmarshal(client, &ev) != nil {
+		return "", ""
+	}
+	return ev.Content.RelatesTo.EventID, ev.Content.RelatesTo.RelType
+}
+
 // POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
 func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 	roomID, err := roomIDVar(r)
@@ -112,6 +175,11 @@ func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 		if err := matrix.CheckLength("thread_id", *req.ThreadID, matrix.MaxThreadIDBytes); err != nil {
 			return err
 		}
+		// The spec lists an empty thread_id among the invalid ones rather
+		// than reading it as an unthreaded receipt.
+		if *req.ThreadID == "" {
+			return matrix.InvalidParam("thread_id must be a non-empty string")
+		}
 		thread = *req.ThreadID
 	}
 	switch typ {
@@ -127,19 +195,15 @@ func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.receiptTarget(r, roomID, eventID, v); err != nil {
+	if _, err := matrix.ParseEventID(eventID); err != nil {
+		return matrix.InvalidParam("invalid event ID: %v", err)
+	}
+	target, err := s.eventVisibleTo(r, roomID, eventID, v)
+	if err != nil {
 		return err
 	}
 	if thread != "" && thread != "main" {
-		// A thread is named by its root: an event of this room the user
-		// may see, not one of another room or no event at all.
-		if _, err := matrix.ParseEventID(thread); err != nil {
-			return matrix.InvalidParam("thread_id must be main or an event ID: %v", err)
-		}
-		if _, err := s.eventVisibleTo(r, roomID, thread, v); err != nil {
-			if me, ok := matrix.AsError(err); ok && me.Code == "M_NOT_FOUND" {
-				return matrix.InvalidParam("thread_id %s is not an event of room %s", thread, roomID)
-			}
+		if err := s.checkThreadReceipt(r, roomID, target, thread, v); err != nil {
 			return err
 		}
 	}
