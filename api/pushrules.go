@@ -169,8 +169,14 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 		if _, isBool := v.(bool); attr == "enabled" && !isBool {
 			return matrix.BadJSON("enabled must be a boolean")
 		}
-		if l, isList := v.([]any); attr == "actions" && (!isList || !validPushActions(l)) {
-			return matrix.BadJSON("actions must be a list of action names and set_tweak objects")
+		if attr == "actions" {
+			l, isList := v.([]any)
+			if !isList {
+				return matrix.BadJSON("actions must be a list of action names and set_tweak objects")
+			}
+			if err := checkPushActions(l); err != nil {
+				return err
+			}
 		}
 		rs[kind][i][attr] = v
 	case "":
@@ -182,9 +188,15 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 			// rules for now; creating one is 400 M_INVALID_PARAM.
 			return matrix.InvalidParam("clients may not create postcontent rules")
 		}
+		if err := checkNewRuleID(kind, id); err != nil {
+			return err
+		}
 		var actions []any
-		if raw, ok := body["actions"]; !ok || json.Unmarshal(raw, &actions) != nil || !validPushActions(actions) {
+		if raw, ok := body["actions"]; !ok || json.Unmarshal(raw, &actions) != nil {
 			return matrix.BadJSON("actions must be a list of action names and set_tweak objects")
+		}
+		if err := checkPushActions(actions); err != nil {
+			return err
 		}
 		rule := pushRule{"rule_id": id, "default": false, "enabled": true, "actions": actions}
 		switch kind {
@@ -308,20 +320,50 @@ func checkGlobBudget(userID string, rs ruleset) error {
 	return nil
 }
 
-// validPushActions reports whether each action is a name (a string) or a
-// tweak (an object with a string set_tweak): anything else would be stored
-// and served to every client of the user as their rule.
-func validPushActions(actions []any) bool {
+// pushActionNames are the action names a rule may hold: notify, and the
+// two the spec keeps as no-ops (dont_notify, coalesce) because clients
+// still send them. Any other name would be stored and served to every
+// client of the user as part of their rule, with no meaning to any.
+var pushActionNames = map[string]bool{"notify": true, "dont_notify": true, "coalesce": true}
+
+// checkPushActions refuses actions that are not names or tweaks (an object
+// with a string set_tweak) with M_BAD_JSON, and unknown names with
+// M_INVALID_PARAM.
+func checkPushActions(actions []any) error {
 	for _, a := range actions {
 		switch a := a.(type) {
 		case string:
+			if !pushActionNames[a] {
+				return matrix.InvalidParam("unknown push rule action %q", a)
+			}
 		case map[string]any:
 			if _, ok := a["set_tweak"].(string); !ok {
-				return false
+				return matrix.BadJSON("actions must be a list of action names and set_tweak objects")
 			}
 		default:
-			return false
+			return matrix.BadJSON("actions must be a list of action names and set_tweak objects")
 		}
 	}
-	return true
+	return nil
+}
+
+// checkNewRuleID refuses the rule IDs the spec forbids for a new rule:
+// slashes and backslashes for any kind, and for room and sender rules an
+// ID that is not the room's or the user's ID (the ID is what such a rule
+// matches, so any other string would be a rule that never fires).
+func checkNewRuleID(kind, id string) error {
+	if strings.ContainsAny(id, `/\`) {
+		return matrix.InvalidParam("rule IDs may not contain slashes or backslashes")
+	}
+	switch kind {
+	case "room":
+		if _, err := matrix.ParseRoomID(id); err != nil {
+			return matrix.InvalidParam("the ID of a room rule must be a room ID: %v", err)
+		}
+	case "sender":
+		if _, err := matrix.ParseUserID(id); err != nil {
+			return matrix.InvalidParam("the ID of a sender rule must be a user ID: %v", err)
+		}
+	}
+	return nil
 }

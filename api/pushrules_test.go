@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -147,4 +148,35 @@ func TestPushRulesRelativeToServerRule(t *testing.T) {
 	if r := c.Do("GET", v3("/pushrules/global/override/mine"), nil); r.Status != 404 {
 		t.Fatalf("refused rule stored: %d %s", r.Status, r.Raw)
 	}
+}
+
+// A room rule's ID is the room it matches and a sender rule's the user:
+// any other ID would be stored as a rule that never fires, and so would
+// an action no client or pusher knows. Both are 400 M_INVALID_PARAM; the
+// legacy no-op names clients still send are kept.
+func TestPushRulesInvalidIDsAndActions(t *testing.T) {
+	_, c := newServer(t)
+	c.Register("ruleids", "pw")
+	for _, tc := range []struct{ path, body string }{
+		{"/pushrules/global/room/notaroom", `{"actions":["notify"]}`},
+		{"/pushrules/global/room/@a:localhost", `{"actions":["notify"]}`},
+		{"/pushrules/global/sender/nobody", `{"actions":["notify"]}`},
+		{"/pushrules/global/sender/!r:localhost", `{"actions":["notify"]}`},
+		{"/pushrules/global/override/a%5Cb", `{"actions":["notify"]}`},
+		{"/pushrules/global/override/x", `{"actions":["notify","explode"]}`},
+		{"/pushrules/global/content/x", `{"pattern":"cake","actions":["shout"]}`},
+		{"/pushrules/global/override/.m.rule.master/actions", `{"actions":["frobnicate"]}`},
+	} {
+		if r := c.Do("PUT", v3(tc.path), tc.body); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+			t.Errorf("PUT %s %s: %d %s", tc.path, tc.body, r.Status, r.Raw)
+		}
+	}
+	rules := string(c.MustDo("GET", v3("/pushrules/"), nil).Raw)
+	for _, bad := range []string{"notaroom", "nobody", "explode", "shout", "frobnicate"} {
+		if strings.Contains(rules, bad) {
+			t.Errorf("refused rule stored: %q in %s", bad, rules)
+		}
+	}
+	c.MustDo("PUT", v3("/pushrules/global/room/"+url.PathEscape("!r:localhost")), map[string]any{"actions": []any{"dont_notify"}})
+	c.MustDo("PUT", v3("/pushrules/global/sender/"+url.PathEscape("@a:localhost")), map[string]any{"actions": []any{"notify", "coalesce"}})
 }
