@@ -41,15 +41,7 @@ func (s *Server) roomSummary(w http.ResponseWriter, r *http.Request) error {
 	membership := st.Membership(uid)
 	rule := st.JoinRule()
 	worldReadable := get(matrix.TypeHistoryVis, "history_visibility") == "world_readable"
-	visible, err := roomVisible(string(membership), get(matrix.TypeHistoryVis, "history_visibility"), string(rule), allowedRoomIDs(st),
-		func() (map[string]bool, error) {
-			ids, err := s.store.JoinedRooms(r.Context(), string(uid))
-			in := make(map[string]bool, len(ids))
-			for _, id := range ids {
-				in[id] = true
-			}
-			return in, err
-		})
+	visible, err := s.summaryVisible(r, string(uid), st)
 	if err != nil {
 		return err
 	}
@@ -122,4 +114,24 @@ func allowedRoomIDs(st matrix.State) []string {
 		}
 	}
 	return ids
+}
+
+// summaryVisible reports whether a user could join or peek into a room of
+// this state: what the room summary, and a room report, require.
+func (s *Server) summaryVisible(r *http.Request, uid string, st matrix.State) (bool, error) {
+	var hv struct {
+		HistoryVisibility string `json:"history_visibility"`
+	}
+	if ev := st.Get(matrix.StateKey{Type: matrix.TypeHistoryVis}); ev != nil {
+		_ = json.Unmarshal(ev.Content(), &hv)
+	}
+	return roomVisible(string(st.Membership(matrix.UserID(uid))), hv.HistoryVisibility, string(st.JoinRule()), allowedRoomIDs(st),
+		func() (map[string]bool, error) {
+			ids, err := s.store.JoinedRooms(r.Context(), uid)
+			in := make(map[string]bool, len(ids))
+			for _, id := range ids {
+				in[id] = true
+			}
+			return in, err
+		})
 }

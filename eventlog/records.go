@@ -225,6 +225,21 @@ type RoomKeysDeleted struct {
 	SessionID string `json:"session_id,omitempty"`
 }
 
+// ContentReported is a user's report of an event (RoomID and EventID), a
+// room (RoomID) or a user (TargetUserID) to the server's administrators. A
+// report is a fact the server keeps, so it is a record like any other
+// rather than a log line; its time is the record's.
+type ContentReported struct {
+	UserID       string `json:"user_id"` // the reporter
+	RoomID       string `json:"room_id,omitempty"`
+	EventID      string `json:"event_id,omitempty"`
+	TargetUserID string `json:"target_user_id,omitempty"`
+	Reason       string `json:"reason"`
+	// Score is the -100 (most offensive) to 0 rating that clients sent
+	// before Matrix 1.18 removed it; nil when not given.
+	Score *int `json:"score,omitempty"`
+}
+
 // FilterCreated stores a sync filter under an ID chosen by the api.
 type FilterCreated struct {
 	UserID   string          `json:"user_id"`
@@ -376,6 +391,7 @@ func (DevicesDeleted) RecordType() string  { return "devices.deleted" }
 func (PasswordChanged) RecordType() string { return "password.changed" }
 func (UserDeactivated) RecordType() string { return "user.deactivated" }
 func (FilterCreated) RecordType() string   { return "filter.created" }
+func (ContentReported) RecordType() string { return "content.reported" }
 func (AccountDataSet) RecordType() string  { return "account_data.set" }
 func (ProfileSet) RecordType() string      { return "profile.set" }
 

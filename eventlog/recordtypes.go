@@ -50,6 +50,7 @@ var recordKinds = []RecordKind{
 	kind[PasswordChanged](StreamAccounts, endsSessions),
 	kind[UserDeactivated](StreamAccounts, endsSessions),
 	kind[FilterCreated](StreamAccounts, keepsSessions),
+	kind[ContentReported](StreamAccounts, keepsSessions),
 	kind[AccountDataSet](StreamAccounts, keepsSessions),
 	kind[ProfileSet](StreamAccounts, keepsSessions),
 	kind[KeysUploaded](StreamAccounts, keepsSessions),

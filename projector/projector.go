@@ -404,6 +404,8 @@ func apply(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
 		tx.Deactivate(m.Seq, r)
 	case *eventlog.FilterCreated:
 		tx.AddFilter(r)
+	case *eventlog.ContentReported:
+		tx.AddReport(m.Seq, m.Time.UnixMilli(), r)
 	case *eventlog.AccountDataSet:
 		tx.SetAccountData(m.Seq, r)
 	case *eventlog.ProfileSet:

@@ -136,6 +136,7 @@ var wakes = map[string]wakeRule{
 	(eventlog.PasswordChanged{}).RecordType():         wakeDeviceList,
 	(eventlog.UserDeactivated{}).RecordType():         wakeDeviceList,
 	(eventlog.FilterCreated{}).RecordType():           wakeUser,
+	(eventlog.ContentReported{}).RecordType():         wakeNobody, // read only by administrators
 	(eventlog.AccountDataSet{}).RecordType():          wakeUser,
 	(eventlog.ProfileSet{}).RecordType():              wakeUser,
 	(eventlog.KeysUploaded{}).RecordType():            wakeDeviceList,

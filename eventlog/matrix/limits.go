@@ -73,6 +73,11 @@ const (
 	// user sharing a room receives in /sync.
 	MaxStatusMsgBytes = 1024
 
+	// MaxReportReasonBytes bounds the reason of a content report
+	// (/rooms/{roomId}/report, /users/{userId}/report): every report is a
+	// record kept for good, and a reason is a sentence or a paragraph.
+	MaxReportReasonBytes = 4096
+
 	// MaxBackupIDBytes bounds key backup algorithm names and session IDs
 	// (/room_keys); session IDs are keyed in room_keys.
 	MaxBackupIDBytes = 255
