@@ -285,6 +285,13 @@ func (s *Server) appservicePing(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &req, true); err != nil {
 		return err
 	}
+	if req.TxnID != nil {
+		// The ID goes on to the service as its transaction's: bounded as
+		// every client transaction ID is.
+		if err := matrix.CheckMaxLength("transaction_id", *req.TxnID, matrix.MaxTxnIDBytes); err != nil {
+			return err
+		}
+	}
 	if !reg.HasURL() {
 		return matrix.Errorf("M_URL_NOT_SET", http.StatusBadRequest, "the application service has no url")
 	}

@@ -26,6 +26,7 @@ type badCase struct {
 	path   string // under the server's base URL
 	body   string // raw JSON; "" for none
 	header map[string]string
+	token  string // the access token; "" for the fixture user's
 }
 
 // badFixture is what the generators need to build requests that reach a
@@ -34,8 +35,14 @@ type badFixture struct {
 	me, dev, room, event string // room and event path-escaped
 	rawRoom              string
 	nonce                func() string // a fresh shared-secret nonce
+	media                func() string // a fresh media ID from /media/v1/create
+	admin                string        // a server admin's access token
 	n                    int
 }
+
+// asToken is the as_token of the application service the test registers
+// (bridgeYAML), whose users are @bridge_*.
+const asToken = "as_secret"
 
 // fresh returns a new username, so that a case accepted by mistake does
 // not make the next one fail for another reason (M_USER_IN_USE).
@@ -268,6 +275,65 @@ func idSlots() []idSlot {
 			return c("POST", "/_synapse/admin/v1/register", fmt.Sprintf(`{"nonce":%q,"username":"provisioned","password":"pw","displayname":%s,"mac":%q}`,
 				n, jsonStr(v), api.SharedSecretMAC("s3cret", n, "provisioned", "pw", false, "")))
 		}},
+		{"server notice user_id", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
+			return badCase{method: "POST", path: "/_synapse/admin/v1/send_server_notice", token: f.admin,
+				body: `{"user_id":` + jsonStr("@"+v+":localhost") + `,"content":{"msgtype":"m.text","body":"hi"}}`}
+		}},
+		{"server notice type", matrix.MaxEventTypeBytes, func(f *badFixture, v string) badCase {
+			return badCase{method: "POST", path: "/_synapse/admin/v1/send_server_notice", token: f.admin,
+				body: `{"user_id":` + jsonStr(f.me) + `,"type":` + jsonStr(v) + `,"content":{}}`}
+		}},
+		{"server notice state_key", matrix.MaxStateKeyBytes, func(f *badFixture, v string) badCase {
+			return badCase{method: "POST", path: "/_synapse/admin/v1/send_server_notice", token: f.admin,
+				body: `{"user_id":` + jsonStr(f.me) + `,"type":"org.example.state","state_key":` + jsonStr(v) + `,"content":{}}`}
+		}},
+		{"server notice txnId", matrix.MaxTxnIDBytes, func(f *badFixture, v string) badCase {
+			return badCase{method: "PUT", path: "/_synapse/admin/v1/send_server_notice/" + v, token: f.admin,
+				body: `{"user_id":` + jsonStr(f.me) + `,"content":{"msgtype":"m.text","body":"hi"}}`}
+		}},
+		{"async upload media ID", matrix.MaxMediaIDBytes, func(f *badFixture, v string) badCase {
+			return badCase{method: "PUT", path: "/_matrix/media/v3/upload/localhost/" + v, body: "data", header: map[string]string{"Content-Type": "text/plain"}}
+		}},
+		{"async upload file name", matrix.MaxFileNameBytes, func(f *badFixture, v string) badCase {
+			return badCase{method: "PUT", path: "/_matrix/media/v3/upload/localhost/" + f.media() + "?filename=" + v, body: "data", header: map[string]string{"Content-Type": "text/plain"}}
+		}},
+		{"async upload content type", matrix.MaxContentTypeBytes, func(f *badFixture, v string) badCase {
+			return badCase{method: "PUT", path: "/_matrix/media/v3/upload/localhost/" + f.media(), body: "data", header: map[string]string{"Content-Type": "text/" + v}}
+		}},
+		{"appservice register username", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
+			return badCase{method: "POST", path: v3("/register"), token: asToken, body: `{"type":"m.login.application_service","username":` + jsonStr("bridge_"+v) + `}`}
+		}},
+		{"appservice register device_id", matrix.MaxDeviceIDBytes, func(f *badFixture, v string) badCase {
+			return badCase{method: "POST", path: v3("/register"), token: asToken,
+				body: `{"type":"m.login.application_service","username":"bridge_` + f.fresh() + `","device_id":` + jsonStr(v) + `}`}
+		}},
+		{"appservice login user", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
+			return badCase{method: "POST", path: v3("/login"), token: asToken,
+				body: `{"type":"m.login.application_service","identifier":{"type":"m.id.user","user":` + jsonStr("@bridge_"+v+":localhost") + `}}`}
+		}},
+		{"appservice login device_id", matrix.MaxDeviceIDBytes, func(f *badFixture, v string) badCase {
+			return badCase{method: "POST", path: v3("/login"), token: asToken,
+				body: `{"type":"m.login.application_service","identifier":{"type":"m.id.user","user":"@bridgebot:localhost"},"device_id":` + jsonStr(v) + `}`}
+		}},
+		{"appservice masquerade user_id", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
+			return badCase{method: "PUT", path: v3("/profile/" + url.PathEscape("@bridge_"+v+":localhost") + "/displayname?user_id=" + url.QueryEscape("@bridge_"+v+":localhost")),
+				token: asToken, body: `{"displayname":"b"}`}
+		}},
+		{"appservice alias", matrix.MaxIDLength, func(f *badFixture, v string) badCase {
+			return badCase{method: "PUT", path: v3("/directory/room/" + url.PathEscape("#bridge_"+v+":localhost")), token: asToken, body: `{"room_id":` + jsonStr(f.rawRoom) + `}`}
+		}},
+		{"appservice ping transaction_id", matrix.MaxTxnIDBytes, func(f *badFixture, v string) badCase {
+			return badCase{method: "POST", path: "/_matrix/client/v1/appservice/bridge/ping", token: asToken, body: `{"transaction_id":` + jsonStr(v) + `}`}
+		}},
+		{"event report reason", matrix.MaxReportReasonBytes, func(f *badFixture, v string) badCase {
+			return c("POST", v3("/rooms/"+f.room+"/report/"+f.event), `{"reason":`+jsonStr(v)+`}`)
+		}},
+		{"room report reason", matrix.MaxReportReasonBytes, func(f *badFixture, v string) badCase {
+			return c("POST", v3("/rooms/"+f.room+"/report"), `{"reason":`+jsonStr(v)+`}`)
+		}},
+		{"user report reason", matrix.MaxReportReasonBytes, func(f *badFixture, v string) badCase {
+			return c("POST", v3("/users/"+url.PathEscape(f.me)+"/report"), `{"reason":`+jsonStr(v)+`}`)
+		}},
 		{"media file name", matrix.MaxFileNameBytes, func(f *badFixture, v string) badCase {
 			return badCase{method: "POST", path: "/_matrix/media/v3/upload?filename=" + v, body: "data", header: map[string]string{"Content-Type": "text/plain"}}
 		}},
@@ -322,6 +388,12 @@ func jsonSlots(f *badFixture) []badCase {
 		{name: "receipt", method: "POST", path: v3("/rooms/" + f.room + "/receipt/m.read/" + f.event), body: `{"k":%V}`},
 		{name: "device", method: "PUT", path: v3("/devices/" + f.dev), body: `{"display_name":"x","k":%V}`},
 		{name: "register", method: "POST", path: v3("/register"), body: `{"username":"` + f.fresh() + `","password":"pw","auth":{"type":"m.login.dummy"},"k":%V}`},
+		{name: "server notice content", method: "POST", path: "/_synapse/admin/v1/send_server_notice", token: f.admin, body: `{"user_id":"` + f.me + `","content":{"msgtype":"m.text","body":"x","k":%V}}`},
+		{name: "appservice register", method: "POST", path: v3("/register"), token: asToken, body: `{"type":"m.login.application_service","username":"bridge_` + f.fresh() + `","k":%V}`},
+		{name: "appservice masqueraded message", method: "PUT", path: v3("/rooms/" + f.room + "/send/m.room.message/asjson?user_id=" + url.QueryEscape("@bridgebot:localhost")), token: asToken, body: `{"msgtype":"m.text","body":"x","k":%V}`},
+		{name: "appservice ping", method: "POST", path: "/_matrix/client/v1/appservice/bridge/ping", token: asToken, body: `{"transaction_id":"t","k":%V}`},
+		{name: "event report", method: "POST", path: v3("/rooms/" + f.room + "/report/" + f.event), body: `{"reason":"x","k":%V}`},
+		{name: "event report score", method: "POST", path: v3("/rooms/" + f.room + "/report/" + f.event), body: `{"reason":"x","score":%V}`},
 	}
 }
 
@@ -337,17 +409,31 @@ func TestBadInputNeverReachesTheLog(t *testing.T) {
 	cfg := apitest.DefaultConfig()
 	cfg.SharedSecret = "s3cret"
 	cfg.ApplyTimeout = 3 * time.Second // a failing case should not take long
+	cfg.Appservices = appserviceSet(t, bridgeYAML("null"))
 	base := env.Serve(cfg).URL
 	c := apitest.NewClient(t, base)
 	c.Register("mallory", "pw")
+	nonce := func() string { return c.MustDo("GET", "/_synapse/admin/v1/register", nil).Str("nonce") }
+	n := nonce()
+	admin := c.MustDo("POST", "/_synapse/admin/v1/register", map[string]any{"nonce": n, "username": "boss", "password": "pw", "admin": true,
+		"mac": api.SharedSecretMAC("s3cret", n, "boss", "pw", true, "")}).Str("access_token")
 	room := c.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{}).Str("room_id")
 	event := c.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(room)+"/send/m.room.message/ok1", map[string]any{"msgtype": "m.text", "body": "hi"}).Str("event_id")
 	if v := c.MustDo("POST", "/_matrix/client/v3/room_keys/version", map[string]any{
 		"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": map[string]any{"public_key": "abc"}}).Str("version"); v != "1" {
 		t.Fatalf("backup version %q", v)
 	}
-	f := &badFixture{me: c.UserID, dev: c.Device, room: esc(room), event: esc(event), rawRoom: room,
-		nonce: func() string { return c.MustDo("GET", "/_synapse/admin/v1/register", nil).Str("nonce") }}
+	f := &badFixture{me: c.UserID, dev: c.Device, room: esc(room), event: esc(event), rawRoom: room, nonce: nonce, admin: admin,
+		media: func() string {
+			uri := c.MustDo("POST", "/_matrix/media/v1/create", nil).Str("content_uri")
+			return uri[strings.LastIndexByte(uri, '/')+1:]
+		}}
+	// The application service's sender is in the room, so that its
+	// masqueraded message reaches the content checks.
+	c.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(room)+"/invite", map[string]any{"user_id": "@bridgebot:localhost"})
+	bot := apitest.NewClient(t, base)
+	bot.Token = asToken
+	bot.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(room)+"/join?user_id="+url.QueryEscape("@bridgebot:localhost"), map[string]any{})
 
 	var cases []badCase
 	for _, s := range idSlots() {
@@ -427,7 +513,11 @@ func doRaw(t *testing.T, c *apitest.Client, bc badCase) (int, []byte) {
 	if err != nil {
 		t.Fatalf("%s: %v", bc.name, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
+	token := c.Token
+	if bc.token != "" {
+		token = bc.token
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

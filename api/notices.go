@@ -51,6 +51,13 @@ type serverNoticeRequest struct {
 // sendServerNotice is Synapse's POST /_synapse/admin/v1/send_server_notice
 // and PUT .../send_server_notice/{txnId} (idempotent per admin device).
 func (s *Server) sendServerNotice(w http.ResponseWriter, r *http.Request) error {
+	// The transaction ID is checked before anything else: a refused
+	// request must not have created the user's notices room first.
+	if id := pathVar(r, "txnId"); id != "" {
+		if err := matrix.CheckMaxLength("txnId", id, matrix.MaxTxnIDBytes); err != nil {
+			return err
+		}
+	}
 	var req serverNoticeRequest
 	if err := matrix.DecodeJSON(r, &req, false); err != nil {
 		return err
@@ -102,9 +109,6 @@ func (s *Server) sendServerNotice(w http.ResponseWriter, r *http.Request) error 
 	sys := s.noticesUser()
 	var txn *txnRef
 	if id := pathVar(r, "txnId"); id != "" {
-		if err := matrix.CheckMaxLength("txnId", id, matrix.MaxTxnIDBytes); err != nil {
-			return err
-		}
 		// The event is the system user's, the transaction the admin
 		// device's: the transaction's device names both.
 		ss := session(r)
