@@ -12,7 +12,7 @@ import (
 // Reporting an event, a room or a user: the three endpoints are routed,
 // check the reason and the pre-1.18 score, answer 404 for what the
 // reporter cannot see, and keep each accepted report in the projection
-// (through the log) and no refused one.
+// (through the log, so a replay rebuilds them) and no refused one.
 func TestContentReports(t *testing.T) {
 	env, c := newServer(t)
 	c.Register("reporter", "pw")
@@ -78,4 +78,6 @@ func TestContentReports(t *testing.T) {
 	if theirs, err := env.Store().ContentReports(context.Background(), stranger.UserID); err != nil || len(theirs) != 1 || theirs[0].RoomID != public {
 		t.Errorf("stranger's reports: %+v %v", theirs, err)
 	}
+	// Reports are rebuilt from the log like every other projected fact.
+	projectionReplays(t, env, 64)
 }
