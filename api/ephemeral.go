@@ -175,11 +175,6 @@ func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 		if err := matrix.CheckLength("thread_id", *req.ThreadID, matrix.MaxThreadIDBytes); err != nil {
 			return err
 		}
-		// The spec lists an empty thread_id among the invalid ones rather
-		// than reading it as an unthreaded receipt.
-		if *req.ThreadID == "" {
-			return matrix.InvalidParam("thread_id must be a non-empty string")
-		}
 		thread = *req.ThreadID
 	}
 	switch typ {
