@@ -122,6 +122,9 @@ func TestRateLimitsPerUser(t *testing.T) {
 	checkLimited(t, "send", st, h, b)
 	st, h, b = rawDo(t, base, "PUT", "/_matrix/client/v3/rooms/"+room+"/state/m.room.name", alice.Token, map[string]any{"name": "n"}, nil)
 	checkLimited(t, "state", st, h, b)
+	// Reports are records kept for good: they share the bucket too.
+	st, h, b = rawDo(t, base, "POST", "/_matrix/client/v3/rooms/"+room+"/report", alice.Token, map[string]any{"reason": "r"}, nil)
+	checkLimited(t, "report", st, h, b)
 
 	// Joins: bob's own buckets are untouched by alice's.
 	for i := range burst {
