@@ -44,8 +44,8 @@ type roomMembers struct {
 	changed uint64
 }
 
-// memberCacheMax bounds the entries (about 1 KB each); past it the cache
-// starts again empty.
+// memberCacheMax bounds the entries (about 1 KB each) and the rooms;
+// past it the cache starts again empty.
 const memberCacheMax = 20000
 
 // start clears the cache and takes the position after which the
@@ -110,6 +110,10 @@ func (c *memberCache) changed(ch change) {
 			c.rooms[roomID] = r
 		}
 		r.changed = ch.seq
+	}
+	if len(c.rooms) > memberCacheMax {
+		// Rooms whose members change but whose events nobody reads.
+		c.rooms, c.entries, c.floor = nil, 0, c.seen
 	}
 }
 

@@ -99,4 +99,11 @@ func TestMemberCacheBounded(t *testing.T) {
 	if _, ok := c.get("!changed:x", "@u:x", 6); ok {
 		t.Fatal("after a clear, learned from a snapshot older than a change it forgot")
 	}
+	// Rooms whose members change are bounded too.
+	for i := range memberCacheMax + 10 {
+		c.changed(change{stream: eventlog.StreamRooms, seq: uint64(10 + i), rooms: []string{fmt.Sprintf("!m%d:x", i)}, events: []windowEvent{{StoredEvent: memberAt(fmt.Sprintf("!m%d:x", i), "@u:x", uint64(10+i))}}})
+	}
+	if len(c.rooms) > memberCacheMax || c.floor < 10 {
+		t.Fatalf("%d rooms remembered (bound %d), floor %d", len(c.rooms), memberCacheMax, c.floor)
+	}
 }
