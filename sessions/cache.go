@@ -53,6 +53,8 @@ type Cache struct {
 	readers *eventlog.Readers // reports this cache's position to every process
 	// beforeEvict, when set (tests), runs before a batch's evictions.
 	beforeEvict func(seq uint64)
+	// evictWait, when set (tests), replaces the const evictWait.
+	evictWait time.Duration
 }
 
 // sessionsMax bounds the cache; when full it starts over.

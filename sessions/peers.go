@@ -36,5 +36,9 @@ func (c *Cache) position() uint64 {
 // then on no process answers from a session the revocation ended. It
 // gives up after evictWait and names the caches still behind.
 func (c *Cache) AwaitEvicted(ctx context.Context, seq uint64) error {
-	return c.readers.Await(ctx, sessionsTopic, seq, evictWait)
+	wait := evictWait
+	if c.evictWait > 0 {
+		wait = c.evictWait
+	}
+	return c.readers.Await(ctx, sessionsTopic, seq, wait)
 }

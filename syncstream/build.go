@@ -156,7 +156,7 @@ type roomPlan struct {
 // number of queries however many rooms the user is in. Each phase fills
 // one section of the response (or what later ones read), in this order,
 // all inside the one snapshot.
-func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCache, req *request) (*built, error) {
+func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCache, members *memberCache, req *request) (*built, error) {
 	out := &built{resp: newResponse()}
 	err := st.SyncSnapshot(ctx, func(tx *store.SyncTx) error {
 		b := newBuilder(req, out, tx.Pos, eph)
@@ -197,6 +197,10 @@ func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCac
 	if err != nil {
 		return nil, err
 	}
+	// The member events read go to the worker's shared memory of them,
+	// not the user's base: every member of a room would hold a copy.
+	members.learn(out.pos.Rooms, out.base.members)
+	out.base.members = nil
 	return out, nil
 }
 

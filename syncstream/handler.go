@@ -118,7 +118,9 @@ type Handler struct {
 	pushRules rulesCache
 	e2ee      deviceState
 	builds    coalescer[*built]
-	paths     struct{ idle, window, build atomic.Uint64 }
+	// memberFills reads member events the window misses (fromWindow).
+	memberFills coalescer[struct{}]
+	paths       struct{ idle, window, build atomic.Uint64 }
 }
 
 // Routes returns a handler for a standalone sync worker: /sync under both
@@ -224,7 +226,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 					woken = true
 					continue
 				case known:
-					if resp, next, base, ok := fromWindow(req, cached.base, changes, heads, h.Ephemeral, time.Now()); ok {
+					if resp, next, base, ok := h.fromWindow(ctx, req, cached.base, changes, heads); ok {
 						h.rooms.put(ss.UserID, next, cached.rooms, base)
 						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
 						if !resp.empty() || !time.Now().Before(deadline) {
@@ -274,6 +276,52 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
+// fromWindow answers from the window (see fromWindow), with the senders'
+// member events of a lazy-loading response from the worker's shared
+// memory of them. When some are not there, they are read from the
+// projection, once for all the polls that miss them at the same time (a
+// message from a quiet member to a big room misses for every member), and
+// the window is tried once more.
+func (h *Handler) fromWindow(ctx context.Context, req *request, base windowBase, changes []change, hd heads) (*response, Token, windowBase, bool) {
+	mc := &h.Notifier.members
+	var missRooms, missUsers []string
+	lookup := func(roomID, user string) (store.StoredEvent, bool) {
+		e, ok := mc.get(roomID, user, hd.rooms)
+		if !ok {
+			missRooms, missUsers = append(missRooms, roomID), append(missUsers, user)
+		}
+		return e, ok
+	}
+	resp, next, nb, ok := fromWindow(req, base, changes, hd, h.Ephemeral, lookup, time.Now())
+	if ok || len(missRooms) == 0 {
+		return resp, next, nb, ok
+	}
+	key := strings.Join(missRooms, "\x00") + "\x01" + strings.Join(missUsers, "\x00")
+	_, err := h.memberFills.do(ctx, key, func() (struct{}, error) {
+		// Detached from the first caller, as builds are: others share it.
+		dctx := context.WithoutCancel(ctx)
+		return struct{}{}, h.Store.SyncSnapshot(dctx, func(tx *store.SyncTx) error {
+			evs, err := tx.MemberEvents(dctx, missRooms, missUsers)
+			if err != nil {
+				return err
+			}
+			var got windowBase
+			for _, roomEvs := range evs {
+				for _, e := range roomEvs {
+					got.learnMember(e)
+				}
+			}
+			mc.learn(tx.Pos.Rooms, got.members)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, Token{}, windowBase{}, false // the build will say what is wrong
+	}
+	missRooms, missUsers = nil, nil
+	return fromWindow(req, base, changes, hd, h.Ephemeral, lookup, time.Now())
+}
+
 // writeNothing answers that nothing happened since the token: the same
 // token again, with the device's last known key counts.
 func (h *Handler) writeNothing(w http.ResponseWriter, ss store.Session, since Token) {
@@ -313,7 +361,7 @@ func (h *Handler) build(ctx context.Context, req *request, filterKey string) (*b
 	return h.builds.do(ctx, key, func() (*built, error) {
 		// Detached from the first caller: its disconnect must not fail
 		// the others sharing the build.
-		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, &h.pushRules, req)
+		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, &h.pushRules, &h.Notifier.members, req)
 	})
 }
 

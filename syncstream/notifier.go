@@ -53,6 +53,8 @@ type Notifier struct {
 	// consumed mirrors max(floor, last) of the log's streams for readers
 	// that must not take the lock; its keys are fixed at construction.
 	consumed map[string]*atomic.Uint64
+	// members are the rooms' current member events, for the window.
+	members memberCache
 }
 
 type waiter struct {
@@ -82,6 +84,9 @@ func (n *Notifier) SetFloor(stream string, seq uint64) {
 	n.floor[stream] = seq
 	n.publishConsumed(stream)
 	n.mu.Unlock()
+	if stream == eventlog.StreamRooms {
+		n.members.start(seq)
+	}
 }
 
 // publishConsumed updates the lock-free copy of stream's position. Lock
@@ -108,6 +113,10 @@ func (n *Notifier) Waiting() int {
 
 // Notify records a change and wakes the requests it concerns.
 func (n *Notifier) Notify(c change) {
+	if c.stream == eventlog.StreamRooms && c.seq != 0 {
+		// Before anyone woken by it can look a member event up.
+		n.members.changed(c)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if c.seq != 0 {

@@ -70,7 +70,7 @@ func TestMarkPresenceAfterAnExplicitChange(t *testing.T) {
 // and never again do not stay in memory for good.
 func TestMarkedPresenceBounded(t *testing.T) {
 	ctx := context.Background()
-	h, _ := presenceHandler(t)
+	h, l := presenceHandler(t)
 	defer func(m int64) { markedMax = m }(markedMax)
 	markedMax = 3
 	for i := range 10 {
@@ -78,7 +78,20 @@ func TestMarkedPresenceBounded(t *testing.T) {
 	}
 	n := 0
 	h.marked.Range(func(any, any) bool { n++; return true })
-	if n > 3 {
-		t.Fatalf("%d remembered presence writes, bound 3", n)
+	// Bounded, but not by remembering nothing: the newest write is kept
+	// (and spares its user a second write), so an empty map fails too.
+	if n > 3 || n == 0 {
+		t.Fatalf("%d remembered presence writes, want 1 to 3 (bound 3)", n)
+	}
+	if _, ok := h.marked.Load("@u9:localhost"); !ok {
+		t.Fatal("the newest presence write is not remembered")
+	}
+	head, err := l.Head(ctx, eventlog.StreamEphemeral)
+	if err != nil || head != 10 {
+		t.Fatalf("%d presence records (%v), want 10", head, err)
+	}
+	h.markPresence(ctx, "@u9:localhost", "online")
+	if again, err := l.Head(ctx, eventlog.StreamEphemeral); err != nil || again != head {
+		t.Fatalf("a remembered user's next sync wrote presence again: %d records (%v), want %d", again, err, head)
 	}
 }

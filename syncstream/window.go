@@ -74,9 +74,10 @@ type windowBase struct {
 	// between bases: never modified, only replaced.
 	unread map[string]*store.UnreadRoom
 	rules  *matrix.PushRuleset
-	// members holds current member events (room, then user) the user was
-	// sent, for lazy-loading responses: those carry the member events of
-	// the timeline's senders.
+	// members collects, during a build only, the current member events
+	// (room, then user) it read; they then go to the worker's shared
+	// memberCache, which lazy-loading window responses read (those carry
+	// the member events of the timeline's senders).
 	members map[string]map[string]store.StoredEvent
 }
 
@@ -98,10 +99,14 @@ func (b *windowBase) learnMember(e store.StoredEvent) {
 	}
 }
 
+// memberLookup gives a room member's current member event as of the
+// window response's position, if the worker holds it.
+type memberLookup func(roomID, user string) (store.StoredEvent, bool)
+
 // fromWindow answers an incremental sync from the changes after since, all
 // of which concern the user, if they are within the window's case. It
 // returns the response, its token and the base for the next one.
-func fromWindow(req *request, base windowBase, changes []change, h heads, eph *Ephemeral, now time.Time) (*response, Token, windowBase, bool) {
+func fromWindow(req *request, base windowBase, changes []change, h heads, eph *Ephemeral, members memberLookup, now time.Time) (*response, Token, windowBase, bool) {
 	f := req.filter
 	lazy := f.Room.State != nil && f.Room.State.LazyLoadMembers
 	byRoom := map[string][]*windowEvent{}
@@ -138,7 +143,7 @@ func fromWindow(req *request, base windowBase, changes []change, h heads, eph *E
 		next.Ephemeral = max(next.Ephemeral, h.ephemeral)
 	}
 	resp := newResponse()
-	nb := windowBase{joined: base.joined, unread: make(map[string]*store.UnreadRoom, len(base.unread)), rules: base.rules, members: base.members}
+	nb := windowBase{joined: base.joined, unread: make(map[string]*store.UnreadRoom, len(base.unread)), rules: base.rules}
 	for k, v := range base.unread {
 		nb.unread[k] = v
 	}
@@ -148,6 +153,7 @@ func fromWindow(req *request, base windowBase, changes []change, h heads, eph *E
 		rooms = append(rooms, r)
 	}
 	slices.Sort(rooms)
+	missing := false // a sender's member event (lazy loading)
 	for _, roomID := range rooms {
 		evs := byRoom[roomID]
 		u, known := nb.unread[roomID]
@@ -196,9 +202,12 @@ func fromWindow(req *request, base windowBase, changes []change, h heads, eph *E
 			// gives them.
 			var mems []store.StoredEvent
 			for _, sender := range senders {
-				m, ok := base.members[roomID][sender]
+				m, ok := members(roomID, sender)
 				if !ok {
-					return nil, Token{}, windowBase{}, false
+					// Go on asking, so the caller learns every miss
+					// at once; the answer is no all the same.
+					missing = true
+					continue
 				}
 				mems = append(mems, m)
 			}
@@ -213,6 +222,9 @@ func fromWindow(req *request, base windowBase, changes []change, h heads, eph *E
 		}
 		jr.Unread, jr.UnreadThreads = countsOf(u.Counts, f.threadCounts())
 		resp.Rooms.Join[roomID] = jr
+	}
+	if missing {
+		return nil, Token{}, windowBase{}, false
 	}
 	if !windowTyping(req, resp, nb, typing, eph, next, now) {
 		return nil, Token{}, windowBase{}, false

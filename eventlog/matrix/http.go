@@ -30,7 +30,8 @@ type Responder struct {
 }
 
 // Shell wraps a client-facing handler: a panic becomes a logged 500 (when
-// nothing was written yet), every response carries the CORS headers, a
+// nothing was written yet) except http.ErrAbortHandler, which is passed on
+// so that net/http aborts the connection as its panicker meant, every response carries the CORS headers, a
 // CORS preflight (OPTIONS) is answered for any path without
 // authentication, and a path or query holding a NUL or invalid UTF-8 is
 // refused before next sees it.
@@ -39,6 +40,13 @@ func (rs *Responder) Shell(next http.Handler) http.Handler {
 		tw := &ResponseRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					// The handler asked for the connection to be cut
+					// (a reverse proxy whose upstream failed mid-body,
+					// for one): a 500 would tell the client the
+					// response is complete.
+					panic(p)
+				}
 				rs.logger().Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
 				if !tw.Wrote() {
 					WriteError(tw, errors.New("panic"))

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -72,6 +73,23 @@ func TestResponderShell(t *testing.T) {
 		if tc.errcode != "" && errcode(t, rec) != tc.errcode {
 			t.Errorf("%s %s: errcode %s, want %s", tc.method, tc.target, errcode(t, rec), tc.errcode)
 		}
+	}
+}
+
+// A handler that panics with http.ErrAbortHandler asks net/http to cut
+// the connection: the client must see no response, not a 500.
+func TestResponderShellAbort(t *testing.T) {
+	srv := httptest.NewUnstartedServer(responder().Shell(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		panic(http.ErrAbortHandler)
+	})))
+	// net/http logs nothing for ErrAbortHandler; anything else it would log.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.Start()
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/abort")
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("an aborted handler was answered %d; want the connection cut", resp.StatusCode)
 	}
 }
 

@@ -17,6 +17,33 @@ import (
 // a page may then hold fewer than its limit, with a token to go on.
 const MaxNotificationsExamined = 200
 
+// notificationPositionsSQL selects the positions to examine: the newest
+// $5 events of rooms $1 (each after its join position in $2) below
+// position $3 not sent by $4 nor redacted, newest first.
+//
+// One probe per room finds its newest such event ("latest"). Only the $5
+// rooms with the newest latest can hold any of the answer: a room ranked
+// below them has $5 rooms each with an event newer than all of its own.
+// The room ranked k holds at most $5-k+1 of it (the k-1 rooms above each
+// have one newer than all of its events), and when $5 rooms have one,
+// the answer is no older than the oldest of their latest ("floor"). So
+// the rows read are one probe per room plus at most $5($5+1)/2, where
+// the newest $5 per room, then the newest of those overall, read up to
+// $5 per room: 2,000,000 rows for 10,000 rooms.
+const notificationPositionsSQL = `WITH latest AS (
+		SELECT r.room_id, r.lo, l.pos FROM unnest($1::text[], $2::bigint[]) AS r(room_id, lo)
+		CROSS JOIN LATERAL (SELECT e.pos FROM events e WHERE e.room_id = r.room_id AND e.pos > r.lo AND e.pos < $3
+			AND e.sender <> $4 AND e.redacted_because IS NULL ORDER BY e.pos DESC LIMIT 1) l
+	), top AS (
+		SELECT room_id, lo, row_number() OVER (ORDER BY pos DESC) AS rank, count(*) OVER () AS n, min(pos) OVER () AS least
+		FROM (SELECT * FROM latest ORDER BY pos DESC LIMIT $5) t
+	)
+	SELECT p.pos FROM top
+	CROSS JOIN LATERAL (SELECT e.pos FROM events e WHERE e.room_id = top.room_id
+		AND e.pos > top.lo AND e.pos >= CASE WHEN top.n = $5 THEN top.least ELSE 0 END AND e.pos < $3
+		AND e.sender <> $4 AND e.redacted_because IS NULL ORDER BY e.pos DESC LIMIT $5 - top.rank + 1) p
+	ORDER BY p.pos DESC LIMIT $5`
+
 // Notification is one entry of GET /notifications.
 type Notification struct {
 	Event    StoredEvent
@@ -47,14 +74,8 @@ func (s *Store) Notifications(ctx context.Context, userID string, rules *matrix.
 		for id, u := range rooms {
 			ids, joins = append(ids, id), append(joins, u.JoinPos)
 		}
-		// Positions first (per room the newest MaxNotificationsExamined,
-		// then the newest of those overall), then the events: so no room
-		// has more than that many rows read, however many rooms.
 		rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+`, `+threadOfSQL+`
-			FROM (SELECT p.pos FROM unnest($1::text[], $2::bigint[]) AS r(room_id, lo)
-				CROSS JOIN LATERAL (SELECT e.pos FROM events e WHERE e.room_id = r.room_id AND e.pos > r.lo AND e.pos < $3
-					AND e.sender <> $4 AND e.redacted_because IS NULL ORDER BY e.pos DESC LIMIT $5) p
-				ORDER BY p.pos DESC LIMIT $5) c0
+			FROM (`+notificationPositionsSQL+`) c0
 			JOIN events e ON e.pos = c0.pos
 			CROSS JOIN LATERAL (SELECT e.event_id, e.room_id) c
 			`+threadJoinsSQL+`

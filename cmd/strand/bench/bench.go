@@ -47,6 +47,8 @@ type Params struct {
 	LoginCount, LoginInFlight int
 	// heldpolls: Polls concurrent idle long-polls spread over Users users.
 	HeldPolls, HeldUsers int
+	// holds: Users users in one room, each holding one long-poll.
+	HoldUsers int
 	// push: a room of Members members, each with a pusher; Msgs
 	// messages from one of them, InFlight at once.
 	PushMembers, PushMsgs, PushInFlight int
@@ -68,7 +70,7 @@ var Scales = map[string]Params{
 		HistEvents: 30, HistLimit: 10, HistRepeats: 1,
 		RegCount: 4, RegInFlight: 2,
 		LoginCount: 4, LoginInFlight: 2,
-		HeldPolls: 20, HeldUsers: 2,
+		HeldPolls: 20, HeldUsers: 2, HoldUsers: 10,
 		PushMembers: 4, PushMsgs: 5, PushInFlight: 2,
 		SetupInFlight: 4,
 	},
@@ -82,7 +84,7 @@ var Scales = map[string]Params{
 		HistEvents: 300, HistLimit: 100, HistRepeats: 3,
 		RegCount: 40, RegInFlight: 8,
 		LoginCount: 40, LoginInFlight: 8,
-		HeldPolls: 500, HeldUsers: 20,
+		HeldPolls: 500, HeldUsers: 20, HoldUsers: 500,
 		PushMembers: 100, PushMsgs: 50, PushInFlight: 8,
 		SetupInFlight: 8,
 	},
@@ -96,7 +98,7 @@ var Scales = map[string]Params{
 		HistEvents: 1000, HistLimit: 100, HistRepeats: 5,
 		RegCount: 200, RegInFlight: 8,
 		LoginCount: 200, LoginInFlight: 8,
-		HeldPolls: 5000, HeldUsers: 100,
+		HeldPolls: 5000, HeldUsers: 100, HoldUsers: 5000,
 		PushMembers: 1000, PushMsgs: 100, PushInFlight: 8,
 		SetupInFlight: 16,
 	},

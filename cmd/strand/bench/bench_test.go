@@ -163,3 +163,26 @@ func TestBenchTinyPush(t *testing.T) {
 		t.Error("no push delivery rate")
 	}
 }
+
+// The holds scenario (run only when named) at tiny scale: every user's
+// one long-poll gets the message once.
+func TestBenchTinyHolds(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	srv := env.Serve(apitest.DefaultConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Options{HS: srv.URL, Scale: "tiny", Scenarios: []string{"holds"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Scenarios) != 1 || !rep.OK() {
+		t.Fatalf("holds: %+v", rep.Scenarios)
+	}
+	if v, ok := metric(rep, "holds", "missed events"); !ok || v != 0 {
+		t.Errorf("holds missed events = %v (reported %v)", v, ok)
+	}
+	if v, ok := metric(rep, "holds", "long-polls"); !ok || v != float64(Scales["tiny"].HoldUsers) {
+		t.Errorf("holds long-polls = %v (reported %v), want %d", v, ok, Scales["tiny"].HoldUsers)
+	}
+}

@@ -43,6 +43,9 @@ var scenarios = []scenario{
 	{name: "heldpolls", short: "p", run: runHeldPolls, params: func(p Params) string {
 		return fmt.Sprintf("%d idle long-polls over %d users, then one message", p.HeldPolls, p.HeldUsers)
 	}},
+	{name: "holds", short: "w", run: runHolds, whenNamed: true, params: func(p Params) string {
+		return fmt.Sprintf("%d users in one room, each holding one long-poll, then one message", p.HoldUsers)
+	}},
 	{name: "push", short: "n", run: runPush, whenNamed: true, params: func(p Params) string {
 		return fmt.Sprintf("%d members each with a pusher, %d msgs from one, %d in flight", p.PushMembers, p.PushMsgs, p.PushInFlight)
 	}},
@@ -804,24 +807,33 @@ func runHeldPolls(ctx context.Context, r *runner) {
 		clients[i], pollSinces[i] = holders[i%len(holders)], sinces[i%len(holders)]
 	}
 	r.logf("set-up done: %d users in the room; opening %d long-polls", len(users), p.HeldPolls)
+	measureHeld(ctx, r, sender, room, listenFilter, clients, pollSinces)
+}
+
+// measureHeld opens one long-poll per client (from its since), waits
+// until all are held and the server is idle, then sends one message from
+// sender to room: the server's RSS before and with the polls held, and
+// how long until the first, half and all of the polls have the message.
+func measureHeld(ctx context.Context, r *runner, sender *Client, room, filter string, clients []*Client, pollSinces []string) {
+	n := len(clients)
 	var rssBefore uint64
 	if len(r.pids) > 0 {
 		r.settle(ctx, 0)
 		rssBefore, _ = rssSumKB(r.pids)
 	}
-	ls := newListenerSet(r, room, listenFilter, 1, clients, pollSinces)
+	ls := newListenerSet(r, room, filter, 1, clients, pollSinces)
 	r.beginMeasure()
 	t0 := time.Now()
 	ls.start(ctx)
 	defer ls.stop()
 	if !ls.waitHeld(ctx, 60*time.Second) {
-		r.chk.fail("only %d of %d long-polls were sent within 60 s", ls.held.Load(), p.HeldPolls)
+		r.chk.fail("only %d of %d long-polls were sent within 60 s", ls.held.Load(), n)
 		return
 	}
 	opened := time.Since(t0)
-	r.settle(ctx, p.HeldPolls)
-	if n := ls.held.Load(); int(n) != p.HeldPolls {
-		r.res.note("%d of %d long-polls were answered (empty) before anything was sent, and polled again", p.HeldPolls-int(n), p.HeldPolls)
+	r.settle(ctx, n)
+	if h := ls.held.Load(); int(h) != n {
+		r.res.note("%d of %d long-polls were answered (empty) before anything was sent, and polled again", n-int(h), n)
 	}
 	var rssHeld uint64
 	if len(r.pids) > 0 {
@@ -847,7 +859,7 @@ func runHeldPolls(ctx context.Context, r *runner) {
 		}
 		all = append(all, l.got[0].Sub(tSend))
 	}
-	r.res.add("long-polls", float64(p.HeldPolls), "")
+	r.res.add("long-polls", float64(n), "")
 	r.res.add("all sent after", opened.Seconds(), "s")
 	r.res.add("send latency", ms(sendLat), "ms")
 	if len(all) > 0 {
@@ -859,7 +871,7 @@ func runHeldPolls(ctx context.Context, r *runner) {
 	}
 	r.res.add("missed events", float64(missed), "")
 	if missed > 0 {
-		r.chk.fail("%d of %d long-polls did not get the message within 30 s", missed, p.HeldPolls)
+		r.chk.fail("%d of %d long-polls did not get the message within 30 s", missed, n)
 	}
 	if len(r.pids) > 0 {
 		r.res.add("server rss before polls", kbToMB(rssBefore), "MB")
