@@ -560,5 +560,11 @@ func TestPushAfterPusherSetDuringTraffic(t *testing.T) {
 	close(stop)
 	<-done
 	settle(t, p)
-	assertEachPushedOnce(t, g, want)
+	// Only the rounds' messages are asserted: a "to nobody" may be matched
+	// after the next set (pushers are those of when a record is matched).
+	for i, id := range want {
+		if n := len(g.forEvent(id)); n != 1 {
+			t.Errorf("round %d: %s pushed %d times, want once", i, id, n)
+		}
+	}
 }
