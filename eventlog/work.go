@@ -53,11 +53,6 @@ type WorkMsg struct {
 // (a lost acknowledgement would deliver the record again).
 func (m *WorkMsg) Ack(ctx context.Context) error { return m.raw.DoubleAck(ctx) }
 
-// AckNoWait marks the record done without waiting for the server to
-// confirm it: for a record whose handling did nothing, so that handling
-// it again if the acknowledgement is lost costs only the repeat.
-func (m *WorkMsg) AckNoWait() error { return m.raw.Ack() }
-
 // Retry asks for the record to be delivered again after delay.
 func (m *WorkMsg) Retry(delay time.Duration) error { return m.raw.NakWithDelay(delay) }
 

@@ -76,50 +76,39 @@ func (p *Pusher) match(ctx context.Context, m *eventlog.WorkMsg) {
 		p.ack(ctx, m, "match")
 		return
 	}
-	queued, err := p.queueRecord(ctx, m)
-	if err != nil {
+	if err := p.queueRecord(ctx, m); err != nil {
 		p.retry(m, "match", err)
-		return
-	}
-	if !queued {
-		// Nothing was queued: a lost acknowledgement only means matching
-		// the record again, so do not wait for the server's confirmation.
-		if err := m.AckNoWait(); err != nil {
-			p.Logger.Debug("push: acknowledgement not sent (the record comes back after its ack wait)", "err", err)
-		}
 		return
 	}
 	p.ack(ctx, m, "match")
 }
 
-// queueRecord queues the notifications of one room record; queued is
-// false when it was skipped because nobody has an http pusher.
-func (p *Pusher) queueRecord(ctx context.Context, m *eventlog.WorkMsg) (queued bool, err error) {
+func (p *Pusher) queueRecord(ctx context.Context, m *eventlog.WorkMsg) error {
 	// Without any http pusher there is nothing to queue, and no need to
 	// wait for the projection (the gate's read began after the record was
 	// appended, so it sees every pusher set before it).
 	if any, err := p.gate.anyPushers(ctx); err != nil {
-		return false, err
+		return err
 	} else if !any {
-		return false, nil
+		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, p.AckWait/2)
-	err = p.Watermark.Wait(wctx, eventlog.StreamRooms, m.Seq)
+	err := p.Watermark.Wait(wctx, eventlog.StreamRooms, m.Seq)
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("wait for the projection of record %d: %w", m.Seq, err)
+		return fmt.Errorf("wait for the projection of record %d: %w", m.Seq, err)
 	}
 	_ = m.InProgress() // the wait may have been long: restart the ack wait
 	evs, err := p.Store.RecordEvents(ctx, m.Seq)
 	if err != nil {
-		return false, err
+		return err
 	}
 	for i := range evs {
 		if err := p.queueEvent(ctx, &evs[i]); err != nil {
-			return false, err
+			return err
 		}
 	}
-	return true, nil
+	return nil
 }
 
 func (p *Pusher) queueEvent(ctx context.Context, ev *store.RecordEvent) error {
