@@ -12,6 +12,13 @@ import (
 // both.
 var clientPrefixes = []string{"/_matrix/client/r0", "/_matrix/client/v3"}
 
+// hotPaths are the client routes the dispatcher matches before the
+// router (hotRoutes): the send path's.
+var hotPaths = map[string]bool{
+	"/rooms/{roomId}/send/{eventType}/{txnId}": true,
+	"/rooms/{roomId}/send/{eventType}":         true,
+}
+
 // limited spends a token of limit k for the user before h runs.
 func (s *Server) limited(k limitKind, h handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -223,6 +230,9 @@ func (s *Server) routes() {
 				h = s.authenticated(h)
 			}
 			r.Handle(prefix+rt.path, s.wrap(h)).Methods(rt.method)
+			if hotPaths[rt.path] {
+				s.hot.add(rt.method, prefix+rt.path, s.wrap(h))
+			}
 		}
 	}
 }

@@ -188,6 +188,7 @@ func (c *Config) setDefaults() {
 // Server is the api role's HTTP handler.
 type Server struct {
 	cfg       Config
+	hot       hotRoutes // matched before router (hotroutes.go)
 	log       *eventlog.Log
 	store     *store.Store
 	watermark *eventlog.Watermark
@@ -289,6 +290,7 @@ const syncReadersWait = 2 * time.Second
 func (s *Server) Mount(pathSuffix string, h http.Handler) {
 	for _, p := range clientPrefixes {
 		s.router.Handle(p+pathSuffix, h)
+		s.hot.add("", p+pathSuffix, h)
 	}
 }
 
@@ -326,6 +328,10 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 			limit = s.cfg.MaxUploadBytes
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
+	}
+	if rt, vars, ok := s.hot.match(r); ok {
+		rt.serve(w, r, vars)
+		return
 	}
 	s.router.ServeHTTP(w, r)
 }

@@ -84,6 +84,14 @@ func (p *Pusher) match(ctx context.Context, m *eventlog.WorkMsg) {
 }
 
 func (p *Pusher) queueRecord(ctx context.Context, m *eventlog.WorkMsg) error {
+	// Without any http pusher there is nothing to queue, and no need to
+	// wait for the projection (the gate's read began after the record was
+	// appended, so it sees every pusher set before it).
+	if any, err := p.gate.anyPushers(ctx); err != nil {
+		return err
+	} else if !any {
+		return nil
+	}
 	wctx, cancel := context.WithTimeout(ctx, p.AckWait/2)
 	err := p.Watermark.Wait(wctx, eventlog.StreamRooms, m.Seq)
 	cancel()

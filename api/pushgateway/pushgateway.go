@@ -75,6 +75,7 @@ type Pusher struct {
 	RetryMin, RetryMax time.Duration
 
 	rules                          rulesCache
+	gate                           pusherGate
 	sent, failed, rejected, queued prometheus.Counter
 }
 
@@ -105,6 +106,9 @@ func (p *Pusher) initMetrics() {
 
 func (p *Pusher) defaults() {
 	p.initMetrics()
+	if p.gate.query == nil {
+		p.gate.query = p.Store.AnyHTTPPushers
+	}
 	if p.Senders <= 0 {
 		p.Senders = DefaultSenders
 	}

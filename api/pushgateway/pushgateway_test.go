@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -512,5 +513,58 @@ func assertEachPushedOnce(t *testing.T, g *gateway, ids []string) {
 	}
 	if len(seen) != len(ids) {
 		t.Errorf("gateway got %d distinct events, want %d", len(seen), len(ids))
+	}
+}
+
+// The match stage's "any pushers at all?" shortcut never misses a pusher:
+// while alice keeps sending into a room of her own (so the shortcut is
+// answering all along), bob, whose pusher was removed, sets it again, and
+// the message alice sends him right after is pushed, round after round.
+func TestPushAfterPusherSetDuringTraffic(t *testing.T) {
+	d := newDeployment(t)
+	g := newGateway(t)
+	p, _ := d.startPusher(t)
+	room := d.room(t, "Shared")
+	own := d.alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"name": "Alone"}).Str("room_id")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := d.alice.Do("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/bg%d", url.PathEscape(own), i),
+				map[string]any{"msgtype": "m.text", "body": "traffic"})
+			if r.Status != http.StatusOK {
+				t.Errorf("background send: %d %s", r.Status, r.Raw)
+				return
+			}
+		}
+	}()
+	var want []string
+	for round := range 4 {
+		if round > 0 {
+			d.bob.MustDo("POST", "/_matrix/client/v3/pushers/set", map[string]any{"kind": nil, "app_id": "org.example.app", "pushkey": "bob-key"})
+			send(t, d.alice, room, "to nobody")
+		}
+		setPusher(t, d.bob, "bob-key", g.url(), "")
+		id := send(t, d.alice, room, fmt.Sprintf("round %d", round))
+		want = append(want, id)
+		g.waitFor(t, "round "+fmt.Sprint(round), func(got []map[string]any, _ int) bool {
+			return slices.ContainsFunc(got, func(n map[string]any) bool { return n["event_id"] == id })
+		})
+	}
+	close(stop)
+	<-done
+	settle(t, p)
+	// Only the rounds' messages are asserted: a "to nobody" may be matched
+	// after the next set (pushers are those of when a record is matched).
+	for i, id := range want {
+		if n := len(g.forEvent(id)); n != 1 {
+			t.Errorf("round %d: %s pushed %d times, want once", i, id, n)
+		}
 	}
 }

@@ -48,6 +48,17 @@ func (s *Store) RecordEvents(ctx context.Context, seq uint64) ([]RecordEvent, er
 	return evs, nil
 }
 
+// AnyHTTPPushers reports whether any user has an http pusher: without
+// one, no event can be pushed, and push delivery skips its per-event
+// reads. The answer is as of the query (a pusher set after it is not seen).
+func (s *Store) AnyHTTPPushers(ctx context.Context) (bool, error) {
+	var any bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pushers WHERE kind = 'http')`).Scan(&any); err != nil {
+		return false, fmt.Errorf("any http pushers: %w", err)
+	}
+	return any, nil
+}
+
 // PushTarget is one http pusher of a user an event may notify.
 type PushTarget struct {
 	UserID   string
