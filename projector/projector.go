@@ -24,6 +24,17 @@ import (
 // Streams are the streams a projector folds, in no particular order.
 var Streams = []string{eventlog.StreamAccounts, eventlog.StreamRooms, eventlog.StreamReceipts}
 
+// Lanes are what projector processes share: ACCOUNTS and RECEIPTS whole,
+// ROOMS by lane (eventlog.RoomLanes). Each has its own position.
+var Lanes = append([]string{eventlog.StreamAccounts, eventlog.StreamReceipts}, eventlog.RoomLanes...)
+
+// LaneIdleCheck is how often a ROOMS lane with nothing to apply checks
+// whether it can move its position up to the stream's head (AdvanceLane).
+// Sync workers do not wait for it (they know each record's lane); it keeps
+// the lowest lane position, which other readers fall back on, close to
+// the head.
+var LaneIdleCheck = 250 * time.Millisecond
+
 // Projector applies the log to a Store.
 type Projector struct {
 	Log    *eventlog.Log
@@ -81,34 +92,37 @@ var LaneRetry = 500 * time.Millisecond
 // Errors end the role: a crash-only projector restarts from its committed
 // positions.
 func (p *Projector) Run(ctx context.Context) error {
-	member, err := p.joinMembers(ctx)
+	leases, err := p.Store.LeaseSession(ctx)
 	if err != nil {
 		return err
 	}
-	defer member.Release(ctx)
+	defer leases.Close(ctx)
+	if err := p.joinMembers(ctx, leases); err != nil {
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
-	for _, s := range Streams {
-		g.Go(func() error { return p.runLane(ctx, s) })
+	for _, s := range Lanes {
+		g.Go(func() error { return p.runLane(ctx, leases, s) })
 	}
 	return g.Wait()
 }
 
 // joinMembers takes a free member slot, making this process count in the
-// fair share.
-func (p *Projector) joinMembers(ctx context.Context) (*store.Lease, error) {
+// fair share. The slot is held until the lease session closes.
+func (p *Projector) joinMembers(ctx context.Context, leases *store.LeaseSession) error {
 	for {
 		for i := range memberSlots {
-			l, ok, err := p.Store.TryLease(ctx, fmt.Sprintf("projector-member-%d", i))
+			ok, err := leases.TryLease(ctx, fmt.Sprintf("projector-member-%d", i))
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if ok {
-				return l, nil
+				return nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(LaneRetry):
 		}
 	}
@@ -125,15 +139,15 @@ func (p *Projector) fairShare(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n = max(n, 1)
-	return (len(Streams) + n - 1) / n, nil
+	return (len(Lanes) + n - 1) / n, nil
 }
 
-// Lanes returns the streams this process currently applies.
+// Lanes returns the lanes this process currently applies.
 func (p *Projector) Lanes() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []string
-	for _, s := range Streams {
+	for _, s := range Lanes {
 		if p.held[s] {
 			out = append(out, s)
 		}
@@ -157,14 +171,14 @@ func (p *Projector) setHeld(stream string, held bool) int {
 	return n
 }
 
-// highestHeld reports whether stream is the last (in Streams order) of the
+// highestHeld reports whether stream is the last (in Lanes order) of the
 // lanes this process holds: the one it gives up first.
 func (p *Projector) highestHeld(stream string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i := len(Streams) - 1; i >= 0; i-- {
-		if p.held[Streams[i]] {
-			return Streams[i] == stream
+	for i := len(Lanes) - 1; i >= 0; i-- {
+		if p.held[Lanes[i]] {
+			return Lanes[i] == stream
 		}
 	}
 	return false
@@ -172,7 +186,7 @@ func (p *Projector) highestHeld(stream string) bool {
 
 // runLane takes and applies one lane whenever this process should, until
 // ctx ends or applying fails.
-func (p *Projector) runLane(ctx context.Context, stream string) error {
+func (p *Projector) runLane(ctx context.Context, leases *store.LeaseSession, stream string) error {
 	name := "projector-lane-" + stream
 	for {
 		if err := sleepCtx(ctx, 0); err != nil {
@@ -188,7 +202,7 @@ func (p *Projector) runLane(ctx context.Context, stream string) error {
 			}
 			continue
 		}
-		lease, ok, err := p.Store.TryLease(ctx, name)
+		ok, err := leases.TryLease(ctx, name)
 		if err != nil {
 			return err
 		}
@@ -204,7 +218,9 @@ func (p *Projector) runLane(ctx context.Context, stream string) error {
 		}
 		err = p.applyLane(ctx, stream)
 		p.setHeld(stream, false)
-		lease.Release(ctx)
+		if rerr := leases.Release(ctx, name); rerr != nil && ctx.Err() == nil {
+			return rerr
+		}
 		if err != nil && !errors.Is(err, errGiveUp) {
 			return err
 		}
@@ -237,6 +253,9 @@ func (p *Projector) applyLane(ctx context.Context, stream string) error {
 			}
 		}
 	}()
+	if eventlog.LaneIndex(stream) >= 0 {
+		go p.advanceIdle(lctx, stream)
+	}
 	err := p.runStream(lctx, stream, 0, true, nil)
 	if cause := context.Cause(lctx); errors.Is(cause, errGiveUp) {
 		return errGiveUp
@@ -288,11 +307,47 @@ func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64
 	if stopAt != 0 && pos >= stopAt {
 		return nil
 	}
+	opts := eventlog.ReadOptions{From: pos + 1, MaxBatch: p.MaxBatch, StopAt: stopAt}
+	lane := eventlog.LaneIndex(stream)
+	if lane >= 0 {
+		opts.Subjects = []string{eventlog.LaneFilter(lane)}
+		if stopAt != 0 {
+			// A lane may have no record at or after stopAt (or none at
+			// all) for the filtered read to stop at: read up to its last
+			// record, then it is complete through stopAt.
+			last, err := p.Log.LastSeq(ctx, eventlog.StreamRooms, opts.Subjects[0])
+			if err != nil {
+				return err
+			}
+			if last > pos {
+				opts.StopAt = min(stopAt, last)
+				if err := p.readBatches(ctx, stream, pos, opts, stopAt, announce, progress, start); err != nil {
+					return err
+				}
+			}
+			// Everything of the lane up to stopAt is applied now (what
+			// was appended after last lies past the stopAt the caller
+			// read before): nothing else to check.
+			if _, _, err := p.Store.AdvanceLane(ctx, stream, 0, stopAt); err != nil {
+				return err
+			}
+			if progress != nil {
+				progress(stream, stopAt, stopAt, time.Since(start))
+			}
+			return nil
+		}
+	}
 	if p.Logger != nil {
 		p.Logger.Info("projecting from", eventlog.LogStream, stream, eventlog.LogSeq, pos+1)
 	}
+	return p.readBatches(ctx, stream, pos, opts, stopAt, announce, progress, start)
+}
+
+// readBatches applies what a read of stream (a stream or a ROOMS lane)
+// delivers, from the stored position pos on.
+func (p *Projector) readBatches(ctx context.Context, stream string, pos uint64, opts eventlog.ReadOptions, stopAt uint64, announce bool, progress Progress, start time.Time) error {
 	expect := pos
-	return p.Log.Read(ctx, stream, eventlog.ReadOptions{From: pos + 1, MaxBatch: p.MaxBatch, StopAt: stopAt},
+	return p.Log.Read(ctx, eventlog.LaneStream(stream), opts,
 		func(ctx context.Context, batch []eventlog.Msg) error {
 			if stopAt != 0 {
 				// A batch is whatever had arrived; a rebuild must stop at
@@ -326,6 +381,40 @@ func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64
 			}
 			return nil
 		})
+}
+
+// advanceIdle keeps a ROOMS lane's position up with the stream while the
+// lane has nothing to apply: it reads the stream's head H, then the lane's
+// newest record L, and if the lane has applied L it is complete through H
+// (a record of the lane at or below H was on the log before L was read).
+// It runs while the lane is held, next to the lane's reader; the position
+// row's lock orders the two.
+func (p *Projector) advanceIdle(ctx context.Context, lane string) {
+	filter := eventlog.LaneFilter(eventlog.LaneIndex(lane))
+	var known uint64
+	for sleepCtx(ctx, LaneIdleCheck) == nil {
+		head, err := p.Log.Head(ctx, eventlog.StreamRooms)
+		if err != nil || head <= known {
+			continue
+		}
+		last, err := p.Log.LastSeq(ctx, eventlog.StreamRooms, filter)
+		if err != nil {
+			continue
+		}
+		pos, moved, err := p.Store.AdvanceLane(ctx, lane, last, head)
+		if err != nil {
+			if p.Logger != nil && ctx.Err() == nil {
+				p.Logger.Warn("advance an idle lane", eventlog.LogStream, lane, eventlog.LogErr, err)
+			}
+			continue
+		}
+		known = pos
+		if moved {
+			if err := p.Log.PublishApplied(lane, pos); err != nil && p.Logger != nil {
+				p.Logger.Warn("announce applied position", eventlog.LogStream, lane, eventlog.LogSeq, pos, eventlog.LogErr, err)
+			}
+		}
+	}
 }
 
 // project applies batch in one transaction. If that fails because of what
@@ -469,16 +558,41 @@ func (p *Projector) Replay(ctx context.Context, progress Progress) error {
 	return p.ReplayTo(ctx, to, progress)
 }
 
-// ReplayTo applies every stream from the stored position up to exactly
-// to[stream] (streams absent from to are left alone), then returns.
+// replayLanes bounds how many lanes a replay applies at once.
+const replayLanes = 4
+
+// ReplayTo applies every lane from the stored position up to exactly
+// to[lane] (a ROOMS lane absent from to goes to to[ROOMS]; lanes with no
+// target are left alone), then returns. ROOMS lanes are applied in
+// parallel, a few at a time.
 func (p *Projector) ReplayTo(ctx context.Context, to map[string]uint64, progress Progress) error {
-	for _, s := range Streams {
-		if to[s] == 0 {
-			continue
-		}
-		if err := p.runStream(ctx, s, to[s], false, progress); err != nil {
-			return fmt.Errorf("replay %s: %w", s, err)
+	if progress != nil {
+		// Lanes report from several goroutines; reporters need not be
+		// safe for that.
+		var mu sync.Mutex
+		report := progress
+		progress = func(stream string, applied, head uint64, elapsed time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			report(stream, applied, head, elapsed)
 		}
 	}
-	return nil
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(replayLanes)
+	for _, s := range Lanes {
+		target, ok := to[s]
+		if !ok && eventlog.LaneIndex(s) >= 0 {
+			target = to[eventlog.StreamRooms]
+		}
+		if target == 0 {
+			continue
+		}
+		g.Go(func() error {
+			if err := p.runStream(gctx, s, target, false, progress); err != nil {
+				return fmt.Errorf("replay %s: %w", s, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }

@@ -310,10 +310,22 @@ func (h *Handler) build(ctx context.Context, req *request, filterKey string) (*b
 	if req.since != nil {
 		key += "\x00" + req.since.String()
 	}
+	if req.since != nil && req.since.Rooms > h.Watermark.Applied(eventlog.StreamRooms) {
+		// A token from this worker's window can be ahead of what is
+		// applied in every lane; a response must not go back behind it.
+		wctx, cancel := context.WithTimeout(ctx, h.ApplyTimeout)
+		err := h.Watermark.Wait(wctx, eventlog.StreamRooms, req.since.Rooms)
+		cancel()
+		if err != nil {
+			return nil, matrix.Unavailable("the server is catching up; retry")
+		}
+	}
 	return h.builds.do(ctx, key, func() (*built, error) {
 		// Detached from the first caller: its disconnect must not fail
-		// the others sharing the build.
-		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, &h.pushRules, req)
+		// the others sharing the build. ROOMS is read before the
+		// snapshot begins, so the snapshot holds all of it.
+		through := h.Watermark.Applied(eventlog.StreamRooms)
+		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, &h.pushRules, req, through)
 	})
 }
 

@@ -148,3 +148,36 @@ func (t *Tx) flush(ctx context.Context) error {
 	t.batch = pgxBatch()
 	return err
 }
+
+// AdvanceLane moves a lane's position ("complete through") up to to,
+// provided the stored position covers last, the newest record of the lane
+// on the log as read after to was: then every record of the lane at or
+// below to is applied. This is how a lane with nothing to apply keeps up
+// with the stream. It returns the stored position and whether it moved.
+func (s *Store) AdvanceLane(ctx context.Context, lane string, last, to uint64) (uint64, bool, error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		return 0, false, fmt.Errorf("advance %s: %w", lane, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit TO OFF"); err != nil {
+		return 0, false, fmt.Errorf("advance %s: %w", lane, err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO projector_positions (stream, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", lane); err != nil {
+		return 0, false, fmt.Errorf("advance %s: %w", lane, err)
+	}
+	var cur int64
+	if err := tx.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1 FOR UPDATE", lane).Scan(&cur); err != nil {
+		return 0, false, fmt.Errorf("advance %s: %w", lane, err)
+	}
+	if uint64(cur) < last || uint64(cur) >= to {
+		return uint64(cur), false, nil
+	}
+	if _, err := tx.Exec(ctx, "UPDATE projector_positions SET seq = $2 WHERE stream = $1", lane, int64(to)); err != nil {
+		return 0, false, fmt.Errorf("advance %s: %w", lane, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, false, fmt.Errorf("advance %s: %w", lane, err)
+	}
+	return to, true, nil
+}

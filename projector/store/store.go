@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"strand/eventlog"
 	"strand/eventlog/matrix"
 )
 
@@ -230,10 +231,17 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// Position returns the last sequence of stream applied to this database.
+// Position returns the last sequence of stream applied to this database:
+// for a ROOMS lane, the lane's "complete through"; for ROOMS itself, the
+// lowest of its lanes (everything at or below it is applied).
 func (s *Store) Position(ctx context.Context, stream string) (uint64, error) {
 	var seq int64
-	err := s.pool.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1", stream).Scan(&seq)
+	var err error
+	if stream == eventlog.StreamRooms {
+		err = s.pool.QueryRow(ctx, roomsPositionSQL, eventlog.RoomLanes).Scan(&seq)
+	} else {
+		err = s.pool.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1", stream).Scan(&seq)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
@@ -243,8 +251,13 @@ func (s *Store) Position(ctx context.Context, stream string) (uint64, error) {
 	return uint64(seq), nil
 }
 
-// Positions returns the applied position of every stream in this
-// database (streams never applied are absent).
+// roomsPositionSQL reads the position of ROOMS as a whole: the lowest of
+// its lanes, 0 while any lane has no row.
+const roomsPositionSQL = `SELECT CASE WHEN count(*) = cardinality($1::text[]) THEN min(seq) ELSE 0 END
+	FROM projector_positions WHERE stream = ANY($1::text[])`
+
+// Positions returns the applied position of every stream and ROOMS lane
+// in this database (those never applied are absent).
 func (s *Store) Positions(ctx context.Context) (map[string]uint64, error) {
 	return positions(ctx, s.pool, "projector_positions")
 }
