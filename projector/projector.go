@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +49,13 @@ type Projector struct {
 
 	mu   sync.Mutex
 	held map[string]bool // lanes this process applies now
+
+	roomsApplied atomic.Uint64
 }
+
+// RoomsApplied is how many ROOMS records this process has applied (or
+// found applied) in its lanes.
+func (p *Projector) RoomsApplied() uint64 { return p.roomsApplied.Load() }
 
 // RegisterMetrics exposes each stream's applied position and lag.
 func (p *Projector) RegisterMetrics(reg prometheus.Registerer) error {
@@ -365,6 +372,9 @@ func (p *Projector) readBatches(ctx context.Context, stream string, pos uint64, 
 				return err
 			}
 			expect = applied
+			if eventlog.LaneIndex(stream) >= 0 {
+				p.roomsApplied.Add(uint64(len(batch)))
+			}
 			if announce {
 				if err := p.Log.PublishApplied(stream, applied, setAside...); err != nil && p.Logger != nil {
 					p.Logger.Warn("announce applied position", eventlog.LogStream, stream, eventlog.LogSeq, applied, eventlog.LogErr, err)
@@ -408,12 +418,15 @@ func (p *Projector) advanceIdle(ctx context.Context, lane string) {
 			}
 			continue
 		}
-		known = pos
-		if moved {
+		// Announced when it moved, and once when the lane was taken (a
+		// lane applied by another process, or by a replay, may be ahead of
+		// what the readers heard).
+		if moved || known == 0 {
 			if err := p.Log.PublishApplied(lane, pos); err != nil && p.Logger != nil {
 				p.Logger.Warn("announce applied position", eventlog.LogStream, lane, eventlog.LogSeq, pos, eventlog.LogErr, err)
 			}
 		}
+		known = pos
 	}
 }
 

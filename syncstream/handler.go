@@ -310,11 +310,18 @@ func (h *Handler) build(ctx context.Context, req *request, filterKey string) (*b
 	if req.since != nil {
 		key += "\x00" + req.since.String()
 	}
-	if req.since != nil && req.since.Rooms > h.Watermark.Applied(eventlog.StreamRooms) {
-		// A token from this worker's window can be ahead of what is
-		// applied in every lane; a response must not go back behind it.
+	// A response shows ROOMS as of G, which must not be behind the token
+	// (one from this worker's window can be ahead of what every lane has
+	// applied) nor behind the head of the log when this worker started:
+	// writes acknowledged before it reported anything are not otherwise
+	// waited for. Both waits end at once in the steady state.
+	need := h.Notifier.Floor(eventlog.StreamRooms)
+	if req.since != nil {
+		need = max(need, req.since.Rooms)
+	}
+	if need > h.Watermark.Applied(eventlog.StreamRooms) {
 		wctx, cancel := context.WithTimeout(ctx, h.ApplyTimeout)
-		err := h.Watermark.Wait(wctx, eventlog.StreamRooms, req.since.Rooms)
+		err := h.Watermark.Wait(wctx, eventlog.StreamRooms, need)
 		cancel()
 		if err != nil {
 			return nil, matrix.Unavailable("the server is catching up; retry")
