@@ -287,3 +287,91 @@ func copySet(m map[string]bool) map[string]bool {
 	}
 	return out
 }
+
+// A sync response shows ROOMS as of its token's position G even when one
+// lane has applied records beyond G that another lane's record before
+// them holds back: here a message in one room's lane is on the log but
+// not applied, and an invite after it, in another lane, is applied. The
+// response must not show the invite (current-state reads would), and
+// once the first lane catches up the next response has both, once.
+func TestSyncShowsRoomsAsOfG(t *testing.T) {
+	env := apitest.New(t)
+	stopProjector := env.Projector()
+	cfg := apitest.DefaultConfig()
+	cfg.ApplyTimeout = 300 * time.Millisecond
+	alice := apitest.NewClient(t, env.API(cfg).URL)
+	alice.Register("alice", "pw")
+	bob := apitest.NewClient(t, env.API(cfg).URL)
+	bob.Register("bob", "pw")
+	w, _ := env.SyncWorker()
+	bob.Base = w.URL
+
+	r1 := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+	bob.As(bob.Token).Do("GET", v3("/sync?timeout=0"), nil)
+	joiner := apitest.NewClient(t, env.API(cfg).URL).As(bob.Token)
+	joiner.MustDo("POST", v3("/rooms/"+esc(r1)+"/join"), nil)
+	var r3 string
+	for r3 == "" || eventlog.RoomLaneOf(r3) == eventlog.RoomLaneOf(r1) {
+		r3 = createRoom(t, alice, map[string]any{"preset": "private_chat"})
+	}
+	first := bob.MustDo("GET", v3("/sync?timeout=0&set_presence=offline"), nil)
+	if _, ok := first.Body["rooms"].(map[string]any)["join"].(map[string]any)[r1]; !ok {
+		t.Fatalf("bob is not in the room: %s", first.Raw)
+	}
+
+	stopProjector()
+	if r := alice.Do("PUT", v3("/rooms/"+esc(r1)+"/send/m.room.message/m1"), map[string]any{"msgtype": "m.text", "body": "held back"}); r.Status != 503 {
+		t.Fatalf("send without a projector: %d %s", r.Status, r.Raw)
+	}
+	if r := alice.Do("POST", v3("/rooms/"+esc(r3)+"/invite"), map[string]any{"user_id": bob.UserID}); r.Status != 503 {
+		t.Fatalf("invite without a projector: %d %s", r.Status, r.Raw)
+	}
+	ctx := context.Background()
+	head, err := env.Conn().Head(ctx, eventlog.StreamRooms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The invite's lane alone is applied.
+	p := &projector.Projector{Log: env.Conn(), Store: env.Store()}
+	if err := p.ReplayTo(ctx, map[string]uint64{eventlog.RoomLaneOf(r3): head}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	shows := func(r apitest.Response) (invited, message bool) {
+		rooms := r.Body["rooms"].(map[string]any)
+		_, invited = rooms["invite"].(map[string]any)[r3]
+		if jr, ok := rooms["join"].(map[string]any)[r1].(map[string]any); ok {
+			for _, e := range jr["timeline"].(map[string]any)["events"].([]any) {
+				message = message || e.(map[string]any)["type"] == "m.room.message"
+			}
+		}
+		return invited, message
+	}
+	initial := bob.MustDo("GET", v3("/sync?timeout=0&set_presence=offline"), nil)
+	if invited, message := shows(initial); invited || message {
+		t.Fatalf("a response shows records its token does not cover (invite %v, message %v): %s", invited, message, initial.Raw)
+	}
+	tok, err := eventlog.ParseSyncToken(initial.Str("next_batch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Rooms >= head-1 {
+		t.Fatalf("token at %d covers the held-back message (head %d)", tok.Rooms, head)
+	}
+
+	env.Projector()
+	var invited, message bool
+	since := initial.Str("next_batch")
+	for deadline := time.Now().Add(20 * time.Second); !(invited && message); {
+		if time.Now().After(deadline) {
+			t.Fatalf("never shown: invite %v, message %v", invited, message)
+		}
+		r := bob.MustDo("GET", v3("/sync?timeout=1000&set_presence=offline&since="+url.QueryEscape(since)), nil)
+		i, m := shows(r)
+		if (i && invited) || (m && message) {
+			t.Fatalf("shown twice: %s", r.Raw)
+		}
+		invited, message = invited || i, message || m
+		since = r.Str("next_batch")
+	}
+}
