@@ -51,6 +51,25 @@ type Projector struct {
 	held map[string]bool // lanes this process applies now
 
 	roomsApplied atomic.Uint64
+	slots        chan struct{} // bounds the lanes' concurrent transactions (applySlots)
+	slotsOnce    sync.Once
+}
+
+// applySlots bounds how many transactions a projector process runs at once
+// over all its lanes: with a lane per room partition, unbounded lanes
+// would each hold a database connection, and beyond a few the cores, not
+// the lanes, are the limit.
+const applySlots = 4
+
+// slot waits for a transaction slot; release gives it back.
+func (p *Projector) slot(ctx context.Context) (release func(), err error) {
+	p.slotsOnce.Do(func() { p.slots = make(chan struct{}, applySlots) })
+	select {
+	case p.slots <- struct{}{}:
+		return func() { <-p.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // RoomsApplied is how many ROOMS records this process has applied (or
@@ -411,7 +430,12 @@ func (p *Projector) advanceIdle(ctx context.Context, lane string) {
 		if err != nil {
 			continue
 		}
+		release, err := p.slot(ctx)
+		if err != nil {
+			return
+		}
 		pos, moved, err := p.Store.AdvanceLane(ctx, lane, last, head)
+		release()
 		if err != nil {
 			if p.Logger != nil && ctx.Err() == nil {
 				p.Logger.Warn("advance an idle lane", eventlog.LogStream, lane, eventlog.LogErr, err)
@@ -438,6 +462,11 @@ func (p *Projector) advanceIdle(ctx context.Context, lane string) {
 // transient failure is returned: the lane ends and starts again from its
 // committed position.
 func (p *Projector) project(ctx context.Context, stream string, expect uint64, batch []eventlog.Msg) (applied uint64, setAside []uint64, err error) {
+	release, err := p.slot(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer release()
 	applied, err = p.Store.Project(ctx, stream, expect, batch, apply)
 	if err == nil || !store.IsUnappliable(err) {
 		return applied, nil, err
