@@ -142,6 +142,14 @@ func (w *Watermark) ObserveFrom(seq uint64) {
 	w.set(StreamRooms, w.rooms.through(w.applied[StreamRooms]))
 }
 
+// ObservedFrom returns the sequence given to the first ObserveFrom (0 if
+// none): ROOMS as it stood when this process started reading it.
+func (w *Watermark) ObservedFrom() uint64 {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.rooms.start
+}
+
 // Observe records that the ROOMS record at seq is on subject (so in that
 // subject's lane). Records come in stream order, after ObserveFrom.
 func (w *Watermark) Observe(seq uint64, subject string) {
@@ -301,6 +309,7 @@ const roomsTrackerMax = 1 << 20
 type roomsTracker struct {
 	lanes     [RoomLaneCount]uint64
 	observing bool
+	start     uint64    // the first from
 	from      uint64    // every record after from is observed
 	last      uint64    // the newest record observed
 	queue     []laneRec // observed records, in order; those from head on are above the last G
@@ -313,6 +322,9 @@ type laneRec struct {
 }
 
 func (t *roomsTracker) observeFrom(seq uint64) {
+	if !t.observing && t.start == 0 {
+		t.start = seq
+	}
 	t.observing, t.from, t.last, t.queue, t.head = true, seq, seq, nil, 0
 }
 

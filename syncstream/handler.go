@@ -315,7 +315,7 @@ func (h *Handler) build(ctx context.Context, req *request, filterKey string) (*b
 	// applied) nor behind the head of the log when this worker started:
 	// writes acknowledged before it reported anything are not otherwise
 	// waited for. Both waits end at once in the steady state.
-	need := h.Notifier.Floor(eventlog.StreamRooms)
+	need := h.Watermark.ObservedFrom()
 	if req.since != nil {
 		need = max(need, req.since.Rooms)
 	}
