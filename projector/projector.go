@@ -605,8 +605,10 @@ const replayLanes = 4
 
 // ReplayTo applies every lane from the stored position up to exactly
 // to[lane] (a ROOMS lane absent from to goes to to[ROOMS]; lanes with no
-// target are left alone), then returns. ROOMS lanes are applied in
-// parallel, a few at a time.
+// target are left alone), then returns. The streams go in the order live
+// writes made visible: ACCOUNTS, then ROOMS, then RECEIPTS (a receipt's
+// projection looks up its event's position); ROOMS lanes, which never read
+// each other's rooms, are applied in parallel, a few at a time.
 func (p *Projector) ReplayTo(ctx context.Context, to map[string]uint64, progress Progress) error {
 	if progress != nil {
 		// Lanes report from several goroutines; reporters need not be
@@ -619,22 +621,28 @@ func (p *Projector) ReplayTo(ctx context.Context, to map[string]uint64, progress
 			report(stream, applied, head, elapsed)
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(replayLanes)
-	for _, s := range Lanes {
-		target, ok := to[s]
-		if !ok && eventlog.LaneIndex(s) >= 0 {
-			target = to[eventlog.StreamRooms]
-		}
-		if target == 0 {
-			continue
-		}
-		g.Go(func() error {
-			if err := p.runStream(gctx, s, target, false, progress); err != nil {
-				return fmt.Errorf("replay %s: %w", s, err)
+	phases := [][]string{{eventlog.StreamAccounts}, eventlog.RoomLanes, {eventlog.StreamReceipts}}
+	for _, lanes := range phases {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(replayLanes)
+		for _, s := range lanes {
+			target, ok := to[s]
+			if !ok && eventlog.LaneIndex(s) >= 0 {
+				target = to[eventlog.StreamRooms]
 			}
-			return nil
-		})
+			if target == 0 {
+				continue
+			}
+			g.Go(func() error {
+				if err := p.runStream(gctx, s, target, false, progress); err != nil {
+					return fmt.Errorf("replay %s: %w", s, err)
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
 	}
-	return g.Wait()
+	return nil
 }
