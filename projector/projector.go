@@ -326,7 +326,7 @@ func (p *Projector) runStream(ctx context.Context, stream string, stopAt uint64,
 }
 
 func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64, announce bool, progress Progress, start time.Time) error {
-	pos, err := p.Store.Position(ctx, stream)
+	pos, err := p.Store.AppliedPosition(ctx, stream)
 	if err != nil {
 		return err
 	}
@@ -498,7 +498,7 @@ func (p *Projector) setAside(ctx context.Context, stream string, expect uint64, 
 			"subject", m.Subject, eventlog.LogRecord, m.Type, eventlog.LogErr, cause)
 	}
 	if p.setAsideTotal != nil {
-		p.setAsideTotal.WithLabelValues(stream).Inc()
+		p.setAsideTotal.WithLabelValues(eventlog.LaneStream(stream)).Inc()
 	}
 	return applied, nil
 }

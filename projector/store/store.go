@@ -232,14 +232,19 @@ func (s *Store) Migrate(ctx context.Context) error {
 }
 
 // Position returns the last sequence of stream applied to this database:
-// for a ROOMS lane, the lane's "complete through"; for ROOMS itself, the
+// for a ROOMS lane, how far it is complete through (its applied position
+// or, if higher, what its idle check recorded); for ROOMS itself, the
 // lowest of its lanes (everything at or below it is applied).
 func (s *Store) Position(ctx context.Context, stream string) (uint64, error) {
 	var seq int64
 	var err error
-	if stream == eventlog.StreamRooms {
+	switch {
+	case stream == eventlog.StreamRooms:
 		err = s.pool.QueryRow(ctx, roomsPositionSQL, eventlog.RoomLanes).Scan(&seq)
-	} else {
+	case eventlog.LaneIndex(stream) >= 0:
+		err = s.pool.QueryRow(ctx, `SELECT GREATEST(COALESCE((SELECT seq FROM projector_positions WHERE stream = $1), 0),
+			COALESCE((SELECT seq FROM projector_lane_complete WHERE lane = $1), 0))`, stream).Scan(&seq)
+	default:
 		err = s.pool.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1", stream).Scan(&seq)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -252,9 +257,11 @@ func (s *Store) Position(ctx context.Context, stream string) (uint64, error) {
 }
 
 // roomsPositionSQL reads the position of ROOMS as a whole: the lowest of
-// its lanes, 0 while any lane has no row.
-const roomsPositionSQL = `SELECT CASE WHEN count(*) = cardinality($1::text[]) THEN min(seq) ELSE 0 END
-	FROM projector_positions WHERE stream = ANY($1::text[])`
+// its lanes' positions (Position of a lane), 0 for a lane with neither.
+const roomsPositionSQL = `SELECT COALESCE(min(GREATEST(COALESCE(p.seq, 0), COALESCE(c.seq, 0))), 0)
+	FROM unnest($1::text[]) AS l(lane)
+	LEFT JOIN projector_positions p ON p.stream = l.lane
+	LEFT JOIN projector_lane_complete c ON c.lane = l.lane`
 
 // Positions returns the applied position of every stream and ROOMS lane
 // in this database (those never applied are absent).

@@ -90,6 +90,27 @@ func (s *Store) syncSnapshot(ctx context.Context, through uint64, exact bool, fn
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		// A lane is complete through the higher of its applied position
+		// and what its idle check recorded.
+		rows, err = tx.Query(ctx, "SELECT lane, seq FROM projector_lane_complete")
+		if err != nil {
+			return fmt.Errorf("sync lane positions: %w", err)
+		}
+		for rows.Next() {
+			var name string
+			var seq int64
+			if err := rows.Scan(&name, &seq); err != nil {
+				rows.Close()
+				return err
+			}
+			if i := eventlog.LaneIndex(name); i >= 0 {
+				lanes[i] = max(lanes[i], uint64(seq))
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
 		low, high := lanes[0], lanes[0]
 		for _, p := range lanes[1:] {
 			low, high = min(low, p), max(high, p)

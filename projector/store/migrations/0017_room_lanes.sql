@@ -14,3 +14,12 @@ DELETE FROM projector_positions WHERE stream = 'ROOMS';
 -- before the current state where lanes have applied more: this index finds
 -- a user's member entries whether current or not.
 CREATE INDEX room_state_member_user ON room_state (state_key, room_id, from_pos) WHERE type = 'm.room.member';
+
+-- How far each ROOMS lane is complete through beyond its own last record
+-- (projector_positions): moved up to the stream's head by an idle lane's
+-- check, so it depends on when the checks ran, not on the log alone, and
+-- store.Dump leaves it out (a replay is complete through its target).
+CREATE TABLE projector_lane_complete (
+    lane text PRIMARY KEY,
+    seq  bigint NOT NULL
+);
