@@ -33,11 +33,16 @@ DATABASE_URL=$DB NATS_URL=$NATS STRAND_DATA_DIR=$WORK "$STRAND" migrate >"$WORK/
 HEAD=$(curl -s "$(echo "$NATS" | sed -E 's|nats://([^:]+):.*|http://\1|'):${NATS_MONITOR_PORT:?NATS_MONITOR_PORT}/jsz?streams=true" |
   python3 -c 'import json,sys; d=json.load(sys.stdin); print([s["state"]["last_seq"] for a in d["account_details"] for s in a["stream_detail"] if s["name"]=="ROOMS"][0])')
 
-# ROOMS applied through: the lowest lane (every lane must have a row), or
-# the single ROOMS row of a version without lanes.
-ROOMS_SQL="SELECT CASE WHEN EXISTS (SELECT 1 FROM projector_positions WHERE stream LIKE 'ROOMS.%')
-  THEN (SELECT CASE WHEN count(*) = 17 THEN min(seq) ELSE 0 END FROM projector_positions WHERE stream LIKE 'ROOMS.%')
-  ELSE COALESCE((SELECT seq FROM projector_positions WHERE stream = 'ROOMS'), 0) END"
+# ROOMS applied through: the lowest lane (its applied record or what its
+# idle check recorded, the higher), or the single ROOMS row of a version
+# without lanes.
+if [ "$(psql -Atq "$DB" -c "SELECT to_regclass('projector_lane_complete') IS NOT NULL")" = t ]; then
+  ROOMS_SQL="SELECT COALESCE(min(GREATEST(COALESCE(p.seq, 0), COALESCE(c.seq, 0))), 0)
+    FROM (SELECT 'ROOMS.' || i AS lane FROM generate_series(0, 15) i UNION ALL SELECT 'ROOMS.alias') l
+    LEFT JOIN projector_positions p ON p.stream = l.lane LEFT JOIN projector_lane_complete c ON c.lane = l.lane"
+else
+  ROOMS_SQL="SELECT COALESCE((SELECT seq FROM projector_positions WHERE stream = 'ROOMS'), 0)"
+fi
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
