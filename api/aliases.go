@@ -43,7 +43,7 @@ func (s *Server) claimAlias(ctx context.Context, alias, roomID, creator string) 
 		if err != nil {
 			return logUnavailable(err)
 		}
-		return s.awaitApplied(ctx, eventlog.StreamRooms, seq)
+		return s.awaitApplied(ctx, eventlog.AliasLaneName, seq)
 	}
 	return matrix.Errorf("M_ROOM_IN_USE", http.StatusBadRequest, "room alias %s is contended", alias)
 }
@@ -93,7 +93,7 @@ func (s *Server) releaseAlias(ctx context.Context, alias, roomID string) error {
 	if err != nil {
 		return logUnavailable(err)
 	}
-	return s.awaitApplied(ctx, eventlog.StreamRooms, seq)
+	return s.awaitApplied(ctx, eventlog.AliasLaneName, seq)
 }
 
 // mayManageListing reports whether the caller may publish the room in the
@@ -185,7 +185,7 @@ func (s *Server) getAlias(w http.ResponseWriter, r *http.Request) error {
 	roomID, _, err := s.store.AliasRoom(r.Context(), string(alias))
 	if errors.Is(err, store.ErrNotFound) && s.queryAlias(r.Context(), string(alias)) {
 		// The service created it before answering: read it again.
-		roomID, err = lookupCaughtUp(r.Context(), s, eventlog.StreamRooms, func(ctx context.Context) (string, error) {
+		roomID, err = lookupCaughtUp(r.Context(), s, eventlog.AliasLaneName, func(ctx context.Context) (string, error) {
 			id, _, err := s.store.AliasRoom(ctx, string(alias))
 			return id, err
 		})

@@ -204,16 +204,16 @@ func TestProjectorsShareLanes(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	waitLanes("one projector holds all", func() bool { return len(p1.Lanes()) == len(projector.Streams) })
+	waitLanes("one projector holds all", func() bool { return len(p1.Lanes()) == len(projector.Lanes) })
 	p2, stop2 := env.ProjectorProcess()
 	waitLanes("two share", func() bool {
 		a, b := len(p1.Lanes()), len(p2.Lanes())
-		return a >= 1 && b >= 1 && a+b == len(projector.Streams)
+		return a >= 1 && b >= 1 && a+b == len(projector.Lanes)
 	})
 	c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/a"), map[string]any{"msgtype": "m.text", "body": "shared"})
 	c.MustDo("PUT", v3("/user/"+esc(c.UserID)+"/account_data/org.example.x"), map[string]any{"x": 1})
 	stop1()
-	waitLanes("the survivor takes over", func() bool { return len(p2.Lanes()) == len(projector.Streams) })
+	waitLanes("the survivor takes over", func() bool { return len(p2.Lanes()) == len(projector.Lanes) })
 	c.MustDo("PUT", v3("/rooms/"+esc(roomID)+"/send/m.room.message/b"), map[string]any{"msgtype": "m.text", "body": "after"})
 	c.MustDo("PUT", v3("/user/"+esc(c.UserID)+"/account_data/org.example.y"), map[string]any{"y": 1})
 	stop2()
@@ -229,7 +229,7 @@ func TestProjectorLanesPerDatabase(t *testing.T) {
 	env := apitest.New(t)
 	p, _ := env.ProjectorProcess()
 	deadline := time.Now().Add(20 * time.Second)
-	for len(p.Lanes()) != len(projector.Streams) {
+	for len(p.Lanes()) != len(projector.Lanes) {
 		if time.Now().After(deadline) {
 			t.Fatalf("a lone projector holds %v", p.Lanes())
 		}

@@ -209,7 +209,7 @@ func (s *Server) createRoomOnce(r *http.Request, version matrix.RoomVersion, cre
 		s.logger.Error("append room creation failed", "room_id", roomID, "err", err)
 		return "", logUnavailable(err)
 	}
-	return roomID, s.awaitApplied(r.Context(), eventlog.StreamRooms, seq)
+	return roomID, s.awaitApplied(r.Context(), eventlog.RoomLaneOf(roomID), seq)
 }
 
 // creationEvents is the spec's createRoom event sequence.

@@ -155,7 +155,7 @@ func (s *Server) putDirectoryVisibility(w http.ResponseWriter, r *http.Request) 
 		if err != nil {
 			return logUnavailable(err)
 		}
-		if err := s.awaitApplied(r.Context(), eventlog.StreamRooms, seq); err != nil {
+		if err := s.awaitApplied(r.Context(), eventlog.RoomLaneOf(roomID), seq); err != nil {
 			return err
 		}
 		break

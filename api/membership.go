@@ -311,7 +311,7 @@ func (s *Server) forget(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return logUnavailable(err)
 	}
-	if err := s.awaitApplied(r.Context(), eventlog.StreamRooms, seq); err != nil {
+	if err := s.awaitApplied(r.Context(), eventlog.RoomLaneOf(roomID), seq); err != nil {
 		return err
 	}
 	matrix.WriteJSON(w, http.StatusOK, struct{}{})

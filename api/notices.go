@@ -173,7 +173,7 @@ func (s *Server) noticeRoom(ctx context.Context, target store.User) (string, err
 		return "", logUnavailable(err)
 	}
 	if last != 0 {
-		return roomID, s.awaitPosition(ctx, eventlog.StreamRooms, last)
+		return roomID, s.awaitPosition(ctx, eventlog.RoomLaneOf(roomID), last)
 	}
 	rec := &eventlog.RoomEvents{RoomID: roomID, RoomVersion: string(noticeRoomVersion)}
 	for _, ev := range events {
@@ -188,7 +188,7 @@ func (s *Server) noticeRoom(ctx context.Context, target store.User) (string, err
 		s.logger.Error("append server notices room failed", "room_id", roomID, "err", err)
 		return "", logUnavailable(err)
 	}
-	return roomID, s.awaitApplied(ctx, eventlog.StreamRooms, seq)
+	return roomID, s.awaitApplied(ctx, eventlog.RoomLaneOf(roomID), seq)
 }
 
 // tagNoticeRoom tags the room m.server_notice for the user, which tells

@@ -360,7 +360,7 @@ func (s *Server) messages(w http.ResponseWriter, r *http.Request) error {
 		if from, err = eventlog.ParseRoomPoint(tok); err != nil {
 			return matrix.InvalidParam("invalid from token")
 		}
-		if err := s.awaitRoomPoint(r.Context(), from); err != nil {
+		if err := s.awaitRoomPoint(r.Context(), roomID, from); err != nil {
 			return err
 		}
 	} else if backwards {
@@ -546,21 +546,23 @@ func (s *Server) readableState(r *http.Request, roomID string, pos int64, v *vis
 // by event ID names the room it expects (invariant 12): an event of
 // another room is not found.
 func (s *Server) eventByID(ctx context.Context, roomID, eventID string) (store.StoredEvent, error) {
-	return lookupCaughtUp(ctx, s, eventlog.StreamRooms, func(ctx context.Context) (store.StoredEvent, error) {
+	return lookupCaughtUp(ctx, s, eventlog.RoomLaneOf(roomID), func(ctx context.Context) (store.StoredEvent, error) {
 		return s.store.Event(ctx, roomID, eventID)
 	})
 }
 
 // awaitRoomPoint waits (bounded) until the rooms projection holds every
-// event before point: a token from a sync response can be ahead of it,
-// since sync workers answer new messages straight from the log. A point
-// beyond the log's head was never issued.
-func (s *Server) awaitRoomPoint(ctx context.Context, point int64) error {
+// event of roomID before point: a token from a sync response can be ahead
+// of it, since sync workers answer new messages straight from the log. A
+// point beyond the log's head was never issued. Only the room's lane
+// matters: the read is of that room alone.
+func (s *Server) awaitRoomPoint(ctx context.Context, roomID string, point int64) error {
 	if point <= 0 {
 		return nil
 	}
 	need := uint64((point - 1) / eventlog.MaxEventsPerRecord) // the record of the last event before point
-	if need <= s.watermark.Applied(eventlog.StreamRooms) {
+	lane := eventlog.RoomLaneOf(roomID)
+	if need <= s.watermark.Applied(lane) || need <= s.watermark.Applied(eventlog.StreamRooms) {
 		return nil
 	}
 	head, err := s.log.Head(ctx, eventlog.StreamRooms)
@@ -570,5 +572,5 @@ func (s *Server) awaitRoomPoint(ctx context.Context, point int64) error {
 	if need > head {
 		return matrix.InvalidParam("token is ahead of the event log")
 	}
-	return s.awaitPosition(ctx, eventlog.StreamRooms, need)
+	return s.awaitPosition(ctx, lane, need)
 }

@@ -116,7 +116,7 @@ func (s *Server) writeRoom(ctx context.Context, roomID string, txn *txnRef, buil
 		if len(events) == 0 && seq == 0 {
 			return nil, nil
 		}
-		if err := s.awaitApplied(ctx, eventlog.StreamRooms, seq); err != nil {
+		if err := s.awaitApplied(ctx, eventlog.RoomLaneOf(roomID), seq); err != nil {
 			return nil, err
 		}
 		if events == nil {
@@ -157,7 +157,7 @@ func (s *Server) tryWriteRoom(ctx context.Context, e *roomEntry, roomID string, 
 			}
 			if last != e.rs.head.LastSeq {
 				e.rs = nil
-				return 0, nil, true, s.awaitPosition(ctx, eventlog.StreamRooms, last)
+				return 0, nil, true, s.awaitPosition(ctx, eventlog.RoomLaneOf(roomID), last)
 			}
 		}
 		return 0, nil, false, err
@@ -201,7 +201,7 @@ func (s *Server) catchUpRoom(ctx context.Context, roomID string) error {
 	if err != nil {
 		return logUnavailable(err)
 	}
-	return s.awaitPosition(ctx, eventlog.StreamRooms, last)
+	return s.awaitPosition(ctx, eventlog.RoomLaneOf(roomID), last)
 }
 
 // buildEvents fills in the graph fields, signs, and authorises protos in

@@ -373,7 +373,10 @@ func (s *Server) appendAccount(ctx context.Context, userID string, rec eventlog.
 
 // awaitApplied waits, bounded, until stream's projection reaches seq, the
 // record this request appended, and refuses to report success for a
-// record the projection set aside.
+// record the projection set aside. A room write names its room's ROOMS
+// lane (eventlog.RoomLaneOf) and waits for that lane only; the sync
+// workers it then waits for report ROOMS as read only where every lane
+// has applied it, so their responses show the write too.
 func (s *Server) awaitApplied(ctx context.Context, stream string, seq uint64) error {
 	if err := s.awaitPosition(ctx, stream, seq); err != nil {
 		return err
@@ -403,7 +406,7 @@ func (s *Server) awaitPosition(ctx context.Context, stream string, seq uint64) e
 		// Sync workers answer some requests from what they have read
 		// (not from the projection): they must have read it too. They
 		// usually have, as they get each record when it is stored.
-		if err := s.readers.Await(ctx, eventlog.SyncReadersTopic(stream), seq, syncReadersWait); err != nil && ctx.Err() == nil {
+		if err := s.readers.Await(ctx, eventlog.SyncReadersTopic(eventlog.LaneStream(stream)), seq, syncReadersWait); err != nil && ctx.Err() == nil {
 			s.logger.Warn("a sync worker has not read a write yet", eventlog.LogStream, stream, eventlog.LogSeq, seq, eventlog.LogErr, err)
 		}
 	}

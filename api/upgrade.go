@@ -324,7 +324,7 @@ func (s *Server) createReplacementOnce(ctx context.Context, old *roomState, vers
 		}
 		roomID = stored.Room
 	}
-	if err := s.awaitApplied(ctx, eventlog.StreamRooms, seq); err != nil {
+	if err := s.awaitApplied(ctx, eventlog.RoomLaneOf(roomID), seq); err != nil {
 		return "", err
 	}
 	for len(bans) > 0 {
@@ -751,7 +751,7 @@ func (s *Server) moveAlias(ctx context.Context, alias, oldRoom, repl string) err
 		if err != nil {
 			return logUnavailable(err)
 		}
-		return s.awaitApplied(ctx, eventlog.StreamRooms, seq)
+		return s.awaitApplied(ctx, eventlog.AliasLaneName, seq)
 	}
 	return matrix.Errorf("M_LIMIT_EXCEEDED", http.StatusTooManyRequests, "room alias %s is contended; retry", alias)
 }
@@ -790,7 +790,7 @@ func (s *Server) setListed(ctx context.Context, roomID string, published bool) e
 		if err != nil {
 			return logUnavailable(err)
 		}
-		return s.awaitApplied(ctx, eventlog.StreamRooms, seq)
+		return s.awaitApplied(ctx, eventlog.RoomLaneOf(roomID), seq)
 	}
 	return matrix.Errorf("M_LIMIT_EXCEEDED", http.StatusTooManyRequests, "the room is too busy; retry")
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs Strand's multi-process topology on this machine, without Docker:
 # a real nats-server with JetStream, the given PostgreSQL, one api, one
-# projector, N sync workers, one pusher, and nginx routing /sync to the sync workers
+# or more projectors, N sync workers, one pusher, and nginx routing /sync to the sync workers
 # and everything else to the api, all on loopback. It prints the public URL
 # when everything answers, restarts nats-server or a Strand role that dies
 # (as compose's restart policy would), and stops every process on SIGTERM/SIGINT/exit.
 #
 #   deploy/run-local.sh --sync N --port P --database-url URL [--workdir DIR]
-#                       [--appservice FILE]...
+#                       [--projectors N] [--appservice FILE]...
+# With --projectors N (default 1), N projector processes share the lanes
+# (ACCOUNTS, RECEIPTS and one per ROOMS partition).
 # With --appservice (repeatable), the api knows the application services
 # and an appservice role delivers events to them.
 #
@@ -16,6 +18,7 @@
 set -euo pipefail
 
 SYNC=2
+PROJECTORS=1
 PORT=8008
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/strand_local?sslmode=disable}
 WORK=""
@@ -23,6 +26,7 @@ APPSERVICES=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --sync) SYNC=$2; shift 2 ;;
+    --projectors) PROJECTORS=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
     --database-url) DATABASE_URL=$2; shift 2 ;;
     --workdir) WORK=$2; shift 2 ;;
@@ -33,6 +37,8 @@ while [ $# -gt 0 ]; do
 done
 case "$SYNC" in ''|*[!0-9]*) echo "run-local: --sync needs a number" >&2; exit 2 ;; esac
 [ "$SYNC" -ge 1 ] || { echo "run-local: --sync must be at least 1" >&2; exit 2; }
+case "$PROJECTORS" in ''|*[!0-9]*) echo "run-local: --projectors needs a number" >&2; exit 2 ;; esac
+[ "$PROJECTORS" -ge 1 ] || { echo "run-local: --projectors must be at least 1" >&2; exit 2; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ -n "$WORK" ] || WORK=$(mktemp -d -t strand-local.XXXXXX)
@@ -111,8 +117,14 @@ export NATS_URL DATABASE_URL STRAND_DATA_DIR="$WORK/data" STRAND_LOG_FORMAT=json
 
 "$WORK/bin/strand" migrate >"$WORK/logs/migrate.log" 2>&1
 
-PROJ_OPS=$(free_port)
-supervise projector "$WORK/bin/strand" projector --ops-listen "127.0.0.1:$PROJ_OPS"
+PROJ_OPS=()
+for i in $(seq 1 "$PROJECTORS"); do
+  p=$(free_port)
+  PROJ_OPS+=("$p")
+  name=projector
+  [ "$PROJECTORS" -eq 1 ] || name="projector-$i"
+  supervise "$name" "$WORK/bin/strand" projector --ops-listen "127.0.0.1:$p"
+done
 
 # The pusher role reaches push gateways only at public addresses unless
 # STRAND_OUTBOUND_ALLOW (inherited) opens more.
@@ -143,12 +155,12 @@ sed -e "s|@WORK@|$WORK/nginx|g" -e "s|@TMP@|$NGINX_TMP|g" -e "s|@PORT@|$PORT|g" 
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/logs/nginx-error.log" &
 PIDS+=($!)
 
-wait_http "http://127.0.0.1:$PROJ_OPS/ready" projector
+for p in "${PROJ_OPS[@]}"; do wait_http "http://127.0.0.1:$p/ready" projector; done
 wait_http "http://127.0.0.1:$API_PORT/ready" api
 wait_http "http://127.0.0.1:$PUSH_OPS/ready" pusher
 [ -z "$AS_OPS" ] || wait_http "http://127.0.0.1:$AS_OPS/ready" appservice
 wait_http "http://127.0.0.1:$PORT/_matrix/client/versions" nginx
-echo "Strand is ready at http://127.0.0.1:$PORT (api 1, projector 1, sync $SYNC, pusher 1; nats $NATS_URL; work dir $WORK)"
+echo "Strand is ready at http://127.0.0.1:$PORT (api 1, projector $PROJECTORS, sync $SYNC, pusher 1; nats $NATS_URL; work dir $WORK)"
 
 # Run until told to stop, or until nginx dies (nats-server and the Strand
 # roles are restarted by their supervisors).

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,17 @@ import (
 
 // Streams are the streams a projector folds, in no particular order.
 var Streams = []string{eventlog.StreamAccounts, eventlog.StreamRooms, eventlog.StreamReceipts}
+
+// Lanes are what projector processes share: ACCOUNTS and RECEIPTS whole,
+// ROOMS by lane (eventlog.RoomLanes). Each has its own position.
+var Lanes = append([]string{eventlog.StreamAccounts, eventlog.StreamReceipts}, eventlog.RoomLanes...)
+
+// LaneIdleCheck is how often a ROOMS lane with nothing to apply checks
+// whether it can move its position up to the stream's head (AdvanceLane).
+// Sync workers do not wait for it (they know each record's lane); it keeps
+// the lowest lane position, which other readers fall back on, close to
+// the head.
+var LaneIdleCheck = 250 * time.Millisecond
 
 // Projector applies the log to a Store.
 type Projector struct {
@@ -37,7 +49,32 @@ type Projector struct {
 
 	mu   sync.Mutex
 	held map[string]bool // lanes this process applies now
+
+	roomsApplied atomic.Uint64
+	slots        chan struct{} // bounds the lanes' concurrent transactions (applySlots)
+	slotsOnce    sync.Once
 }
+
+// applySlots bounds how many transactions a projector process runs at once
+// over all its lanes: with a lane per room partition, unbounded lanes
+// would each hold a database connection, and beyond a few the cores, not
+// the lanes, are the limit.
+const applySlots = 4
+
+// slot waits for a transaction slot; release gives it back.
+func (p *Projector) slot(ctx context.Context) (release func(), err error) {
+	p.slotsOnce.Do(func() { p.slots = make(chan struct{}, applySlots) })
+	select {
+	case p.slots <- struct{}{}:
+		return func() { <-p.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// RoomsApplied is how many ROOMS records this process has applied (or
+// found applied) in its lanes.
+func (p *Projector) RoomsApplied() uint64 { return p.roomsApplied.Load() }
 
 // RegisterMetrics exposes each stream's applied position and lag.
 func (p *Projector) RegisterMetrics(reg prometheus.Registerer) error {
@@ -81,34 +118,37 @@ var LaneRetry = 500 * time.Millisecond
 // Errors end the role: a crash-only projector restarts from its committed
 // positions.
 func (p *Projector) Run(ctx context.Context) error {
-	member, err := p.joinMembers(ctx)
+	leases, err := p.Store.LeaseSession(ctx)
 	if err != nil {
 		return err
 	}
-	defer member.Release(ctx)
+	defer leases.Close(ctx)
+	if err := p.joinMembers(ctx, leases); err != nil {
+		return err
+	}
 	g, ctx := errgroup.WithContext(ctx)
-	for _, s := range Streams {
-		g.Go(func() error { return p.runLane(ctx, s) })
+	for _, s := range Lanes {
+		g.Go(func() error { return p.runLane(ctx, leases, s) })
 	}
 	return g.Wait()
 }
 
 // joinMembers takes a free member slot, making this process count in the
-// fair share.
-func (p *Projector) joinMembers(ctx context.Context) (*store.Lease, error) {
+// fair share. The slot is held until the lease session closes.
+func (p *Projector) joinMembers(ctx context.Context, leases *store.LeaseSession) error {
 	for {
 		for i := range memberSlots {
-			l, ok, err := p.Store.TryLease(ctx, fmt.Sprintf("projector-member-%d", i))
+			ok, err := leases.TryLease(ctx, fmt.Sprintf("projector-member-%d", i))
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if ok {
-				return l, nil
+				return nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(LaneRetry):
 		}
 	}
@@ -125,15 +165,15 @@ func (p *Projector) fairShare(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n = max(n, 1)
-	return (len(Streams) + n - 1) / n, nil
+	return (len(Lanes) + n - 1) / n, nil
 }
 
-// Lanes returns the streams this process currently applies.
+// Lanes returns the lanes this process currently applies.
 func (p *Projector) Lanes() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []string
-	for _, s := range Streams {
+	for _, s := range Lanes {
 		if p.held[s] {
 			out = append(out, s)
 		}
@@ -157,14 +197,14 @@ func (p *Projector) setHeld(stream string, held bool) int {
 	return n
 }
 
-// highestHeld reports whether stream is the last (in Streams order) of the
+// highestHeld reports whether stream is the last (in Lanes order) of the
 // lanes this process holds: the one it gives up first.
 func (p *Projector) highestHeld(stream string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i := len(Streams) - 1; i >= 0; i-- {
-		if p.held[Streams[i]] {
-			return Streams[i] == stream
+	for i := len(Lanes) - 1; i >= 0; i-- {
+		if p.held[Lanes[i]] {
+			return Lanes[i] == stream
 		}
 	}
 	return false
@@ -172,7 +212,7 @@ func (p *Projector) highestHeld(stream string) bool {
 
 // runLane takes and applies one lane whenever this process should, until
 // ctx ends or applying fails.
-func (p *Projector) runLane(ctx context.Context, stream string) error {
+func (p *Projector) runLane(ctx context.Context, leases *store.LeaseSession, stream string) error {
 	name := "projector-lane-" + stream
 	for {
 		if err := sleepCtx(ctx, 0); err != nil {
@@ -188,7 +228,7 @@ func (p *Projector) runLane(ctx context.Context, stream string) error {
 			}
 			continue
 		}
-		lease, ok, err := p.Store.TryLease(ctx, name)
+		ok, err := leases.TryLease(ctx, name)
 		if err != nil {
 			return err
 		}
@@ -204,7 +244,9 @@ func (p *Projector) runLane(ctx context.Context, stream string) error {
 		}
 		err = p.applyLane(ctx, stream)
 		p.setHeld(stream, false)
-		lease.Release(ctx)
+		if rerr := leases.Release(ctx, name); rerr != nil && ctx.Err() == nil {
+			return rerr
+		}
 		if err != nil && !errors.Is(err, errGiveUp) {
 			return err
 		}
@@ -237,6 +279,9 @@ func (p *Projector) applyLane(ctx context.Context, stream string) error {
 			}
 		}
 	}()
+	if eventlog.LaneIndex(stream) >= 0 {
+		go p.advanceIdle(lctx, stream)
+	}
 	err := p.runStream(lctx, stream, 0, true, nil)
 	if cause := context.Cause(lctx); errors.Is(cause, errGiveUp) {
 		return errGiveUp
@@ -281,18 +326,54 @@ func (p *Projector) runStream(ctx context.Context, stream string, stopAt uint64,
 }
 
 func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64, announce bool, progress Progress, start time.Time) error {
-	pos, err := p.Store.Position(ctx, stream)
+	pos, err := p.Store.AppliedPosition(ctx, stream)
 	if err != nil {
 		return err
 	}
 	if stopAt != 0 && pos >= stopAt {
 		return nil
 	}
+	opts := eventlog.ReadOptions{From: pos + 1, MaxBatch: p.MaxBatch, StopAt: stopAt}
+	lane := eventlog.LaneIndex(stream)
+	if lane >= 0 {
+		opts.Subjects = []string{eventlog.LaneFilter(lane)}
+		if stopAt != 0 {
+			// A lane may have no record at or after stopAt (or none at
+			// all) for the filtered read to stop at: read up to its last
+			// record, then it is complete through stopAt.
+			last, err := p.Log.LastSeq(ctx, eventlog.StreamRooms, opts.Subjects[0])
+			if err != nil {
+				return err
+			}
+			if last > pos {
+				opts.StopAt = min(stopAt, last)
+				if err := p.readBatches(ctx, stream, pos, opts, stopAt, announce, progress, start); err != nil {
+					return err
+				}
+			}
+			// Everything of the lane up to stopAt is applied now (what
+			// was appended after last lies past the stopAt the caller
+			// read before): nothing else to check.
+			if _, _, err := p.Store.AdvanceLane(ctx, stream, 0, stopAt); err != nil {
+				return err
+			}
+			if progress != nil {
+				progress(stream, stopAt, stopAt, time.Since(start))
+			}
+			return nil
+		}
+	}
 	if p.Logger != nil {
 		p.Logger.Info("projecting from", eventlog.LogStream, stream, eventlog.LogSeq, pos+1)
 	}
+	return p.readBatches(ctx, stream, pos, opts, stopAt, announce, progress, start)
+}
+
+// readBatches applies what a read of stream (a stream or a ROOMS lane)
+// delivers, from the stored position pos on.
+func (p *Projector) readBatches(ctx context.Context, stream string, pos uint64, opts eventlog.ReadOptions, stopAt uint64, announce bool, progress Progress, start time.Time) error {
 	expect := pos
-	return p.Log.Read(ctx, stream, eventlog.ReadOptions{From: pos + 1, MaxBatch: p.MaxBatch, StopAt: stopAt},
+	return p.Log.Read(ctx, eventlog.LaneStream(stream), opts,
 		func(ctx context.Context, batch []eventlog.Msg) error {
 			if stopAt != 0 {
 				// A batch is whatever had arrived; a rebuild must stop at
@@ -310,6 +391,9 @@ func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64
 				return err
 			}
 			expect = applied
+			if eventlog.LaneIndex(stream) >= 0 {
+				p.roomsApplied.Add(uint64(len(batch)))
+			}
 			if announce {
 				if err := p.Log.PublishApplied(stream, applied, setAside...); err != nil && p.Logger != nil {
 					p.Logger.Warn("announce applied position", eventlog.LogStream, stream, eventlog.LogSeq, applied, eventlog.LogErr, err)
@@ -328,6 +412,48 @@ func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64
 		})
 }
 
+// advanceIdle keeps a ROOMS lane's position up with the stream while the
+// lane has nothing to apply: it reads the stream's head H, then the lane's
+// newest record L, and if the lane has applied L it is complete through H
+// (a record of the lane at or below H was on the log before L was read).
+// It runs while the lane is held, next to the lane's reader; the position
+// row's lock orders the two.
+func (p *Projector) advanceIdle(ctx context.Context, lane string) {
+	filter := eventlog.LaneFilter(eventlog.LaneIndex(lane))
+	var known uint64
+	for sleepCtx(ctx, LaneIdleCheck) == nil {
+		head, err := p.Log.Head(ctx, eventlog.StreamRooms)
+		if err != nil || head <= known {
+			continue
+		}
+		last, err := p.Log.LastSeq(ctx, eventlog.StreamRooms, filter)
+		if err != nil {
+			continue
+		}
+		release, err := p.slot(ctx)
+		if err != nil {
+			return
+		}
+		pos, moved, err := p.Store.AdvanceLane(ctx, lane, last, head)
+		release()
+		if err != nil {
+			if p.Logger != nil && ctx.Err() == nil {
+				p.Logger.Warn("advance an idle lane", eventlog.LogStream, lane, eventlog.LogErr, err)
+			}
+			continue
+		}
+		// Announced when it moved, and once when the lane was taken (a
+		// lane applied by another process, or by a replay, may be ahead of
+		// what the readers heard).
+		if moved || known == 0 {
+			if err := p.Log.PublishApplied(lane, pos); err != nil && p.Logger != nil {
+				p.Logger.Warn("announce applied position", eventlog.LogStream, lane, eventlog.LogSeq, pos, eventlog.LogErr, err)
+			}
+		}
+		known = pos
+	}
+}
+
 // project applies batch in one transaction. If that fails because of what
 // a record holds (store.IsUnappliable), it applies the batch again one
 // record at a time, so that every record before the culprit is applied,
@@ -336,6 +462,11 @@ func (p *Projector) readStream(ctx context.Context, stream string, stopAt uint64
 // transient failure is returned: the lane ends and starts again from its
 // committed position.
 func (p *Projector) project(ctx context.Context, stream string, expect uint64, batch []eventlog.Msg) (applied uint64, setAside []uint64, err error) {
+	release, err := p.slot(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer release()
 	applied, err = p.Store.Project(ctx, stream, expect, batch, apply)
 	if err == nil || !store.IsUnappliable(err) {
 		return applied, nil, err
@@ -367,7 +498,7 @@ func (p *Projector) setAside(ctx context.Context, stream string, expect uint64, 
 			"subject", m.Subject, eventlog.LogRecord, m.Type, eventlog.LogErr, cause)
 	}
 	if p.setAsideTotal != nil {
-		p.setAsideTotal.WithLabelValues(stream).Inc()
+		p.setAsideTotal.WithLabelValues(eventlog.LaneStream(stream)).Inc()
 	}
 	return applied, nil
 }
@@ -471,15 +602,48 @@ func (p *Projector) Replay(ctx context.Context, progress Progress) error {
 	return p.ReplayTo(ctx, to, progress)
 }
 
-// ReplayTo applies every stream from the stored position up to exactly
-// to[stream] (streams absent from to are left alone), then returns.
+// replayLanes bounds how many lanes a replay applies at once.
+const replayLanes = 4
+
+// ReplayTo applies every lane from the stored position up to exactly
+// to[lane] (a ROOMS lane absent from to goes to to[ROOMS]; lanes with no
+// target are left alone), then returns. The streams go in the order live
+// writes made visible: ACCOUNTS, then ROOMS, then RECEIPTS (a receipt's
+// projection looks up its event's position); ROOMS lanes, which never read
+// each other's rooms, are applied in parallel, a few at a time.
 func (p *Projector) ReplayTo(ctx context.Context, to map[string]uint64, progress Progress) error {
-	for _, s := range Streams {
-		if to[s] == 0 {
-			continue
+	if progress != nil {
+		// Lanes report from several goroutines; reporters need not be
+		// safe for that.
+		var mu sync.Mutex
+		report := progress
+		progress = func(stream string, applied, head uint64, elapsed time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			report(stream, applied, head, elapsed)
 		}
-		if err := p.runStream(ctx, s, to[s], false, progress); err != nil {
-			return fmt.Errorf("replay %s: %w", s, err)
+	}
+	phases := [][]string{{eventlog.StreamAccounts}, eventlog.RoomLanes, {eventlog.StreamReceipts}}
+	for _, lanes := range phases {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(replayLanes)
+		for _, s := range lanes {
+			target, ok := to[s]
+			if !ok && eventlog.LaneIndex(s) >= 0 {
+				target = to[eventlog.StreamRooms]
+			}
+			if target == 0 {
+				continue
+			}
+			g.Go(func() error {
+				if err := p.runStream(gctx, s, target, false, progress); err != nil {
+					return fmt.Errorf("replay %s: %w", s, err)
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -156,9 +156,13 @@ type roomPlan struct {
 // number of queries however many rooms the user is in. Each phase fills
 // one section of the response (or what later ones read), in this order,
 // all inside the one snapshot.
-func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCache, members *memberCache, req *request) (*built, error) {
+//
+// through is a ROOMS position known to be applied (every record at or
+// below it) before the build began; the response shows ROOMS as of it, or
+// of a later such position the snapshot holds.
+func build(ctx context.Context, st *store.Store, eph *Ephemeral, rules *rulesCache, members *memberCache, req *request, through uint64) (*built, error) {
 	out := &built{resp: newResponse()}
-	err := st.SyncSnapshot(ctx, func(tx *store.SyncTx) error {
+	err := st.SyncSnapshotThrough(ctx, through, func(tx *store.SyncTx) error {
 		b := newBuilder(req, out, tx.Pos, eph)
 		if err := b.memberships(ctx, tx); err != nil {
 			return err

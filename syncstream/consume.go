@@ -30,6 +30,10 @@ type Consumer struct {
 	Ephemeral *Ephemeral
 	Readers   *eventlog.Readers
 	Logger    *slog.Logger
+	// Watermark, when set, is told the lane of every ROOMS record read, so
+	// that it knows ROOMS applied past lanes with nothing to apply, and
+	// the worker reports as read only what is applied too (reported).
+	Watermark *eventlog.Watermark
 
 	setAside atomic.Uint64
 }
@@ -54,6 +58,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return err
 		}
 		n.SetFloor(stream, head)
+		if stream == eventlog.StreamRooms && c.Watermark != nil {
+			c.Watermark.ObserveFrom(head)
+			g.Go(func() error { return c.reportApplied(ctx) })
+		}
 		from := head + 1
 		if stream == eventlog.StreamEphemeral {
 			from = 1 // rebuild typing and presence from what the stream holds
@@ -62,12 +70,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 		}
 		g.Go(func() error {
-			readers.Beat(ctx, ReadersTopic(stream), func() uint64 { return n.Consumed(stream) })
+			readers.Beat(ctx, ReadersTopic(stream), func() uint64 { return c.reported(stream) })
 			return nil
 		})
 		g.Go(func() error {
 			return log.Read(ctx, stream, eventlog.ReadOptions{From: from}, func(ctx context.Context, batch []eventlog.Msg) error {
 				for _, m := range batch {
+					if stream == eventlog.StreamRooms && c.Watermark != nil {
+						c.Watermark.Observe(m.Seq, m.Subject)
+					}
 					ch, err := touched(ctx, c.Store, eph, m, m.Seq > head)
 					if err != nil {
 						if !store.IsUnappliable(err) {
@@ -86,7 +97,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 						eph.markCaughtUp()
 					}
 				}
-				readers.Report(ReadersTopic(stream), batch[len(batch)-1].Seq)
+				readers.Report(ReadersTopic(stream), c.reported(stream))
 				return nil
 			})
 		})
@@ -94,6 +105,34 @@ func (c *Consumer) Run(ctx context.Context) error {
 	g.Go(func() error { return writeAtDeadlines(ctx, log, eph, typingExpiries(eph)) })
 	g.Go(func() error { return writeAtDeadlines(ctx, log, eph, presenceDecay(eph)) })
 	return g.Wait()
+}
+
+// reported is the position the worker reports as read on stream: for
+// ROOMS, only as far as ROOMS is also applied (G), because a write that
+// waits for the report must then be in every response this worker builds,
+// and a response shows ROOMS as of G. Lanes apply independently, so a
+// record read here may not be applicable yet though its own lane has it.
+func (c *Consumer) reported(stream string) uint64 {
+	read := c.Notifier.Consumed(stream)
+	if stream == eventlog.StreamRooms && c.Watermark != nil {
+		return min(read, c.Watermark.Applied(stream))
+	}
+	return read
+}
+
+// reportApplied reports the ROOMS position again whenever G rises: the
+// read position may have been held back by it.
+func (c *Consumer) reportApplied(ctx context.Context) error {
+	topic := ReadersTopic(eventlog.StreamRooms)
+	for {
+		_, ch := c.Watermark.Changed(eventlog.StreamRooms)
+		c.Readers.Report(topic, c.reported(eventlog.StreamRooms))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+		}
+	}
 }
 
 func (c *Consumer) passOver(m eventlog.Msg, err error) {

@@ -358,10 +358,29 @@ func (h *Handler) build(ctx context.Context, req *request, filterKey string) (*b
 	if req.since != nil {
 		key += "\x00" + req.since.String()
 	}
+	// A response shows ROOMS as of G, which must not be behind the token
+	// (one from this worker's window can be ahead of what every lane has
+	// applied) nor behind the head of the log when this worker started:
+	// writes acknowledged before it reported anything are not otherwise
+	// waited for. Both waits end at once in the steady state.
+	need := h.Watermark.ObservedFrom()
+	if req.since != nil {
+		need = max(need, req.since.Rooms)
+	}
+	if need > h.Watermark.Applied(eventlog.StreamRooms) {
+		wctx, cancel := context.WithTimeout(ctx, h.ApplyTimeout)
+		err := h.Watermark.Wait(wctx, eventlog.StreamRooms, need)
+		cancel()
+		if err != nil {
+			return nil, matrix.Unavailable("the server is catching up; retry")
+		}
+	}
 	return h.builds.do(ctx, key, func() (*built, error) {
 		// Detached from the first caller: its disconnect must not fail
-		// the others sharing the build.
-		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, &h.pushRules, &h.Notifier.members, req)
+		// the others sharing the build. ROOMS is read before the
+		// snapshot begins, so the snapshot holds all of it.
+		through := h.Watermark.Applied(eventlog.StreamRooms)
+		return build(context.WithoutCancel(ctx), h.Store, h.Ephemeral, &h.pushRules, &h.Notifier.members, req, through)
 	})
 }
 

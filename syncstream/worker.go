@@ -57,7 +57,8 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	h := &Handler{Store: cfg.Store, Log: cfg.Log, Watermark: cfg.Watermark, Notifier: n, Ephemeral: eph, Logger: cfg.Logger,
 		Sessions: cfg.Sessions, ApplyTimeout: cfg.ApplyTimeout,
 		respond: matrix.Responder{Logger: cfg.Logger, Unavailable: store.Unavailable}}
-	c := &Consumer{Log: cfg.Log, Store: cfg.Store, Notifier: n, Ephemeral: eph, Readers: cfg.Readers, Logger: cfg.Logger}
+	c := &Consumer{Log: cfg.Log, Store: cfg.Store, Notifier: n, Ephemeral: eph, Readers: cfg.Readers, Logger: cfg.Logger,
+		Watermark: cfg.Watermark}
 	if cfg.Metrics != nil {
 		if err := h.RegisterMetrics(cfg.Metrics); err != nil {
 			return nil, err

@@ -93,7 +93,9 @@ func (p *Pusher) queueRecord(ctx context.Context, m *eventlog.WorkMsg) error {
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, p.AckWait/2)
-	err := p.Watermark.Wait(wctx, eventlog.StreamRooms, m.Seq)
+	// The record's own lane: what is read is its room's state at its
+	// position, and counts over the users' rooms as they are now.
+	err := p.Watermark.Wait(wctx, eventlog.LaneName(eventlog.SubjectLane(m.Subject)), m.Seq)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("wait for the projection of record %d: %w", m.Seq, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"strand/eventlog"
 	"strand/projector"
 )
 
@@ -42,8 +43,16 @@ func opsHandler(reg *prometheus.Registry, d *deps) http.Handler {
 		} else {
 			checks["postgres"] = "ok"
 		}
-		for _, s := range projector.Streams {
-			head, err := d.log.Head(ctx, s)
+		// Per lane: a ROOMS lane is caught up when it has applied (nearly)
+		// its own newest record, whatever the other lanes hold.
+		for _, s := range projector.Lanes {
+			var head uint64
+			var err error
+			if i := eventlog.LaneIndex(s); i >= 0 {
+				head, err = d.log.LastSeq(ctx, eventlog.StreamRooms, eventlog.LaneFilter(i))
+			} else {
+				head, err = d.log.Head(ctx, s)
+			}
 			if err != nil {
 				fail("projector "+s, "log unavailable")
 				continue

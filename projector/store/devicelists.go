@@ -46,7 +46,7 @@ func (t *SyncTx) DeviceListChanges(ctx context.Context, user string, from, to ui
 func (t *SyncTx) MembershipMoves(ctx context.Context, user string, lo, hi int64) (joined, departed []string, err error) {
 	rows, err := t.tx.Query(ctx, `SELECT DISTINCT o.state_key, o.membership = 'join' FROM room_state o
 		JOIN room_state me ON me.room_id = o.room_id AND me.type = 'm.room.member' AND me.state_key = $1
-			AND (me.to_pos IS NULL OR me.to_pos >= $2) AND me.membership = 'join'
+			AND me.from_pos < $3 AND (me.to_pos IS NULL OR me.to_pos >= $2) AND me.membership = 'join'
 		WHERE o.type = 'm.room.member' AND o.state_key <> $1 AND o.from_pos >= $2 AND o.from_pos < $3`, user, lo, hi)
 	if err != nil {
 		return nil, nil, fmt.Errorf("membership moves: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -46,6 +47,54 @@ func (s *Store) TryLease(ctx context.Context, name string) (*Lease, bool, error)
 
 // Release gives the lease up: closing its session releases the lock.
 func (l *Lease) Release(ctx context.Context) {
+	_ = l.conn.Close(context.WithoutCancel(ctx))
+}
+
+// LeaseSession holds many leases on one connection of its own: a projector
+// process holds a lease per lane it applies (ROOMS has a lane per
+// partition), and a connection for each would spend the server's
+// connections. Advisory locks are re-entrant within a session, so one
+// session must not take a lease twice; a projector takes each lane's from
+// one goroutine. Closing the session (or the process dying) releases all.
+type LeaseSession struct {
+	mu   sync.Mutex
+	conn *pgx.Conn
+}
+
+// LeaseSession opens a session for leases.
+func (s *Store) LeaseSession(ctx context.Context) (*LeaseSession, error) {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("lease session: %w", err)
+	}
+	return &LeaseSession{conn: conn}, nil
+}
+
+// TryLease takes the named lease if nobody holds it.
+func (l *LeaseSession) TryLease(ctx context.Context, name string) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ok bool
+	if err := l.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", LeaseKey(name)).Scan(&ok); err != nil {
+		return false, fmt.Errorf("lease %s: %w", name, err)
+	}
+	return ok, nil
+}
+
+// Release gives the named lease up.
+func (l *LeaseSession) Release(ctx context.Context, name string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, err := l.conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", LeaseKey(name)); err != nil {
+		return fmt.Errorf("release lease %s: %w", name, err)
+	}
+	return nil
+}
+
+// Close ends the session, releasing every lease it holds.
+func (l *LeaseSession) Close(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	_ = l.conn.Close(context.WithoutCancel(ctx))
 }
 

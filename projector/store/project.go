@@ -148,3 +148,47 @@ func (t *Tx) flush(ctx context.Context) error {
 	t.batch = pgxBatch()
 	return err
 }
+
+// AdvanceLane records that a ROOMS lane is complete through to, provided
+// its applied position (its own last record) covers last, the newest
+// record of the lane on the log as read after to was: then every record
+// of the lane at or below to is applied (one at or below to was stored
+// before last was read). last 0 is for a caller that knows it (a replay
+// that read the lane up to to). It returns the lane's position (the higher
+// of the two) and whether it moved. The applied position itself is left
+// as it is: it is what a replay of the log reproduces.
+func (s *Store) AdvanceLane(ctx context.Context, lane string, last, to uint64) (uint64, bool, error) {
+	var applied, done int64
+	err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT seq FROM projector_positions WHERE stream = $1), 0),
+		COALESCE((SELECT seq FROM projector_lane_complete WHERE lane = $1), 0)`, lane).Scan(&applied, &done)
+	if err != nil {
+		return 0, false, fmt.Errorf("advance %s: %w", lane, err)
+	}
+	cur := uint64(max(applied, done))
+	if uint64(applied) < last || cur >= to {
+		return cur, false, nil
+	}
+	// The commit does not wait for its WAL flush: the fact is re-derived
+	// by the next check after a crash.
+	_, err = s.pool.Exec(ctx, `WITH s AS (SELECT set_config('synchronous_commit', 'off', true))
+		INSERT INTO projector_lane_complete (lane, seq) SELECT $1, $2 FROM s
+		ON CONFLICT (lane) DO UPDATE SET seq = GREATEST(projector_lane_complete.seq, EXCLUDED.seq)`, lane, int64(to))
+	if err != nil {
+		return 0, false, fmt.Errorf("advance %s: %w", lane, err)
+	}
+	return to, true, nil
+}
+
+// AppliedPosition is a lane's (or a stream's) own applied position: where
+// its reader resumes, and what Project checks its expectation against.
+func (s *Store) AppliedPosition(ctx context.Context, stream string) (uint64, error) {
+	var seq int64
+	err := s.pool.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1", stream).Scan(&seq)
+	if isNoRows(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("position of %s: %w", stream, err)
+	}
+	return uint64(seq), nil
+}

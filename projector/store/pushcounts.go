@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 
 	"strand/eventlog/matrix"
 )
@@ -196,7 +197,7 @@ func (t *SyncTx) PushRulesContent(ctx context.Context, userID string) (json.RawM
 // are joined to, as of the snapshot, with their rules (rooms they are not
 // joined to are left out). Two queries whatever the number of rooms.
 func (t *SyncTx) UnreadRooms(ctx context.Context, userID string, rules *matrix.PushRuleset, roomIDs []string) (map[string]*UnreadRoom, error) {
-	return unreadRooms(ctx, t.tx, t.pushEvents, userID, rules, roomIDs, int64(t.Pos.Rooms+1)*1024)
+	return unreadRooms(ctx, t.tx, t.pushEvents, userID, rules, roomIDs, t.roomsHi())
 }
 
 // UnreadNotifications returns the user's counts in every room they are
@@ -252,7 +253,7 @@ func (s *Store) UnreadTotals(ctx context.Context, rules map[string]*matrix.PushR
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("unread totals: %w", err)
 		}
-		pairs, err := unreadPairs(ctx, t.tx, t.pushEvents, roomIDs, members, func(u string) *matrix.PushRuleset { return rules[u] }, int64(t.Pos.Rooms+1)*1024)
+		pairs, err := unreadPairs(ctx, t.tx, t.pushEvents, roomIDs, members, func(u string) *matrix.PushRuleset { return rules[u] }, t.roomsHi())
 		if err != nil {
 			return err
 		}
@@ -295,7 +296,7 @@ func pushRooms(ctx context.Context, q rowsQueryer, cache *matrix.EventCache, use
 	for i := range users {
 		users[i] = userID
 	}
-	pairs, err := pushRoomPairs(ctx, q, cache, roomIDs, users)
+	pairs, err := pushRoomPairs(ctx, q, cache, roomIDs, users, math.MaxInt64)
 	if err != nil {
 		return nil, err
 	}
@@ -310,8 +311,10 @@ func pushRooms(ctx context.Context, q rowsQueryer, cache *matrix.EventCache, use
 type roomUser struct{ room, user string }
 
 // pushRoomPairs is pushRooms for many users at once: roomIDs[i] with
-// users[i]. A pair whose user ("" aside) is not joined is left out.
-func pushRoomPairs(ctx context.Context, q rowsQueryer, cache *matrix.EventCache, roomIDs, users []string) (map[roomUser]*UnreadRoom, error) {
+// users[i]. A pair whose user ("" aside) is not joined is left out. The
+// state read is the state as of the room positions below hi (a sync
+// snapshot's G; math.MaxInt64 for the current state).
+func pushRoomPairs(ctx context.Context, q rowsQueryer, cache *matrix.EventCache, roomIDs, users []string, hi int64) (map[roomUser]*UnreadRoom, error) {
 	rows, err := q.Query(ctx, `SELECT r.room_id, r.user_id, rm.room_version, rm.joined_members,
 			COALESCE(jm.from_pos, -1), COALESCE(jm.displayname, ''),
 			cr.event_id, cr.pdu, pl.event_id, pl.pdu, rc.threads, rc.positions
@@ -320,15 +323,17 @@ func pushRoomPairs(ctx context.Context, q rowsQueryer, cache *matrix.EventCache,
 		LEFT JOIN LATERAL (SELECT s.from_pos,
 				`+memberDisplayNameSQL+` AS displayname
 			FROM room_state s JOIN events e ON e.event_id = s.event_id
-			WHERE s.room_id = r.room_id AND s.type = 'm.room.member' AND s.state_key = r.user_id AND s.to_pos IS NULL
-				AND s.membership = 'join') jm ON true
+			WHERE s.room_id = r.room_id AND s.type = 'm.room.member' AND s.state_key = r.user_id
+				AND s.from_pos < $3 AND (s.to_pos IS NULL OR s.to_pos >= $3) AND s.membership = 'join') jm ON true
 		LEFT JOIN LATERAL (SELECT e.event_id, e.pdu FROM room_state s JOIN events e ON e.event_id = s.event_id
-			WHERE s.room_id = r.room_id AND s.type = 'm.room.create' AND s.state_key = '' AND s.to_pos IS NULL) cr ON true
+			WHERE s.room_id = r.room_id AND s.type = 'm.room.create' AND s.state_key = ''
+				AND s.from_pos < $3 AND (s.to_pos IS NULL OR s.to_pos >= $3)) cr ON true
 		LEFT JOIN LATERAL (SELECT e.event_id, e.pdu FROM room_state s JOIN events e ON e.event_id = s.event_id
-			WHERE s.room_id = r.room_id AND s.type = 'm.room.power_levels' AND s.state_key = '' AND s.to_pos IS NULL) pl ON true
+			WHERE s.room_id = r.room_id AND s.type = 'm.room.power_levels' AND s.state_key = ''
+				AND s.from_pos < $3 AND (s.to_pos IS NULL OR s.to_pos >= $3)) pl ON true
 		LEFT JOIN LATERAL (SELECT array_agg(x.thread_id) AS threads, array_agg(x.event_pos) AS positions FROM receipts x
 			WHERE x.room_id = r.room_id AND x.user_id = r.user_id AND x.type IN ('m.read', 'm.read.private')) rc ON true`,
-		roomIDs, users)
+		roomIDs, users, hi)
 	if err != nil {
 		return nil, fmt.Errorf("push rooms: %w", err)
 	}
@@ -410,7 +415,7 @@ func unreadPairs(ctx context.Context, q rowsQueryer, cache *matrix.EventCache, r
 	if len(roomIDs) == 0 {
 		return map[roomUser]*UnreadRoom{}, nil
 	}
-	rooms, err := pushRoomPairs(ctx, q, cache, roomIDs, users)
+	rooms, err := pushRoomPairs(ctx, q, cache, roomIDs, users, hi)
 	if err != nil {
 		return nil, err
 	}

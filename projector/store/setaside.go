@@ -127,13 +127,14 @@ func (s *Store) setAside(ctx context.Context, stream string, expect uint64, m ev
 		return uint64(cur), nil // applied or set aside before
 	}
 	room := ""
-	if stream == eventlog.StreamRooms {
+	whole := eventlog.LaneStream(stream) // a ROOMS lane's records are listed as ROOMS
+	if whole == eventlog.StreamRooms {
 		room = m.Room
 	}
 	room = cleanText(room, setAsideFieldMax)
 	if _, err := tx.Exec(ctx, `INSERT INTO set_aside (stream, seq, subject, record_type, room_id, error, logged_ts)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
-		stream, int64(m.Seq), cleanText(m.Subject, setAsideFieldMax), cleanText(m.Type, setAsideFieldMax), room,
+		whole, int64(m.Seq), cleanText(m.Subject, setAsideFieldMax), cleanText(m.Type, setAsideFieldMax), room,
 		cleanText(cause.Error(), setAsideErrorMax), m.Time.UnixMilli()); err != nil {
 		return 0, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"strand/eventlog"
 	"strand/eventlog/matrix"
 )
 
@@ -230,10 +231,22 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// Position returns the last sequence of stream applied to this database.
+// Position returns the last sequence of stream applied to this database:
+// for a ROOMS lane, how far it is complete through (its applied position
+// or, if higher, what its idle check recorded); for ROOMS itself, the
+// lowest of its lanes (everything at or below it is applied).
 func (s *Store) Position(ctx context.Context, stream string) (uint64, error) {
 	var seq int64
-	err := s.pool.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1", stream).Scan(&seq)
+	var err error
+	switch {
+	case stream == eventlog.StreamRooms:
+		err = s.pool.QueryRow(ctx, roomsPositionSQL, eventlog.RoomLanes).Scan(&seq)
+	case eventlog.LaneIndex(stream) >= 0:
+		err = s.pool.QueryRow(ctx, `SELECT GREATEST(COALESCE((SELECT seq FROM projector_positions WHERE stream = $1), 0),
+			COALESCE((SELECT seq FROM projector_lane_complete WHERE lane = $1), 0))`, stream).Scan(&seq)
+	default:
+		err = s.pool.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1", stream).Scan(&seq)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
@@ -243,8 +256,15 @@ func (s *Store) Position(ctx context.Context, stream string) (uint64, error) {
 	return uint64(seq), nil
 }
 
-// Positions returns the applied position of every stream in this
-// database (streams never applied are absent).
+// roomsPositionSQL reads the position of ROOMS as a whole: the lowest of
+// its lanes' positions (Position of a lane), 0 for a lane with neither.
+const roomsPositionSQL = `SELECT COALESCE(min(GREATEST(COALESCE(p.seq, 0), COALESCE(c.seq, 0))), 0)
+	FROM unnest($1::text[]) AS l(lane)
+	LEFT JOIN projector_positions p ON p.stream = l.lane
+	LEFT JOIN projector_lane_complete c ON c.lane = l.lane`
+
+// Positions returns the applied position of every stream and ROOMS lane
+// in this database (those never applied are absent).
 func (s *Store) Positions(ctx context.Context) (map[string]uint64, error) {
 	return positions(ctx, s.pool, "projector_positions")
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"strand/eventlog"
 	"strand/eventlog/matrix"
 )
 
@@ -43,14 +44,30 @@ type SyncTx struct {
 }
 
 // SyncSnapshot runs fn in a read-only snapshot whose Pos holds the applied
-// positions of the rooms and accounts projections.
+// positions of the rooms and accounts projections. Pos.Rooms is the
+// highest ROOMS lane position: everything the snapshot holds, as a read
+// of current state sees it. A sync response uses SyncSnapshotThrough.
 func (s *Store) SyncSnapshot(ctx context.Context, fn func(*SyncTx) error) error {
+	return s.syncSnapshot(ctx, 0, false, fn)
+}
+
+// SyncSnapshotThrough is SyncSnapshot for a sync response: Pos.Rooms is a
+// G such that every ROOMS record at or below G is in the snapshot (the
+// highest of through, which the caller knew to be applied before it
+// called, and the lowest lane position), and the snapshot's room reads
+// show the rooms as of G even where lanes have applied more.
+func (s *Store) SyncSnapshotThrough(ctx context.Context, through uint64, fn func(*SyncTx) error) error {
+	return s.syncSnapshot(ctx, through, true, fn)
+}
+
+func (s *Store) syncSnapshot(ctx context.Context, through uint64, exact bool, fn func(*SyncTx) error) error {
 	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		st := &SyncTx{tx: tx, pushEvents: &s.pushEvents}
 		rows, err := tx.Query(ctx, "SELECT stream, seq FROM projector_positions")
 		if err != nil {
 			return fmt.Errorf("sync positions: %w", err)
 		}
+		var lanes [eventlog.RoomLaneCount]uint64
 		for rows.Next() {
 			var name string
 			var seq int64
@@ -59,21 +76,56 @@ func (s *Store) SyncSnapshot(ctx context.Context, fn func(*SyncTx) error) error 
 				return err
 			}
 			switch name {
-			case "ROOMS":
-				st.Pos.Rooms = uint64(seq)
-			case "ACCOUNTS":
+			case eventlog.StreamAccounts:
 				st.Pos.Accounts = uint64(seq)
-			case "RECEIPTS":
+			case eventlog.StreamReceipts:
 				st.Pos.Receipts = uint64(seq)
+			default:
+				if i := eventlog.LaneIndex(name); i >= 0 {
+					lanes[i] = uint64(seq)
+				}
 			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		// A lane is complete through the higher of its applied position
+		// and what its idle check recorded.
+		rows, err = tx.Query(ctx, "SELECT lane, seq FROM projector_lane_complete")
+		if err != nil {
+			return fmt.Errorf("sync lane positions: %w", err)
+		}
+		for rows.Next() {
+			var name string
+			var seq int64
+			if err := rows.Scan(&name, &seq); err != nil {
+				rows.Close()
+				return err
+			}
+			if i := eventlog.LaneIndex(name); i >= 0 {
+				lanes[i] = max(lanes[i], uint64(seq))
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		low, high := lanes[0], lanes[0]
+		for _, p := range lanes[1:] {
+			low, high = min(low, p), max(high, p)
+		}
+		st.Pos.Rooms = high
+		if exact {
+			st.Pos.Rooms = max(through, low)
+		}
 		return fn(st)
 	})
 }
+
+// roomsHi is the room position below which the snapshot's room reads look:
+// the first position of the record after Pos.Rooms.
+func (t *SyncTx) roomsHi() int64 { return eventlog.EventPos(t.Pos.Rooms+1, 0) }
 
 // Memberships returns the user's membership periods that are current, or
 // (with since > 0) that ended at or after position since, for rooms the
@@ -81,14 +133,17 @@ func (s *Store) SyncSnapshot(ctx context.Context, fn func(*SyncTx) error) error 
 // (incremental syncs only) is still given, so that the user's other
 // devices learn of the leave; later ranges no longer see it.
 func (t *SyncTx) Memberships(ctx context.Context, userID string, since int64, includeEnded bool) ([]UserMembership, error) {
-	rows, err := t.tx.Query(ctx, `SELECT s.room_id, s.membership, s.event_id, s.from_pos, COALESCE(s.to_pos, 0)
+	// As of the snapshot's G ($4): a period that ends after G is current.
+	rows, err := t.tx.Query(ctx, `SELECT s.room_id, s.membership, s.event_id, s.from_pos,
+			CASE WHEN s.to_pos IS NULL OR s.to_pos >= $4 THEN 0 ELSE s.to_pos END
 		FROM room_state s
-		WHERE s.type = 'm.room.member' AND s.state_key = $1
-		  AND (s.to_pos IS NULL OR ($3 AND s.to_pos >= $2))
+		WHERE s.type = 'm.room.member' AND s.state_key = $1 AND s.from_pos < $4
+		  AND (s.to_pos IS NULL OR s.to_pos >= $4 OR ($3 AND s.to_pos >= $2))
 		  AND (NOT EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = $1 AND f.room_id = s.room_id)
 		    OR ($3 AND EXISTS (SELECT 1 FROM room_state c WHERE c.room_id = s.room_id AND c.type = 'm.room.member'
-		      AND c.state_key = $1 AND c.to_pos IS NULL AND c.membership IN ('leave', 'ban') AND c.from_pos >= $2)))
-		ORDER BY s.room_id, s.from_pos`, userID, since, includeEnded)
+		      AND c.state_key = $1 AND c.from_pos < $4 AND (c.to_pos IS NULL OR c.to_pos >= $4)
+		      AND c.membership IN ('leave', 'ban') AND c.from_pos >= $2)))
+		ORDER BY s.room_id, s.from_pos`, userID, since, includeEnded, t.roomsHi())
 	if err != nil {
 		return nil, fmt.Errorf("sync memberships: %w", err)
 	}
@@ -249,13 +304,14 @@ func (t *SyncTx) StrippedState(ctx context.Context, userID string, roomIDs []str
 		return out, nil
 	}
 	rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+` FROM room_state s JOIN events e ON e.event_id = s.event_id
-		WHERE s.room_id = ANY($1) AND s.to_pos IS NULL AND (
+		WHERE s.room_id = ANY($1) AND s.from_pos < $3 AND (s.to_pos IS NULL OR s.to_pos >= $3) AND (
 			(s.state_key = '' AND s.type IN ('m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar',
 				'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic'))
 			OR (s.type = 'm.room.member' AND s.state_key = $2)
 			OR (s.type = 'm.room.member' AND s.state_key = (SELECT x.sender FROM events x WHERE x.event_id = (
-				SELECT y.event_id FROM room_state y WHERE y.room_id = s.room_id AND y.type = 'm.room.member' AND y.state_key = $2 AND y.to_pos IS NULL))))
-		ORDER BY e.pos`, roomIDs, userID)
+				SELECT y.event_id FROM room_state y WHERE y.room_id = s.room_id AND y.type = 'm.room.member' AND y.state_key = $2
+					AND y.from_pos < $3 AND (y.to_pos IS NULL OR y.to_pos >= $3)))))
+		ORDER BY e.pos`, roomIDs, userID, t.roomsHi())
 	if err != nil {
 		return nil, fmt.Errorf("sync invite state: %w", err)
 	}
@@ -286,8 +342,9 @@ func (t *SyncTx) Summaries(ctx context.Context, userID string, roomIDs []string)
 	}
 	rows, err := t.tx.Query(ctx, `SELECT r.room_id, r.joined_members, r.invited_members,
 			ARRAY(SELECT s.state_key FROM room_state s WHERE s.room_id = r.room_id AND s.type = 'm.room.member'
-				AND s.to_pos IS NULL AND s.membership IN ('join', 'invite') AND s.state_key <> $2 ORDER BY s.state_key LIMIT 5)
-		FROM rooms r WHERE r.room_id = ANY($1)`, roomIDs, userID)
+				AND s.from_pos < $3 AND (s.to_pos IS NULL OR s.to_pos >= $3)
+				AND s.membership IN ('join', 'invite') AND s.state_key <> $2 ORDER BY s.state_key LIMIT 5)
+		FROM rooms r WHERE r.room_id = ANY($1)`, roomIDs, userID, t.roomsHi())
 	if err != nil {
 		return nil, fmt.Errorf("sync summaries: %w", err)
 	}
@@ -310,8 +367,9 @@ func (t *SyncTx) SharingRooms(ctx context.Context, userID string, users []string
 	}
 	rows, err := t.tx.Query(ctx, `SELECT DISTINCT o.state_key FROM room_state o
 		JOIN room_state me ON me.room_id = o.room_id AND me.type = 'm.room.member' AND me.state_key = $1
-			AND me.to_pos IS NULL AND me.membership = 'join'
-		WHERE o.type = 'm.room.member' AND o.state_key = ANY($2) AND o.to_pos IS NULL AND o.membership = 'join'`, userID, users)
+			AND me.from_pos < $3 AND (me.to_pos IS NULL OR me.to_pos >= $3) AND me.membership = 'join'
+		WHERE o.type = 'm.room.member' AND o.state_key = ANY($2) AND o.from_pos < $3 AND (o.to_pos IS NULL OR o.to_pos >= $3)
+			AND o.membership = 'join'`, userID, users, t.roomsHi())
 	if err != nil {
 		return nil, fmt.Errorf("sync presence audience: %w", err)
 	}
@@ -334,9 +392,10 @@ func (t *SyncTx) MemberEvents(ctx context.Context, rooms, users []string) (map[s
 	}
 	rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+`
 		FROM unnest($1::text[], $2::text[]) AS p(room_id, user_id)
-		JOIN room_state s ON s.room_id = p.room_id AND s.type = 'm.room.member' AND s.state_key = p.user_id AND s.to_pos IS NULL
+		JOIN room_state s ON s.room_id = p.room_id AND s.type = 'm.room.member' AND s.state_key = p.user_id
+			AND s.from_pos < $3 AND (s.to_pos IS NULL OR s.to_pos >= $3)
 		JOIN events e ON e.event_id = s.event_id
-		ORDER BY e.pos`, rooms, users)
+		ORDER BY e.pos`, rooms, users, t.roomsHi())
 	if err != nil {
 		return nil, fmt.Errorf("sync member events: %w", err)
 	}
