@@ -299,8 +299,12 @@ func (h *Handler) fromWindow(ctx context.Context, req *request, base windowBase,
 	key := strings.Join(missRooms, "\x00") + "\x01" + strings.Join(missUsers, "\x00")
 	_, err := h.memberFills.do(ctx, key, func() (struct{}, error) {
 		// Detached from the first caller, as builds are: others share it.
+		// As of G, like a build: an unbounded snapshot would be as of the
+		// highest lane, and a member event of a room whose lane is behind
+		// would be learned as current past changes the consumer has read.
 		dctx := context.WithoutCancel(ctx)
-		return struct{}{}, h.Store.SyncSnapshot(dctx, func(tx *store.SyncTx) error {
+		through := h.Watermark.Applied(eventlog.StreamRooms)
+		return struct{}{}, h.Store.SyncSnapshotThrough(dctx, through, func(tx *store.SyncTx) error {
 			evs, err := tx.MemberEvents(dctx, missRooms, missUsers)
 			if err != nil {
 				return err
