@@ -162,10 +162,18 @@ func TestIDsWithPathCharacters(t *testing.T) {
 			"auth_data": map[string]any{"public_key": "pk"}})).Str("version")
 		for _, v := range awkward {
 			rule := v3("/pushrules/global/override/" + esc("r"+v))
-			mustOK(t, "push rule "+v, c.Do("PUT", rule, map[string]any{"actions": []any{"notify"}, "conditions": []any{}}))
-			mustOK(t, "get push rule "+v, c.Do("GET", rule, nil))
-			mustOK(t, "push rule enabled "+v, c.Do("PUT", rule+"/enabled", map[string]any{"enabled": false}))
-			mustOK(t, "delete push rule "+v, c.Do("DELETE", rule, nil))
+			if strings.ContainsAny(v, `/\`) {
+				// The spec forbids slashes and backslashes in rule IDs:
+				// the ID reaches the handler whole, and is refused.
+				if r := c.Do("PUT", rule, map[string]any{"actions": []any{"notify"}, "conditions": []any{}}); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+					t.Errorf("push rule %q: %d %s", v, r.Status, r.Raw)
+				}
+			} else {
+				mustOK(t, "push rule "+v, c.Do("PUT", rule, map[string]any{"actions": []any{"notify"}, "conditions": []any{}}))
+				mustOK(t, "get push rule "+v, c.Do("GET", rule, nil))
+				mustOK(t, "push rule enabled "+v, c.Do("PUT", rule+"/enabled", map[string]any{"enabled": false}))
+				mustOK(t, "delete push rule "+v, c.Do("DELETE", rule, nil))
+			}
 			reached(t, "push rule "+v, c.Do("GET", v3("/pushrules/global/override/"+esc(v)), nil))
 
 			keys := v3("/room_keys/keys/" + esc("!"+v+":localhost") + "/" + esc(v) + "?version=" + version)
