@@ -224,7 +224,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 					woken = true
 					continue
 				case known:
-					if resp, next, base, ok := fromWindow(req, cached.base, changes, heads, h.Ephemeral, time.Now()); ok {
+					base, ok := h.lazyBase(ctx, req, cached.base, changes)
+					if !ok {
+						break
+					}
+					if resp, next, base, ok := fromWindow(req, base, changes, heads, h.Ephemeral, time.Now()); ok {
 						h.rooms.put(ss.UserID, next, cached.rooms, base)
 						h.e2ee.fill(resp, ss.UserID, ss.DeviceID)
 						if !resp.empty() || !time.Now().Before(deadline) {
@@ -272,6 +276,26 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		woken = true
 		req.since = &next
 	}
+}
+
+// lazyBase is the window base of a lazy-loading request with the member
+// events of the changes' senders that it lacks, read from the projection:
+// one small read instead of a build. A message from someone whose member
+// event the user was never sent (the room's admin, in a room of 10,000
+// whose last joiners the initial sync showed) would otherwise make every
+// member's long-poll a build. ok is false when they cannot be read as of
+// the request's token: then a build answers.
+func (h *Handler) lazyBase(ctx context.Context, req *request, base windowBase, changes []change) (windowBase, bool) {
+	rooms, users := lazyMissing(req, base, changes)
+	if len(rooms) == 0 {
+		return base, true
+	}
+	evs, pos, err := h.Store.CurrentMemberEvents(ctx, rooms, users)
+	if err != nil {
+		h.Logger.Warn("sync: reading member events for the window", "err", err)
+		return base, false
+	}
+	return withMembers(base, evs, pos, *req.since, len(rooms))
 }
 
 // writeNothing answers that nothing happened since the token: the same

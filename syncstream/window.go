@@ -98,6 +98,67 @@ func (b *windowBase) learnMember(e store.StoredEvent) {
 	}
 }
 
+// lazyMissing lists, for a lazy-loading filter, the senders of the
+// changes' room events (room by room, as pairs) whose member events base
+// does not hold: fromWindow would give up on them, and a build, in a big
+// room, costs far more than reading those few member events.
+func lazyMissing(req *request, base windowBase, changes []change) (rooms, users []string) {
+	if f := req.filter; f.Room.State == nil || !f.Room.State.LazyLoadMembers {
+		return nil, nil
+	}
+	seen := map[[2]string]bool{}
+	for i := range changes {
+		for j := range changes[i].events {
+			e := &changes[i].events[j]
+			k := [2]string{e.RoomID, e.Sender}
+			if _, ok := base.members[e.RoomID][e.Sender]; ok || seen[k] || !base.joined[e.RoomID] {
+				continue
+			}
+			seen[k] = true
+			rooms, users = append(rooms, e.RoomID), append(users, e.Sender)
+		}
+	}
+	return rooms, users
+}
+
+// withMembers returns base with the member events evs added (a copy:
+// bases are shared between requests and never modified). They must be
+// current as of since, the point the window builds on: read from a
+// projection at least that far (rooms, its position) and none newer than
+// since (the window serves only ranges without state events, so what was
+// current at since is current at its end). Otherwise ok is false.
+func withMembers(base windowBase, evs map[string][]store.StoredEvent, rooms uint64, since Token, want int) (windowBase, bool) {
+	if rooms < since.Rooms {
+		return base, false
+	}
+	limit := eventlog.EventPos(since.Rooms+1, 0)
+	n := 0
+	members := make(map[string]map[string]store.StoredEvent, len(base.members)+len(evs))
+	for room, m := range base.members {
+		members[room] = m
+	}
+	for room, list := range evs {
+		m := make(map[string]store.StoredEvent, len(members[room])+len(list))
+		for k, e := range members[room] {
+			m[k] = e
+		}
+		for _, e := range list {
+			if e.Pos >= limit || e.StateKey == nil {
+				return base, false
+			}
+			m[*e.StateKey] = e
+			n++
+		}
+		members[room] = m
+	}
+	if n != want {
+		return base, false // a sender without a member event: let a build answer
+	}
+	nb := base
+	nb.members = members
+	return nb, true
+}
+
 // fromWindow answers an incremental sync from the changes after since, all
 // of which concern the user, if they are within the window's case. It
 // returns the response, its token and the base for the next one.

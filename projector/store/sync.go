@@ -276,6 +276,20 @@ func (t *SyncTx) MemberKeysAtPoints(ctx context.Context, ranges []RoomRange) (ma
 	return out, rows.Err()
 }
 
+// CurrentMemberEvents is SyncTx.MemberEvents in a snapshot of its own,
+// with the rooms position it reflects.
+func (s *Store) CurrentMemberEvents(ctx context.Context, rooms, users []string) (map[string][]StoredEvent, uint64, error) {
+	var out map[string][]StoredEvent
+	var pos uint64
+	err := s.SyncSnapshot(ctx, func(t *SyncTx) error {
+		var err error
+		out, err = t.MemberEvents(ctx, rooms, users)
+		pos = t.Pos.Rooms
+		return err
+	})
+	return out, pos, err
+}
+
 // Histories returns the user's membership periods and the rooms'
 // history-visibility periods, for history visibility checks.
 func (t *SyncTx) Histories(ctx context.Context, userID string, roomIDs []string) (map[string]*Visibility, error) {
