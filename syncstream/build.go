@@ -462,15 +462,29 @@ func (b *builder) render(e *store.StoredEvent) json.RawMessage {
 // before the timeline for a limited one.
 func (b *builder) state(ctx context.Context, tx *store.SyncTx) error {
 	var stateRanges []store.RoomRange
+	var members [][]string // for a lazy-loading filter: whose member events
 	for i, p := range b.plans {
 		switch ro := b.outs[i]; {
 		case ro.needFull:
 			stateRanges = append(stateRanges, store.RoomRange{RoomID: p.id, From: 0, To: ro.start})
 		case ro.limited:
 			stateRanges = append(stateRanges, store.RoomRange{RoomID: p.id, From: p.lo, To: ro.start})
+		default:
+			continue
+		}
+		if b.lazy {
+			members = append(members, b.lazyKeep(i))
 		}
 	}
-	states, err := tx.StateAtPoints(ctx, stateRanges)
+	var states map[string][]store.StoredEvent
+	var err error
+	if b.lazy {
+		// Only the member events stateOf keeps are read: in a big room
+		// the others are nearly all of the state.
+		states, err = tx.LazyStateAtPoints(ctx, stateRanges, members)
+	} else {
+		states, err = tx.StateAtPoints(ctx, stateRanges)
+	}
 	if err != nil {
 		return err
 	}
@@ -489,6 +503,19 @@ func (b *builder) state(ctx context.Context, tx *store.SyncTx) error {
 	return nil
 }
 
+// lazyKeep is whose member events the state section of plan i keeps for
+// a lazy-loading filter: the user's and those of the timeline's senders.
+func (b *builder) lazyKeep(i int) []string {
+	keep := make([]string, 0, len(b.outs[i].senders)+1)
+	keep = append(keep, b.req.user)
+	for sender := range b.outs[i].senders {
+		if sender != b.req.user {
+			keep = append(keep, sender)
+		}
+	}
+	return keep
+}
+
 // stateOf is the state section of plan i, from the state read for it.
 func (b *builder) stateOf(i int, p roomPlan) []json.RawMessage {
 	evs := []json.RawMessage{}
@@ -497,6 +524,8 @@ func (b *builder) stateOf(i int, p roomPlan) []json.RawMessage {
 		if !b.f.Room.State.Allows(e.Type, e.Sender, e.RoomID, contentFunc(e)) {
 			continue
 		}
+		// (A lazy build read no others; the check stays for clarity
+		// of what the section holds.)
 		if b.lazy && e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey != b.req.user && !b.outs[i].senders[*e.StateKey] {
 			continue
 		}
@@ -705,24 +734,28 @@ func (b *builder) presence(ctx context.Context, tx *store.SyncTx) error {
 		for _, p := range b.view.presence {
 			known[p.UserID] = true
 		}
+		full, err := b.fullMemberKeys(ctx, tx)
+		if err != nil {
+			return err
+		}
 		for i, p := range b.plans {
 			if p.membership != "join" {
 				continue
 			}
-			var evs []store.StoredEvent
-			if b.outs[i].needFull {
-				evs = append(evs, b.states[p.id]...)
+			// A room with a full state section: everyone its state
+			// names; otherwise those who joined in the timeline.
+			keys := full[p.id]
+			for _, e := range b.raw[p.id] {
+				if e.Type == "m.room.member" && e.StateKey != nil && (b.outs[i].needFull || e.Membership() == "join") {
+					keys = append(keys, *e.StateKey)
+				}
 			}
-			evs = append(evs, b.raw[p.id]...)
-			for _, e := range evs {
-				if e.Type != "m.room.member" || e.StateKey == nil || *e.StateKey == user || known[*e.StateKey] {
+			for _, k := range keys {
+				if k == user || known[k] {
 					continue
 				}
-				if !b.outs[i].needFull && e.Membership() != "join" {
-					continue
-				}
-				if pr, ok := b.eph.presenceOf(*e.StateKey); ok {
-					known[*e.StateKey] = true
+				if pr, ok := b.eph.presenceOf(k); ok {
+					known[k] = true
 					b.view.presence = append(b.view.presence, pr)
 				}
 			}
@@ -748,6 +781,32 @@ func (b *builder) presence(ctx context.Context, tx *store.SyncTx) error {
 		b.out.resp.Presence.Events = append(b.out.resp.Presence.Events, presenceEvent(&p, b.now))
 	}
 	return nil
+}
+
+// fullMemberKeys returns, for the joined rooms with a full state section,
+// whom that state names in member events: from the state read, or, for a
+// lazy-loading build that read only a few of them, by their keys alone.
+func (b *builder) fullMemberKeys(ctx context.Context, tx *store.SyncTx) (map[string][]string, error) {
+	out := map[string][]string{}
+	var ranges []store.RoomRange
+	for i, p := range b.plans {
+		if p.membership != "join" || !b.outs[i].needFull {
+			continue
+		}
+		if b.lazy {
+			ranges = append(ranges, store.RoomRange{RoomID: p.id, From: 0, To: b.outs[i].start})
+			continue
+		}
+		for _, e := range b.states[p.id] {
+			if e.Type == "m.room.member" && e.StateKey != nil {
+				out[p.id] = append(out[p.id], *e.StateKey)
+			}
+		}
+	}
+	if len(ranges) == 0 {
+		return out, nil
+	}
+	return tx.MemberKeysAtPoints(ctx, ranges)
 }
 
 // accountData puts the user's global and joined rooms' account data that

@@ -273,6 +273,30 @@ func TestPresenceOfNewlySharedAndLazyMembers(t *testing.T) {
 	}
 }
 
+// A lazy-loading client that joins a room gets the presence of its
+// members also when their member events are not in the response (a
+// lazy-loading build reads only the member events it sends).
+func TestPresenceOfNewlySharedLazyBeyondTimeline(t *testing.T) {
+	_, base := newServe(t)
+	alice, bob := user(t, base, "alice"), user(t, base, "bob")
+	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online", "status_msg": "here"})
+	roomID := alice.MustDo("POST", v3("/createRoom"), map[string]any{"preset": "public_chat"}).Str("room_id")
+	lazy := url.QueryEscape(`{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":1}}}`)
+	since := nextBatch(t, bob.MustDo("GET", v3("/sync?set_presence=offline&filter="+lazy), nil).Raw)
+	bob.MustDo("POST", v3("/rooms/"+esc(roomID)+"/join"), nil)
+	r := bob.MustDo("GET", v3("/sync?set_presence=offline&filter="+lazy+"&since="+url.QueryEscape(since)), nil)
+	var s syncResp
+	_ = json.Unmarshal(r.Raw, &s)
+	for _, e := range s.Rooms.Join[roomID].State.Events {
+		if e.Type == "m.room.member" && *e.StateKey == alice.UserID {
+			t.Fatalf("lazy-loading sync with a timeline of bob's join sent alice's member event: %s", r.Raw)
+		}
+	}
+	if !strings.Contains(string(r.Raw), `"status_msg":"here"`) {
+		t.Fatalf("bob did not get the presence of alice, whose room he joined: %s", r.Raw)
+	}
+}
+
 // The presence, room.ephemeral, room.account_data and contains_url parts
 // of a filter.
 func TestSyncFilterEphemeralFields(t *testing.T) {

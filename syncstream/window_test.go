@@ -213,6 +213,24 @@ func TestWindowMatchesBuild(t *testing.T) {
 	if st := s.Rooms.Join[r1].State.Events; len(st) != 1 || st[0].Content["displayname"] != "Alice Renamed" {
 		t.Errorf("lazy window response after alice's rename: state %+v, want her new member event", st)
 	}
+	// A sender whose member event the user was never sent (a lazy
+	// initial sync whose timeline is bob's own message): the window reads
+	// it (a few rows, not a build: in a big room, a message from someone
+	// the initial sync did not show would otherwise make every member's
+	// long-poll a build).
+	const lazyOne = `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":1}}}`
+	send(t, bob, r1, "bob last")
+	init := doSync(t, onA, "?filter="+url.QueryEscape(lazyOne))
+	for _, e := range init.Rooms.Join[r1].State.Events {
+		if e.Type == "m.room.member" && *e.StateKey == alice.UserID {
+			t.Fatalf("the lazy initial sync sent alice's member event: the step below tests nothing")
+		}
+	}
+	send(t, alice, r1, "from alice, unseen")
+	s = compare("lazy, a sender never sent", init.NextBatch, lazyOne, true)
+	if st := s.Rooms.Join[r1].State.Events; len(st) != 1 || *st[0].StateKey != alice.UserID {
+		t.Errorf("lazy window response carries %d member events, want alice's", len(st))
+	}
 
 	// Presence and typing: a room's members going online or typing are
 	// answered from the window too, as the build answers them.

@@ -1,8 +1,10 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -243,6 +245,90 @@ func (t *SyncTx) StateAtPoints(ctx context.Context, ranges []RoomRange) (map[str
 		out[e.RoomID] = append(out[e.RoomID], e)
 	}
 	return out, nil
+}
+
+// LazyStateAtPoints is StateAtPoints for a client that lazy-loads
+// members: of the member events, only those of members[i] in ranges[i]
+// (the senders its timeline shows, and the user), so a sync in a room of
+// 10,000 members reads a few member events instead of all of them. The
+// other state is all read, as StateAtPoints reads it.
+func (t *SyncTx) LazyStateAtPoints(ctx context.Context, ranges []RoomRange, members [][]string) (map[string][]StoredEvent, error) {
+	out := map[string][]StoredEvent{}
+	if len(ranges) == 0 {
+		return out, nil
+	}
+	ids, froms, tos := splitRanges(ranges)
+	rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+`
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r(room_id, lo, hi)
+		JOIN room_state s ON s.room_id = r.room_id AND s.type <> 'm.room.member'
+			AND s.from_pos < r.hi AND (s.to_pos IS NULL OR s.to_pos >= r.hi) AND s.from_pos >= r.lo
+		JOIN events e ON e.event_id = s.event_id`, ids, froms, tos)
+	if err != nil {
+		return nil, fmt.Errorf("sync lazy state: %w", err)
+	}
+	evs, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("sync lazy state: %w", err)
+	}
+	var mRooms, mUsers []string
+	var mFroms, mTos []int64
+	for i, r := range ranges {
+		for _, u := range members[i] {
+			mRooms, mUsers = append(mRooms, r.RoomID), append(mUsers, u)
+			mFroms, mTos = append(mFroms, r.From), append(mTos, r.To)
+		}
+	}
+	if len(mRooms) > 0 {
+		rows, err := t.tx.Query(ctx, `SELECT `+storedEventCols+`
+			FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS r(room_id, user_id, lo, hi)
+			JOIN room_state s ON s.room_id = r.room_id AND s.type = 'm.room.member' AND s.state_key = r.user_id
+				AND s.from_pos < r.hi AND (s.to_pos IS NULL OR s.to_pos >= r.hi) AND s.from_pos >= r.lo
+			JOIN events e ON e.event_id = s.event_id`, mRooms, mUsers, mFroms, mTos)
+		if err != nil {
+			return nil, fmt.Errorf("sync lazy members: %w", err)
+		}
+		mevs, err := pgx.CollectRows(rows, scanEvent)
+		if err != nil {
+			return nil, fmt.Errorf("sync lazy members: %w", err)
+		}
+		evs = append(evs, mevs...)
+	}
+	// In position order, as StateAtPoints returns them. A user named
+	// twice for a room would be read twice; keep one.
+	slices.SortFunc(evs, func(a, b StoredEvent) int { return cmp.Compare(a.Pos, b.Pos) })
+	evs = slices.CompactFunc(evs, func(a, b StoredEvent) bool { return a.Pos == b.Pos })
+	for _, e := range evs {
+		out[e.RoomID] = append(out[e.RoomID], e)
+	}
+	return out, nil
+}
+
+// MemberKeysAtPoints returns, per room, the state keys of the member
+// events in force just before position To (set at or after From): who a
+// state section would name, for a lazy-loading build that did not read
+// their events.
+func (t *SyncTx) MemberKeysAtPoints(ctx context.Context, ranges []RoomRange) (map[string][]string, error) {
+	out := map[string][]string{}
+	if len(ranges) == 0 {
+		return out, nil
+	}
+	ids, froms, tos := splitRanges(ranges)
+	rows, err := t.tx.Query(ctx, `SELECT s.room_id, s.state_key
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r(room_id, lo, hi)
+		JOIN room_state s ON s.room_id = r.room_id AND s.type = 'm.room.member'
+			AND s.from_pos < r.hi AND (s.to_pos IS NULL OR s.to_pos >= r.hi) AND s.from_pos >= r.lo`, ids, froms, tos)
+	if err != nil {
+		return nil, fmt.Errorf("sync member keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room, key string
+		if err := rows.Scan(&room, &key); err != nil {
+			return nil, fmt.Errorf("sync member keys: %w", err)
+		}
+		out[room] = append(out[room], key)
+	}
+	return out, rows.Err()
 }
 
 // Histories returns the user's membership periods and the rooms'

@@ -52,6 +52,12 @@ type Params struct {
 	// push: a room of Members members, each with a pusher; Msgs
 	// messages from one of them, InFlight at once.
 	PushMembers, PushMsgs, PushInFlight int
+	// bigroom: a room of Members members (joined through the API); New
+	// members join it one after the other, each then syncing once with
+	// lazy-loaded members and reading /members; Listeners of the members
+	// long-poll for Rounds messages; Sends messages (SendInFlight at once)
+	// into it and into a 2-member room, alternately, Repeats times each.
+	BigMembers, BigNew, BigListeners, BigRounds, BigSends, BigRepeats int
 	// SetupInFlight bounds the concurrency of set-up work (registrations,
 	// joins, filler messages).
 	SetupInFlight int
@@ -72,6 +78,7 @@ var Scales = map[string]Params{
 		LoginCount: 4, LoginInFlight: 2,
 		HeldPolls: 20, HeldUsers: 2, HoldUsers: 10,
 		PushMembers: 4, PushMsgs: 5, PushInFlight: 2,
+		BigMembers: 12, BigNew: 2, BigListeners: 4, BigRounds: 2, BigSends: 20, BigRepeats: 1,
 		SetupInFlight: 4,
 	},
 	"small": {
@@ -86,6 +93,7 @@ var Scales = map[string]Params{
 		LoginCount: 40, LoginInFlight: 8,
 		HeldPolls: 500, HeldUsers: 20, HoldUsers: 500,
 		PushMembers: 100, PushMsgs: 50, PushInFlight: 8,
+		BigMembers: 1000, BigNew: 3, BigListeners: 100, BigRounds: 3, BigSends: 500, BigRepeats: 2,
 		SetupInFlight: 8,
 	},
 	"medium": {
@@ -100,6 +108,7 @@ var Scales = map[string]Params{
 		LoginCount: 200, LoginInFlight: 8,
 		HeldPolls: 5000, HeldUsers: 100, HoldUsers: 5000,
 		PushMembers: 1000, PushMsgs: 100, PushInFlight: 8,
+		BigMembers: 10000, BigNew: 5, BigListeners: 1000, BigRounds: 3, BigSends: 2000, BigRepeats: 2,
 		SetupInFlight: 16,
 	},
 }
@@ -164,7 +173,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
-	maxConns := max(p.HeldPolls, p.SendInFlight, p.FanoutMembers, p.DeliveryReceivers) + 64
+	maxConns := max(p.HeldPolls, p.SendInFlight, p.FanoutMembers, p.DeliveryReceivers, p.BigListeners) + 64
 	tr := newTransport(maxConns)
 	defer tr.CloseIdleConnections()
 	if opts.PushListen == "" {
@@ -208,7 +217,8 @@ type scenario struct {
 	params func(Params) string
 	run    func(context.Context, *runner)
 	// whenNamed scenarios need more than a homeserver (push: a pusher
-	// role allowed to reach the bench's gateway), so "all" leaves them out.
+	// role allowed to reach the bench's gateway) or take minutes to set up
+	// (bigroom), so "all" leaves them out.
 	whenNamed bool
 }
 

@@ -186,3 +186,30 @@ func TestBenchTinyHolds(t *testing.T) {
 		t.Errorf("holds long-polls = %v (reported %v), want %d", v, ok, Scales["tiny"].HoldUsers)
 	}
 }
+
+// The bigroom scenario at tiny scale: every measure is taken and every
+// check (lazy-loaded first sync, /members, deliveries, sends) passes.
+func TestBenchTinyBigRoom(t *testing.T) {
+	env := apitest.New(t)
+	env.Projector()
+	srv := env.Serve(apitest.DefaultConfig())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, Options{HS: srv.URL, Scale: "tiny", Scenarios: []string{"bigroom"}, Progress: &progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() {
+		t.Fatalf("bigroom scenario failed: %v\nprogress:\n%s", rep.Scenarios[0].Failures, progress.String())
+	}
+	for _, m := range []string{"new member join p50", "first lazy sync p50", "first lazy sync size max", "/members p50",
+		"last member p50", "send rate, big room", "send rate, 2-member room", "big room / 2-member room"} {
+		if _, ok := metric(rep, "bigroom", m); !ok {
+			t.Errorf("bigroom did not report %q", m)
+		}
+	}
+	if v, ok := metric(rep, "bigroom", "missed events"); !ok || v != 0 {
+		t.Errorf("bigroom missed events = %v (reported %v)", v, ok)
+	}
+}

@@ -320,6 +320,9 @@ type JoinedRoom struct {
 		Events []Event `json:"events"`
 	} `json:"state"`
 	Timeline Timeline `json:"timeline"`
+	Summary  struct {
+		Joined *int `json:"m.joined_member_count"`
+	} `json:"summary"`
 }
 
 // SyncResponse is the part of a /sync response the scenarios look at.

@@ -49,6 +49,10 @@ var scenarios = []scenario{
 	{name: "push", short: "n", run: runPush, whenNamed: true, params: func(p Params) string {
 		return fmt.Sprintf("%d members each with a pusher, %d msgs from one, %d in flight", p.PushMembers, p.PushMsgs, p.PushInFlight)
 	}},
+	{name: "bigroom", short: "b", run: runBigRoom, whenNamed: true, params: func(p Params) string {
+		return fmt.Sprintf("a room of %d members; %d new members join and sync lazily; %d long-poll %d messages; %d msgs (%d in flight) against a 2-member room, %d times",
+			p.BigMembers, p.BigNew, p.BigListeners, p.BigRounds, p.BigSends, p.SendInFlight, p.BigRepeats)
+	}},
 }
 
 // timelineFilter is an inline sync filter with a timeline limit.
