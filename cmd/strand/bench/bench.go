@@ -50,6 +50,10 @@ type Params struct {
 	// push: a room of Members members, each with a pusher; Msgs
 	// messages from one of them, InFlight at once.
 	PushMembers, PushMsgs, PushInFlight int
+	// fill: a log of FillOps writes by FillUsers users in FillRooms rooms
+	// (plus a quarter as many users who only join and leave), SendInFlight
+	// at once, for the replay scenario to rebuild.
+	FillUsers, FillRooms, FillOps int
 	// SetupInFlight bounds the concurrency of set-up work (registrations,
 	// joins, filler messages).
 	SetupInFlight int
@@ -70,6 +74,7 @@ var Scales = map[string]Params{
 		LoginCount: 4, LoginInFlight: 2,
 		HeldPolls: 20, HeldUsers: 2,
 		PushMembers: 4, PushMsgs: 5, PushInFlight: 2,
+		FillUsers: 6, FillRooms: 4, FillOps: 300,
 		SetupInFlight: 4,
 	},
 	"small": {
@@ -84,6 +89,7 @@ var Scales = map[string]Params{
 		LoginCount: 40, LoginInFlight: 8,
 		HeldPolls: 500, HeldUsers: 20,
 		PushMembers: 100, PushMsgs: 50, PushInFlight: 8,
+		FillUsers: 100, FillRooms: 200, FillOps: 50000,
 		SetupInFlight: 8,
 	},
 	"medium": {
@@ -98,6 +104,7 @@ var Scales = map[string]Params{
 		LoginCount: 200, LoginInFlight: 8,
 		HeldPolls: 5000, HeldUsers: 100,
 		PushMembers: 1000, PushMsgs: 100, PushInFlight: 8,
+		FillUsers: 400, FillRooms: 2000, FillOps: 1000000,
 		SetupInFlight: 16,
 	},
 }

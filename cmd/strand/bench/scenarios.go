@@ -46,6 +46,9 @@ var scenarios = []scenario{
 	{name: "push", short: "n", run: runPush, whenNamed: true, params: func(p Params) string {
 		return fmt.Sprintf("%d members each with a pusher, %d msgs from one, %d in flight", p.PushMembers, p.PushMsgs, p.PushInFlight)
 	}},
+	{name: "fill", short: "w", run: runFill, whenNamed: true, params: func(p Params) string {
+		return fmt.Sprintf("a log of %d writes by %d users in %d rooms, %d in flight, for the replay scenario", p.FillOps, p.FillUsers, p.FillRooms, p.SendInFlight)
+	}},
 }
 
 // timelineFilter is an inline sync filter with a timeline limit.
