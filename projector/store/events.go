@@ -161,8 +161,12 @@ func (t *Tx) EventForRedaction(ctx context.Context, eventID, roomID string) (tar
 		return
 	}
 	b := &pgx.Batch{}
+	// Whether the target is current state is asked by its state key, so
+	// that room_state_current answers it: room_state has no index by
+	// event ID, and scanning it once per redaction grows with every room.
 	b.Queue(`SELECT e.room_id, e.pdu, e.type, e.state_key,
-			EXISTS (SELECT 1 FROM room_state s WHERE s.event_id = e.event_id AND s.to_pos IS NULL)
+			EXISTS (SELECT 1 FROM room_state s WHERE s.room_id = e.room_id AND s.type = e.type AND s.state_key = e.state_key
+				AND s.event_id = e.event_id AND s.to_pos IS NULL)
 		FROM events e WHERE e.event_id = $1`, eventID)
 	b.Queue(`SELECT e.event_id, e.pdu, e.redacted_because IS NOT NULL FROM room_state s JOIN events e ON e.event_id = s.event_id
 		WHERE s.room_id = $1 AND s.type IN ('m.room.create', 'm.room.power_levels') AND s.state_key = '' AND s.to_pos IS NULL`, roomID)

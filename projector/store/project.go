@@ -27,6 +27,9 @@ type Tx struct {
 	// multi-row insert, and each room's head is written once per batch.
 	events []*RoomEventRow
 	heads  map[string]roomHead
+	// copier, in a bulk transaction (ProjectFresh), takes the room events
+	// as a COPY instead of the multi-row insert.
+	copier copier
 	order  []string // rooms in the order their heads were first set
 }
 
@@ -141,10 +144,12 @@ func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 // sees them.
 func (t *Tx) flush(ctx context.Context) error {
 	t.pending()
-	if t.batch.Len() == 0 {
-		return nil
+	if t.batch.Len() > 0 {
+		err := t.tx.SendBatch(ctx, &t.batch).Close()
+		t.batch = pgxBatch()
+		if err != nil {
+			return err
+		}
 	}
-	err := t.tx.SendBatch(ctx, &t.batch).Close()
-	t.batch = pgxBatch()
-	return err
+	return t.copyEvents(ctx)
 }
