@@ -33,7 +33,7 @@ type replayBench struct {
 // (the live database of a server that is stopped, or idle, so that its
 // projection is at the log's head) the result must equal it.
 func (b *replayBench) run(ctx context.Context) *bench.Result {
-	res := &bench.Result{Scenario: "replay", Params: "rebuild the projection of the whole log into an empty database"}
+	res := &bench.Result{Scenario: "replay", Params: fmt.Sprintf("rebuild the projection of the whole log into an empty database, %d ROOMS workers", projector.FreshWorkers)}
 	fail := func(format string, args ...any) *bench.Result {
 		res.Failures = append(res.Failures, fmt.Sprintf(format, args...))
 		res.FailureCount++
