@@ -120,7 +120,7 @@ func (s *Store) project(ctx context.Context, stream string, expect uint64, msgs 
 		}
 		return pos, nil
 	}
-	tx.pending()
+	tx.pending(false)
 	tx.batch.Queue("UPDATE projector_positions SET seq = $2 WHERE stream = $1", stream, int64(pos))
 	tx.batch.Queue("COMMIT")
 	if err := c.SendBatch(ctx, &tx.batch).Close(); err != nil {
@@ -143,13 +143,11 @@ func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 // flush sends the queued writes so that a read in the same transaction
 // sees them.
 func (t *Tx) flush(ctx context.Context) error {
-	t.pending()
-	if t.batch.Len() > 0 {
-		err := t.tx.SendBatch(ctx, &t.batch).Close()
-		t.batch = pgxBatch()
-		if err != nil {
-			return err
-		}
+	t.pending(false)
+	if t.batch.Len() == 0 {
+		return nil
 	}
-	return t.copyEvents(ctx)
+	err := t.tx.SendBatch(ctx, &t.batch).Close()
+	t.batch = pgxBatch()
+	return err
 }

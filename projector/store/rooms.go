@@ -360,11 +360,11 @@ func (t *Tx) AdvanceRoom(roomID string, seq uint64, lastEventID string, lastPos,
 }
 
 // pending queues the coalesced writes: the batch's room events in one
-// multi-row insert, then each room's head once. A bulk transaction
-// (ProjectFresh) keeps the events for a COPY after the queued statements
-// instead, which is the same order.
-func (t *Tx) pending() {
-	if n := len(t.events); n > 0 && t.copier == nil {
+// multi-row insert, then each room's head once. With copyLater, a bulk
+// transaction's last send (ProjectFresh) keeps the events for a COPY after
+// the queued statements instead, which is the same order.
+func (t *Tx) pending(copyLater bool) {
+	if n := len(t.events); n > 0 && !(copyLater && t.copier != nil) {
 		pos := make([]int64, n)
 		ids, rooms, types, senders := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		keys, txnDevs, txnIDs := make([]*string, n), make([]*string, n), make([]*string, n)
