@@ -190,10 +190,10 @@ func (r *runner) fillOp(ctx context.Context, k int, rooms []*fillRoom, churners 
 		return kind, 0, err
 	}
 	if id != "" {
-		fr.remember(id, m)
 		if kind == 2 {
-			fr.remember(id, target.sender)
+			m = target.sender // an edit is sent by the edited event's sender
 		}
+		fr.remember(id, m)
 	}
 	return kind, 1, nil
 }
