@@ -118,6 +118,9 @@ var LaneRetry = 500 * time.Millisecond
 // Errors end the role: a crash-only projector restarts from its committed
 // positions.
 func (p *Projector) Run(ctx context.Context) error {
+	if err := p.Store.CheckComplete(ctx); err != nil {
+		return err
+	}
 	leases, err := p.Store.LeaseSession(ctx)
 	if err != nil {
 		return err
@@ -493,6 +496,12 @@ func (p *Projector) setAside(ctx context.Context, stream string, expect uint64, 
 	if err != nil {
 		return 0, err
 	}
+	p.logSetAside(stream, m, cause)
+	return applied, nil
+}
+
+// logSetAside reports a record set aside.
+func (p *Projector) logSetAside(stream string, m eventlog.Msg, cause error) {
 	if p.Logger != nil {
 		p.Logger.Error("record set aside: the projection cannot apply it", eventlog.LogStream, stream, eventlog.LogSeq, m.Seq,
 			"subject", m.Subject, eventlog.LogRecord, m.Type, eventlog.LogErr, cause)
@@ -500,7 +509,6 @@ func (p *Projector) setAside(ctx context.Context, stream string, expect uint64, 
 	if p.setAsideTotal != nil {
 		p.setAsideTotal.WithLabelValues(eventlog.LaneStream(stream)).Inc()
 	}
-	return applied, nil
 }
 
 // errNoProjection is apply's answer to a record type it has no case for.
@@ -590,7 +598,13 @@ type Progress func(stream string, applied, head uint64, elapsed time.Duration)
 // Replay applies every stream from the database's stored position (0 for
 // an empty database) up to the stream's head as it was when Replay started,
 // then returns. Records appended meanwhile are left to a running projector.
+//
+// Into an empty database it builds the projection fresh (ReplayFresh);
+// otherwise it continues from the stored positions, batch by batch.
 func (p *Projector) Replay(ctx context.Context, progress Progress) error {
+	if err := p.Store.CheckComplete(ctx); err != nil {
+		return err
+	}
 	to := map[string]uint64{}
 	for _, s := range Streams {
 		head, err := p.Log.Head(ctx, s)
@@ -598,6 +612,13 @@ func (p *Projector) Replay(ctx context.Context, progress Progress) error {
 			return err
 		}
 		to[s] = head
+	}
+	empty, err := p.Store.Empty(ctx)
+	if err != nil {
+		return err
+	}
+	if empty {
+		return p.ReplayFresh(ctx, to, progress)
 	}
 	return p.ReplayTo(ctx, to, progress)
 }

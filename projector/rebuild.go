@@ -53,7 +53,7 @@ func (r *Rebuild) Run(ctx context.Context) (map[string]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.ReplayTo(ctx, to, r.Progress); err != nil {
+	if err := p.ReplayFresh(ctx, to, r.Progress); err != nil {
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {

@@ -45,7 +45,7 @@ func applyRoomEvents(ctx context.Context, tx *store.Tx, m eventlog.Msg, r *event
 			Sender: string(ev.Sender()), OriginServerTS: ev.OriginServerTS(), Depth: ev.Depth(),
 			Membership: ev.Membership(), Client: matrix.ClientEvent(ev), PDU: ev.JSON(),
 		}
-		row.Notify, row.BodyLower, row.Mentions = matrix.UnreadFacts(ev)
+		row.Mentions = matrix.Mentions(ev)
 		if len(r.Events) == 1 && r.TxnID != "" && r.Sender == string(ev.Sender()) {
 			row.TxnDevice, row.TxnID = r.DeviceID, r.TxnID
 		}

@@ -51,7 +51,7 @@ func windowEvents(seq uint64, r *eventlog.RoomEvents) ([]windowEvent, error) {
 		if len(r.Events) == 1 && r.TxnID != "" && r.Sender == we.Sender {
 			we.TxnDevice, we.TxnID = r.DeviceID, r.TxnID
 		}
-		_, _, we.mentions = matrix.UnreadFacts(ev)
+		we.mentions = matrix.Mentions(ev)
 		if parent, rel, ok := matrix.Relation(ev); ok {
 			if rel == "m.thread" {
 				we.thread = string(parent)

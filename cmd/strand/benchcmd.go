@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"strand/cmd/strand/bench"
+	"strand/projector"
 )
 
 // benchCommand is "strand bench": the load generator of BENCHMARKS.md, speaking
@@ -36,11 +37,15 @@ func (c *benchCommand) Run(ctx context.Context, args []string) error {
 	e.int(&rb.replicas, "replicas", "STRAND_REPLICAS", 1, "replay scenario: the streams' replicas (3 on a NATS cluster)")
 	fs.StringVar(&rb.into, "replay-database-url", "", "replay scenario: an empty database to rebuild the projection into")
 	fs.StringVar(&rb.compare, "compare-database-url", "", "replay scenario: the live database to compare the rebuild with (its servers stopped or idle)")
+	fs.IntVar(&projector.FreshWorkers, "replay-workers", projector.FreshWorkers, "replay scenario: transactions applying ROOMS at once")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	}
+	if projector.FreshWorkers < 1 || projector.FreshWorkers > 64 {
+		return errors.New("bench: --replay-workers must be between 1 and 64")
 	}
 	opts := bench.Options{HS: hs, Scale: scale, Progress: os.Stderr, PushListen: pushListen}
 	withReplay := false

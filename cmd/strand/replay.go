@@ -57,6 +57,7 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 	fs.BoolVar(&c.swap, "swap", false, "rebuild into a fresh schema and swap it for the live one while servers keep serving")
 	fs.BoolVar(&c.keepOld, "keep-old", false, "with --swap: keep the replaced schema as strand_old_<UTC time> instead of dropping it")
 	fs.DurationVar(&c.maxPause, "max-pause", 2*time.Second, "with --swap: the longest the swap may hold back the live projectors (writes wait meanwhile)")
+	fs.IntVar(&projector.FreshWorkers, "workers", projector.FreshWorkers, "transactions applying ROOMS at once when the projection is built fresh (an empty database, or --swap)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), replayUsage)
 		fs.PrintDefaults()
@@ -69,6 +70,9 @@ func (c *replayCommand) Run(ctx context.Context, args []string) error {
 	}
 	if c.maxPause <= 0 {
 		return errors.New("--max-pause must be positive")
+	}
+	if projector.FreshWorkers < 1 || projector.FreshWorkers > 64 {
+		return errors.New("--workers must be between 1 and 64")
 	}
 	logger, err := c.cfg.logger()
 	if err != nil {

@@ -33,29 +33,24 @@ func ClientEvent(ev *Event) []byte {
 	return b
 }
 
-// UnreadFacts extracts the projected facts of a message: whether its type
-// is a message (the events column notify), its lower-cased body, and the
-// users it mentions (which counting past its bound looks up, see
-// projector/store/pushcounts.go).
-func UnreadFacts(ev *Event) (notify bool, bodyLower *string, mentions []string) {
+// Mentions returns the users a message mentions (content."m.mentions".
+// user_ids), which counting unread messages past its bound looks up (see
+// projector/store/pushcounts.go); nil for anything but a message.
+func Mentions(ev *Event) []string {
 	if ev.Type() != "m.room.message" && ev.Type() != "m.room.encrypted" {
-		return false, nil, nil
+		return nil
 	}
 	var c struct {
-		Body     any `json:"body"`
 		Mentions struct {
 			UserIDs []any `json:"user_ids"`
 		} `json:"m.mentions"`
 	}
 	_ = json.Unmarshal(ev.Content(), &c)
-	if b, ok := c.Body.(string); ok {
-		l := strings.ToLower(b)
-		bodyLower = &l
-	}
 	// Only user IDs are kept: the strings are the sender's, and anything
 	// else mentions nobody, while a long one would not fit the
 	// events_mentions index (about 2,700 bytes an entry), so the record
 	// could never be applied. ParseUserID bounds them to MaxIDLength.
+	var mentions []string
 	for _, u := range c.Mentions.UserIDs {
 		if s, ok := u.(string); ok && !strings.ContainsRune(s, '\n') {
 			if _, err := ParseUserID(s); err == nil {
@@ -63,7 +58,7 @@ func UnreadFacts(ev *Event) (notify bool, bodyLower *string, mentions []string) 
 			}
 		}
 	}
-	return true, bodyLower, mentions
+	return mentions
 }
 
 // Relation returns the event this event relates to and how

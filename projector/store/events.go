@@ -157,36 +157,39 @@ type RedactionTarget struct {
 // record being applied. The caller checks that the target is in roomID
 // before it uses anything else of it.
 func (t *Tx) EventForRedaction(ctx context.Context, eventID, roomID string) (target RedactionTarget, ok bool, auth []IDPDU, err error) {
-	if err = t.flush(ctx); err != nil {
-		return
-	}
-	b := &pgx.Batch{}
-	b.Queue(`SELECT e.room_id, e.pdu, e.type, e.state_key,
-			EXISTS (SELECT 1 FROM room_state s WHERE s.event_id = e.event_id AND s.to_pos IS NULL)
-		FROM events e WHERE e.event_id = $1`, eventID)
-	b.Queue(`SELECT e.event_id, e.pdu, e.redacted_because IS NOT NULL FROM room_state s JOIN events e ON e.event_id = s.event_id
-		WHERE s.room_id = $1 AND s.type IN ('m.room.create', 'm.room.power_levels') AND s.state_key = '' AND s.to_pos IS NULL`, roomID)
-	br := t.tx.SendBatch(ctx, b)
-	defer func() {
-		if cerr := br.Close(); err == nil && cerr != nil {
-			err = cerr
+	// The reads go in one round trip with the writes queued before them,
+	// after them in the same pipeline.
+	t.pending(false)
+	// Whether the target is current state is asked by its state key, so
+	// that room_state_current answers it: room_state has no index by
+	// event ID, and scanning it once per redaction grows with every room.
+	t.batch.Queue(`SELECT e.room_id, e.pdu, e.type, e.state_key,
+			EXISTS (SELECT 1 FROM room_state s WHERE s.room_id = e.room_id AND s.type = e.type AND s.state_key = e.state_key
+				AND s.event_id = e.event_id AND s.to_pos IS NULL)
+		FROM events e WHERE e.event_id = $1`, eventID).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&target.RoomID, &target.PDU, &target.Type, &target.StateKey, &target.Current)
+		switch {
+		case isNoRows(err):
+			target = RedactionTarget{}
+			return nil
+		case err != nil:
+			return fmt.Errorf("redaction target %s: %w", eventID, err)
 		}
-	}()
-	err = br.QueryRow().Scan(&target.RoomID, &target.PDU, &target.Type, &target.StateKey, &target.Current)
-	switch {
-	case isNoRows(err):
-		target, err = RedactionTarget{}, nil
-	case err != nil:
-		return RedactionTarget{}, false, nil, fmt.Errorf("redaction target %s: %w", eventID, err)
-	default:
 		ok = true
-	}
-	rows, err := br.Query()
+		return nil
+	})
+	t.batch.Queue(`SELECT e.event_id, e.pdu, e.redacted_because IS NOT NULL FROM room_state s JOIN events e ON e.event_id = s.event_id
+		WHERE s.room_id = $1 AND s.type IN ('m.room.create', 'm.room.power_levels') AND s.state_key = '' AND s.to_pos IS NULL`, roomID).Query(func(rows pgx.Rows) error {
+		var err error
+		if auth, err = pgx.CollectRows(rows, pgx.RowToStructByPos[IDPDU]); err != nil {
+			return fmt.Errorf("room %s auth state: %w", roomID, err)
+		}
+		return nil
+	})
+	err = t.tx.SendBatch(ctx, &t.batch).Close()
+	t.batch = pgxBatch()
 	if err != nil {
-		return RedactionTarget{}, false, nil, fmt.Errorf("room %s auth state: %w", roomID, err)
-	}
-	if auth, err = pgx.CollectRows(rows, pgx.RowToStructByPos[IDPDU]); err != nil {
-		return RedactionTarget{}, false, nil, fmt.Errorf("room %s auth state: %w", roomID, err)
+		return RedactionTarget{}, false, nil, err
 	}
 	return target, ok, auth, nil
 }

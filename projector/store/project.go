@@ -27,6 +27,9 @@ type Tx struct {
 	// multi-row insert, and each room's head is written once per batch.
 	events []*RoomEventRow
 	heads  map[string]roomHead
+	// copier, in a bulk transaction (ProjectFresh), takes the room events
+	// as a COPY instead of the multi-row insert.
+	copier copier
 	order  []string // rooms in the order their heads were first set
 }
 
@@ -117,7 +120,7 @@ func (s *Store) project(ctx context.Context, stream string, expect uint64, msgs 
 		}
 		return pos, nil
 	}
-	tx.pending()
+	tx.pending(false)
 	tx.batch.Queue("UPDATE projector_positions SET seq = $2 WHERE stream = $1", stream, int64(pos))
 	tx.batch.Queue("COMMIT")
 	if err := c.SendBatch(ctx, &tx.batch).Close(); err != nil {
@@ -140,7 +143,7 @@ func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 // flush sends the queued writes so that a read in the same transaction
 // sees them.
 func (t *Tx) flush(ctx context.Context) error {
-	t.pending()
+	t.pending(false)
 	if t.batch.Len() == 0 {
 		return nil
 	}

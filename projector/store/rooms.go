@@ -281,11 +281,8 @@ type RoomEventRow struct {
 	PDU            []byte
 	TxnDevice      string
 	TxnID          string
-	// For unread counts: a notifying type, the lower-cased body, and the
-	// user IDs in m.mentions.
-	Notify    bool
-	BodyLower *string
-	Mentions  []string
+	// For unread counts past their bound: the user IDs in m.mentions.
+	Mentions []string
 }
 
 // CreateRoom inserts the room row of a create event.
@@ -378,33 +375,33 @@ func (t *Tx) AdvanceRoom(roomID string, seq uint64, lastEventID string, lastPos,
 }
 
 // pending queues the coalesced writes: the batch's room events in one
-// multi-row insert, then each room's head once.
-func (t *Tx) pending() {
-	if n := len(t.events); n > 0 {
+// multi-row insert, then each room's head once. With copyLater, a bulk
+// transaction's last send (ProjectFresh) keeps the events for a COPY after
+// the queued statements instead, which is the same order.
+func (t *Tx) pending(copyLater bool) {
+	if n := len(t.events); n > 0 && !(copyLater && t.copier != nil) {
 		pos := make([]int64, n)
 		ids, rooms, types, senders := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		keys, txnDevs, txnIDs, bodies := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+		keys, txnDevs, txnIDs := make([]*string, n), make([]*string, n), make([]*string, n)
 		ts := make([]int64, n)
 		clients, pdus := make([][]byte, n), make([][]byte, n)
-		notify := make([]bool, n)
 		// text[][] needs rectangular arrays, so mentions travel as one
 		// joined string per event and are split back in SQL.
 		mentions := make([]string, n)
 		for i, e := range t.events {
 			pos[i], ids[i], rooms[i], types[i], keys[i], senders[i], ts[i] = e.Pos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.OriginServerTS
-			clients[i], pdus[i], notify[i], bodies[i] = e.Client, e.PDU, e.Notify, e.BodyLower
+			clients[i], pdus[i] = e.Client, e.PDU
 			mentions[i] = strings.Join(e.Mentions, "\n")
 			if e.TxnID != "" {
 				txnDevs[i], txnIDs[i] = &e.TxnDevice, &e.TxnID
 			}
 		}
-		t.queue(`INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, client, pdu, txn_device, txn_id,
-				notify, body_lower, mentions)
-			SELECT p, id, r, ty, k, se, ts, c, pd, td, ti, nt, bl, CASE WHEN m = '' THEN NULL ELSE string_to_array(m, E'\n') END
+		t.queue(`INSERT INTO events (pos, event_id, room_id, type, state_key, sender, origin_server_ts, client, pdu, txn_device, txn_id, mentions)
+			SELECT p, id, r, ty, k, se, ts, c, pd, td, ti, CASE WHEN m = '' THEN NULL ELSE string_to_array(m, E'\n') END
 			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-				$8::bytea[], $9::bytea[], $10::text[], $11::text[], $12::boolean[], $13::text[], $14::text[])
-				AS x(p, id, r, ty, k, se, ts, c, pd, td, ti, nt, bl, m)`,
-			pos, ids, rooms, types, keys, senders, ts, clients, pdus, txnDevs, txnIDs, notify, bodies, mentions)
+				$8::bytea[], $9::bytea[], $10::text[], $11::text[], $12::text[])
+				AS x(p, id, r, ty, k, se, ts, c, pd, td, ti, m)`,
+			pos, ids, rooms, types, keys, senders, ts, clients, pdus, txnDevs, txnIDs, mentions)
 		t.events = t.events[:0]
 	}
 	for _, roomID := range t.order {

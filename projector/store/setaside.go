@@ -97,14 +97,16 @@ func cleanText(s string, max int) string {
 // and a room whose projection stayed behind its subject could never be
 // written again. It returns the position after the record.
 func (s *Store) SetAside(ctx context.Context, stream string, expect uint64, m eventlog.Msg, cause error) (uint64, error) {
-	pos, err := s.setAside(ctx, stream, expect, m, cause)
+	pos, err := s.setAside(ctx, stream, expect, m, cause, true)
 	if err != nil {
 		return 0, fmt.Errorf("set aside %s seq %d: %w", stream, m.Seq, err)
 	}
 	return pos, nil
 }
 
-func (s *Store) setAside(ctx context.Context, stream string, expect uint64, m eventlog.Msg, cause error) (uint64, error) {
+// setAside is SetAside; without tracked, for a fresh build, the
+// stream's position is neither read nor moved.
+func (s *Store) setAside(ctx context.Context, stream string, expect uint64, m eventlog.Msg, cause error, tracked bool) (uint64, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return 0, err
@@ -113,18 +115,20 @@ func (s *Store) setAside(ctx context.Context, stream string, expect uint64, m ev
 	if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit TO OFF"); err != nil {
 		return 0, err
 	}
-	if _, err := tx.Exec(ctx, "INSERT INTO projector_positions (stream, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", stream); err != nil {
-		return 0, err
-	}
-	var cur int64
-	if err := tx.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1 FOR UPDATE", stream).Scan(&cur); err != nil {
-		return 0, err
-	}
-	if uint64(cur) < expect {
-		return 0, fmt.Errorf("%w: %s is stored at %d, the reader applied up to %d", ErrPositionBehind, stream, cur, expect)
-	}
-	if m.Seq <= uint64(cur) {
-		return uint64(cur), nil // applied or set aside before
+	if tracked {
+		if _, err := tx.Exec(ctx, "INSERT INTO projector_positions (stream, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", stream); err != nil {
+			return 0, err
+		}
+		var cur int64
+		if err := tx.QueryRow(ctx, "SELECT seq FROM projector_positions WHERE stream = $1 FOR UPDATE", stream).Scan(&cur); err != nil {
+			return 0, err
+		}
+		if uint64(cur) < expect {
+			return 0, fmt.Errorf("%w: %s is stored at %d, the reader applied up to %d", ErrPositionBehind, stream, cur, expect)
+		}
+		if m.Seq <= uint64(cur) {
+			return uint64(cur), nil // applied or set aside before
+		}
 	}
 	room := ""
 	whole := eventlog.LaneStream(stream) // a ROOMS lane's records are listed as ROOMS
@@ -143,8 +147,10 @@ func (s *Store) setAside(ctx context.Context, stream string, expect uint64, m ev
 			return 0, err
 		}
 	}
-	if _, err := tx.Exec(ctx, "UPDATE projector_positions SET seq = $2 WHERE stream = $1", stream, int64(m.Seq)); err != nil {
-		return 0, err
+	if tracked {
+		if _, err := tx.Exec(ctx, "UPDATE projector_positions SET seq = $2 WHERE stream = $1", stream, int64(m.Seq)); err != nil {
+			return 0, err
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err

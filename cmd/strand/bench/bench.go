@@ -58,6 +58,10 @@ type Params struct {
 	// long-poll for Rounds messages; Sends messages (SendInFlight at once)
 	// into it and into a 2-member room, alternately, Repeats times each.
 	BigMembers, BigNew, BigListeners, BigRounds, BigSends, BigRepeats int
+	// fill: a log of FillOps writes by FillUsers users in FillRooms rooms
+	// (plus a quarter as many users who only join and leave), SendInFlight
+	// at once, for the replay scenario to rebuild.
+	FillUsers, FillRooms, FillOps int
 	// SetupInFlight bounds the concurrency of set-up work (registrations,
 	// joins, filler messages).
 	SetupInFlight int
@@ -79,6 +83,7 @@ var Scales = map[string]Params{
 		HeldPolls: 20, HeldUsers: 2, HoldUsers: 10,
 		PushMembers: 4, PushMsgs: 5, PushInFlight: 2,
 		BigMembers: 12, BigNew: 2, BigListeners: 4, BigRounds: 2, BigSends: 20, BigRepeats: 1,
+		FillUsers: 6, FillRooms: 4, FillOps: 300,
 		SetupInFlight: 4,
 	},
 	"small": {
@@ -94,6 +99,7 @@ var Scales = map[string]Params{
 		HeldPolls: 500, HeldUsers: 20, HoldUsers: 500,
 		PushMembers: 100, PushMsgs: 50, PushInFlight: 8,
 		BigMembers: 1000, BigNew: 3, BigListeners: 100, BigRounds: 3, BigSends: 500, BigRepeats: 2,
+		FillUsers: 100, FillRooms: 200, FillOps: 50000,
 		SetupInFlight: 8,
 	},
 	"medium": {
@@ -109,6 +115,7 @@ var Scales = map[string]Params{
 		HeldPolls: 5000, HeldUsers: 100, HoldUsers: 5000,
 		PushMembers: 1000, PushMsgs: 100, PushInFlight: 8,
 		BigMembers: 10000, BigNew: 5, BigListeners: 1000, BigRounds: 3, BigSends: 2000, BigRepeats: 2,
+		FillUsers: 400, FillRooms: 2000, FillOps: 1000000,
 		SetupInFlight: 16,
 	},
 }
