@@ -225,11 +225,18 @@ func (p *Projector) projectFresh(ctx context.Context, stream string, batch []eve
 		return err
 	}
 	for i := range batch {
-		err := p.Store.ProjectFresh(ctx, stream, batch[i:i+1], apply)
+		// One record at a time under its own lane's name, as a lane
+		// applied batch by batch names it: the set-aside error text is
+		// part of the projection.
+		lane := stream
+		if stream == eventlog.StreamRooms {
+			lane = eventlog.LaneName(eventlog.SubjectLane(batch[i].Subject))
+		}
+		err := p.Store.ProjectFresh(ctx, lane, batch[i:i+1], apply)
 		if err != nil && store.IsUnappliable(err) {
 			m, cause := batch[i], err
-			if err = p.Store.SetAsideFresh(ctx, stream, m, cause); err == nil {
-				p.logSetAside(stream, m, cause)
+			if err = p.Store.SetAsideFresh(ctx, lane, m, cause); err == nil {
+				p.logSetAside(lane, m, cause)
 			}
 		}
 		if err != nil {
