@@ -140,18 +140,6 @@ func pgxBatch() pgx.Batch { return pgx.Batch{} }
 
 func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 
-// flush sends the queued writes so that a read in the same transaction
-// sees them.
-func (t *Tx) flush(ctx context.Context) error {
-	t.pending(false)
-	if t.batch.Len() == 0 {
-		return nil
-	}
-	err := t.tx.SendBatch(ctx, &t.batch).Close()
-	t.batch = pgxBatch()
-	return err
-}
-
 // AdvanceLane records that a ROOMS lane is complete through to, provided
 // its applied position (its own last record) covers last, the newest
 // record of the lane on the log as read after to was: then every record
