@@ -125,6 +125,23 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
+// runTiny runs one named scenario at tiny scale against srv and fails
+// the test unless it passed its correctness checks.
+func runTiny(t *testing.T, srvURL, scenario string) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, Options{HS: srvURL, Scale: "tiny", Scenarios: []string{scenario}, Progress: &progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Scenarios) != 1 || !rep.OK() {
+		t.Fatalf("%s scenario failed: %+v\nprogress:\n%s", scenario, rep.Scenarios, progress.String())
+	}
+	return rep
+}
+
 // The push scenario at tiny scale, against "strand serve" with its pusher
 // role allowed to reach the bench's gateway on loopback: every message
 // reaches every other member's pusher once.
@@ -145,16 +162,7 @@ func TestBenchTinyPush(t *testing.T) {
 	go func() { defer close(done); _ = p.Run(pctx) }()
 	t.Cleanup(func() { stop(); <-done })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var progress bytes.Buffer
-	rep, err := Run(ctx, Options{HS: srv.URL, Scale: "tiny", Scenarios: []string{"push"}, Progress: &progress})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.OK() {
-		t.Fatalf("push scenario failed: %v\nprogress:\n%s", rep.Scenarios[0].Failures, progress.String())
-	}
+	rep := runTiny(t, srv.URL, "push")
 	want := float64(Scales["tiny"].PushMsgs * (Scales["tiny"].PushMembers - 1))
 	if v, ok := metric(rep, "push", "notifications"); !ok || v != want {
 		t.Errorf("notifications = %v (reported %v), want %v", v, ok, want)
@@ -170,15 +178,7 @@ func TestBenchTinyHolds(t *testing.T) {
 	env := apitest.New(t)
 	env.Projector()
 	srv := env.Serve(apitest.DefaultConfig())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	rep, err := Run(ctx, Options{HS: srv.URL, Scale: "tiny", Scenarios: []string{"holds"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Scenarios) != 1 || !rep.OK() {
-		t.Fatalf("holds: %+v", rep.Scenarios)
-	}
+	rep := runTiny(t, srv.URL, "holds")
 	if v, ok := metric(rep, "holds", "missed events"); !ok || v != 0 {
 		t.Errorf("holds missed events = %v (reported %v)", v, ok)
 	}
@@ -193,16 +193,7 @@ func TestBenchTinyBigRoom(t *testing.T) {
 	env := apitest.New(t)
 	env.Projector()
 	srv := env.Serve(apitest.DefaultConfig())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var progress bytes.Buffer
-	rep, err := Run(ctx, Options{HS: srv.URL, Scale: "tiny", Scenarios: []string{"bigroom"}, Progress: &progress})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.OK() {
-		t.Fatalf("bigroom scenario failed: %v\nprogress:\n%s", rep.Scenarios[0].Failures, progress.String())
-	}
+	rep := runTiny(t, srv.URL, "bigroom")
 	for _, m := range []string{"new member join p50", "first lazy sync p50", "first lazy sync size max", "/members p50",
 		"last member p50", "send rate, big room", "send rate, 2-member room", "big room / 2-member room"} {
 		if _, ok := metric(rep, "bigroom", m); !ok {
