@@ -49,10 +49,21 @@ func (r *Rebuild) Run(ctx context.Context) (map[string]uint64, error) {
 	// both are at the same positions, so that everything the servers cached
 	// or told clients about the live projection stays true of the new one.
 	p := &Projector{Log: r.Log, Store: r.Fresh, MaxBatch: 2048}
-	to, err := r.Live.Positions(ctx)
+	// The fresh build takes ACCOUNTS to the live position and ROOMS to the
+	// live G (every lane is complete through it; the live rows are the
+	// lanes', there is no ROOMS row). RECEIPTS is left to the catch-up,
+	// which applies it after every lane has reached its live position: a
+	// receipt's projection reads its event's position, and a receipt
+	// applied before its event stays without it.
+	accounts, err := r.Live.Position(ctx, eventlog.StreamAccounts)
 	if err != nil {
 		return nil, err
 	}
+	rooms, err := r.Live.Position(ctx, eventlog.StreamRooms)
+	if err != nil {
+		return nil, err
+	}
+	to := map[string]uint64{eventlog.StreamAccounts: accounts, eventlog.StreamRooms: rooms}
 	if err := p.ReplayFresh(ctx, to, r.Progress); err != nil {
 		return nil, err
 	}

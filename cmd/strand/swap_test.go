@@ -42,6 +42,11 @@ func TestReplaySwapWhileServing(t *testing.T) {
 	roomID := c.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{}).Str("room_id")
 	var a acked
 	sendBurst(t, c, roomID, 400, 8, &a) // history for the rebuild to work through
+	// A receipt: its projection reads its event's position, so a rebuild
+	// that applied RECEIPTS before ROOMS would differ from the live
+	// projection (the dump comparison at the end).
+	topicID := c.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.topic/", map[string]any{"topic": "receipts"}).Str("event_id")
+	c.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/receipt/m.read/"+url.PathEscape(topicID), map[string]any{})
 	filter := url.QueryEscape(`{"room":{"rooms":["` + roomID + `"],"timeline":{"limit":1000}}}`)
 	pre := c.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&filter="+filter, nil).Str("next_batch")
 
