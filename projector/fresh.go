@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,7 +138,7 @@ func (p *Projector) buildRooms(ctx context.Context, stopAt uint64, progress Prog
 					}
 					laneLast[eventlog.SubjectLane(m.Subject)] = m.Seq
 					select {
-					case queues[subjectPartition(m.Subject)%n] <- m:
+					case queues[eventlog.SubjectLane(m.Subject)%n] <- m:
 					case <-ctx.Done():
 						return ctx.Err()
 					}
@@ -167,22 +165,6 @@ func (p *Projector) buildRooms(ctx context.Context, stopAt uint64, progress Prog
 		}
 	}
 	return nil
-}
-
-// subjectPartition is the partition of a room subject (room.<p>.<key>);
-// other subjects of ROOMS (aliases) are partition 0, so they stay in order
-// among themselves.
-func subjectPartition(subject string) int {
-	rest, ok := strings.CutPrefix(subject, "room.")
-	if !ok {
-		return 0
-	}
-	p, _, _ := strings.Cut(rest, ".")
-	n, err := strconv.Atoi(p)
-	if err != nil || n < 0 {
-		return 0
-	}
-	return n
 }
 
 // freshWorker applies the records dealt to it, in batches of up to

@@ -204,3 +204,18 @@ func TestBenchTinyBigRoom(t *testing.T) {
 		t.Errorf("bigroom missed events = %v (reported %v)", v, ok)
 	}
 }
+
+// Short codes go into user names and transaction IDs so that scenarios
+// of one run never collide: no two scenarios may share one.
+func TestScenarioShortCodesUnique(t *testing.T) {
+	seen := map[string]string{}
+	for _, s := range scenarios {
+		if other, ok := seen[s.short]; ok {
+			t.Errorf("scenarios %s and %s share the short code %q", other, s.name, s.short)
+		}
+		seen[s.short] = s.name
+	}
+	if len(seen) < 10 {
+		t.Errorf("only %d scenarios checked", len(seen))
+	}
+}

@@ -53,7 +53,7 @@ var scenarios = []scenario{
 		return fmt.Sprintf("a room of %d members; %d new members join and sync lazily; %d long-poll %d messages; %d msgs (%d in flight) against a 2-member room, %d times",
 			p.BigMembers, p.BigNew, p.BigListeners, p.BigRounds, p.BigSends, p.SendInFlight, p.BigRepeats)
 	}},
-	{name: "fill", short: "w", run: runFill, whenNamed: true, params: func(p Params) string {
+	{name: "fill", short: "k", run: runFill, whenNamed: true, params: func(p Params) string {
 		return fmt.Sprintf("a log of %d writes by %d users in %d rooms, %d in flight, for the replay scenario", p.FillOps, p.FillUsers, p.FillRooms, p.SendInFlight)
 	}},
 }
