@@ -589,7 +589,15 @@ func (b *builder) lazyMembers(ctx context.Context, tx *store.SyncTx) error {
 		}
 	}
 	// Remember the member events this response gave of its senders, for
-	// the window's lazy-loading responses.
+	// the window's lazy-loading responses: the shared cache takes them as
+	// current as of the response's G. The state at the timeline's start
+	// and the timeline's member events are that only when the timeline
+	// holds every event after its start; a filter that narrows it (types,
+	// senders) may leave out a later member event, so then only what
+	// MemberEvents read as of G (above) is remembered.
+	if tf := b.f.Room.Timeline; tf != nil && (tf.Types != nil || tf.NotTypes != nil || tf.Senders != nil || tf.NotSenders != nil) {
+		return nil
+	}
 	for i, p := range b.plans {
 		if p.membership != "join" {
 			continue

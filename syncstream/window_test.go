@@ -232,6 +232,21 @@ func TestWindowMatchesBuild(t *testing.T) {
 		t.Errorf("lazy window response carries %d member events, want alice's", len(st))
 	}
 
+	// A filter that leaves member events out of the timeline: a limited
+	// build shows bob's member event as of the timeline's start, which a
+	// rename after it (filtered out) has replaced. The window must not take
+	// that one as bob's current member event.
+	const msgsOnly = `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":1,"types":["m.room.message"]}}}`
+	send(t, bob, r1, "bob before the rename")
+	send(t, bob, r1, "bob before the rename, again")
+	bob.MustDo("PUT", v3("/rooms/"+esc(r1)+"/state/m.room.member/"+esc(bob.UserID)), map[string]any{"membership": "join", "displayname": "Bob Renamed"})
+	init = doSync(t, onA, "?filter="+url.QueryEscape(msgsOnly))
+	send(t, bob, r1, "bob after the rename")
+	s = compare("lazy, timeline filtered by type, a sender renamed", init.NextBatch, msgsOnly, true)
+	if st := s.Rooms.Join[r1].State.Events; len(st) != 1 || st[0].Content["displayname"] != "Bob Renamed" {
+		t.Errorf("lazy window response after bob's filtered-out rename: state %+v, want his new member event", st)
+	}
+
 	// Presence and typing: a room's members going online or typing are
 	// answered from the window too, as the build answers them.
 	alice.MustDo("PUT", v3("/presence/"+esc(alice.UserID)+"/status"), map[string]any{"presence": "online", "status_msg": "here"})
