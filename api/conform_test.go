@@ -295,6 +295,11 @@ func TestMembersAtSyncTokens(t *testing.T) {
 	if got := memberships(t, c.MustDo("GET", rp("/members"), nil)); len(got) != 2 || got[bob.UserID] != "join" {
 		t.Errorf("members now: %v", got)
 	}
+	// A token beyond the log's head was never issued: refused, as by
+	// /messages, rather than answered with the current members.
+	if r := c.Do("GET", rp("/members?at="+url.QueryEscape("t999999999_0")), nil); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
+		t.Errorf("members at a token beyond the log: %d %s", r.Status, r.Raw)
+	}
 
 	// Back from that prev_batch: nothing, so nothing twice; forward from
 	// it: the synced timeline, then what came after.

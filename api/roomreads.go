@@ -159,6 +159,11 @@ func (s *Server) membersPoint(ctx context.Context, roomID, tok string) (int64, e
 	if err != nil {
 		return 0, matrix.InvalidParam("invalid at token")
 	}
+	// A next_batch can be ahead of the projection (sync answers from the
+	// log), and one beyond the log's head was never issued: as /messages.
+	if err := s.awaitRoomPoint(ctx, roomID, p); err != nil {
+		return 0, err
+	}
 	created, err := s.store.CreatePos(ctx, roomID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
