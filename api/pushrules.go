@@ -148,6 +148,16 @@ func (s *Server) putPushRule(w http.ResponseWriter, r *http.Request) error {
 	if err := matrix.DecodeJSON(r, &body, false); err != nil {
 		return err
 	}
+	// What is stored goes to the log as account data, re-encoded from Go
+	// values: a number with no canonical form (1.5, 2^53) would be changed
+	// or stored non-canonical, for good. The spec's values are integers.
+	for _, name := range []string{"actions", "conditions"} {
+		if raw, ok := body[name]; ok {
+			if _, err := matrix.CanonicalJSON(raw); err != nil {
+				return matrix.BadJSON("%s: %v", name, err)
+			}
+		}
+	}
 	rs, err := s.loadRuleset(r)
 	if err != nil {
 		return err

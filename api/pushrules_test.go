@@ -179,4 +179,22 @@ func TestPushRulesInvalidIDsAndActions(t *testing.T) {
 	}
 	c.MustDo("PUT", v3("/pushrules/global/room/"+url.PathEscape("!r:localhost")), map[string]any{"actions": []any{"dont_notify"}})
 	c.MustDo("PUT", v3("/pushrules/global/sender/"+url.PathEscape("@a:localhost")), map[string]any{"actions": []any{"notify", "coalesce"}})
+
+	// Numbers with no canonical JSON form: what is stored goes to the log,
+	// where it would be changed (2^64) or non-canonical (1.5) for good.
+	for _, tc := range []struct{ path, body string }{
+		{"/pushrules/global/override/frac", `{"actions":[{"set_tweak":"x","value":1.5}]}`},
+		{"/pushrules/global/override/big", `{"actions":["notify"],"conditions":[{"kind":"room_member_count","is":"2","n":18446744073709551616}]}`},
+		{"/pushrules/global/override/.m.rule.master/actions", `{"actions":[{"set_tweak":"y","value":9007199254740992}]}`},
+	} {
+		if r := c.Do("PUT", v3(tc.path), tc.body); r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+			t.Errorf("PUT %s %s: %d %s", tc.path, tc.body, r.Status, r.Raw)
+		}
+	}
+	rules = string(c.MustDo("GET", v3("/pushrules/"), nil).Raw)
+	for _, bad := range []string{`"frac"`, `"big"`, `"y"`} {
+		if strings.Contains(rules, bad) {
+			t.Errorf("refused rule stored: %s in %s", bad, rules)
+		}
+	}
 }
