@@ -3,6 +3,7 @@ package pushgateway
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // pusherGate answers "does any user have an http pusher?" for the match
@@ -19,8 +20,20 @@ import (
 // it was appended): a query already running when the record arrived may
 // have read the projection too early and is not used for it. Concurrent
 // records share the next query instead of each making one.
+//
+// Only "no" needs that fresh read. A "yes" that has gone stale (the last
+// pusher deleted since) costs the match one pushers query that finds
+// nobody, so a "yes" is trusted for holdYes without asking again: on a
+// server where someone has a pusher, the gate costs no query per record.
+// gateHoldYes is how long the pusher role trusts a "yes, someone has an
+// http pusher" before asking the projection again.
+const gateHoldYes = 10 * time.Second
+
 type pusherGate struct {
-	query func(ctx context.Context) (bool, error)
+	query   func(ctx context.Context) (bool, error)
+	holdYes time.Duration // how long a "yes" answers without a query
+
+	yesUntil time.Time // guarded by mu
 
 	mu      sync.Mutex
 	started uint64        // queries started so far
@@ -38,6 +51,10 @@ func (g *pusherGate) anyPushers(ctx context.Context) (bool, error) {
 		return true, nil // no way to tell: match everything
 	}
 	g.mu.Lock()
+	if time.Now().Before(g.yesUntil) {
+		g.mu.Unlock()
+		return true, nil
+	}
 	want := g.started + 1 // the next query to start; a running one began too early
 	for {
 		if g.done >= want {
@@ -85,6 +102,9 @@ func (g *pusherGate) run(ctx context.Context) (bool, error) {
 	close(g.wake)
 	if err == nil && n > g.done {
 		g.done, g.any = n, any
+		if any && g.holdYes > 0 {
+			g.yesUntil = time.Now().Add(g.holdYes)
+		}
 	}
 	g.mu.Unlock()
 	return any, err

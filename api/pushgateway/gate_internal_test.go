@@ -127,3 +127,33 @@ func TestMatchWithoutPushersSkipsTheRecord(t *testing.T) {
 		t.Fatal("after a pusher was set, the record was skipped")
 	}
 }
+
+// A "yes" is trusted for holdYes: records after it make no query until it
+// has passed; a "no" is never trusted for a later record.
+func TestPusherGateHoldsYes(t *testing.T) {
+	var n atomic.Int64
+	answer := true
+	g := &pusherGate{query: func(context.Context) (bool, error) { n.Add(1); return answer, nil }, holdYes: time.Hour}
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if any, err := g.anyPushers(ctx); err != nil || !any {
+			t.Fatalf("record %d: %v %v, want yes", i, any, err)
+		}
+	}
+	if got := n.Load(); got != 1 {
+		t.Fatalf("%d queries for three records after a yes, want 1", got)
+	}
+	// Past the hold, the gate asks again; a "no" is asked again each time.
+	g.mu.Lock()
+	g.yesUntil = time.Time{}
+	g.mu.Unlock()
+	answer = false
+	for i := 0; i < 2; i++ {
+		if any, _ := g.anyPushers(ctx); any {
+			t.Fatalf("record %d after the hold: yes, want no", i)
+		}
+	}
+	if got := n.Load(); got != 3 {
+		t.Fatalf("%d queries, want 3 (one per record once the hold passed)", got)
+	}
+}

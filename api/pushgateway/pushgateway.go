@@ -108,6 +108,7 @@ func (p *Pusher) defaults() {
 	p.initMetrics()
 	if p.gate.query == nil {
 		p.gate.query = p.Store.AnyHTTPPushers
+		p.gate.holdYes = gateHoldYes
 	}
 	if p.Senders <= 0 {
 		p.Senders = DefaultSenders
