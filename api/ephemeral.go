@@ -67,14 +67,13 @@ func (s *Server) typing(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// receiptTarget checks that the event exists in the room and the caller,
-// whose view of the room v is, may see it.
-func (s *Server) receiptTarget(r *http.Request, roomID, eventID string, v *visibility) error {
+// receiptTarget returns the event, after checking that it exists in the
+// room and the caller, whose view of the room v is, may see it.
+func (s *Server) receiptTarget(r *http.Request, roomID, eventID string, v *visibility) (*store.StoredEvent, error) {
 	if _, err := matrix.ParseEventID(eventID); err != nil {
-		return matrix.InvalidParam("invalid event ID: %v", err)
+		return nil, matrix.InvalidParam("invalid event ID: %v", err)
 	}
-	_, err := s.eventVisibleTo(r, roomID, eventID, v)
-	return err
+	return s.eventVisibleTo(r, roomID, eventID, v)
 }
 
 func (s *Server) appendReceipt(r *http.Request, roomID, typ, eventID, threadID string) error {
@@ -140,20 +139,20 @@ func (s *Server) checkThreadReceipt(r *http.Request, roomID string, target *stor
 	return matrix.InvalidParam("event %s is not in thread %s", target.EventID, root)
 }
 
-// clientRelation reads m.relates_to from an event's stored client form.
+// clientRelation reads m.relates_to from an event's stored client form,
+// as matrix.Relation reads it from the event.
 func clientRelation(client []byte) (parent, relType string) {
 	var ev struct {
-		Content struct {
-			RelatesTo struct {
-				EventID string `json:"event_id"`
-				RelType string `json:"rel_type"`
-			} `json:"m.relates_to"`
-		} `json:"content"`
+		Content json.RawMessage `json:"content"`
 	}
 	if json.Unmarshal(client, &ev) != nil {
 		return "", ""
 	}
-	return ev.Content.RelatesTo.EventID, ev.Content.RelatesTo.RelType
+	p, rt, ok := matrix.ContentRelation(ev.Content)
+	if !ok {
+		return "", ""
+	}
+	return string(p), rt
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
@@ -190,10 +189,7 @@ func (s *Server) receipt(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := matrix.ParseEventID(eventID); err != nil {
-		return matrix.InvalidParam("invalid event ID: %v", err)
-	}
-	target, err := s.eventVisibleTo(r, roomID, eventID, v)
+	target, err := s.receiptTarget(r, roomID, eventID, v)
 	if err != nil {
 		return err
 	}
@@ -234,7 +230,7 @@ func (s *Server) readMarkers(w http.ResponseWriter, r *http.Request) error {
 	}
 	for _, id := range []*string{req.FullyRead, req.Read, req.ReadPrivate} {
 		if id != nil {
-			if err := s.receiptTarget(r, roomID, *id, v); err != nil {
+			if _, err := s.receiptTarget(r, roomID, *id, v); err != nil {
 				return err
 			}
 		}

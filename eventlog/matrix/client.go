@@ -65,13 +65,18 @@ func Mentions(ev *Event) []string {
 // (content."m.relates_to" with an event_id and a rel_type), if it does.
 // A bare m.in_reply_to is a reply, not a relation.
 func Relation(e *Event) (parent EventID, relType string, ok bool) {
+	return ContentRelation(e.Content())
+}
+
+// ContentRelation is Relation of an event's content.
+func ContentRelation(content []byte) (parent EventID, relType string, ok bool) {
 	var c struct {
 		RelatesTo *struct {
 			EventID any `json:"event_id"`
 			RelType any `json:"rel_type"`
 		} `json:"m.relates_to"`
 	}
-	if json.Unmarshal(e.Content(), &c) != nil || c.RelatesTo == nil {
+	if json.Unmarshal(content, &c) != nil || c.RelatesTo == nil {
 		return "", "", false
 	}
 	id, ok1 := c.RelatesTo.EventID.(string)
