@@ -47,8 +47,9 @@ type Projector struct {
 	applied, lagEvents, lagSeconds *prometheus.GaugeVec
 	setAsideTotal                  *prometheus.CounterVec
 
-	mu   sync.Mutex
-	held map[string]bool // lanes this process applies now
+	mu    sync.Mutex
+	held  map[string]bool // lanes this process applies now
+	rooms roomLanes       // the ROOMS lanes among them, applied together
 
 	roomsApplied atomic.Uint64
 	slots        chan struct{} // bounds the lanes' concurrent transactions (applySlots)
@@ -130,6 +131,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.runRoomLanes(ctx) })
 	for _, s := range Lanes {
 		g.Go(func() error { return p.runLane(ctx, leases, s) })
 	}
@@ -200,6 +202,18 @@ func (p *Projector) setHeld(stream string, held bool) int {
 	return n
 }
 
+// holdsAllRoomLanes reports whether this process applies every ROOMS lane.
+func (p *Projector) holdsAllRoomLanes() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range eventlog.RoomLanes {
+		if !p.held[l] {
+			return false
+		}
+	}
+	return true
+}
+
 // highestHeld reports whether stream is the last (in Lanes order) of the
 // lanes this process holds: the one it gives up first.
 func (p *Projector) highestHeld(stream string) bool {
@@ -266,10 +280,14 @@ var errGiveUp = errors.New("giving the lane to another projector")
 // share of lanes only if this is not its last-taken lane.
 func (p *Projector) applyLane(ctx context.Context, stream string) error {
 	lctx, cancel := context.WithCancelCause(ctx)
+	// The lane's helpers end with it (cancel runs before Wait).
+	var helpers sync.WaitGroup
+	defer helpers.Wait()
 	defer cancel(nil)
-	go func() {
+	retry := LaneRetry
+	helpers.Go(func() {
 		for {
-			if sleepCtx(lctx, LaneRetry) != nil {
+			if sleepCtx(lctx, retry) != nil {
 				return
 			}
 			fair, err := p.fairShare(lctx)
@@ -281,11 +299,19 @@ func (p *Projector) applyLane(ctx context.Context, stream string) error {
 				return
 			}
 		}
-	}()
+	})
+	var err error
 	if eventlog.LaneIndex(stream) >= 0 {
-		go p.advanceIdle(lctx, stream)
+		// The process's ROOMS reader applies the lane (runRoomLanes)
+		// until it is given up.
+		helpers.Go(func() { p.advanceIdle(lctx, stream) })
+		p.rooms.join(stream)
+		<-lctx.Done()
+		p.rooms.leave(ctx, stream)
+		err = lctx.Err()
+	} else {
+		err = p.runStream(lctx, stream, 0, true, nil)
 	}
-	err := p.runStream(lctx, stream, 0, true, nil)
 	if cause := context.Cause(lctx); errors.Is(cause, errGiveUp) {
 		return errGiveUp
 	}
@@ -398,18 +424,10 @@ func (p *Projector) readBatches(ctx context.Context, stream string, pos uint64, 
 				p.roomsApplied.Add(uint64(len(batch)))
 			}
 			if announce {
-				if err := p.Log.PublishApplied(stream, applied, setAside...); err != nil && p.Logger != nil {
-					p.Logger.Warn("announce applied position", eventlog.LogStream, stream, eventlog.LogSeq, applied, eventlog.LogErr, err)
-				}
+				p.announce(stream, applied, setAside, batch[len(batch)-1])
 			}
 			if progress != nil {
 				progress(stream, applied, stopAt, time.Since(start))
-			}
-			if p.applied != nil {
-				last := batch[len(batch)-1]
-				p.applied.WithLabelValues(stream).Set(float64(applied))
-				p.lagEvents.WithLabelValues(stream).Set(float64(last.Pending))
-				p.lagSeconds.WithLabelValues(stream).Set(time.Since(last.Time).Seconds())
 			}
 			return nil
 		})
@@ -425,6 +443,12 @@ func (p *Projector) advanceIdle(ctx context.Context, lane string) {
 	filter := eventlog.LaneFilter(eventlog.LaneIndex(lane))
 	var known uint64
 	for sleepCtx(ctx, LaneIdleCheck) == nil {
+		if p.holdsAllRoomLanes() {
+			// Every ROOMS record is of a lane this process reads, and
+			// its reader records every lane complete through each batch.
+			known = 0 // announce once more if lanes are given up
+			continue
+		}
 		head, err := p.Log.Head(ctx, eventlog.StreamRooms)
 		if err != nil || head <= known {
 			continue
@@ -457,36 +481,14 @@ func (p *Projector) advanceIdle(ctx context.Context, lane string) {
 	}
 }
 
-// project applies batch in one transaction. If that fails because of what
-// a record holds (store.IsUnappliable), it applies the batch again one
-// record at a time, so that every record before the culprit is applied,
-// and sets the culprit aside (invariant 11); the next batch goes on after
-// it. Replay takes the same path, so it sets aside the same records. A
-// transient failure is returned: the lane ends and starts again from its
-// committed position.
+// project applies batch, records of one stream or lane, as projectLanes
+// does.
 func (p *Projector) project(ctx context.Context, stream string, expect uint64, batch []eventlog.Msg) (applied uint64, setAside []uint64, err error) {
-	release, err := p.slot(ctx)
+	pos, aside, err := p.projectLanes(ctx, map[string]uint64{stream: expect}, 0, batch, func(eventlog.Msg) string { return stream })
 	if err != nil {
 		return 0, nil, err
 	}
-	defer release()
-	applied, err = p.Store.Project(ctx, stream, expect, batch, apply)
-	if err == nil || !store.IsUnappliable(err) {
-		return applied, nil, err
-	}
-	for i := range batch {
-		applied, err = p.Store.Project(ctx, stream, expect, batch[i:i+1], apply)
-		if err != nil && store.IsUnappliable(err) {
-			if applied, err = p.setAside(ctx, stream, expect, batch[i], err); err == nil && applied == batch[i].Seq {
-				setAside = append(setAside, applied)
-			}
-		}
-		if err != nil {
-			return 0, nil, err
-		}
-		expect = applied
-	}
-	return expect, setAside, nil
+	return pos[stream], aside[stream], nil
 }
 
 // setAside keeps m out of the projection, where an operator can see it

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -56,21 +58,60 @@ var ErrPositionBehind = errors.New("stored position is behind the reader")
 // expect returns ErrPositionBehind and applies nothing. Project returns the
 // position after the batch.
 func (s *Store) Project(ctx context.Context, stream string, expect uint64, msgs []eventlog.Msg, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) (uint64, error) {
-	pos, err := s.project(ctx, stream, expect, msgs, apply)
+	pos, err := s.project(ctx, map[string]uint64{stream: expect}, 0, msgs, func(eventlog.Msg) string { return stream }, apply)
 	if err != nil {
 		return 0, fmt.Errorf("project %s: %w", stream, err)
+	}
+	return pos[stream], nil
+}
+
+// ProjectLanes is Project for records of several lanes of one stream (the
+// ROOMS lanes one process holds), read together in stream order: one
+// transaction applies them all and advances every lane named in expect to
+// its own last record, each lane checked and skipped as Project does for
+// its stream. laneOf names a record's lane, which must be in expect. It
+// returns every lane's position after the batch (a lane with no record in
+// it keeps the position expected).
+//
+// through, when not 0, is how far the reader has read every lane in
+// expect (the batch's last record, all of whose lanes' records up to it it
+// has delivered): the same transaction records each of them complete
+// through it (AdvanceLane), so that a process holding every lane keeps
+// every lane up with the stream without checking idle lanes.
+func (s *Store) ProjectLanes(ctx context.Context, expect map[string]uint64, through uint64, msgs []eventlog.Msg, laneOf func(eventlog.Msg) string, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) (map[string]uint64, error) {
+	pos, err := s.project(ctx, expect, through, msgs, laneOf, apply)
+	if err != nil {
+		return nil, fmt.Errorf("project lanes: %w", err)
 	}
 	return pos, nil
 }
 
 // project runs the transaction in two round trips, whatever the batch
 // holds (reads made by apply, such as a redaction's target, add theirs):
-// the first opens it and locks the position row, the second carries every
-// write, the new position and the commit. This is on every write's path.
-func (s *Store) project(ctx context.Context, stream string, expect uint64, msgs []eventlog.Msg, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) (pos uint64, err error) {
+// the first opens it and locks the position rows, the second carries every
+// write, the new positions and the commit. This is on every write's path.
+func (s *Store) project(ctx context.Context, expect map[string]uint64, through uint64, msgs []eventlog.Msg, laneOf func(eventlog.Msg) string, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) (map[string]uint64, error) {
+	// Only the lanes with records in the batch are locked and written: a
+	// lane's position row exists once it has applied something, as a
+	// replay of the log would leave it (and as ROOMS lanes of a process
+	// that applies none of their records must leave them).
+	var lanes []string
+	for _, m := range msgs {
+		l := laneOf(m)
+		if _, ok := expect[l]; !ok {
+			return nil, fmt.Errorf("record seq %d is of lane %s, not one of the batch's", m.Seq, l)
+		}
+		if !slices.Contains(lanes, l) {
+			lanes = append(lanes, l)
+		}
+	}
+	if len(msgs) == 0 {
+		// Nothing to apply: only check the expectation.
+		lanes = slices.Sorted(maps.Keys(expect))
+	}
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// A connection released inside a transaction (an error below) is
 	// closed by the pool rather than reused, so no half transaction
@@ -86,42 +127,70 @@ func (s *Store) project(ctx context.Context, stream string, expect uint64, msgs 
 	// latency on every write's path (the log's append was the durable
 	// step). Other sessions see the commit at once either way.
 	open.Queue("SET LOCAL synchronous_commit TO OFF")
-	open.Queue("INSERT INTO projector_positions (stream, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING", stream)
-	// FOR UPDATE serialises projectors of the same stream: the second one
-	// waits here, then sees the first one's position and skips.
-	var cur int64
-	open.Queue("SELECT seq FROM projector_positions WHERE stream = $1 FOR UPDATE", stream).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&cur)
+	open.Queue("INSERT INTO projector_positions (stream, seq) SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING", lanes)
+	// FOR UPDATE serialises projectors of the same lane: the second one
+	// waits here, then sees the first one's position and skips. The rows
+	// are locked in name order, so two processes whose lanes overlap (one
+	// handing lanes to the other) cannot deadlock.
+	cur := make(map[string]uint64, len(lanes))
+	open.Queue("SELECT stream, seq FROM projector_positions WHERE stream = ANY($1) ORDER BY stream FOR UPDATE", lanes).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var l string
+			var seq int64
+			if err := rows.Scan(&l, &seq); err != nil {
+				return err
+			}
+			cur[l] = uint64(seq)
+		}
+		return rows.Err()
 	})
 	if err := c.SendBatch(ctx, open).Close(); err != nil {
-		return 0, err
+		return nil, err
 	}
-	rollback := func(err error) (uint64, error) {
+	rollback := func(err error) (map[string]uint64, error) {
 		_, _ = c.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-		return 0, err
+		return nil, err
 	}
-	if uint64(cur) < expect {
-		return rollback(fmt.Errorf("%w: %s is stored at %d, the reader applied up to %d", ErrPositionBehind, stream, cur, expect))
+	for _, l := range lanes {
+		if cur[l] < expect[l] {
+			return rollback(fmt.Errorf("%w: %s is stored at %d, the reader applied up to %d", ErrPositionBehind, l, cur[l], expect[l]))
+		}
 	}
-	pos = uint64(cur)
+	pos := maps.Clone(expect)
+	maps.Copy(pos, cur)
 	tx := &Tx{tx: c}
 	for _, m := range msgs {
-		if m.Seq <= pos {
+		l := laneOf(m)
+		if m.Seq <= pos[l] {
 			continue
 		}
 		if err := apply(ctx, tx, m); err != nil {
-			return rollback(fmt.Errorf("apply %s seq %d (%s): %w", stream, m.Seq, m.Type, err))
+			return rollback(fmt.Errorf("apply %s seq %d (%s): %w", l, m.Seq, m.Type, err))
 		}
-		pos = m.Seq
+		pos[l] = m.Seq
 	}
-	if pos == uint64(cur) {
+	var moved []string
+	var seqs []int64
+	for _, l := range lanes {
+		if pos[l] != cur[l] {
+			moved = append(moved, l)
+			seqs = append(seqs, int64(pos[l]))
+		}
+	}
+	if len(moved) == 0 {
 		if _, err := c.Exec(ctx, "ROLLBACK"); err != nil {
-			return 0, err
+			return nil, err
 		}
 		return pos, nil
 	}
 	tx.pending(false)
-	tx.batch.Queue("UPDATE projector_positions SET seq = $2 WHERE stream = $1", stream, int64(pos))
+	tx.batch.Queue(`UPDATE projector_positions p SET seq = x.seq
+		FROM unnest($1::text[], $2::bigint[]) AS x(stream, seq) WHERE p.stream = x.stream`, moved, seqs)
+	if through != 0 {
+		all := slices.Sorted(maps.Keys(expect))
+		tx.batch.Queue(`INSERT INTO projector_lane_complete (lane, seq) SELECT unnest($1::text[]), $2
+			ON CONFLICT (lane) DO UPDATE SET seq = GREATEST(projector_lane_complete.seq, EXCLUDED.seq)`, all, int64(through))
+	}
 	tx.batch.Queue("COMMIT")
 	if err := c.SendBatch(ctx, &tx.batch).Close(); err != nil {
 		return rollback(err)
@@ -182,4 +251,30 @@ func (s *Store) AppliedPosition(ctx context.Context, stream string) (uint64, err
 		return 0, fmt.Errorf("position of %s: %w", stream, err)
 	}
 	return uint64(seq), nil
+}
+
+// AppliedPositions is AppliedPosition for several lanes in one query; a
+// lane with no position yet is at 0.
+func (s *Store) AppliedPositions(ctx context.Context, lanes []string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(lanes))
+	for _, l := range lanes {
+		out[l] = 0
+	}
+	rows, err := s.pool.Query(ctx, "SELECT stream, seq FROM projector_positions WHERE stream = ANY($1)", lanes)
+	if err != nil {
+		return nil, fmt.Errorf("positions of %v: %w", lanes, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l string
+		var seq int64
+		if err := rows.Scan(&l, &seq); err != nil {
+			return nil, fmt.Errorf("positions of %v: %w", lanes, err)
+		}
+		out[l] = uint64(seq)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("positions of %v: %w", lanes, err)
+	}
+	return out, nil
 }

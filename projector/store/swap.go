@@ -255,7 +255,23 @@ func (s *Store) DropSchema(ctx context.Context, schema string) error {
 	if !validSchemaName(schema) || schema == "public" {
 		return fmt.Errorf("drop schema: refusing %q", schema)
 	}
-	if _, err := s.pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+	// A reader whose transaction began before the swap still holds some
+	// of the replaced tables and may want more of them: PostgreSQL then
+	// ends the drop as a deadlock victim (or its lock wait). Such readers
+	// finish within a request, so the drop waits a moment and tries again.
+	const attempts = 20
+	var err error
+	for i := range attempts {
+		if _, err = s.pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err == nil || !isLockWait(err) || i == attempts-1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drop schema %s: %w", schema, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("drop schema %s: %w", schema, err)
 	}
 	return nil
