@@ -33,6 +33,7 @@ type Tx struct {
 	// as a COPY instead of the multi-row insert.
 	copier copier
 	order  []string // rooms in the order their heads were first set
+	search []searchRow
 }
 
 type roomHead struct {

@@ -404,14 +404,22 @@ func (t *Tx) pending(copyLater bool) {
 			pos, ids, rooms, types, keys, senders, ts, clients, pdus, txnDevs, txnIDs, mentions)
 		t.events = t.events[:0]
 	}
-	for _, roomID := range t.order {
-		h := t.heads[roomID]
-		if h.eventID == "" {
-			t.queue("UPDATE rooms SET last_seq = $2 WHERE room_id = $1", roomID, int64(h.seq))
-		} else {
-			t.queue("UPDATE rooms SET last_seq = $2, last_event_id = $3, last_pos = $4, depth = $5 WHERE room_id = $1",
-				roomID, int64(h.seq), h.eventID, h.pos, h.depth)
+	t.flushSearch()
+	if n := len(t.order); n > 0 {
+		// One statement for every room the batch moved; a head without an
+		// event (a record that only moves the room's sequence) keeps the
+		// room's newest event.
+		seqs, ids, pos, depths := make([]int64, n), make([]string, n), make([]int64, n), make([]int64, n)
+		for i, roomID := range t.order {
+			h := t.heads[roomID]
+			seqs[i], ids[i], pos[i], depths[i] = int64(h.seq), h.eventID, h.pos, h.depth
 		}
+		t.queue(`UPDATE rooms r SET last_seq = x.s,
+				last_event_id = CASE WHEN x.e = '' THEN r.last_event_id ELSE x.e END,
+				last_pos = CASE WHEN x.e = '' THEN r.last_pos ELSE x.p END,
+				depth = CASE WHEN x.e = '' THEN r.depth ELSE x.d END
+			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS x(id, s, e, p, d)
+			WHERE r.room_id = x.id`, t.order, seqs, ids, pos, depths)
 	}
 	t.heads, t.order = nil, nil
 }

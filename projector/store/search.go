@@ -88,13 +88,38 @@ func (s *Store) Search(ctx context.Context, q SearchQuery) (hits []SearchHit, to
 	return hits, total, nil
 }
 
+// searchRow is an event's searchable text, waiting for the batch's one
+// insert (flushSearch).
+type searchRow struct {
+	eventID, roomID, sender, key, text string
+	pos                                int64
+}
+
 // AddSearchText indexes an event's searchable text.
 func (t *Tx) AddSearchText(eventID, roomID, sender, key, text string, pos int64) {
-	t.queue(`INSERT INTO event_search (event_id, room_id, pos, sender, key, vec)
-		VALUES ($1, $2, $3, $4, $5, to_tsvector('simple', $6)) ON CONFLICT DO NOTHING`, eventID, roomID, pos, sender, key, text)
+	t.search = append(t.search, searchRow{eventID: eventID, roomID: roomID, sender: sender, key: key, text: text, pos: pos})
 }
 
 // DeleteSearchText forgets a redacted event's text.
 func (t *Tx) DeleteSearchText(eventID string) {
+	t.flushSearch() // the event may be one of this batch's
 	t.queue("DELETE FROM event_search WHERE event_id = $1", eventID)
+}
+
+// flushSearch queues the texts added so far as one insert.
+func (t *Tx) flushSearch() {
+	n := len(t.search)
+	if n == 0 {
+		return
+	}
+	ids, rooms, senders, keys, texts := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	pos := make([]int64, n)
+	for i, r := range t.search {
+		ids[i], rooms[i], senders[i], keys[i], texts[i], pos[i] = r.eventID, r.roomID, r.sender, r.key, r.text, r.pos
+	}
+	t.queue(`INSERT INTO event_search (event_id, room_id, pos, sender, key, vec)
+		SELECT id, r, p, s, k, to_tsvector('simple', tx)
+		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS x(id, r, p, s, k, tx)
+		ON CONFLICT DO NOTHING`, ids, rooms, pos, senders, keys, texts)
+	t.search = t.search[:0]
 }
