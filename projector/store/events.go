@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -82,16 +84,115 @@ func (s *Store) EventPDU(ctx context.Context, roomID, eventID string) ([]byte, e
 // EventByTxn finds the event a client transaction sent into a room, or
 // ErrNotFound. Transactions are scoped to the room, as the request path is.
 func (s *Store) EventByTxn(ctx context.Context, roomID, sender, device, txnID string) (string, error) {
-	var id string
-	err := s.pool.QueryRow(ctx, "SELECT event_id FROM events WHERE room_id = $1 AND sender = $2 AND txn_device = $3 AND txn_id = $4",
-		roomID, sender, device, txnID).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
-	}
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("event by txn: %w", err)
 	}
-	return id, nil
+	l := &txnLookup{room: roomID, sender: sender, device: device, txn: txnID, done: make(chan struct{})}
+	s.txns.mu.Lock()
+	s.txns.queue = append(s.txns.queue, l)
+	if !s.txns.running {
+		s.txns.running = true
+		go s.drainTxnLookups()
+	}
+	s.txns.mu.Unlock()
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return "", fmt.Errorf("event by txn: %w", ctx.Err())
+	}
+	switch {
+	case l.err != nil:
+		return "", fmt.Errorf("event by txn: %w", l.err)
+	case l.id == "":
+		return "", ErrNotFound
+	}
+	return l.id, nil
+}
+
+// Every send and redaction looks its transaction ID up before it builds
+// its event, and under load many do at once: rather than a round trip
+// each, the lookups that arrive while one query runs go together in the
+// next (txnLookups).
+
+// txnLookups is the queue of EventByTxn lookups waiting for a query.
+type txnLookups struct {
+	mu      sync.Mutex
+	queue   []*txnLookup
+	running bool // a drainTxnLookups goroutine is working the queue
+}
+
+// txnLookup is one EventByTxn lookup: its key, and its answer (id empty
+// for none) once done is closed.
+type txnLookup struct {
+	room, sender, device, txn string
+	id                        string
+	err                       error
+	done                      chan struct{}
+}
+
+// txnLookupBatch bounds the lookups answered by one query, and
+// txnLookupTimeout how long the query may take: the callers have given up
+// by then (their requests' own deadlines are shorter).
+const (
+	txnLookupBatch   = 256
+	txnLookupTimeout = 30 * time.Second
+)
+
+// drainTxnLookups answers the queued lookups, a query for each batch
+// taken off the queue, until the queue is empty.
+func (s *Store) drainTxnLookups() {
+	for {
+		s.txns.mu.Lock()
+		n := min(len(s.txns.queue), txnLookupBatch)
+		if n == 0 {
+			s.txns.running = false
+			s.txns.mu.Unlock()
+			return
+		}
+		batch := s.txns.queue[:n:n]
+		s.txns.queue = s.txns.queue[n:]
+		if len(s.txns.queue) == 0 {
+			s.txns.queue = nil
+		}
+		s.txns.mu.Unlock()
+		s.lookupTxns(batch)
+	}
+}
+
+// lookupTxns answers batch with one query.
+func (s *Store) lookupTxns(batch []*txnLookup) {
+	defer func() {
+		for _, l := range batch {
+			close(l.done)
+		}
+	}()
+	n := len(batch)
+	rooms, senders, devices, txns := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, l := range batch {
+		rooms[i], senders[i], devices[i], txns[i] = l.room, l.sender, l.device, l.txn
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), txnLookupTimeout)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT x.i, e.event_id
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS x(r, s, d, t, i)
+		JOIN events e ON e.room_id = x.r AND e.sender = x.s AND e.txn_device = x.d AND e.txn_id = x.t`,
+		rooms, senders, devices, txns)
+	if err == nil {
+		var i int64
+		var id string
+		_, err = pgx.ForEachRow(rows, []any{&i, &id}, func() error {
+			if i < 1 || i > int64(n) {
+				return fmt.Errorf("lookup %d of %d answered", i, n)
+			}
+			batch[i-1].id = id
+			return nil
+		})
+	}
+	if err != nil {
+		for _, l := range batch {
+			l.id, l.err = "", err
+		}
+	}
 }
 
 // RoomEvents pages through a room's events from the point from (a

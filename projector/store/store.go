@@ -41,6 +41,8 @@ type Store struct {
 	// pushEvents shares parsed create and power levels events between
 	// users' notification counts (pushcounts.go).
 	pushEvents matrix.EventCache
+	// txns gathers concurrent EventByTxn lookups into one query.
+	txns txnLookups
 }
 
 // Open connects to the database at url, creating the database if it does
