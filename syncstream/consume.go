@@ -41,8 +41,9 @@ type Consumer struct {
 
 	setAside atomic.Uint64
 
-	heldMu sync.Mutex // orders releases: notifier records, reports, wakes
-	held   []change   // ROOMS changes read but not applied yet (G), in order
+	heldMu sync.Mutex    // orders releases: notifier records, reports, wakes
+	held   []change      // ROOMS changes read but not applied yet (G), in order
+	holds  chan struct{} // signalled when a change is held
 }
 
 // heldMax bounds the ROOMS changes a consumer holds back while ROOMS is not
@@ -72,6 +73,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		n.SetFloor(stream, head)
 		if stream == eventlog.StreamRooms && c.Watermark != nil {
 			c.Watermark.ObserveFrom(head)
+			c.holds = make(chan struct{}, 1)
 			g.Go(func() error { return c.releaseApplied(ctx) })
 		}
 		from := head + 1
@@ -113,7 +115,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 					}
 				}
 				if stream == eventlog.StreamRooms && c.Watermark != nil {
-					c.release() // what the lanes applied before it was read
+					if c.release() != 0 { // what the lanes applied before it was read
+						select {
+						case c.holds <- struct{}{}:
+						default:
+						}
+					}
 					return nil
 				}
 				readers.Report(ReadersTopic(stream), c.reported(stream))
@@ -148,15 +155,26 @@ func (c *Consumer) hold(ch change) {
 }
 
 // releaseApplied releases held changes, and reports the ROOMS position
-// again, whenever G rises.
+// again, whenever G rises. While a change is held and G stands still, it
+// reads the lanes' positions every RefreshEvery: an applied notification
+// is at-most-once, and a lost one must not keep the change from its
+// long-polls until the lane's next record.
 func (c *Consumer) releaseApplied(ctx context.Context) error {
 	for {
 		_, ch := c.Watermark.Changed(eventlog.StreamRooms)
-		c.release()
+		holds, refresh := c.holds, (<-chan time.Time)(nil)
+		if c.release() != 0 {
+			holds, refresh = nil, time.After(c.Watermark.RefreshEvery)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ch:
+		case <-holds:
+		case <-refresh:
+			if err := c.Watermark.Refresh(ctx, eventlog.StreamRooms); err != nil && ctx.Err() == nil && c.Logger != nil {
+				c.Logger.Warn("sync consumer: read the applied position", eventlog.LogErr, err)
+			}
 		}
 	}
 }
@@ -169,7 +187,9 @@ func (c *Consumer) releaseApplied(ctx context.Context) error {
 // answer, which all waited behind them (about 0.5 s for 5,000 polls). Held
 // until applied, a change wakes its polls once a build can show it anyway
 // (as of G), and the writer is answered first.
-func (c *Consumer) release() {
+//
+// It returns the sequence of the oldest change still held (0 if none).
+func (c *Consumer) release() (next uint64) {
 	c.heldMu.Lock()
 	defer c.heldMu.Unlock()
 	g := c.Watermark.Applied(eventlog.StreamRooms)
@@ -181,6 +201,10 @@ func (c *Consumer) release() {
 		c.Readers.Report(ReadersTopic(eventlog.StreamRooms), c.reported(eventlog.StreamRooms))
 	})
 	c.held = slices.Delete(c.held, 0, i)
+	if len(c.held) > 0 {
+		next = c.held[0].seq
+	}
+	return next
 }
 
 func (c *Consumer) passOver(m eventlog.Msg, err error) {
