@@ -63,8 +63,8 @@ func NewReaders(nc *nats.Conn) (*Readers, error) {
 		rest := strings.TrimPrefix(m.Subject, readersSubject)
 		i := strings.LastIndexByte(rest, '.')
 		pos, err := strconv.ParseUint(string(m.Data), 10, 64)
-		if i <= 0 || err != nil {
-			return
+		if i <= 0 || err != nil || rest[i+1:] == r.id {
+			return // this process's own reports are recorded by Report
 		}
 		r.record(rest[:i], rest[i+1:], pos, time.Now())
 	})
@@ -92,11 +92,15 @@ func (r *Readers) record(topic, id string, pos uint64, now time.Time) {
 }
 
 // Report publishes that this process's reader of topic has read through
-// pos. Topics are single subject tokens.
+// pos. Topics are single subject tokens. A waiter in this process learns
+// it at once, not from the published copy: that would take several
+// goroutine hops, each behind whatever the reader has just woken (a sync
+// worker's long-polls).
 func (r *Readers) Report(topic string, pos uint64) {
 	if r == nil {
 		return
 	}
+	r.record(topic, r.id, pos, time.Now())
 	_ = r.nc.Publish(readersSubject+topic+"."+r.id, strconv.AppendUint(nil, pos, 10))
 }
 

@@ -243,6 +243,12 @@ func (w *Watermark) Wait(ctx context.Context, stream string, seq uint64) error {
 	}
 }
 
+// Refresh reads stream's applied position from the projection, for a
+// reader that waits on Changed and cannot rely on notifications alone.
+func (w *Watermark) Refresh(ctx context.Context, stream string) error {
+	return w.doRefresh(ctx, stream)
+}
+
 func (w *Watermark) doRefresh(ctx context.Context, stream string) error {
 	if w.refresh == nil {
 		return nil

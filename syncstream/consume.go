@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,11 +34,22 @@ type Consumer struct {
 	Logger    *slog.Logger
 	// Watermark, when set, is told the lane of every ROOMS record read, so
 	// that it knows ROOMS applied past lanes with nothing to apply, and
-	// the worker reports as read only what is applied too (reported).
+	// the worker reports as read only what is applied too (reported). It
+	// also holds ROOMS records back from the notifier until they are
+	// applied (held).
 	Watermark *eventlog.Watermark
 
 	setAside atomic.Uint64
+
+	heldMu sync.Mutex    // orders releases: notifier records, reports, wakes
+	held   []change      // ROOMS changes read but not applied yet (G), in order
+	holds  chan struct{} // signalled when a change is held
 }
+
+// heldMax bounds the ROOMS changes a consumer holds back while ROOMS is not
+// applied (a lane's projector is down): past it, the oldest are passed to
+// the notifier at once, as if they were applied.
+const heldMax = DefaultRecent
 
 // RegisterMetrics exposes how many records the consumer set aside.
 func (c *Consumer) RegisterMetrics(reg prometheus.Registerer) error {
@@ -60,7 +73,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		n.SetFloor(stream, head)
 		if stream == eventlog.StreamRooms && c.Watermark != nil {
 			c.Watermark.ObserveFrom(head)
-			g.Go(func() error { return c.reportApplied(ctx) })
+			c.holds = make(chan struct{}, 1)
+			g.Go(func() error { return c.releaseApplied(ctx) })
 		}
 		from := head + 1
 		if stream == eventlog.StreamEphemeral {
@@ -90,12 +104,24 @@ func (c *Consumer) Run(ctx context.Context) error {
 						c.passOver(m, err)
 						ch = change{stream: m.Stream, seq: m.Seq}
 					}
-					if m.Seq > head {
+					switch {
+					case stream == eventlog.StreamRooms && c.Watermark != nil:
+						c.hold(ch) // ROOMS starts after head
+					case m.Seq > head:
 						n.Notify(ch)
 					}
 					if stream == eventlog.StreamEphemeral && m.Seq >= head {
 						eph.markCaughtUp()
 					}
+				}
+				if stream == eventlog.StreamRooms && c.Watermark != nil {
+					if c.release() != 0 { // what the lanes applied before it was read
+						select {
+						case c.holds <- struct{}{}:
+						default:
+						}
+					}
+					return nil
 				}
 				readers.Report(ReadersTopic(stream), c.reported(stream))
 				return nil
@@ -120,19 +146,65 @@ func (c *Consumer) reported(stream string) uint64 {
 	return read
 }
 
-// reportApplied reports the ROOMS position again whenever G rises: the
-// read position may have been held back by it.
-func (c *Consumer) reportApplied(ctx context.Context) error {
-	topic := ReadersTopic(eventlog.StreamRooms)
+// hold keeps a ROOMS change from the notifier until ROOMS is applied
+// through it (release).
+func (c *Consumer) hold(ch change) {
+	c.heldMu.Lock()
+	defer c.heldMu.Unlock()
+	c.held = append(c.held, ch)
+}
+
+// releaseApplied releases held changes, and reports the ROOMS position
+// again, whenever G rises. While a change is held and G stands still, it
+// reads the lanes' positions every RefreshEvery: an applied notification
+// is at-most-once, and a lost one must not keep the change from its
+// long-polls until the lane's next record.
+func (c *Consumer) releaseApplied(ctx context.Context) error {
 	for {
 		_, ch := c.Watermark.Changed(eventlog.StreamRooms)
-		c.Readers.Report(topic, c.reported(eventlog.StreamRooms))
+		holds, refresh := c.holds, (<-chan time.Time)(nil)
+		if c.release() != 0 {
+			holds, refresh = nil, time.After(c.Watermark.RefreshEvery)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ch:
+		case <-holds:
+		case <-refresh:
+			if err := c.Watermark.Refresh(ctx, eventlog.StreamRooms); err != nil && ctx.Err() == nil && c.Logger != nil {
+				c.Logger.Warn("sync consumer: read the applied position", eventlog.LogErr, err)
+			}
 		}
 	}
+}
+
+// release passes the held ROOMS changes that G covers to the notifier, and
+// reports the new position before the notifier wakes anyone. A write waits
+// for its lane's commit and for this report, and its record may wake
+// thousands of long-polls: woken when the record was read, their responses
+// were written before the projector's commit, the report and the writer's
+// answer, which all waited behind them (about 0.5 s for 5,000 polls). Held
+// until applied, a change wakes its polls once a build can show it anyway
+// (as of G), and the writer is answered first.
+//
+// It returns the sequence of the oldest change still held (0 if none).
+func (c *Consumer) release() (next uint64) {
+	c.heldMu.Lock()
+	defer c.heldMu.Unlock()
+	g := c.Watermark.Applied(eventlog.StreamRooms)
+	i := 0
+	for i < len(c.held) && (c.held[i].seq <= g || len(c.held)-i > heldMax) {
+		i++
+	}
+	c.Notifier.NotifyAll(c.held[:i], func() {
+		c.Readers.Report(ReadersTopic(eventlog.StreamRooms), c.reported(eventlog.StreamRooms))
+	})
+	c.held = slices.Delete(c.held, 0, i)
+	if len(c.held) > 0 {
+		next = c.held[0].seq
+	}
+	return next
 }
 
 func (c *Consumer) passOver(m eventlog.Msg, err error) {

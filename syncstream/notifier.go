@@ -112,24 +112,42 @@ func (n *Notifier) Waiting() int {
 }
 
 // Notify records a change and wakes the requests it concerns.
-func (n *Notifier) Notify(c change) {
-	if c.stream == eventlog.StreamRooms && c.seq != 0 {
-		// Before anyone woken by it can look a member event up.
-		n.members.changed(c)
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if c.seq != 0 {
-		n.record(c)
-	}
-	for _, u := range c.users {
-		for w := range n.byUser[u] {
-			n.fire(w)
+func (n *Notifier) Notify(c change) { n.NotifyAll([]change{c}, nil) }
+
+// NotifyAll records changes, in order, then calls recorded (if not nil),
+// then wakes the requests they concern. recorded runs without the lock,
+// after Consumed shows the changes and before anyone is woken: a writer
+// waiting for this worker's report is then not queued behind thousands
+// of long-polls its write woke.
+func (n *Notifier) NotifyAll(cs []change, recorded func()) {
+	for _, c := range cs {
+		if c.stream == eventlog.StreamRooms && c.seq != 0 {
+			// Before anyone woken by it can look a member event up.
+			n.members.changed(c)
 		}
 	}
-	for _, r := range c.rooms {
-		for w := range n.byRoom[r] {
-			n.fire(w)
+	n.mu.Lock()
+	for _, c := range cs {
+		if c.seq != 0 {
+			n.record(c)
+		}
+	}
+	if recorded != nil {
+		n.mu.Unlock()
+		recorded()
+		n.mu.Lock()
+	}
+	defer n.mu.Unlock()
+	for _, c := range cs {
+		for _, u := range c.users {
+			for w := range n.byUser[u] {
+				n.fire(w)
+			}
+		}
+		for _, r := range c.rooms {
+			for w := range n.byRoom[r] {
+				n.fire(w)
+			}
 		}
 	}
 }
