@@ -84,6 +84,13 @@ func (r *Readers) record(topic, id string, pos uint64, now time.Time) {
 	if r.pos[topic] == nil {
 		r.pos[topic] = map[string]readerState{}
 	}
+	// A reader's position only goes up: its reports are computed and sent
+	// by several goroutines (the heartbeat, the reader itself), so an
+	// older one may arrive after a newer one. A reader that stopped
+	// (HoldsNothing) and reads again starts afresh.
+	if prev, ok := r.pos[topic][id]; ok && prev.pos > pos && prev.pos != HoldsNothing {
+		pos = prev.pos
+	}
 	r.pos[topic][id] = readerState{pos: pos, seen: now}
 	if r.changed != nil {
 		close(r.changed)
