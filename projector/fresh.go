@@ -112,6 +112,7 @@ func (p *Projector) buildRooms(ctx context.Context, stopAt uint64, progress Prog
 		queues[i] = make(chan eventlog.Msg, freshQueue)
 	}
 	var applied atomic.Uint64
+	heads := &store.FreshHeads{}
 	// The newest record dealt of each lane: a lane's position is its own
 	// last record (applied or set aside), as a lane applied batch by batch
 	// stores it. Written by the reader only, read after it ends.
@@ -119,7 +120,7 @@ func (p *Projector) buildRooms(ctx context.Context, stopAt uint64, progress Prog
 	g, gctx := errgroup.WithContext(ctx)
 	for _, q := range queues {
 		g.Go(func() error {
-			return p.freshWorker(gctx, stream, q, maxBatch, func(k int) {
+			return p.freshWorker(gctx, stream, q, maxBatch, heads, func(k int) {
 				progress(stream, applied.Add(uint64(k)), stopAt, time.Since(start))
 			})
 		})
@@ -149,6 +150,9 @@ func (p *Projector) buildRooms(ctx context.Context, stopAt uint64, progress Prog
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("replay %s: %w", stream, err)
 	}
+	if err := p.Store.WriteFreshHeads(ctx, heads); err != nil {
+		return fmt.Errorf("replay %s: %w", stream, err)
+	}
 	// Every record up to stopAt is applied or set aside: store each lane's
 	// position (its last record), as a batch of nothing but the position
 	// would, and that each lane is complete through stopAt.
@@ -169,7 +173,7 @@ func (p *Projector) buildRooms(ctx context.Context, stopAt uint64, progress Prog
 
 // freshWorker applies the records dealt to it, in batches of up to
 // maxBatch, until its queue is closed.
-func (p *Projector) freshWorker(ctx context.Context, stream string, in <-chan eventlog.Msg, maxBatch int, done func(int)) error {
+func (p *Projector) freshWorker(ctx context.Context, stream string, in <-chan eventlog.Msg, maxBatch int, heads *store.FreshHeads, done func(int)) error {
 	batch := make([]eventlog.Msg, 0, maxBatch)
 	for {
 		batch = batch[:0]
@@ -187,7 +191,7 @@ func (p *Projector) freshWorker(ctx context.Context, stream string, in <-chan ev
 			}
 		}
 		if len(batch) > 0 {
-			if err := p.projectFresh(ctx, stream, batch); err != nil {
+			if err := p.projectFresh(ctx, stream, batch, heads); err != nil {
 				return err
 			}
 			done(len(batch))
@@ -201,8 +205,8 @@ func (p *Projector) freshWorker(ctx context.Context, stream string, in <-chan ev
 // projectFresh is project for a fresh build: a batch that a record cannot
 // be applied in is applied again one record at a time, and the culprit
 // set aside, exactly as project does, so the same records are set aside.
-func (p *Projector) projectFresh(ctx context.Context, stream string, batch []eventlog.Msg) error {
-	err := p.Store.ProjectFresh(ctx, stream, batch, apply)
+func (p *Projector) projectFresh(ctx context.Context, stream string, batch []eventlog.Msg, heads *store.FreshHeads) error {
+	err := p.Store.ProjectFresh(ctx, stream, batch, heads, apply)
 	if err == nil || !store.IsUnappliable(err) {
 		return err
 	}
@@ -214,7 +218,7 @@ func (p *Projector) projectFresh(ctx context.Context, stream string, batch []eve
 		if stream == eventlog.StreamRooms {
 			lane = eventlog.LaneName(eventlog.SubjectLane(batch[i].Subject))
 		}
-		err := p.Store.ProjectFresh(ctx, lane, batch[i:i+1], apply)
+		err := p.Store.ProjectFresh(ctx, lane, batch[i:i+1], heads, apply)
 		if err != nil && store.IsUnappliable(err) {
 			m, cause := batch[i], err
 			if err = p.Store.SetAsideFresh(ctx, lane, m, cause); err == nil {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
@@ -62,14 +65,18 @@ func (t *Tx) copyEvents(ctx context.Context) error {
 // of different rooms. The builder stores the position through Project once
 // every record up to it is applied. A failure caused by a record is
 // returned as Project's is (IsUnappliable), with nothing of msgs applied.
-func (s *Store) ProjectFresh(ctx context.Context, stream string, msgs []eventlog.Msg, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) error {
-	if err := s.projectFresh(ctx, stream, msgs, apply); err != nil {
+//
+// heads, when not nil, keeps the rooms' heads (their newest record and
+// event) instead of writing them with every batch: only the last value of
+// each counts, and WriteFreshHeads writes them once the build is done.
+func (s *Store) ProjectFresh(ctx context.Context, stream string, msgs []eventlog.Msg, heads *FreshHeads, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) error {
+	if err := s.projectFresh(ctx, stream, msgs, heads, apply); err != nil {
 		return fmt.Errorf("project %s: %w", stream, err)
 	}
 	return nil
 }
 
-func (s *Store) projectFresh(ctx context.Context, stream string, msgs []eventlog.Msg, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) error {
+func (s *Store) projectFresh(ctx context.Context, stream string, msgs []eventlog.Msg, heads *FreshHeads, apply func(ctx context.Context, tx *Tx, m eventlog.Msg) error) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -87,7 +94,9 @@ func (s *Store) projectFresh(ctx context.Context, stream string, msgs []eventlog
 		_, _ = c.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		return err
 	}
-	tx := &Tx{tx: c, copier: c}
+	// With heads, the batch's heads are kept back from every pending
+	// write, and handed to heads only once the batch has committed.
+	tx := &Tx{tx: c, copier: c, keepHeads: heads != nil}
 	for _, m := range msgs {
 		if err := apply(ctx, tx, m); err != nil {
 			// The same text as project's: it is what set_aside keeps.
@@ -108,6 +117,68 @@ func (s *Store) projectFresh(ctx context.Context, stream string, msgs []eventlog
 	}
 	if c.PgConn().TxStatus() != 'I' {
 		return rollback(errors.New("transaction did not commit"))
+	}
+	if heads != nil {
+		heads.merge(tx.heads, tx.order)
+	}
+	return nil
+}
+
+// FreshHeads are the rooms' heads of a fresh build, kept by ProjectFresh
+// and written at the end by WriteFreshHeads: a fresh build reads no head
+// while it applies records, and writing each room's head with every batch
+// cost as much as inserting the events.
+type FreshHeads struct {
+	mu    sync.Mutex
+	heads map[string]roomHead
+}
+
+// merge takes a committed batch's heads: the record sequence always, the
+// event only where the batch moved it (AdvanceRoom's rule).
+func (f *FreshHeads) merge(heads map[string]roomHead, order []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.heads == nil {
+		f.heads = map[string]roomHead{}
+	}
+	for _, roomID := range order {
+		h, prev := heads[roomID], f.heads[roomID]
+		prev.seq = max(prev.seq, h.seq)
+		if h.eventID != "" {
+			prev.eventID, prev.pos, prev.depth = h.eventID, h.pos, h.depth
+		}
+		f.heads[roomID] = prev
+	}
+}
+
+// freshHeadsChunk bounds the rooms one statement of WriteFreshHeads
+// updates.
+const freshHeadsChunk = 10000
+
+// WriteFreshHeads writes the heads a fresh build kept. A record set aside
+// during the build (SetAsideFresh) may have moved a room's sequence
+// further; the higher one stays.
+func (s *Store) WriteFreshHeads(ctx context.Context, f *FreshHeads) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rooms := slices.Sorted(maps.Keys(f.heads))
+	for len(rooms) > 0 {
+		chunk := rooms[:min(len(rooms), freshHeadsChunk)]
+		rooms = rooms[len(chunk):]
+		n := len(chunk)
+		seqs, ids, pos, depths := make([]int64, n), make([]string, n), make([]int64, n), make([]int64, n)
+		for i, roomID := range chunk {
+			h := f.heads[roomID]
+			seqs[i], ids[i], pos[i], depths[i] = int64(h.seq), h.eventID, h.pos, h.depth
+		}
+		if _, err := s.pool.Exec(ctx, `UPDATE rooms r SET last_seq = GREATEST(r.last_seq, x.s),
+				last_event_id = CASE WHEN x.e = '' THEN r.last_event_id ELSE x.e END,
+				last_pos = CASE WHEN x.e = '' THEN r.last_pos ELSE x.p END,
+				depth = CASE WHEN x.e = '' THEN r.depth ELSE x.d END
+			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS x(id, s, e, p, d)
+			WHERE r.room_id = x.id`, chunk, seqs, ids, pos, depths); err != nil {
+			return fmt.Errorf("write room heads: %w", err)
+		}
 	}
 	return nil
 }

@@ -34,6 +34,9 @@ type Tx struct {
 	copier copier
 	order  []string // rooms in the order their heads were first set
 	search []searchRow
+	// keepHeads keeps the heads in heads and order rather than writing
+	// them (a fresh build with FreshHeads).
+	keepHeads bool
 }
 
 type roomHead struct {

@@ -405,6 +405,9 @@ func (t *Tx) pending(copyLater bool) {
 		t.events = t.events[:0]
 	}
 	t.flushSearch()
+	if t.keepHeads {
+		return // a fresh build writes them at the end (FreshHeads)
+	}
 	if n := len(t.order); n > 0 {
 		// One statement for every room the batch moved; a head without an
 		// event (a record that only moves the room's sequence) keeps the
