@@ -41,7 +41,9 @@ type Projector struct {
 	Log    *eventlog.Log
 	Store  *store.Store
 	Logger *slog.Logger
-	// MaxBatch bounds the records applied in one transaction.
+	// MaxBatch bounds the records applied in one transaction
+	// (defaultMaxBatch when 0). A reader of several ROOMS lanes reads up
+	// to applySlots times as many and splits them by lane.
 	MaxBatch int
 
 	applied, lagEvents, lagSeconds *prometheus.GaugeVec
@@ -61,6 +63,10 @@ type Projector struct {
 // would each hold a database connection, and beyond a few the cores, not
 // the lanes, are the limit.
 const applySlots = 4
+
+// defaultMaxBatch is MaxBatch when it is not set (eventlog.Log.Read's own
+// default).
+const defaultMaxBatch = 512
 
 // slot waits for a transaction slot; release gives it back.
 func (p *Projector) slot(ctx context.Context) (release func(), err error) {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"strand/eventlog"
 	"strand/projector/store"
@@ -18,60 +21,62 @@ import (
 // own would only turn one transaction into up to seventeen smaller ones
 // (and seventeen readers), which is what every write waits for.
 //
-// Leases stay per lane (runLane): taking or giving up a lane changes the
-// set, and the reader starts again with the new set from the lowest of
-// its lanes' positions, skipping in each lane what that lane has applied.
+// Leases stay per lane (runLane). Taking a lane starts the reader again
+// with the new set, from the lowest of its lanes' positions (skipping in
+// each lane what that lane has applied); giving one up only drops the
+// lane's records from the next batch on, so a process handing lanes to
+// others while it catches up does not throw away its read.
 
 // roomLanes is the set of ROOMS lanes this process holds.
 type roomLanes struct {
-	mu      sync.Mutex
-	held    map[string]bool
-	changed chan struct{} // closed when held changes
-	run     chan struct{} // closed when the reader that last started stops
+	mu    sync.Mutex
+	held  map[string]bool
+	added chan struct{} // closed when a lane is added
+	busy  bool          // the reader is applying a batch
+	idle  chan struct{} // closed when that batch is done
 }
 
-// errLanesChanged ends a reader whose set of lanes is out of date.
-var errLanesChanged = errors.New("the held ROOMS lanes changed")
+// errLanesAdded ends a reader that lacks a lane this process now holds.
+var errLanesAdded = errors.New("a ROOMS lane was taken")
 
-func (r *roomLanes) setLocked(lane string, held bool) {
-	if r.held == nil {
-		r.held = map[string]bool{}
-	}
-	r.held[lane] = held
-	if r.changed != nil {
-		close(r.changed)
-		r.changed = nil
-	}
-}
+// errNoLanes ends a reader left with no lane to apply.
+var errNoLanes = errors.New("no ROOMS lane held")
 
 // join adds lane to what the reader applies.
 func (r *roomLanes) join(lane string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.setLocked(lane, true)
+	if r.held == nil {
+		r.held = map[string]bool{}
+	}
+	r.held[lane] = true
+	if r.added != nil {
+		close(r.added)
+		r.added = nil
+	}
 }
 
-// leave removes lane, then waits until no reader of this process applies
-// it any more (or ctx ends), so that the lane's lease is given up only
-// after this process stopped applying it.
+// leave removes lane, then waits until the batch under way, which may
+// hold the lane's records, is done (or ctx ends), so that the lane's lease
+// is given up only once this process no longer applies it.
 func (r *roomLanes) leave(ctx context.Context, lane string) {
 	r.mu.Lock()
-	r.setLocked(lane, false)
-	run := r.run
-	r.mu.Unlock()
-	if run == nil {
+	delete(r.held, lane)
+	if !r.busy {
+		r.mu.Unlock()
 		return
 	}
+	idle := r.idle
+	r.mu.Unlock()
 	select {
-	case <-run:
+	case <-idle:
 	case <-ctx.Done():
 	}
 }
 
-// start begins a reader's run: the lanes it applies (in lane order), a
-// channel closed when they change, and the channel the reader closes when
-// the run ends.
-func (r *roomLanes) start() (lanes []string, changed <-chan struct{}, done chan struct{}) {
+// start returns the lanes a reader starting now applies (in lane order)
+// and a channel closed when a lane is added.
+func (r *roomLanes) start() (lanes []string, added <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, l := range eventlog.RoomLanes {
@@ -79,43 +84,68 @@ func (r *roomLanes) start() (lanes []string, changed <-chan struct{}, done chan 
 			lanes = append(lanes, l)
 		}
 	}
-	if r.changed == nil {
-		r.changed = make(chan struct{})
+	if r.added == nil {
+		r.added = make(chan struct{})
 	}
-	r.run = make(chan struct{})
-	return lanes, r.changed, r.run
+	return lanes, r.added
+}
+
+// beginBatch marks a batch under way and returns which of lanes are still
+// held: the batch applies only their records. endBatch marks it done.
+func (r *roomLanes) beginBatch(lanes []string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.busy = true
+	if r.idle == nil {
+		r.idle = make(chan struct{})
+	}
+	var now []string
+	for _, l := range lanes {
+		if r.held[l] {
+			now = append(now, l)
+		}
+	}
+	return now
+}
+
+func (r *roomLanes) endBatch() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.busy = false
+	if r.idle != nil {
+		close(r.idle)
+		r.idle = nil
+	}
 }
 
 // runRoomLanes applies the ROOMS lanes this process holds until ctx ends
 // or applying fails.
 func (p *Projector) runRoomLanes(ctx context.Context) error {
 	for {
-		lanes, changed, done := p.rooms.start()
+		lanes, added := p.rooms.start()
 		if len(lanes) == 0 {
-			close(done)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-changed:
+			case <-added:
 				continue
 			}
 		}
 		rctx, cancel := context.WithCancelCause(ctx)
 		go func() {
 			select {
-			case <-changed:
-				cancel(errLanesChanged)
+			case <-added:
+				cancel(errLanesAdded)
 			case <-rctx.Done():
 			}
 		}()
-		err := p.readRoomLanes(rctx, lanes)
-		changedUnder := errors.Is(context.Cause(rctx), errLanesChanged)
+		err := p.readRoomLanes(rctx, ctx, lanes)
+		restart := errors.Is(context.Cause(rctx), errLanesAdded) || errors.Is(err, errNoLanes)
 		cancel(nil)
-		close(done)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case changedUnder:
+		case restart:
 		case errors.Is(err, store.ErrPositionBehind):
 			if p.Logger != nil {
 				p.Logger.Warn("stored position went back under the projector; reading again from it", eventlog.LogStream, eventlog.StreamRooms, eventlog.LogErr, err)
@@ -130,9 +160,11 @@ func (p *Projector) runRoomLanes(ctx context.Context) error {
 func laneOfRecord(m eventlog.Msg) string { return eventlog.RoomLanes[eventlog.SubjectLane(m.Subject)] }
 
 // readRoomLanes reads ROOMS for lanes, from the lowest of their positions,
-// and applies each batch in one transaction, announcing every lane that
-// moved.
-func (p *Projector) readRoomLanes(ctx context.Context, lanes []string) error {
+// until ctx ends, and applies each batch, announcing every lane. A batch
+// is applied under applyCtx: when the lanes change (ctx ends, not
+// applyCtx) the batch under way is finished rather than thrown away, which
+// while catching up is thousands of records.
+func (p *Projector) readRoomLanes(ctx, applyCtx context.Context, lanes []string) error {
 	expect, err := p.Store.AppliedPositions(ctx, lanes)
 	if err != nil {
 		return err
@@ -146,26 +178,129 @@ func (p *Projector) readRoomLanes(ctx context.Context, lanes []string) error {
 	if p.Logger != nil {
 		p.Logger.Info("projecting ROOMS lanes", "lanes", lanes, eventlog.LogSeq, from+1)
 	}
-	opts := eventlog.ReadOptions{From: from + 1, MaxBatch: p.MaxBatch, Subjects: subjects}
-	return p.Log.Read(ctx, eventlog.StreamRooms, opts, func(ctx context.Context, batch []eventlog.Msg) error {
+	// A batch read while behind is split over up to applySlots
+	// transactions (applyRoomBatch): read enough for each to get about
+	// MaxBatch.
+	batch := p.MaxBatch
+	if batch <= 0 {
+		batch = defaultMaxBatch
+	}
+	opts := eventlog.ReadOptions{From: from + 1, MaxBatch: batch * min(applySlots, len(lanes)), Subjects: subjects}
+	return p.Log.Read(ctx, eventlog.StreamRooms, opts, func(_ context.Context, batch []eventlog.Msg) error {
+		ctx := applyCtx
+		now := p.rooms.beginBatch(lanes)
+		defer p.rooms.endBatch()
+		if len(now) == 0 {
+			return errNoLanes
+		}
 		// The read delivers the lanes' records in stream order, so after
 		// a batch every lane is complete through its last record.
 		through := batch[len(batch)-1].Seq
-		pos, setAside, err := p.projectLanes(ctx, expect, through, batch, laneOfRecord)
-		if err != nil {
-			return err
+		exp := expect
+		if len(now) < len(lanes) {
+			// Lanes given up since the read began: leave them to the
+			// processes that took them.
+			exp = make(map[string]uint64, len(now))
+			for _, l := range now {
+				exp[l] = expect[l]
+			}
+			batch = slices.DeleteFunc(slices.Clone(batch), func(m eventlog.Msg) bool {
+				_, ok := exp[laneOfRecord(m)]
+				return !ok
+			})
+		}
+		pos, setAside := exp, map[string][]uint64(nil)
+		if len(batch) > 0 {
+			var err error
+			if pos, setAside, err = p.applyRoomBatch(ctx, exp, through, batch); err != nil {
+				return err
+			}
 		}
 		p.roomsApplied.Add(uint64(len(batch)))
 		last := map[string]eventlog.Msg{}
 		for _, m := range batch {
 			last[laneOfRecord(m)] = m
 		}
-		for _, l := range lanes {
+		for _, l := range now {
 			p.announce(l, max(pos[l], through), setAside[l], last[l])
 		}
-		expect = pos
+		maps.Copy(expect, pos)
 		return nil
 	})
+}
+
+// splitBatch is the size from which a batch of several lanes is applied
+// as several transactions at once. A reader that is behind (catching up,
+// or a burst) gets full batches: one transaction at a time would leave
+// PostgreSQL one backend's worth of work while the others wait, where
+// lanes, which never read each other's rooms, can commit side by side. A
+// reader that keeps up gets small batches, best applied in one.
+const splitBatch = 128
+
+// applyRoomBatch applies a batch of the lanes in expect: in one
+// transaction, or, from splitBatch records on, split by lane into up to
+// applySlots transactions run at once, each advancing its own lanes (and
+// recording them complete through through).
+func (p *Projector) applyRoomBatch(ctx context.Context, expect map[string]uint64, through uint64, batch []eventlog.Msg) (map[string]uint64, map[string][]uint64, error) {
+	if len(batch) < splitBatch || len(expect) == 1 {
+		return p.projectLanes(ctx, expect, through, batch, laneOfRecord)
+	}
+	var parts [applySlots][]eventlog.Msg
+	var expects [applySlots]map[string]uint64
+	for _, m := range batch {
+		i := eventlog.SubjectLane(m.Subject) % applySlots
+		parts[i] = append(parts[i], m)
+	}
+	for l, seq := range expect {
+		i := eventlog.LaneIndex(l) % applySlots
+		if expects[i] == nil {
+			expects[i] = map[string]uint64{}
+		}
+		expects[i][l] = seq
+	}
+	// The lanes of a part without records go with the first part that
+	// has some, so that they too are recorded complete through through.
+	first := -1
+	for i := range applySlots {
+		if len(parts[i]) > 0 && first < 0 {
+			first = i
+		}
+	}
+	for i := range applySlots {
+		if len(parts[i]) == 0 && i != first {
+			if expects[first] == nil {
+				expects[first] = map[string]uint64{}
+			}
+			maps.Copy(expects[first], expects[i])
+		}
+	}
+	var results [applySlots]struct {
+		pos      map[string]uint64
+		setAside map[string][]uint64
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range applySlots {
+		if len(parts[i]) == 0 {
+			continue
+		}
+		g.Go(func() error {
+			var err error
+			results[i].pos, results[i].setAside, err = p.projectLanes(gctx, expects[i], through, parts[i], laneOfRecord)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	pos := maps.Clone(expect)
+	setAside := map[string][]uint64{}
+	for _, r := range results {
+		maps.Copy(pos, r.pos)
+		for l, seqs := range r.setAside {
+			setAside[l] = seqs
+		}
+	}
+	return pos, setAside, nil
 }
 
 // announce tells every process a lane's new position (and the records it
