@@ -165,18 +165,7 @@ func (s *Store) WriteFreshHeads(ctx context.Context, f *FreshHeads) error {
 	for len(rooms) > 0 {
 		chunk := rooms[:min(len(rooms), freshHeadsChunk)]
 		rooms = rooms[len(chunk):]
-		n := len(chunk)
-		seqs, ids, pos, depths := make([]int64, n), make([]string, n), make([]int64, n), make([]int64, n)
-		for i, roomID := range chunk {
-			h := f.heads[roomID]
-			seqs[i], ids[i], pos[i], depths[i] = int64(h.seq), h.eventID, h.pos, h.depth
-		}
-		if _, err := s.pool.Exec(ctx, `UPDATE rooms r SET last_seq = GREATEST(r.last_seq, x.s),
-				last_event_id = CASE WHEN x.e = '' THEN r.last_event_id ELSE x.e END,
-				last_pos = CASE WHEN x.e = '' THEN r.last_pos ELSE x.p END,
-				depth = CASE WHEN x.e = '' THEN r.depth ELSE x.d END
-			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS x(id, s, e, p, d)
-			WHERE r.room_id = x.id`, chunk, seqs, ids, pos, depths); err != nil {
+		if _, err := s.pool.Exec(ctx, roomHeadsSQL, roomHeadsArgs(chunk, f.heads)...); err != nil {
 			return fmt.Errorf("write room heads: %w", err)
 		}
 	}

@@ -408,23 +408,32 @@ func (t *Tx) pending(copyLater bool) {
 	if t.keepHeads {
 		return // a fresh build writes them at the end (FreshHeads)
 	}
-	if n := len(t.order); n > 0 {
-		// One statement for every room the batch moved; a head without an
-		// event (a record that only moves the room's sequence) keeps the
-		// room's newest event.
-		seqs, ids, pos, depths := make([]int64, n), make([]string, n), make([]int64, n), make([]int64, n)
-		for i, roomID := range t.order {
-			h := t.heads[roomID]
-			seqs[i], ids[i], pos[i], depths[i] = int64(h.seq), h.eventID, h.pos, h.depth
-		}
-		t.queue(`UPDATE rooms r SET last_seq = x.s,
-				last_event_id = CASE WHEN x.e = '' THEN r.last_event_id ELSE x.e END,
-				last_pos = CASE WHEN x.e = '' THEN r.last_pos ELSE x.p END,
-				depth = CASE WHEN x.e = '' THEN r.depth ELSE x.d END
-			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS x(id, s, e, p, d)
-			WHERE r.room_id = x.id`, t.order, seqs, ids, pos, depths)
+	if len(t.order) > 0 {
+		t.queue(roomHeadsSQL, roomHeadsArgs(t.order, t.heads)...)
 	}
 	t.heads, t.order = nil, nil
+}
+
+// roomHeadsSQL writes rooms' heads (roomHeadsArgs) in one statement. A
+// head without an event (a record that only moves the room's sequence)
+// keeps the room's newest event; the sequence only rises (a record set
+// aside may have moved it already).
+const roomHeadsSQL = `UPDATE rooms r SET last_seq = GREATEST(r.last_seq, x.s),
+		last_event_id = CASE WHEN x.e = '' THEN r.last_event_id ELSE x.e END,
+		last_pos = CASE WHEN x.e = '' THEN r.last_pos ELSE x.p END,
+		depth = CASE WHEN x.e = '' THEN r.depth ELSE x.d END
+	FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS x(id, s, e, p, d)
+	WHERE r.room_id = x.id`
+
+// roomHeadsArgs are roomHeadsSQL's arguments for the heads of rooms.
+func roomHeadsArgs(rooms []string, heads map[string]roomHead) []any {
+	n := len(rooms)
+	seqs, ids, pos, depths := make([]int64, n), make([]string, n), make([]int64, n), make([]int64, n)
+	for i, roomID := range rooms {
+		h := heads[roomID]
+		seqs[i], ids[i], pos[i], depths[i] = int64(h.seq), h.eventID, h.pos, h.depth
+	}
+	return []any{rooms, seqs, ids, pos, depths}
 }
 
 // ForgetRoom hides a room from a user.
