@@ -165,9 +165,13 @@ func laneOfRecord(m eventlog.Msg) string { return eventlog.RoomLanes[eventlog.Su
 // applyCtx) the batch under way is finished rather than thrown away, which
 // while catching up is thousands of records.
 func (p *Projector) readRoomLanes(ctx, applyCtx context.Context, lanes []string) error {
-	expect, err := p.Store.AppliedPositions(ctx, lanes)
+	stored, err := p.Store.Positions(ctx)
 	if err != nil {
 		return err
+	}
+	expect := make(map[string]uint64, len(lanes))
+	for _, l := range lanes {
+		expect[l] = stored[l] // 0 for a lane that has applied nothing
 	}
 	from := expect[lanes[0]]
 	subjects := make([]string, len(lanes))

@@ -256,29 +256,3 @@ func (s *Store) AppliedPosition(ctx context.Context, stream string) (uint64, err
 	}
 	return uint64(seq), nil
 }
-
-// AppliedPositions is AppliedPosition for several lanes in one query; a
-// lane with no position yet is at 0.
-func (s *Store) AppliedPositions(ctx context.Context, lanes []string) (map[string]uint64, error) {
-	out := make(map[string]uint64, len(lanes))
-	for _, l := range lanes {
-		out[l] = 0
-	}
-	rows, err := s.pool.Query(ctx, "SELECT stream, seq FROM projector_positions WHERE stream = ANY($1)", lanes)
-	if err != nil {
-		return nil, fmt.Errorf("positions of %v: %w", lanes, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var l string
-		var seq int64
-		if err := rows.Scan(&l, &seq); err != nil {
-			return nil, fmt.Errorf("positions of %v: %w", lanes, err)
-		}
-		out[l] = uint64(seq)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("positions of %v: %w", lanes, err)
-	}
-	return out, nil
-}

@@ -99,3 +99,71 @@ func TestProjectSkipsAppliedAndRefusesBehind(t *testing.T) {
 		t.Fatalf("failed batch: err %v stored %d, filter 5 kept %v", err, position(), has(5))
 	}
 }
+
+// ProjectLanes applies records of several lanes in one transaction, each
+// lane checked and skipped on its own position as Project does for one
+// stream: a record at or below its lane's stored position is skipped
+// (another process applied it), a lane stored below the reader's
+// expectation refuses the whole batch, only lanes with records get a
+// position row, and every lane named is recorded complete through the
+// reader's position.
+func TestProjectLanesPerLanePositions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, _ := storetest.Open(t)
+	laneA, laneB, laneC := eventlog.RoomLanes[0], eventlog.RoomLanes[1], eventlog.RoomLanes[2]
+	laneOf := func(m eventlog.Msg) string {
+		switch m.Seq % 2 {
+		case 0:
+			return laneA
+		default:
+			return laneB
+		}
+	}
+	var applied []uint64
+	count := func(ctx context.Context, tx *store.Tx, m eventlog.Msg) error {
+		applied = append(applied, m.Seq)
+		return applyFilter(ctx, tx, m)
+	}
+	// Lane A (even sequences) has applied 2 already, by another process.
+	if _, err := st.Project(ctx, laneA, 0, []eventlog.Msg{filterMsg(2)}, applyFilter); err != nil {
+		t.Fatal(err)
+	}
+	expect := map[string]uint64{laneA: 0, laneB: 0, laneC: 0}
+	pos, err := st.ProjectLanes(ctx, expect, 5, []eventlog.Msg{filterMsg(1), filterMsg(2), filterMsg(3), filterMsg(4), filterMsg(5)}, laneOf, count)
+	if err != nil || fmt.Sprint(applied) != "[1 3 4 5]" {
+		t.Fatalf("batch of two lanes: pos %v err %v applied %v; want 2 skipped", pos, err, applied)
+	}
+	if pos[laneA] != 4 || pos[laneB] != 5 || pos[laneC] != 0 {
+		t.Fatalf("positions %v, want %s 4, %s 5, %s 0", pos, laneA, laneB, laneC)
+	}
+	stored, err := st.Positions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := stored[laneC]; ok || stored[laneA] != 4 || stored[laneB] != 5 {
+		t.Fatalf("stored positions %v: want A 4, B 5, no row for C", stored)
+	}
+	for _, l := range []string{laneA, laneB, laneC} {
+		if p, err := st.Position(ctx, l); err != nil || p != 5 {
+			t.Fatalf("lane %s complete through %d (%v), want 5", l, p, err)
+		}
+	}
+
+	// A reader that believes lane B applied 7 finds 5: nothing of the
+	// batch is applied, lane A's record included.
+	applied = nil
+	_, err = st.ProjectLanes(ctx, map[string]uint64{laneA: 4, laneB: 7}, 8, []eventlog.Msg{filterMsg(6), filterMsg(7), filterMsg(8)}, laneOf, count)
+	if !errors.Is(err, store.ErrPositionBehind) || has(ctx, t, st, 6) {
+		t.Fatalf("lane B behind: err %v, filter 6 applied %v", err, has(ctx, t, st, 6))
+	}
+}
+
+func has(ctx context.Context, t *testing.T, st *store.Store, seq uint64) bool {
+	t.Helper()
+	_, err := st.Filter(ctx, "@a:x", fmt.Sprintf("f%d", seq))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
