@@ -119,6 +119,7 @@ type txnLookups struct {
 	mu      sync.Mutex
 	queue   []*txnLookup
 	running bool // a drainTxnLookups goroutine is working the queue
+	queries int  // queries made so far (tests check the lookups share them)
 }
 
 // txnLookup is one EventByTxn lookup: its key, and its answer (id empty
@@ -154,6 +155,7 @@ func (s *Store) drainTxnLookups() {
 		if len(s.txns.queue) == 0 {
 			s.txns.queue = nil
 		}
+		s.txns.queries++
 		s.txns.mu.Unlock()
 		s.lookupTxns(batch)
 	}

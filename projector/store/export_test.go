@@ -16,3 +16,10 @@ func (t *SyncTx) XactFetched(ctx context.Context, table string) (int64, error) {
 		FROM pg_stat_xact_user_tables WHERE relname = $1`, table).Scan(&n)
 	return n, err
 }
+
+// TxnLookupQueries is how many queries EventByTxn lookups have made.
+func (s *Store) TxnLookupQueries() int {
+	s.txns.mu.Lock()
+	defer s.txns.mu.Unlock()
+	return s.txns.queries
+}

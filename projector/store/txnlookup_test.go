@@ -14,7 +14,8 @@ import (
 )
 
 // Lookups of client transactions made at once are answered together
-// (EventByTxn batches them); each still gets its own answer: the event of
+// (EventByTxn batches them: far fewer queries than lookups); each still
+// gets its own answer: the event of
 // its transaction, or ErrNotFound, whatever the others asked. A lookup
 // whose request has ended returns at once with its context's error.
 func TestEventByTxnConcurrentLookups(t *testing.T) {
@@ -37,8 +38,11 @@ func TestEventByTxnConcurrentLookups(t *testing.T) {
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 4*sent)
+	start := make(chan struct{})
+	before := st.TxnLookupQueries()
 	for i := range 3 * sent {
 		wg.Go(func() {
+			<-start
 			room, device := rooms[i%2], "D"
 			if i%7 == 0 {
 				device = "other" // same transaction ID, another device: not it
@@ -59,10 +63,15 @@ func TestEventByTxnConcurrentLookups(t *testing.T) {
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+	// Lookups made at once share queries: one each would be 300.
+	if q := st.TxnLookupQueries() - before; q > sent {
+		t.Errorf("%d lookups made %d queries", 3*sent, q)
 	}
 
 	ended, stop := context.WithCancel(ctx)
