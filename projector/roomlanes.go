@@ -190,6 +190,7 @@ func (p *Projector) readRoomLanes(ctx, applyCtx context.Context, lanes []string)
 		batch = defaultMaxBatch
 	}
 	opts := eventlog.ReadOptions{From: from + 1, MaxBatch: batch * min(applySlots, len(lanes)), Subjects: subjects}
+	var completed time.Time // when every lane was last recorded complete
 	return p.Log.Read(ctx, eventlog.StreamRooms, opts, func(_ context.Context, batch []eventlog.Msg) error {
 		ctx := applyCtx
 		now := p.rooms.beginBatch(lanes)
@@ -198,8 +199,17 @@ func (p *Projector) readRoomLanes(ctx, applyCtx context.Context, lanes []string)
 			return errNoLanes
 		}
 		// The read delivers the lanes' records in stream order, so after
-		// a batch every lane is complete through its last record.
-		through := batch[len(batch)-1].Seq
+		// a batch every lane is complete through its last record. That is
+		// recorded and announced for every lane when the reader has caught
+		// up (nothing pending after the batch: it may now idle) and at
+		// most every completeEvery in between; otherwise only the lanes
+		// with records move, sparing a row per lane and an announcement
+		// per lane on every write's path.
+		end := batch[len(batch)-1]
+		var through uint64
+		if end.Pending == 0 || time.Since(completed) >= completeEvery {
+			through, completed = end.Seq, time.Now()
+		}
 		exp := expect
 		if len(now) < len(lanes) {
 			// Lanes given up since the read began: leave them to the
@@ -226,12 +236,20 @@ func (p *Projector) readRoomLanes(ctx, applyCtx context.Context, lanes []string)
 			last[laneOfRecord(m)] = m
 		}
 		for _, l := range now {
-			p.announce(l, max(pos[l], through), setAside[l], last[l])
+			if at := max(pos[l], through); at > expect[l] || len(setAside[l]) > 0 {
+				p.announce(l, at, setAside[l], last[l])
+			}
 		}
 		maps.Copy(expect, pos)
 		return nil
 	})
 }
+
+// completeEvery bounds how long, under steady writes, a held lane without
+// records waits to be recorded complete through what its reader has read
+// (readRoomLanes): the lag of ROOMS as a whole for readers that do not
+// follow the stream themselves.
+const completeEvery = 25 * time.Millisecond
 
 // splitBatch is the size from which a batch of several lanes is applied
 // as several transactions at once. A reader that is behind (catching up,
