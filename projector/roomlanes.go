@@ -32,8 +32,7 @@ type roomLanes struct {
 	mu    sync.Mutex
 	held  map[string]bool
 	added chan struct{} // closed when a lane is added
-	busy  bool          // the reader is applying a batch
-	idle  chan struct{} // closed when that batch is done
+	idle  chan struct{} // while the reader applies a batch: closed when it is done
 }
 
 // errLanesAdded ends a reader that lacks a lane this process now holds.
@@ -62,12 +61,11 @@ func (r *roomLanes) join(lane string) {
 func (r *roomLanes) leave(ctx context.Context, lane string) {
 	r.mu.Lock()
 	delete(r.held, lane)
-	if !r.busy {
-		r.mu.Unlock()
-		return
-	}
 	idle := r.idle
 	r.mu.Unlock()
+	if idle == nil {
+		return // no batch under way
+	}
 	select {
 	case <-idle:
 	case <-ctx.Done():
@@ -95,10 +93,7 @@ func (r *roomLanes) start() (lanes []string, added <-chan struct{}) {
 func (r *roomLanes) beginBatch(lanes []string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.busy = true
-	if r.idle == nil {
-		r.idle = make(chan struct{})
-	}
+	r.idle = make(chan struct{})
 	var now []string
 	for _, l := range lanes {
 		if r.held[l] {
@@ -111,11 +106,8 @@ func (r *roomLanes) beginBatch(lanes []string) []string {
 func (r *roomLanes) endBatch() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.busy = false
-	if r.idle != nil {
-		close(r.idle)
-		r.idle = nil
-	}
+	close(r.idle)
+	r.idle = nil
 }
 
 // runRoomLanes applies the ROOMS lanes this process holds until ctx ends
